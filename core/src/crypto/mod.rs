@@ -1,0 +1,1 @@
+//! Crypto: key hierarchy, envelope, Shamir.

@@ -1,0 +1,15 @@
+//! Types shared by every SPIKE component.
+//!
+//! Identity (`id`, `svid`, `tls`), the HTTP API's request and response types (`api`),
+//! secret paths and policy patterns (`path`, `pattern`, `policy`), the crypto envelope and
+//! Shamir wrapper (`crypto`), redacting secret types (`secret`), the audit-chain format
+//! (`audit`) and the error type that maps every failure to one HTTP status (`error`).
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod crypto;
+pub mod path;
+pub mod pattern;
+pub mod policy;
+pub mod secret;
+pub mod id;
