@@ -1,0 +1,167 @@
+//! The wire error format and the one place that maps error codes to HTTP statuses.
+//!
+//! Every SPIKE service answers errors as `{"error":{"code":"...","message":"..."}}`. The code
+//! is a stable, machine-readable string; the message is a hint for a human, never internal
+//! detail and never secret material.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Stable error codes of the SPIKE HTTP APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is malformed (bad JSON, unknown field, bad parameter).
+    BadRequest,
+    /// A secret path or prefix is invalid.
+    InvalidPath,
+    /// A policy or pattern is invalid.
+    InvalidPolicy,
+    /// The caller presented no usable identity.
+    Unauthenticated,
+    /// The caller is authenticated but not allowed to do this.
+    Forbidden,
+    /// The secret, version or policy does not exist (or the caller may not know it exists).
+    NotFound,
+    /// A compare-and-set condition did not hold.
+    CasMismatch,
+    /// The system is already initialized.
+    AlreadyInitialized,
+    /// The system has not been initialized yet.
+    NotInitialized,
+    /// The request body or a value in it is too large.
+    TooLarge,
+    /// Too many requests from this caller.
+    RateLimited,
+    /// The HTTP method is not supported on this route.
+    MethodNotAllowed,
+    /// The request's content type is not JSON.
+    UnsupportedMediaType,
+    /// Nexus holds no root key yet.
+    Sealed,
+    /// A keeper holds no share.
+    NoShare,
+    /// Something went wrong inside the server; details are in its log.
+    Internal,
+    /// A dependency (storage, audit log, keeper) is unavailable.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status for this code.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadRequest | Self::InvalidPath | Self::InvalidPolicy => 400,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
+            Self::NotFound | Self::NoShare => 404,
+            Self::MethodNotAllowed => 405,
+            Self::CasMismatch | Self::AlreadyInitialized | Self::NotInitialized => 409,
+            Self::TooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            Self::Sealed | Self::Unavailable => 503,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidPath => "invalid_path",
+            Self::InvalidPolicy => "invalid_policy",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::CasMismatch => "cas_mismatch",
+            Self::AlreadyInitialized => "already_initialized",
+            Self::NotInitialized => "not_initialized",
+            Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Sealed => "sealed",
+            Self::NoShare => "no_share",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An API error: a code and a message that is safe to show to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(deny_unknown_fields)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable hint; never internal detail or secret material.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A new error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status this error is sent with.
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    /// The JSON body, `{"error":{...}}`.
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.clone(),
+        }
+    }
+}
+
+/// The JSON envelope of an error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ApiError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_map_to_statuses() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::CasMismatch,
+            ErrorCode::TooLarge,
+            ErrorCode::RateLimited,
+            ErrorCode::Sealed,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+            assert!((400..600).contains(&code.status()));
+        }
+        let body = ApiError::new(ErrorCode::Sealed, "nexus is sealed").to_body();
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"error":{"code":"sealed","message":"nexus is sealed"}}"#
+        );
+    }
+}
