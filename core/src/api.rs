@@ -59,10 +59,12 @@ pub struct VersionQuery {
     pub version: Option<u64>,
 }
 
-/// Query of `GET /v1/secrets/list[/{prefix}]`.
+/// Query of `GET /v1/secrets/list`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only paths equal to or under this prefix.
+    pub prefix: Option<String>,
     /// Continue after this path (the `next` of the previous page).
     pub after: Option<String>,
     /// Page size; the server caps it.
@@ -128,7 +130,7 @@ pub struct SecretMetadata {
     pub versions: Vec<VersionMetadata>,
 }
 
-/// Body of `DELETE /v1/secrets/data/{path}`, `POST /v1/secrets/undelete/{path}` and
+/// Body of `POST /v1/secrets/delete/{path}`, `POST /v1/secrets/undelete/{path}` and
 /// `POST /v1/secrets/destroy/{path}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

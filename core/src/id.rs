@@ -340,7 +340,10 @@ mod tests {
     #[test]
     fn serde_round_trip_validates() {
         let id: SpiffeId = serde_json::from_str("\"spiffe://spike.dev/app\"").unwrap();
-        assert_eq!(serde_json::to_string(&id).unwrap(), "\"spiffe://spike.dev/app\"");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"spiffe://spike.dev/app\""
+        );
         assert!(serde_json::from_str::<SpiffeId>("\"spiffe://spike.dev/a/../b\"").is_err());
     }
 }

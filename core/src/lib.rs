@@ -6,10 +6,16 @@
 //! (`audit`) and the error type that maps every failure to one HTTP status (`error`).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod audit;
 pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod net;
 pub mod path;
 pub mod pattern;
 pub mod policy;
 pub mod secret;
-pub mod id;
+pub mod svid;
+pub mod telemetry;
+pub mod tls;

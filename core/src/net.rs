@@ -81,19 +81,18 @@ pub async fn serve_mtls(
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let tls =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let Some(peer) = PeerIdentity::from_certs(tls.get_ref().1.peer_certificates()) else {
                 return;
             };
@@ -101,11 +100,12 @@ pub async fn serve_mtls(
                 .not_after
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                req.extensions_mut().insert(RemoteAddr(remote));
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
+            let service =
+                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    req.extensions_mut().insert(RemoteAddr(remote));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -215,7 +215,9 @@ pub struct MtlsClient {
 
 impl std::fmt::Debug for MtlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MtlsClient").field("addr", &self.addr).finish()
+        f.debug_struct("MtlsClient")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -258,11 +260,12 @@ impl MtlsClient {
             })?;
         let _ = tcp.set_nodelay(true);
         // The name is not checked (SPIFFE verifies the ID), but rustls needs one.
-        let name = rustls::pki_types::ServerName::try_from("spike.invalid")
-            .map_err(|e| ClientError::Http {
+        let name = rustls::pki_types::ServerName::try_from("spike.invalid").map_err(|e| {
+            ClientError::Http {
                 addr: self.addr.clone(),
                 detail: e.to_string(),
-            })?;
+            }
+        })?;
         let tls = self
             .connector
             .connect(name, tcp)
@@ -343,5 +346,38 @@ impl MtlsClient {
             .to_bytes();
         *guard = Some(sender);
         Ok(Response { status, body })
+    }
+}
+
+/// Serves `app` over plain HTTP (health and metrics only) until `shutdown` completes.
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }

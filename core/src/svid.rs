@@ -109,13 +109,14 @@ impl Identity {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let provider = rustls::crypto::ring::default_provider();
-        let signing = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|_| SvidError::Invalid {
-                what: "private key",
-                detail: "not a supported PKCS#8, SEC1 or PKCS#1 key".into(),
-            })?;
+        let signing =
+            provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|_| SvidError::Invalid {
+                    what: "private key",
+                    detail: "not a supported PKCS#8, SEC1 or PKCS#1 key".into(),
+                })?;
         let certified = CertifiedKey::new(chain, signing);
         certified.keys_match().map_err(|_| SvidError::Invalid {
             what: "private key",
@@ -381,9 +382,7 @@ impl WorkloadApiSource {
         }
         let source = tokio::time::timeout(timeout, builder.build())
             .await
-            .map_err(|_| {
-                SvidError::WorkloadApi(format!("no SVID within {}s", timeout.as_secs()))
-            })?
+            .map_err(|_| SvidError::WorkloadApi(format!("no SVID within {}s", timeout.as_secs())))?
             .map_err(|e| SvidError::WorkloadApi(e.to_string()))?;
         let identity = snapshot_from_source(&td, &source)?;
         let inner = Arc::new(StaticSource::new(td.clone(), identity));
@@ -435,8 +434,8 @@ fn snapshot_from_source(td: &TrustDomain, src: &spiffe::X509Source) -> Result<Id
     let svid = src
         .svid()
         .map_err(|e| SvidError::WorkloadApi(e.to_string()))?;
-    let spiffe_td = spiffe::TrustDomain::new(td.as_str())
-        .map_err(|e| SvidError::WorkloadApi(e.to_string()))?;
+    let spiffe_td =
+        spiffe::TrustDomain::new(td.as_str()).map_err(|e| SvidError::WorkloadApi(e.to_string()))?;
     let bundle = src
         .try_bundle_for_trust_domain(&spiffe_td)
         .ok_or_else(|| SvidError::WorkloadApi(format!("no bundle for trust domain {td}")))?;
@@ -454,4 +453,80 @@ fn snapshot_from_source(td: &TrustDomain, src: &spiffe::X509Source) -> Result<Id
         .map(|c| CertificateDer::from(c.as_bytes().to_vec()))
         .collect();
     Identity::from_der(td, chain, key, roots)
+}
+
+/// Where a service gets its SVID: the Workload API, or PEM files. Parsed from flags/config.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// The SPIFFE Workload API at this endpoint (`unix:///...`); `None` reads
+    /// `SPIFFE_ENDPOINT_SOCKET`.
+    WorkloadApi(Option<String>),
+    /// PEM files, re-read when they change.
+    PemFiles(PemPaths),
+}
+
+impl SourceConfig {
+    /// Opens the source, waiting up to `timeout` for a first SVID from the Workload API.
+    pub async fn open(
+        &self,
+        td: &TrustDomain,
+        timeout: Duration,
+    ) -> Result<Arc<dyn SvidSource>, SvidError> {
+        Ok(match self {
+            Self::WorkloadApi(ep) => {
+                Arc::new(WorkloadApiSource::connect(td.clone(), ep.as_deref(), timeout).await?)
+            }
+            Self::PemFiles(paths) => Arc::new(PemFileSource::start(
+                td.clone(),
+                paths.clone(),
+                Duration::from_secs(2),
+            )?),
+        })
+    }
+}
+
+/// Command-line flags every service uses to find its identity.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdentityArgs {
+    /// Trust domain of this deployment.
+    #[arg(long, env = "SPIKE_TRUST_DOMAIN", default_value = "spike.dev")]
+    pub trust_domain: TrustDomain,
+    /// SPIFFE Workload API endpoint (e.g. unix:///run/spire/agent.sock); ignored when PEM files
+    /// are given.
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+    pub spiffe_endpoint_socket: Option<String>,
+    /// X.509-SVID certificate chain (PEM). Use with --svid-key and --svid-bundle instead of the
+    /// Workload API, e.g. with cert-manager's csi-driver-spiffe.
+    #[arg(long, env = "SPIKE_SVID_CERT", requires_all = ["svid_key", "svid_bundle"])]
+    pub svid_cert: Option<PathBuf>,
+    /// X.509-SVID private key (PEM).
+    #[arg(long, env = "SPIKE_SVID_KEY", requires = "svid_cert")]
+    pub svid_key: Option<PathBuf>,
+    /// Trust bundle (PEM CA certificates of the trust domain).
+    #[arg(long, env = "SPIKE_SVID_BUNDLE", requires = "svid_cert")]
+    pub svid_bundle: Option<PathBuf>,
+    /// How long to wait for a first SVID at start.
+    #[arg(long, env = "SPIKE_SVID_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub svid_timeout: Duration,
+}
+
+impl IdentityArgs {
+    /// The SVID source these flags describe.
+    pub fn source_config(&self) -> SourceConfig {
+        match (&self.svid_cert, &self.svid_key, &self.svid_bundle) {
+            (Some(cert), Some(key), Some(bundle)) => SourceConfig::PemFiles(PemPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+                bundle: bundle.clone(),
+            }),
+            _ => SourceConfig::WorkloadApi(self.spiffe_endpoint_socket.clone()),
+        }
+    }
+
+    /// Opens the SVID source.
+    pub async fn open(&self) -> Result<Arc<dyn SvidSource>, SvidError> {
+        self.source_config()
+            .open(&self.trust_domain, self.svid_timeout)
+            .await
+    }
 }

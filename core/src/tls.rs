@@ -11,17 +11,20 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::id::{SpiffeId, TrustDomain};
+
 use crate::svid::{SvidSource, leaf_identity};
+/// The TLS error type of configuration builders.
+pub use rustls::Error as TlsError;
 
 /// Installs the process-wide rustls crypto provider (ring). Call first thing in `main`;
 /// calling it again is harmless.
@@ -46,7 +49,10 @@ impl fmt::Debug for PeerRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::AnyInTrustDomain => f.write_str("AnyInTrustDomain"),
-            Self::OneOf(ids) => f.debug_list().entries(ids.iter().map(|i| i.as_str())).finish(),
+            Self::OneOf(ids) => f
+                .debug_list()
+                .entries(ids.iter().map(|i| i.as_str()))
+                .finish(),
         }
     }
 }
@@ -169,7 +175,12 @@ impl ClientCertVerifier for SpiffeVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.verify(end_entity, intermediates, now, webpki::KeyUsage::client_auth())?;
+        self.verify(
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+        )?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -208,7 +219,12 @@ impl ServerCertVerifier for SpiffeVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // SPIFFE authenticates the server by its SPIFFE ID, not by DNS name.
-        self.verify(end_entity, intermediates, now, webpki::KeyUsage::server_auth())?;
+        self.verify(
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+        )?;
         Ok(ServerCertVerified::assertion())
     }
 

@@ -1,1 +1,460 @@
-//! End-to-end test harness: starts real SPIKE processes on loopback.
+//! Harness for end-to-end tests: starts real `spike-nexus` and `spike-keeper` processes on
+//! loopback with SVIDs from a test CA (PEM files), and runs the real `spike` CLI.
+//!
+//! The binaries must be built first (`cargo build --bins`; `./test.sh` does it). Every wait is
+//! bounded; every process is killed on drop.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use spike_agent::{CertificateAuthority, PemFiles};
+use spike_core::id::{SpiffeId, TrustDomain};
+
+/// The trust domain of test clusters.
+pub const TD: &str = "spike.test";
+
+/// Paths of the built binaries.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// `spike`
+    pub spike: PathBuf,
+    /// `spike-nexus`
+    pub nexus: PathBuf,
+    /// `spike-keeper`
+    pub keeper: PathBuf,
+    /// `spike-agent`
+    pub agent: PathBuf,
+}
+
+/// Finds the workspace's built binaries next to the test executable.
+pub fn bins() -> Bins {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_path_buf();
+    let find = |name: &str| {
+        let p = dir.join(name);
+        assert!(
+            p.exists(),
+            "{} is missing: build the binaries first (cargo build --bins)",
+            p.display()
+        );
+        p
+    };
+    Bins {
+        spike: find("spike"),
+        nexus: find("spike-nexus"),
+        keeper: find("spike-keeper"),
+        agent: find("spike-agent"),
+    }
+}
+
+/// A free loopback port (bound then released; tests tolerate the small race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A test PKI: one CA for the trust domain, SVIDs written as PEM files.
+pub struct Pki {
+    /// The CA.
+    pub ca: CertificateAuthority,
+    /// The trust domain.
+    pub td: TrustDomain,
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// A new CA writing files under `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let td = TrustDomain::new(TD).expect("trust domain");
+        let ca = CertificateAuthority::new(&td).expect("CA");
+        Self {
+            ca,
+            td,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Issues an SVID for `path` (e.g. `/spike/nexus`) valid for an hour, written to files.
+    pub fn svid(&self, path: &str) -> PemFiles {
+        let id = self.td.id(path).expect("SPIFFE ID");
+        let svid = self
+            .ca
+            .issue(&id, Duration::from_secs(3600))
+            .expect("issue");
+        let dir = self
+            .dir
+            .join(path.trim_start_matches('/').replace('/', "_"));
+        std::fs::create_dir_all(&dir).expect("svid dir");
+        svid.write_pem_files(&dir).expect("write svid")
+    }
+
+    /// The SPIFFE ID for `path`.
+    pub fn id(&self, path: &str) -> SpiffeId {
+        self.td.id(path).expect("SPIFFE ID")
+    }
+}
+
+/// Command-line flags selecting PEM-file identity.
+pub fn identity_args(files: &PemFiles) -> Vec<String> {
+    vec![
+        "--trust-domain".into(),
+        TD.into(),
+        "--svid-cert".into(),
+        files.cert.display().to_string(),
+        "--svid-key".into(),
+        files.key.display().to_string(),
+        "--svid-bundle".into(),
+        files.bundle.display().to_string(),
+    ]
+}
+
+/// A child process killed (SIGKILL) on drop, with output in a log file.
+pub struct Proc {
+    child: Child,
+    /// Its combined log file.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `bin args` with stdout+stderr appended to `log` and `RUST_LOG` as given.
+    pub fn spawn(bin: &Path, args: &[String], log: PathBuf, rust_log: &str) -> Self {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .env_remove("SPIFFE_ENDPOINT_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("log fd"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn");
+        Self { child, log }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `timeout`; returns true if it exited.
+    pub fn terminate(mut self, timeout: Duration) -> bool {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Sends `sig` (e.g. SIGSTOP to make a process unreachable while keeping its memory).
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, sig);
+        }
+    }
+
+    /// True while running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP GET on loopback; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Some((status, body))
+}
+
+/// Polls `f` every 100 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ports of one keeper.
+#[derive(Debug, Clone, Copy)]
+pub struct KeeperPorts {
+    /// mTLS API.
+    pub api: u16,
+    /// Health.
+    pub health: u16,
+}
+
+/// A test system: keepers and Nexus as real processes.
+pub struct Cluster {
+    /// Scratch directory (logs, SVIDs, data).
+    pub dir: tempfile::TempDir,
+    /// The binaries.
+    pub bins: Bins,
+    /// The PKI.
+    pub pki: Pki,
+    /// Keeper processes (None when stopped).
+    pub keepers: Vec<Option<Proc>>,
+    /// Keeper ports.
+    pub keeper_ports: Vec<KeeperPorts>,
+    /// Nexus process.
+    pub nexus: Option<Proc>,
+    /// Nexus mTLS port.
+    pub nexus_port: u16,
+    /// Nexus health port.
+    pub nexus_health: u16,
+    /// `RUST_LOG` for the servers.
+    pub rust_log: String,
+    /// Persistent data dir, when used.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Cluster {
+    /// Prepares (does not start) a cluster with `keepers` keepers and a redb data dir.
+    pub fn new(keepers: usize) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("spike-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let pki = Pki::new(&dir.path().join("pki"));
+        let keeper_ports = (0..keepers)
+            .map(|_| KeeperPorts {
+                api: free_port(),
+                health: free_port(),
+            })
+            .collect();
+        let data_dir = Some(dir.path().join("data"));
+        Self {
+            bins: bins(),
+            pki,
+            keepers: (0..keepers).map(|_| None).collect(),
+            keeper_ports,
+            nexus: None,
+            nexus_port: free_port(),
+            nexus_health: free_port(),
+            rust_log: "info".into(),
+            data_dir,
+            dir,
+        }
+    }
+
+    /// Starts keeper `i` (1-based).
+    pub fn start_keeper(&mut self, i: usize) {
+        let svid = self.pki.svid(&format!("/spike/keeper/{i}"));
+        let ports = self.keeper_ports[i - 1];
+        let mut args = identity_args(&svid);
+        args.extend([
+            "--listen".into(),
+            format!("127.0.0.1:{}", ports.api),
+            "--health-listen".into(),
+            format!("127.0.0.1:{}", ports.health),
+        ]);
+        let log = self.dir.path().join(format!("keeper-{i}.log"));
+        self.keepers[i - 1] = Some(Proc::spawn(&self.bins.keeper, &args, log, &self.rust_log));
+        let health = ports.health;
+        assert!(
+            wait_until(Duration::from_secs(20), || http_get(health, "/healthz")
+                .is_some()),
+            "keeper {i} did not start"
+        );
+    }
+
+    /// SIGKILLs keeper `i`.
+    pub fn kill_keeper(&mut self, i: usize) {
+        if let Some(p) = self.keepers[i - 1].take() {
+            p.kill9();
+        }
+    }
+
+    /// Freezes keeper `i` (SIGSTOP): unreachable, share kept in memory.
+    pub fn stop_keeper(&self, i: usize) {
+        if let Some(p) = &self.keepers[i - 1] {
+            p.signal(rustix::process::Signal::STOP);
+        }
+    }
+
+    /// Resumes keeper `i` (SIGCONT).
+    pub fn continue_keeper(&self, i: usize) {
+        if let Some(p) = &self.keepers[i - 1] {
+            p.signal(rustix::process::Signal::CONT);
+        }
+    }
+
+    /// Starts Nexus.
+    pub fn start_nexus(&mut self) {
+        let svid = self.pki.svid("/spike/nexus");
+        let mut args = identity_args(&svid);
+        args.extend([
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.nexus_port),
+            "--health-listen".into(),
+            format!("127.0.0.1:{}", self.nexus_health),
+            "--keeper-interval".into(),
+            "300ms".into(),
+            "--audit-log".into(),
+            self.dir.path().join("audit.log").display().to_string(),
+        ]);
+        for p in &self.keeper_ports {
+            args.extend(["--keeper".into(), format!("127.0.0.1:{}", p.api)]);
+        }
+        if let Some(d) = &self.data_dir {
+            args.extend(["--data-dir".into(), d.display().to_string()]);
+        }
+        let log = self.dir.path().join("nexus.log");
+        self.nexus = Some(Proc::spawn(&self.bins.nexus, &args, log, &self.rust_log));
+        let health = self.nexus_health;
+        assert!(
+            wait_until(Duration::from_secs(20), || http_get(health, "/healthz")
+                .is_some()),
+            "nexus did not start; see {}",
+            self.dir.path().join("nexus.log").display()
+        );
+    }
+
+    /// SIGKILLs Nexus.
+    pub fn kill_nexus(&mut self) {
+        if let Some(p) = self.nexus.take() {
+            p.kill9();
+        }
+    }
+
+    /// Starts every keeper and Nexus, and bootstraps (threshold `t`).
+    pub fn start_all(&mut self, threshold: u8) {
+        for i in 1..=self.keepers.len() {
+            self.start_keeper(i);
+        }
+        self.start_nexus();
+        let out = self.bootstrap(threshold);
+        assert!(out.status.success(), "bootstrap failed: {}", text(&out));
+        assert!(self.wait_ready(Duration::from_secs(20)), "nexus not ready");
+    }
+
+    /// Runs `spike bootstrap` as the bootstrap identity.
+    pub fn bootstrap(&self, threshold: u8) -> Output {
+        let svid = self.pki.svid("/spike/bootstrap");
+        let shares = self.keepers.len().to_string();
+        self.spike(
+            &svid,
+            &[
+                "bootstrap",
+                "--shares",
+                &shares,
+                "--threshold",
+                &threshold.to_string(),
+                "--wait",
+                "20s",
+            ],
+        )
+    }
+
+    /// `/readyz` of Nexus.
+    pub fn readyz(&self) -> Option<(u16, String)> {
+        http_get(self.nexus_health, "/readyz")
+    }
+
+    /// Waits for Nexus to be unsealed.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || matches!(self.readyz(), Some((200, _))))
+    }
+
+    /// Runs the `spike` CLI with `identity`'s SVID files.
+    pub fn spike(&self, identity: &PemFiles, args: &[&str]) -> Output {
+        self.spike_stdin(identity, args, None)
+    }
+
+    /// Runs the `spike` CLI with stdin.
+    pub fn spike_stdin(&self, identity: &PemFiles, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(&self.bins.spike);
+        cmd.args(args)
+            .args(identity_args(identity))
+            .args(["--nexus", &format!("127.0.0.1:{}", self.nexus_port)])
+            .args(["--timeout", "10s"])
+            .env_remove("SPIFFE_ENDPOINT_SOCKET")
+            .env("RUST_LOG", &self.rust_log)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn spike");
+        if let (Some(s), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let _ = pipe.write_all(s.as_bytes());
+        }
+        let out = child.wait_with_output().expect("spike output");
+        // Keep CLI output with the server logs, so "no secret in any log" covers it too.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("cli-stderr.log"))
+        {
+            let _ = f.write_all(&out.stderr);
+        }
+        out
+    }
+
+    /// Every log file of this cluster, concatenated.
+    pub fn all_logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
+            for e in rd.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        s
+    }
+}
+
+/// stdout + stderr of a CLI run, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

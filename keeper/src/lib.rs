@@ -1,1 +1,256 @@
-//! spike-keeper
+//! The keeper: holds one Shamir share of Nexus's root key, in memory only.
+//!
+//! A keeper has no disk state. It learns its index from its own SVID
+//! (`spiffe://<td>/spike/keeper/<i>`), accepts and serves its share only to Nexus (enforced
+//! at the TLS layer: any other client fails the handshake), refuses a share meant for another
+//! index, and is ready only while it holds a share. A restarted keeper is empty until Nexus
+//! pushes its share again.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+
+use spike_core::api::ShareBody;
+use spike_core::error::{ApiError, ErrorCode};
+use spike_core::id::{Builtin, TrustDomain};
+use spike_core::net::{ConnLimits, serve_mtls, serve_plain};
+use spike_core::svid::SvidSource;
+use spike_core::tls::{PeerRule, server_config};
+
+/// Why a keeper could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeeperError {
+    /// The keeper's SVID is not a keeper identity.
+    #[error("this process's SVID {0} is not a keeper identity (spiffe://<td>/spike/keeper/<i>)")]
+    NotAKeeper(String),
+    /// A share for another keeper index.
+    #[error("share index does not match this keeper's index")]
+    WrongIndex,
+    /// TLS configuration failed.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] spike_core::tls::TlsError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The share a keeper holds, if any. Zeroized when replaced or dropped.
+#[derive(Default)]
+struct Slot(RwLock<Option<ShareBody>>);
+
+#[derive(Clone)]
+struct AppState {
+    index: u8,
+    slot: Arc<Slot>,
+}
+
+/// A running keeper's state, for tests and `spike dev`.
+#[derive(Clone)]
+pub struct KeeperHandle {
+    state: AppState,
+}
+
+impl KeeperHandle {
+    /// True while the keeper holds a share.
+    pub fn has_share(&self) -> bool {
+        self.state
+            .slot
+            .0
+            .read()
+            .map(|s| s.is_some())
+            .unwrap_or(false)
+    }
+
+    /// This keeper's 1-based index.
+    pub fn index(&self) -> u8 {
+        self.state.index
+    }
+
+    /// A copy of the held share. Only for `spike dev`'s insecure persistence; a production
+    /// keeper never hands its share to anything but Nexus.
+    pub fn share(&self) -> Option<ShareBody> {
+        self.state.slot.0.read().ok().and_then(|s| s.clone())
+    }
+
+    /// Loads a share directly (in-process, `spike dev` only), with the same index check as
+    /// the API.
+    pub fn preload(&self, body: ShareBody) -> Result<(), KeeperError> {
+        if body.share.index() != self.state.index {
+            return Err(KeeperError::WrongIndex);
+        }
+        if let Ok(mut slot) = self.state.slot.0.write() {
+            *slot = Some(body);
+        }
+        Ok(())
+    }
+}
+
+/// Addresses a keeper listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct KeeperAddrs {
+    /// The mTLS API (Nexus only).
+    pub api: SocketAddr,
+    /// Plain HTTP `/healthz` and `/readyz`.
+    pub health: SocketAddr,
+}
+
+/// Bound listeners of a keeper, so callers can use port 0 and learn the real ports.
+pub struct KeeperListeners {
+    /// The mTLS API listener.
+    pub api: TcpListener,
+    /// The health listener.
+    pub health: TcpListener,
+}
+
+impl KeeperListeners {
+    /// Binds both addresses.
+    pub async fn bind(addrs: KeeperAddrs) -> Result<Self, KeeperError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| KeeperError::Bind { addr, source })
+        };
+        Ok(Self {
+            api: bind(addrs.api).await?,
+            health: bind(addrs.health).await?,
+        })
+    }
+}
+
+/// Starts a keeper on the given listeners; returns once both servers are running.
+pub fn start(
+    source: Arc<dyn SvidSource>,
+    listeners: KeeperListeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(KeeperHandle, tokio::task::JoinHandle<()>), KeeperError> {
+    let td: TrustDomain = source.trust_domain().clone();
+    let own = source.current().id().clone();
+    let Some(Builtin::Keeper(index)) = Builtin::of(&own, &td) else {
+        return Err(KeeperError::NotAKeeper(own.to_string()));
+    };
+    let tls = server_config(source, PeerRule::exactly(Builtin::Nexus.id(&td)))
+        .map_err(KeeperError::Tls)?;
+    let state = AppState {
+        index,
+        slot: Arc::new(Slot::default()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = serve_mtls(
+        listeners.api,
+        Arc::new(tls),
+        api_router(state.clone()),
+        ConnLimits::default(),
+        wait(stop_rx.clone()),
+    );
+    let health = serve_plain(
+        listeners.health,
+        health_router(state.clone()),
+        wait(stop_rx),
+    );
+    tracing::info!(
+        index,
+        "keeper started; holding no share until Nexus sends one"
+    );
+    let task = tokio::spawn(async move {
+        let stopper = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let (_, _, h) = tokio::join!(stopper, api, health);
+        if let Err(e) = h {
+            tracing::warn!(error = %e, "health server failed");
+        }
+    });
+    Ok((KeeperHandle { state }, task))
+}
+
+fn api_router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/share", get(get_share).put(put_share))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+struct AppError(ApiError);
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0.to_body())).into_response()
+    }
+}
+
+fn err(code: ErrorCode, msg: &str) -> AppError {
+    AppError(ApiError::new(code, msg))
+}
+
+async fn not_found() -> AppError {
+    err(ErrorCode::NotFound, "no such route")
+}
+
+async fn get_share(State(state): State<AppState>) -> Result<Json<ShareBody>, AppError> {
+    let slot = state
+        .slot
+        .0
+        .read()
+        .map_err(|_| err(ErrorCode::Internal, "keeper state is unavailable"))?;
+    match slot.as_ref() {
+        Some(body) => Ok(Json(body.clone())),
+        None => Err(err(ErrorCode::NoShare, "this keeper holds no share")),
+    }
+}
+
+async fn put_share(State(state): State<AppState>, req: Request) -> Result<StatusCode, AppError> {
+    let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|_| err(ErrorCode::TooLarge, "share body is too large"))?;
+    let body: ShareBody = serde_json::from_slice(&bytes)
+        .map_err(|_| err(ErrorCode::BadRequest, "body is not a valid share"))?;
+    if body.share.index() != state.index {
+        return Err(err(
+            ErrorCode::BadRequest,
+            "share index does not match this keeper's index",
+        ));
+    }
+    let mut slot = state
+        .slot
+        .0
+        .write()
+        .map_err(|_| err(ErrorCode::Internal, "keeper state is unavailable"))?;
+    // The old share (a `Share` zeroizes on drop) is dropped here.
+    let replaced = slot.replace(body).is_some();
+    tracing::info!(index = state.index, replaced, "share stored");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if (KeeperHandle { state }).has_share() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no share")
+    }
+}

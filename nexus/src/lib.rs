@@ -1,1 +1,146 @@
-//! spike-nexus
+//! Nexus: the SPIKE secret store service.
+//!
+//! Nexus starts sealed: it holds no root key and answers `503 sealed` on every data route.
+//! A background task ([`recovery`]) polls the configured keepers, rebuilds the root key from
+//! `threshold` shares, checks it against the stored init record, and opens. While open it
+//! re-pushes shares to keepers that come back empty. `POST /v1/bootstrap/init` creates the
+//! root key once (an atomic compare-and-set in the store).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod error;
+mod extract;
+mod keys;
+mod metrics;
+mod policies;
+mod records;
+mod recovery;
+mod routes;
+mod secrets;
+mod state;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use spike_core::net::{ConnLimits, serve_mtls, serve_plain};
+use spike_core::svid::SvidSource;
+use spike_core::tls::{PeerRule, server_config};
+use spike_store::Store;
+
+pub use config::{NexusAddrs, NexusConfig};
+pub use secrets::SecretLimits;
+pub use state::Nexus;
+
+/// Why Nexus could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The SVID is not Nexus's identity.
+    #[error("this process's SVID {0} is not the Nexus identity (spiffe://<td>/spike/nexus)")]
+    NotNexus(String),
+    /// TLS configuration failed.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] spike_core::tls::TlsError),
+    /// The store could not be opened.
+    #[error("storage: {0}")]
+    Store(#[from] spike_store::StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Bound listeners, so callers can bind port 0 and learn the ports.
+pub struct NexusListeners {
+    /// mTLS API.
+    pub api: TcpListener,
+    /// Health and metrics.
+    pub health: TcpListener,
+}
+
+impl NexusListeners {
+    /// Binds both addresses.
+    pub async fn bind(addrs: NexusAddrs) -> Result<Self, StartError> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        Ok(Self {
+            api: bind(addrs.api).await?,
+            health: bind(addrs.health).await?,
+        })
+    }
+}
+
+/// Opens the configured store: redb in `data_dir`, or memory.
+pub fn open_store(config: &NexusConfig) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match &config.data_dir {
+        Some(dir) => Arc::new(spike_store::RedbStore::open(dir)?),
+        None => Arc::new(spike_store::MemoryStore::new()),
+    })
+}
+
+/// Starts Nexus; the returned task ends after `shutdown` completes and connections drain.
+pub async fn start(
+    config: NexusConfig,
+    source: Arc<dyn SvidSource>,
+    store: Arc<dyn Store>,
+    listeners: NexusListeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(Arc<Nexus>, tokio::task::JoinHandle<()>), StartError> {
+    let td = config.trust_domain.clone();
+    let own = source.current().id().clone();
+    if own != spike_core::id::Builtin::Nexus.id(&td) {
+        return Err(StartError::NotNexus(own.to_string()));
+    }
+    if config.keepers.is_empty() || config.keepers.len() > 255 {
+        return Err(StartError::Config(
+            "configure between 1 and 255 keepers".into(),
+        ));
+    }
+    let tls = Arc::new(server_config(source.clone(), PeerRule::AnyInTrustDomain)?);
+    let nexus = Arc::new(Nexus::new(config, source, store)?);
+    nexus.load_init_state().await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = serve_mtls(
+        listeners.api,
+        tls,
+        routes::api_router(nexus.clone()),
+        ConnLimits::default(),
+        wait(stop_rx.clone()),
+    );
+    let health = serve_plain(
+        listeners.health,
+        routes::health_router(nexus.clone()),
+        wait(stop_rx.clone()),
+    );
+    let recovery = recovery::run(nexus.clone(), wait(stop_rx));
+    let n = nexus.clone();
+    let task = tokio::spawn(async move {
+        let stopper = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining connections");
+            let _ = stop_tx.send(true);
+        };
+        let (_, _, h, _) = tokio::join!(stopper, api, health, recovery);
+        if let Err(e) = h {
+            tracing::warn!(error = %e, "health server failed");
+        }
+        n.seal_for_shutdown();
+    });
+    Ok((nexus, task))
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests: real processes, real sockets, real mTLS. One test binary, one module
+//! per area (rustls-style), so the processes' binaries are found once.
+
+#[path = "e2e/access.rs"]
+mod access;
+#[path = "e2e/at_rest.rs"]
+mod at_rest;
+#[path = "e2e/bad_input.rs"]
+mod bad_input;
+#[path = "e2e/logs.rs"]
+mod logs;
+#[path = "e2e/quickstart.rs"]
+mod quickstart;
+#[path = "e2e/recovery.rs"]
+mod recovery;

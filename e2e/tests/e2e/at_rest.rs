@@ -1,0 +1,143 @@
+//! What someone who can read or write the data directory gets: no plaintext, and every moved
+//! or edited record fails closed.
+
+use std::time::Duration;
+
+use spike_e2e::{Cluster, text};
+use spike_store::{Batch, RedbStore, Store, Table};
+
+const SECRETS: Table = Table::new("secrets");
+const VERSIONS: Table = Table::new("versions");
+const POLICIES: Table = Table::new("policies");
+
+fn version_key(path: &str, v: u64) -> Vec<u8> {
+    let mut k = path.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&v.to_be_bytes());
+    k
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn data_dir_holds_no_plaintext_and_tampering_fails_closed() {
+    let mut c = Cluster::new(3);
+    c.start_all(2);
+    let admin = c.pki.svid("/spike/pilot/role/superuser");
+    let known = "KNOWN-PLAINTEXT-7f3a9c";
+    for (path, val) in [("rest/a", known), ("rest/b", "other-value-b")] {
+        let out = c.spike(&admin, &["secret", "put", path, &format!("v={val}")]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = c.spike(
+        &admin,
+        &[
+            "policy",
+            "create",
+            "p1",
+            "--spiffe-id-pattern",
+            "spiffe://spike.test/app/**",
+            "--path-pattern",
+            "rest/**",
+            "--permissions",
+            "read",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // No file in the data dir (nor the audit log) holds the value.
+    let data = c.data_dir.clone().unwrap();
+    c.kill_nexus();
+    for e in std::fs::read_dir(&data).unwrap().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap();
+        assert!(
+            !contains(&bytes, known.as_bytes()),
+            "plaintext in {}",
+            e.path().display()
+        );
+    }
+    let audit = std::fs::read(c.dir.path().join("audit.log")).unwrap();
+    assert!(!contains(&audit, known.as_bytes()));
+
+    // Move rest/a's ciphertext onto rest/b's version 1.
+    rt().block_on(async {
+        let store = RedbStore::open(&data).unwrap();
+        let a = store
+            .get(VERSIONS, &version_key("rest/a", 1))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut b = Batch::new();
+        b.put(VERSIONS, version_key("rest/b", 1), a);
+        store.commit(b).await.unwrap();
+        store.close().await.unwrap();
+    });
+    c.start_nexus();
+    assert!(c.wait_ready(Duration::from_secs(20)), "{:?}", c.readyz());
+    let out = c.spike(&admin, &["secret", "get", "rest/b"]);
+    assert!(
+        !out.status.success(),
+        "moved ciphertext must not open: {}",
+        text(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(known));
+    let out = c.spike(&admin, &["secret", "get", "rest/a", "v"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        known,
+        "{}",
+        text(&out)
+    );
+
+    // Edit rest/a's metadata record (e.g. to resurrect or renumber versions).
+    c.kill_nexus();
+    rt().block_on(async {
+        let store = RedbStore::open(&data).unwrap();
+        let mut meta = store.get(SECRETS, b"rest/a").await.unwrap().unwrap();
+        let last = meta.len() - 2;
+        meta[last] ^= 0x01;
+        let mut b = Batch::new();
+        b.put(SECRETS, b"rest/a".to_vec(), meta);
+        store.commit(b).await.unwrap();
+        store.close().await.unwrap();
+    });
+    c.start_nexus();
+    assert!(c.wait_ready(Duration::from_secs(20)), "{:?}", c.readyz());
+    let out = c.spike(&admin, &["secret", "get", "rest/a"]);
+    assert!(
+        !out.status.success(),
+        "edited metadata must fail: {}",
+        text(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(known));
+
+    // Copy a policy record under another name (an attempt to grant more): Nexus refuses to
+    // open rather than trust it.
+    c.kill_nexus();
+    rt().block_on(async {
+        let store = RedbStore::open(&data).unwrap();
+        let p = store.get(POLICIES, b"p1").await.unwrap().unwrap();
+        let mut b = Batch::new();
+        b.put(POLICIES, b"p2".to_vec(), p);
+        store.commit(b).await.unwrap();
+        store.close().await.unwrap();
+    });
+    c.start_nexus();
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = c.readyz().expect("readyz");
+    assert_eq!(
+        status, 503,
+        "a forged policy must keep Nexus closed: {body}"
+    );
+    let out = c.spike(&admin, &["secret", "get", "rest/a"]);
+    assert!(!out.status.success(), "{}", text(&out));
+}

@@ -1,0 +1,101 @@
+//! Runs docs/quickstart.md as written against a real `spike dev`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use spike_e2e::{Proc, bins, free_port, text, wait_until};
+
+/// The `sh` lines of the quick start, without the ones that start `spike dev` or set PATH
+/// (the test does both itself), each with its `# prints:` expectation.
+fn tutorial_lines(md: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    for line in md.lines() {
+        if line.starts_with("```") {
+            in_sh = !in_sh && line.trim() == "```sh";
+            continue;
+        }
+        if !in_sh || line.trim().is_empty() {
+            continue;
+        }
+        if line.starts_with("cargo run") || line.starts_with("export PATH") {
+            continue;
+        }
+        let (cmd, expect) = match line.split_once("# prints:") {
+            Some((c, e)) => (c.trim().to_owned(), Some(e.trim().to_owned())),
+            None => (line.trim().to_owned(), None),
+        };
+        out.push((cmd, expect));
+    }
+    out
+}
+
+#[test]
+fn quickstart_works_as_written() {
+    let bins = bins();
+    let dir = tempfile::Builder::new()
+        .prefix("spike-qs-")
+        .tempdir()
+        .unwrap();
+    // Two free consecutive ports are needed (API and health): retry a few candidates.
+    let port = (0..20)
+        .map(|_| free_port())
+        .find(|p| *p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+        .expect("free port pair");
+    let log = dir.path().join("dev.log");
+    let _dev = Proc::spawn(
+        &bins.spike,
+        &[
+            "dev".into(),
+            "--port".into(),
+            port.to_string(),
+            "--run-dir".into(),
+            dir.path().join("run").display().to_string(),
+        ],
+        log.clone(),
+        "info",
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || std::fs::read_to_string(&log)
+            .is_ok_and(|s| s.contains("export SPIKE_NEXUS_ADDR"))),
+        "spike dev did not come up: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let printed = std::fs::read_to_string(&log).unwrap();
+    let mut env: Vec<(String, String)> = printed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert!(
+        env.iter().any(|(k, _)| k == "SPIFFE_ENDPOINT_SOCKET"),
+        "{printed}"
+    );
+    let bin_dir = bins.spike.parent().unwrap().display().to_string();
+    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    env.push(("PATH".into(), path));
+    env.push(("RUST_LOG".into(), "warn".into()));
+
+    let md_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/quickstart.md");
+    let md = std::fs::read_to_string(md_path).unwrap();
+    let lines = tutorial_lines(&md);
+    assert!(lines.len() >= 10, "the quick start lost its commands");
+    for (cmd, expect) in lines {
+        let out = Command::new("sh")
+            .args(["-c", &cmd])
+            .current_dir(dir.path())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "`{cmd}` failed: {}", text(&out));
+        if let Some(e) = expect {
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains(&e),
+                "`{cmd}` should print {e:?}: {}",
+                text(&out)
+            );
+        }
+    }
+}

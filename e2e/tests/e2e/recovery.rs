@@ -1,0 +1,136 @@
+//! Durability and self-unsealing: kill -9 of Nexus, keeper loss, keepers unreachable.
+
+use std::time::Duration;
+
+use spike_e2e::{Cluster, http_get, text, wait_until};
+
+#[test]
+fn acknowledged_writes_survive_kill_9_and_nexus_unseals_itself() {
+    let mut c = Cluster::new(3);
+    c.start_all(2);
+    let admin = c.pki.svid("/spike/pilot/role/superuser");
+    for i in 0..20 {
+        let out = c.spike(
+            &admin,
+            &[
+                "secret",
+                "put",
+                &format!("crash/s{i}"),
+                &format!("v=value-{i}"),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // The last acknowledged write, then kill -9 at once.
+    let out = c.spike(&admin, &["secret", "put", "crash/last", "v=acked"]);
+    assert!(out.status.success(), "{}", text(&out));
+    c.kill_nexus();
+    c.start_nexus();
+    assert!(
+        c.wait_ready(Duration::from_secs(20)),
+        "nexus did not unseal from keepers: {:?}",
+        c.readyz()
+    );
+    let out = c.spike(&admin, &["secret", "get", "crash/last", "v"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "acked",
+        "{}",
+        text(&out)
+    );
+    let out = c.spike(&admin, &["secret", "get", "crash/s7", "v"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "value-7",
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn keeper_loss_within_threshold_changes_nothing_and_is_healed() {
+    let mut c = Cluster::new(3);
+    c.start_all(2);
+    let admin = c.pki.svid("/spike/pilot/role/superuser");
+    let out = c.spike(&admin, &["secret", "put", "k/one", "a=1"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Kill keeper 3: clients notice nothing.
+    c.kill_keeper(3);
+    let out = c.spike(&admin, &["secret", "get", "k/one", "a"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "{}",
+        text(&out)
+    );
+    let out = c.spike(&admin, &["secret", "put", "k/two", "b=2"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Restart it empty: Nexus re-sends its share within seconds.
+    c.start_keeper(3);
+    let health = c.keeper_ports[2].health;
+    assert!(
+        wait_until(Duration::from_secs(20), || matches!(
+            http_get(health, "/readyz"),
+            Some((200, _))
+        )),
+        "keeper 3 was not re-supplied with its share"
+    );
+
+    // Now a Nexus restart with keeper 1 gone still unseals from keepers 2 and 3.
+    c.kill_keeper(1);
+    c.kill_nexus();
+    c.start_nexus();
+    assert!(c.wait_ready(Duration::from_secs(20)), "{:?}", c.readyz());
+    let out = c.spike(&admin, &["secret", "get", "k/two", "b"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2",
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn below_threshold_nexus_stays_sealed_says_why_and_opens_when_keepers_return() {
+    let mut c = Cluster::new(3);
+    c.start_all(2);
+    let admin = c.pki.svid("/spike/pilot/role/superuser");
+    let out = c.spike(&admin, &["secret", "put", "s/x", "k=v"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Two keepers become unreachable (stopped, memory intact), then Nexus restarts.
+    for i in [1usize, 2] {
+        c.stop_keeper(i);
+    }
+    c.kill_nexus();
+    c.start_nexus();
+    // It stays sealed and says why, on /readyz and to clients.
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = c.readyz().expect("readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("keeper"), "readyz should explain: {body}");
+    let out = c.spike(&admin, &["secret", "get", "s/x"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sealed"),
+        "{}",
+        text(&out)
+    );
+    let log = std::fs::read_to_string(c.dir.path().join("nexus.log")).unwrap_or_default();
+    assert!(log.contains("not enough keepers"), "the log should say why");
+
+    // The keepers come back: Nexus opens with no human step.
+    for i in [1usize, 2] {
+        c.continue_keeper(i);
+    }
+    assert!(c.wait_ready(Duration::from_secs(20)), "{:?}", c.readyz());
+    let out = c.spike(&admin, &["secret", "get", "s/x", "k"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "v",
+        "{}",
+        text(&out)
+    );
+}

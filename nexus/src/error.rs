@@ -1,0 +1,57 @@
+//! Nexus's one error type and its mapping to HTTP responses.
+//!
+//! Handlers return [`AppError`]. The client sees only the code and a safe message; internal
+//! causes (storage, audit, crypto failures) are logged here once, with a correlation-free
+//! generic message on the wire.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use spike_core::error::{ApiError, ErrorCode};
+
+/// An error a handler returns.
+#[derive(Debug)]
+pub(crate) struct AppError(pub ApiError);
+
+impl AppError {
+    /// A client-facing error.
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self(ApiError::new(code, message))
+    }
+
+    /// An internal failure: the cause is logged, the client gets a generic 500.
+    pub(crate) fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%context, error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error; see the Nexus log")
+    }
+
+    /// 403 without saying which rule failed.
+    pub(crate) fn forbidden() -> Self {
+        Self::new(
+            ErrorCode::Forbidden,
+            "no policy grants this SPIFFE ID that permission on this path",
+        )
+    }
+
+    /// The code.
+    pub(crate) fn code(&self) -> ErrorCode {
+        self.0.code
+    }
+}
+
+impl From<ApiError> for AppError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0.to_body())).into_response()
+    }
+}
+
+/// Result alias for handlers.
+pub(crate) type AppResult<T> = Result<T, AppError>;

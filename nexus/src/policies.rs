@@ -1,0 +1,214 @@
+//! Policies: stored authenticated, served from an in-memory engine swapped on every change.
+
+use std::sync::{Arc, RwLock};
+
+use spike_core::api::{PolicyResponse, PutPolicyRequest, PutPolicyResponse};
+use spike_core::error::ErrorCode;
+use spike_core::policy::{Policy, PolicyEngine};
+use spike_store::{Batch, Store, StoreError, Table};
+
+use crate::error::{AppError, AppResult};
+use crate::keys::OpenKeys;
+use crate::records::{self, Kind};
+use crate::secrets::now;
+
+/// Policies, keyed by name.
+pub(crate) const POLICIES: Table = Table::new("policies");
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stored {
+    policy: Policy,
+    created: String,
+    updated: String,
+}
+
+impl Stored {
+    fn to_api(&self) -> PolicyResponse {
+        PolicyResponse {
+            name: self.policy.name().as_str().to_owned(),
+            spiffe_id_pattern: self.policy.spiffe_id_pattern().as_str().to_owned(),
+            path_pattern: self.policy.path_pattern().as_str().to_owned(),
+            permissions: self.policy.permissions().iter().collect(),
+            created_at: self.created.clone(),
+            updated_at: self.updated.clone(),
+        }
+    }
+}
+
+pub(crate) struct Policies {
+    store: Arc<dyn Store>,
+    engine: RwLock<Arc<PolicyEngine>>,
+    write: tokio::sync::Mutex<()>,
+}
+
+impl Policies {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            engine: RwLock::new(Arc::new(PolicyEngine::new(Vec::new()))),
+            write: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// True when a workload policy grants `caller` `super` on every path: such a caller may
+    /// manage policies.
+    pub(crate) fn is_admin(&self, caller: &spike_core::id::SpiffeId) -> bool {
+        self.engine().policies().iter().any(|p| {
+            p.kind() == spike_core::policy::PolicyKind::Workload
+                && p.spiffe_id_pattern().matches(caller)
+                && p.path_pattern().matches_everything()
+                && p.permissions()
+                    .contains(spike_core::policy::Permission::Super)
+        })
+    }
+
+    /// The current engine (default deny until policies load).
+    pub(crate) fn engine(&self) -> Arc<PolicyEngine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn all(&self, keys: &OpenKeys) -> AppResult<Vec<Stored>> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan(POLICIES, b"", after.as_deref(), 1000)
+                .await
+                .map_err(|e| AppError::internal("store", e))?;
+            let done = page.len() < 1000;
+            for (k, v) in page {
+                let s: Stored = records::open(keys, Kind::Policy, &k, &v)
+                    .map_err(|e| AppError::internal("policy record", e))?;
+                after = Some(k);
+                out.push(s);
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Rebuilds the engine from the store.
+    pub(crate) async fn reload(&self, keys: &OpenKeys) -> AppResult<()> {
+        let all = self.all(keys).await?;
+        let engine = PolicyEngine::new(all.into_iter().map(|s| s.policy));
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
+        Ok(())
+    }
+
+    pub(crate) async fn put(
+        &self,
+        keys: &OpenKeys,
+        name: &str,
+        req: PutPolicyRequest,
+    ) -> AppResult<PutPolicyResponse> {
+        let policy = Policy::parse(
+            name,
+            &req.spiffe_id_pattern,
+            &req.path_pattern,
+            req.permissions.iter().copied(),
+        )
+        .map_err(|e| AppError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
+        let name = policy.name().clone();
+        let _guard = self.write.lock().await;
+        let key = name.as_str().as_bytes().to_vec();
+        let old = self
+            .store
+            .get(POLICIES, &key)
+            .await
+            .map_err(|e| AppError::internal("store", e))?;
+        let ts = now();
+        let mut batch = Batch::new();
+        let (stored, created) = match &old {
+            Some(raw) => {
+                let prev: Stored = records::open(keys, Kind::Policy, &key, raw)
+                    .map_err(|e| AppError::internal("policy record", e))?;
+                if prev.policy == policy {
+                    return Ok(PutPolicyResponse {
+                        created: false,
+                        unchanged: true,
+                    });
+                }
+                batch.require_value(POLICIES, key.clone(), raw.clone());
+                (
+                    Stored {
+                        policy,
+                        created: prev.created,
+                        updated: ts,
+                    },
+                    false,
+                )
+            }
+            None => {
+                batch.require_absent(POLICIES, key.clone());
+                (
+                    Stored {
+                        policy,
+                        created: ts.clone(),
+                        updated: ts,
+                    },
+                    true,
+                )
+            }
+        };
+        batch.put(
+            POLICIES,
+            key.clone(),
+            records::seal(keys, Kind::Policy, &key, &stored),
+        );
+        self.commit(batch).await?;
+        self.reload(keys).await?;
+        Ok(PutPolicyResponse {
+            created,
+            unchanged: false,
+        })
+    }
+
+    async fn commit(&self, batch: Batch) -> AppResult<()> {
+        match self.store.commit(batch).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict { .. }) => Err(AppError::new(
+                ErrorCode::CasMismatch,
+                "the policy changed concurrently; retry",
+            )),
+            Err(e) => Err(AppError::internal("store", e)),
+        }
+    }
+
+    pub(crate) async fn get(&self, keys: &OpenKeys, name: &str) -> AppResult<PolicyResponse> {
+        let key = name.as_bytes();
+        let raw = self
+            .store
+            .get(POLICIES, key)
+            .await
+            .map_err(|e| AppError::internal("store", e))?
+            .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such policy"))?;
+        let s: Stored = records::open(keys, Kind::Policy, key, &raw)
+            .map_err(|e| AppError::internal("policy record", e))?;
+        Ok(s.to_api())
+    }
+
+    pub(crate) async fn list(&self, keys: &OpenKeys) -> AppResult<Vec<PolicyResponse>> {
+        Ok(self.all(keys).await?.iter().map(Stored::to_api).collect())
+    }
+
+    pub(crate) async fn delete(&self, keys: &OpenKeys, name: &str) -> AppResult<()> {
+        let _guard = self.write.lock().await;
+        let key = name.as_bytes().to_vec();
+        let raw = self
+            .store
+            .get(POLICIES, &key)
+            .await
+            .map_err(|e| AppError::internal("store", e))?
+            .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such policy"))?;
+        let mut batch = Batch::new();
+        batch.require_value(POLICIES, key.clone(), raw);
+        batch.delete(POLICIES, key);
+        self.commit(batch).await?;
+        self.reload(keys).await
+    }
+}

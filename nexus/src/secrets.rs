@@ -1,0 +1,522 @@
+//! Versioned secrets over the store.
+//!
+//! Layout: table `secrets` maps a path to its authenticated [`SecretMeta`]; table `versions`
+//! maps `path ‖ 0x00 ‖ version (u64 BE)` to the sealed value. The value's associated data
+//! binds record type, path, version and the path's incarnation (random per creation), so a
+//! ciphertext copied to another path or version does not open. Mutations of one path are
+//! serialized by a striped lock and committed with a compare-and-set on the old metadata
+//! bytes, so a lost update is impossible even if two Nexus tasks race.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use spike_core::api::{
+    GetSecretResponse, PutSecretResponse, SecretListEntry, SecretMetadata, VersionMetadata,
+    VersionsResponse,
+};
+use spike_core::error::ErrorCode;
+use spike_core::path::SecretPath;
+use spike_core::secret::SecretMap;
+use spike_store::{Batch, Store, StoreError, Table};
+
+use crate::error::{AppError, AppResult};
+use crate::keys::OpenKeys;
+use crate::records::{self, Kind};
+
+/// Secret metadata, keyed by path.
+pub(crate) const SECRETS: Table = Table::new("secrets");
+/// Sealed secret values, keyed by path and version.
+pub(crate) const VERSIONS: Table = Table::new("versions");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SecretMeta {
+    incarnation: u64,
+    current: u64,
+    latest: u64,
+    max_versions: u32,
+    created: String,
+    updated: String,
+    versions: Vec<VersionMeta>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct VersionMeta {
+    v: u64,
+    created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deleted: Option<String>,
+    #[serde(default)]
+    destroyed: bool,
+}
+
+impl VersionMeta {
+    fn live(&self) -> bool {
+        self.deleted.is_none() && !self.destroyed
+    }
+}
+
+impl SecretMeta {
+    fn recompute_current(&mut self) {
+        self.current = self
+            .versions
+            .iter()
+            .filter(|v| v.live())
+            .map(|v| v.v)
+            .max()
+            .unwrap_or(0);
+    }
+
+    fn to_api(&self, path: &SecretPath) -> SecretMetadata {
+        SecretMetadata {
+            path: path.as_str().to_owned(),
+            current_version: self.current,
+            latest_version: self.latest,
+            max_versions: self.max_versions,
+            created_at: self.created.clone(),
+            updated_at: self.updated.clone(),
+            versions: self
+                .versions
+                .iter()
+                .map(|v| VersionMetadata {
+                    version: v.v,
+                    created_at: v.created.clone(),
+                    deleted_at: v.deleted.clone(),
+                    destroyed: v.destroyed,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Limits on secret content.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretLimits {
+    /// Most keys in one secret.
+    pub max_keys: usize,
+    /// Longest key name, bytes.
+    pub max_key_len: usize,
+    /// Largest single value, bytes.
+    pub max_value_len: usize,
+    /// Versions kept per secret; older ones are dropped (their numbers are never reused).
+    pub max_versions: u32,
+    /// Largest list page.
+    pub max_page: usize,
+}
+
+impl Default for SecretLimits {
+    fn default() -> Self {
+        Self {
+            max_keys: 256,
+            max_key_len: 256,
+            max_value_len: 64 * 1024,
+            max_versions: 10,
+            max_page: 1000,
+        }
+    }
+}
+
+fn version_key(path: &SecretPath, v: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(path.as_str().len() + 9);
+    k.extend_from_slice(path.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&v.to_be_bytes());
+    k
+}
+
+/// Now, as RFC 3339 UTC.
+pub(crate) fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn store_err(e: StoreError) -> AppError {
+    AppError::internal("store", e)
+}
+
+/// The secret engine: one per open Nexus.
+pub(crate) struct Secrets {
+    store: Arc<dyn Store>,
+    limits: SecretLimits,
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Secrets {
+    /// An engine over `store`.
+    pub(crate) fn new(store: Arc<dyn Store>, limits: SecretLimits) -> Self {
+        Self {
+            store,
+            limits,
+            locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    fn lock_for(&self, path: &SecretPath) -> &tokio::sync::Mutex<()> {
+        // FNV-1a: a stable, cheap spread over the stripes.
+        let h = path
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        let n = self.locks.len() as u64;
+        &self.locks[usize::try_from(h % n).unwrap_or(0)]
+    }
+
+    async fn load_meta(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+    ) -> AppResult<Option<(SecretMeta, Vec<u8>)>> {
+        let key = path.as_str().as_bytes();
+        let Some(raw) = self.store.get(SECRETS, key).await.map_err(store_err)? else {
+            return Ok(None);
+        };
+        let meta = records::open(keys, Kind::SecretMeta, key, &raw)
+            .map_err(|e| AppError::internal("secret metadata", e))?;
+        Ok(Some((meta, raw)))
+    }
+
+    fn check_data(&self, data: &SecretMap) -> AppResult<()> {
+        if data.is_empty() {
+            return Err(AppError::new(
+                ErrorCode::BadRequest,
+                "a secret needs at least one key=value pair",
+            ));
+        }
+        if data.len() > self.limits.max_keys {
+            return Err(AppError::new(
+                ErrorCode::TooLarge,
+                format!("a secret may have at most {} keys", self.limits.max_keys),
+            ));
+        }
+        for (k, v) in data.iter() {
+            if k.is_empty() || k.len() > self.limits.max_key_len {
+                return Err(AppError::new(
+                    ErrorCode::BadRequest,
+                    format!("keys must be 1 to {} bytes long", self.limits.max_key_len),
+                ));
+            }
+            if v.len() > self.limits.max_value_len {
+                return Err(AppError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "value of key `{k}` is larger than {} bytes",
+                        self.limits.max_value_len
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a new version unless the content equals the current one.
+    pub(crate) async fn put(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        data: &SecretMap,
+        cas: Option<u64>,
+    ) -> AppResult<PutSecretResponse> {
+        self.check_data(data)?;
+        let _guard = self.lock_for(path).lock().await;
+        let existing = self.load_meta(keys, path).await?;
+        let current = existing.as_ref().map_or(0, |(m, _)| m.current);
+        if let Some(expected) = cas {
+            if expected != current {
+                return Err(AppError::new(
+                    ErrorCode::CasMismatch,
+                    format!("compare-and-set failed: current version is {current}, not {expected}"),
+                ));
+            }
+        }
+        if let Some((meta, _)) = &existing {
+            if meta.current > 0 {
+                let old = self.read_version(keys, path, meta, meta.current).await?;
+                if old == *data {
+                    return Ok(PutSecretResponse {
+                        version: meta.current,
+                        unchanged: true,
+                    });
+                }
+            }
+        }
+        let ts = now();
+        let mut batch = Batch::new();
+        let mut meta = match existing {
+            Some((meta, raw)) => {
+                batch.require_value(SECRETS, path.as_str().as_bytes().to_vec(), raw);
+                meta
+            }
+            None => {
+                batch.require_absent(SECRETS, path.as_str().as_bytes().to_vec());
+                SecretMeta {
+                    incarnation: keys
+                        .random_u64()
+                        .map_err(|e| AppError::internal("randomness", e))?,
+                    current: 0,
+                    latest: 0,
+                    max_versions: self.limits.max_versions,
+                    created: ts.clone(),
+                    updated: ts.clone(),
+                    versions: Vec::new(),
+                }
+            }
+        };
+        let version = meta.latest + 1;
+        let plaintext = data.to_json_bytes();
+        let sealed = keys
+            .seal_value(
+                path.as_str(),
+                version,
+                meta.incarnation,
+                plaintext.expose_secret(),
+            )
+            .map_err(|e| AppError::internal("seal", e))?;
+        batch.put(VERSIONS, version_key(path, version), sealed);
+        meta.latest = version;
+        meta.current = version;
+        meta.updated = ts.clone();
+        meta.versions.push(VersionMeta {
+            v: version,
+            created: ts,
+            deleted: None,
+            destroyed: false,
+        });
+        // Keep at most max_versions; the dropped ones are gone for good.
+        let keep = usize::try_from(meta.max_versions.max(1)).unwrap_or(usize::MAX);
+        while meta.versions.len() > keep {
+            let old = meta.versions.remove(0);
+            batch.delete(VERSIONS, version_key(path, old.v));
+        }
+        let key = path.as_str().as_bytes();
+        batch.put(
+            SECRETS,
+            key.to_vec(),
+            records::seal(keys, Kind::SecretMeta, key, &meta),
+        );
+        self.commit(batch).await?;
+        Ok(PutSecretResponse {
+            version,
+            unchanged: false,
+        })
+    }
+
+    async fn commit(&self, batch: Batch) -> AppResult<()> {
+        match self.store.commit(batch).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict { .. }) => Err(AppError::new(
+                ErrorCode::CasMismatch,
+                "the secret changed concurrently; retry",
+            )),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn read_version(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        meta: &SecretMeta,
+        v: u64,
+    ) -> AppResult<SecretMap> {
+        let raw = self
+            .store
+            .get(VERSIONS, &version_key(path, v))
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                AppError::internal("secret value", "metadata names a missing version")
+            })?;
+        let plain = keys
+            .open_value(path.as_str(), v, meta.incarnation, &raw)
+            .map_err(|e| AppError::internal("secret value", e))?;
+        SecretMap::from_json_bytes(plain.expose_secret())
+            .map_err(|e| AppError::internal("secret value", e))
+    }
+
+    /// Reads the current version, or `version`.
+    pub(crate) async fn get(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        version: Option<u64>,
+    ) -> AppResult<GetSecretResponse> {
+        let not_found = || AppError::new(ErrorCode::NotFound, "no such secret or version");
+        let (meta, _) = self.load_meta(keys, path).await?.ok_or_else(not_found)?;
+        let v = match version {
+            Some(0) | None => meta.current,
+            Some(v) => v,
+        };
+        let vm = meta
+            .versions
+            .iter()
+            .find(|m| m.v == v)
+            .filter(|m| m.live())
+            .ok_or_else(not_found)?;
+        let data = self.read_version(keys, path, &meta, v).await?;
+        Ok(GetSecretResponse {
+            path: path.as_str().to_owned(),
+            version: v,
+            data,
+            created_at: vm.created.clone(),
+        })
+    }
+
+    /// The secret's metadata.
+    pub(crate) async fn metadata(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+    ) -> AppResult<SecretMetadata> {
+        let (meta, _) = self
+            .load_meta(keys, path)
+            .await?
+            .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such secret"))?;
+        Ok(meta.to_api(path))
+    }
+
+    /// Soft-deletes, undeletes or destroys versions.
+    pub(crate) async fn change_versions(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        versions: &[u64],
+        op: VersionOp,
+    ) -> AppResult<VersionsResponse> {
+        let _guard = self.lock_for(path).lock().await;
+        let (mut meta, raw) = self
+            .load_meta(keys, path)
+            .await?
+            .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such secret"))?;
+        let targets: Vec<u64> = if versions.is_empty() {
+            let pick = match op {
+                VersionOp::Undelete => meta
+                    .versions
+                    .iter()
+                    .filter(|v| v.deleted.is_some() && !v.destroyed)
+                    .map(|v| v.v)
+                    .max(),
+                _ => (meta.current > 0).then_some(meta.current),
+            };
+            pick.into_iter().collect()
+        } else {
+            versions.to_vec()
+        };
+        for v in &targets {
+            if !meta.versions.iter().any(|m| m.v == *v) {
+                return Err(AppError::new(
+                    ErrorCode::NotFound,
+                    format!("version {v} does not exist (or is no longer kept)"),
+                ));
+            }
+        }
+        let ts = now();
+        let mut batch = Batch::new();
+        let key = path.as_str().as_bytes().to_vec();
+        batch.require_value(SECRETS, key.clone(), raw);
+        let mut changed = Vec::new();
+        for m in meta.versions.iter_mut().filter(|m| targets.contains(&m.v)) {
+            let did = match op {
+                VersionOp::Delete if m.live() => {
+                    m.deleted = Some(ts.clone());
+                    true
+                }
+                VersionOp::Undelete if m.deleted.is_some() && !m.destroyed => {
+                    m.deleted = None;
+                    true
+                }
+                VersionOp::Destroy if !m.destroyed => {
+                    m.destroyed = true;
+                    batch.delete(VERSIONS, version_key(path, m.v));
+                    true
+                }
+                _ => false,
+            };
+            if did {
+                changed.push(m.v);
+            }
+        }
+        if !changed.is_empty() {
+            meta.recompute_current();
+            meta.updated = ts;
+            batch.put(
+                SECRETS,
+                key.clone(),
+                records::seal(keys, Kind::SecretMeta, &key, &meta),
+            );
+            self.commit(batch).await?;
+        }
+        Ok(VersionsResponse {
+            changed,
+            current_version: meta.current,
+        })
+    }
+
+    /// Lists secrets under `prefix` that `visible` admits, one page at a time.
+    pub(crate) async fn list(
+        &self,
+        keys: &OpenKeys,
+        prefix: Option<&SecretPath>,
+        after: Option<&str>,
+        limit: usize,
+        visible: impl Fn(&SecretPath) -> bool,
+    ) -> AppResult<(Vec<SecretListEntry>, Option<String>)> {
+        let limit = limit.clamp(1, self.limits.max_page);
+        let scan_prefix = prefix.map_or(Vec::new(), |p| p.as_str().as_bytes().to_vec());
+        let mut cursor: Option<Vec<u8>> = after.map(|a| a.as_bytes().to_vec());
+        let mut out = Vec::new();
+        loop {
+            let chunk = self
+                .store
+                .scan(SECRETS, &scan_prefix, cursor.as_deref(), limit.max(64))
+                .await
+                .map_err(store_err)?;
+            let exhausted = chunk.len() < limit.max(64);
+            for (k, v) in chunk {
+                cursor = Some(k.clone());
+                let Ok(s) = std::str::from_utf8(&k) else {
+                    continue;
+                };
+                let Ok(path) = SecretPath::parse(s) else {
+                    continue;
+                };
+                // "db" lists "db" and "db/...", never "dbx".
+                if let Some(p) = prefix {
+                    let ps = p.as_str();
+                    if s != ps && !s.strip_prefix(ps).is_some_and(|r| r.starts_with('/')) {
+                        continue;
+                    }
+                }
+                if !visible(&path) {
+                    continue;
+                }
+                let meta: SecretMeta = records::open(keys, Kind::SecretMeta, &k, &v)
+                    .map_err(|e| AppError::internal("secret metadata", e))?;
+                out.push(SecretListEntry {
+                    path: s.to_owned(),
+                    current_version: meta.current,
+                    updated_at: meta.updated,
+                });
+                if out.len() == limit {
+                    // More may follow; a final empty page is cheaper than a look-ahead.
+                    return Ok((out, Some(s.to_owned())));
+                }
+            }
+            if exhausted {
+                return Ok((out, None));
+            }
+        }
+    }
+}
+
+/// What to do to versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VersionOp {
+    /// Soft delete.
+    Delete,
+    /// Undo a soft delete.
+    Undelete,
+    /// Remove the value for good.
+    Destroy,
+}

@@ -1,0 +1,284 @@
+//! Command-line definitions (clap). Parsing only; behaviour lives in `commands/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use spike_core::svid::IdentityArgs;
+
+/// SPIKE: a SPIFFE-native secrets manager.
+///
+/// Every call authenticates with this process's X.509-SVID (from the SPIFFE Workload API at
+/// $SPIFFE_ENDPOINT_SOCKET, or PEM files) over mutual TLS; Nexus authorizes by SPIFFE ID.
+/// Start a local system with `spike dev`, then paste the `export` lines it prints.
+#[derive(Debug, Parser)]
+#[command(name = "spike", version)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 forbidden, \
+5 unavailable or sealed, 6 conflict (compare-and-set failed)."
+)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Nexus address (host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "SPIKE_NEXUS_ADDR",
+        default_value = "127.0.0.1:8553"
+    )]
+    pub nexus: String,
+    /// Output format of read commands.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Identity flags.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Per-request timeout.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// For scripts: one JSON document.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read and write secrets.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Manage access policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Initialize a new system once: Nexus creates the root key and hands its shares to the
+    /// keepers. Safe to run again: against an initialized system it changes nothing, exits 0.
+    Bootstrap(BootstrapArgs),
+    /// Show whether Nexus is initialized and unsealed, and who you are to it.
+    Status,
+    /// Run a complete local system (dev agent, Nexus, 3 keepers, bootstrap) in the foreground.
+    Dev(DevArgs),
+}
+
+/// `spike secret ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretCmd {
+    /// Write a new version of a secret.
+    ///
+    /// Examples:
+    ///   spike secret put db/creds user=alice pass=s3cret
+    ///   spike secret put db/creds --name user --value alice --name pass --value s3cret
+    ///   spike secret put db/creds pass=new --cas 3     # only if version 3 is current
+    ///
+    /// Writing the same content as the current version changes nothing ("unchanged").
+    /// Values given as arguments are visible in the process list; prefer --value-file or stdin
+    /// (`KEY=-` reads that value from stdin) for real credentials.
+    Put {
+        /// Secret path, e.g. `apps/web/db`.
+        path: String,
+        /// KEY=VALUE pairs; VALUE `-` reads the value from stdin.
+        pairs: Vec<String>,
+        /// A key name (pair each with --value).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// A value (pair each with --name).
+        #[arg(long = "value")]
+        values: Vec<String>,
+        /// Write only if this version is current (0: only if the secret does not exist).
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Read a secret (the current version, or --version N). With KEY, print only that value.
+    Get {
+        /// Secret path.
+        path: String,
+        /// Print only this key's value.
+        key: Option<String>,
+        /// The version to read.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// List secret paths you may list, under an optional prefix (all pages).
+    List {
+        /// Only paths equal to or under this prefix.
+        prefix: Option<String>,
+        /// Page size per request.
+        #[arg(long, default_value_t = 500)]
+        page_size: usize,
+    },
+    /// Show a secret's versions and timestamps (never values).
+    Metadata {
+        /// Secret path.
+        path: String,
+    },
+    /// Soft-delete versions (default: the current one). Undo with `undelete`.
+    Delete {
+        /// Secret path.
+        path: String,
+        /// Comma-separated versions.
+        #[arg(long, value_delimiter = ',')]
+        versions: Vec<u64>,
+    },
+    /// Restore soft-deleted versions (default: the newest deleted one).
+    Undelete {
+        /// Secret path.
+        path: String,
+        /// Comma-separated versions.
+        #[arg(long, value_delimiter = ',')]
+        versions: Vec<u64>,
+    },
+    /// Destroy versions for good: their values are erased; numbers are never reused.
+    Destroy {
+        /// Secret path.
+        path: String,
+        /// Comma-separated versions (required: destruction is never implicit).
+        #[arg(long, value_delimiter = ',', required = true)]
+        versions: Vec<u64>,
+    },
+}
+
+/// `spike policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Create or replace a policy.
+    ///
+    /// Patterns are segment-aware globs: `*` matches within one segment, `**` matches zero or
+    /// more whole segments. Example:
+    ///   spike policy create web-read --spiffe-id-pattern 'spiffe://spike.dev/ns/web/**' \
+    ///     --path-pattern 'apps/web/**' --permissions read,list
+    Create {
+        /// Policy name ([A-Za-z0-9._-], at most 128).
+        name: String,
+        /// Which callers it applies to.
+        #[arg(long)]
+        spiffe_id_pattern: String,
+        /// Which secret paths it covers.
+        #[arg(long)]
+        path_pattern: String,
+        /// Comma-separated: read, write, list, delete, token, resolve, cipher, super.
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+    },
+    /// Show one policy.
+    Get {
+        /// Policy name.
+        name: String,
+    },
+    /// List every policy.
+    List,
+    /// Delete a policy.
+    Delete {
+        /// Policy name.
+        name: String,
+    },
+}
+
+/// `spike audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Verify an audit log's HMAC chain. Without --file, Nexus checks its own log (superuser).
+    Verify {
+        /// Have Nexus verify this copy of the log instead of its live file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+/// `spike bootstrap`
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// Number of keeper shares (must equal the keepers Nexus is configured with).
+    #[arg(long, env = "SPIKE_BOOTSTRAP_SHARES", default_value_t = 3)]
+    pub shares: u8,
+    /// Shares needed to rebuild the root key.
+    #[arg(long, env = "SPIKE_BOOTSTRAP_THRESHOLD", default_value_t = 2)]
+    pub threshold: u8,
+    /// Keep retrying an unreachable Nexus for this long.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+/// `spike dev`
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Keep data here across restarts (also keeps an INSECURE share file so a full restart
+    /// unseals by itself). Without it, everything is in memory and gone on exit.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Nexus mTLS port on 127.0.0.1.
+    #[arg(long, default_value_t = 8553)]
+    pub port: u16,
+    /// Directory for the agent socket and runtime files (default: a fresh temp dir).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn both_put_forms_parse() {
+        let cli = Cli::try_parse_from([
+            "spike",
+            "secret",
+            "put",
+            "db/creds",
+            "user=alice",
+            "--name",
+            "pass",
+            "--value",
+            "x",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Secret(SecretCmd::Put {
+                path,
+                pairs,
+                names,
+                values,
+                ..
+            }) => {
+                assert_eq!(path, "db/creds");
+                assert_eq!(pairs, ["user=alice"]);
+                assert_eq!(names, ["pass"]);
+                assert_eq!(values, ["x"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["spike", "secret", "get", "a/b", "k", "--version", "3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Secret(SecretCmd::Get {
+                version: Some(3),
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,155 @@
+//! A typed client of the Nexus API, and the CLI's error type with its exit codes.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use spike_core::error::{ErrorBody, ErrorCode};
+use spike_core::id::Builtin;
+use spike_core::net::{ClientError, MtlsClient};
+use spike_core::svid::SvidSource;
+
+/// A CLI failure, with the exit code a script can rely on.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Nexus refused or failed the request.
+    #[error("{message} ({code})")]
+    Api {
+        /// The API error code.
+        code: ErrorCode,
+        /// Nexus's message.
+        message: String,
+    },
+    /// Nexus could not be reached.
+    #[error(transparent)]
+    Transport(#[from] ClientError),
+    /// Bad input on the command line.
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Self::Api { code, .. } => match code {
+                ErrorCode::NotFound | ErrorCode::NoShare => 3,
+                ErrorCode::Forbidden | ErrorCode::Unauthenticated => 4,
+                ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::NotInitialized => 5,
+                ErrorCode::CasMismatch | ErrorCode::AlreadyInitialized => 6,
+                _ => 1,
+            },
+            Self::Transport(_) => 5,
+            Self::Usage(_) => 2,
+            Self::Other(_) => 1,
+        })
+    }
+
+    /// A hint about what to do next, when there is a useful one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::Api { code, .. } => match code {
+                ErrorCode::Forbidden => Some(
+                    "ask an admin for a policy: spike policy create NAME --spiffe-id-pattern ... --path-pattern ... --permissions ...",
+                ),
+                ErrorCode::Sealed => Some(
+                    "Nexus is waiting for its keepers; check `spike status` and the keepers' /readyz",
+                ),
+                ErrorCode::NotInitialized => Some("run `spike bootstrap` once"),
+                ErrorCode::CasMismatch => {
+                    Some("read the current version with `spike secret metadata PATH` and retry")
+                }
+                _ => None,
+            },
+            Self::Transport(ClientError::Connect { .. }) => Some(
+                "is Nexus running? Set SPIKE_NEXUS_ADDR, or start a local system with `spike dev`",
+            ),
+            Self::Transport(ClientError::Tls { .. }) => Some(
+                "the TLS handshake failed: check SPIFFE_ENDPOINT_SOCKET (or the SVID files) and the trust domain",
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Result alias for commands.
+pub type CliResult<T> = Result<T, CliError>;
+
+/// Typed calls to Nexus.
+pub struct Nexus {
+    http: MtlsClient,
+}
+
+impl Nexus {
+    /// A client for Nexus at `addr`, which must present `/spike/nexus` of the source's domain.
+    pub fn new(addr: &str, source: Arc<dyn SvidSource>, timeout: Duration) -> CliResult<Self> {
+        let id = Builtin::Nexus.id(source.trust_domain());
+        let http = MtlsClient::new(addr, id, source)
+            .map_err(|e| CliError::Other(anyhow::anyhow!("TLS configuration: {e}")))?
+            .with_timeout(timeout);
+        Ok(Self { http })
+    }
+
+    /// Sends a request and decodes the JSON answer (or the API error).
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> CliResult<T> {
+        let bytes = self.call_raw(method, path, body).await?;
+        let bytes = if bytes.is_empty() {
+            b"null".to_vec()
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::Other(anyhow::anyhow!("unexpected answer from Nexus: {e}")))
+    }
+
+    /// Sends a request and returns the body of a 2xx answer.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> CliResult<Vec<u8>> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| CliError::Other(e.into()))?;
+        let resp = self.http.send(method, path, body).await?;
+        if resp.status.is_success() {
+            return Ok(resp.body.to_vec());
+        }
+        match serde_json::from_slice::<ErrorBody>(&resp.body) {
+            Ok(b) => Err(CliError::Api {
+                code: b.error.code,
+                message: b.error.message,
+            }),
+            Err(_) => Err(CliError::Other(anyhow::anyhow!(
+                "Nexus answered HTTP {} without an error body",
+                resp.status
+            ))),
+        }
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

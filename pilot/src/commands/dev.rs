@@ -1,0 +1,268 @@
+//! `spike dev`: a whole local system in one process, in the foreground.
+//!
+//! Starts the dev SPIFFE agent (its socket is what the CLI uses), three keepers, Nexus and
+//! bootstrap on loopback, prints the `export` lines for the CLI, and runs until Ctrl-C. The
+//! in-process components take their SVIDs straight from the agent's CA (they share this
+//! process, so Unix attestation could not tell them apart); CLI processes get theirs over the
+//! Workload API, attested by uid and executable path.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use spike_agent::{AgentConfig, AgentHandle, CertificateAuthority, Registration};
+use spike_core::api::ShareBody;
+use spike_core::id::{Builtin, SpiffeId, TrustDomain};
+use spike_core::svid::{Identity, StaticSource, SvidSource};
+use spike_keeper::{KeeperAddrs, KeeperHandle, KeeperListeners};
+use spike_nexus::{NexusAddrs, NexusConfig, NexusListeners};
+
+use crate::cli::{BootstrapArgs, DevArgs, Output};
+use crate::client::{CliError, CliResult, Nexus};
+
+const KEEPERS: u8 = 3;
+const THRESHOLD: u8 = 2;
+const SVID_TTL: Duration = Duration::from_secs(3600);
+const SHARE_FILE: &str = "INSECURE-dev-keeper-shares.json";
+
+/// Runs the dev system until SIGINT/SIGTERM.
+pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
+    let other = |e: &dyn std::fmt::Display| CliError::Other(anyhow::anyhow!("{e}"));
+    // The temp dir (0700) is removed when `_tmp` drops at the end.
+    let (run_dir, _tmp) = match &args.run_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("spike-dev-")
+                .tempdir()
+                .map_err(|e| other(&e))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    tracing::warn!("spike dev is for development: one process holds every component");
+
+    // The agent: CLI processes run from this same `spike` binary get the superuser identity.
+    let exe = std::env::current_exe().map_err(|e| other(&e))?;
+    let uid = rustix_uid();
+    let mut agent_cfg = AgentConfig::new(td.clone(), run_dir.join("agent").join("agent.sock"));
+    agent_cfg.registrations.push(
+        Registration::new(Builtin::Superuser.id(&td))
+            .with_uid(uid)
+            .with_exe(exe.clone()),
+    );
+    let agent = Arc::new(spike_agent::start(agent_cfg).await.map_err(|e| other(&e))?);
+    let mut rotations = tokio::task::JoinSet::new();
+
+    // Keepers.
+    let mut keeper_handles: Vec<KeeperHandle> = Vec::new();
+    let mut keeper_addrs = Vec::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = Vec::new();
+    for i in 1..=KEEPERS {
+        let source = ca_source(&agent, &mut rotations, Builtin::Keeper(i).id(&td))?;
+        let listeners = KeeperListeners::bind(KeeperAddrs {
+            api: "127.0.0.1:0".parse().map_err(|e| other(&e))?,
+            health: "127.0.0.1:0".parse().map_err(|e| other(&e))?,
+        })
+        .await
+        .map_err(|e| other(&e))?;
+        keeper_addrs.push(
+            listeners
+                .api
+                .local_addr()
+                .map_err(|e| other(&e))?
+                .to_string(),
+        );
+        let (h, t) =
+            spike_keeper::start(source, listeners, stop(stop_rx.clone())).map_err(|e| other(&e))?;
+        keeper_handles.push(h);
+        tasks.push(t);
+    }
+
+    // With --data-dir, restore the insecure share copies so a full restart unseals by itself.
+    if let Some(dir) = &args.data_dir {
+        std::fs::create_dir_all(dir).map_err(|e| other(&e))?;
+        if let Some(shares) = read_share_file(dir)? {
+            for (h, s) in keeper_handles.iter().zip(shares) {
+                h.preload(s).map_err(|e| other(&e))?;
+            }
+            tracing::warn!("loaded keeper shares from {SHARE_FILE} (INSECURE, dev only)");
+        }
+    }
+
+    // Nexus.
+    let audit_log = args
+        .data_dir
+        .as_deref()
+        .unwrap_or(&run_dir)
+        .join("audit.log");
+    let mut config = NexusConfig::new(td.clone(), keeper_addrs, audit_log);
+    config.data_dir = args.data_dir.clone();
+    let nexus_source = ca_source(&agent, &mut rotations, Builtin::Nexus.id(&td))?;
+    let store = spike_nexus::open_store(&config).map_err(|e| other(&e))?;
+    let listeners = NexusListeners::bind(NexusAddrs {
+        api: ([127, 0, 0, 1], args.port).into(),
+        health: ([127, 0, 0, 1], args.port.saturating_add(1)).into(),
+    })
+    .await
+    .map_err(|e| other(&e))?;
+    let (_nexus, nexus_task) = spike_nexus::start(
+        config,
+        nexus_source,
+        store,
+        listeners,
+        stop(stop_rx.clone()),
+    )
+    .await
+    .map_err(|e| other(&e))?;
+    tasks.push(nexus_task);
+
+    // Bootstrap, through the real API with the bootstrap identity.
+    let nexus_addr = format!("127.0.0.1:{}", args.port);
+    let bootstrap = Nexus::new(
+        &nexus_addr,
+        ca_source(&agent, &mut rotations, Builtin::Bootstrap.id(&td))?,
+        Duration::from_secs(30),
+    )?;
+    super::bootstrap::run(
+        &bootstrap,
+        Output::Text,
+        BootstrapArgs {
+            shares: KEEPERS,
+            threshold: THRESHOLD,
+            wait: Duration::from_secs(60),
+        },
+    )
+    .await?;
+    if let Some(dir) = &args.data_dir {
+        write_share_file(dir, &keeper_handles)?;
+    }
+
+    println!();
+    println!("SPIKE dev is running (trust domain {td}). In another shell:");
+    println!();
+    println!("  export SPIFFE_ENDPOINT_SOCKET={}", agent.endpoint());
+    println!("  export SPIKE_NEXUS_ADDR={nexus_addr}");
+    println!("  export SPIKE_TRUST_DOMAIN={td}");
+    println!();
+    println!("  spike secret put demo/hello greeting=world");
+    println!("  spike secret get demo/hello");
+    println!();
+    println!(
+        "Health: http://127.0.0.1:{}/readyz   Press Ctrl-C to stop.",
+        args.port.saturating_add(1)
+    );
+
+    spike_core::net::shutdown_signal().await;
+    println!("stopping");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
+    rotations.abort_all();
+    while rotations.join_next().await.is_some() {}
+    if let Ok(agent) = Arc::try_unwrap(agent) {
+        let _ = agent.shutdown().await;
+    }
+    Ok(())
+}
+
+/// An SVID source issued directly by the agent's CA (in-process components share one pid and
+/// executable, so the Workload API could not tell them apart), re-issued at half its lifetime.
+fn ca_source(
+    agent: &Arc<AgentHandle>,
+    rotations: &mut tokio::task::JoinSet<()>,
+    id: SpiffeId,
+) -> CliResult<Arc<dyn SvidSource>> {
+    let identity = issue(agent.ca(), &id)?;
+    let src = Arc::new(StaticSource::new(agent.trust_domain().clone(), identity));
+    let weak = Arc::downgrade(&src);
+    let agent = agent.clone();
+    rotations.spawn(async move {
+        loop {
+            tokio::time::sleep(SVID_TTL / 2).await;
+            let Some(s) = weak.upgrade() else { return };
+            match issue(agent.ca(), &id) {
+                Ok(i) => s.replace(i),
+                Err(e) => tracing::warn!(error = %e, "SVID re-issue failed"),
+            }
+        }
+    });
+    Ok(src)
+}
+
+fn issue(ca: &CertificateAuthority, id: &SpiffeId) -> CliResult<Identity> {
+    let svid = ca
+        .issue(id, SVID_TTL)
+        .map_err(|e| CliError::Other(anyhow::anyhow!("dev CA: {e}")))?;
+    Identity::from_pem(
+        ca.trust_domain(),
+        svid.chain_pem.as_bytes(),
+        svid.key_pem.as_bytes(),
+        svid.bundle_pem.as_bytes(),
+    )
+    .map_err(|e| CliError::Other(anyhow::anyhow!("dev SVID: {e}")))
+}
+
+fn read_share_file(dir: &Path) -> CliResult<Option<Vec<ShareBody>>> {
+    let path = dir.join(SHARE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let bytes = zeroize::Zeroizing::new(bytes);
+            serde_json::from_slice(&bytes).map(Some).map_err(|_| {
+                CliError::Other(anyhow::anyhow!(
+                    "{} is corrupt; delete it and the data dir to start over",
+                    path.display()
+                ))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CliError::Other(anyhow::anyhow!("{}: {e}", path.display()))),
+    }
+}
+
+/// Writes the keepers' shares next to the data, mode 0600. This defeats the point of keepers
+/// and exists only so that a dev system with --data-dir survives a full restart.
+fn write_share_file(dir: &Path, keepers: &[KeeperHandle]) -> CliResult<()> {
+    let shares: Vec<ShareBody> = keepers.iter().filter_map(KeeperHandle::share).collect();
+    if shares.len() != keepers.len() {
+        return Ok(());
+    }
+    let path = dir.join(SHARE_FILE);
+    let json = zeroize::Zeroizing::new(
+        serde_json::to_vec_pretty(&shares).map_err(|e| CliError::Other(e.into()))?,
+    );
+    write_private(&path, &json)
+        .map_err(|e| CliError::Other(anyhow::anyhow!("{}: {e}", path.display())))?;
+    tracing::warn!(
+        file = %path.display(),
+        "wrote keeper shares to disk: INSECURE, for spike dev only; never do this in production"
+    );
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn rustix_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The uid that owns our own /proc entry is our real uid; no unsafe libc call needed.
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}

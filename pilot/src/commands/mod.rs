@@ -1,0 +1,8 @@
+//! One module per top-level command.
+
+pub mod audit;
+pub mod bootstrap;
+pub mod dev;
+pub mod policy;
+pub mod secret;
+pub mod status;

@@ -1,0 +1,225 @@
+//! `spike secret ...`
+
+use std::io::Read;
+
+use http::Method;
+use spike_core::api::{
+    GetSecretResponse, ListSecretsResponse, PutSecretRequest, PutSecretResponse, SecretMetadata,
+    VersionsRequest, VersionsResponse,
+};
+use spike_core::secret::{SecretMap, SecretString};
+
+use crate::cli::{Output, SecretCmd};
+use crate::client::{CliError, CliResult, Nexus, query_escape};
+use crate::output::print_json;
+
+/// Runs a secret subcommand.
+pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
+    match cmd {
+        SecretCmd::Put {
+            path,
+            pairs,
+            names,
+            values,
+            cas,
+        } => {
+            let data = collect_pairs(&pairs, &names, &values)?;
+            let req = PutSecretRequest { data, cas };
+            let resp: PutSecretResponse = nexus
+                .call(Method::PUT, &format!("/v1/secrets/data/{path}"), Some(&req))
+                .await?;
+            match out {
+                Output::Json => print_json(&resp),
+                Output::Text if resp.unchanged => {
+                    println!("unchanged: {path} is already at version {}", resp.version);
+                }
+                Output::Text => println!("wrote {path} version {}", resp.version),
+            }
+        }
+        SecretCmd::Get { path, key, version } => {
+            let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
+            let resp: GetSecretResponse = nexus
+                .call(
+                    Method::GET,
+                    &format!("/v1/secrets/data/{path}{q}"),
+                    None::<&()>,
+                )
+                .await?;
+            match (key, out) {
+                (Some(k), _) => {
+                    let v = resp.data.get(&k).ok_or_else(|| CliError::Api {
+                        code: spike_core::error::ErrorCode::NotFound,
+                        message: format!("version {} of {path} has no key `{k}`", resp.version),
+                    })?;
+                    match out {
+                        Output::Json => print_json(&v.expose_secret()),
+                        Output::Text => println!("{}", v.expose_secret()),
+                    }
+                }
+                (None, Output::Json) => print_json(&resp),
+                (None, Output::Text) => {
+                    for (k, v) in resp.data.iter() {
+                        println!("{k}={}", v.expose_secret());
+                    }
+                }
+            }
+        }
+        SecretCmd::List { prefix, page_size } => {
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let mut q = format!("?limit={page_size}");
+                if let Some(p) = &prefix {
+                    q.push_str(&format!("&prefix={}", query_escape(p)));
+                }
+                if let Some(a) = &after {
+                    q.push_str(&format!("&after={}", query_escape(a)));
+                }
+                let page: ListSecretsResponse = nexus
+                    .call(Method::GET, &format!("/v1/secrets/list{q}"), None::<&()>)
+                    .await?;
+                all.extend(page.secrets);
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            match out {
+                Output::Json => print_json(&all),
+                Output::Text => {
+                    for s in &all {
+                        println!("{}", s.path);
+                    }
+                }
+            }
+        }
+        SecretCmd::Metadata { path } => {
+            let m: SecretMetadata = nexus
+                .call(
+                    Method::GET,
+                    &format!("/v1/secrets/metadata/{path}"),
+                    None::<&()>,
+                )
+                .await?;
+            match out {
+                Output::Json => print_json(&m),
+                Output::Text => {
+                    println!("path:            {}", m.path);
+                    println!("current version: {}", m.current_version);
+                    println!("latest version:  {}", m.latest_version);
+                    println!("max versions:    {}", m.max_versions);
+                    println!("created:         {}", m.created_at);
+                    println!("updated:         {}", m.updated_at);
+                    for v in &m.versions {
+                        let state = if v.destroyed {
+                            "destroyed".to_owned()
+                        } else if let Some(d) = &v.deleted_at {
+                            format!("deleted {d}")
+                        } else {
+                            "live".to_owned()
+                        };
+                        println!("  v{:<6} {}  {state}", v.version, v.created_at);
+                    }
+                }
+            }
+        }
+        SecretCmd::Delete { path, versions } => {
+            versions_op(nexus, out, "delete", &path, versions).await?;
+        }
+        SecretCmd::Undelete { path, versions } => {
+            versions_op(nexus, out, "undelete", &path, versions).await?;
+        }
+        SecretCmd::Destroy { path, versions } => {
+            versions_op(nexus, out, "destroy", &path, versions).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn versions_op(
+    nexus: &Nexus,
+    out: Output,
+    op: &str,
+    path: &str,
+    versions: Vec<u64>,
+) -> CliResult<()> {
+    let resp: VersionsResponse = nexus
+        .call(
+            Method::POST,
+            &format!("/v1/secrets/{op}/{path}"),
+            Some(&VersionsRequest { versions }),
+        )
+        .await?;
+    match out {
+        Output::Json => print_json(&resp),
+        Output::Text if resp.changed.is_empty() => println!("{op}: nothing to change in {path}"),
+        Output::Text => {
+            let list: Vec<String> = resp.changed.iter().map(u64::to_string).collect();
+            println!(
+                "{op}: {path} versions {}; current version is now {}",
+                list.join(","),
+                resp.current_version
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Builds the secret's map from `KEY=VALUE` pairs and `--name/--value` pairs. A value of `-`
+/// is read from stdin (once), so credentials need not appear in the process list.
+fn collect_pairs(pairs: &[String], names: &[String], values: &[String]) -> CliResult<SecretMap> {
+    if names.len() != values.len() {
+        return Err(CliError::Usage(format!(
+            "give one --value for each --name ({} names, {} values)",
+            names.len(),
+            values.len()
+        )));
+    }
+    let mut stdin_used = false;
+    let mut map = SecretMap::new();
+    let mut add = |k: &str, v: &str| -> CliResult<()> {
+        if k.is_empty() {
+            return Err(CliError::Usage("a key name cannot be empty".into()));
+        }
+        let value = if v == "-" {
+            if stdin_used {
+                return Err(CliError::Usage(
+                    "only one value can be read from stdin".into(),
+                ));
+            }
+            stdin_used = true;
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+            let trimmed = s.strip_suffix('\n').unwrap_or(&s).to_owned();
+            zeroize::Zeroize::zeroize(&mut s);
+            trimmed
+        } else {
+            v.to_owned()
+        };
+        if map.insert(k.to_owned(), SecretString::new(value)).is_some() {
+            return Err(CliError::Usage(format!("key `{k}` is given twice")));
+        }
+        Ok(())
+    };
+    for (i, p) in pairs.iter().enumerate() {
+        // Never echo the argument: it may be a value typed without its key.
+        let (k, v) = p.split_once('=').ok_or_else(|| {
+            CliError::Usage(format!(
+                "pair {} is not KEY=VALUE; write pairs like user=alice",
+                i + 1
+            ))
+        })?;
+        add(k, v)?;
+    }
+    for (k, v) in names.iter().zip(values) {
+        add(k, v)?;
+    }
+    if map.is_empty() {
+        return Err(CliError::Usage(
+            "nothing to write: give KEY=VALUE pairs or --name/--value".into(),
+        ));
+    }
+    Ok(map)
+}

@@ -1,0 +1,24 @@
+//! `spike`: the SPIKE command-line interface.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use spike::cli::Cli;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    spike_core::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    // Commands print results on stdout; logs (warnings and up unless RUST_LOG says otherwise)
+    // go to stderr so scripts can parse stdout.
+    let default = if matches!(cli.command, spike::cli::Command::Dev(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    spike_core::telemetry::init_with_default(spike_core::telemetry::LogFormat::Text, default);
+    match spike::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => spike::report(&e),
+    }
+}
