@@ -217,10 +217,10 @@ pub fn leaf_identity(der: &[u8]) -> Result<(SpiffeId, SystemTime), String> {
     if id.path().is_empty() {
         return Err("an X.509-SVID's SPIFFE ID must have a path".into());
     }
-    if let Ok(Some(bc)) = cert.basic_constraints() {
-        if bc.value.ca {
-            return Err("an X.509-SVID leaf must not be a CA".into());
-        }
+    if let Ok(Some(bc)) = cert.basic_constraints()
+        && bc.value.ca
+    {
+        return Err("an X.509-SVID leaf must not be a CA".into());
     }
     match cert.key_usage() {
         Ok(Some(ku)) if ku.value.digital_signature() && !ku.value.key_cert_sign() => {}
@@ -489,24 +489,29 @@ impl SourceConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdentityArgs {
     /// Trust domain of this deployment.
-    #[arg(long, env = "SPIKE_TRUST_DOMAIN", default_value = "spike.dev")]
+    #[arg(
+        long,
+        global = true,
+        env = "SPIKE_TRUST_DOMAIN",
+        default_value = "spike.dev"
+    )]
     pub trust_domain: TrustDomain,
     /// SPIFFE Workload API endpoint (e.g. unix:///run/spire/agent.sock); ignored when PEM files
     /// are given.
-    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+    #[arg(long, global = true, env = "SPIFFE_ENDPOINT_SOCKET")]
     pub spiffe_endpoint_socket: Option<String>,
     /// X.509-SVID certificate chain (PEM). Use with --svid-key and --svid-bundle instead of the
     /// Workload API, e.g. with cert-manager's csi-driver-spiffe.
-    #[arg(long, env = "SPIKE_SVID_CERT", requires_all = ["svid_key", "svid_bundle"])]
+    #[arg(long, global = true, env = "SPIKE_SVID_CERT", requires_all = ["svid_key", "svid_bundle"])]
     pub svid_cert: Option<PathBuf>,
     /// X.509-SVID private key (PEM).
-    #[arg(long, env = "SPIKE_SVID_KEY", requires = "svid_cert")]
+    #[arg(long, global = true, env = "SPIKE_SVID_KEY", requires = "svid_cert")]
     pub svid_key: Option<PathBuf>,
     /// Trust bundle (PEM CA certificates of the trust domain).
-    #[arg(long, env = "SPIKE_SVID_BUNDLE", requires = "svid_cert")]
+    #[arg(long, global = true, env = "SPIKE_SVID_BUNDLE", requires = "svid_cert")]
     pub svid_bundle: Option<PathBuf>,
     /// How long to wait for a first SVID at start.
-    #[arg(long, env = "SPIKE_SVID_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, env = "SPIKE_SVID_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub svid_timeout: Duration,
 }
 

@@ -1,6 +1,9 @@
 //! End-to-end tests: real processes, real sockets, real mTLS. One test binary, one module
 //! per area (rustls-style), so the processes' binaries are found once.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "e2e/access.rs"]
 mod access;
 #[path = "e2e/at_rest.rs"]

@@ -222,23 +222,23 @@ impl Secrets {
         let _guard = self.lock_for(path).lock().await;
         let existing = self.load_meta(keys, path).await?;
         let current = existing.as_ref().map_or(0, |(m, _)| m.current);
-        if let Some(expected) = cas {
-            if expected != current {
-                return Err(AppError::new(
-                    ErrorCode::CasMismatch,
-                    format!("compare-and-set failed: current version is {current}, not {expected}"),
-                ));
-            }
+        if let Some(expected) = cas
+            && expected != current
+        {
+            return Err(AppError::new(
+                ErrorCode::CasMismatch,
+                format!("compare-and-set failed: current version is {current}, not {expected}"),
+            ));
         }
-        if let Some((meta, _)) = &existing {
-            if meta.current > 0 {
-                let old = self.read_version(keys, path, meta, meta.current).await?;
-                if old == *data {
-                    return Ok(PutSecretResponse {
-                        version: meta.current,
-                        unchanged: true,
-                    });
-                }
+        if let Some((meta, _)) = &existing
+            && meta.current > 0
+        {
+            let old = self.read_version(keys, path, meta, meta.current).await?;
+            if old == *data {
+                return Ok(PutSecretResponse {
+                    version: meta.current,
+                    unchanged: true,
+                });
             }
         }
         let ts = now();

@@ -20,6 +20,10 @@ use crate::policies::Policies;
 use crate::secrets::Secrets;
 use crate::{StartError, recovery};
 
+/// A keeper that does not answer within this is treated as unreachable for this round (a
+/// frozen keeper accepts TCP but never finishes the handshake).
+const KEEPER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// System records (the init record).
 pub(crate) const META: Table = Table::new("meta");
 pub(crate) const INIT_KEY: &[u8] = b"init";
@@ -76,7 +80,7 @@ impl Nexus {
             .map(|(i, addr)| {
                 let index = u8::try_from(i + 1).unwrap_or(u8::MAX);
                 MtlsClient::new(addr.clone(), Builtin::Keeper(index).id(&td), source.clone())
-                    .map(|c| c.with_timeout(std::time::Duration::from_secs(5)))
+                    .map(|c| c.with_timeout(KEEPER_CALL_TIMEOUT))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
@@ -227,10 +231,10 @@ impl Nexus {
             tracing::error!(error = %e, "audit log write failed; refusing the request");
             AppError::new(ErrorCode::Unavailable, "the audit log cannot be written")
         })?;
-        if let Ok(mut h) = opened.audit_head.lock() {
-            if h.as_ref().is_none_or(|c| c.seq < head.seq) {
-                *h = Some(head);
-            }
+        if let Ok(mut h) = opened.audit_head.lock()
+            && h.as_ref().is_none_or(|c| c.seq < head.seq)
+        {
+            *h = Some(head);
         }
         Ok(())
     }

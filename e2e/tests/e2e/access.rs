@@ -90,7 +90,7 @@ fn only_policy_holders_read_and_strangers_are_refused() {
         .write_pem_files(&evil_dir)
         .unwrap();
     // Present the foreign SVID but trust our real bundle, so only the server's check can fail.
-    let mut foreign = evil.clone();
+    let mut foreign = evil;
     foreign.bundle = admin.bundle.clone();
     let out = c.spike(&foreign, &["secret", "get", "apps/web/db"]);
     assert!(!out.status.success(), "{}", text(&out));
@@ -108,7 +108,7 @@ fn only_policy_holders_read_and_strangers_are_refused() {
         .unwrap()
         .write_pem_files(&forged_dir)
         .unwrap();
-    forged.bundle = admin.bundle.clone();
+    forged.bundle = admin.bundle;
     let out = c.spike(&forged, &["secret", "get", "apps/web/db"]);
     assert!(!out.status.success(), "{}", text(&out));
 

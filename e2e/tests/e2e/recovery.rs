@@ -118,8 +118,20 @@ fn below_threshold_nexus_stays_sealed_says_why_and_opens_when_keepers_return() {
         "{}",
         text(&out)
     );
-    let log = std::fs::read_to_string(c.dir.path().join("nexus.log")).unwrap_or_default();
-    assert!(log.contains("not enough keepers"), "the log should say why");
+    let log_path = c.dir.path().join("nexus.log");
+    assert!(
+        wait_until(Duration::from_secs(15), || std::fs::read_to_string(
+            &log_path
+        )
+        .is_ok_and(|l| l.contains("not enough keepers"))),
+        "the log should say why"
+    );
+    let (status, body) = c.readyz().expect("readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("1 of 2"),
+        "readyz should count reachable shares: {body}"
+    );
 
     // The keepers come back: Nexus opens with no human step.
     for i in [1usize, 2] {
