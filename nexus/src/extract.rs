@@ -1,5 +1,6 @@
 //! Request extractors with uniform, value-free rejections.
 
+use axum::RequestExt;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -49,8 +50,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
-        // The body-size limit is enforced by a layer; hitting it surfaces here as an error.
-        let bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
+        // `into_limited_body` applies the router's `DefaultBodyLimit`; crossing it is an error
+        // here, before the whole body is buffered.
+        let bytes = axum::body::to_bytes(req.into_limited_body(), usize::MAX)
             .await
             .map_err(|_| {
                 AppError::new(ErrorCode::TooLarge, "request body is larger than allowed")
