@@ -70,6 +70,7 @@ pub struct Pki {
     /// The trust domain.
     pub td: TrustDomain,
     dir: PathBuf,
+    issued: std::sync::atomic::AtomicUsize,
 }
 
 impl Pki {
@@ -81,6 +82,7 @@ impl Pki {
             ca,
             td,
             dir: dir.to_path_buf(),
+            issued: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -91,9 +93,12 @@ impl Pki {
             .ca
             .issue(&id, Duration::from_secs(3600))
             .expect("issue");
-        let dir = self
-            .dir
-            .join(path.trim_start_matches('/').replace('/', "_"));
+        // A directory per issuance, so concurrent callers never share files.
+        let n = self
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = path.trim_start_matches('/').replace('/', "_");
+        let dir = self.dir.join(format!("{name}-{n}"));
         std::fs::create_dir_all(&dir).expect("svid dir");
         svid.write_pem_files(&dir).expect("write svid")
     }

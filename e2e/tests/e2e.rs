@@ -10,6 +10,8 @@ mod access;
 mod at_rest;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
+#[path = "e2e/bootstrap.rs"]
+mod bootstrap;
 #[path = "e2e/logs.rs"]
 mod logs;
 #[path = "e2e/quickstart.rs"]

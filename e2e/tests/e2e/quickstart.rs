@@ -99,3 +99,84 @@ fn quickstart_works_as_written() {
         }
     }
 }
+
+fn start_dev(dir: &Path, data: &Path, log: &Path) -> (Proc, u16) {
+    let bins = bins();
+    let port = (0..20)
+        .map(|_| free_port())
+        .find(|p| *p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+        .expect("free port pair");
+    let _ = std::fs::remove_file(log);
+    let p = Proc::spawn(
+        &bins.spike,
+        &[
+            "dev".into(),
+            "--port".into(),
+            port.to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--run-dir".into(),
+            dir.join("run").display().to_string(),
+        ],
+        log.to_path_buf(),
+        "info",
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || std::fs::read_to_string(log)
+            .is_ok_and(|s| s.contains("export SPIKE_NEXUS_ADDR"))),
+        "spike dev did not come up: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    (p, port)
+}
+
+fn cli(port: u16, dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bins().spike)
+        .args(args)
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", dir.join("run/agent/agent.sock").display()),
+        )
+        .env("SPIKE_NEXUS_ADDR", format!("127.0.0.1:{port}"))
+        .env("SPIKE_TRUST_DOMAIN", "spike.dev")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn dev_with_data_dir_survives_a_full_restart() {
+    let dir = tempfile::Builder::new()
+        .prefix("spike-dev-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("dev.log");
+    let (dev, port) = start_dev(dir.path(), &data, &log);
+    let out = cli(
+        port,
+        dir.path(),
+        &["secret", "put", "keep/me", "k=persisted"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        dev.terminate(Duration::from_secs(20)),
+        "spike dev did not stop on SIGTERM"
+    );
+
+    // The insecure share copy exists, private to the user.
+    use std::os::unix::fs::PermissionsExt;
+    let share_file = data.join("INSECURE-dev-keeper-shares.json");
+    let mode = std::fs::metadata(&share_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "share file must be private");
+
+    let (_dev, port) = start_dev(dir.path(), &data, &log);
+    let printed = std::fs::read_to_string(&log).unwrap();
+    assert!(printed.contains("already initialized"), "{printed}");
+    let out = cli(port, dir.path(), &["secret", "get", "keep/me", "k"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "persisted",
+        "{}",
+        text(&out)
+    );
+}
