@@ -13,6 +13,10 @@ use spike_core::crypto::{
 use spike_core::secret::SecretBytes;
 use zeroize::Zeroizing;
 
+/// Most share subsets tried when rebuilding the root key (C(7,3) = 35; C(255,2) is larger
+/// and capped).
+const MAX_SUBSETS: usize = 1024;
+
 /// The newest init-record format this build reads.
 const INIT_FORMAT: u32 = 1;
 
@@ -109,17 +113,34 @@ impl OpenKeys {
     }
 
     /// Rebuilds the root key from keeper shares and checks it against the init record.
+    ///
+    /// Tries `threshold`-sized subsets until one opens the wrapped data key, so one keeper
+    /// answering with a wrong share (corrupted or malicious) cannot keep Nexus sealed while
+    /// enough honest keepers answer. The number of subsets tried is bounded.
     pub(crate) fn recover(record: &InitRecord, shares: &[Share]) -> Result<Self, CryptoError> {
         let params = record.params()?;
-        let root = combine(&params, shares)?;
         let wrapped_bytes =
             hex::decode(&record.wrapped_data_key).map_err(|_| CryptoError::Malformed {
                 what: "wrapped data key",
                 reason: "not hex",
             })?;
         let wrapped = WrappedKey::from_bytes(&wrapped_bytes)?;
-        let data = root.unwrap(&wrapped)?;
-        Ok(Self::from_parts(root, &data, params))
+        let t = usize::from(params.threshold());
+        let mut last = CryptoError::TooFewShares {
+            got: shares.len(),
+            need: params.threshold(),
+        };
+        for subset in Subsets::new(shares.len(), t).take(MAX_SUBSETS) {
+            let picked: Vec<Share> = subset.iter().map(|&i| shares[i].clone()).collect();
+            match combine(&params, &picked).and_then(|root| {
+                let data = root.unwrap(&wrapped)?;
+                Ok((root, data))
+            }) {
+                Ok((root, data)) => return Ok(Self::from_parts(root, &data, params)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     pub(crate) fn params(&self) -> SplitInfo {
@@ -204,5 +225,75 @@ fn value_aad(path: &str, version: u64, incarnation: u64) -> Aad<'_> {
         path,
         version,
         incarnation,
+    }
+}
+
+/// Index subsets of size `k` out of `n`, in lexicographic order.
+struct Subsets {
+    n: usize,
+    next: Option<Vec<usize>>,
+}
+
+impl Subsets {
+    fn new(n: usize, k: usize) -> Self {
+        Self {
+            n,
+            next: (k >= 1 && k <= n).then(|| (0..k).collect()),
+        }
+    }
+}
+
+impl Iterator for Subsets {
+    type Item = Vec<usize>;
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        let current = self.next.take()?;
+        let k = current.len();
+        let mut following = current.clone();
+        // Advance the rightmost index that can still move right.
+        let mut i = k;
+        while i > 0 {
+            i -= 1;
+            if following[i] < self.n - k + i {
+                following[i] += 1;
+                for j in i + 1..k {
+                    following[j] = following[j - 1] + 1;
+                }
+                self.next = Some(following);
+                break;
+            }
+        }
+        Some(current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_enumerate_every_combination_once() {
+        let all: Vec<_> = Subsets::new(4, 2).collect();
+        assert_eq!(
+            all,
+            vec![vec![0, 1], vec![0, 2], vec![0, 3], vec![1, 2], vec![1, 3], vec![2, 3]]
+        );
+        assert_eq!(Subsets::new(5, 3).count(), 10);
+        assert_eq!(Subsets::new(2, 3).count(), 0);
+        assert_eq!(Subsets::new(3, 0).count(), 0);
+    }
+
+    #[test]
+    fn a_wrong_share_among_enough_good_ones_does_not_block_recovery() {
+        let (keys, record) = OpenKeys::create(3, 2).unwrap();
+        let good: Vec<Share> = (1..=3).map(|i| keys.keeper_share(i).unwrap()).collect();
+        let bad = Share::new(1, &[7u8; 32]).unwrap();
+        // The bad share first, so a naive combine of the first two would fail.
+        let shares = vec![bad.clone(), good[1].clone(), good[2].clone()];
+        let recovered = OpenKeys::recover(&record, &shares).unwrap();
+        assert!(recovered.rebuilds_from(&good));
+        // Below threshold of good shares: refused.
+        assert!(OpenKeys::recover(&record, &[bad, good[2].clone()]).is_err());
+        assert!(OpenKeys::recover(&record, &good[..1]).is_err());
     }
 }
