@@ -35,14 +35,7 @@ async fn main() -> ExitCode {
     spike_core::tls::install_crypto_provider();
     let args = Args::parse();
     telemetry::init(args.log_format);
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    telemetry::exit_code(run(args).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
