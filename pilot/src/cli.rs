@@ -89,8 +89,9 @@ pub enum SecretCmd {
     ///   spike secret put db/creds pass=new --cas 3     # only if version 3 is current
     ///
     /// Writing the same content as the current version changes nothing ("unchanged").
-    /// Values given as arguments are visible in the process list; prefer --value-file or stdin
-    /// (`KEY=-` reads that value from stdin) for real credentials.
+    /// Values given as arguments are visible in the process list: for real credentials
+    /// prefer stdin (`KEY=-` reads that value from stdin).
+    #[command(verbatim_doc_comment)]
     Put {
         /// Secret path, e.g. `apps/web/db`.
         path: String,
@@ -164,6 +165,7 @@ pub enum PolicyCmd {
     /// more whole segments. Example:
     ///   spike policy create web-read --spiffe-id-pattern 'spiffe://spike.dev/ns/web/**' \
     ///     --path-pattern 'apps/web/**' --permissions read,list
+    #[command(verbatim_doc_comment)]
     Create {
         /// Policy name ([A-Za-z0-9._-], at most 128).
         name: String,
