@@ -133,6 +133,17 @@ pub struct Proc {
 impl Proc {
     /// Spawns `bin args` with stdout+stderr appended to `log` and `RUST_LOG` as given.
     pub fn spawn(bin: &Path, args: &[String], log: PathBuf, rust_log: &str) -> Self {
+        Self::spawn_with_env(bin, args, &[], log, rust_log)
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: PathBuf,
+        rust_log: &str,
+    ) -> Self {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -142,6 +153,7 @@ impl Proc {
             .args(args)
             .env("RUST_LOG", rust_log)
             .env_remove("SPIFFE_ENDPOINT_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(f.try_clone().expect("log fd"))
             .stderr(f)

@@ -18,3 +18,5 @@ mod logs;
 mod quickstart;
 #[path = "e2e/recovery.rs"]
 mod recovery;
+#[path = "e2e/workload_api.rs"]
+mod workload_api;
