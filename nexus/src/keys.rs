@@ -276,7 +276,14 @@ mod tests {
         let all: Vec<_> = Subsets::new(4, 2).collect();
         assert_eq!(
             all,
-            vec![vec![0, 1], vec![0, 2], vec![0, 3], vec![1, 2], vec![1, 3], vec![2, 3]]
+            vec![
+                vec![0, 1],
+                vec![0, 2],
+                vec![0, 3],
+                vec![1, 2],
+                vec![1, 3],
+                vec![2, 3]
+            ]
         );
         assert_eq!(Subsets::new(5, 3).count(), 10);
         assert_eq!(Subsets::new(2, 3).count(), 0);

@@ -53,6 +53,12 @@ impl Policies {
     /// True when a workload policy grants `caller` `super` on every path: such a caller may
     /// manage policies.
     pub(crate) fn is_admin(&self, caller: &spike_core::id::SpiffeId) -> bool {
+        // As in the engine: workload policies never apply to SPIKE's own (reserved) IDs, such
+        // as gateways, however broad their ID pattern.
+        if spike_core::policy::CallerClass::of(caller) != spike_core::policy::CallerClass::Workload
+        {
+            return false;
+        }
         self.engine().policies().iter().any(|p| {
             p.kind() == spike_core::policy::PolicyKind::Workload
                 && p.spiffe_id_pattern().matches(caller)
@@ -92,12 +98,15 @@ impl Policies {
         }
     }
 
-    /// Rebuilds the engine from the store.
+    /// Rebuilds the engine from the store. On failure the engine denies everything: keeping
+    /// the old one would keep serving a policy whose deletion was just committed.
     pub(crate) async fn reload(&self, keys: &OpenKeys) -> AppResult<()> {
-        let all = self.all(keys).await?;
-        let engine = PolicyEngine::new(all.into_iter().map(|s| s.policy));
+        let (engine, result) = match self.all(keys).await {
+            Ok(all) => (PolicyEngine::new(all.into_iter().map(|s| s.policy)), Ok(())),
+            Err(e) => (PolicyEngine::empty(), Err(e)),
+        };
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
-        Ok(())
+        result
     }
 
     pub(crate) async fn put(
@@ -180,7 +189,7 @@ impl Policies {
     }
 
     pub(crate) async fn get(&self, keys: &OpenKeys, name: &str) -> AppResult<PolicyResponse> {
-        let key = name.as_bytes();
+        let key = valid_name(name)?.as_bytes();
         let raw = self
             .store
             .get(POLICIES, key)
@@ -197,8 +206,8 @@ impl Policies {
     }
 
     pub(crate) async fn delete(&self, keys: &OpenKeys, name: &str) -> AppResult<()> {
+        let key = valid_name(name)?.as_bytes().to_vec();
         let _guard = self.write.lock().await;
-        let key = name.as_bytes().to_vec();
         let raw = self
             .store
             .get(POLICIES, &key)
@@ -212,3 +221,15 @@ impl Policies {
         self.reload(keys).await
     }
 }
+
+/// A name from a request, checked like a stored one, so an impossible name (say, longer than
+/// the store's key limit) is a client error rather than a store failure.
+fn valid_name(name: &str) -> AppResult<&str> {
+    spike_core::policy::PolicyName::new(name)
+        .map_err(|e| AppError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
+    Ok(name)
+}
+
+#[cfg(test)]
+#[path = "policies_tests.rs"]
+mod tests;

@@ -202,9 +202,13 @@ async fn list_secrets(
         }
         let (secrets, next) = n
             .secrets
-            .list(&o.keys, prefix.as_ref(), q.after.as_deref(), limit, |path| {
-                is_superuser || mine.may_list(path)
-            })
+            .list(
+                &o.keys,
+                prefix.as_ref(),
+                q.after.as_deref(),
+                limit,
+                |path| is_superuser || mine.may_list(path),
+            )
             .await?;
         Ok(ListSecretsResponse { secrets, next })
     })

@@ -462,6 +462,13 @@ impl Secrets {
         limit: usize,
         visible: impl Fn(&SecretPath) -> bool,
     ) -> AppResult<(Vec<SecretListEntry>, Option<String>)> {
+        // The cursor comes from the client; one the store cannot take is a client error.
+        if after.is_some_and(|a| a.len() > spike_store::MAX_KEY_LEN) {
+            return Err(AppError::new(
+                ErrorCode::BadRequest,
+                "the list cursor is too long; pass the `next` of the previous page",
+            ));
+        }
         let limit = limit.clamp(1, self.limits.max_page);
         let scan_prefix = prefix.map_or(Vec::new(), |p| p.as_str().as_bytes().to_vec());
         let mut cursor: Option<Vec<u8>> = after.map(|a| a.as_bytes().to_vec());
@@ -520,3 +527,7 @@ pub(crate) enum VersionOp {
     /// Remove the value for good.
     Destroy,
 }
+
+#[cfg(test)]
+#[path = "secrets_tests.rs"]
+mod tests;

@@ -1,0 +1,985 @@
+//! Tests of the secret engine against real stores (memory and redb).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spike_core::crypto::RECORD_TAG_LEN;
+use spike_core::error::ErrorCode;
+use spike_core::path::SecretPath;
+use spike_core::secret::SecretMap;
+use spike_store::{Batch, MemoryStore, RedbStore, Store, Table};
+
+use super::{SECRETS, SecretLimits, Secrets, VERSIONS, VersionOp, version_key};
+use crate::error::AppResult;
+use crate::keys::OpenKeys;
+
+/// Bound on every test that waits on many tasks.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    secrets: Secrets,
+    keys: OpenKeys,
+}
+
+fn keys() -> OpenKeys {
+    OpenKeys::create(3, 2).unwrap().0
+}
+
+fn fixture() -> Fixture {
+    fixture_with(SecretLimits::default())
+}
+
+fn fixture_with(limits: SecretLimits) -> Fixture {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    Fixture {
+        secrets: Secrets::new(store.clone(), limits),
+        store,
+        keys: keys(),
+    }
+}
+
+fn path(s: &str) -> SecretPath {
+    SecretPath::parse(s).unwrap()
+}
+
+fn data(pairs: &[(&str, &str)]) -> SecretMap {
+    pairs.iter().copied().collect()
+}
+
+fn code<T>(r: AppResult<T>) -> ErrorCode {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.code(),
+    }
+}
+
+/// Every row of both tables, to prove a refused operation changed nothing.
+async fn dump(store: &dyn Store) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for t in [SECRETS, VERSIONS] {
+        for (k, v) in store.scan(t, b"", None, 100_000).await.unwrap() {
+            out.push((t, k, v));
+        }
+    }
+    out
+}
+
+async fn raw(store: &dyn Store, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+    store.get(table, key).await.unwrap()
+}
+
+async fn overwrite(store: &dyn Store, table: Table, key: &[u8], value: Vec<u8>) {
+    let mut b = Batch::new();
+    b.put(table, key.to_vec(), value);
+    store.commit(b).await.unwrap();
+}
+
+impl Fixture {
+    async fn put(
+        &self,
+        p: &str,
+        d: &[(&str, &str)],
+    ) -> AppResult<spike_core::api::PutSecretResponse> {
+        self.secrets.put(&self.keys, &path(p), &data(d), None).await
+    }
+
+    async fn put_cas(
+        &self,
+        p: &str,
+        d: &[(&str, &str)],
+        cas: u64,
+    ) -> AppResult<spike_core::api::PutSecretResponse> {
+        self.secrets
+            .put(&self.keys, &path(p), &data(d), Some(cas))
+            .await
+    }
+
+    /// The value of key `k` in version `v` (current when `None`).
+    async fn value(&self, p: &str, v: Option<u64>, k: &str) -> AppResult<String> {
+        let got = self.secrets.get(&self.keys, &path(p), v).await?;
+        Ok(got.data.get(k).unwrap().expose_secret().to_owned())
+    }
+
+    async fn versions_kept(&self, p: &str) -> Vec<u64> {
+        let m = self.secrets.metadata(&self.keys, &path(p)).await.unwrap();
+        m.versions.iter().map(|v| v.version).collect()
+    }
+
+    async fn change(&self, p: &str, vs: &[u64], op: VersionOp) -> AppResult<(Vec<u64>, u64)> {
+        let r = self
+            .secrets
+            .change_versions(&self.keys, &path(p), vs, op)
+            .await?;
+        Ok((r.changed, r.current_version))
+    }
+
+    async fn dump(&self) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        dump(&*self.store).await
+    }
+
+    /// Follows `next` until it is `None`, returning every listed path and the page sizes.
+    async fn list_all(
+        &self,
+        prefix: Option<&str>,
+        limit: usize,
+        visible: impl Fn(&SecretPath) -> bool + Copy,
+    ) -> (Vec<String>, Vec<usize>) {
+        let prefix = prefix.map(path);
+        let mut after: Option<String> = None;
+        let mut paths = Vec::new();
+        let mut pages = Vec::new();
+        // Bounded: a cursor that does not advance would otherwise loop forever.
+        for _ in 0..1000 {
+            let (page, next) = self
+                .secrets
+                .list(
+                    &self.keys,
+                    prefix.as_ref(),
+                    after.as_deref(),
+                    limit,
+                    visible,
+                )
+                .await
+                .unwrap();
+            assert!(
+                page.len() <= limit.max(1),
+                "page of {} over limit {limit}",
+                page.len()
+            );
+            pages.push(page.len());
+            paths.extend(page.into_iter().map(|e| e.path));
+            match next {
+                None => return (paths, pages),
+                Some(n) => {
+                    assert_ne!(after.as_deref(), Some(n.as_str()), "cursor did not advance");
+                    after = Some(n);
+                }
+            }
+        }
+        panic!("listing never ended");
+    }
+}
+
+// ---- put, unchanged, versions ----
+
+#[tokio::test]
+async fn put_mints_versions_and_identical_content_is_unchanged() {
+    let f = fixture();
+    let r = f
+        .put("app/db", &[("user", "a"), ("pass", "x")])
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.unchanged), (1, false));
+
+    let before = f.dump().await;
+    // Same content, keys given in another order: same map, so no new version.
+    let r = f
+        .put("app/db", &[("pass", "x"), ("user", "a")])
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.unchanged), (1, true));
+    assert_eq!(f.versions_kept("app/db").await, vec![1]);
+    assert_eq!(
+        f.dump().await,
+        before,
+        "an unchanged put must write nothing"
+    );
+
+    let r = f
+        .put("app/db", &[("user", "a"), ("pass", "y")])
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.unchanged), (2, false));
+    assert_eq!(f.versions_kept("app/db").await, vec![1, 2]);
+    assert_eq!(f.value("app/db", None, "pass").await.unwrap(), "y");
+    assert_eq!(f.value("app/db", Some(1), "pass").await.unwrap(), "x");
+    assert_eq!(f.value("app/db", Some(0), "pass").await.unwrap(), "y");
+
+    let m = f.secrets.metadata(&f.keys, &path("app/db")).await.unwrap();
+    assert_eq!((m.current_version, m.latest_version), (2, 2));
+    assert_eq!(m.path, "app/db");
+}
+
+#[tokio::test]
+async fn stored_bytes_hold_no_plaintext_value() {
+    let f = fixture();
+    f.put("app/db", &[("pass", "correct-horse-battery-staple")])
+        .await
+        .unwrap();
+    let needle = b"correct-horse-battery-staple";
+    for (_, k, v) in f.dump().await {
+        assert!(!k.windows(needle.len()).any(|w| w == needle));
+        assert!(!v.windows(needle.len()).any(|w| w == needle));
+    }
+}
+
+#[tokio::test]
+async fn get_and_metadata_of_missing_secret_are_not_found() {
+    let f = fixture();
+    assert_eq!(code(f.value("nope", None, "k").await), ErrorCode::NotFound);
+    assert_eq!(
+        code(f.secrets.metadata(&f.keys, &path("nope")).await),
+        ErrorCode::NotFound
+    );
+    f.put("yes", &[("k", "v")]).await.unwrap();
+    assert_eq!(
+        code(f.value("yes", Some(2), "k").await),
+        ErrorCode::NotFound
+    );
+}
+
+// ---- compare-and-set ----
+
+#[tokio::test]
+async fn cas_zero_creates_only() {
+    let f = fixture();
+    let r = f.put_cas("app/db", &[("k", "1")], 0).await.unwrap();
+    assert_eq!((r.version, r.unchanged), (1, false));
+
+    let before = f.dump().await;
+    let e = f.put_cas("app/db", &[("k", "2")], 0).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::CasMismatch);
+    assert_eq!(e.0.status(), 409);
+    assert_eq!(f.dump().await, before);
+    assert_eq!(f.value("app/db", None, "k").await.unwrap(), "1");
+}
+
+#[tokio::test]
+async fn cas_with_current_version_succeeds_and_a_stale_one_changes_nothing() {
+    let f = fixture();
+    f.put("s", &[("k", "1")]).await.unwrap();
+    let r = f.put_cas("s", &[("k", "2")], 1).await.unwrap();
+    assert_eq!(r.version, 2);
+
+    let before = f.dump().await;
+    // Stale, future and "must not exist" expectations all fail.
+    for wrong in [1, 3, 99, 0] {
+        assert_eq!(
+            code(f.put_cas("s", &[("k", "3")], wrong).await),
+            ErrorCode::CasMismatch,
+            "cas {wrong}"
+        );
+    }
+    // The CAS check comes before the "unchanged" shortcut.
+    assert_eq!(
+        code(f.put_cas("s", &[("k", "2")], 1).await),
+        ErrorCode::CasMismatch
+    );
+    assert_eq!(f.dump().await, before);
+    let m = f.secrets.metadata(&f.keys, &path("s")).await.unwrap();
+    assert_eq!((m.current_version, m.latest_version), (2, 2));
+
+    // A matching CAS with identical content is simply unchanged.
+    let r = f.put_cas("s", &[("k", "2")], 2).await.unwrap();
+    assert_eq!((r.version, r.unchanged), (2, true));
+}
+
+// ---- version numbers and pruning ----
+
+#[tokio::test]
+async fn version_numbers_are_never_reused_after_destroy() {
+    let f = fixture();
+    for i in 1..=3 {
+        f.put("s", &[("k", &i.to_string())]).await.unwrap();
+    }
+    let (changed, current) = f.change("s", &[3], VersionOp::Destroy).await.unwrap();
+    assert_eq!((changed, current), (vec![3], 2));
+    let r = f.put("s", &[("k", "new")]).await.unwrap();
+    assert_eq!(r.version, 4);
+
+    // Destroy everything: current drops to 0, and the next put still does not reuse numbers,
+    // even with the content of a destroyed version.
+    f.change("s", &[1, 2, 4], VersionOp::Destroy).await.unwrap();
+    let m = f.secrets.metadata(&f.keys, &path("s")).await.unwrap();
+    assert_eq!((m.current_version, m.latest_version), (0, 4));
+    assert_eq!(code(f.value("s", None, "k").await), ErrorCode::NotFound);
+    let r = f.put("s", &[("k", "new")]).await.unwrap();
+    assert_eq!((r.version, r.unchanged), (5, false));
+}
+
+#[tokio::test]
+async fn old_versions_are_pruned_and_their_numbers_not_reused() {
+    let f = fixture_with(SecretLimits {
+        max_versions: 3,
+        ..SecretLimits::default()
+    });
+    for i in 1..=5 {
+        assert_eq!(
+            f.put("s", &[("k", &i.to_string())]).await.unwrap().version,
+            i
+        );
+    }
+    assert_eq!(f.versions_kept("s").await, vec![3, 4, 5]);
+    let m = f.secrets.metadata(&f.keys, &path("s")).await.unwrap();
+    assert_eq!(
+        (m.current_version, m.latest_version, m.max_versions),
+        (5, 5, 3)
+    );
+
+    for pruned in [1, 2] {
+        assert_eq!(
+            code(f.value("s", Some(pruned), "k").await),
+            ErrorCode::NotFound
+        );
+        assert!(
+            raw(&*f.store, VERSIONS, &version_key(&path("s"), pruned))
+                .await
+                .is_none()
+        );
+        assert_eq!(
+            code(f.change("s", &[pruned], VersionOp::Undelete).await),
+            ErrorCode::NotFound
+        );
+    }
+    assert_eq!(f.value("s", Some(3), "k").await.unwrap(), "3");
+
+    assert_eq!(f.put("s", &[("k", "6")]).await.unwrap().version, 6);
+    assert_eq!(f.versions_kept("s").await, vec![4, 5, 6]);
+    assert!(
+        raw(&*f.store, VERSIONS, &version_key(&path("s"), 3))
+            .await
+            .is_none()
+    );
+    // Exactly the kept versions have a sealed value.
+    let sealed = f.store.scan(VERSIONS, b"", None, 100).await.unwrap();
+    assert_eq!(sealed.len(), 3);
+}
+
+// ---- delete, undelete, destroy ----
+
+#[tokio::test]
+async fn delete_undelete_destroy() {
+    let f = fixture();
+    for i in 1..=3 {
+        f.put("s", &[("k", &i.to_string())]).await.unwrap();
+    }
+
+    // Empty list: the current version.
+    assert_eq!(
+        f.change("s", &[], VersionOp::Delete).await.unwrap(),
+        (vec![3], 2)
+    );
+    assert_eq!(code(f.value("s", Some(3), "k").await), ErrorCode::NotFound);
+    assert_eq!(f.value("s", None, "k").await.unwrap(), "2");
+    // Soft delete keeps the sealed value.
+    assert!(
+        raw(&*f.store, VERSIONS, &version_key(&path("s"), 3))
+            .await
+            .is_some()
+    );
+
+    assert_eq!(
+        f.change("s", &[2], VersionOp::Delete).await.unwrap(),
+        (vec![2], 1)
+    );
+    assert_eq!(f.value("s", None, "k").await.unwrap(), "1");
+
+    // Deleting an already deleted version changes (and writes) nothing.
+    let before = f.dump().await;
+    assert_eq!(
+        f.change("s", &[2], VersionOp::Delete).await.unwrap(),
+        (vec![], 1)
+    );
+    assert_eq!(f.dump().await, before);
+
+    // Undelete with an empty list restores the newest deleted version.
+    assert_eq!(
+        f.change("s", &[], VersionOp::Undelete).await.unwrap(),
+        (vec![3], 3)
+    );
+    assert_eq!(f.value("s", None, "k").await.unwrap(), "3");
+    assert_eq!(
+        f.change("s", &[], VersionOp::Undelete).await.unwrap(),
+        (vec![2], 3)
+    );
+    assert_eq!(f.value("s", Some(2), "k").await.unwrap(), "2");
+
+    // Destroy removes the sealed value for good.
+    assert_eq!(
+        f.change("s", &[3], VersionOp::Destroy).await.unwrap(),
+        (vec![3], 2)
+    );
+    assert!(
+        raw(&*f.store, VERSIONS, &version_key(&path("s"), 3))
+            .await
+            .is_none()
+    );
+    assert_eq!(code(f.value("s", Some(3), "k").await), ErrorCode::NotFound);
+    assert_eq!(
+        f.change("s", &[3], VersionOp::Undelete).await.unwrap(),
+        (vec![], 2)
+    );
+    assert_eq!(
+        f.change("s", &[3], VersionOp::Destroy).await.unwrap(),
+        (vec![], 2)
+    );
+    let m = f.secrets.metadata(&f.keys, &path("s")).await.unwrap();
+    let v3 = m.versions.iter().find(|v| v.version == 3).unwrap();
+    assert!(v3.destroyed);
+
+    // A soft-deleted version can be destroyed, and then never undeleted.
+    f.change("s", &[1], VersionOp::Delete).await.unwrap();
+    assert_eq!(
+        f.change("s", &[1], VersionOp::Destroy).await.unwrap(),
+        (vec![1], 2)
+    );
+    assert!(
+        raw(&*f.store, VERSIONS, &version_key(&path("s"), 1))
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        f.change("s", &[], VersionOp::Undelete).await.unwrap(),
+        (vec![], 2)
+    );
+    assert_eq!(code(f.value("s", Some(1), "k").await), ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn deleting_every_version_leaves_current_zero() {
+    let f = fixture();
+    f.put("s", &[("k", "1")]).await.unwrap();
+    f.put("s", &[("k", "2")]).await.unwrap();
+    assert_eq!(
+        f.change("s", &[1, 2], VersionOp::Delete).await.unwrap().1,
+        0
+    );
+    assert_eq!(code(f.value("s", None, "k").await), ErrorCode::NotFound);
+    // Nothing current: a delete with an empty list has nothing to do.
+    assert_eq!(
+        f.change("s", &[], VersionOp::Delete).await.unwrap(),
+        (vec![], 0)
+    );
+    let (entries, _) = f
+        .secrets
+        .list(&f.keys, None, None, 10, |_| true)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].current_version, 0);
+}
+
+#[tokio::test]
+async fn change_versions_with_an_unknown_version_changes_nothing() {
+    let f = fixture();
+    f.put("s", &[("k", "1")]).await.unwrap();
+    f.put("s", &[("k", "2")]).await.unwrap();
+    let before = f.dump().await;
+    for op in [VersionOp::Delete, VersionOp::Undelete, VersionOp::Destroy] {
+        assert_eq!(code(f.change("s", &[99], op).await), ErrorCode::NotFound);
+        // One good and one bad version: all or nothing.
+        assert_eq!(code(f.change("s", &[1, 99], op).await), ErrorCode::NotFound);
+        assert_eq!(
+            code(f.change("missing", &[1], op).await),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            code(f.change("missing", &[], op).await),
+            ErrorCode::NotFound
+        );
+    }
+    assert_eq!(f.dump().await, before);
+    assert_eq!(f.value("s", Some(1), "k").await.unwrap(), "1");
+}
+
+// ---- limits ----
+
+#[tokio::test]
+async fn content_limits_are_enforced_and_nothing_is_written() {
+    let f = fixture();
+    let limits = SecretLimits::default();
+    let p = path("s");
+
+    assert_eq!(
+        code(f.secrets.put(&f.keys, &p, &SecretMap::new(), None).await),
+        ErrorCode::BadRequest
+    );
+
+    let too_many: SecretMap = (0..=limits.max_keys)
+        .map(|i| (format!("k{i}"), "v"))
+        .collect();
+    assert_eq!(
+        code(f.secrets.put(&f.keys, &p, &too_many, None).await),
+        ErrorCode::TooLarge
+    );
+
+    let big = "x".repeat(limits.max_value_len + 1);
+    assert_eq!(code(f.put("s", &[("k", &big)]).await), ErrorCode::TooLarge);
+
+    let long_key = "k".repeat(limits.max_key_len + 1);
+    assert_eq!(
+        code(f.put("s", &[(&long_key, "v")]).await),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(code(f.put("s", &[("", "v")]).await), ErrorCode::BadRequest);
+
+    assert!(f.dump().await.is_empty(), "a refused put wrote something");
+
+    // The limits are inclusive.
+    let at_limit: SecretMap = (0..limits.max_keys)
+        .map(|i| (format!("k{i}"), "v"))
+        .collect();
+    f.secrets.put(&f.keys, &p, &at_limit, None).await.unwrap();
+    let max_value = "x".repeat(limits.max_value_len);
+    let max_key = "k".repeat(limits.max_key_len);
+    let r = f.put("s", &[(&max_key, &max_value)]).await.unwrap();
+    assert_eq!(r.version, 2);
+
+    // A refused put on an existing secret leaves it as it was.
+    let before = f.dump().await;
+    assert_eq!(code(f.put("s", &[("k", &big)]).await), ErrorCode::TooLarge);
+    assert_eq!(f.dump().await, before);
+}
+
+// ---- listing ----
+
+#[tokio::test]
+async fn list_respects_segment_boundaries_of_the_prefix() {
+    let f = fixture();
+    for p in ["db", "db/x", "db/x/y", "dbx", "db-a", "dc", "d"] {
+        f.put(p, &[("k", "v")]).await.unwrap();
+    }
+    let (got, _) = f.list_all(Some("db"), 100, |_| true).await;
+    assert_eq!(got, vec!["db", "db/x", "db/x/y"]);
+    let (got, _) = f.list_all(Some("db/x"), 100, |_| true).await;
+    assert_eq!(got, vec!["db/x", "db/x/y"]);
+    let (got, _) = f.list_all(Some("d"), 100, |_| true).await;
+    assert_eq!(got, vec!["d"]);
+    let (got, _) = f.list_all(None, 100, |_| true).await;
+    assert_eq!(got, vec!["d", "db", "db-a", "db/x", "db/x/y", "dbx", "dc"]);
+    let (got, _) = f.list_all(Some("nothing"), 100, |_| true).await;
+    assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn list_honors_the_visibility_filter() {
+    let f = fixture();
+    for p in ["a/open", "a/secret", "a/open2"] {
+        f.put(p, &[("k", "v")]).await.unwrap();
+    }
+    let (got, _) = f
+        .list_all(Some("a"), 100, |p| !p.as_str().contains("secret"))
+        .await;
+    assert_eq!(got, vec!["a/open", "a/open2"]);
+    let (got, _) = f.list_all(Some("a"), 100, |_| false).await;
+    assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn pagination_yields_every_visible_path_once_in_order() {
+    let f = fixture();
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        let p = format!("app/s{i:02}");
+        f.put(&p, &[("k", "v")]).await.unwrap();
+        expected.push(p);
+    }
+    // More hidden entries than one internal scan chunk, sorted before the visible ones, so
+    // the engine has to scan on past them.
+    for i in 0..70 {
+        f.put(&format!("app/h{i:02}"), &[("k", "v")]).await.unwrap();
+    }
+    f.put("appx/s", &[("k", "v")]).await.unwrap();
+    f.put("other/s", &[("k", "v")]).await.unwrap();
+    let visible = |p: &SecretPath| !p.as_str().starts_with("app/h");
+
+    let (got, pages) = f.list_all(Some("app"), 10, visible).await;
+    assert_eq!(got, expected);
+    assert_eq!(pages, vec![10, 10, 5]);
+
+    // One-entry pages.
+    let (got, _) = f.list_all(Some("app"), 1, visible).await;
+    assert_eq!(got, expected);
+    // A limit of 0 is clamped to 1, not an endless run of empty pages.
+    let (got, _) = f.list_all(Some("app"), 0, visible).await;
+    assert_eq!(got, expected);
+
+    // An exact multiple of the limit may end with an empty page; the contract holds.
+    for i in 25..30 {
+        let p = format!("app/s{i:02}");
+        f.put(&p, &[("k", "v")]).await.unwrap();
+        expected.push(p);
+    }
+    let (got, pages) = f.list_all(Some("app"), 10, visible).await;
+    assert_eq!(got, expected);
+    assert_eq!(pages.iter().sum::<usize>(), 30);
+    assert!(
+        pages == vec![10, 10, 10] || pages == vec![10, 10, 10, 0],
+        "{pages:?}"
+    );
+}
+
+#[tokio::test]
+async fn list_page_size_is_capped() {
+    let f = fixture_with(SecretLimits {
+        max_page: 3,
+        ..SecretLimits::default()
+    });
+    for i in 0..7 {
+        f.put(&format!("s{i}"), &[("k", "v")]).await.unwrap();
+    }
+    let (page, next) = f
+        .secrets
+        .list(&f.keys, None, None, 1000, |_| true)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 3);
+    assert_eq!(next.as_deref(), Some("s2"));
+    let (got, _) = f.list_all(None, 1000, |_| true).await;
+    assert_eq!(got.len(), 7);
+}
+
+/// The cursor comes from the client: any string is a bad request at worst, never a 500.
+#[tokio::test]
+async fn any_client_cursor_is_handled() {
+    let f = fixture();
+    for p in ["a", "b", "c"] {
+        f.put(p, &[("k", "v")]).await.unwrap();
+    }
+    let list = |after: String| {
+        let f = &f;
+        async move {
+            f.secrets
+                .list(&f.keys, None, Some(&after), 10, |_| true)
+                .await
+                .map(|(page, _)| page.into_iter().map(|e| e.path).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(list("a".into()).await.unwrap(), vec!["b", "c"]);
+    // Not a path, and past the end.
+    assert_eq!(list("a//..x".into()).await.unwrap(), vec!["b", "c"]);
+    assert!(list("z".into()).await.unwrap().is_empty());
+    assert_eq!(list(String::new()).await.unwrap(), vec!["a", "b", "c"]);
+    // Longer than any key the store accepts.
+    let huge = "a".repeat(spike_store::MAX_KEY_LEN + 1);
+    assert_eq!(code(list(huge).await), ErrorCode::BadRequest);
+}
+
+// ---- tampering ----
+
+#[tokio::test]
+async fn tampered_metadata_fails_closed() {
+    let f = fixture();
+    f.put("s", &[("k", "v")]).await.unwrap();
+    let good = raw(&*f.store, SECRETS, b"s").await.unwrap();
+
+    // A flipped bit in the body (say, to undelete or to change `current`), then in the tag.
+    for at in [good.len() - 2, RECORD_TAG_LEN + 3, 0] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x01;
+        overwrite(&*f.store, SECRETS, b"s", bad).await;
+        assert_eq!(code(f.value("s", None, "k").await), ErrorCode::Internal);
+        assert_eq!(
+            code(f.secrets.metadata(&f.keys, &path("s")).await),
+            ErrorCode::Internal
+        );
+        assert_eq!(code(f.put("s", &[("k", "w")]).await), ErrorCode::Internal);
+        assert_eq!(
+            code(f.change("s", &[1], VersionOp::Undelete).await),
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            code(f.secrets.list(&f.keys, None, None, 10, |_| true).await),
+            ErrorCode::Internal
+        );
+    }
+    // Truncated below the tag length.
+    overwrite(
+        &*f.store,
+        SECRETS,
+        b"s",
+        good[..RECORD_TAG_LEN - 1].to_vec(),
+    )
+    .await;
+    assert_eq!(code(f.value("s", None, "k").await), ErrorCode::Internal);
+
+    // Restoring the genuine record restores service.
+    overwrite(&*f.store, SECRETS, b"s", good).await;
+    assert_eq!(f.value("s", None, "k").await.unwrap(), "v");
+}
+
+#[tokio::test]
+async fn metadata_moved_to_another_path_does_not_open() {
+    let f = fixture();
+    f.put("a", &[("k", "va")]).await.unwrap();
+    f.put("b", &[("k", "vb")]).await.unwrap();
+    let a_meta = raw(&*f.store, SECRETS, b"a").await.unwrap();
+    // Onto an existing path, and onto a path that never existed.
+    overwrite(&*f.store, SECRETS, b"b", a_meta.clone()).await;
+    overwrite(&*f.store, SECRETS, b"c", a_meta).await;
+    for p in ["b", "c"] {
+        assert_eq!(code(f.value(p, None, "k").await), ErrorCode::Internal);
+        assert_eq!(
+            code(f.secrets.metadata(&f.keys, &path(p)).await),
+            ErrorCode::Internal
+        );
+    }
+    assert_eq!(f.value("a", None, "k").await.unwrap(), "va");
+}
+
+#[tokio::test]
+async fn sealed_value_moved_to_another_path_or_version_does_not_open() {
+    let f = fixture();
+    f.put("a", &[("k", "value-of-a")]).await.unwrap();
+    f.put("b", &[("k", "b1")]).await.unwrap();
+    f.put("b", &[("k", "b2")]).await.unwrap();
+    let a1 = raw(&*f.store, VERSIONS, &version_key(&path("a"), 1))
+        .await
+        .unwrap();
+    let b1 = raw(&*f.store, VERSIONS, &version_key(&path("b"), 1))
+        .await
+        .unwrap();
+
+    // a's v1 onto b's v1: another path (and incarnation).
+    overwrite(&*f.store, VERSIONS, &version_key(&path("b"), 1), a1).await;
+    let e = f.value("b", Some(1), "k").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Internal);
+    assert!(!e.0.message.contains("value-of-a"));
+
+    // b's v1 onto b's v2: same path, another version.
+    overwrite(&*f.store, VERSIONS, &version_key(&path("b"), 2), b1).await;
+    let e = f.value("b", None, "k").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Internal);
+    assert!(!e.0.message.contains("b1"));
+    // The unchanged-check of a put reads the current value too: it fails rather than minting.
+    assert_eq!(code(f.put("b", &[("k", "b1")]).await), ErrorCode::Internal);
+
+    // A flipped ciphertext byte.
+    let mut a1 = raw(&*f.store, VERSIONS, &version_key(&path("a"), 1))
+        .await
+        .unwrap();
+    let last = a1.len() - 1;
+    a1[last] ^= 0x80;
+    overwrite(&*f.store, VERSIONS, &version_key(&path("a"), 1), a1).await;
+    assert_eq!(code(f.value("a", None, "k").await), ErrorCode::Internal);
+}
+
+#[tokio::test]
+async fn values_and_metadata_from_another_nexus_key_do_not_open() {
+    let f = fixture();
+    f.put("s", &[("k", "v")]).await.unwrap();
+    let other = keys();
+    assert_eq!(
+        code(f.secrets.get(&other, &path("s"), None).await),
+        ErrorCode::Internal
+    );
+}
+
+// ---- concurrency ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_to_one_path_lose_no_update() {
+    let f = Arc::new(fixture_with(SecretLimits {
+        max_versions: 32,
+        ..SecretLimits::default()
+    }));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let f = f.clone();
+        tasks.spawn(async move {
+            let r = f.put("hot", &[("writer", &i.to_string())]).await.unwrap();
+            assert!(!r.unchanged);
+            (r.version, i)
+        });
+    }
+    let results = tokio::time::timeout(TEST_TIMEOUT, tasks.join_all())
+        .await
+        .expect("puts did not finish");
+    let mut versions: Vec<u64> = results.iter().map(|(v, _)| *v).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=20).collect::<Vec<_>>());
+    let m = f.secrets.metadata(&f.keys, &path("hot")).await.unwrap();
+    assert_eq!((m.current_version, m.latest_version), (20, 20));
+    assert_eq!(m.versions.len(), 20);
+    // Each version holds what the writer that was told that number wrote.
+    for (v, i) in results {
+        assert_eq!(
+            f.value("hot", Some(v), "writer").await.unwrap(),
+            i.to_string()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_with_cas_zero_admit_exactly_one() {
+    let f = Arc::new(fixture());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let f = f.clone();
+        tasks.spawn(async move {
+            f.put_cas("new", &[("writer", &i.to_string())], 0)
+                .await
+                .map(|r| (r.version, i))
+                .map_err(|e| e.code())
+        });
+    }
+    let results = tokio::time::timeout(TEST_TIMEOUT, tasks.join_all())
+        .await
+        .expect("puts did not finish");
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|c| *c == ErrorCode::CasMismatch)
+    );
+    let (v, i) = *winners[0];
+    assert_eq!(v, 1);
+    assert_eq!(f.value("new", None, "writer").await.unwrap(), i.to_string());
+    assert_eq!(f.versions_kept("new").await, vec![1]);
+}
+
+/// Two engines over one store do not share locks (as two Nexus replicas would not): the
+/// store's compare-and-set alone must prevent a lost update. A loser gets a retryable
+/// conflict and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_engines_on_one_store_lose_no_update() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let keys = Arc::new(keys());
+    let engines = [
+        Arc::new(Secrets::new(store.clone(), SecretLimits::default())),
+        Arc::new(Secrets::new(store.clone(), SecretLimits::default())),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20u64 {
+        let engine = engines[usize::try_from(i % 2).unwrap()].clone();
+        let keys = keys.clone();
+        tasks.spawn(async move {
+            let d = data(&[("writer", &i.to_string())]);
+            engine
+                .put(&keys, &path("hot"), &d, None)
+                .await
+                .map(|r| (r.version, i))
+                .map_err(|e| e.code())
+        });
+    }
+    let results = tokio::time::timeout(TEST_TIMEOUT, tasks.join_all())
+        .await
+        .expect("puts did not finish");
+    let mut won: Vec<(u64, u64)> = results.iter().filter_map(|r| r.ok()).collect();
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.err())
+            .all(|c| c == ErrorCode::CasMismatch)
+    );
+    won.sort_unstable();
+    let n = u64::try_from(won.len()).unwrap();
+    assert!(n >= 1);
+    // Every acknowledged put got its own number, with no gaps: none was overwritten.
+    assert_eq!(
+        won.iter().map(|w| w.0).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>()
+    );
+    let m = engines[0].metadata(&keys, &path("hot")).await.unwrap();
+    assert_eq!((m.current_version, m.latest_version), (n, n));
+    for (v, i) in won
+        .iter()
+        .filter(|(v, _)| m.versions.iter().any(|k| k.version == *v))
+    {
+        let got = engines[1].get(&keys, &path("hot"), Some(*v)).await.unwrap();
+        assert_eq!(
+            got.data.get("writer").unwrap().expose_secret(),
+            i.to_string()
+        );
+    }
+}
+
+// ---- the durable store ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_versions_survive_reopen_and_destroy_removes_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys();
+    let p = path("app/db");
+    {
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let secrets = Secrets::new(store.clone(), SecretLimits::default());
+        for v in ["1", "2", "3"] {
+            secrets
+                .put(&keys, &p, &data(&[("k", v)]), None)
+                .await
+                .unwrap();
+        }
+        let r = secrets
+            .change_versions(&keys, &p, &[2], VersionOp::Destroy)
+            .await
+            .unwrap();
+        assert_eq!(r.changed, vec![2]);
+        secrets
+            .change_versions(&keys, &p, &[3], VersionOp::Delete)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .get(VERSIONS, &version_key(&p, 2))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store.close().await.unwrap();
+    }
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+    let secrets = Secrets::new(store.clone(), SecretLimits::default());
+    let m = secrets.metadata(&keys, &p).await.unwrap();
+    assert_eq!((m.current_version, m.latest_version), (1, 3));
+    assert!(m.versions.iter().any(|v| v.version == 2 && v.destroyed));
+    assert!(
+        store
+            .get(VERSIONS, &version_key(&p, 2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let got = secrets.get(&keys, &p, None).await.unwrap();
+    assert_eq!(got.data.get("k").unwrap().expose_secret(), "1");
+    // Undelete survives too; the next number is 4.
+    secrets
+        .change_versions(&keys, &p, &[], VersionOp::Undelete)
+        .await
+        .unwrap();
+    assert_eq!(secrets.get(&keys, &p, None).await.unwrap().version, 3);
+    let r = secrets
+        .put(&keys, &p, &data(&[("k", "4")]), None)
+        .await
+        .unwrap();
+    assert_eq!(r.version, 4);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redb_concurrent_puts_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+    let secrets = Arc::new(Secrets::new(store.clone(), SecretLimits::default()));
+    let keys = Arc::new(keys());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (secrets, keys) = (secrets.clone(), keys.clone());
+        tasks.spawn(async move {
+            let d = data(&[("writer", &i.to_string())]);
+            secrets
+                .put(&keys, &path("hot"), &d, None)
+                .await
+                .unwrap()
+                .version
+        });
+    }
+    let mut versions = tokio::time::timeout(TEST_TIMEOUT, tasks.join_all())
+        .await
+        .expect("puts did not finish");
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=20).collect::<Vec<_>>());
+    let m = secrets.metadata(&keys, &path("hot")).await.unwrap();
+    assert_eq!((m.current_version, m.latest_version), (20, 20));
+    // The default keeps 10 versions; the pruned values are gone from disk.
+    assert_eq!(
+        m.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        (11..=20).collect::<Vec<_>>()
+    );
+    let sealed = store.scan(VERSIONS, b"", None, 100).await.unwrap();
+    assert_eq!(sealed.len(), 10);
+    store.close().await.unwrap();
+}
