@@ -41,7 +41,7 @@ rust_tests() {
 }
 
 py_tests() {
-  SPIKE_AGENT_BIN="$PWD/target/debug/spike-agent" .venv/bin/python -m pytest -q agent/tests/py
+  SPIKE_AGENT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/spike-agent" .venv/bin/python -m pytest -q agent/tests/py
 }
 
 stage "install test tools" install_tools
