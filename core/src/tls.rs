@@ -5,7 +5,7 @@
 //! leaf (one URI SAN, not a CA), and its SPIFFE ID passes the connection's [`PeerRule`]. Peers
 //! from another trust domain fail at the TLS layer, before any HTTP is read. Own certificates
 //! and trust anchors are read from the [`SvidSource`] at every handshake, so rotation needs no
-//! restart. TLS 1.3 only.
+//! restart. TLS 1.3 only, and no session resumption (a resumed session would skip these checks).
 
 use std::fmt;
 use std::sync::Arc;
@@ -293,6 +293,11 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(CurrentCert(source)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // No session resumption: a resumed TLS 1.3 session restores the client certificate of the
+    // first handshake without verifying it again, so an expired SVID, or one whose CA has left
+    // the bundle, would keep getting in. Every connection makes a full handshake.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -309,5 +314,8 @@ pub fn client_config(
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(CurrentCert(source)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption, for the same reason as in `server_config`: a resumed session
+    // skips verifying the server's current certificate.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }

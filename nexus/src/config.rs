@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use spike_core::id::TrustDomain;
 
+use crate::ratelimit::RateLimits;
 use crate::secrets::SecretLimits;
 
 /// Everything Nexus needs to run besides its SVID source and listeners.
@@ -26,6 +27,8 @@ pub struct NexusConfig {
     pub max_body: usize,
     /// Secret limits.
     pub secret_limits: SecretLimits,
+    /// Per-caller rate limits on the expensive or sensitive routes.
+    pub rate_limits: RateLimits,
 }
 
 impl NexusConfig {
@@ -39,6 +42,7 @@ impl NexusConfig {
             keeper_interval: Duration::from_secs(2),
             max_body: 1 << 20,
             secret_limits: SecretLimits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }

@@ -77,6 +77,9 @@ pub(crate) struct SplitInfo {
 /// Keys held while Nexus is open. Every field zeroizes on drop.
 pub(crate) struct OpenKeys {
     root: RootKey,
+    /// Kept so the root key can be rotated (re-wrapping this key) and further purposes
+    /// derived on demand.
+    data: DataKey,
     params: ShareParams,
     envelope: EnvelopeKey,
     mac: RecordMac,
@@ -84,15 +87,21 @@ pub(crate) struct OpenKeys {
 }
 
 impl OpenKeys {
-    fn from_parts(root: RootKey, data: &DataKey, params: ShareParams) -> Self {
+    fn from_parts(root: RootKey, data: DataKey, params: ShareParams) -> Self {
         let audit = Zeroizing::new(*data.derive(KeyPurpose::AuditChain).expose_secret());
         Self {
             root,
             params,
-            envelope: EnvelopeKey::new(data),
-            mac: RecordMac::new(data),
+            envelope: EnvelopeKey::new(&data),
+            mac: RecordMac::new(&data),
             audit,
+            data,
         }
+    }
+
+    /// The subkey for `purpose` (cipher API, token hashing, backups), derived on demand.
+    pub(crate) fn subkey(&self, purpose: KeyPurpose) -> spike_core::crypto::SubKey {
+        self.data.derive(purpose)
     }
 
     /// Creates a fresh root key and data key (first initialization).
@@ -109,7 +118,7 @@ impl OpenKeys {
             wrapped_data_key: hex::encode(wrapped.as_bytes()),
             created: crate::secrets::now(),
         };
-        Ok((Self::from_parts(root, &data, params), record))
+        Ok((Self::from_parts(root, data, params), record))
     }
 
     /// Rebuilds the root key from keeper shares and checks it against the init record.
@@ -136,7 +145,7 @@ impl OpenKeys {
                 let data = root.unwrap(&wrapped)?;
                 Ok((root, data))
             }) {
-                Ok((root, data)) => return Ok(Self::from_parts(root, &data, params)),
+                Ok((root, data)) => return Ok(Self::from_parts(root, data, params)),
                 Err(e) => last = e,
             }
         }

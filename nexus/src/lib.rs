@@ -14,6 +14,7 @@ mod extract;
 mod keys;
 mod metrics;
 mod policies;
+mod ratelimit;
 mod records;
 mod recovery;
 mod routes;
@@ -30,6 +31,7 @@ use spike_core::tls::{PeerRule, server_config};
 use spike_store::Store;
 
 pub use config::{NexusAddrs, NexusConfig};
+pub use ratelimit::{Rate, RateLimits};
 pub use secrets::SecretLimits;
 pub use state::Nexus;
 

@@ -17,6 +17,7 @@ use crate::error::{AppError, AppResult};
 use crate::keys::{InitRecord, OpenKeys};
 use crate::metrics::Metrics;
 use crate::policies::Policies;
+use crate::ratelimit::RateLimiter;
 use crate::secrets::Secrets;
 use crate::{StartError, recovery};
 
@@ -62,6 +63,7 @@ pub struct Nexus {
     pub(crate) policies: Policies,
     pub(crate) keepers: Vec<MtlsClient>,
     pub(crate) metrics: Metrics,
+    pub(crate) limiter: RateLimiter,
     /// Serializes init and unseal so they cannot interleave.
     pub(crate) open_lock: tokio::sync::Mutex<()>,
 }
@@ -86,6 +88,7 @@ impl Nexus {
         Ok(Self {
             secrets: Secrets::new(store.clone(), config.secret_limits),
             policies: Policies::new(store.clone()),
+            limiter: RateLimiter::new(config.rate_limits),
             config,
             store,
             seal: RwLock::new(Seal::Uninitialized),

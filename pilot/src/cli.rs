@@ -69,6 +69,12 @@ pub enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Encrypt and decrypt data with Nexus's cipher key (for workloads that keep their own data).
+    #[command(subcommand)]
+    Cipher(crate::commands::cipher::CipherCmd),
+    /// Root-key operations: break-glass recover/restore, rotate, rekey.
+    #[command(subcommand)]
+    Operator(crate::commands::operator::OperatorCmd),
     /// Initialize a new system once: Nexus creates the root key and hands its shares to the
     /// keepers. Safe to run again: against an initialized system it changes nothing, exits 0.
     Bootstrap(BootstrapArgs),

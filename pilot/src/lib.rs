@@ -31,6 +31,8 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Secret(c) => commands::secret::run(&nexus, g.output, c).await,
         Command::Policy(c) => commands::policy::run(&nexus, g.output, c).await,
         Command::Audit(c) => commands::audit::run(&nexus, g.output, c).await,
+        Command::Cipher(c) => commands::cipher::run(&nexus, g.output, c).await,
+        Command::Operator(c) => commands::operator::run(&nexus, g.output, c).await,
         Command::Bootstrap(a) => commands::bootstrap::run(&nexus, g.output, a).await,
         Command::Status => commands::status::run(&nexus, g.output).await,
         Command::Dev(_) => Ok(()),

@@ -2,7 +2,9 @@
 
 pub mod audit;
 pub mod bootstrap;
+pub mod cipher;
 pub mod dev;
+pub mod operator;
 pub mod policy;
 pub mod secret;
 pub mod status;

@@ -1,0 +1,182 @@
+//! Per-caller rate limits on the expensive or sensitive routes.
+//!
+//! A token bucket per (route class, SPIFFE ID): `burst` requests at once, refilled at
+//! `per_minute`. The table is bounded; when full, idle buckets (which would be full again
+//! anyway) are dropped first, so a flood of distinct IDs cannot grow memory without bound.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use spike_core::error::ErrorCode;
+use spike_core::id::SpiffeId;
+
+use crate::error::AppError;
+
+/// Most buckets kept.
+const MAX_BUCKETS: usize = 10_000;
+
+/// The routes that are rate limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RateClass {
+    /// `/v1/cipher/*`
+    Cipher,
+    /// Reference-token resolution (gateway).
+    Resolve,
+    /// Break-glass restore.
+    Restore,
+    /// Break-glass recover (export of custodian shares).
+    Recover,
+}
+
+/// One limit: `burst` requests at once, refilled at `per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained requests per minute.
+    pub per_minute: u32,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
+/// The limits of every class.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Cipher API, per caller.
+    pub cipher: Rate,
+    /// Token resolution, per gateway.
+    pub resolve: Rate,
+    /// Break-glass restore, per caller.
+    pub restore: Rate,
+    /// Break-glass recover, per caller.
+    pub recover: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            cipher: Rate {
+                per_minute: 6000,
+                burst: 200,
+            },
+            resolve: Rate {
+                per_minute: 6000,
+                burst: 200,
+            },
+            restore: Rate {
+                per_minute: 10,
+                burst: 5,
+            },
+            recover: Rate {
+                per_minute: 2,
+                burst: 2,
+            },
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+pub(crate) struct RateLimiter {
+    limits: RateLimits,
+    buckets: Mutex<HashMap<(RateClass, SpiffeId), Bucket>>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(limits: RateLimits) -> Self {
+        Self {
+            limits,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn rate(&self, class: RateClass) -> Rate {
+        match class {
+            RateClass::Cipher => self.limits.cipher,
+            RateClass::Resolve => self.limits.resolve,
+            RateClass::Restore => self.limits.restore,
+            RateClass::Recover => self.limits.recover,
+        }
+    }
+
+    /// Takes one token for `caller` in `class`, or answers `429 rate_limited`.
+    pub(crate) fn check(&self, class: RateClass, caller: &SpiffeId) -> Result<(), AppError> {
+        self.check_at(class, caller, Instant::now())
+    }
+
+    fn check_at(&self, class: RateClass, caller: &SpiffeId, now: Instant) -> Result<(), AppError> {
+        let rate = self.rate(class);
+        let burst = f64::from(rate.burst.max(1));
+        let per_sec = f64::from(rate.per_minute) / 60.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&(class, caller.clone())) {
+            // Drop buckets that have refilled completely: forgetting them changes nothing.
+            buckets.retain(|(c, _), b| {
+                let r = self.rate(*c);
+                let full = f64::from(r.burst.max(1));
+                b.tokens + now.duration_since(b.at).as_secs_f64() * f64::from(r.per_minute) / 60.0
+                    < full
+            });
+            if buckets.len() >= MAX_BUCKETS {
+                return Err(limited());
+            }
+        }
+        let b = buckets.entry((class, caller.clone())).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(limited())
+        }
+    }
+}
+
+fn limited() -> AppError {
+    AppError::new(
+        ErrorCode::RateLimited,
+        "too many requests from this SPIFFE ID on this route; slow down and retry",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn bursts_then_refills_per_caller() {
+        let limiter = RateLimiter::new(RateLimits {
+            restore: Rate {
+                per_minute: 60,
+                burst: 3,
+            },
+            ..RateLimits::default()
+        });
+        let a = SpiffeId::new("spiffe://spike.dev/a").unwrap();
+        let b = SpiffeId::new("spiffe://spike.dev/b").unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.check_at(RateClass::Restore, &a, t0).is_ok());
+        }
+        let e = limiter.check_at(RateClass::Restore, &a, t0).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::RateLimited);
+        // Another caller, or another class, has its own bucket.
+        assert!(limiter.check_at(RateClass::Restore, &b, t0).is_ok());
+        assert!(limiter.check_at(RateClass::Cipher, &a, t0).is_ok());
+        // One token per second comes back.
+        let t1 = t0 + Duration::from_millis(1100);
+        assert!(limiter.check_at(RateClass::Restore, &a, t1).is_ok());
+        assert!(limiter.check_at(RateClass::Restore, &a, t1).is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! HTTP routes: the mTLS `/v1` API and the plain health/metrics port.
+//!
+//! One module per area; this one assembles the router and holds what every handler shares:
+//! [`Nexus::respond`] (audit, metrics, answer) and the path and query parsers.
+
+mod batch;
+mod cipher;
+mod operator;
+mod policies;
+mod secrets;
+mod system;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Serialize;
+use spike_core::error::ErrorCode;
+use spike_core::id::SpiffeId;
+use spike_core::path::SecretPath;
+
+use crate::error::{AppError, AppResult};
+use crate::state::Nexus;
+
+/// The state extractor every handler takes.
+type N = State<Arc<Nexus>>;
+
+/// The `/v1` API, served over mTLS.
+pub(crate) fn api_router(nexus: Arc<Nexus>) -> Router {
+    let max_body = nexus.config.max_body;
+    Router::new()
+        .route(
+            "/v1/secrets/data/{*path}",
+            put(secrets::put).get(secrets::get),
+        )
+        .route("/v1/secrets/metadata/{*path}", get(secrets::metadata))
+        .route("/v1/secrets/list", get(secrets::list))
+        .route("/v1/secrets/delete/{*path}", post(secrets::delete))
+        .route("/v1/secrets/undelete/{*path}", post(secrets::undelete))
+        .route("/v1/secrets/destroy/{*path}", post(secrets::destroy))
+        .route("/v1/policies", get(policies::list))
+        .route(
+            "/v1/policies/{name}",
+            put(policies::put)
+                .get(policies::get)
+                .delete(policies::delete),
+        )
+        .route("/v1/bootstrap/init", post(system::init))
+        .route("/v1/bootstrap/verify", post(system::verify))
+        .route("/v1/status", get(system::status))
+        .route("/v1/audit/verify", post(system::audit_verify))
+        .merge(batch::routes())
+        .merge(cipher::routes())
+        .merge(operator::routes())
+        .fallback(|| async { AppError::new(ErrorCode::NotFound, "no such route; see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            AppError::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(nexus)
+}
+
+/// `/healthz`, `/readyz` (ready = unsealed), `/metrics`.
+pub(crate) fn health_router(nexus: Arc<Nexus>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(nexus)
+}
+
+async fn readyz(State(n): N) -> Response {
+    match n.seal_reason() {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("sealed: {reason}")).into_response()
+        }
+    }
+}
+
+async fn metrics(State(n): N) -> Response {
+    let body = n.metrics.render(n.is_sealed(), &n.store.stats());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+impl Nexus {
+    /// Runs a handler body, audits its outcome (fail closed), counts it, and answers.
+    async fn respond<T: Serialize>(
+        &self,
+        action: &'static str,
+        caller: &SpiffeId,
+        path: Option<&str>,
+        body: impl Future<Output = AppResult<T>>,
+    ) -> Response {
+        let result = body.await;
+        let outcome = result.as_ref().map(|_| ()).map_err(AppError::code);
+        let opened = self.opened().ok();
+        let audited = self
+            .audit(opened.as_deref(), caller, action, path, &outcome)
+            .await;
+        let response = match (result, audited) {
+            (_, Err(e)) | (Err(e), _) => e.into_response(),
+            (Ok(v), Ok(())) => Json(v).into_response(),
+        };
+        self.metrics.record(action, response.status().as_u16());
+        response
+    }
+}
+
+fn parse_path(raw: &str) -> AppResult<SecretPath> {
+    SecretPath::parse(raw).map_err(|e| AppError::new(ErrorCode::InvalidPath, e.to_string()))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> AppResult<T> {
+    q.map(|Query(v)| v).map_err(|_| {
+        AppError::new(
+            ErrorCode::BadRequest,
+            "invalid query parameters; see docs/api.md",
+        )
+    })
+}

@@ -1,0 +1,12 @@
+//! operator routes.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::state::Nexus;
+
+/// The operator routes, merged into the `/v1` router.
+pub(super) fn routes() -> Router<Arc<Nexus>> {
+    Router::new()
+}

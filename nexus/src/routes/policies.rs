@@ -1,0 +1,54 @@
+//! Policy routes (superuser, or a workload with `super` on every path).
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use spike_core::api::{ListPoliciesResponse, PutPolicyRequest};
+
+use super::N;
+use crate::error::AppError;
+use crate::extract::{Caller, JsonBody};
+
+pub(super) async fn put(
+    State(n): N,
+    Caller(c): Caller,
+    Path(name): Path<String>,
+    body: Result<JsonBody<PutPolicyRequest>, AppError>,
+) -> Response {
+    n.respond("policy.put", &c, Some(&name), async {
+        let o = n.opened()?;
+        n.authorize_admin(&c)?;
+        let JsonBody(req) = body?;
+        n.policies.put(&o.keys, &name, req).await
+    })
+    .await
+}
+
+pub(super) async fn get(State(n): N, Caller(c): Caller, Path(name): Path<String>) -> Response {
+    n.respond("policy.get", &c, Some(&name), async {
+        let o = n.opened()?;
+        n.authorize_admin(&c)?;
+        n.policies.get(&o.keys, &name).await
+    })
+    .await
+}
+
+pub(super) async fn list(State(n): N, Caller(c): Caller) -> Response {
+    n.respond("policy.list", &c, None, async {
+        let o = n.opened()?;
+        n.authorize_admin(&c)?;
+        Ok(ListPoliciesResponse {
+            policies: n.policies.list(&o.keys).await?,
+        })
+    })
+    .await
+}
+
+pub(super) async fn delete(State(n): N, Caller(c): Caller, Path(name): Path<String>) -> Response {
+    n.respond("policy.delete", &c, Some(&name), async {
+        let o = n.opened()?;
+        n.authorize_admin(&c)?;
+        n.policies.delete(&o.keys, &name).await?;
+        Ok(serde_json::json!({ "deleted": name }))
+    })
+    .await
+}

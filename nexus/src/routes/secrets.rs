@@ -1,0 +1,168 @@
+//! Secret routes: data, metadata, list, delete, undelete, destroy.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use spike_core::api::{
+    ListQuery, ListSecretsResponse, PutSecretRequest, VersionQuery, VersionsRequest,
+};
+use spike_core::error::ErrorCode;
+use spike_core::id::{Builtin, SpiffeId};
+use spike_core::path::PathPrefix;
+use spike_core::policy::Permission;
+
+use super::{N, parse_path, query};
+use crate::error::AppError;
+use crate::extract::{Caller, JsonBody};
+use crate::secrets::VersionOp;
+use crate::state::Nexus;
+
+pub(super) async fn put(
+    State(n): N,
+    Caller(c): Caller,
+    Path(p): Path<String>,
+    body: Result<JsonBody<PutSecretRequest>, AppError>,
+) -> Response {
+    n.respond("secret.put", &c, Some(&p), async {
+        let o = n.opened()?;
+        let path = parse_path(&p)?;
+        n.authorize(&c, &path, Permission::Write)?;
+        let JsonBody(req) = body?;
+        n.secrets.put(&o.keys, &path, &req.data, req.cas).await
+    })
+    .await
+}
+
+pub(super) async fn get(
+    State(n): N,
+    Caller(c): Caller,
+    Path(p): Path<String>,
+    q: Result<Query<VersionQuery>, QueryRejection>,
+) -> Response {
+    n.respond("secret.get", &c, Some(&p), async {
+        let o = n.opened()?;
+        let path = parse_path(&p)?;
+        n.authorize(&c, &path, Permission::Read)?;
+        let q = query(q)?;
+        n.secrets.get(&o.keys, &path, q.version).await
+    })
+    .await
+}
+
+pub(super) async fn metadata(State(n): N, Caller(c): Caller, Path(p): Path<String>) -> Response {
+    n.respond("secret.metadata", &c, Some(&p), async {
+        let o = n.opened()?;
+        let path = parse_path(&p)?;
+        // Metadata reveals versions and times, not values: read or list suffices.
+        if n.authorize(&c, &path, Permission::Read).is_err() {
+            n.authorize(&c, &path, Permission::List)?;
+        }
+        n.secrets.metadata(&o.keys, &path).await
+    })
+    .await
+}
+
+pub(super) async fn list(
+    State(n): N,
+    Caller(c): Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => {
+            return n
+                .respond::<()>("secret.list", &c, None, async { Err(e) })
+                .await;
+        }
+    };
+    let prefix = q.prefix.clone().filter(|p| !p.is_empty());
+    n.respond("secret.list", &c, prefix.as_deref(), async {
+        let o = n.opened()?;
+        let prefix = prefix.as_deref().map(parse_path).transpose()?;
+        let limit = q.limit.unwrap_or(100);
+        // Match the caller's ID against the policies once, not once per stored path.
+        let engine = n.policies.engine();
+        let mine = engine.for_caller(&c);
+        let under = prefix.clone().map_or(PathPrefix::ROOT, PathPrefix::from);
+        let is_superuser = Builtin::of(&c, n.trust_domain()) == Some(Builtin::Superuser);
+        if !is_superuser && !mine.could_list_under(&under) {
+            // Nothing here can be visible to this caller (built-in identities other than the
+            // superuser never are): skip the scan.
+            return Ok(ListSecretsResponse {
+                secrets: Vec::new(),
+                next: None,
+            });
+        }
+        let (secrets, next) = n
+            .secrets
+            .list(
+                &o.keys,
+                prefix.as_ref(),
+                q.after.as_deref(),
+                limit,
+                |path| is_superuser || mine.may_list(path),
+            )
+            .await?;
+        Ok(ListSecretsResponse { secrets, next })
+    })
+    .await
+}
+
+async fn versions_op(
+    n: Arc<Nexus>,
+    c: SpiffeId,
+    p: String,
+    body: Result<JsonBody<VersionsRequest>, AppError>,
+    op: VersionOp,
+) -> Response {
+    let action = match op {
+        VersionOp::Delete => "secret.delete",
+        VersionOp::Undelete => "secret.undelete",
+        VersionOp::Destroy => "secret.destroy",
+    };
+    n.respond(action, &c, Some(&p), async {
+        let o = n.opened()?;
+        let path = parse_path(&p)?;
+        n.authorize(&c, &path, Permission::Delete)?;
+        let JsonBody(req) = body?;
+        if op == VersionOp::Destroy && req.versions.is_empty() {
+            return Err(AppError::new(
+                ErrorCode::BadRequest,
+                "destroy needs explicit versions",
+            ));
+        }
+        n.secrets
+            .change_versions(&o.keys, &path, &req.versions, op)
+            .await
+    })
+    .await
+}
+
+pub(super) async fn delete(
+    State(n): N,
+    Caller(c): Caller,
+    Path(p): Path<String>,
+    body: Result<JsonBody<VersionsRequest>, AppError>,
+) -> Response {
+    versions_op(n, c, p, body, VersionOp::Delete).await
+}
+
+pub(super) async fn undelete(
+    State(n): N,
+    Caller(c): Caller,
+    Path(p): Path<String>,
+    body: Result<JsonBody<VersionsRequest>, AppError>,
+) -> Response {
+    versions_op(n, c, p, body, VersionOp::Undelete).await
+}
+
+pub(super) async fn destroy(
+    State(n): N,
+    Caller(c): Caller,
+    Path(p): Path<String>,
+    body: Result<JsonBody<VersionsRequest>, AppError>,
+) -> Response {
+    versions_op(n, c, p, body, VersionOp::Destroy).await
+}
