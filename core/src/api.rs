@@ -274,3 +274,292 @@ pub struct ShareBody {
 
 /// Query of policy listing filters (reserved for later use).
 pub type Labels = BTreeMap<String, String>;
+
+/// Most items one `POST /v1/secrets/batch` may carry by default (Nexus's `max_batch_items`).
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 500;
+
+/// `POST /v1/secrets/batch`: write (or, with `dryRun`, compare) many secrets in one request.
+///
+/// Each item is authorized and audited like a single put (`write` on its path) and succeeds or
+/// fails on its own; the answer lists one [`BatchItemResult`] per item, in order. Paths must be
+/// distinct within one batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchPutRequest {
+    /// The secrets to write.
+    pub items: Vec<BatchPutItem>,
+    /// Only report what would change: nothing is written and no version is minted.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One secret of a [`BatchPutRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchPutItem {
+    /// The secret's path.
+    pub path: String,
+    /// The key/value pairs of the new version.
+    pub data: SecretMap,
+    /// Compare-and-set, as in [`PutSecretRequest::cas`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cas: Option<u64>,
+}
+
+/// What happened (or, in a dry run, would happen) to one item of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BatchItemStatus {
+    /// The secret did not exist; version 1 was (would be) written.
+    Created,
+    /// The content differed from the current version; a new version was (would be) written.
+    Updated,
+    /// The content equals the current version; nothing was (would be) written.
+    Unchanged,
+    /// The item was refused; see its `error`. Other items are unaffected.
+    Failed,
+}
+
+impl BatchItemStatus {
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The outcome of one batch item. Never carries a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchItemResult {
+    /// The item's path, as sent.
+    pub path: String,
+    /// What happened.
+    pub status: BatchItemStatus,
+    /// The version now current (for a dry run: the version that would be), absent on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Why the item failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ApiError>,
+}
+
+/// Answer to `POST /v1/secrets/batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchPutResponse {
+    /// True when nothing was written.
+    pub dry_run: bool,
+    /// One result per item, in request order.
+    pub results: Vec<BatchItemResult>,
+}
+
+/// `POST /v1/access/explain`: which policies apply to a SPIFFE ID on a path, and why (admin).
+/// The answer is a [`crate::policy::Explanation`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// The caller to ask about.
+    pub spiffe_id: String,
+    /// The secret path to ask about.
+    pub path: String,
+}
+
+/// Largest plaintext one cipher call takes, in bytes (1 MiB), in JSON and raw bodies alike.
+/// Larger data: encrypt it locally under a key of your own and keep that key encrypted through
+/// the cipher API (envelope encryption; see `docs/cipher.md`).
+pub const CIPHER_MAX_PLAINTEXT: usize = 1 << 20;
+
+/// `POST /v1/cipher/encrypt` with a JSON body. The answer is an [`EncryptResponse`].
+///
+/// The caller needs the `cipher` permission on `context`. The same bytes can be sent raw
+/// (`Content-Type: application/octet-stream`, context in the query; see [`CipherQuery`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptRequest {
+    /// The context: a secret-path-shaped name (e.g. `apps/billing/cards`) that the ciphertext
+    /// is bound to and that Nexus authorizes `cipher` on.
+    pub context: String,
+    /// The data, standard base64; at most [`CIPHER_MAX_PLAINTEXT`] bytes once decoded.
+    pub plaintext: crate::secret::SecretBytes,
+    /// Also bind the ciphertext to the caller's SPIFFE ID, so only the same identity can
+    /// decrypt it (with `cipher` on the same context).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bind_caller: bool,
+}
+
+/// Answer to a JSON encrypt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptResponse {
+    /// The ciphertext, standard base64 of the binary format of `docs/cipher.md` (the same
+    /// bytes a raw encrypt answers).
+    pub ciphertext: String,
+}
+
+/// `POST /v1/cipher/decrypt` with a JSON body. The answer is a [`DecryptResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecryptRequest {
+    /// The context the ciphertext was made under.
+    pub context: String,
+    /// The ciphertext, standard base64, as [`EncryptResponse::ciphertext`].
+    pub ciphertext: String,
+}
+
+/// Answer to a JSON decrypt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecryptResponse {
+    /// The data, standard base64.
+    pub plaintext: crate::secret::SecretBytes,
+}
+
+/// Query of a raw (`application/octet-stream`) cipher call: the body is the plaintext
+/// (encrypt) or the binary ciphertext (decrypt), and so is the answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CipherQuery {
+    /// The context (required for raw calls; JSON calls carry it in the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Encrypt only: bind to the caller's SPIFFE ID, as [`EncryptRequest::bind_caller`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_caller: Option<bool>,
+}
+
+/// A break-glass custodian: a name (also the share file's name) and the custodian's age X25519
+/// public key (`age1…`), to which their share is encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Custodian {
+    /// `[A-Za-z0-9._-]`, 1 to 64 characters, not starting with `.`; unique in one export.
+    pub name: String,
+    /// An age X25519 recipient, `age1…`.
+    pub recipient: String,
+}
+
+/// `POST /v1/operator/recover` (role `recover`): export a new break-glass split of the root
+/// key, one share per custodian, each encrypted to that custodian. Every earlier export stops
+/// working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// The custodians, at least two; share `i` goes to the `i`-th.
+    pub custodians: Vec<Custodian>,
+    /// How many custodians' shares rebuild the root key (at least 2).
+    pub threshold: u8,
+}
+
+/// One custodian's share file: an ASCII-armored age file only that custodian can decrypt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustodianFile {
+    /// The custodian's name.
+    pub name: String,
+    /// The share's index.
+    pub index: u8,
+    /// The age file (`-----BEGIN AGE ENCRYPTED FILE-----…`); it decrypts to a
+    /// [`BreakGlassShare`] in JSON.
+    pub file: String,
+}
+
+/// Answer to recover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecoverResponse {
+    /// The break-glass epoch of this export; files of any other epoch are refused.
+    pub epoch: u32,
+    /// Shares needed to restore.
+    pub threshold: u8,
+    /// One file per custodian, in request order.
+    pub files: Vec<CustodianFile>,
+}
+
+/// The plaintext inside a custodian's file. It holds a share of the root key: it must never be
+/// written anywhere unencrypted. `Debug` redacts the share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BreakGlassShare {
+    /// Format of this document (1).
+    pub format: u32,
+    /// The trust domain of the SPIKE installation it belongs to.
+    pub trust_domain: String,
+    /// The custodian it was made for.
+    pub custodian: String,
+    /// The break-glass epoch.
+    pub epoch: u32,
+    /// How many shares the export has.
+    pub shares: u8,
+    /// How many rebuild the root key.
+    pub threshold: u8,
+    /// The share.
+    pub share: Share,
+    /// When it was exported (RFC 3339).
+    pub created_at: String,
+}
+
+/// `POST /v1/operator/restore` (role `restore`, only while Nexus is sealed): one decrypted
+/// break-glass share. `Debug` redacts the share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The break-glass epoch the share belongs to.
+    pub epoch: u32,
+    /// The share.
+    pub share: Share,
+}
+
+/// Answer to restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreResponse {
+    /// True when this share completed the threshold and Nexus is open.
+    pub opened: bool,
+    /// Distinct shares received so far (of this export).
+    pub received: u8,
+    /// Shares needed.
+    pub threshold: u8,
+    /// Shares still needed (0 once open).
+    pub remaining: u8,
+    /// Seconds until the shares received so far are discarded unless another arrives.
+    pub expires_in_secs: u64,
+    /// Once open: keepers that acknowledged a fresh share.
+    pub keepers_acknowledged: u8,
+}
+
+/// `POST /v1/operator/rekey` (superuser): a new keeper split of the same root key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RekeyRequest {
+    /// Number of keeper shares; must equal the number of keepers Nexus is configured with.
+    pub shares: u8,
+    /// How many shares rebuild the key.
+    pub threshold: u8,
+}
+
+/// Answer to `POST /v1/operator/rotate` and `POST /v1/operator/rekey`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyChangeResponse {
+    /// True for a rotation (a new root key), false for a rekey (the same root key).
+    pub new_root_key: bool,
+    /// The new keeper epoch.
+    pub epoch: u32,
+    /// Keeper shares.
+    pub shares: u8,
+    /// Keeper threshold.
+    pub threshold: u8,
+    /// Keepers that acknowledged their new share.
+    pub keepers_acknowledged: u8,
+    /// True once at least `threshold` keepers hold the new shares. Until then Nexus keeps the
+    /// previous split too, so a restart still unseals, and finishes when keepers return.
+    pub complete: bool,
+    /// True when a break-glass export existed: it no longer works; run recover again.
+    pub break_glass_invalidated: bool,
+}

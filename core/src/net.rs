@@ -1,21 +1,27 @@
 //! Serving and calling SPIKE's mTLS HTTP APIs.
 //!
 //! [`serve_mtls`] is the accept loop every SPIKE service uses: TLS handshake with a deadline,
-//! the verified [`PeerIdentity`] put into each request's extensions, a connection cap, the
-//! connection closed when the peer's certificate expires, and graceful shutdown.
+//! the verified [`PeerIdentity`] put into each request's extensions, a connection cap, limits
+//! on request heads, idle connections closed, the connection closed when the peer's
+//! certificate expires, and graceful shutdown (bounded drain). [`ConnLimits`] holds every one
+//! of these limits.
 //! [`MtlsClient`] is the matching client: it presents the caller's SVID and accepts only the
 //! expected server identity.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -25,15 +31,35 @@ use crate::id::SpiffeId;
 use crate::svid::SvidSource;
 use crate::tls::{PeerIdentity, PeerRule, client_config};
 
-/// Connection-level limits of a server.
-#[derive(Debug, Clone, Copy)]
+/// The smallest `max_header_bytes` hyper accepts (its read buffer cannot be smaller).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// Connection-level limits of a server: the `[server]` section of the Nexus and keeper
+/// configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ConnLimits {
-    /// Longest a TLS handshake may take.
+    /// Longest a TLS handshake may take; then the connection is closed.
+    #[serde(with = "crate::config::duration")]
     pub handshake_timeout: Duration,
-    /// Longest a client may take to send request headers.
+    /// Longest a client may take to send a request's headers (HTTP/1.1: also the longest a
+    /// kept-alive connection waits for the next request); then the connection is closed.
+    #[serde(with = "crate::config::duration")]
     pub header_timeout: Duration,
-    /// Most concurrent connections; further ones wait in the kernel backlog.
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    #[serde(with = "crate::config::duration")]
+    pub idle_timeout: Duration,
+    /// Most concurrent connections; further ones wait in the kernel backlog until one closes.
     pub max_connections: usize,
+    /// Largest request head (request line and headers), bytes; larger answers
+    /// `431 Request Header Fields Too Large`. At least 8192.
+    pub max_header_bytes: usize,
+    /// Most request headers; more answers `431 Request Header Fields Too Large`.
+    pub max_headers: usize,
+    /// At shutdown, how long in-flight requests may take to finish before the server stops
+    /// waiting for them.
+    #[serde(with = "crate::config::duration")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -41,13 +67,153 @@ impl Default for ConnLimits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
 
+impl ConnLimits {
+    /// Checks every limit is usable; the message names the `[server]` key to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("handshake_timeout", self.handshake_timeout),
+            ("header_timeout", self.header_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("drain_timeout", self.drain_timeout),
+        ];
+        for (name, d) in positive {
+            if d.is_zero() {
+                return Err(format!("server.{name} must be longer than zero"));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err("server.max_connections must be between 1 and 1000000".into());
+        }
+        if !(MIN_HEADER_BYTES..=16 << 20).contains(&self.max_header_bytes) {
+            return Err(format!(
+                "server.max_header_bytes must be between {MIN_HEADER_BYTES} and {}",
+                16 << 20
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_headers) {
+            return Err("server.max_headers must be between 1 and 10000".into());
+        }
+        Ok(())
+    }
+}
+
+/// When a connection last moved bytes, and how many requests it has in flight.
+struct Activity {
+    start: Instant,
+    /// Milliseconds after `start` of the last read or write.
+    last: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle for `idle`, if nothing happens before.
+    fn idle_deadline(&self, idle: Duration) -> tokio::time::Instant {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        tokio::time::Instant::from_std(self.start + last + idle)
+    }
+}
+
+/// Counts one request in flight while alive.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(a)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An I/O stream that records when bytes last moved.
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// Serves `app` over mutual TLS on `listener` until `shutdown` completes, then stops accepting
-/// and waits (bounded) for open connections to finish their requests.
+/// (the listener is closed, so new connections are refused) and waits up to
+/// `limits.drain_timeout` for open connections to finish their requests.
 pub async fn serve_mtls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -56,7 +222,8 @@ pub async fn serve_mtls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let max_connections = limits.max_connections.max(1);
+    let permits = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -77,70 +244,127 @@ pub async fn serve_mtls(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let mut stop_rx = stop_rx.clone();
+        let stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let Some(peer) = PeerIdentity::from_certs(tls.get_ref().1.peer_certificates()) else {
-                return;
-            };
-            let expires_in = peer
-                .not_after
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            let service =
-                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer.clone());
-                    req.extensions_mut().insert(RemoteAddr(remote));
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            let expiry = tokio::time::sleep(expires_in);
-            tokio::pin!(expiry);
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r { tracing::debug!(%remote, error = %e, "connection ended"); }
-                        break;
-                    }
-                    // A connection must not outlive the certificate that authenticated it.
-                    () = &mut expiry, if !draining => {
-                        tracing::debug!(%remote, "peer certificate expired; closing connection");
-                        conn.as_mut().graceful_shutdown();
-                        draining = true;
-                    }
-                    r = stop_rx.changed(), if !draining => {
-                        let _ = r;
-                        conn.as_mut().graceful_shutdown();
-                        draining = true;
-                    }
-                }
-            }
+            serve_connection(acceptor, tcp, remote, app, limits, stop_rx).await;
         });
     }
+    // Refuse new connections at once rather than leaving them in the backlog while draining.
+    drop(listener);
     let _ = stop_tx.send(true);
     // Wait for in-flight connections to drain, but never forever.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.drain_timeout, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout = ?limits.drain_timeout,
+            "connections still open after the drain timeout; stopping anyway"
+        );
+    }
+}
+
+/// One connection: handshake, then HTTP until it ends, idles out, the peer's certificate
+/// expires, or the server stops.
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    app: Router,
+    limits: ConnLimits,
+    mut stop_rx: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    let Some(peer) = PeerIdentity::from_certs(tls.get_ref().1.peer_certificates()) else {
+        return;
+    };
+    let expires_in = peer
+        .not_after
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    let activity = Arc::new(Activity::new());
+    let in_flight = activity.clone();
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        req.extensions_mut().insert(RemoteAddr(remote));
+        let guard = InFlight::new(in_flight.clone());
+        let call = app.clone().oneshot(req.map(axum::body::Body::new));
+        async move {
+            let _guard = guard;
+            call.await
+        }
+    });
+    let header_bytes = limits.max_header_bytes.max(MIN_HEADER_BYTES);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(header_bytes)
+        .max_headers(limits.max_headers.max(1));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+    let io = Tracked {
+        inner: tls,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let expiry = tokio::time::sleep(expires_in);
+    tokio::pin!(expiry);
+    let idle = tokio::time::sleep_until(activity.idle_deadline(limits.idle_timeout));
+    tokio::pin!(idle);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r { tracing::debug!(%remote, error = %e, "connection ended"); }
+                break;
+            }
+            // A connection must not outlive the certificate that authenticated it.
+            () = &mut expiry, if !draining => {
+                tracing::debug!(%remote, "peer certificate expired; closing connection");
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            () = &mut idle, if !draining => {
+                let deadline = activity.idle_deadline(limits.idle_timeout);
+                if activity.in_flight.load(Ordering::Relaxed) == 0
+                    && deadline <= tokio::time::Instant::now()
+                {
+                    tracing::debug!(%remote, "connection idle; closing it");
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                } else {
+                    // Active since, or a request in flight: look again one idle period after
+                    // the last bytes, and at least every quarter period while busy.
+                    let recheck = (limits.idle_timeout / 4).max(Duration::from_millis(50));
+                    let next = deadline.max(tokio::time::Instant::now() + recheck);
+                    idle.as_mut().reset(next);
+                }
+            }
+            r = stop_rx.changed(), if !draining => {
+                let _ = r;
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
 }
 
 /// The TCP address of the client, put into request extensions by [`serve_mtls`].
@@ -349,7 +573,8 @@ impl MtlsClient {
     }
 }
 
-/// Serves `app` over plain HTTP (health and metrics only) until `shutdown` completes.
+/// Serves `app` over plain HTTP (health and metrics only) until `shutdown` completes, then
+/// waits for open connections to finish.
 pub async fn serve_plain(
     listener: TcpListener,
     app: Router,
@@ -358,6 +583,36 @@ pub async fn serve_plain(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Like [`serve_plain`], but waits at most `drain` for open connections after `shutdown`.
+pub async fn serve_plain_bounded(
+    listener: TcpListener,
+    app: Router,
+    drain: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let signal = async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    };
+    let serve = serve_plain(listener, app, stopped(rx.clone()));
+    let bound = async move {
+        stopped(rx).await;
+        tokio::time::sleep(drain).await;
+    };
+    let run = async move {
+        tokio::select! {
+            r = serve => r,
+            () = bound => Ok(()),
+        }
+    };
+    let ((), r) = tokio::join!(signal, run);
+    r
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use spike_agent::{CertificateAuthority, PemFiles};
@@ -195,6 +195,30 @@ impl Proc {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
+        self.signal(rustix::process::Signal::TERM);
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Proc {
@@ -265,6 +289,9 @@ pub struct Cluster {
     pub rust_log: String,
     /// Persistent data dir, when used.
     pub data_dir: Option<PathBuf>,
+    /// Extra arguments for every Nexus start (after the harness's own, so they override
+    /// them), e.g. `--config FILE` from [`Cluster::write_config`].
+    pub nexus_extra_args: Vec<String>,
 }
 
 impl Cluster {
@@ -292,8 +319,30 @@ impl Cluster {
             nexus_health: free_port(),
             rust_log: "info".into(),
             data_dir,
+            nexus_extra_args: Vec::new(),
             dir,
         }
+    }
+
+    /// Writes `toml` to `<dir>/<name>` and returns its path, for `--config`.
+    pub fn write_config(&self, name: &str, toml: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, toml).expect("write config");
+        path
+    }
+
+    /// Starts Nexus with `--config` `toml` (written to `<dir>/nexus.toml`); later starts use it
+    /// too.
+    pub fn start_nexus_with_config(&mut self, toml: &str) {
+        let path = self.write_config("nexus.toml", toml);
+        self.nexus_extra_args
+            .extend(["--config".into(), path.display().to_string()]);
+        self.start_nexus();
+    }
+
+    /// The Nexus SPIFFE ID.
+    pub fn nexus_id(&self) -> SpiffeId {
+        self.pki.id("/spike/nexus")
     }
 
     /// Starts keeper `i` (1-based).
@@ -338,8 +387,20 @@ impl Cluster {
         }
     }
 
-    /// Starts Nexus.
+    /// Starts Nexus and waits for its health port.
     pub fn start_nexus(&mut self) {
+        self.spawn_nexus();
+        let health = self.nexus_health;
+        assert!(
+            wait_until(Duration::from_secs(20), || http_get(health, "/healthz")
+                .is_some()),
+            "nexus did not start; see {}",
+            self.dir.path().join("nexus.log").display()
+        );
+    }
+
+    /// Spawns Nexus without waiting for it (for tests of a Nexus that must refuse to start).
+    pub fn spawn_nexus(&mut self) {
         let svid = self.pki.svid("/spike/nexus");
         let mut args = identity_args(&svid);
         args.extend([
@@ -358,15 +419,9 @@ impl Cluster {
         if let Some(d) = &self.data_dir {
             args.extend(["--data-dir".into(), d.display().to_string()]);
         }
+        args.extend(self.nexus_extra_args.iter().cloned());
         let log = self.dir.path().join("nexus.log");
         self.nexus = Some(Proc::spawn(&self.bins.nexus, &args, log, &self.rust_log));
-        let health = self.nexus_health;
-        assert!(
-            wait_until(Duration::from_secs(20), || http_get(health, "/healthz")
-                .is_some()),
-            "nexus did not start; see {}",
-            self.dir.path().join("nexus.log").display()
-        );
     }
 
     /// SIGKILLs Nexus.

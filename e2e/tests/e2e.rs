@@ -12,11 +12,21 @@ mod at_rest;
 mod bad_input;
 #[path = "e2e/bootstrap.rs"]
 mod bootstrap;
+#[path = "e2e/cipher.rs"]
+mod cipher;
+#[path = "e2e/import.rs"]
+mod import;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+#[path = "e2e/limits.rs"]
+mod limits;
 #[path = "e2e/logs.rs"]
 mod logs;
 #[path = "e2e/quickstart.rs"]
 mod quickstart;
 #[path = "e2e/recovery.rs"]
 mod recovery;
+#[path = "e2e/seed.rs"]
+mod seed;
 #[path = "e2e/workload_api.rs"]
 mod workload_api;

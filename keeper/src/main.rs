@@ -1,51 +1,58 @@
 //! `spike-keeper`: see the library docs.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+use spike_core::config::ConfigError;
 use spike_core::net::shutdown_signal;
-use spike_core::svid::IdentityArgs;
-use spike_core::telemetry::{self, LogFormat};
-use spike_keeper::{KeeperAddrs, KeeperListeners};
-
-/// Holds one Shamir share of the SPIKE root key in memory and serves it only to Nexus.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    identity: IdentityArgs,
-    /// mTLS API address (Nexus only).
-    #[arg(long, env = "SPIKE_KEEPER_LISTEN", default_value = "0.0.0.0:8443")]
-    listen: SocketAddr,
-    /// Plain-HTTP health address (/healthz, /readyz).
-    #[arg(
-        long,
-        env = "SPIKE_KEEPER_HEALTH_LISTEN",
-        default_value = "0.0.0.0:8444"
-    )]
-    health_listen: SocketAddr,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t)]
-    log_format: LogFormat,
-}
+use spike_core::telemetry;
+use spike_keeper::{KeeperArgs, KeeperListeners};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     spike_core::tls::install_crypto_provider();
-    let args = Args::parse();
-    telemetry::init(args.log_format);
-    telemetry::exit_code(run(args).await)
+    let cmd = KeeperArgs::command();
+    let matches = cmd.clone().get_matches();
+    let args = KeeperArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let loaded = match spike_keeper::load(&cmd, &matches, &args) {
+        Ok(l) => l,
+        Err(e) => return config_error(&e),
+    };
+    if args.config.print_config {
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
+        }
+        return match spike_keeper::spec().render(&loaded.config) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        };
+    }
+    let (addrs, identity, limits) = match loaded.config.check() {
+        Ok(parts) => parts,
+        Err(e) => return config_error(&e),
+    };
+    telemetry::init(loaded.config.log_format);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    telemetry::exit_code(
+        async {
+            let source = identity.open().await?;
+            let listeners = KeeperListeners::bind(addrs).await?;
+            let (_handle, task) =
+                spike_keeper::start_with(source, listeners, limits, shutdown_signal())?;
+            task.await?;
+            anyhow::Ok(())
+        }
+        .await,
+    )
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let source = args.identity.open().await?;
-    let listeners = KeeperListeners::bind(KeeperAddrs {
-        api: args.listen,
-        health: args.health_listen,
-    })
-    .await?;
-    let (_handle, task) = spike_keeper::start(source, listeners, shutdown_signal())?;
-    task.await?;
-    Ok(())
+/// A configuration error: said once, exit status 2 (like a usage error).
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
 }

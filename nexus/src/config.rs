@@ -1,12 +1,22 @@
-//! Nexus configuration.
+//! Nexus configuration: the runtime [`NexusConfig`], and the file format [`NexusSettings`]
+//! with its flags ([`NexusArgs`]) and environment variables ([`spec`]).
+//!
+//! Every key, its environment variable, flag and default is listed in
+//! `docs/configuration.md`; a test checks that page against these types.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use spike_core::config::{ConfigArgs, ConfigError, IdentityConfig, Loaded, Spec};
 use spike_core::id::TrustDomain;
+use spike_core::net::ConnLimits;
+use spike_core::path::{MAX_PATH_DEPTH_CEILING, MAX_PATH_LEN_CEILING, PathLimits};
+use spike_core::svid::IdentityArgs;
+use spike_core::telemetry::LogFormat;
 
-use crate::ratelimit::RateLimits;
+use crate::ratelimit::{Rate, RateLimits};
 use crate::secrets::SecretLimits;
 
 /// Everything Nexus needs to run besides its SVID source and listeners.
@@ -23,26 +33,41 @@ pub struct NexusConfig {
     pub audit_log: PathBuf,
     /// How often keepers are polled (while sealed) and checked (while open).
     pub keeper_interval: Duration,
-    /// Largest request body, bytes.
+    /// Largest request body, bytes; larger answers `413 too_large`.
     pub max_body: usize,
     /// Secret limits.
     pub secret_limits: SecretLimits,
+    /// Bounds on secret paths (length and depth); parse request paths with
+    /// `SecretPath::parse_with(raw, &config.path_limits)`.
+    pub path_limits: PathLimits,
+    /// Most items in one `POST /v1/secrets/batch` (`413` beyond).
+    pub max_batch_items: usize,
+    /// Largest body of one batch request, bytes (`413` beyond); the batch route has its own
+    /// limit instead of `max_body`.
+    pub max_batch_bytes: usize,
     /// Per-caller rate limits on the expensive or sensitive routes.
     pub rate_limits: RateLimits,
+    /// Connection limits of the mTLS API (timeouts, caps, header sizes, drain at shutdown).
+    pub conn: ConnLimits,
 }
 
 impl NexusConfig {
     /// A configuration with defaults for everything but the trust domain, keepers and audit log.
     pub fn new(trust_domain: TrustDomain, keepers: Vec<String>, audit_log: PathBuf) -> Self {
+        let limits = LimitSettings::default();
         Self {
             trust_domain,
             keepers,
             data_dir: None,
             audit_log,
             keeper_interval: Duration::from_secs(2),
-            max_body: 1 << 20,
+            max_body: limits.max_body,
             secret_limits: SecretLimits::default(),
+            path_limits: PathLimits::DEFAULT,
+            max_batch_items: limits.max_batch_items,
+            max_batch_bytes: limits.max_batch_bytes,
             rate_limits: RateLimits::default(),
+            conn: ConnLimits::default(),
         }
     }
 }
@@ -54,4 +79,448 @@ pub struct NexusAddrs {
     pub api: SocketAddr,
     /// Plain-HTTP `/healthz`, `/readyz`, `/metrics`.
     pub health: SocketAddr,
+}
+
+/// The `spike-nexus` command line. Every flag overrides the configuration file and the
+/// environment; `--set KEY=VALUE` reaches the keys without a flag of their own.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "spike-nexus",
+    version,
+    about = "SPIKE Nexus: the secret store. Starts sealed and opens itself once `threshold` \
+             keepers hand back their shares of the root key.",
+    after_help = "Configuration: --config FILE (or SPIKE_CONFIG), SPIKE_NEXUS_* variables and \
+                  flags, in rising precedence. Every key: docs/configuration.md."
+)]
+pub struct NexusArgs {
+    /// Where the SVID comes from.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The configuration file and `--print-config`.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// mTLS API address [default: 0.0.0.0:8553].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Plain-HTTP address for /healthz, /readyz and /metrics [default: 0.0.0.0:8554].
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+    /// Keeper API addresses (host:port), in keeper-index order: the i-th must present
+    /// spiffe://<td>/spike/keeper/<i>. Repeat the flag or separate with commas.
+    #[arg(long = "keeper", value_name = "ADDR", value_delimiter = ',')]
+    pub keepers: Vec<String>,
+    /// Persistent data directory (redb). Without it, secrets live in memory only.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Audit log file [default: <data-dir>/audit.log; required without a data directory].
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// How often keepers are polled while sealed and checked while open [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keeper_interval: Option<Duration>,
+    /// Versions kept per secret [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_versions: Option<u32>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The Nexus configuration file. Every key has a default; unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NexusSettings {
+    /// mTLS API address.
+    pub listen: SocketAddr,
+    /// Plain-HTTP health and metrics address.
+    pub health_listen: SocketAddr,
+    /// Keeper API addresses, in keeper-index order.
+    pub keepers: Vec<String>,
+    /// Persistent data directory; empty keeps everything in memory.
+    #[serde(with = "spike_core::config::opt_path")]
+    pub data_dir: Option<PathBuf>,
+    /// Audit log file; empty means `<data_dir>/audit.log`.
+    #[serde(with = "spike_core::config::opt_path")]
+    pub audit_log: Option<PathBuf>,
+    /// Keeper poll interval.
+    #[serde(with = "spike_core::config::duration")]
+    pub keeper_interval: Duration,
+    /// Log line format.
+    #[serde(with = "spike_core::config::log_format")]
+    pub log_format: LogFormat,
+    /// `[identity]`: where the SVID comes from.
+    pub identity: IdentityConfig,
+    /// `[server]`: connection limits of the mTLS API.
+    pub server: ConnLimits,
+    /// `[limits]`: request and secret limits.
+    pub limits: LimitSettings,
+    /// `[rate_limits.*]`: per-caller rate limits.
+    pub rate_limits: RateLimits,
+}
+
+impl Default for NexusSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8553)),
+            health_listen: SocketAddr::from(([0, 0, 0, 0], 8554)),
+            keepers: Vec::new(),
+            data_dir: None,
+            audit_log: None,
+            keeper_interval: Duration::from_secs(2),
+            log_format: LogFormat::Text,
+            identity: IdentityConfig::default(),
+            server: ConnLimits::default(),
+            limits: LimitSettings::default(),
+            rate_limits: RateLimits::default(),
+        }
+    }
+}
+
+/// The `[limits]` section: request and secret limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Largest request body, bytes (`413`).
+    pub max_body: usize,
+    /// Most keys in one secret (`413`).
+    pub max_keys: usize,
+    /// Longest key name in a secret, bytes (`400`).
+    pub max_key_len: usize,
+    /// Largest value of one key, bytes (`413`).
+    pub max_value_len: usize,
+    /// Versions kept per secret; older ones are dropped.
+    pub max_versions: u32,
+    /// Most entries in one list page; larger requested pages are cut to this.
+    pub max_page: usize,
+    /// Longest secret path, bytes (`400 invalid_path`).
+    pub max_path_len: usize,
+    /// Most segments in a secret path (`400 invalid_path`).
+    pub max_path_depth: usize,
+    /// Most items in one batch write (`413`).
+    pub max_batch_items: usize,
+    /// Largest body of one batch write, bytes (`413`).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let s = SecretLimits::default();
+        Self {
+            max_body: 1 << 20,
+            max_keys: s.max_keys,
+            max_key_len: s.max_key_len,
+            max_value_len: s.max_value_len,
+            max_versions: s.max_versions,
+            max_page: s.max_page,
+            max_path_len: PathLimits::DEFAULT.max_len(),
+            max_path_depth: PathLimits::DEFAULT.max_depth(),
+            max_batch_items: 500,
+            max_batch_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Environment variables that start with `SPIKE_NEXUS_` but belong to the `spike` CLI.
+const CLI_ENV: &[&str] = &["SPIKE_NEXUS_ADDR"];
+
+/// How the Nexus keys map to environment variables and flags.
+pub fn spec() -> Spec {
+    let mut spec = Spec::new("spike-nexus", "SPIKE_NEXUS_")
+        .with_identity()
+        .env("log_format", "SPIKE_LOG_FORMAT")
+        .env_alias("limits.max_versions", "SPIKE_NEXUS_MAX_VERSIONS")
+        .flag("listen", "listen")
+        .flag("health_listen", "health_listen")
+        .flag("keepers", "keepers")
+        .flag("data_dir", "data_dir")
+        .flag("audit_log", "audit_log")
+        .flag("keeper_interval", "keeper_interval")
+        .flag("max_versions", "limits.max_versions")
+        .flag("log_format", "log_format");
+    for var in CLI_ENV {
+        spec = spec.foreign_env(var);
+    }
+    spec
+}
+
+/// Loads the configuration of a `spike-nexus` started with `matches`.
+pub fn load(
+    cmd: &clap::Command,
+    matches: &clap::ArgMatches,
+    args: &NexusArgs,
+) -> Result<Loaded<NexusSettings>, ConfigError> {
+    spec().load_cli(cmd, matches, &args.config)
+}
+
+/// A checked configuration, ready to start Nexus.
+#[derive(Debug)]
+pub struct Runtime {
+    /// What Nexus runs with.
+    pub config: NexusConfig,
+    /// Where it listens.
+    pub addrs: NexusAddrs,
+    /// Where its SVID comes from.
+    pub identity: IdentityArgs,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+fn positive(name: &str, v: usize) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::invalid(format!("{name} must be at least 1")));
+    }
+    Ok(())
+}
+
+impl NexusSettings {
+    /// Checks every value and builds the runtime configuration.
+    pub fn into_runtime(self) -> Result<Runtime, ConfigError> {
+        if self.keepers.is_empty() || self.keepers.len() > 255 {
+            return Err(ConfigError::invalid(
+                "configure between 1 and 255 keepers: --keeper ADDR (repeat it), \
+                 SPIKE_NEXUS_KEEPERS=a,b,c or `keepers = [...]` in the configuration file",
+            ));
+        }
+        let audit_log = match (&self.audit_log, &self.data_dir) {
+            (Some(p), _) => p.clone(),
+            (None, Some(d)) => d.join("audit.log"),
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "give an audit log (--audit-log or `audit_log`), or a data directory \
+                     (--data-dir or `data_dir`), which holds it",
+                ));
+            }
+        };
+        if self.keeper_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "keeper_interval must be longer than zero",
+            ));
+        }
+        self.server.validate().map_err(ConfigError::Invalid)?;
+        let l = self.limits;
+        positive("limits.max_body", l.max_body)?;
+        positive("limits.max_keys", l.max_keys)?;
+        positive("limits.max_key_len", l.max_key_len)?;
+        positive("limits.max_value_len", l.max_value_len)?;
+        positive("limits.max_page", l.max_page)?;
+        positive("limits.max_batch_items", l.max_batch_items)?;
+        positive("limits.max_batch_bytes", l.max_batch_bytes)?;
+        positive(
+            "limits.max_versions",
+            usize::try_from(l.max_versions).unwrap_or(usize::MAX),
+        )?;
+        let path_limits = PathLimits::new(l.max_path_len, l.max_path_depth).map_err(|_| {
+            ConfigError::invalid(format!(
+                "limits.max_path_len must be 1 to {MAX_PATH_LEN_CEILING} and \
+                 limits.max_path_depth 1 to {MAX_PATH_DEPTH_CEILING}"
+            ))
+        })?;
+        for (name, rate) in [
+            ("cipher", self.rate_limits.cipher),
+            ("resolve", self.rate_limits.resolve),
+            ("restore", self.rate_limits.restore),
+            ("recover", self.rate_limits.recover),
+        ] {
+            check_rate(name, rate)?;
+        }
+        let identity = self.identity.to_args()?;
+        let config = NexusConfig {
+            trust_domain: self.identity.trust_domain.clone(),
+            keepers: self.keepers,
+            data_dir: self.data_dir,
+            audit_log,
+            keeper_interval: self.keeper_interval,
+            max_body: l.max_body,
+            secret_limits: SecretLimits {
+                max_keys: l.max_keys,
+                max_key_len: l.max_key_len,
+                max_value_len: l.max_value_len,
+                max_versions: l.max_versions,
+                max_page: l.max_page,
+            },
+            path_limits,
+            max_batch_items: l.max_batch_items,
+            max_batch_bytes: l.max_batch_bytes,
+            rate_limits: self.rate_limits,
+            conn: self.server,
+        };
+        Ok(Runtime {
+            config,
+            addrs: NexusAddrs {
+                api: self.listen,
+                health: self.health_listen,
+            },
+            identity,
+            log_format: self.log_format,
+        })
+    }
+}
+
+fn check_rate(name: &str, rate: Rate) -> Result<(), ConfigError> {
+    if rate.burst == 0 || rate.per_minute == 0 {
+        return Err(ConfigError::invalid(format!(
+            "rate_limits.{name}: per_minute and burst must be at least 1"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn docs_list_every_key_with_its_env_flag_and_default() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+        )
+        .unwrap();
+        let rows = spec()
+            .reference::<NexusSettings>(&NexusArgs::command())
+            .unwrap();
+        if let Err(e) = spike_core::config::check_reference(&doc, "spike-nexus", &rows) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_runtime_defaults() {
+        let mut s = NexusSettings {
+            keepers: vec!["k:1".into()],
+            data_dir: Some("/d".into()),
+            ..NexusSettings::default()
+        };
+        let rt = s.clone().into_runtime().unwrap();
+        let new = NexusConfig::new(
+            rt.config.trust_domain.clone(),
+            vec!["k:1".into()],
+            "/d/audit.log".into(),
+        );
+        assert_eq!(rt.config.max_body, new.max_body);
+        assert_eq!(rt.config.path_limits, new.path_limits);
+        assert_eq!(rt.config.rate_limits, new.rate_limits);
+        assert_eq!(rt.config.conn, new.conn);
+        assert_eq!(rt.config.keeper_interval, new.keeper_interval);
+        let d = SecretLimits::default();
+        let got = rt.config.secret_limits;
+        assert_eq!(
+            (
+                got.max_keys,
+                got.max_key_len,
+                got.max_value_len,
+                got.max_versions,
+                got.max_page
+            ),
+            (
+                d.max_keys,
+                d.max_key_len,
+                d.max_value_len,
+                d.max_versions,
+                d.max_page
+            )
+        );
+        assert_eq!(rt.config.audit_log, PathBuf::from("/d/audit.log"));
+        // Without a data dir and audit log, or without keepers: a clear refusal.
+        s.data_dir = None;
+        assert!(s.clone().into_runtime().is_err());
+        s.audit_log = Some("/a.log".into());
+        assert!(s.clone().into_runtime().is_ok());
+        s.keepers.clear();
+        let e = s.into_runtime().unwrap_err().to_string();
+        assert!(e.contains("--keeper"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_limits_are_refused() {
+        let base = NexusSettings {
+            keepers: vec!["k:1".into()],
+            audit_log: Some("/a.log".into()),
+            ..NexusSettings::default()
+        };
+        type Change = Box<dyn Fn(&mut NexusSettings)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "max_header_bytes",
+                Box::new(|s| s.server.max_header_bytes = 100),
+            ),
+            (
+                "max_connections",
+                Box::new(|s| s.server.max_connections = 0),
+            ),
+            (
+                "idle_timeout",
+                Box::new(|s| s.server.idle_timeout = Duration::ZERO),
+            ),
+            ("max_body", Box::new(|s| s.limits.max_body = 0)),
+            ("max_versions", Box::new(|s| s.limits.max_versions = 0)),
+            (
+                "max_path_len",
+                Box::new(|s| s.limits.max_path_len = 100_000),
+            ),
+            (
+                "rate_limits.cipher",
+                Box::new(|s| s.rate_limits.cipher.burst = 0),
+            ),
+        ];
+        for (name, change) in cases {
+            let mut s = base.clone();
+            change(&mut s);
+            let e = s.into_runtime().unwrap_err().to_string();
+            assert!(e.contains(name), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_file_sets_every_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(
+            &path,
+            r#"
+keepers = ["127.0.0.1:1", "127.0.0.1:2"]
+data_dir = "/var/lib/spike"
+keeper_interval = "500ms"
+log_format = "json"
+
+[identity]
+trust_domain = "example.org"
+
+[server]
+idle_timeout = "5s"
+max_header_bytes = 16384
+
+[limits]
+max_body = 4096
+max_path_depth = 4
+
+[rate_limits.cipher]
+per_minute = 60
+"#,
+        )
+        .unwrap();
+        let loaded: Loaded<NexusSettings> = spec().load(Some(&path), &[], &[]).unwrap();
+        let rt = loaded.config.into_runtime().unwrap();
+        assert_eq!(rt.config.keepers.len(), 2);
+        assert_eq!(
+            rt.config.audit_log,
+            PathBuf::from("/var/lib/spike/audit.log")
+        );
+        assert_eq!(rt.config.keeper_interval, Duration::from_millis(500));
+        assert_eq!(rt.log_format, LogFormat::Json);
+        assert_eq!(rt.config.trust_domain.as_str(), "example.org");
+        assert_eq!(rt.config.conn.idle_timeout, Duration::from_secs(5));
+        assert_eq!(rt.config.conn.max_header_bytes, 16384);
+        assert_eq!(rt.config.max_body, 4096);
+        assert_eq!(rt.config.path_limits.max_depth(), 4);
+        // A partial rate keeps the class's other default.
+        assert_eq!(rt.config.rate_limits.cipher.per_minute, 60);
+        assert_eq!(
+            rt.config.rate_limits.cipher.burst,
+            RateLimits::default().cipher.burst
+        );
+    }
 }

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod breakglass;
 pub mod config;
 mod error;
 mod extract;
@@ -17,6 +18,7 @@ mod policies;
 mod ratelimit;
 mod records;
 mod recovery;
+mod rotation;
 mod routes;
 mod secrets;
 mod state;
@@ -25,12 +27,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use spike_core::net::{ConnLimits, serve_mtls, serve_plain};
+use spike_core::net::{serve_mtls, serve_plain_bounded};
 use spike_core::svid::SvidSource;
 use spike_core::tls::{PeerRule, server_config};
 use spike_store::Store;
 
-pub use config::{NexusAddrs, NexusConfig};
+pub use config::{LimitSettings, NexusAddrs, NexusArgs, NexusConfig, NexusSettings};
 pub use ratelimit::{Rate, RateLimits};
 pub use secrets::SecretLimits;
 pub use state::Nexus;
@@ -93,7 +95,9 @@ pub fn open_store(config: &NexusConfig) -> Result<Arc<dyn Store>, StartError> {
     })
 }
 
-/// Starts Nexus; the returned task ends after `shutdown` completes and connections drain.
+/// Starts Nexus; the returned task ends after `shutdown` completes: the API stops accepting,
+/// in-flight requests get up to `config.conn.drain_timeout` to finish, and the keys are
+/// dropped (zeroized).
 pub async fn start(
     config: NexusConfig,
     source: Arc<dyn SvidSource>,
@@ -118,16 +122,18 @@ pub async fn start(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let conn = nexus.config.conn;
     let api = serve_mtls(
         listeners.api,
         tls,
         routes::api_router(nexus.clone()),
-        ConnLimits::default(),
+        conn,
         wait(stop_rx.clone()),
     );
-    let health = serve_plain(
+    let health = serve_plain_bounded(
         listeners.health,
         routes::health_router(nexus.clone()),
+        conn.drain_timeout,
         wait(stop_rx.clone()),
     );
     let recovery = recovery::run(nexus.clone(), wait(stop_rx));
@@ -142,7 +148,9 @@ pub async fn start(
         if let Err(e) = h {
             tracing::warn!(error = %e, "health server failed");
         }
+        // Drop the keys (zeroized on drop) before the process goes.
         n.seal_for_shutdown();
+        tracing::info!("stopped; keys dropped");
     });
     Ok((nexus, task))
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use spike_core::api::{
-    GetSecretResponse, PutSecretResponse, SecretListEntry, SecretMetadata, VersionMetadata,
-    VersionsResponse,
+    BatchItemStatus, GetSecretResponse, PutSecretResponse, SecretListEntry, SecretMetadata,
+    VersionMetadata, VersionsResponse,
 };
 use spike_core::error::ErrorCode;
 use spike_core::path::SecretPath;
@@ -115,6 +115,116 @@ impl Default for SecretLimits {
     }
 }
 
+/// Limits of `POST /v1/secrets/batch`; crossing either refuses the whole request (413).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchLimits {
+    /// Most items one batch may carry.
+    pub(crate) max_items: usize,
+    /// Largest body of one batch request, bytes (the API's general `max_body` does not apply
+    /// to this route).
+    pub(crate) max_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_items: spike_core::api::DEFAULT_MAX_BATCH_ITEMS,
+            max_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
+}
+
+/// Default of [`BatchLimits::max_bytes`]: 16 MiB.
+pub(crate) const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Items of one batch planned at the same time (each plan is one or two store reads).
+const PLAN_CONCURRENCY: usize = 32;
+
+/// A batch's writes are committed in store batches of at most this many bytes (a quarter of
+/// the store's own limit, which also counts the expected old values).
+const CHUNK_BYTES: usize = spike_store::MAX_BATCH_BYTES / 4;
+
+/// One valid, authorized item of a batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchEntry<'a> {
+    pub(crate) path: &'a SecretPath,
+    pub(crate) data: &'a SecretMap,
+    pub(crate) cas: Option<u64>,
+}
+
+/// What a put did (or would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PutOutcome {
+    /// The version current afterwards.
+    pub(crate) version: u64,
+    /// Created, updated or unchanged.
+    pub(crate) status: BatchItemStatus,
+}
+
+/// The decision of [`Secrets::plan_put`].
+enum PutPlan {
+    /// The content equals the current version.
+    Unchanged { version: u64 },
+    /// A new version to write.
+    Write(WritePlan),
+}
+
+/// A prepared write of one new version: the store operations, not yet committed.
+struct WritePlan {
+    /// The metadata key (the path).
+    key: Vec<u8>,
+    /// The metadata as read (compare-and-set), or `None` for a new secret.
+    old_meta: Option<Vec<u8>>,
+    new_meta: Vec<u8>,
+    value_key: Vec<u8>,
+    sealed: Vec<u8>,
+    /// Version keys pruned by `max_versions`.
+    dropped: Vec<Vec<u8>>,
+    version: u64,
+    created: bool,
+}
+
+impl WritePlan {
+    fn add_to(&self, batch: &mut Batch) {
+        match &self.old_meta {
+            Some(raw) => batch.require_value(SECRETS, self.key.clone(), raw.clone()),
+            None => batch.require_absent(SECRETS, self.key.clone()),
+        };
+        batch.put(VERSIONS, self.value_key.clone(), self.sealed.clone());
+        for k in &self.dropped {
+            batch.delete(VERSIONS, k.clone());
+        }
+        batch.put(SECRETS, self.key.clone(), self.new_meta.clone());
+    }
+
+    /// Conditions plus operations it adds to a batch.
+    fn entries(&self) -> usize {
+        3 + self.dropped.len()
+    }
+
+    /// Bytes it adds to a batch (as the store counts them).
+    fn bytes(&self) -> usize {
+        let cond = self.key.len() + self.old_meta.as_ref().map_or(0, Vec::len);
+        let dropped: usize = self.dropped.iter().map(Vec::len).sum();
+        cond + self.value_key.len()
+            + self.sealed.len()
+            + dropped
+            + self.key.len()
+            + self.new_meta.len()
+    }
+
+    fn outcome(&self) -> PutOutcome {
+        PutOutcome {
+            version: self.version,
+            status: if self.created {
+                BatchItemStatus::Created
+            } else {
+                BatchItemStatus::Updated
+            },
+        }
+    }
+}
+
 fn version_key(path: &SecretPath, v: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(path.as_str().len() + 9);
     k.extend_from_slice(path.as_str().as_bytes());
@@ -138,6 +248,7 @@ fn store_err(e: StoreError) -> AppError {
 pub(crate) struct Secrets {
     store: Arc<dyn Store>,
     limits: SecretLimits,
+    batch_limits: BatchLimits,
     locks: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -147,8 +258,21 @@ impl Secrets {
         Self {
             store,
             limits,
+            batch_limits: BatchLimits::default(),
             locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
+    }
+
+    /// Replaces the batch limits (the defaults apply until then).
+    #[allow(dead_code)] // Wired to configuration by the config code.
+    pub(crate) fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
+        self.batch_limits = limits;
+        self
+    }
+
+    /// The batch limits in force.
+    pub(crate) fn batch_limits(&self) -> BatchLimits {
+        self.batch_limits
     }
 
     fn lock_for(&self, path: &SecretPath) -> &tokio::sync::Mutex<()> {
@@ -218,8 +342,49 @@ impl Secrets {
         data: &SecretMap,
         cas: Option<u64>,
     ) -> AppResult<PutSecretResponse> {
+        let outcome = self.put_locked(keys, path, data, cas).await?;
+        Ok(PutSecretResponse {
+            version: outcome.version,
+            unchanged: outcome.status == BatchItemStatus::Unchanged,
+        })
+    }
+
+    /// A single put: serialized with other writers of the path by its stripe lock, then
+    /// committed with compare-and-set on the metadata it read.
+    async fn put_locked(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        data: &SecretMap,
+        cas: Option<u64>,
+    ) -> AppResult<PutOutcome> {
         self.check_data(data)?;
         let _guard = self.lock_for(path).lock().await;
+        match self.plan_put(keys, path, data, cas).await? {
+            PutPlan::Unchanged { version } => Ok(PutOutcome {
+                version,
+                status: BatchItemStatus::Unchanged,
+            }),
+            PutPlan::Write(w) => {
+                let outcome = w.outcome();
+                let mut batch = Batch::new();
+                w.add_to(&mut batch);
+                self.commit(batch).await?;
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// Decides what a put of `data` to `path` does against the stored state, and prepares the
+    /// write (sealed value and metadata, with the compare-and-set condition on the metadata
+    /// read here). Writes nothing.
+    async fn plan_put(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        data: &SecretMap,
+        cas: Option<u64>,
+    ) -> AppResult<PutPlan> {
         let existing = self.load_meta(keys, path).await?;
         let current = existing.as_ref().map_or(0, |(m, _)| m.current);
         if let Some(expected) = cas
@@ -235,21 +400,16 @@ impl Secrets {
         {
             let old = self.read_version(keys, path, meta, meta.current).await?;
             if old == *data {
-                return Ok(PutSecretResponse {
+                return Ok(PutPlan::Unchanged {
                     version: meta.current,
-                    unchanged: true,
                 });
             }
         }
         let ts = now();
-        let mut batch = Batch::new();
-        let mut meta = match existing {
-            Some((meta, raw)) => {
-                batch.require_value(SECRETS, path.as_str().as_bytes().to_vec(), raw);
-                meta
-            }
-            None => {
-                batch.require_absent(SECRETS, path.as_str().as_bytes().to_vec());
+        let created = existing.is_none();
+        let (mut meta, old_meta) = match existing {
+            Some((meta, raw)) => (meta, Some(raw)),
+            None => (
                 SecretMeta {
                     incarnation: keys
                         .random_u64()
@@ -260,8 +420,9 @@ impl Secrets {
                     created: ts.clone(),
                     updated: ts.clone(),
                     versions: Vec::new(),
-                }
-            }
+                },
+                None,
+            ),
         };
         let version = meta.latest + 1;
         let plaintext = data.to_json_bytes();
@@ -273,7 +434,6 @@ impl Secrets {
                 plaintext.expose_secret(),
             )
             .map_err(|e| AppError::internal("seal", e))?;
-        batch.put(VERSIONS, version_key(path, version), sealed);
         meta.latest = version;
         meta.current = version;
         meta.updated = ts.clone();
@@ -285,21 +445,127 @@ impl Secrets {
         });
         // Keep at most max_versions; the dropped ones are gone for good.
         let keep = usize::try_from(meta.max_versions.max(1)).unwrap_or(usize::MAX);
+        let mut dropped = Vec::new();
         while meta.versions.len() > keep {
             let old = meta.versions.remove(0);
-            batch.delete(VERSIONS, version_key(path, old.v));
+            dropped.push(version_key(path, old.v));
         }
-        let key = path.as_str().as_bytes();
-        batch.put(
-            SECRETS,
-            key.to_vec(),
-            records::seal(keys, Kind::SecretMeta, key, &meta),
-        );
-        self.commit(batch).await?;
-        Ok(PutSecretResponse {
+        let key = path.as_str().as_bytes().to_vec();
+        let new_meta = records::seal(keys, Kind::SecretMeta, &key, &meta);
+        Ok(PutPlan::Write(WritePlan {
+            value_key: version_key(path, version),
+            key,
+            old_meta,
+            new_meta,
+            sealed,
+            dropped,
             version,
-            unchanged: false,
-        })
+            created,
+        }))
+    }
+
+    /// Applies many puts: each item decided and reported on its own (see
+    /// [`BatchPutRequest`](spike_core::api::BatchPutRequest)), the writes committed together in
+    /// as few store batches as the store's limits allow.
+    ///
+    /// No stripe lock is held: every write carries a compare-and-set condition on the metadata
+    /// it was planned against, so a concurrent writer can only make a chunk's commit conflict,
+    /// never lose an update. A conflicting chunk is redone item by item through the locked
+    /// single-put path. The caller guarantees distinct paths (two writes of one path in one
+    /// store batch would both pass their condition).
+    pub(crate) async fn put_batch(
+        &self,
+        keys: &OpenKeys,
+        items: &[BatchEntry<'_>],
+        dry_run: bool,
+    ) -> Vec<AppResult<PutOutcome>> {
+        // Bounded concurrency: a few dozen reads in flight, in item order. (Plain loops, not
+        // a stream of closures: the latter trips the compiler's `Send` inference in handlers.)
+        let mut plans: Vec<AppResult<PutPlan>> = Vec::with_capacity(items.len());
+        for group in items.chunks(PLAN_CONCURRENCY) {
+            let mut futs = Vec::with_capacity(group.len());
+            for item in group {
+                futs.push(self.plan_item(keys, *item));
+            }
+            plans.extend(futures::future::join_all(futs).await);
+        }
+        let mut results: Vec<Option<AppResult<PutOutcome>>> = Vec::with_capacity(plans.len());
+        // Chunks of (item index, write) that fit one store batch.
+        let mut chunks: Vec<Vec<(usize, WritePlan)>> = Vec::new();
+        let (mut entries, mut bytes) = (0usize, 0usize);
+        for (i, plan) in plans.into_iter().enumerate() {
+            match plan {
+                Err(e) => results.push(Some(Err(e))),
+                Ok(PutPlan::Unchanged { version }) => results.push(Some(Ok(PutOutcome {
+                    version,
+                    status: BatchItemStatus::Unchanged,
+                }))),
+                Ok(PutPlan::Write(w)) if dry_run => results.push(Some(Ok(w.outcome()))),
+                Ok(PutPlan::Write(w)) => {
+                    results.push(None);
+                    let (e, b) = (w.entries(), w.bytes());
+                    let fits =
+                        entries + e <= spike_store::MAX_BATCH_ENTRIES && bytes + b <= CHUNK_BYTES;
+                    match chunks.last_mut() {
+                        Some(chunk) if fits => {
+                            chunk.push((i, w));
+                            entries += e;
+                            bytes += b;
+                        }
+                        _ => {
+                            chunks.push(vec![(i, w)]);
+                            entries = e;
+                            bytes = b;
+                        }
+                    }
+                }
+            }
+        }
+        let committed = futures::future::join_all(chunks.into_iter().map(|chunk| async move {
+            let mut batch = Batch::new();
+            for (_, w) in &chunk {
+                w.add_to(&mut batch);
+            }
+            let result = self.store.commit(batch).await;
+            (chunk, result)
+        }))
+        .await;
+        for (chunk, result) in committed {
+            match result {
+                Ok(()) => {
+                    for (i, w) in chunk {
+                        results[i] = Some(Ok(w.outcome()));
+                    }
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    // Someone wrote one of these paths since it was read: redo each item
+                    // under its lock, which re-reads, re-compares and re-checks `cas`.
+                    let redone = futures::future::join_all(chunk.iter().map(|(i, _)| {
+                        let item = &items[*i];
+                        self.put_locked(keys, item.path, item.data, item.cas)
+                    }))
+                    .await;
+                    for ((i, _), r) in chunk.iter().zip(redone) {
+                        results[*i] = Some(r);
+                    }
+                }
+                Err(e) => {
+                    let e = store_err(e);
+                    for (i, _) in chunk {
+                        results[i] = Some(Err(AppError::new(e.code(), e.0.message.clone())));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(AppError::internal("batch", "item without result"))))
+            .collect()
+    }
+
+    async fn plan_item(&self, keys: &OpenKeys, item: BatchEntry<'_>) -> AppResult<PutPlan> {
+        self.check_data(item.data)?;
+        self.plan_put(keys, item.path, item.data, item.cas).await
     }
 
     async fn commit(&self, batch: Batch) -> AppResult<()> {

@@ -983,3 +983,230 @@ async fn redb_concurrent_puts_lose_no_update() {
     assert_eq!(sealed.len(), 10);
     store.close().await.unwrap();
 }
+
+// ---- batches ----
+
+use super::{BatchEntry, PutOutcome};
+use spike_core::api::BatchItemStatus;
+
+/// Runs a batch of `(path, data, cas)` and returns each item's outcome or error code.
+async fn batch(
+    secrets: &Secrets,
+    keys: &OpenKeys,
+    items: &[(&str, SecretMap, Option<u64>)],
+    dry_run: bool,
+) -> Vec<Result<PutOutcome, ErrorCode>> {
+    let paths: Vec<SecretPath> = items.iter().map(|(p, _, _)| path(p)).collect();
+    let entries: Vec<BatchEntry<'_>> = items
+        .iter()
+        .zip(&paths)
+        .map(|((_, d, cas), p)| BatchEntry {
+            path: p,
+            data: d,
+            cas: *cas,
+        })
+        .collect();
+    secrets
+        .put_batch(keys, &entries, dry_run)
+        .await
+        .into_iter()
+        .map(|r| r.map_err(|e| e.code()))
+        .collect()
+}
+
+fn created(version: u64) -> Result<PutOutcome, ErrorCode> {
+    Ok(PutOutcome {
+        version,
+        status: BatchItemStatus::Created,
+    })
+}
+
+fn updated(version: u64) -> Result<PutOutcome, ErrorCode> {
+    Ok(PutOutcome {
+        version,
+        status: BatchItemStatus::Updated,
+    })
+}
+
+fn unchanged(version: u64) -> Result<PutOutcome, ErrorCode> {
+    Ok(PutOutcome {
+        version,
+        status: BatchItemStatus::Unchanged,
+    })
+}
+
+#[tokio::test]
+async fn batch_writes_each_item_and_a_repeat_changes_nothing() {
+    let f = fixture();
+    f.put("b/existing", &[("k", "old")]).await.unwrap();
+    let items: Vec<(&str, SecretMap, Option<u64>)> = vec![
+        ("b/one", data(&[("k", "1")]), None),
+        ("b/two", data(&[("k", "2"), ("x", "y")]), None),
+        ("b/existing", data(&[("k", "new")]), None),
+    ];
+    let first = batch(&f.secrets, &f.keys, &items, false).await;
+    assert_eq!(first, vec![created(1), created(1), updated(2)]);
+    assert_eq!(f.value("b/two", None, "x").await.unwrap(), "y");
+    assert_eq!(f.value("b/existing", None, "k").await.unwrap(), "new");
+    assert_eq!(f.value("b/existing", Some(1), "k").await.unwrap(), "old");
+
+    let before = f.dump().await;
+    let second = batch(&f.secrets, &f.keys, &items, false).await;
+    assert_eq!(second, vec![unchanged(1), unchanged(1), unchanged(2)]);
+    assert_eq!(f.dump().await, before, "a repeated batch must not write");
+    assert_eq!(f.versions_kept("b/existing").await, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn batch_dry_run_reports_and_writes_nothing() {
+    let f = fixture();
+    f.put("d/same", &[("k", "v")]).await.unwrap();
+    f.put("d/diff", &[("k", "v")]).await.unwrap();
+    f.put("d/diff", &[("k", "v2")]).await.unwrap();
+    let before = f.dump().await;
+    let items = vec![
+        ("d/new", data(&[("k", "v")]), None),
+        ("d/same", data(&[("k", "v")]), None),
+        ("d/diff", data(&[("k", "v3")]), None),
+        ("d/cas", data(&[("k", "v")]), Some(4)),
+    ];
+    let got = batch(&f.secrets, &f.keys, &items, true).await;
+    assert_eq!(
+        got,
+        vec![
+            created(1),
+            unchanged(1),
+            updated(3),
+            Err(ErrorCode::CasMismatch)
+        ]
+    );
+    assert_eq!(f.dump().await, before, "a dry run must not write");
+}
+
+#[tokio::test]
+async fn batch_items_fail_alone() {
+    let f = fixture_with(SecretLimits {
+        max_keys: 2,
+        ..SecretLimits::default()
+    });
+    f.put("f/cas", &[("k", "v")]).await.unwrap();
+    let items = vec![
+        ("f/ok", data(&[("k", "v")]), None),
+        ("f/empty", SecretMap::new(), None),
+        ("f/big", data(&[("a", "1"), ("b", "2"), ("c", "3")]), None),
+        ("f/cas", data(&[("k", "w")]), Some(7)),
+        ("f/cas0", data(&[("k", "w")]), Some(0)),
+    ];
+    let got = batch(&f.secrets, &f.keys, &items, false).await;
+    assert_eq!(
+        got,
+        vec![
+            created(1),
+            Err(ErrorCode::BadRequest),
+            Err(ErrorCode::TooLarge),
+            Err(ErrorCode::CasMismatch),
+            created(1),
+        ]
+    );
+    assert_eq!(
+        code(f.value("f/empty", None, "k").await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(code(f.value("f/big", None, "a").await), ErrorCode::NotFound);
+    assert_eq!(f.value("f/cas", None, "k").await.unwrap(), "v");
+}
+
+#[tokio::test]
+async fn batch_prunes_old_versions_like_single_puts() {
+    let f = fixture_with(SecretLimits {
+        max_versions: 2,
+        ..SecretLimits::default()
+    });
+    for i in 1..=4 {
+        let items = vec![("p/s", data(&[("k", &i.to_string())]), None)];
+        let got = batch(&f.secrets, &f.keys, &items, false).await;
+        assert_eq!(got[0].unwrap().version, i);
+    }
+    assert_eq!(f.versions_kept("p/s").await, vec![3, 4]);
+    let sealed = f.store.scan(VERSIONS, b"", None, 100).await.unwrap();
+    assert_eq!(sealed.len(), 2, "pruned values are gone");
+}
+
+/// A store whose first commit reports a conflict without applying anything, as if another
+/// writer had changed a path between planning and commit.
+struct ConflictOnce {
+    inner: MemoryStore,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for ConflictOnce {
+    async fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, spike_store::StoreError> {
+        self.inner.get(t, k).await
+    }
+    async fn scan(
+        &self,
+        t: Table,
+        p: &[u8],
+        a: Option<&[u8]>,
+        l: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, spike_store::StoreError> {
+        self.inner.scan(t, p, a, l).await
+    }
+    async fn commit(&self, b: Batch) -> Result<(), spike_store::StoreError> {
+        if !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(spike_store::StoreError::Conflict { condition: 0 });
+        }
+        self.inner.commit(b).await
+    }
+    fn stats(&self) -> spike_store::StoreStats {
+        self.inner.stats()
+    }
+    async fn close(&self) -> Result<(), spike_store::StoreError> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test]
+async fn a_conflicting_batch_chunk_is_redone_item_by_item() {
+    let store: Arc<dyn Store> = Arc::new(ConflictOnce {
+        inner: MemoryStore::new(),
+        fired: std::sync::atomic::AtomicBool::new(false),
+    });
+    let secrets = Secrets::new(store.clone(), SecretLimits::default());
+    let keys = keys();
+    let items = vec![
+        ("c/a", data(&[("k", "1")]), None),
+        ("c/b", data(&[("k", "2")]), Some(0)),
+    ];
+    let got = batch(&secrets, &keys, &items, false).await;
+    assert_eq!(got, vec![created(1), created(1)]);
+    let m = secrets.metadata(&keys, &path("c/b")).await.unwrap();
+    assert_eq!(m.current_version, 1);
+}
+
+#[tokio::test]
+async fn batch_on_redb_commits_many_items_in_few_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(dir.path()).unwrap());
+    let secrets = Secrets::new(store.clone(), SecretLimits::default());
+    let keys = keys();
+    let names: Vec<String> = (0..300).map(|i| format!("many/s{i:04}")).collect();
+    let items: Vec<(&str, SecretMap, Option<u64>)> = names
+        .iter()
+        .map(|n| (n.as_str(), data(&[("k", n)]), None))
+        .collect();
+    let before = store.stats().transactions;
+    let got = batch(&secrets, &keys, &items, false).await;
+    assert!(got.iter().all(|r| *r == created(1)), "{got:?}");
+    let used = store.stats().transactions - before;
+    assert!(used <= 2, "300 items took {used} store transactions");
+    let again = batch(&secrets, &keys, &items, false).await;
+    assert!(again.iter().all(|r| *r == unchanged(1)));
+    assert_eq!(
+        store.stats().transactions - before,
+        used,
+        "no write the second time"
+    );
+    store.close().await.unwrap();
+}

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use spike_core::api::{InitRequest, InitResponse, ShareBody, VerifyResponse};
+use spike_core::api::{InitRequest, InitResponse, VerifyResponse};
 use spike_core::audit::{AuditKey, AuditRecord, AuditWriter, Checkpoint, Decision};
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
@@ -12,6 +12,7 @@ use spike_core::policy::Permission;
 use spike_core::svid::SvidSource;
 use spike_store::{Batch, Store, StoreError, Table};
 
+use crate::breakglass::PendingRestore;
 use crate::config::NexusConfig;
 use crate::error::{AppError, AppResult};
 use crate::keys::{InitRecord, OpenKeys};
@@ -64,8 +65,11 @@ pub struct Nexus {
     pub(crate) keepers: Vec<MtlsClient>,
     pub(crate) metrics: Metrics,
     pub(crate) limiter: RateLimiter,
-    /// Serializes init and unseal so they cannot interleave.
+    /// Serializes everything that changes the root key or its splits (init, unseal, restore,
+    /// rotate, rekey, break-glass export, keeper re-supply) so they cannot interleave.
     pub(crate) open_lock: tokio::sync::Mutex<()>,
+    /// Break-glass shares received so far by restore (only while sealed).
+    pub(crate) restore: std::sync::Mutex<Option<PendingRestore>>,
 }
 
 impl Nexus {
@@ -86,7 +90,12 @@ impl Nexus {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            secrets: Secrets::new(store.clone(), config.secret_limits),
+            secrets: Secrets::new(store.clone(), config.secret_limits).with_batch_limits(
+                crate::secrets::BatchLimits {
+                    max_items: config.max_batch_items,
+                    max_bytes: config.max_batch_bytes,
+                },
+            ),
             policies: Policies::new(store.clone()),
             limiter: RateLimiter::new(config.rate_limits),
             config,
@@ -96,6 +105,7 @@ impl Nexus {
             keepers,
             metrics: Metrics::default(),
             open_lock: tokio::sync::Mutex::new(()),
+            restore: std::sync::Mutex::new(None),
         })
     }
 
@@ -158,6 +168,42 @@ impl Nexus {
         }
     }
 
+    /// The init record as stored, with its exact bytes for a compare-and-set.
+    pub(crate) async fn read_init(&self) -> AppResult<(Vec<u8>, InitRecord)> {
+        let raw = self
+            .store
+            .get(META, INIT_KEY)
+            .await
+            .map_err(|e| AppError::internal("store", e))?
+            .ok_or_else(|| {
+                AppError::new(
+                    ErrorCode::NotInitialized,
+                    "Nexus is not initialized yet; run `spike bootstrap`",
+                )
+            })?;
+        let record = InitRecord::decode(&raw).map_err(|e| AppError::internal("init record", e))?;
+        Ok((raw, record))
+    }
+
+    /// Replaces the init record with `next` in one durable commit, if it still is `old`
+    /// (compare-and-set), then updates the in-memory copy. On any failure nothing changed.
+    pub(crate) async fn commit_init(&self, old: &[u8], next: &InitRecord) -> AppResult<()> {
+        let mut batch = Batch::new();
+        batch.require_value(META, INIT_KEY.to_vec(), old.to_vec());
+        batch.put(META, INIT_KEY.to_vec(), next.encode());
+        match self.store.commit(batch).await {
+            Ok(()) => {
+                *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(next.clone());
+                Ok(())
+            }
+            Err(StoreError::Conflict { .. }) => Err(AppError::new(
+                ErrorCode::CasMismatch,
+                "the init record changed meanwhile; nothing was changed: retry",
+            )),
+            Err(e) => Err(AppError::internal("store", e)),
+        }
+    }
+
     /// Opens with `keys`: loads policies, opens the audit log.
     pub(crate) async fn open_with(&self, keys: OpenKeys) -> Result<(), String> {
         let audit = AuditWriter::open(&self.config.audit_log, AuditKey::new(keys.audit_key()))
@@ -172,6 +218,8 @@ impl Nexus {
             audit,
             audit_head: std::sync::Mutex::new(None),
         })));
+        // Partial break-glass state is moot once open; its shares zeroize as they drop.
+        *self.restore.lock().unwrap_or_else(|p| p.into_inner()) = None;
         tracing::info!("Nexus is open");
         Ok(())
     }
@@ -179,6 +227,7 @@ impl Nexus {
     /// Drops the keys (zeroized on drop) at shutdown.
     pub(crate) fn seal_for_shutdown(&self) {
         self.set_seal(Seal::Sealed("shutting down".into()));
+        *self.restore.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Authorizes `caller` for `perm` on `path`: superuser passes; other built-in identities
@@ -282,14 +331,13 @@ impl Nexus {
             Err(e) => return Err(AppError::internal("store", e)),
         }
         *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(record);
-        let shares = (1..=req.shares)
-            .map(|i| keys.keeper_share(i))
-            .collect::<Result<Vec<_>, _>>()
+        let (epoch, shares) = keys
+            .keeper_shares()
             .map_err(|e| AppError::internal("share derivation", e))?;
         self.open_with(keys)
             .await
             .map_err(|e| AppError::internal("open after init", e))?;
-        let acked = recovery::push_shares(self, &shares).await;
+        let acked = recovery::push_shares(self, epoch, &shares).await;
         tracing::info!(
             acked,
             shares = req.shares,
@@ -329,9 +377,4 @@ impl Nexus {
             threshold: params.threshold,
         })
     }
-}
-
-/// A share as sent to keeper `index`.
-pub(crate) fn share_body(share: spike_core::crypto::Share, epoch: u32) -> ShareBody {
-    ShareBody { share, epoch }
 }

@@ -55,6 +55,8 @@ pub enum Output {
     Text,
     /// For scripts: one JSON document.
     Json,
+    /// For scripts and people: one YAML document (same fields as JSON).
+    Yaml,
 }
 
 /// Top-level commands.
@@ -82,6 +84,101 @@ pub enum Command {
     Status,
     /// Run a complete local system (dev agent, Nexus, 3 keepers, bootstrap) in the foreground.
     Dev(DevArgs),
+    /// Write the secrets and policies of a YAML seed file; idempotent (see docs/seeding.md).
+    Seed(SeedArgs),
+    /// Copy secrets from another secrets manager into SPIKE.
+    #[command(subcommand)]
+    Import(ImportCmd),
+    /// Print a shell completion script: `source <(spike completions bash)`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Show this CLI's version and build, and Nexus's when it is reachable.
+    Version,
+}
+
+/// `spike seed`
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// The seed file (YAML; `-` reads stdin). Schema: docs/seeding.md.
+    #[arg(short, long)]
+    pub file: PathBuf,
+    /// Only show what would change (create, update, unchanged per item); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print only failures and the summary, not one line per item.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Secrets per batch request (Nexus refuses more than its `max_batch_items`, 500 by default).
+    #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS)]
+    pub batch_size: usize,
+    /// Batch requests in flight at once (one connection each).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+}
+
+/// `spike import ...`
+#[derive(Debug, Subcommand)]
+pub enum ImportCmd {
+    /// Import an OpenBao or HashiCorp Vault KV version 2 mount, with its versions.
+    ///
+    /// Reads every secret under --prefix, every version that still exists, oldest first, and
+    /// writes them to the same paths in SPIKE (under --into if given). A secret that already
+    /// exists in SPIKE only gets the source's current version, and only if it differs, so
+    /// running the import again changes nothing. The token comes from BAO_TOKEN or VAULT_TOKEN.
+    /// See docs/seeding.md for how versions map.
+    #[command(verbatim_doc_comment)]
+    Openbao(ImportArgs),
+}
+
+impl ImportCmd {
+    /// True when the command only reads the source into an export file.
+    pub fn needs_no_nexus(&self) -> bool {
+        match self {
+            Self::Openbao(a) => a.export_to.is_some() && a.from_file.is_none(),
+        }
+    }
+}
+
+/// `spike import openbao`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// OpenBao/Vault address (http:// or https://).
+    #[arg(long, env = "BAO_ADDR", default_value = "http://127.0.0.1:8200")]
+    pub addr: String,
+    /// PEM CA certificate(s) to verify an https:// server with.
+    #[arg(long, env = "BAO_CACERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// The KV v2 mount.
+    #[arg(long, default_value = "secret")]
+    pub mount: String,
+    /// Import only secrets under this path within the mount.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Write under this SPIKE path prefix instead of the same paths.
+    #[arg(long)]
+    pub into: Option<String>,
+    /// Read a KV v2 export file (JSON, see docs/seeding.md) instead of a live server.
+    #[arg(long, conflicts_with_all = ["ca_cert"])]
+    pub from_file: Option<PathBuf>,
+    /// Write what was read to this export file (mode 0600; it holds the values) instead of
+    /// importing it.
+    #[arg(long, conflicts_with = "from_file")]
+    pub export_to: Option<PathBuf>,
+    /// Only show what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print only failures and the summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Secrets per batch request.
+    #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS)]
+    pub batch_size: usize,
+    /// Batch requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
 }
 
 /// `spike secret ...`
@@ -196,6 +293,27 @@ pub enum PolicyCmd {
     Delete {
         /// Policy name.
         name: String,
+    },
+    /// Create or update the policies of a YAML file (the `policies:` of a seed file); never
+    /// deletes. Idempotent: identical policies are reported `unchanged`.
+    Apply {
+        /// The file (YAML; `-` reads stdin).
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Only show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show which policies apply to SPIFFE_ID on PATH, what they grant, and why.
+    ///
+    /// Example:
+    ///   spike policy test spiffe://spike.dev/ns/web/sa/api apps/web/db
+    #[command(verbatim_doc_comment)]
+    Test {
+        /// The caller, e.g. spiffe://spike.dev/ns/web/sa/api.
+        spiffe_id: String,
+        /// The secret path, e.g. apps/web/db.
+        path: String,
     },
 }
 

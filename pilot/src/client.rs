@@ -56,7 +56,11 @@ impl CliError {
         match self {
             Self::Api { code, .. } => match code {
                 ErrorCode::Forbidden => Some(
-                    "ask an admin for a policy: spike policy create NAME --spiffe-id-pattern ... --path-pattern ... --permissions ...",
+                    "ask an admin for a policy (spike policy create NAME --spiffe-id-pattern ... --path-pattern ... --permissions ...); \
+an admin can see what applies to you with `spike policy test YOUR_SPIFFE_ID PATH` (`spike status` shows your ID)",
+                ),
+                ErrorCode::Unauthenticated => Some(
+                    "Nexus saw no valid client SVID: check SPIFFE_ENDPOINT_SOCKET, or --svid-cert/--svid-key/--svid-bundle",
                 ),
                 ErrorCode::Sealed => Some(
                     "Nexus is waiting for its keepers; check `spike status` and the keepers' /readyz",
@@ -65,6 +69,24 @@ impl CliError {
                 ErrorCode::CasMismatch => {
                     Some("read the current version with `spike secret metadata PATH` and retry")
                 }
+                ErrorCode::NotFound | ErrorCode::NoShare => Some(
+                    "check the name: `spike secret list [PREFIX]` and `spike policy list` show what exists (and what you may see)",
+                ),
+                ErrorCode::InvalidPath => Some(
+                    "a path is /-separated segments of letters, digits, `.`, `_` and `-`, e.g. apps/web/db",
+                ),
+                ErrorCode::InvalidPolicy => Some(
+                    "patterns are segment globs (`*` one segment, `**` any number); see `spike policy create --help`",
+                ),
+                ErrorCode::TooLarge => Some(
+                    "the request crosses a Nexus limit (the message says which): make it smaller, or raise the limit in Nexus's configuration",
+                ),
+                ErrorCode::RateLimited => {
+                    Some("too many requests from this identity: wait a moment and retry")
+                }
+                ErrorCode::Internal | ErrorCode::Unavailable => Some(
+                    "Nexus could not serve this; its log has the cause. Retrying is safe for every command: writes are idempotent or compare-and-set",
+                ),
                 _ => None,
             },
             Self::Transport(ClientError::Connect { .. }) => Some(
@@ -72,6 +94,9 @@ impl CliError {
             ),
             Self::Transport(ClientError::Tls { .. }) => Some(
                 "the TLS handshake failed: check SPIFFE_ENDPOINT_SOCKET (or the SVID files) and the trust domain",
+            ),
+            Self::Transport(ClientError::Timeout { .. }) => Some(
+                "Nexus did not answer in time: check its health, or raise --timeout for big requests",
             ),
             _ => None,
         }
@@ -84,16 +109,40 @@ pub type CliResult<T> = Result<T, CliError>;
 /// Typed calls to Nexus.
 pub struct Nexus {
     http: MtlsClient,
+    addr: String,
+    source: Arc<dyn SvidSource>,
+    timeout: Duration,
 }
 
 impl Nexus {
     /// A client for Nexus at `addr`, which must present `/spike/nexus` of the source's domain.
     pub fn new(addr: &str, source: Arc<dyn SvidSource>, timeout: Duration) -> CliResult<Self> {
         let id = Builtin::Nexus.id(source.trust_domain());
-        let http = MtlsClient::new(addr, id, source)
+        let http = MtlsClient::new(addr, id, source.clone())
             .map_err(|e| CliError::Other(anyhow::anyhow!("TLS configuration: {e}")))?
             .with_timeout(timeout);
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            addr: addr.to_owned(),
+            source,
+            timeout,
+        })
+    }
+
+    /// Another client for the same Nexus with its own connection, for requests in parallel
+    /// (one client sends one request at a time).
+    pub fn another(&self) -> CliResult<Self> {
+        Self::new(&self.addr, self.source.clone(), self.timeout)
+    }
+
+    /// `n` clients (at least one): this one's twins, for parallel requests.
+    pub fn pool(&self, n: usize) -> CliResult<Vec<Self>> {
+        (0..n.max(1)).map(|_| self.another()).collect()
+    }
+
+    /// The address.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Sends a request and decodes the JSON answer (or the API error).

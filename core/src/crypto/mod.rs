@@ -22,6 +22,7 @@
 
 mod aad;
 mod canonical;
+mod cipher;
 mod envelope;
 mod error;
 mod keys;
@@ -30,6 +31,7 @@ mod shamir;
 mod wrap;
 
 pub use aad::{Aad, RecordType};
+pub use cipher::{CIPHER_FORMAT, CIPHER_OVERHEAD, CipherAad, CipherBinding, CipherKey};
 pub use envelope::{ENVELOPE_FORMAT, ENVELOPE_OVERHEAD, EnvelopeKey};
 pub use error::CryptoError;
 pub use keys::{

@@ -123,8 +123,13 @@ impl Nexus {
     }
 }
 
-fn parse_path(raw: &str) -> AppResult<SecretPath> {
-    SecretPath::parse(raw).map_err(|e| AppError::new(ErrorCode::InvalidPath, e.to_string()))
+impl Nexus {
+    /// Parses a secret path from a request under the configured `[limits]` `max_path_len` and
+    /// `max_path_depth` (`400 invalid_path` beyond them).
+    pub(crate) fn parse_path(&self, raw: &str) -> AppResult<SecretPath> {
+        SecretPath::parse_with(raw, &self.config.path_limits)
+            .map_err(|e| AppError::new(ErrorCode::InvalidPath, e.to_string()))
+    }
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> AppResult<T> {

@@ -1,12 +1,191 @@
-//! operator routes.
+//! Root-key operations: break-glass recover and restore, rotate, rekey.
+//!
+//! Each route admits exactly one built-in identity, checked before anything else: recover
+//! only `/spike/pilot/role/recover`, restore only `/spike/pilot/role/restore`, rotate and rekey
+//! only the superuser. Recover and restore are rate-limited per caller. Every request is
+//! audited by [`Nexus::respond`]; no request or answer body is ever logged.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::post;
+use spike_core::api::{RecoverRequest, RekeyRequest, RestoreRequest};
+use spike_core::id::{Builtin, SpiffeId};
 
+use super::N;
+use crate::error::{AppError, AppResult};
+use crate::extract::{Caller, JsonBody};
+use crate::ratelimit::RateClass;
+use crate::rotation::Change;
 use crate::state::Nexus;
+use crate::{breakglass, rotation};
 
 /// The operator routes, merged into the `/v1` router.
 pub(super) fn routes() -> Router<Arc<Nexus>> {
     Router::new()
+        .route("/v1/operator/recover", post(recover))
+        .route("/v1/operator/restore", post(restore))
+        .route("/v1/operator/rotate", post(rotate))
+        .route("/v1/operator/rekey", post(rekey))
+}
+
+fn require(n: &Nexus, caller: &SpiffeId, role: Builtin) -> AppResult<()> {
+    if Builtin::of(caller, n.trust_domain()) == Some(role) {
+        Ok(())
+    } else {
+        Err(AppError::forbidden())
+    }
+}
+
+async fn recover(
+    State(n): N,
+    Caller(c): Caller,
+    body: Result<JsonBody<RecoverRequest>, AppError>,
+) -> Response {
+    n.respond("operator.recover", &c, None, async {
+        require(&n, &c, Builtin::Recover)?;
+        n.limiter.check(RateClass::Recover, &c)?;
+        let JsonBody(req) = body?;
+        breakglass::export(&n, req).await
+    })
+    .await
+}
+
+async fn restore(
+    State(n): N,
+    Caller(c): Caller,
+    body: Result<JsonBody<RestoreRequest>, AppError>,
+) -> Response {
+    n.respond("operator.restore", &c, None, async {
+        require(&n, &c, Builtin::Restore)?;
+        n.limiter.check(RateClass::Restore, &c)?;
+        let JsonBody(req) = body?;
+        breakglass::restore(&n, req).await
+    })
+    .await
+}
+
+async fn rotate(State(n): N, Caller(c): Caller) -> Response {
+    n.respond("operator.rotate", &c, None, async {
+        require(&n, &c, Builtin::Superuser)?;
+        rotation::change(&n, Change::Rotate).await
+    })
+    .await
+}
+
+async fn rekey(
+    State(n): N,
+    Caller(c): Caller,
+    body: Result<JsonBody<RekeyRequest>, AppError>,
+) -> Response {
+    n.respond("operator.rekey", &c, None, async {
+        require(&n, &c, Builtin::Superuser)?;
+        let JsonBody(req) = body?;
+        rotation::change(
+            &n,
+            Change::Rekey {
+                shares: req.shares,
+                threshold: req.threshold,
+            },
+        )
+        .await
+    })
+    .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode, header};
+    use spike_core::error::ErrorBody;
+    use spike_core::tls::PeerIdentity;
+    use tower::ServiceExt as _;
+
+    use crate::rotation::tests::open_nexus;
+
+    const ROLES: [&str; 5] = [
+        "spike/pilot/role/superuser",
+        "spike/pilot/role/recover",
+        "spike/pilot/role/restore",
+        "spike/bootstrap",
+        "app/alice",
+    ];
+
+    async fn call(router: &axum::Router, caller: &str, uri: &str) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .extension(PeerIdentity {
+                id: spike_core::id::SpiffeId::new(&format!("spiffe://spike.test/{caller}"))
+                    .unwrap(),
+                not_after: SystemTime::now() + Duration::from_secs(3600),
+            })
+            .body(Body::from("{}"))
+            .unwrap();
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let code = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error.code.as_str().to_owned())
+            .unwrap_or_default();
+        (status, code)
+    }
+
+    #[tokio::test]
+    async fn each_route_admits_only_its_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, n) = open_nexus(dir.path()).await;
+        let router = super::super::api_router(n);
+        for (uri, allowed) in [
+            ("/v1/operator/recover", ROLES[1]),
+            ("/v1/operator/restore", ROLES[2]),
+            ("/v1/operator/rekey", ROLES[0]),
+        ] {
+            for caller in ROLES {
+                let (status, code) = call(&router, caller, uri).await;
+                if caller == allowed {
+                    // Past the role check: the empty body is what is refused.
+                    assert_eq!(status, StatusCode::BAD_REQUEST, "{caller} {uri}");
+                } else {
+                    assert_eq!(
+                        (status, code.as_str()),
+                        (StatusCode::FORBIDDEN, "forbidden"),
+                        "{caller} {uri}"
+                    );
+                }
+            }
+        }
+        for caller in &ROLES[1..] {
+            let (status, _) = call(&router, caller, "/v1/operator/rotate").await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{caller}");
+        }
+    }
+
+    #[tokio::test]
+    async fn recover_and_restore_are_rate_limited_per_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, n) = open_nexus(dir.path()).await;
+        let router = super::super::api_router(n);
+        // Defaults: recover bursts 2, restore 5.
+        for (uri, role, burst) in [
+            ("/v1/operator/recover", ROLES[1], 2),
+            ("/v1/operator/restore", ROLES[2], 5),
+        ] {
+            for _ in 0..burst {
+                assert_eq!(call(&router, role, uri).await.0, StatusCode::BAD_REQUEST);
+            }
+            assert_eq!(
+                call(&router, role, uri).await,
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited".to_owned())
+            );
+        }
+    }
 }

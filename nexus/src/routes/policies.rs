@@ -2,7 +2,9 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use spike_core::api::{ListPoliciesResponse, PutPolicyRequest};
+use spike_core::api::{ExplainRequest, ListPoliciesResponse, PutPolicyRequest};
+use spike_core::error::ErrorCode;
+use spike_core::id::SpiffeId;
 
 use super::N;
 use crate::error::AppError;
@@ -49,6 +51,25 @@ pub(super) async fn delete(State(n): N, Caller(c): Caller, Path(name): Path<Stri
         n.authorize_admin(&c)?;
         n.policies.delete(&o.keys, &name).await?;
         Ok(serde_json::json!({ "deleted": name }))
+    })
+    .await
+}
+
+/// `POST /v1/access/explain`: which policies apply to an ID on a path, and why (admin only:
+/// it shows every policy that matches).
+pub(super) async fn explain(
+    State(n): N,
+    Caller(c): Caller,
+    body: Result<JsonBody<ExplainRequest>, AppError>,
+) -> Response {
+    n.respond("policy.explain", &c, None, async {
+        let _open = n.opened()?;
+        n.authorize_admin(&c)?;
+        let JsonBody(req) = body?;
+        let id = SpiffeId::new(&req.spiffe_id)
+            .map_err(|e| AppError::new(ErrorCode::BadRequest, format!("invalid SPIFFE ID: {e}")))?;
+        let path = n.parse_path(&req.path)?;
+        Ok(n.policies.engine().explain(&id, &path))
     })
     .await
 }

@@ -13,7 +13,7 @@ use spike_core::id::{Builtin, SpiffeId};
 use spike_core::path::PathPrefix;
 use spike_core::policy::Permission;
 
-use super::{N, parse_path, query};
+use super::{N, query};
 use crate::error::AppError;
 use crate::extract::{Caller, JsonBody};
 use crate::secrets::VersionOp;
@@ -27,7 +27,7 @@ pub(super) async fn put(
 ) -> Response {
     n.respond("secret.put", &c, Some(&p), async {
         let o = n.opened()?;
-        let path = parse_path(&p)?;
+        let path = n.parse_path(&p)?;
         n.authorize(&c, &path, Permission::Write)?;
         let JsonBody(req) = body?;
         n.secrets.put(&o.keys, &path, &req.data, req.cas).await
@@ -43,7 +43,7 @@ pub(super) async fn get(
 ) -> Response {
     n.respond("secret.get", &c, Some(&p), async {
         let o = n.opened()?;
-        let path = parse_path(&p)?;
+        let path = n.parse_path(&p)?;
         n.authorize(&c, &path, Permission::Read)?;
         let q = query(q)?;
         n.secrets.get(&o.keys, &path, q.version).await
@@ -54,7 +54,7 @@ pub(super) async fn get(
 pub(super) async fn metadata(State(n): N, Caller(c): Caller, Path(p): Path<String>) -> Response {
     n.respond("secret.metadata", &c, Some(&p), async {
         let o = n.opened()?;
-        let path = parse_path(&p)?;
+        let path = n.parse_path(&p)?;
         // Metadata reveals versions and times, not values: read or list suffices.
         if n.authorize(&c, &path, Permission::Read).is_err() {
             n.authorize(&c, &path, Permission::List)?;
@@ -80,7 +80,7 @@ pub(super) async fn list(
     let prefix = q.prefix.clone().filter(|p| !p.is_empty());
     n.respond("secret.list", &c, prefix.as_deref(), async {
         let o = n.opened()?;
-        let prefix = prefix.as_deref().map(parse_path).transpose()?;
+        let prefix = prefix.as_deref().map(|p| n.parse_path(p)).transpose()?;
         let limit = q.limit.unwrap_or(100);
         // Match the caller's ID against the policies once, not once per stored path.
         let engine = n.policies.engine();
@@ -124,7 +124,7 @@ async fn versions_op(
     };
     n.respond(action, &c, Some(&p), async {
         let o = n.opened()?;
-        let path = parse_path(&p)?;
+        let path = n.parse_path(&p)?;
         n.authorize(&c, &path, Permission::Delete)?;
         let JsonBody(req) = body?;
         if op == VersionOp::Destroy && req.versions.is_empty() {

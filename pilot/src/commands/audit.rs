@@ -5,7 +5,7 @@ use spike_core::api::AuditVerifyResponse;
 
 use crate::cli::{AuditCmd, Output};
 use crate::client::{CliError, CliResult, Nexus};
-use crate::output::print_json;
+use crate::output::print_structured;
 
 /// Has Nexus verify the audit chain (its live log, or an uploaded copy).
 pub async fn run(nexus: &Nexus, out: Output, cmd: AuditCmd) -> CliResult<()> {
@@ -26,13 +26,13 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: AuditCmd) -> CliResult<()> {
         }
     };
     match out {
-        Output::Json => print_json(&report),
         Output::Text if report.ok => println!("ok: {} lines verify", report.lines),
         Output::Text => println!(
             "TAMPERED: line {}: {}",
             report.first_bad_line.unwrap_or(0),
             report.problem.as_deref().unwrap_or("chain broken")
         ),
+        _ => print_structured(out, &report),
     }
     if report.ok {
         Ok(())

@@ -7,7 +7,7 @@ use spike_core::api::{InitRequest, InitResponse, VerifyResponse};
 
 use crate::cli::{BootstrapArgs, Output};
 use crate::client::{CliError, CliResult, Nexus};
-use crate::output::print_json;
+use crate::output::print_structured;
 
 /// Asks Nexus to create and split the root key (a compare-and-set: only the first caller
 /// creates it), then has Nexus prove that its keepers' shares rebuild the key. Retries while
@@ -27,8 +27,10 @@ pub async fn run(nexus: &Nexus, out: Output, args: BootstrapArgs) -> CliResult<(
     })
     .await?;
     match out {
-        Output::Json => print_json(&serde_json::json!({ "init": init, "verify": verify })),
-        Output::Text => {
+        _ if out != Output::Text => {
+            print_structured(out, &serde_json::json!({ "init": init, "verify": verify }));
+        }
+        _ => {
             if init.initialized {
                 println!(
                     "initialized: root key created; {} of {} keepers acknowledged their share",

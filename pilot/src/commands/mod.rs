@@ -3,8 +3,11 @@
 pub mod audit;
 pub mod bootstrap;
 pub mod cipher;
+pub mod completions;
 pub mod dev;
+pub mod import;
 pub mod operator;
 pub mod policy;
 pub mod secret;
+pub mod seed;
 pub mod status;

