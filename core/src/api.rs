@@ -244,6 +244,9 @@ pub struct StatusResponse {
     pub reason: Option<String>,
     /// The caller's SPIFFE ID as Nexus sees it.
     pub caller: String,
+    /// Nexus's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// `POST /v1/audit/verify`: Nexus checks its own audit log.

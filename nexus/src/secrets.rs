@@ -6,6 +6,10 @@
 //! ciphertext copied to another path or version does not open. Mutations of one path are
 //! serialized by a striped lock and committed with a compare-and-set on the old metadata
 //! bytes, so a lost update is impossible even if two Nexus tasks race.
+//!
+//! Batches ([`Secrets::put_batch`], `POST /v1/secrets/batch`) decide each item like a single
+//! put but commit all their writes in one store batch, each guarded by the same
+//! compare-and-set; a conflicting store batch is redone item by item under the locks.
 
 use std::sync::Arc;
 
@@ -751,7 +755,10 @@ impl Secrets {
                 let Ok(s) = std::str::from_utf8(&k) else {
                     continue;
                 };
-                let Ok(path) = SecretPath::parse(s) else {
+                // Stored paths were valid under the limits of their day; list them under the
+                // ceiling so lowering a limit later never hides a secret.
+                let Ok(path) = SecretPath::parse_with(s, &spike_core::path::PathLimits::CEILING)
+                else {
                     continue;
                 };
                 // "db" lists "db" and "db/...", never "dbx".

@@ -34,6 +34,10 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             };
             return commands::status::version(nexus, &g.nexus, g.output).await;
         }
+        Command::Operator(c) if c.needs_no_nexus() => {
+            // `keygen` makes a custodian key locally.
+            return commands::operator::run_local(g.output, c);
+        }
         Command::Import(c) if c.needs_no_nexus() => {
             // Reading a source into an export file does not involve Nexus.
             return commands::import::run(None, g.output, c).await;

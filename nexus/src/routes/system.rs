@@ -46,6 +46,7 @@ pub(super) async fn status(State(n): N, Caller(c): Caller) -> Response {
         sealed: n.is_sealed(),
         reason: n.seal_reason(),
         caller: c.to_string(),
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
     };
     Json(s).into_response()
 }

@@ -158,6 +158,10 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
 
     spike_core::net::shutdown_signal().await;
     println!("stopping");
+    // Shares change with rotate, rekey and restore: save the current ones for the next start.
+    if let Some(dir) = &args.data_dir {
+        write_share_file(dir, &keeper_handles)?;
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
