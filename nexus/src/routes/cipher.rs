@@ -116,7 +116,7 @@ async fn handle(
     // The audited path is the context, once it is known to be a valid path.
     let mut audited: Option<String> = None;
     let result = run(n, c, op, q, headers, body, &mut audited).await;
-    finish(n, op.action(), c, audited.as_deref(), result).await
+    n.finish(op.action(), c, audited.as_deref(), result).await
 }
 
 async fn run(
@@ -176,30 +176,6 @@ async fn run(
 
 /// Audits the outcome (fail closed), meters it and answers, as [`Nexus::respond`] does for
 /// JSON-only routes; cipher answers may be raw bytes.
-async fn finish(
-    n: &Nexus,
-    action: &'static str,
-    caller: &SpiffeId,
-    path: Option<&str>,
-    result: AppResult<Response>,
-) -> Response {
-    let outcome = result.as_ref().map(|_| ()).map_err(AppError::code);
-    let opened = n.opened().ok();
-    let audited = n
-        .audit(opened.as_deref(), caller, action, path, &outcome)
-        .await;
-    let mut response = match (result, audited) {
-        (_, Err(e)) | (Err(e), _) => e.into_response(),
-        (Ok(r), Ok(())) => r,
-    };
-    // Plaintext answers must not be kept by a cache on the way; ciphertexts need no caching.
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    n.metrics.record(action, response.status().as_u16());
-    response
-}
-
 fn encoding_of(headers: &HeaderMap) -> AppResult<Encoding> {
     let mime = headers
         .get(header::CONTENT_TYPE)

@@ -108,16 +108,33 @@ impl Nexus {
         path: Option<&str>,
         body: impl Future<Output = AppResult<T>>,
     ) -> Response {
-        let result = body.await;
+        let result = body.await.map(|v| Json(v).into_response());
+        self.finish(action, caller, path, result).await
+    }
+
+    /// Audits a finished handler's outcome (fail closed: if the line cannot be written the
+    /// caller gets an error, not the answer), counts it, and marks the answer uncacheable:
+    /// it may carry secret values.
+    async fn finish(
+        &self,
+        action: &'static str,
+        caller: &SpiffeId,
+        path: Option<&str>,
+        result: AppResult<Response>,
+    ) -> Response {
         let outcome = result.as_ref().map(|_| ()).map_err(AppError::code);
         let opened = self.opened().ok();
         let audited = self
             .audit(opened.as_deref(), caller, action, path, &outcome)
             .await;
-        let response = match (result, audited) {
+        let mut response = match (result, audited) {
             (_, Err(e)) | (Err(e), _) => e.into_response(),
-            (Ok(v), Ok(())) => Json(v).into_response(),
+            (Ok(r), Ok(())) => r,
         };
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
         self.metrics.record(action, response.status().as_u16());
         response
     }
