@@ -89,6 +89,11 @@ impl ConnLimits {
             if d.is_zero() {
                 return Err(format!("server.{name} must be longer than zero"));
             }
+            // Deadlines are computed as `now + d`; an absurd value must be a config error,
+            // not an overflow panic in every connection task.
+            if d > MAX_TIMEOUT {
+                return Err(format!("server.{name} must be at most 1 day"));
+            }
         }
         if !(1..=1_000_000).contains(&self.max_connections) {
             return Err("server.max_connections must be between 1 and 1000000".into());
@@ -105,6 +110,9 @@ impl ConnLimits {
         Ok(())
     }
 }
+
+/// The longest timeout a server accepts.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// When a connection last moved bytes, and how many requests it has in flight.
 struct Activity {
@@ -634,5 +642,30 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_timeouts_are_config_errors_not_overflow_panics() {
+        assert!(ConnLimits::default().validate().is_ok());
+        for set in [
+            |l: &mut ConnLimits| l.idle_timeout = Duration::from_secs(500_000_000_000),
+            |l: &mut ConnLimits| l.handshake_timeout = Duration::MAX,
+            |l: &mut ConnLimits| l.drain_timeout = MAX_TIMEOUT + Duration::from_secs(1),
+            |l: &mut ConnLimits| l.header_timeout = Duration::ZERO,
+        ] {
+            let mut limits = ConnLimits::default();
+            set(&mut limits);
+            assert!(limits.validate().is_err(), "{limits:?}");
+        }
+        let limits = ConnLimits {
+            idle_timeout: MAX_TIMEOUT,
+            ..ConnLimits::default()
+        };
+        assert!(limits.validate().is_ok());
     }
 }

@@ -52,6 +52,14 @@ pub(crate) async fn export(nexus: &Nexus, req: RecoverRequest) -> AppResult<Reco
     }
     let _guard = nexus.open_lock.lock().await;
     let (raw, record) = nexus.read_init().await?;
+    if record.previous().is_some() {
+        // A crash before the pending change completes makes Nexus redo it under yet another
+        // root key, which would silently void an export made now.
+        return Err(AppError::new(
+            ErrorCode::Unavailable,
+            "a root-key rotation or rekey is still waiting for keepers; retry once it completes",
+        ));
+    }
     let epoch = record
         .next_break_glass_epoch()
         .map_err(|e| bad(&e.to_string()))?;

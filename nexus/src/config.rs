@@ -215,7 +215,7 @@ impl Default for LimitSettings {
             max_path_len: PathLimits::DEFAULT.max_len(),
             max_path_depth: PathLimits::DEFAULT.max_depth(),
             max_batch_items: 500,
-            max_batch_bytes: 16 << 20,
+            max_batch_bytes: 4 << 20,
         }
     }
 }

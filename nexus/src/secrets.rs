@@ -138,8 +138,9 @@ impl Default for BatchLimits {
     }
 }
 
-/// Default of [`BatchLimits::max_bytes`]: 16 MiB.
-pub(crate) const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+/// Default of [`BatchLimits::max_bytes`]: 4 MiB. The body is parsed before items are counted
+/// or authorized, so this bounds what any caller can make Nexus allocate per request.
+pub(crate) const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// Items of one batch planned at the same time (each plan is one or two store reads).
 const PLAN_CONCURRENCY: usize = 32;

@@ -507,3 +507,47 @@ fn read_commands_print_yaml_and_completions_and_version_need_no_server() {
     assert_eq!(v["server"]["reachable"], true, "{v}");
     assert_eq!(v["client"]["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn a_dry_run_needs_read_so_write_only_callers_cannot_test_guesses() {
+    let mut c = Cluster::new(3);
+    c.start_all(2);
+    let admin = c.pki.svid("/spike/pilot/role/superuser");
+    let out = c.spike(&admin, &["secret", "put", "vault/pin", "pin=4711"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = c.spike(
+        &admin,
+        &[
+            "policy",
+            "create",
+            "writer",
+            "--spiffe-id-pattern",
+            "spiffe://spike.test/ns/w/**",
+            "--path-pattern",
+            "vault/**",
+            "--permissions",
+            "write",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let writer = c.pki.svid("/ns/w/sa/app");
+    let dir = c.dir.path().to_path_buf();
+    // The right guess and a wrong one must look the same to a caller without `read`.
+    for guess in ["4711", "0000"] {
+        let file = write(
+            &dir,
+            &format!("guess-{guess}.yaml"),
+            &format!("secrets:\n  - {{path: vault/pin, data: {{pin: \"{guess}\"}}}}\n"),
+        );
+        let out = c.spike(&writer, &["seed", "-f", &file, "--dry-run", "-o", "json"]);
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        assert_eq!(
+            json(&out)["secrets"][0]["status"],
+            "failed",
+            "{}",
+            text(&out)
+        );
+    }
+    // Nothing was written.
+    assert_eq!(meta(&c, &admin, "vault/pin")["currentVersion"], 1);
+}

@@ -74,6 +74,11 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
             .map(|item| {
                 let path = n.parse_path(&item.path)?;
                 n.authorize(&c, &path, Permission::Write)?;
+                // A dry run answers whether the content equals what is stored, writing
+                // nothing: without `read` that would be a free, repeatable guessing oracle.
+                if req.dry_run {
+                    n.authorize(&c, &path, Permission::Read)?;
+                }
                 Ok(path)
             })
             .collect();

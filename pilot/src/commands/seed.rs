@@ -39,9 +39,9 @@ use crate::output::print_structured;
 /// Largest seed file read, bytes (1 GiB: about ten million small secrets).
 const MAX_FILE_BYTES: u64 = 1 << 30;
 
-/// Largest request body the client builds (estimated); Nexus accepts 16 MiB by default, and a
+/// Largest request body the client builds (estimated); Nexus accepts 4 MiB by default, and a
 /// `413` makes the client split the batch and retry anyway.
-const MAX_REQUEST_BYTES: usize = 4 << 20;
+const MAX_REQUEST_BYTES: usize = 3 << 20;
 
 /// The seed file.
 #[derive(Debug, Default, Deserialize)]
