@@ -21,14 +21,29 @@ pub struct Cli {
     /// Global options.
     #[command(flatten)]
     pub global: GlobalArgs,
-    /// The command.
+    /// The command (optional only so that `spike --print-config` works on its own).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
-/// Options every command takes.
+/// Options every command takes. They are the command line only: the effective settings
+/// (with the configuration file) come from [`crate::settings::load`].
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
+    /// Which of the flags below were typed (not defaulted or taken from the environment).
+    /// First, so it sees the parsed values before the fields below take them.
+    #[command(flatten)]
+    pub given: crate::settings::GivenFlags,
+    /// TOML configuration file (see docs/configuration.md). Environment variables and flags
+    /// override it.
+    #[arg(long, global = true, env = spike_core::config::CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long, global = true)]
+    pub print_config: bool,
+    /// Set any configuration key, e.g. `--set timeout=1m`; repeatable.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Nexus address (host:port).
     #[arg(
         long,
@@ -383,13 +398,13 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Command::Secret(SecretCmd::Put {
+            Some(Command::Secret(SecretCmd::Put {
                 path,
                 pairs,
                 names,
                 values,
                 ..
-            }) => {
+            })) => {
                 assert_eq!(path, "db/creds");
                 assert_eq!(pairs, ["user=alice"]);
                 assert_eq!(names, ["pass"]);
@@ -401,10 +416,10 @@ mod tests {
             Cli::try_parse_from(["spike", "secret", "get", "a/b", "k", "--version", "3"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Secret(SecretCmd::Get {
+            Some(Command::Secret(SecretCmd::Get {
                 version: Some(3),
                 ..
-            })
+            }))
         ));
     }
 }

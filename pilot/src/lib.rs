@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod output;
+pub mod settings;
 
 use std::process::ExitCode;
 
@@ -17,14 +18,41 @@ use client::{CliError, CliResult, Nexus};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> CliResult<()> {
-    let g = cli.global;
+    // The effective settings: flags over environment over the configuration file over
+    // defaults. A bad configuration is a usage error (exit status 2), like a bad flag.
+    let loaded = settings::load(&cli.global).map_err(|e| CliError::Usage(e.to_string()))?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let s = loaded.config;
+    if cli.global.print_config {
+        let text = settings::spec()
+            .render(&s)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        print!("{text}");
+        return Ok(());
+    }
+    // Checked only where an SVID is needed: `spike dev` and local commands run without one.
+    let identity = s.identity.to_args();
     // Commands that need no identity, or tolerate its absence.
-    let command = match cli.command {
-        Command::Dev(args) => return commands::dev::run(args, g.identity.trust_domain).await,
+    let Some(command) = cli.command else {
+        // What clap does for a missing subcommand: show the commands, exit 2.
+        let help = <Cli as clap::CommandFactory>::command().render_help();
+        eprintln!("{help}");
+        return Err(CliError::Usage("a command is missing".into()));
+    };
+    let command = match command {
+        Command::Dev(args) => return commands::dev::run(args, s.identity.trust_domain).await,
         Command::Completions { shell } => return commands::completions::run(shell),
         Command::Version => {
-            let nexus = match tokio::time::timeout(VERSION_TIMEOUT, g.identity.open()).await {
-                Ok(Ok(source)) => Nexus::new(&g.nexus, source, g.timeout.min(VERSION_TIMEOUT))
+            let opened = match identity {
+                Ok(id) => tokio::time::timeout(VERSION_TIMEOUT, id.open())
+                    .await
+                    .map(|r| r.map_err(|e| e.to_string())),
+                Err(e) => Ok(Err(e.to_string())),
+            };
+            let nexus = match opened {
+                Ok(Ok(source)) => Nexus::new(&s.nexus, source, s.timeout.min(VERSION_TIMEOUT))
                     .map_err(|e| e.to_string()),
                 Ok(Err(e)) => Err(format!("no SVID to ask it with: {e}")),
                 Err(_) => Err(format!(
@@ -32,34 +60,35 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                     VERSION_TIMEOUT.as_secs()
                 )),
             };
-            return commands::status::version(nexus, &g.nexus, g.output).await;
+            return commands::status::version(nexus, &s.nexus, s.output).await;
         }
         Command::Operator(c) if c.needs_no_nexus() => {
             // `keygen` makes a custodian key locally.
-            return commands::operator::run_local(g.output, c);
+            return commands::operator::run_local(s.output, c);
         }
         Command::Import(c) if c.needs_no_nexus() => {
             // Reading a source into an export file does not involve Nexus.
-            return commands::import::run(None, g.output, c).await;
+            return commands::import::run(None, s.output, c).await;
         }
         other => other,
     };
-    let source = g
-        .identity
+    let source = identity
+        .map_err(|e| CliError::Usage(e.to_string()))?
         .open()
         .await
         .map_err(|e| CliError::Other(anyhow::anyhow!("cannot get an SVID: {e}")))?;
-    let nexus = Nexus::new(&g.nexus, source, g.timeout)?;
+    let nexus = Nexus::new(&s.nexus, source, s.timeout)?;
+    let out = s.output;
     match command {
-        Command::Secret(c) => commands::secret::run(&nexus, g.output, c).await,
-        Command::Policy(c) => commands::policy::run(&nexus, g.output, c).await,
-        Command::Audit(c) => commands::audit::run(&nexus, g.output, c).await,
-        Command::Cipher(c) => commands::cipher::run(&nexus, g.output, c).await,
-        Command::Operator(c) => commands::operator::run(&nexus, g.output, c).await,
-        Command::Bootstrap(a) => commands::bootstrap::run(&nexus, g.output, a).await,
-        Command::Status => commands::status::run(&nexus, g.output).await,
-        Command::Seed(a) => commands::seed::run(&nexus, g.output, a).await,
-        Command::Import(c) => commands::import::run(Some(&nexus), g.output, c).await,
+        Command::Secret(c) => commands::secret::run(&nexus, out, c).await,
+        Command::Policy(c) => commands::policy::run(&nexus, out, c).await,
+        Command::Audit(c) => commands::audit::run(&nexus, out, c).await,
+        Command::Cipher(c) => commands::cipher::run(&nexus, out, c).await,
+        Command::Operator(c) => commands::operator::run(&nexus, out, c).await,
+        Command::Bootstrap(a) => commands::bootstrap::run(&nexus, out, a).await,
+        Command::Status => commands::status::run(&nexus, out).await,
+        Command::Seed(a) => commands::seed::run(&nexus, out, a).await,
+        Command::Import(c) => commands::import::run(Some(&nexus), out, c).await,
         Command::Dev(_) | Command::Completions { .. } | Command::Version => Ok(()),
     }
 }

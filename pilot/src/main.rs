@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands print results on stdout; logs (warnings and up unless RUST_LOG says otherwise)
     // go to stderr so scripts can parse stdout.
-    let default = if matches!(cli.command, spike::cli::Command::Dev(_)) {
+    let default = if matches!(cli.command, Some(spike::cli::Command::Dev(_))) {
         "info"
     } else {
         "warn"

@@ -326,7 +326,7 @@ mod tests {
             "json",
         ])
         .unwrap();
-        let Command::Cipher(CipherCmd::Encrypt(a)) = cli.command else {
+        let Some(Command::Cipher(CipherCmd::Encrypt(a))) = cli.command else {
             panic!("not an encrypt");
         };
         assert_eq!(a.io.context, "apps/x");

@@ -1,0 +1,397 @@
+//! The `spike` CLI's configuration, in the format every SPIKE binary shares
+//! ([`spike_core::config`]): defaults, then `--config FILE` (or `SPIKE_CONFIG`), then
+//! environment variables, then flags.
+//!
+//! The CLI's flags are global (they may follow the subcommand) and keep the defaults and
+//! environment variables clap shows in `--help`; only the values typed on the command line
+//! count as the flag layer ([`GivenFlags`]), so the file can still override a default.
+
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use serde::{Deserialize, Serialize};
+use spike_core::config::{ConfigError, FlagValue, IdentityConfig, Loaded, Spec};
+
+use crate::cli::{GlobalArgs, Output};
+
+/// The `spike` configuration file. Every key has a default; unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CliSettings {
+    /// Nexus address (`host:port`).
+    pub nexus: String,
+    /// Per-request timeout.
+    #[serde(with = "spike_core::config::duration")]
+    pub timeout: Duration,
+    /// Output format of read commands.
+    #[serde(with = "output_format")]
+    pub output: Output,
+    /// `[identity]`: where the CLI's SVID comes from.
+    pub identity: IdentityConfig,
+}
+
+impl Default for CliSettings {
+    fn default() -> Self {
+        Self {
+            nexus: "127.0.0.1:8553".into(),
+            timeout: Duration::from_secs(30),
+            output: Output::Text,
+            identity: IdentityConfig::default(),
+        }
+    }
+}
+
+/// The clap argument ids of the named flags and the keys they set (the ids are the field
+/// names of [`GlobalArgs`] and [`spike_core::svid::IdentityArgs`]).
+const FLAGS: [(&str, &str); 9] = [
+    ("nexus", "nexus"),
+    ("timeout", "timeout"),
+    ("output", "output"),
+    ("trust_domain", "identity.trust_domain"),
+    ("spiffe_endpoint_socket", "identity.spiffe_endpoint_socket"),
+    ("svid_cert", "identity.svid_cert"),
+    ("svid_key", "identity.svid_key"),
+    ("svid_bundle", "identity.svid_bundle"),
+    ("svid_timeout", "identity.svid_timeout"),
+];
+
+/// How the `spike` keys map to environment variables and flags. `nexus` keeps its
+/// long-standing `SPIKE_NEXUS_ADDR`; the prefix `SPIKE_CLI_` keeps the CLI's own variables
+/// apart from the services' (`SPIKE_NEXUS_*`, `SPIKE_KEEPER_*`), which share its shells.
+pub fn spec() -> Spec {
+    Spec::new("spike", "SPIKE_CLI_")
+        .with_identity()
+        .env("nexus", "SPIKE_NEXUS_ADDR")
+        .flag("nexus", "nexus")
+        .flag("timeout", "timeout")
+        .flag("output", "output")
+}
+
+/// Loads the effective settings of a command line with the process environment.
+pub fn load(global: &GlobalArgs) -> Result<Loaded<CliSettings>, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    load_with_env(global, &env)
+}
+
+/// Loads the effective settings of a command line with the environment `env`.
+pub fn load_with_env(
+    global: &GlobalArgs,
+    env: &[(String, String)],
+) -> Result<Loaded<CliSettings>, ConfigError> {
+    let mut flags = global.given.0.clone();
+    for set in &global.set {
+        let (key, value) = set.split_once('=').ok_or(ConfigError::BadSet)?;
+        let key = key.trim();
+        if let Some(f) = flags.iter().find(|f| f.key == key) {
+            return Err(ConfigError::Conflict {
+                key: key.to_owned(),
+                flag: f.origin.clone(),
+            });
+        }
+        flags.push(FlagValue {
+            key: key.to_owned(),
+            values: vec![value.to_owned()],
+            origin: format!("--set {key}"),
+            repeated: false,
+        });
+    }
+    spec().load(global.config.as_deref(), env, &flags)
+}
+
+/// The configuration flags typed on the command line, captured while clap builds
+/// [`GlobalArgs`] (clap's defaults and environment variables are left to the loader, so that
+/// the configuration file sits between them and the flags).
+#[derive(Debug, Clone, Default)]
+pub struct GivenFlags(Vec<FlagValue>);
+
+impl GivenFlags {
+    /// The keys set by flags, in the order of [`FLAGS`].
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|f| f.key.as_str())
+    }
+}
+
+impl clap::FromArgMatches for GivenFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut out = Vec::new();
+        for (id, key) in FLAGS {
+            // An id this command line does not define is simply not given.
+            let Ok(Some(raw)) = matches.try_get_raw(id) else {
+                continue;
+            };
+            if matches.value_source(id) != Some(ValueSource::CommandLine) {
+                continue;
+            }
+            let origin = format!("--{}", id.replace('_', "-"));
+            let values = raw
+                .map(|v| {
+                    v.to_str().map(str::to_owned).ok_or_else(|| {
+                        clap::Error::raw(
+                            clap::error::ErrorKind::InvalidUtf8,
+                            format!("{origin} is not valid UTF-8\n"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(FlagValue {
+                key: key.to_owned(),
+                values,
+                origin,
+                repeated: false,
+            });
+        }
+        Ok(Self(out))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for GivenFlags {
+    /// Adds no argument: the flags are [`GlobalArgs`]' own.
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd
+    }
+}
+
+/// Serde for [`Output`]: `"text"`, `"json"` or `"yaml"`.
+mod output_format {
+    use clap::ValueEnum;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::cli::Output;
+
+    pub(super) fn serialize<S: Serializer>(o: &Output, s: S) -> Result<S::Ok, S::Error> {
+        match o.to_possible_value() {
+            Some(v) => s.serialize_str(v.get_name()),
+            None => Err(serde::ser::Error::custom("unnamed output format")),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Output, D::Error> {
+        let s = String::deserialize(d)?;
+        Output::from_str(s.trim(), true)
+            .map_err(|_| serde::de::Error::custom("expected \"text\", \"json\" or \"yaml\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::Path;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::cli::Cli;
+
+    /// Parses a command line; a `SPIKE_CONFIG` of the shell running the tests is ignored.
+    fn parse(args: &[&str]) -> Cli {
+        let mut cli =
+            Cli::try_parse_from(std::iter::once("spike").chain(args.iter().copied())).unwrap();
+        if !args.contains(&"--config") {
+            cli.global.config = None;
+        }
+        cli
+    }
+
+    /// The `[default: ...]` of a flag, as clap shows it.
+    fn clap_default(id: &str) -> String {
+        let cmd = Cli::command();
+        let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+        arg.get_default_values()[0].to_str().unwrap().to_owned()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn docs_list_every_key_with_its_env_flag_and_default() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+        )
+        .unwrap();
+        let rows = spec().reference::<CliSettings>(&Cli::command()).unwrap();
+        if let Err(e) = spike_core::config::check_reference(&doc, "spike", &rows) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_flags_defaults() {
+        let s = load_with_env(&parse(&["status"]).global, &[])
+            .unwrap()
+            .config;
+        assert_eq!(s, CliSettings::default());
+        assert_eq!(s.nexus, clap_default("nexus"));
+        assert_eq!(
+            s.timeout,
+            humantime::parse_duration(&clap_default("timeout")).unwrap()
+        );
+        assert_eq!(clap_default("output"), "text");
+        assert_eq!(
+            s.identity.trust_domain.as_str(),
+            clap_default("trust_domain")
+        );
+        assert_eq!(
+            s.identity.svid_timeout,
+            humantime::parse_duration(&clap_default("svid_timeout")).unwrap()
+        );
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let f = file(
+            "nexus = \"file:1\"\ntimeout = \"5s\"\noutput = \"yaml\"\n\
+             [identity]\ntrust_domain = \"file.example\"\nsvid_timeout = \"7s\"\n",
+        );
+        let path = f.path().display().to_string();
+
+        // File over defaults.
+        let cli = parse(&["--config", &path, "status"]);
+        let s = load_with_env(&cli.global, &[]).unwrap().config;
+        assert_eq!(s.nexus, "file:1");
+        assert_eq!(s.timeout, Duration::from_secs(5));
+        assert_eq!(s.output, Output::Yaml);
+        assert_eq!(s.identity.trust_domain.as_str(), "file.example");
+        assert_eq!(s.identity.svid_timeout, Duration::from_secs(7));
+        assert_eq!(s.identity.svid_cert, None, "untouched keys keep defaults");
+
+        // Environment over file, with the long-standing variable names.
+        let e = env(&[
+            ("SPIKE_NEXUS_ADDR", "env:1"),
+            ("SPIKE_CLI_TIMEOUT", "6s"),
+            ("SPIKE_TRUST_DOMAIN", "env.example"),
+        ]);
+        let s = load_with_env(&cli.global, &e).unwrap().config;
+        assert_eq!(s.nexus, "env:1");
+        assert_eq!(s.timeout, Duration::from_secs(6));
+        assert_eq!(s.identity.trust_domain.as_str(), "env.example");
+        assert_eq!(s.output, Output::Yaml, "the file still applies");
+
+        // Flags over environment, also after the subcommand.
+        let cli = parse(&[
+            "--config",
+            &path,
+            "secret",
+            "get",
+            "x",
+            "-o",
+            "json",
+            "--nexus",
+            "flag:1",
+            "--trust-domain",
+            "flag.example",
+        ]);
+        let s = load_with_env(&cli.global, &e).unwrap().config;
+        assert_eq!(s.nexus, "flag:1");
+        assert_eq!(s.output, Output::Json);
+        assert_eq!(s.identity.trust_domain.as_str(), "flag.example");
+        assert_eq!(
+            s.timeout,
+            Duration::from_secs(6),
+            "the environment still applies"
+        );
+
+        // A flag given with its default value still beats the file.
+        let cli = parse(&["--config", &path, "--output", "text", "status"]);
+        let s = load_with_env(&cli.global, &[]).unwrap().config;
+        assert_eq!(s.output, Output::Text);
+
+        // --set reaches any key, but not one a flag also sets.
+        let cli = parse(&["--config", &path, "status", "--set", "timeout=9s"]);
+        let s = load_with_env(&cli.global, &[]).unwrap().config;
+        assert_eq!(s.timeout, Duration::from_secs(9));
+        let cli = parse(&["--timeout", "1s", "--set", "timeout=9s", "status"]);
+        let e = load_with_env(&cli.global, &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::Conflict { .. }), "{e}");
+    }
+
+    #[test]
+    fn spike_config_names_the_file() {
+        let f = file("nexus = \"file:2\"\n");
+        // clap reads SPIKE_CONFIG; the equivalent command line is `--config`.
+        let cli = parse(&["status", "--config", &f.path().display().to_string()]);
+        assert_eq!(cli.global.config.as_deref(), Some(f.path()));
+        let s = load_with_env(&cli.global, &[]).unwrap().config;
+        assert_eq!(s.nexus, "file:2");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let f = file("nexus = \"a:1\"\ntimeuot = \"5s\"\n");
+        let cli = parse(&["--config", &f.path().display().to_string(), "status"]);
+        let e = load_with_env(&cli.global, &[]).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ConfigError::UnknownKey { .. }), "{msg}");
+        assert!(msg.contains("`timeuot`"), "{msg}");
+        assert!(msg.contains("did you mean `timeout`"), "{msg}");
+
+        let f = file("[identity]\nsvid_crt = \"c.pem\"\n");
+        let cli = parse(&["--config", &f.path().display().to_string(), "status"]);
+        let msg = load_with_env(&cli.global, &[]).unwrap_err().to_string();
+        assert!(msg.contains("did you mean `identity.svid_cert`"), "{msg}");
+
+        let f = file("output = \"xml\"\n");
+        let cli = parse(&["--config", &f.path().display().to_string(), "status"]);
+        let msg = load_with_env(&cli.global, &[]).unwrap_err().to_string();
+        assert!(
+            msg.contains("`output`") && msg.contains("\"yaml\""),
+            "{msg}"
+        );
+
+        let cli = parse(&["--set", "nexsu=a:1", "status"]);
+        let e = load_with_env(&cli.global, &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownKey { .. }), "{e}");
+
+        // A stray SPIKE_CLI_ variable is a warning, not silence.
+        let cli = parse(&["status"]);
+        let l = load_with_env(&cli.global, &env(&[("SPIKE_CLI_TIMOUT", "1s")])).unwrap();
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(
+            l.warnings[0].contains("SPIKE_CLI_TIMEOUT"),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
+    fn only_typed_flags_count_as_flags() {
+        let cli = parse(&["status"]);
+        assert_eq!(cli.global.given.keys().count(), 0);
+        let cli = parse(&["--svid-timeout", "3s", "status", "--timeout", "2s"]);
+        let keys: Vec<&str> = cli.global.given.keys().collect();
+        assert_eq!(keys, ["timeout", "identity.svid_timeout"]);
+    }
+
+    #[test]
+    fn print_config_output_is_a_valid_file() {
+        let cli = parse(&["-o", "json", "--nexus", "h:1", "status"]);
+        let s = load_with_env(&cli.global, &[]).unwrap().config;
+        let text = spec().render(&s).unwrap();
+        assert!(text.contains("output = \"json\""), "{text}");
+        assert!(text.contains("[identity]"), "{text}");
+        let f = file(&text);
+        let cli = parse(&["--config", &f.path().display().to_string(), "status"]);
+        assert_eq!(load_with_env(&cli.global, &[]).unwrap().config, s);
+    }
+}
