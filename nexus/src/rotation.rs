@@ -30,9 +30,12 @@
 //!
 //! So a `kill -9` anywhere leaves a record Nexus recovers from with the keepers' shares: before
 //! the first commit nothing changed; after it, P's shares still rebuild the old root key. P's
-//! break-glass export also keeps working while pending. One limit: with `threshold == shares`
-//! a crash part-way through the push can leave too few keepers on either split; then the
-//! break-glass export of P restores (see docs/runbooks/root-key-rotation.md).
+//! break-glass export also keeps working while pending. The limit: keepers hold one share each
+//! and new shares replace old ones, so a crash part-way through the push can leave fewer than
+//! `threshold` keepers on either split whenever `shares <= 2 * threshold - 2`, or after two
+//! crashes in a row with spare keepers; then the break-glass export of P restores (see
+//! docs/runbooks/root-key-rotation.md). Keepers keeping their previous share until the new
+//! split is confirmed would close this.
 
 use spike_core::api::KeyChangeResponse;
 use spike_core::crypto::{DataKey, RootKey, ShareParams};
