@@ -31,6 +31,8 @@ pub enum ErrorCode {
     AlreadyInitialized,
     /// The system has not been initialized yet.
     NotInitialized,
+    /// The request took longer than the server allows (for example a stalled upload).
+    RequestTimeout,
     /// The request body or a value in it is too large.
     TooLarge,
     /// Too many requests from this caller.
@@ -58,6 +60,7 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound | Self::NoShare => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::CasMismatch | Self::AlreadyInitialized | Self::NotInitialized => 409,
             Self::TooLarge => 413,
             Self::UnsupportedMediaType => 415,
@@ -79,6 +82,7 @@ impl ErrorCode {
             Self::CasMismatch => "cas_mismatch",
             Self::AlreadyInitialized => "already_initialized",
             Self::NotInitialized => "not_initialized",
+            Self::RequestTimeout => "request_timeout",
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::MethodNotAllowed => "method_not_allowed",

@@ -60,6 +60,11 @@ pub struct ConnLimits {
     /// waiting for them.
     #[serde(with = "crate::config::duration")]
     pub drain_timeout: Duration,
+    /// Longest one request may take, body upload included; then it is answered
+    /// `408 request_timeout` and its connection closed. Bounds a client that sends headers and
+    /// then stalls its body, which the idle timeout (no request in flight) does not.
+    #[serde(with = "crate::config::duration")]
+    pub request_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -72,6 +77,7 @@ impl Default for ConnLimits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             drain_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -84,6 +90,7 @@ impl ConnLimits {
             ("header_timeout", self.header_timeout),
             ("idle_timeout", self.idle_timeout),
             ("drain_timeout", self.drain_timeout),
+            ("request_timeout", self.request_timeout),
         ];
         for (name, d) in positive {
             if d.is_zero() {
@@ -109,6 +116,17 @@ impl ConnLimits {
         }
         Ok(())
     }
+}
+
+/// The answer to a request that outlived `request_timeout`.
+fn request_timeout_response() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = crate::error::ApiError::new(
+        crate::error::ErrorCode::RequestTimeout,
+        "the request took too long (a stalled upload?); send it again",
+    )
+    .to_body();
+    (http::StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response()
 }
 
 /// The longest timeout a server accepts.
@@ -310,9 +328,15 @@ async fn serve_connection(
         req.extensions_mut().insert(RemoteAddr(remote));
         let guard = InFlight::new(in_flight.clone());
         let call = app.clone().oneshot(req.map(axum::body::Body::new));
+        let limit = limits.request_timeout;
         async move {
             let _guard = guard;
-            call.await
+            match tokio::time::timeout(limit, call).await {
+                Ok(r) => r,
+                // Dropping the handler drops the half-read body, so hyper closes the
+                // connection after this answer.
+                Err(_) => Ok(request_timeout_response()),
+            }
         }
     });
     let header_bytes = limits.max_header_bytes.max(MIN_HEADER_BYTES);

@@ -938,3 +938,30 @@ fn a_newer_init_record_keeps_nexus_sealed_with_a_clear_reason() {
     let log = std::fs::read_to_string(c.dir.path().join("nexus.log")).unwrap();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn a_stalled_upload_is_answered_408_and_its_connection_closed() {
+    let mut c = Cluster::new(1);
+    c.start_nexus_with_config(
+        "[server]\nrequest_timeout = \"700ms\"\nidle_timeout = \"60s\"\nheader_timeout = \"60s\"\n",
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        let raw = Raw::new(&c, SUPERUSER).await;
+        // Headers promise a body that never comes: the request cannot hold the connection.
+        let mut s = bounded("handshake", raw.connect()).await.unwrap();
+        s.write_all(
+            b"PUT /v1/secrets/data/stall/x HTTP/1.1\r\nHost: nexus\r\n\
+              Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"data\":",
+        )
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+        let reply = parse_reply(&bounded("reply", read_all(&mut s)).await);
+        assert_eq!(reply.status, 408, "{reply:?}");
+        assert!(
+            closed_by_peer(&mut s).await,
+            "the stalled connection stayed open"
+        );
+    });
+}
