@@ -175,6 +175,13 @@ impl PendingRestore {
         }
     }
 
+    /// Drops pending restore shares that have expired, so they do not sit in memory until the
+    /// next restore call. Called from the recovery loop's sealed tick.
+    pub(crate) fn drop_expired(nexus: &Nexus, now: Instant) {
+        let mut slot = nexus.restore.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Self::live(slot.take(), now);
+    }
+
     /// The pending state if it has not expired at `now` (expired shares are dropped here).
     fn live(slot: Option<Self>, now: Instant) -> Option<Self> {
         slot.filter(|p| now.duration_since(p.last) < RESTORE_TTL)
@@ -564,6 +571,23 @@ mod tests {
         let p = PendingRestore::live(Some(p), t2).unwrap();
         assert_eq!(p.received(), 2);
         assert!(PendingRestore::live(Some(p), t1 + RESTORE_TTL).is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_pending_shares_are_dropped_without_another_restore_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, n) = open_nexus(dir.path()).await;
+        let t0 = Instant::now();
+        let mut p = PendingRestore::new(1, t0);
+        p.add(share(1, 1), t0).unwrap();
+        *n.restore.lock().unwrap() = Some(p);
+        PendingRestore::drop_expired(&n, t0 + Duration::from_secs(1));
+        assert!(n.restore.lock().unwrap().is_some(), "not expired yet");
+        PendingRestore::drop_expired(&n, t0 + RESTORE_TTL + Duration::from_secs(1));
+        assert!(
+            n.restore.lock().unwrap().is_none(),
+            "expired shares stay in memory"
+        );
     }
 
     #[test]

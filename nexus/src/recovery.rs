@@ -56,7 +56,10 @@ async fn tick(nexus: &Nexus) {
                 nexus.load_init_state().await;
             }
         }
-        Phase::Sealed => try_unseal(nexus).await,
+        Phase::Sealed => {
+            crate::breakglass::PendingRestore::drop_expired(nexus, std::time::Instant::now());
+            try_unseal(nexus).await;
+        }
         Phase::Open(o) => replenish(nexus, &o.keys).await,
     }
 }

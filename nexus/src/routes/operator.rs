@@ -48,6 +48,11 @@ async fn recover(
         require(&n, &c, Builtin::Recover)?;
         n.limiter.check(RateClass::Recover, &c)?;
         let JsonBody(req) = body?;
+        // An export retires the previous one; it must never happen unrecorded. Write an
+        // intent line first (fail closed): if the log cannot be written, nothing changes.
+        let opened = n.opened()?;
+        n.audit(Some(&opened), &c, "operator.recover.begin", None, &Ok(()))
+            .await?;
         breakglass::export(&n, req).await
     })
     .await
