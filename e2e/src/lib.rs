@@ -55,12 +55,48 @@ pub fn bins() -> Bins {
     }
 }
 
-/// A free loopback port (bound then released; tests tolerate the small race).
+/// Lowest and one past the highest port handed out: below Linux's ephemeral range
+/// (32768-60999), so an outgoing connection of another test can never take a port between
+/// our check and the server's bind.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback port, claimed across concurrent test processes.
+///
+/// Tests run in parallel processes (nextest), so a port is claimed by creating a marker file
+/// (`create_new`) in a shared directory before it is checked; claims older than 15 minutes
+/// are stale and reused.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::hash::{BuildHasher, Hasher};
+    let dir = std::env::temp_dir().join("spike-e2e-ports");
+    std::fs::create_dir_all(&dir).expect("port claim dir");
+    let mut rng = std::collections::hash_map::RandomState::new().build_hasher();
+    rng.write_u32(std::process::id());
+    let span = u64::from(PORTS.end - PORTS.start);
+    for attempt in 0..10_000u64 {
+        rng.write_u64(attempt);
+        let port = PORTS.start + u16::try_from(rng.finish() % span).expect("in range");
+        let claim = dir.join(port.to_string());
+        if let Ok(m) = std::fs::metadata(&claim)
+            && m.modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(900))
+        {
+            let _ = std::fs::remove_file(&claim);
+        }
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim)
+            .is_err()
+        {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}")
 }
 
 /// A test PKI: one CA for the trust domain, SVIDs written as PEM files.
