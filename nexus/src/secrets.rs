@@ -269,7 +269,6 @@ impl Secrets {
     }
 
     /// Replaces the batch limits (the defaults apply until then).
-    #[allow(dead_code)] // Wired to configuration by the config code.
     pub(crate) fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
         self.batch_limits = limits;
         self
