@@ -235,27 +235,9 @@ impl Spec {
     where
         T: Serialize + DeserializeOwned + Default,
     {
-        let env: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
         let mut flags = self.flag_values(cmd, matches)?;
-        for set in &args.set {
-            let (key, value) = set.split_once('=').ok_or(ConfigError::BadSet)?;
-            let key = key.trim();
-            if let Some(f) = flags.iter().find(|f| f.key == key) {
-                return Err(ConfigError::Conflict {
-                    key: key.to_owned(),
-                    flag: f.origin.clone(),
-                });
-            }
-            flags.push(FlagValue {
-                key: key.to_owned(),
-                values: vec![value.to_owned()],
-                origin: format!("--set {key}"),
-                repeated: false,
-            });
-        }
-        self.load(args.config.as_deref(), &env, &flags)
+        add_sets(&mut flags, &args.set)?;
+        self.load(args.config.as_deref(), &process_env(), &flags)
     }
 
     /// The values of the named flags given on the command line (defaults and clap's own
@@ -977,6 +959,35 @@ pub mod log_format {
         LogFormat::from_str(s.trim(), true)
             .map_err(|_| serde::de::Error::custom("expected \"text\" or \"json\""))
     }
+}
+
+/// The process environment as UTF-8 pairs (non-UTF-8 variables are no SPIKE settings).
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Adds `--set KEY=VALUE` overrides to the flag layer; a key also given by its own flag is a
+/// conflict.
+pub fn add_sets(flags: &mut Vec<FlagValue>, sets: &[String]) -> Result<(), ConfigError> {
+    for set in sets {
+        let (key, value) = set.split_once('=').ok_or(ConfigError::BadSet)?;
+        let key = key.trim();
+        if let Some(f) = flags.iter().find(|f| f.key == key) {
+            return Err(ConfigError::Conflict {
+                key: key.to_owned(),
+                flag: f.origin.clone(),
+            });
+        }
+        flags.push(FlagValue {
+            key: key.to_owned(),
+            values: vec![value.to_owned()],
+            origin: format!("--set {key}"),
+            repeated: false,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -69,10 +69,7 @@ pub fn spec() -> Spec {
 
 /// Loads the effective settings of a command line with the process environment.
 pub fn load(global: &GlobalArgs) -> Result<Loaded<CliSettings>, ConfigError> {
-    let env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    load_with_env(global, &env)
+    load_with_env(global, &spike_core::config::process_env())
 }
 
 /// Loads the effective settings of a command line with the environment `env`.
@@ -81,22 +78,7 @@ pub fn load_with_env(
     env: &[(String, String)],
 ) -> Result<Loaded<CliSettings>, ConfigError> {
     let mut flags = global.given.0.clone();
-    for set in &global.set {
-        let (key, value) = set.split_once('=').ok_or(ConfigError::BadSet)?;
-        let key = key.trim();
-        if let Some(f) = flags.iter().find(|f| f.key == key) {
-            return Err(ConfigError::Conflict {
-                key: key.to_owned(),
-                flag: f.origin.clone(),
-            });
-        }
-        flags.push(FlagValue {
-            key: key.to_owned(),
-            values: vec![value.to_owned()],
-            origin: format!("--set {key}"),
-            repeated: false,
-        });
-    }
+    spike_core::config::add_sets(&mut flags, &global.set)?;
     spec().load(global.config.as_deref(), env, &flags)
 }
 
