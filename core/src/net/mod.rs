@@ -1,0 +1,15 @@
+//! Serving and calling SPIKE's mTLS HTTP APIs.
+//!
+//! [`serve_mtls`] is the accept loop every SPIKE service uses: TLS handshake with a deadline,
+//! the verified [`PeerIdentity`](crate::tls::PeerIdentity) put into each request's extensions, a connection cap, limits
+//! on request heads, idle connections closed, the connection closed when the peer's
+//! certificate expires, and graceful shutdown (bounded drain). [`ConnLimits`] holds every one
+//! of these limits.
+//! [`MtlsClient`] is the matching client: it presents the caller's SVID and accepts only the
+//! expected server identity.
+
+mod client;
+mod server;
+
+pub use client::*;
+pub use server::*;
