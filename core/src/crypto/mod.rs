@@ -25,6 +25,7 @@ mod canonical;
 mod cipher;
 mod envelope;
 mod error;
+mod framed;
 mod keys;
 mod mac;
 mod shamir;
