@@ -29,6 +29,7 @@ mod framed;
 mod keys;
 mod mac;
 mod shamir;
+mod stamped;
 mod wrap;
 
 pub use aad::{Aad, RecordType};
