@@ -9,6 +9,7 @@
 //!
 //! Every loop is bounded by its count and by a deadline, and every address is loopback.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};

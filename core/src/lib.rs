@@ -4,6 +4,7 @@
 //! secret paths and policy patterns (`path`, `pattern`, `policy`), the crypto envelope and
 //! Shamir wrapper (`crypto`), redacting secret types (`secret`), the audit-chain format
 //! (`audit`) and the error type that maps every failure to one HTTP status (`error`).
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -5,6 +5,7 @@
 //! at the TLS layer: any other client fails the handshake), refuses a share meant for another
 //! index, and is ready only while it holds a share. A restarted keeper is empty until Nexus
 //! pushes its share again.
+#![warn(missing_docs)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};

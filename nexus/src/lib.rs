@@ -6,6 +6,7 @@
 //! re-pushes shares to keepers that come back empty. `POST /v1/bootstrap/init` creates the
 //! root key once (an atomic compare-and-set in the store).
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod breakglass;

@@ -3,6 +3,7 @@
 //! `cli` parses, `commands` runs one subcommand each, `client` talks to Nexus and defines the
 //! exit codes scripts rely on.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod cli;
