@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 use spike_agent::{AgentConfig, load_registrations};
-use spike_core::config::{ConfigArgs, ConfigError, Spec};
 use spike_core::id::TrustDomain;
-use spike_core::telemetry::{self, LogFormat};
+use spike_runtime::config::{ConfigArgs, ConfigError, Spec};
+use spike_runtime::telemetry::{self, LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Development SPIFFE Workload API server for SPIKE (dev and test use only; not a SPIRE
@@ -59,13 +59,13 @@ struct Settings {
     /// Unix socket to serve on.
     socket: PathBuf,
     /// Registration file; empty denies every caller.
-    #[serde(with = "spike_core::config::opt_path")]
+    #[serde(with = "spike_runtime::config::opt_path")]
     registrations: Option<PathBuf>,
     /// Lifetime of each X.509-SVID.
-    #[serde(with = "spike_core::config::duration")]
+    #[serde(with = "spike_runtime::config::duration")]
     svid_ttl: Duration,
     /// Log line format.
-    #[serde(with = "spike_core::config::log_format")]
+    #[serde(with = "spike_runtime::config::log_format")]
     log_format: LogFormat,
 }
 
@@ -197,7 +197,7 @@ mod tests {
         )
         .unwrap();
         let rows = spec().reference::<Settings>(&Cli::command()).unwrap();
-        if let Err(e) = spike_core::config::check_reference(&doc, "spike-agent", &rows) {
+        if let Err(e) = spike_runtime::config::check_reference(&doc, "spike-agent", &rows) {
             panic!("{e}");
         }
     }

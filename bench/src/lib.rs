@@ -25,7 +25,7 @@ use spike_agent::CertificateAuthority;
 use spike_core::api::{BatchItemStatus, BatchPutItem, InitRequest};
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
 use spike_core::secret::{SecretMap, SecretString};
-use spike_core::svid::{Identity, StaticSource, SvidSource};
+use spike_runtime::svid::{Identity, StaticSource, SvidSource};
 
 /// The most secrets one run may write.
 pub const MAX_COUNT: usize = 10_000_000;

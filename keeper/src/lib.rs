@@ -20,14 +20,14 @@ use tokio::net::TcpListener;
 
 use serde::{Deserialize, Serialize};
 use spike_core::api::ShareBody;
-use spike_core::config::{ConfigArgs, ConfigError, IdentityConfig, Loaded, Spec};
 use spike_core::error::{ApiError, ErrorCode};
 use spike_core::id::{Builtin, TrustDomain};
-use spike_core::net::{ConnLimits, serve_mtls, serve_plain_bounded};
-use spike_core::svid::IdentityArgs;
-use spike_core::svid::SvidSource;
-use spike_core::telemetry::LogFormat;
-use spike_core::tls::{PeerRule, server_config};
+use spike_runtime::config::{ConfigArgs, ConfigError, IdentityConfig, Loaded, Spec};
+use spike_runtime::net::{ConnLimits, serve_mtls, serve_plain_bounded};
+use spike_runtime::svid::IdentityArgs;
+use spike_runtime::svid::SvidSource;
+use spike_runtime::telemetry::LogFormat;
+use spike_runtime::tls::{PeerRule, server_config};
 
 /// Why a keeper could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum KeeperError {
     WrongIndex,
     /// TLS configuration failed.
     #[error("TLS configuration: {0}")]
-    Tls(#[from] spike_core::tls::TlsError),
+    Tls(#[from] spike_runtime::tls::TlsError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -319,7 +319,7 @@ pub struct KeeperSettings {
     /// Plain-HTTP health address.
     pub health_listen: SocketAddr,
     /// Log line format.
-    #[serde(with = "spike_core::config::log_format")]
+    #[serde(with = "spike_runtime::config::log_format")]
     pub log_format: LogFormat,
     /// `[identity]`: where the SVID comes from.
     pub identity: IdentityConfig,
@@ -403,7 +403,7 @@ mod tests {
         let rows = spec()
             .reference::<KeeperSettings>(&KeeperArgs::command())
             .unwrap();
-        if let Err(e) = spike_core::config::check_reference(&doc, "spike-keeper", &rows) {
+        if let Err(e) = spike_runtime::config::check_reference(&doc, "spike-keeper", &rows) {
             panic!("{e}");
         }
     }

@@ -3,14 +3,14 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use spike_core::config::ConfigError;
-use spike_core::net::shutdown_signal;
-use spike_core::telemetry;
 use spike_keeper::{KeeperArgs, KeeperListeners};
+use spike_runtime::config::ConfigError;
+use spike_runtime::net::shutdown_signal;
+use spike_runtime::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    spike_core::tls::install_crypto_provider();
+    spike_runtime::tls::install_crypto_provider();
     let cmd = KeeperArgs::command();
     let matches = cmd.clone().get_matches();
     let args = KeeperArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());

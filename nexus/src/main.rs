@@ -3,14 +3,14 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use spike_core::net::shutdown_signal;
-use spike_core::telemetry;
 use spike_nexus::NexusListeners;
 use spike_nexus::config::{self, NexusArgs, Runtime};
+use spike_runtime::net::shutdown_signal;
+use spike_runtime::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    spike_core::tls::install_crypto_provider();
+    spike_runtime::tls::install_crypto_provider();
     let cmd = NexusArgs::command();
     let matches = cmd.clone().get_matches();
     let args = NexusArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -42,7 +42,7 @@ async fn main() -> ExitCode {
 }
 
 /// A configuration error: said once, exit status 2 (like a usage error).
-fn config_error(e: &spike_core::config::ConfigError) -> ExitCode {
+fn config_error(e: &spike_runtime::config::ConfigError) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(2)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use spike_core::svid::IdentityArgs;
+use spike_runtime::svid::IdentityArgs;
 
 /// SPIKE: a SPIFFE-native secrets manager.
 ///
@@ -36,7 +36,7 @@ pub struct GlobalArgs {
     pub given: crate::settings::GivenFlags,
     /// TOML configuration file (see docs/configuration.md). Environment variables and flags
     /// override it.
-    #[arg(long, global = true, env = spike_core::config::CONFIG_ENV, value_name = "FILE")]
+    #[arg(long, global = true, env = spike_runtime::config::CONFIG_ENV, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long, global = true)]

@@ -1,5 +1,5 @@
 //! The `spike` CLI's configuration, in the format every SPIKE binary shares
-//! ([`spike_core::config`]): defaults, then `--config FILE` (or `SPIKE_CONFIG`), then
+//! ([`spike_runtime::config`]): defaults, then `--config FILE` (or `SPIKE_CONFIG`), then
 //! environment variables, then flags.
 //!
 //! The CLI's flags are global (they may follow the subcommand) and keep the defaults and
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize};
-use spike_core::config::{ConfigError, FlagValue, IdentityConfig, Loaded, Spec};
+use spike_runtime::config::{ConfigError, FlagValue, IdentityConfig, Loaded, Spec};
 
 use crate::cli::{GlobalArgs, Output};
 
@@ -21,7 +21,7 @@ pub struct CliSettings {
     /// Nexus address (`host:port`).
     pub nexus: String,
     /// Per-request timeout.
-    #[serde(with = "spike_core::config::duration")]
+    #[serde(with = "spike_runtime::config::duration")]
     pub timeout: Duration,
     /// Output format of read commands.
     #[serde(with = "output_format")]
@@ -42,7 +42,7 @@ impl Default for CliSettings {
 }
 
 /// The clap argument ids of the named flags and the keys they set (the ids are the field
-/// names of [`GlobalArgs`] and [`spike_core::svid::IdentityArgs`]).
+/// names of [`GlobalArgs`] and [`spike_runtime::svid::IdentityArgs`]).
 const FLAGS: [(&str, &str); 9] = [
     ("nexus", "nexus"),
     ("timeout", "timeout"),
@@ -69,7 +69,7 @@ pub fn spec() -> Spec {
 
 /// Loads the effective settings of a command line with the process environment.
 pub fn load(global: &GlobalArgs) -> Result<Loaded<CliSettings>, ConfigError> {
-    load_with_env(global, &spike_core::config::process_env())
+    load_with_env(global, &spike_runtime::config::process_env())
 }
 
 /// Loads the effective settings of a command line with the environment `env`.
@@ -78,7 +78,7 @@ pub fn load_with_env(
     env: &[(String, String)],
 ) -> Result<Loaded<CliSettings>, ConfigError> {
     let mut flags = global.given.0.clone();
-    spike_core::config::add_sets(&mut flags, &global.set)?;
+    spike_runtime::config::add_sets(&mut flags, &global.set)?;
     spec().load(global.config.as_deref(), env, &flags)
 }
 
@@ -213,7 +213,7 @@ mod tests {
         )
         .unwrap();
         let rows = spec().reference::<CliSettings>(&Cli::command()).unwrap();
-        if let Err(e) = spike_core::config::check_reference(&doc, "spike", &rows) {
+        if let Err(e) = spike_runtime::config::check_reference(&doc, "spike", &rows) {
             panic!("{e}");
         }
     }

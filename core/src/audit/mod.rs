@@ -25,13 +25,11 @@
 //! the JSON text, so JSON formatting never matters; a future format would add a `v` field and
 //! a new domain tag, and lines without `v` stay version 1.
 //!
-//! [`AuditWriter`] appends lines durably with group commit: concurrent appends share one
-//! `write` and one `fdatasync`, and `append` returns only once its line is on disk.
+//! Nexus's audit writer appends lines durably with group commit; this module is the format it
+//! writes and the check that reads it back.
 
 mod record;
 mod verification;
-mod writer;
 
 pub use record::*;
 pub use verification::*;
-pub use writer::*;

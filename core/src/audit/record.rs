@@ -13,7 +13,7 @@ use crate::id::SpiffeId;
 
 use super::*;
 
-/// Longest line [`verify`] and [`AuditWriter::open`] accept, in bytes (newline excluded).
+/// Longest line [`verify`] and the audit writer accept, in bytes (newline excluded).
 /// Lines the writer produces are far shorter.
 pub const MAX_LINE_LEN: usize = 64 * 1024;
 /// Longest `path` kept in a line, in bytes; longer ones are cut and end with `...`.
@@ -380,7 +380,7 @@ fn format_time(t: OffsetDateTime) -> String {
 /// The running head of a chain and its key: turns records into sealed lines.
 pub struct Chain {
     key: AuditKey,
-    pub(super) head: Checkpoint,
+    head: Checkpoint,
 }
 
 impl Chain {
@@ -392,6 +392,12 @@ impl Chain {
     /// Continues a chain whose last line is `head`.
     pub fn resume(key: AuditKey, head: Checkpoint) -> Self {
         Self { key, head }
+    }
+
+    /// Moves the head back to `head`, a checkpoint this chain produced earlier: after a
+    /// failed write, the next line continues from the last durable one.
+    pub fn rewind(&mut self, head: Checkpoint) {
+        self.head = head;
     }
 
     /// The last sealed line's position.

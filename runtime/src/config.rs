@@ -30,8 +30,8 @@ use clap::parser::ValueSource;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::id::TrustDomain;
 use crate::svid::IdentityArgs;
+use spike_core::id::TrustDomain;
 
 /// What [`Spec::render`] shows instead of a secret value.
 pub const REDACTED: &str = "[redacted]";

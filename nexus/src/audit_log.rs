@@ -1,4 +1,8 @@
-//! [`AuditWriter`]: durable appends with group commit.
+//! [`AuditWriter`]: appends audit lines durably with group commit.
+//!
+//! Concurrent appends share one `write` and one `fdatasync`, and `append` returns only once
+//! its line is on disk; if the log cannot be written, the request fails closed. The line
+//! format and its verification are `spike_core::audit`.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -9,12 +13,12 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::*;
+use spike_core::audit::*;
 
 /// Why the audit writer failed. When `append` fails, Nexus fails the request closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum AuditError {
+pub(crate) enum AuditError {
     /// The log could not be opened or read.
     #[error("could not open the audit log: {0}")]
     Open(#[source] io::Error),
@@ -51,7 +55,7 @@ pub enum AuditError {
 
 /// Tuning for [`AuditWriter::open_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriterOptions {
+pub(crate) struct WriterOptions {
     /// Most lines written (and synced) together.
     pub max_batch: usize,
     /// Appends that may wait for the writer before `append` itself waits.
@@ -74,13 +78,14 @@ impl Default for WriterOptions {
 
 enum Msg {
     Append(AuditRecord, oneshot::Sender<Result<Checkpoint, AuditError>>),
+    #[cfg_attr(not(test), allow(dead_code))]
     Close(oneshot::Sender<()>),
 }
 
 /// The append-only, group-committed audit log file. Cheap to clone; all clones feed one
 /// writer thread, which owns the file and the chain.
 #[derive(Clone)]
-pub struct AuditWriter {
+pub(crate) struct AuditWriter {
     tx: mpsc::Sender<Msg>,
     path: Arc<PathBuf>,
 }
@@ -96,7 +101,7 @@ impl fmt::Debug for AuditWriter {
 impl AuditWriter {
     /// Opens (creating with mode 0600) the log at `path` with default options. An existing
     /// log is continued after its last line, which must verify under `key`.
-    pub async fn open(path: impl Into<PathBuf>, key: AuditKey) -> Result<Self, AuditError> {
+    pub(crate) async fn open(path: impl Into<PathBuf>, key: AuditKey) -> Result<Self, AuditError> {
         Self::open_with(path, key, WriterOptions::default()).await
     }
 
@@ -105,7 +110,7 @@ impl AuditWriter {
     /// The file is opened `O_APPEND`, locked exclusively (`flock`) so a second writer cannot
     /// fork the chain, and its tail is checked: a log whose last line is incomplete, does not
     /// parse or does not verify under `key` is refused rather than continued.
-    pub async fn open_with(
+    pub(crate) async fn open_with(
         path: impl Into<PathBuf>,
         key: AuditKey,
         options: WriterOptions,
@@ -145,14 +150,9 @@ impl AuditWriter {
         })
     }
 
-    /// The log's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends `record` and returns once its line is durable, with the chain position it
     /// reached. Concurrent appends share one write and one sync.
-    pub async fn append(&self, record: AuditRecord) -> Result<Checkpoint, AuditError> {
+    pub(crate) async fn append(&self, record: AuditRecord) -> Result<Checkpoint, AuditError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Msg::Append(record, tx))
@@ -163,7 +163,11 @@ impl AuditWriter {
 
     /// Finishes the appends queued before this call, then closes the file (releasing its
     /// lock). Later appends, from any clone, fail with [`AuditError::Closed`]. Idempotent.
-    pub async fn close(&self) {
+    ///
+    /// Nexus itself never needs it: the writer closes when the open state that owns it is
+    /// dropped (sealing, shutdown). Tests close explicitly to reopen the same file.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Close(tx)).await.is_ok() {
             // An error here means the writer already stopped, which is what we want.
@@ -260,7 +264,7 @@ impl<F: LogFile> Committer<F> {
                 // Nothing of this batch was acknowledged: cut it off and rewind the chain so
                 // the next batch continues from the last durable line.
                 match self.file.truncate_durably(self.len) {
-                    Ok(()) => self.chain.head = saved,
+                    Ok(()) => self.chain.rewind(saved),
                     Err(e2) => {
                         tracing::error!(error = %e2, "audit log rollback failed; refusing further appends");
                         self.poisoned = true;
@@ -357,7 +361,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::id::SpiffeId;
+    use spike_core::id::SpiffeId;
     use time::OffsetDateTime;
 
     const T: Duration = Duration::from_secs(60);
