@@ -295,11 +295,11 @@ async fn serve_connection(
     let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::debug!(%remote, error = %e, "TLS handshake refused");
+            super::refusals::handshake_failed(remote, &e);
             return;
         }
         Err(_) => {
-            tracing::debug!(%remote, "TLS handshake timed out");
+            super::refusals::handshake_timed_out(remote);
             return;
         }
     };
