@@ -107,7 +107,7 @@ impl fmt::Debug for SpiffeVerifier {
 }
 
 /// Why a peer certificate was refused, beyond what [`CertificateError`]'s own variants say.
-/// Carried inside `CertificateError::Other`, so the rustls error's `Display` (what a client
+/// Carried inside `rustls::Error::Other`, so the rustls error's `Display` (what a client
 /// shows, what the server logs) names the SPIFFE ID and the rule that failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -152,10 +152,10 @@ impl PeerRefusal {
         }
     }
 
+    // `Error::Other` is the one rustls variant whose `Display` shows our text (inside
+    // `InvalidCertificate` it prints `Debug`); its alert is `handshake_failure`.
     fn into_error(self) -> rustls::Error {
-        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-            self,
-        ))))
+        rustls::Error::Other(rustls::OtherError(Arc::new(self)))
     }
 }
 
@@ -226,7 +226,10 @@ impl SpiffeVerifier {
                     not_before,
                 })
             }
-            webpki::Error::UnknownIssuer => {
+            // A leaf whose signature fails against the bundle's CA of the same name was issued
+            // by another CA (a forger's, or an old one that left the bundle): to the operator
+            // that is an unknown issuer, and `unknown_ca` is the alert that says so.
+            webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
                 rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
             }
             other => PeerRefusal::BadChain {
@@ -331,12 +334,12 @@ pub fn refusal_reason(e: &rustls::Error) -> &'static str {
                 "not_yet_valid"
             }
             CertificateError::UnknownIssuer => "unknown_issuer",
-            CertificateError::Other(o) => match o.0.downcast_ref::<PeerRefusal>() {
-                Some(r) => r.reason(),
-                None => "bad_certificate",
-            },
             _ => "bad_certificate",
         },
+        E::Other(o) => {
+            o.0.downcast_ref::<PeerRefusal>()
+                .map_or("protocol_error", PeerRefusal::reason)
+        }
         E::NoCertificatesPresented => "no_certificate",
         E::PeerIncompatible(_) => "protocol_version",
         E::AlertReceived(_) => "peer_alert",
