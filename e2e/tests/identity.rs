@@ -1316,3 +1316,116 @@ async fn every_refused_handshake_is_counted_by_its_precise_reason() {
     assert_eq!(total(&render_handshake_metrics()), total(&metrics));
     server.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A real Nexus process: refusals in its log and metrics, and its own SVID pinned
+// ---------------------------------------------------------------------------------------------
+
+/// The lines of `log` that report a refused handshake with `reason`.
+fn refusal_lines<'a>(log: &'a str, reason: &str) -> Vec<&'a str> {
+    let field = format!("reason=\"{reason}\"");
+    log.lines()
+        .filter(|l| l.contains("TLS handshake refused") && l.contains(&field))
+        .collect()
+}
+
+#[test]
+fn nexus_warns_once_per_refused_handshake_counts_it_and_keeps_its_own_svid() {
+    let mut c = spike_e2e::Cluster::new(1);
+    c.start_nexus();
+    let addr: SocketAddr = format!("127.0.0.1:{}", c.nexus_port).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = SystemTime::now();
+    let app = c.pki.id("/app/a");
+    let expired = c
+        .pki
+        .ca
+        .issue_with_validity(&app, now - 2 * HOUR, now - HOUR)
+        .unwrap();
+    let evil_td = TrustDomain::new("evil.test").unwrap();
+    let evil = CertificateAuthority::new(&evil_td)
+        .unwrap()
+        .issue(&evil_td.id("/app/a").unwrap(), HOUR)
+        .unwrap();
+    let good = svid_connector(&c.pki.ca.issue(&app, HOUR).unwrap());
+    rt.block_on(async {
+        for connector in [svid_connector(&expired), svid_connector(&evil)] {
+            let r = bounded("refused client", raw_whoami(&connector, addr)).await;
+            assert!(r.is_err(), "Nexus answered a refused client");
+        }
+    });
+    let log_path = c.dir.path().join("nexus.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        spike_e2e::wait_until(WAIT, || ["expired", "other_trust_domain"]
+            .iter()
+            .all(|r| !refusal_lines(&log(), r).is_empty())),
+        "{}",
+        log()
+    );
+    let text = log();
+    for (reason, detail) in [
+        ("expired", "certificate expired"),
+        (
+            "other_trust_domain",
+            "spiffe://evil.test/app/a, which is not in trust domain spike.test",
+        ),
+    ] {
+        let lines = refusal_lines(&text, reason);
+        assert_eq!(lines.len(), 1, "{reason}: {text}");
+        let line = lines[0];
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("remote=127.0.0.1:"), "{line}");
+        assert!(line.contains(detail), "{line}");
+    }
+    // Not a terminal: no colour codes.
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape in a log file: {text:?}"
+    );
+    let (status, metrics) = spike_e2e::http_get(c.nexus_health, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for reason in ["expired", "other_trust_domain"] {
+        assert!(
+            metrics.contains(&format!(
+                "spike_tls_handshake_failures_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{metrics}"
+        );
+    }
+
+    // Nexus's PEM files now hold a keeper's SVID: refused, Nexus keeps presenting its own.
+    let nexus_dir = std::fs::read_dir(c.dir.path().join("pki"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("spike_nexus-")
+        })
+        .unwrap();
+    let before = rt.block_on(server_leaf(&good, addr));
+    c.pki
+        .ca
+        .issue(&c.pki.id("/spike/keeper/1"), HOUR)
+        .unwrap()
+        .write_pem_files(&nexus_dir)
+        .unwrap();
+    let refused = "is not this component's identity spiffe://spike.test/spike/nexus";
+    assert!(
+        spike_e2e::wait_until(WAIT, || log().contains(refused)),
+        "{}",
+        log()
+    );
+    assert_eq!(rt.block_on(server_leaf(&good, addr)), before);
+    // Positive control: a new Nexus SVID is taken; the refusal was said once.
+    let next = c.pki.ca.issue(&c.pki.id("/spike/nexus"), HOUR).unwrap();
+    next.write_pem_files(&nexus_dir).unwrap();
+    rt.block_on(wait_for_leaf(&good, addr, next.leaf_der()));
+    assert_eq!(log().matches(refused).count(), 1, "{}", log());
+}
