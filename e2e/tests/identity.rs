@@ -1429,3 +1429,37 @@ fn nexus_warns_once_per_refused_handshake_counts_it_and_keeps_its_own_svid() {
     rt.block_on(wait_for_leaf(&good, addr, next.leaf_der()));
     assert_eq!(log().matches(refused).count(), 1, "{}", log());
 }
+
+#[test]
+fn a_policy_for_another_trust_domain_is_refused_with_a_clear_400() {
+    let mut c = spike_e2e::Cluster::new(1);
+    c.start_all(1);
+    let admin = c.pki.svid("/spike/pilot/role/superuser");
+    let create = |pattern: &str| {
+        c.spike(
+            &admin,
+            &[
+                "policy",
+                "create",
+                "td-check",
+                "--spiffe-id-pattern",
+                pattern,
+                "--path-pattern",
+                "apps/**",
+                "--permissions",
+                "read",
+            ],
+        )
+    };
+    let out = create("spiffe://other.test/ns/web/**");
+    let said = spike_e2e::text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("invalid_policy"), "{said}");
+    assert!(
+        said.contains("trust domain other.test, but this Nexus serves spike.test"),
+        "{said}"
+    );
+    // Positive control: the same policy in the served trust domain is stored.
+    let out = create("spiffe://spike.test/ns/web/**");
+    assert!(out.status.success(), "{}", spike_e2e::text(&out));
+}
