@@ -118,6 +118,52 @@ fn request_timeout_response() -> axum::response::Response {
     (http::StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response()
 }
 
+/// The answer to a request whose head is over `max_headers` or `max_header_bytes`, with the
+/// JSON error body every refusal carries.
+fn headers_too_large_response(what: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = crate::error::ApiError::new(
+        crate::error::ErrorCode::TooLarge,
+        format!("the request has {what}; send fewer or smaller headers"),
+    )
+    .to_body();
+    (
+        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// HTTP/2 has no header-count limit in hyper and counts header bytes its own way, so the
+/// `[server]` limits are applied here to HTTP/2 requests; HTTP/1.1 heads are bounded by
+/// hyper's parser before a request exists. Sizes are counted as RFC 9113 does (name, value
+/// and 32 bytes per field, pseudo-headers included).
+fn h2_head_over_limits<B>(req: &Request<B>, limits: &ConnLimits) -> Option<String> {
+    if req.version() != http::Version::HTTP_2 {
+        return None;
+    }
+    if req.headers().len() > limits.max_headers {
+        return Some(format!(
+            "{} headers, more than the {} allowed",
+            req.headers().len(),
+            limits.max_headers
+        ));
+    }
+    let pseudo = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len())
+        + req.uri().scheme_str().map_or(0, str::len)
+        + 4 * 32;
+    let bytes = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+        .sum::<usize>()
+        + pseudo;
+    let max = limits.max_header_bytes.max(MIN_HEADER_BYTES);
+    (bytes > max).then(|| format!("{bytes} bytes of headers, more than the {max} allowed"))
+}
+
 /// The longest timeout a server accepts.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -313,6 +359,7 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     let in_flight = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        let refused = h2_head_over_limits(&req, &limits);
         req.extensions_mut().insert(peer.clone());
         req.extensions_mut().insert(RemoteAddr(remote));
         let guard = InFlight::new(in_flight.clone());
@@ -320,6 +367,9 @@ async fn serve_connection(
         let limit = limits.request_timeout;
         async move {
             let _guard = guard;
+            if let Some(what) = refused {
+                return Ok(headers_too_large_response(&what));
+            }
             match tokio::time::timeout(limit, call).await {
                 Ok(r) => r,
                 // Dropping the handler drops the half-read body, so hyper closes the
@@ -339,7 +389,9 @@ async fn serve_connection(
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+        // Twice the limit, so a head somewhat over it still arrives whole and is answered a
+        // JSON 431 by `h2_head_over_limits`; beyond that h2 itself answers 431.
+        .max_header_list_size(u32::try_from(header_bytes.saturating_mul(2)).unwrap_or(u32::MAX));
     let io = Tracked {
         inner: tls,
         activity: activity.clone(),

@@ -965,3 +965,103 @@ fn a_stalled_upload_is_answered_408_and_its_connection_closed() {
         );
     });
 }
+
+/// One request with `curl --http2` (ALPN h2) and the SVID in `files`; returns (HTTP version,
+/// status, body). curl cannot verify a SPIFFE server certificate by name, hence `-k`: the test
+/// is about the server's limits, not the client's checks.
+fn curl_h2(
+    c: &Cluster,
+    files: &spike_agent::PemFiles,
+    method: &str,
+    path: &str,
+    extra: &[String],
+    body: Option<&str>,
+) -> (String, u16, String) {
+    let url = format!("https://127.0.0.1:{}{path}", c.nexus_port);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sk", "--http2", "--max-time", "20", "-X", method])
+        .arg("--cert")
+        .arg(&files.cert)
+        .arg("--key")
+        .arg(&files.key)
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-w", "\n%{http_version} %{http_code}"]);
+    for h in extra {
+        cmd.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
+    }
+    let out = cmd.arg(url).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (version, status) = tail.split_once(' ').unwrap_or((tail, "0"));
+    (
+        version.to_owned(),
+        status.parse().unwrap_or(0),
+        body.to_owned(),
+    )
+}
+
+fn error_code(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn http2_requests_meet_the_same_limits_as_http1() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl with HTTP/2 is needed for this test");
+    }
+    let c = small_limits_cluster();
+    let su = c.pki.svid(SUPERUSER);
+    let headers = |n: usize| -> Vec<String> { (0..n).map(|i| format!("X-H{i}: v")).collect() };
+
+    // Positive control: within every limit, over HTTP/2.
+    let (v, status, body) = curl_h2(&c, &su, "GET", "/v1/status", &headers(8), None);
+    assert_eq!((v.as_str(), status), ("2", 200), "{body}");
+
+    // Header count and header size: 431 with the JSON error body.
+    let (v, status, body) = curl_h2(&c, &su, "GET", "/v1/status", &headers(20), None);
+    assert_eq!((v.as_str(), status), ("2", 431), "{body}");
+    assert_eq!(error_code(&body), "too_large", "{body}");
+    let big = vec![format!("X-Big: {}", "b".repeat(9000))];
+    let (v, status, body) = curl_h2(&c, &su, "GET", "/v1/status", &big, None);
+    assert_eq!((v.as_str(), status), ("2", 431), "{body}");
+    assert_eq!(error_code(&body), "too_large", "{body}");
+
+    // A body over max_body: 413 too_large every time.
+    let padded = format!("{{\"data\":{{\"k\":\"v\"}}{}}}", " ".repeat(5000));
+    for _ in 0..5 {
+        let (v, status, body) = curl_h2(&c, &su, "PUT", "/v1/secrets/data/a/b", &[], Some(&padded));
+        assert_eq!((v.as_str(), status), ("2", 413), "{body}");
+        assert_eq!(error_code(&body), "too_large", "{body}");
+    }
+    // The server is fine afterwards.
+    let (_, status, body) = curl_h2(&c, &su, "GET", "/v1/status", &[], None);
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_declared_body_over_the_limit_is_answered_413_at_once() {
+    let c = small_limits_cluster();
+    let rt = runtime();
+    rt.block_on(async {
+        let su = Raw::new(&c, SUPERUSER).await;
+        // Headers that declare 100000 bytes, and no body: the answer cannot wait for it
+        // (before, the request sat until request_timeout and got a 408).
+        let r = su
+            .send_raw(
+                b"PUT /v1/secrets/data/a/b HTTP/1.1\r\nHost: nexus\r\nConnection: close\r\n\
+                  Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+            )
+            .await;
+        assert_eq!((r.status, r.code().as_str()), (413, "too_large"), "{r:?}");
+        // Positive control: a declared length within the limit is read and served.
+        let ok = r#"{"data":{"k":"v"}}"#;
+        let r = su.call("PUT", "/v1/secrets/data/a/b", Some(ok), "").await;
+        assert_eq!(r.status, 200, "{r:?}");
+    });
+}
