@@ -1065,3 +1065,69 @@ fn a_declared_body_over_the_limit_is_answered_413_at_once() {
         assert_eq!(r.status, 200, "{r:?}");
     });
 }
+
+#[test]
+fn an_http2_body_over_the_limit_gets_413_every_time_with_a_hyper_client() {
+    use http_body_util::{BodyExt, Full};
+    let c = small_limits_cluster();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut config =
+            client_config(source(&c, SUPERUSER).await, PeerRule::exactly(c.nexus_id())).unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = TcpStream::connect(("127.0.0.1", c.nexus_port))
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("spike.invalid").unwrap();
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        // Just over the limit, and far over it (more than one HTTP/2 flow-control window, so
+        // the client is still sending when the answer comes).
+        let padded = |n: usize| format!("{{\"data\":{{\"k\":\"v\"}}{}}}", " ".repeat(n));
+        let put = |body: String| {
+            http::Request::put("https://nexus/v1/secrets/data/a/b")
+                .header("content-type", "application/json")
+                .body(Full::new(bytes::Bytes::from(body)))
+                .unwrap()
+        };
+        for i in 0..20 {
+            let resp = bounded(
+                "h2 response",
+                sender.send_request(put(padded(if i % 2 == 0 { 5000 } else { 300_000 }))),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            let status = resp.status().as_u16();
+            let body = bounded("h2 body", resp.into_body().collect())
+                .await
+                .unwrap_or_else(|e| panic!("request {i} body: {e}"))
+                .to_bytes();
+            let reply = Reply {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            };
+            assert_eq!(
+                (reply.status, reply.code().as_str()),
+                (413, "too_large"),
+                "{i}: {reply:?}"
+            );
+        }
+        // Positive control on the same connection.
+        let resp = bounded(
+            "h2 response",
+            sender.send_request(put(r#"{"data":{"k":"v"}}"#.into())),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), 200);
+    });
+}
