@@ -888,14 +888,20 @@ async fn wait_for_leaf(connector: &TlsConnector, addr: SocketAddr, leaf: &[u8]) 
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workload_api_rotation_reaches_the_source_and_new_handshakes() {
+/// A dev Workload API agent (in its own 0700 directory, kept alive by the returned guard)
+/// that serves `me` to this test process, and a source connected to it.
+async fn dev_agent_for(
+    me: &SpiffeId,
+) -> (
+    tempfile::TempDir,
+    spike_agent::AgentHandle,
+    WorkloadApiSource,
+) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir()
         .unwrap();
-    let me = id("/app/workload");
     let mut config = AgentConfig::new(td(), dir.path().join("agent.sock"));
     config.registrations.push(
         Registration::new(me.clone())
@@ -905,13 +911,19 @@ async fn workload_api_rotation_reaches_the_source_and_new_handshakes() {
     let agent = bounded("agent start", spike_agent::start(config))
         .await
         .unwrap();
-
     let wl = bounded(
         "Workload API source",
         WorkloadApiSource::connect(td(), Some(&agent.endpoint()), Duration::from_secs(10)),
     )
     .await
     .unwrap();
+    (dir, agent, wl)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_api_rotation_reaches_the_source_and_new_handshakes() {
+    let me = id("/app/workload");
+    let (_dir, agent, wl) = dev_agent_for(&me).await;
     let wl = Arc::new(wl);
     assert_eq!(wl.current().id(), &me);
     let before = wl.current().certified_key().cert[0].to_vec();
@@ -1166,27 +1178,8 @@ async fn pem_files_that_appear_late_are_waited_for_up_to_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workload_api_svid_is_checked_against_the_expected_id() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir()
-        .unwrap();
     let me = id("/spike/nexus");
-    let mut config = AgentConfig::new(td(), dir.path().join("agent.sock"));
-    config.registrations.push(
-        Registration::new(me.clone())
-            .with_uid(rustix::process::getuid().as_raw())
-            .with_exe(std::env::current_exe().unwrap()),
-    );
-    let agent = bounded("agent start", spike_agent::start(config))
-        .await
-        .unwrap();
-    let wl = bounded(
-        "Workload API source",
-        WorkloadApiSource::connect(td(), Some(&agent.endpoint()), Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
+    let (_dir, agent, wl) = dev_agent_for(&me).await;
     match wl.expect_id(&id("/spike/keeper/1")) {
         Err(e @ SvidError::NotExpectedId { .. }) => assert!(
             e.to_string()
@@ -1244,26 +1237,19 @@ async fn every_refused_handshake_is_counted_by_its_precise_reason() {
         .issue(&id("/app/a"), HOUR)
         .unwrap();
     let (ca_der, ca_key) = custom_cert(&ca, "spiffe://spike.test/app/a", Defect::IsCa);
-    let no_cert = TlsConnector::from(Arc::new(
-        rustls::ClientConfig::builder_with_provider(ring())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(
-                ring().signature_verification_algorithms,
-            )))
-            .with_no_client_auth(),
-    ));
-    let tls12 = TlsConnector::from(Arc::new(
-        rustls::ClientConfig::builder_with_provider(ring())
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(
-                ring().signature_verification_algorithms,
-            )))
-            .with_no_client_auth(),
-    ));
+    // No client certificate, over TLS 1.3 and over TLS 1.2 (which the server does not speak).
+    let anonymous = |version: &'static rustls::SupportedProtocolVersion| {
+        TlsConnector::from(Arc::new(
+            rustls::ClientConfig::builder_with_provider(ring())
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(
+                    ring().signature_verification_algorithms,
+                )))
+                .with_no_client_auth(),
+        ))
+    };
     let cases = [
         (
             "expired",
@@ -1286,8 +1272,8 @@ async fn every_refused_handshake_is_counted_by_its_precise_reason() {
             "id_not_allowed",
             svid_connector(&ca.issue(&id("/app/b"), HOUR).unwrap()),
         ),
-        ("no_certificate", no_cert),
-        ("protocol_version", tls12),
+        ("no_certificate", anonymous(&rustls::version::TLS13)),
+        ("protocol_version", anonymous(&rustls::version::TLS12)),
     ];
     for (reason, connector) in &cases {
         let before = handshake_failures(reason);
