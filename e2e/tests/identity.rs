@@ -1278,7 +1278,18 @@ async fn every_refused_handshake_is_counted_by_its_precise_reason() {
     for (reason, connector) in &cases {
         let before = handshake_failures(reason);
         let r = bounded(reason, raw_whoami(connector, server.addr)).await;
-        assert!(r.is_err(), "{reason}: the server answered");
+        let Err(e) = r else {
+            panic!("{reason}: the server answered")
+        };
+        // The client learns why from the alert that fits the reason.
+        let alert = match *reason {
+            "expired" | "not_yet_valid" => "CertificateExpired",
+            "unknown_issuer" => "UnknownCA",
+            "no_certificate" => "CertificateRequired",
+            "protocol_version" => "ProtocolVersion",
+            _ => "HandshakeFailure",
+        };
+        assert!(e.to_string().contains(alert), "{reason}: {e}");
         wait_counted(reason, before).await;
     }
     assert_eq!(server.hits(), 0);
