@@ -6,6 +6,11 @@
 //! from another trust domain fail at the TLS layer, before any HTTP is read. Own certificates
 //! and trust anchors are read from the [`SvidSource`] at every handshake, so rotation needs no
 //! restart. TLS 1.3 only, and no session resumption (a resumed session would skip these checks).
+//!
+//! A refusal says why: expiry and an unknown issuer keep rustls's own errors (and alerts), the
+//! SPIFFE rules give a [`PeerRefusal`] naming the ID the peer presented, and
+//! [`refusal_reason`] turns any handshake error into the bounded label the server logs and
+//! counts.
 
 use std::fmt;
 use std::sync::Arc;
