@@ -134,20 +134,22 @@ fn headers_too_large_response(what: &str) -> axum::response::Response {
         .into_response()
 }
 
-/// HTTP/2 has no header-count limit in hyper and counts header bytes its own way, so the
-/// `[server]` limits are applied here to HTTP/2 requests; HTTP/1.1 heads are bounded by
-/// hyper's parser before a request exists. Sizes are counted as RFC 9113 does (name, value
-/// and 32 bytes per field, pseudo-headers included).
-fn h2_head_over_limits<B>(req: &Request<B>, limits: &ConnLimits) -> Option<String> {
-    if req.version() != http::Version::HTTP_2 {
-        return None;
-    }
+/// Applies `max_headers` (both protocols) and `max_header_bytes` (HTTP/2) here, where the
+/// answer can carry the JSON body: hyper has no header-count limit on HTTP/2 and its own
+/// HTTP/1.1 refusals are bare. The protocol limits are set at twice ours (see
+/// `serve_connection`), so only a head far over them is refused by hyper itself. HTTP/1.1
+/// head bytes stay bounded by hyper's read buffer. HTTP/2 sizes are counted as RFC 9113 does
+/// (name, value and 32 bytes per field, pseudo-headers included).
+fn head_over_limits<B>(req: &Request<B>, limits: &ConnLimits) -> Option<String> {
     if req.headers().len() > limits.max_headers {
         return Some(format!(
             "{} headers, more than the {} allowed",
             req.headers().len(),
             limits.max_headers
         ));
+    }
+    if req.version() != http::Version::HTTP_2 {
+        return None;
     }
     let pseudo = req.method().as_str().len()
         + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
@@ -359,7 +361,7 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     let in_flight = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-        let refused = h2_head_over_limits(&req, &limits);
+        let refused = head_over_limits(&req, &limits);
         req.extensions_mut().insert(peer.clone());
         req.extensions_mut().insert(RemoteAddr(remote));
         let guard = InFlight::new(in_flight.clone());
@@ -385,12 +387,14 @@ async fn serve_connection(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(header_bytes)
-        .max_headers(limits.max_headers.max(1));
+        // Twice the limit, so `head_over_limits` sees (and answers with a JSON 431) a request
+        // somewhat over it.
+        .max_headers(limits.max_headers.max(1).saturating_mul(2));
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
         // Twice the limit, so a head somewhat over it still arrives whole and is answered a
-        // JSON 431 by `h2_head_over_limits`; beyond that h2 itself answers 431.
+        // JSON 431 by `head_over_limits`; beyond that h2 itself answers 431.
         .max_header_list_size(u32::try_from(header_bytes.saturating_mul(2)).unwrap_or(u32::MAX));
     let io = Tracked {
         inner: tls,

@@ -542,6 +542,14 @@ fn every_request_limit_answers_as_documented() {
         assert_eq!(r.status, 200, "{r:?}");
         let r = su.call("GET", "/v1/status", None, &headers(20)).await;
         assert_eq!(r.status, 431, "{r:?}");
+        assert_eq!(
+            r.code(),
+            "too_large",
+            "431 carries the JSON error body: {r:?}"
+        );
+        // Far over the count, hyper's parser refuses the head itself: still a 431.
+        let r = su.call("GET", "/v1/status", None, &headers(60)).await;
+        assert_eq!(r.status, 431, "{r:?}");
 
         // Header size: a 6000-byte header passes, a 9000-byte one is answered 431.
         let big = |n: usize| format!("X-Big: {}\r\n", "b".repeat(n));
