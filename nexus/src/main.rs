@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
+use spike_core::id::Builtin;
 use spike_nexus::NexusListeners;
 use spike_nexus::config::{self, NexusArgs, Runtime};
 use spike_runtime::net::shutdown_signal;
@@ -49,6 +50,8 @@ fn config_error(e: &spike_runtime::config::ConfigError) -> ExitCode {
 
 async fn run(rt: Runtime) -> anyhow::Result<()> {
     let source = rt.identity.open().await?;
+    // A reload to another workload's SVID (say a keeper's) must be refused, not served.
+    source.expect_id(&Builtin::Nexus.id(source.trust_domain()))?;
     let store = spike_nexus::open_store(&rt.config)?;
     let listeners = NexusListeners::bind(rt.addrs).await?;
     tracing::info!(api = %rt.addrs.api, health = %rt.addrs.health, "Nexus listening (sealed until keepers answer)");

@@ -53,6 +53,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE spike_store_syncs_total counter");
         let _ = writeln!(out, "spike_store_syncs_total {}", store.transactions);
+        out.push_str(&spike_runtime::net::render_handshake_metrics());
         out
     }
 }

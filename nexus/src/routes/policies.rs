@@ -20,6 +20,8 @@ pub(super) async fn put(
         let o = n.opened()?;
         n.authorize_admin(&c)?;
         let JsonBody(req) = body?;
+        spike_core::policy::check_pattern_trust_domain(&req.spiffe_id_pattern, n.trust_domain())
+            .map_err(|e| AppError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
         n.policies.put(&o.keys, &name, req).await
     })
     .await
