@@ -12,6 +12,8 @@ mod breakglass;
 pub mod config;
 mod error;
 mod extract;
+mod fault;
+mod keepers;
 mod keys;
 mod metrics;
 mod policies;

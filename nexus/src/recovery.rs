@@ -11,10 +11,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use http::{Method, StatusCode};
 use spike_core::api::ShareBody;
 use spike_core::crypto::Share;
 
+use crate::keepers;
 use crate::keys::{InitRecord, OpenKeys};
 use crate::rotation;
 use crate::state::{Nexus, Seal};
@@ -79,7 +79,9 @@ async fn try_unseal(nexus: &Nexus) {
             return;
         }
     };
-    let fetched = fetch_shares(nexus).await;
+    // A keeper keeps its previous share only while the record has a previous split.
+    let held = nexus.keepers.fetch(record.previous().is_some()).await;
+    let fetched = keepers::flatten(held);
     match unseal_with(nexus, &raw, &record, &fetched).await {
         Ok(()) => {}
         Err(reason) => {
@@ -148,74 +150,12 @@ pub(crate) async fn unseal_with(
     })
 }
 
-/// Asks every keeper for its share; returns `(keeper index, share)` for those that hold one.
-pub(crate) async fn fetch_shares(nexus: &Nexus) -> Vec<(u8, ShareBody)> {
-    let calls = nexus.keepers.iter().enumerate().map(|(i, k)| async move {
-        let index = u8::try_from(i + 1).ok()?;
-        match k.send(Method::GET, "/v1/share", None).await {
-            Ok(r) if r.status == StatusCode::OK => {
-                let body: ShareBody = serde_json::from_slice(&r.body).ok()?;
-                (body.share.index() == index).then_some((index, body))
-            }
-            Ok(r) if r.status == StatusCode::NOT_FOUND => None,
-            Ok(r) => {
-                tracing::debug!(keeper = index, status = %r.status, "keeper answered unexpectedly");
-                None
-            }
-            Err(e) => {
-                tracing::debug!(keeper = index, error = %e, "keeper unreachable");
-                None
-            }
-        }
-    });
-    futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-/// Sends share `i` (of split `epoch`) to keeper `i`; returns how many acknowledged.
-pub(crate) async fn push_shares(nexus: &Nexus, epoch: u32, shares: &[Share]) -> u8 {
-    let calls = nexus
-        .keepers
-        .iter()
-        .zip(shares)
-        .map(|(k, share)| async move { push_one(k, share, epoch).await.then_some(()) });
-    let acked = futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .flatten()
-        .count();
-    u8::try_from(acked).unwrap_or(u8::MAX)
-}
-
-async fn push_one(keeper: &spike_core::net::MtlsClient, share: &Share, epoch: u32) -> bool {
-    let body = ShareBody {
-        share: share.clone(),
-        epoch,
-    };
-    let Ok(bytes) = serde_json::to_vec(&body) else {
-        return false;
-    };
-    match keeper.send(Method::PUT, "/v1/share", Some(bytes)).await {
-        Ok(r) if r.status.is_success() => true,
-        Ok(r) => {
-            tracing::warn!(keeper = %keeper.addr(), status = %r.status, "keeper refused its share");
-            false
-        }
-        Err(e) => {
-            tracing::debug!(keeper = %keeper.addr(), error = %e, "keeper unreachable");
-            false
-        }
-    }
-}
-
-/// Re-sends shares to keepers that lost theirs (or hold an older split's), and finishes a
-/// pending rotation or rekey once `threshold` keepers hold the new shares.
+/// Re-sends shares to keepers that lost theirs (or hold an older split's), tells keepers to
+/// drop a previous share once no change is pending, and finishes a pending rotation or rekey
+/// once `threshold` keepers hold the new shares.
 async fn replenish(nexus: &Nexus, keys: &OpenKeys) {
     // Asked without the lock: a slow keeper must not hold up a rotation.
-    let held = fetch_shares(nexus).await;
+    let held = nexus.keepers.fetch(true).await;
     // Pushed with it, from the split in force now, so a rotation cannot interleave (a round
     // that overlaps one just skips).
     let Ok(_guard) = nexus.open_lock.try_lock() else {
@@ -224,17 +164,23 @@ async fn replenish(nexus: &Nexus, keys: &OpenKeys) {
     let Ok((epoch, shares)) = keys.keeper_shares() else {
         return;
     };
-    let checks = nexus.keepers.iter().zip(&shares).map(|(keeper, share)| {
-        let holds = held
-            .iter()
-            .any(|(j, body)| *j == share.index() && body.epoch == epoch && body.share == *share);
+    // While a change is pending, keepers keep the previous split's share (see `rotation`).
+    let keep = nexus
+        .init_record()
+        .and_then(|r| r.previous().map(|p| p.epoch()));
+    let checks = held.iter().zip(&shares).map(|((_, h), share)| {
+        let holds = h
+            .current
+            .as_ref()
+            .is_some_and(|b| b.epoch == epoch && b.share == *share)
+            && (keep.is_some() || h.previous.is_none());
         async move {
             if holds {
                 return true;
             }
-            let sent = push_one(keeper, share, epoch).await;
+            let sent = nexus.keepers.push_one(share, epoch, keep).await;
             if sent {
-                tracing::info!(keeper = share.index(), epoch, "sent share to keeper");
+                tracing::info!(keeper = share.index(), epoch, ?keep, "sent share to keeper");
             }
             sent
         }
@@ -245,7 +191,7 @@ async fn replenish(nexus: &Nexus, keys: &OpenKeys) {
         .filter(|ok| *ok)
         .count();
     let confirmed = u8::try_from(confirmed).unwrap_or(u8::MAX);
-    if nexus.init_record().is_some_and(|r| r.previous().is_some())
+    if keep.is_some()
         && let Err(e) = rotation::finish_if_confirmed(nexus, epoch, confirmed).await
     {
         tracing::warn!(error = %e.0.message, "cannot finish the pending root-key change yet");

@@ -7,43 +7,45 @@
 //! it), so only a new key makes old keeper shares and old break-glass files useless. Secrets
 //! stay readable throughout: reads use only the data key, which never changes.
 //!
-//! Keepers hold one share each and are updated one by one, so the init record keeps the old
-//! split until the new one is safely dealt. With C the current split and P the previous one:
+//! Keepers are updated one by one, so the init record keeps the old split until the new one
+//! is safely dealt, and so do the keepers: every push while a change is pending names the
+//! previous split (`keep`), and a keeper keeps its share of that split next to the new one
+//! until a push without `keep` after the change is confirmed. With C the current split and P
+//! the previous one:
 //!
 //! ```text
 //! stable  {C}     keepers hold C's shares
-//! pending {C, P}  C is committed; each keeper holds C's share, P's share, or nothing
+//! pending {C, P}  C is committed; each keeper holds C's share and P's, or P's, or nothing
 //!
 //! stable  --rotate/rekey-->  pending  one CAS commit of {C' = new epoch, the data key wrapped
 //!                                     under the new root key; P = C}, then C's shares are
-//!                                     pushed
+//!                                     pushed with keep = P
 //! pending --finish-->        stable   one CAS commit dropping P, once >= threshold keepers
 //!                                     acknowledged C's shares; tried after the push and on
 //!                                     every keeper check, so a change that found keepers down
-//!                                     finishes when they come back
-//! sealed: unseal tries C's shares first, then P's
-//!   via C: open, push, finish
+//!                                     finishes when they come back; the next keeper check
+//!                                     pushes without keep, and keepers drop P's shares
+//! sealed: unseal tries C's shares first, then P's (current or kept)
+//!   via C: open, push (keep = P), finish
 //!   via P: the change stopped before >= threshold keepers held C's shares, so C's root key
 //!     is lost: redo the change with a fresh root key (same parameters as C): one CAS commit
-//!     of {C'' (newer epoch), P}, open, push, finish
+//!     of {C'' (newer epoch), P}, open, push (keep = P), finish
 //! ```
 //!
-//! So a `kill -9` anywhere leaves a record Nexus recovers from with the keepers' shares: before
-//! the first commit nothing changed; after it, P's shares still rebuild the old root key. P's
-//! break-glass export also keeps working while pending. The limit: keepers hold one share each
-//! and new shares replace old ones, so a crash part-way through the push can leave fewer than
-//! `threshold` keepers on either split whenever `shares <= 2 * threshold - 2`, or after two
-//! crashes in a row with spare keepers; then the break-glass export of P restores (see
-//! docs/runbooks/root-key-rotation.md). Keepers keeping their previous share until the new
-//! split is confirmed would close this.
+//! So a `kill -9` anywhere, or several in a row, leaves a record Nexus recovers from with the
+//! keepers' shares: before the first commit nothing changed; after it, every keeper that held
+//! P's share still holds it until >= threshold keepers hold the new split and the record says
+//! so. Only keepers losing their memory (a restart) during the change can take P below its
+//! threshold; then P's break-glass export restores (see docs/runbooks/root-key-rotation.md).
+//! The crash tests in e2e stop Nexus at each step through [`crate::fault`].
 
 use spike_core::api::KeyChangeResponse;
 use spike_core::crypto::{DataKey, RootKey, ShareParams};
 use spike_core::error::ErrorCode;
 
 use crate::error::{AppError, AppResult};
+use crate::fault;
 use crate::keys::{InitRecord, OpenKeys};
-use crate::recovery;
 use crate::state::Nexus;
 
 /// What to change. Both make a new root key (see the module docs).
@@ -62,7 +64,8 @@ pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChange
     let (mut raw, mut record) = nexus.read_init().await?;
     if record.previous().is_some() {
         // An earlier change is still waiting for keepers: finish it first, or refuse.
-        let (epoch, acked) = push_current(nexus, &opened.keys).await?;
+        let keep = record.previous().map(|p| p.epoch());
+        let (epoch, acked) = push_current(nexus, &opened.keys, "change", keep).await?;
         if !finish_if_confirmed(nexus, epoch, acked).await? {
             return Err(AppError::new(
                 ErrorCode::Unavailable,
@@ -103,14 +106,19 @@ pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChange
     let next = record.begin_change(params, &wrapped);
     nexus.commit_init(&raw, &next).await?;
     // Durable: from here a restart finds {C, P} and recovers with either split.
+    fault::step("change:committed").await;
     opened.keys.install(new_root, params);
-    let (epoch, acked) = push_current(nexus, &opened.keys).await?;
+    let keep = Some(record.epoch());
+    let (epoch, acked) = push_current(nexus, &opened.keys, "change", keep).await?;
     let complete = finish_if_confirmed(nexus, epoch, acked)
         .await
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e.0.message, "cannot drop the previous split yet");
             false
         });
+    if complete {
+        fault::step("change:finished").await;
+    }
     tracing::info!(
         rekey = matches!(change, Change::Rekey { .. }),
         epoch,
@@ -143,6 +151,7 @@ pub(crate) async fn open_rebuilt(
 ) -> Result<u8, String> {
     let current = record.current();
     let params = current.params().map_err(|e| format!("init record: {e}"))?;
+    let keep = record.previous().map(|p| p.epoch());
     let keys = if !via_previous {
         OpenKeys::from_parts(root, data, params)
     } else {
@@ -161,23 +170,33 @@ pub(crate) async fn open_rebuilt(
             epoch,
             "an interrupted root-key rotation or rekey was redone with a fresh root key"
         );
+        fault::step("redo:committed").await;
         OpenKeys::from_parts(fresh, data, params)
     };
     let (epoch, shares) = keys.keeper_shares().map_err(|e| e.to_string())?;
     nexus.open_with(keys).await?;
-    let acked = recovery::push_shares(nexus, epoch, &shares).await;
-    if let Err(e) = finish_if_confirmed(nexus, epoch, acked).await {
-        tracing::warn!(error = %e.0.message, "cannot drop the previous split yet");
+    let step = if via_previous { "redo" } else { "unseal" };
+    let acked = nexus.keepers.push(step, epoch, &shares, keep).await;
+    match finish_if_confirmed(nexus, epoch, acked).await {
+        Ok(true) if keep.is_some() => fault::step(&format!("{step}:finished")).await,
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e.0.message, "cannot drop the previous split yet"),
     }
     Ok(acked)
 }
 
-/// Pushes every keeper its share of the split in force; returns `(epoch, acknowledged)`.
-async fn push_current(nexus: &Nexus, keys: &OpenKeys) -> AppResult<(u32, u8)> {
+/// Pushes every keeper its share of the split in force, keeping split `keep`; returns
+/// `(epoch, acknowledged)`.
+async fn push_current(
+    nexus: &Nexus,
+    keys: &OpenKeys,
+    step: &str,
+    keep: Option<u32>,
+) -> AppResult<(u32, u8)> {
     let (epoch, shares) = keys
         .keeper_shares()
         .map_err(|e| AppError::internal("share derivation", e))?;
-    Ok((epoch, recovery::push_shares(nexus, epoch, &shares).await))
+    Ok((epoch, nexus.keepers.push(step, epoch, &shares, keep).await))
 }
 
 /// Drops the previous split once `confirmed` keepers (at least the threshold) hold shares of

@@ -6,25 +6,21 @@ use spike_core::api::{InitRequest, InitResponse, VerifyResponse};
 use spike_core::audit::{AuditKey, AuditRecord, AuditWriter, Checkpoint, Decision};
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
-use spike_core::net::MtlsClient;
 use spike_core::path::SecretPath;
 use spike_core::policy::Permission;
 use spike_core::svid::SvidSource;
 use spike_store::{Batch, Store, StoreError, Table};
 
+use crate::StartError;
 use crate::breakglass::PendingRestore;
 use crate::config::NexusConfig;
 use crate::error::{AppError, AppResult};
+use crate::keepers::Keepers;
 use crate::keys::{InitRecord, OpenKeys};
 use crate::metrics::Metrics;
 use crate::policies::Policies;
 use crate::ratelimit::RateLimiter;
 use crate::secrets::Secrets;
-use crate::{StartError, recovery};
-
-/// A keeper that does not answer within this is treated as unreachable for this round (a
-/// frozen keeper accepts TCP but never finishes the handshake).
-const KEEPER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// System records (the init record).
 pub(crate) const META: Table = Table::new("meta");
@@ -62,7 +58,7 @@ pub struct Nexus {
     pub(crate) init: RwLock<Option<InitRecord>>,
     pub(crate) secrets: Secrets,
     pub(crate) policies: Policies,
-    pub(crate) keepers: Vec<MtlsClient>,
+    pub(crate) keepers: Keepers,
     pub(crate) metrics: Metrics,
     pub(crate) limiter: RateLimiter,
     /// Serializes everything that changes the root key or its splits (init, unseal, restore,
@@ -78,17 +74,7 @@ impl Nexus {
         source: Arc<dyn SvidSource>,
         store: Arc<dyn Store>,
     ) -> Result<Self, StartError> {
-        let td = config.trust_domain.clone();
-        let keepers = config
-            .keepers
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| {
-                let index = u8::try_from(i + 1).unwrap_or(u8::MAX);
-                MtlsClient::new(addr.clone(), Builtin::Keeper(index).id(&td), source.clone())
-                    .map(|c| c.with_timeout(KEEPER_CALL_TIMEOUT))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let keepers = Keepers::new(&config.trust_domain, &config.keepers, &source)?;
         Ok(Self {
             secrets: Secrets::new(store.clone(), config.secret_limits).with_batch_limits(
                 crate::secrets::BatchLimits {
@@ -337,7 +323,7 @@ impl Nexus {
         self.open_with(keys)
             .await
             .map_err(|e| AppError::internal("open after init", e))?;
-        let acked = recovery::push_shares(self, epoch, &shares).await;
+        let acked = self.keepers.push("init", epoch, &shares, None).await;
         tracing::info!(
             acked,
             shares = req.shares,
@@ -355,8 +341,10 @@ impl Nexus {
         let params = opened.keys.params();
         let mut valid = 0u8;
         let mut collected = Vec::new();
-        for (i, body) in recovery::fetch_shares(self).await {
-            if opened.keys.is_current_share(i, &body.share) {
+        for (i, held) in self.keepers.fetch(false).await {
+            if let Some(body) = held.current
+                && opened.keys.is_current_share(i, &body.share)
+            {
                 valid += 1;
                 collected.push(body.share);
             }
