@@ -88,7 +88,7 @@ impl Keeper {
                     keeper,
                     %addr,
                     error = %why,
-                    "keeper answered with the wrong identity; its shares are ignored"
+                    "keeper answered with the wrong identity (or failed the TLS check); its shares are ignored"
                 );
             }
             (_, Reach::Unknown) => {}

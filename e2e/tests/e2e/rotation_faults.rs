@@ -9,6 +9,7 @@ use spike_agent::PemFiles;
 use spike_e2e::{Cluster, text, wait_until};
 
 use crate::lifecycle::{assert_secrets, ok, put_secrets, restart_nexus_and_wait};
+use crate::recovery::log_lines;
 
 /// The hook's variable (nexus/src/fault.rs).
 const PAUSE_AT: &str = "SPIKE_FAULT_PAUSE_AT";
@@ -16,11 +17,7 @@ const SECRETS: usize = 3;
 
 /// How many times Nexus's log says it paused at `step`.
 fn pauses(c: &Cluster, step: &str) -> usize {
-    std::fs::read_to_string(c.dir.path().join("nexus.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("fault hook: paused") && l.contains(step))
-        .count()
+    log_lines(c, &["fault hook: paused", step])
 }
 
 /// Starts Nexus (already killed) armed to pause at `step`, waits until it pauses there while

@@ -88,7 +88,11 @@ async fn readyz(State(n): N) -> Response {
 }
 
 async fn metrics(State(n): N) -> Response {
-    let body = n.metrics.render(n.is_sealed(), &n.store.stats());
+    let mut body = n.metrics.render(n.is_sealed(), &n.store.stats());
+    body.push_str(&crate::metrics::render_keepers(
+        n.keepers.reachable(),
+        n.keepers.len(),
+    ));
     (
         [(
             axum::http::header::CONTENT_TYPE,
