@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 use crate::error::{AppError, AppResult};
 use crate::keys::BreakGlassExport;
 use crate::rotation;
-use crate::state::{Nexus, Seal};
+use crate::state::{Nexus, Status};
 
 /// How long received restore shares are kept after the last one arrived.
 pub(crate) const RESTORE_TTL: Duration = Duration::from_secs(600);
@@ -217,19 +217,19 @@ impl PendingRestore {
 /// `POST /v1/operator/restore`.
 pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<RestoreResponse> {
     let _guard = nexus.open_lock.lock().await;
-    match &*nexus.seal.read().unwrap_or_else(|p| p.into_inner()) {
-        Seal::Open(_) => {
+    match nexus.status() {
+        Status::Open(_) => {
             return Err(bad(
                 "Nexus is unsealed: restore is only for a sealed Nexus whose keepers are gone; nothing changed",
             ));
         }
-        Seal::Uninitialized => {
+        Status::Uninitialized => {
             return Err(AppError::new(
                 ErrorCode::NotInitialized,
                 "Nexus has no init record: restore needs the data directory the shares were exported from",
             ));
         }
-        Seal::Sealed(_) => {}
+        Status::Sealed(_) => {}
     }
     let (raw, record) = nexus.read_init().await?;
     let Some((split, export, via_previous)) = record.break_glass_split(req.epoch) else {
@@ -418,11 +418,11 @@ mod tests {
     async fn restore_opens_a_sealed_nexus_one_share_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let (store, n1) = open_nexus(dir.path()).await;
-        let sealed = n1
+        let ciphertext = n1
             .opened()
             .unwrap()
             .keys
-            .seal_value("app/db", 1, 1, b"s3cret")
+            .encrypt_value("app/db", 1, 1, b"s3cret")
             .unwrap();
         let (ids, cs) = custodians(3);
         let first = export(
@@ -490,7 +490,7 @@ mod tests {
         assert_eq!((b.received, b.remaining), (2, 0));
         let keys = &n2.opened().unwrap().keys;
         assert_eq!(
-            keys.open_value("app/db", 1, 1, &sealed)
+            keys.decrypt_value("app/db", 1, 1, &ciphertext)
                 .unwrap()
                 .expose_secret(),
             b"s3cret"

@@ -477,7 +477,7 @@ impl OpenKeys {
         *s = RootSplit { root, params };
     }
 
-    pub(crate) fn seal_value(
+    pub(crate) fn encrypt_value(
         &self,
         path: &str,
         version: u64,
@@ -488,15 +488,15 @@ impl OpenKeys {
             .seal(&value_aad(path, version, incarnation), plaintext)
     }
 
-    pub(crate) fn open_value(
+    pub(crate) fn decrypt_value(
         &self,
         path: &str,
         version: u64,
         incarnation: u64,
-        sealed: &[u8],
+        ciphertext: &[u8],
     ) -> Result<SecretBytes, CryptoError> {
         self.envelope
-            .open(&value_aad(path, version, incarnation), sealed)
+            .open(&value_aad(path, version, incarnation), ciphertext)
     }
 
     pub(crate) fn record_tag(&self, record: RecordType, key: &[u8], body: &[u8]) -> RecordTag {
@@ -700,7 +700,7 @@ mod tests {
     #[test]
     fn rotation_rewraps_the_same_data_key_under_a_new_root_key() {
         let (keys, record) = OpenKeys::create(3, 2).unwrap();
-        let sealed = keys.seal_value("a/b", 1, 7, b"value").unwrap();
+        let ciphertext = keys.encrypt_value("a/b", 1, 7, b"value").unwrap();
         let (_, old) = keys.keeper_shares().unwrap();
         let (old_root, data) = record
             .current()
@@ -714,11 +714,11 @@ mod tests {
         assert_eq!(new_data.key_id(), data.key_id());
         assert!(!pending.current().opens_with(&old_root));
         assert!(pending.previous().unwrap().opens_with(&old_root));
-        // Values sealed before open after, with keys rebuilt from the new shares.
+        // Values encrypted before decrypt after, with keys rebuilt from the new shares.
         let reopened = OpenKeys::from_parts(new_root, new_data, p2);
         assert_eq!(
             reopened
-                .open_value("a/b", 1, 7, &sealed)
+                .decrypt_value("a/b", 1, 7, &ciphertext)
                 .unwrap()
                 .expose_secret(),
             b"value"

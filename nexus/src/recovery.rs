@@ -17,7 +17,7 @@ use spike_core::crypto::Share;
 use crate::keepers;
 use crate::keys::{InitRecord, OpenKeys};
 use crate::rotation;
-use crate::state::{Nexus, Seal};
+use crate::state::{Nexus, Status};
 
 /// Runs until `stop` completes.
 pub(crate) async fn run(nexus: Arc<Nexus>, stop: impl Future<Output = ()>) {
@@ -32,35 +32,22 @@ pub(crate) async fn run(nexus: Arc<Nexus>, stop: impl Future<Output = ()>) {
 }
 
 async fn tick(nexus: &Nexus) {
-    enum Phase {
-        Uninitialized,
-        Sealed,
-        Open(Arc<crate::state::Opened>),
-    }
-    // Decide with the lock held, act after it is released (it is not held across awaits).
-    let phase = match &*nexus.seal.read().unwrap_or_else(|p| p.into_inner()) {
-        Seal::Uninitialized => Phase::Uninitialized,
-        Seal::Sealed(_) => Phase::Sealed,
-        Seal::Open(o) => Phase::Open(o.clone()),
-    };
-    match phase {
+    // A snapshot: the status lock is not held across awaits.
+    match nexus.status() {
         // Another process may have initialized a shared store. Under the open lock, so this
         // cannot race this process's own bootstrap (and turn an open Nexus back to sealed).
-        Phase::Uninitialized => {
+        Status::Uninitialized => {
             let _guard = nexus.open_lock.lock().await;
-            let still = matches!(
-                *nexus.seal.read().unwrap_or_else(|p| p.into_inner()),
-                Seal::Uninitialized
-            );
+            let still = matches!(nexus.status(), Status::Uninitialized);
             if still {
                 nexus.load_init_state().await;
             }
         }
-        Phase::Sealed => {
+        Status::Sealed(_) => {
             crate::breakglass::PendingRestore::drop_expired(nexus, std::time::Instant::now());
             try_unseal(nexus).await;
         }
-        Phase::Open(o) => replenish(nexus, &o.keys).await,
+        Status::Open(o) => replenish(nexus, &o.keys).await,
     }
 }
 
@@ -75,7 +62,7 @@ async fn try_unseal(nexus: &Nexus) {
     let (raw, record) = match nexus.read_init().await {
         Ok(r) => r,
         Err(e) => {
-            nexus.set_seal(Seal::Sealed(format!("init record: {}", e.0.message)));
+            nexus.set_status(Status::Sealed(format!("init record: {}", e.0.message)));
             return;
         }
     };
@@ -91,7 +78,7 @@ async fn try_unseal(nexus: &Nexus) {
                     "sealed: not enough keepers hold shares that rebuild the root key"
                 );
             }
-            nexus.set_seal(Seal::Sealed(reason));
+            nexus.set_status(Status::Sealed(reason));
         }
     }
 }

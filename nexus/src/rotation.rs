@@ -306,7 +306,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, n1) = open_nexus(dir.path()).await;
         let keys = &n1.opened().unwrap().keys;
-        let sealed = keys.seal_value("app/db", 1, 1, b"s3cret").unwrap();
+        let ciphertext = keys.encrypt_value("app/db", 1, 1, b"s3cret").unwrap();
         let old = keeper_answers(keys);
 
         // No keeper is reachable: the new split is committed, the old one kept.
@@ -342,7 +342,7 @@ pub(crate) mod tests {
         assert_eq!(record.previous().unwrap().epoch(), 1);
         let keys = &n2.opened().unwrap().keys;
         assert_eq!(
-            keys.open_value("app/db", 1, 1, &sealed)
+            keys.decrypt_value("app/db", 1, 1, &ciphertext)
                 .unwrap()
                 .expose_secret(),
             b"s3cret"

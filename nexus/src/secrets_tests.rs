@@ -341,7 +341,7 @@ async fn old_versions_are_pruned_and_their_numbers_not_reused() {
             .await
             .is_none()
     );
-    // Exactly the kept versions have a sealed value.
+    // Exactly the kept versions have an encrypted value.
     let sealed = f.store.scan(VERSIONS, b"", None, 100).await.unwrap();
     assert_eq!(sealed.len(), 3);
 }

@@ -1,4 +1,4 @@
-//! Nexus's shared state: seal status, engines, keeper clients, audit.
+//! Nexus's shared state: its status (uninitialized, sealed, open), engines, keepers, audit.
 
 use std::sync::{Arc, RwLock};
 
@@ -26,8 +26,9 @@ use crate::secrets::Secrets;
 pub(crate) const META: Table = Table::new("meta");
 pub(crate) const INIT_KEY: &[u8] = b"init";
 
-/// Where Nexus stands.
-pub(crate) enum Seal {
+/// Where Nexus stands. "Sealed" means only this: no root key in memory.
+#[derive(Clone)]
+pub(crate) enum Status {
     /// No init record: waiting for bootstrap.
     Uninitialized,
     /// Initialized, but the root key is not rebuilt yet.
@@ -54,7 +55,7 @@ impl Opened {
 pub struct Nexus {
     pub(crate) config: NexusConfig,
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) seal: RwLock<Seal>,
+    pub(crate) status: RwLock<Status>,
     pub(crate) init: RwLock<Option<InitRecord>>,
     pub(crate) secrets: Secrets,
     pub(crate) policies: Policies,
@@ -86,7 +87,7 @@ impl Nexus {
             limiter: RateLimiter::new(config.rate_limits),
             config,
             store,
-            seal: RwLock::new(Seal::Uninitialized),
+            status: RwLock::new(Status::Uninitialized),
             init: RwLock::new(None),
             keepers,
             metrics: Metrics::default(),
@@ -103,32 +104,40 @@ impl Nexus {
     /// True while Nexus holds no root key.
     pub fn is_sealed(&self) -> bool {
         !matches!(
-            *self.seal.read().unwrap_or_else(|p| p.into_inner()),
-            Seal::Open(_)
+            *self.status.read().unwrap_or_else(|p| p.into_inner()),
+            Status::Open(_)
         )
     }
 
     /// Why Nexus is not open, if it is not.
     pub fn seal_reason(&self) -> Option<String> {
-        match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
-            Seal::Uninitialized => Some("not initialized: run `spike bootstrap`".into()),
-            Seal::Sealed(r) => Some(r.clone()),
-            Seal::Open(_) => None,
+        match &*self.status.read().unwrap_or_else(|p| p.into_inner()) {
+            Status::Uninitialized => Some("not initialized: run `spike bootstrap`".into()),
+            Status::Sealed(r) => Some(r.clone()),
+            Status::Open(_) => None,
         }
     }
 
-    pub(crate) fn set_seal(&self, s: Seal) {
-        *self.seal.write().unwrap_or_else(|p| p.into_inner()) = s;
+    /// A snapshot of the status.
+    pub(crate) fn status(&self) -> Status {
+        self.status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_status(&self, s: Status) {
+        *self.status.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
     pub(crate) fn opened(&self) -> AppResult<Arc<Opened>> {
-        match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
-            Seal::Open(o) => Ok(o.clone()),
-            Seal::Uninitialized => Err(AppError::new(
+        match &*self.status.read().unwrap_or_else(|p| p.into_inner()) {
+            Status::Open(o) => Ok(o.clone()),
+            Status::Uninitialized => Err(AppError::new(
                 ErrorCode::Sealed,
                 "Nexus is not initialized yet; run `spike bootstrap`",
             )),
-            Seal::Sealed(reason) => Err(AppError::new(
+            Status::Sealed(reason) => Err(AppError::new(
                 ErrorCode::Sealed,
                 format!("Nexus is sealed: {reason}"),
             )),
@@ -145,12 +154,12 @@ impl Nexus {
             Ok(Some(raw)) => match InitRecord::decode(&raw) {
                 Ok(rec) => {
                     *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(rec);
-                    self.set_seal(Seal::Sealed("waiting for keeper shares".into()));
+                    self.set_status(Status::Sealed("waiting for keeper shares".into()));
                 }
-                Err(e) => self.set_seal(Seal::Sealed(format!("init record unusable: {e}"))),
+                Err(e) => self.set_status(Status::Sealed(format!("init record unusable: {e}"))),
             },
-            Ok(None) => self.set_seal(Seal::Uninitialized),
-            Err(e) => self.set_seal(Seal::Sealed(format!("storage unavailable: {e}"))),
+            Ok(None) => self.set_status(Status::Uninitialized),
+            Err(e) => self.set_status(Status::Sealed(format!("storage unavailable: {e}"))),
         }
     }
 
@@ -199,7 +208,7 @@ impl Nexus {
             .reload(&keys)
             .await
             .map_err(|e| format!("policies: {}", e.0.message))?;
-        self.set_seal(Seal::Open(Arc::new(Opened {
+        self.set_status(Status::Open(Arc::new(Opened {
             keys,
             audit,
             audit_head: std::sync::Mutex::new(None),
@@ -212,7 +221,7 @@ impl Nexus {
 
     /// Drops the keys (zeroized on drop) at shutdown.
     pub(crate) fn seal_for_shutdown(&self) {
-        self.set_seal(Seal::Sealed("shutting down".into()));
+        self.set_status(Status::Sealed("shutting down".into()));
         *self.restore.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 

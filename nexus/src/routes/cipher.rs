@@ -152,7 +152,7 @@ async fn run(
             }
             let sealed = key
                 .seal(&aad, input.binding, &input.data)
-                .map_err(|e| AppError::internal("cipher seal", e))?;
+                .map_err(|e| AppError::internal("cipher encrypt", e))?;
             Ok(match encoding {
                 Encoding::Json => Json(EncryptResponse {
                     ciphertext: BASE64.encode(&sealed),
