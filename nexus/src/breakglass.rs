@@ -351,7 +351,7 @@ mod tests {
     use spike_core::api::Custodian;
 
     use super::*;
-    use crate::rotation::tests::{keeper_answers, open_nexus, restart};
+    use crate::fixtures::{keeper_answers, open_nexus, restart};
     use crate::rotation::{Change, change};
 
     fn custodians(n: usize) -> (Vec<age::x25519::Identity>, Vec<Custodian>) {
@@ -372,7 +372,7 @@ mod tests {
         let plain = Zeroizing::new(age::decrypt(id, file.file.as_bytes()).unwrap());
         let doc: BreakGlassShare = serde_json::from_slice(&plain).unwrap();
         assert_eq!(doc.custodian, file.name);
-        assert_eq!(doc.trust_domain, crate::rotation::tests::TD);
+        assert_eq!(doc.trust_domain, crate::fixtures::TD);
         RestoreRequest {
             epoch: doc.epoch,
             share: doc.share,

@@ -13,6 +13,8 @@ pub mod config;
 mod error;
 mod extract;
 mod fault;
+#[cfg(test)]
+mod fixtures;
 mod keepers;
 mod keys;
 mod metrics;

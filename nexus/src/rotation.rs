@@ -225,81 +225,9 @@ pub(crate) async fn finish_if_confirmed(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-pub(crate) mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use spike_core::api::ShareBody;
-    use spike_core::id::TrustDomain;
-    use spike_core::svid::{Identity, SvidSource};
-    use spike_store::{Batch, MemoryStore, Store};
-
+mod tests {
     use super::*;
-    use crate::config::NexusConfig;
-    use crate::recovery::unseal_with;
-    use crate::state::{INIT_KEY, META};
-
-    pub(crate) const TD: &str = "spike.test";
-
-    /// Nexus::new needs a source only for keeper handshakes, which never start: the keepers'
-    /// port is closed, so every call fails at connect.
-    struct NoSource(TrustDomain);
-
-    impl SvidSource for NoSource {
-        fn current(&self) -> Arc<Identity> {
-            unreachable!("keeper connections are refused before any handshake")
-        }
-        fn trust_domain(&self) -> &TrustDomain {
-            &self.0
-        }
-    }
-
-    /// A Nexus on `store` with three unreachable keepers; tests play the keepers by hand.
-    /// Each gets its own audit log, so several can be open at once (one is locked per writer).
-    pub(crate) fn nexus_on(store: Arc<dyn Store>, dir: &Path) -> Arc<Nexus> {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let td = TrustDomain::new(TD).unwrap();
-        let keepers = vec!["127.0.0.1:1".to_owned(); 3];
-        let config = NexusConfig::new(td.clone(), keepers, dir.join(format!("audit-{n}.log")));
-        Arc::new(Nexus::new(config, Arc::new(NoSource(td)), store).unwrap())
-    }
-
-    /// What the keepers would answer: every share of the keys' current split.
-    pub(crate) fn keeper_answers(keys: &OpenKeys) -> Vec<(u8, ShareBody)> {
-        let (epoch, shares) = keys.keeper_shares().unwrap();
-        shares
-            .into_iter()
-            .map(|share| (share.index(), ShareBody { share, epoch }))
-            .collect()
-    }
-
-    /// A store initialized with a fresh 3/2 root key, and an open Nexus on it.
-    pub(crate) async fn open_nexus(dir: &Path) -> (Arc<dyn Store>, Arc<Nexus>) {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let (keys, record) = OpenKeys::create(3, 2).unwrap();
-        let mut batch = Batch::new();
-        batch.put(META, INIT_KEY.to_vec(), record.encode());
-        store.commit(batch).await.unwrap();
-        let n = nexus_on(store.clone(), dir);
-        n.load_init_state().await;
-        n.open_with(keys).await.unwrap();
-        (store, n)
-    }
-
-    /// Restarts "after kill -9": a new Nexus on the same store, unsealed with `answers`.
-    pub(crate) async fn restart(
-        store: &Arc<dyn Store>,
-        dir: &Path,
-        answers: &[(u8, ShareBody)],
-    ) -> (Arc<Nexus>, Result<(), String>) {
-        let n = nexus_on(store.clone(), dir);
-        n.load_init_state().await;
-        assert!(n.is_sealed());
-        let (raw, record) = n.read_init().await.unwrap();
-        let result = unseal_with(&n, &raw, &record, answers).await;
-        (n, result)
-    }
+    use crate::fixtures::{keeper_answers, open_nexus, restart};
 
     #[tokio::test]
     async fn a_change_cut_off_from_its_keepers_survives_a_crash_and_is_redone() {

@@ -323,63 +323,33 @@ mod tests {
 
     use axum::http::{Method, Request, StatusCode};
     use spike_core::error::ErrorBody;
-    use spike_core::id::TrustDomain;
-    use spike_core::svid::{Identity, SvidSource};
+
     use spike_core::tls::PeerIdentity;
-    use spike_store::MemoryStore;
+
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::config::NexusConfig;
-    use crate::keys::OpenKeys;
+
     use crate::ratelimit::{Rate, RateLimits};
 
-    const TD: &str = "spike.test";
     const SUPER: &str = "spiffe://spike.test/spike/pilot/role/superuser";
     const APP: &str = "spiffe://spike.test/app/alice";
     const OTHER_APP: &str = "spiffe://spike.test/app/bob";
     const STRANGER: &str = "spiffe://spike.test/app/mallory";
 
-    /// Nexus::new needs a source only to build keeper clients; these tests configure none.
-    struct NoSource(TrustDomain);
-
-    impl SvidSource for NoSource {
-        fn current(&self) -> Arc<Identity> {
-            unreachable!("no keepers are configured, so nothing asks for an SVID")
-        }
-        fn trust_domain(&self) -> &TrustDomain {
-            &self.0
-        }
-    }
-
-    struct Fixture {
-        router: Router,
-        nexus: Arc<Nexus>,
-        dir: tempfile::TempDir,
-    }
+    type Fixture = crate::fixtures::Served;
 
     async fn fixture(cipher: Rate, open: bool) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let td = TrustDomain::new(TD).unwrap();
-        let mut config = NexusConfig::new(td.clone(), Vec::new(), dir.path().join("audit.log"));
-        config.rate_limits = RateLimits {
-            cipher,
-            ..RateLimits::default()
-        };
-        let nexus = Arc::new(
-            Nexus::new(config, Arc::new(NoSource(td)), Arc::new(MemoryStore::new())).unwrap(),
-        );
-        if open {
-            nexus
-                .open_with(OpenKeys::create(3, 2).unwrap().0)
-                .await
-                .unwrap();
-        }
-        Fixture {
-            router: super::super::api_router(nexus.clone()),
-            nexus,
-            dir,
-        }
+        crate::fixtures::served(
+            |config| {
+                config.rate_limits = RateLimits {
+                    cipher,
+                    ..RateLimits::default()
+                }
+            },
+            open,
+        )
+        .await
     }
 
     fn roomy() -> Rate {

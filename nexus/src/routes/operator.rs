@@ -111,7 +111,7 @@ mod tests {
     use spike_core::tls::PeerIdentity;
     use tower::ServiceExt as _;
 
-    use crate::rotation::tests::open_nexus;
+    use crate::fixtures::open_nexus;
 
     const ROLES: [&str; 5] = [
         "spike/pilot/role/superuser",
