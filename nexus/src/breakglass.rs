@@ -28,8 +28,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{AppError, AppResult};
 use crate::keys::BreakGlassExport;
-use crate::rotation;
 use crate::state::{Nexus, Status};
+use crate::unseal;
 
 /// How long received restore shares are kept after the last one arrived.
 pub(crate) const RESTORE_TTL: Duration = Duration::from_secs(600);
@@ -309,7 +309,7 @@ pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<Res
     }
     match split.rebuild(&params, &pending.shares) {
         Ok((root, data)) => {
-            match rotation::open_rebuilt(nexus, &raw, &record, via_previous, root, data).await {
+            match unseal::open_rebuilt(nexus, &raw, &record, via_previous, root, data).await {
                 Ok(acked) => {
                     tracing::info!(
                         epoch = req.epoch,
@@ -544,7 +544,7 @@ mod tests {
         {
             let _guard = n2.open_lock.lock().await;
             assert!(
-                crate::rotation::finish_if_confirmed(&n2, epoch, 3)
+                crate::unseal::finish_if_confirmed(&n2, epoch, 3)
                     .await
                     .unwrap()
             );

@@ -26,6 +26,7 @@ mod rotation;
 mod routes;
 mod secrets;
 mod state;
+mod unseal;
 
 use std::sync::Arc;
 

@@ -11,13 +11,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use spike_core::api::ShareBody;
-use spike_core::crypto::Share;
-
 use crate::keepers;
-use crate::keys::{InitRecord, OpenKeys};
-use crate::rotation;
+use crate::keys::OpenKeys;
 use crate::state::{Nexus, Status};
+use crate::unseal::{self, UnsealError};
 
 /// Runs until `stop` completes.
 pub(crate) async fn run(nexus: Arc<Nexus>, stop: impl Future<Output = ()>) {
@@ -62,79 +59,32 @@ async fn try_unseal(nexus: &Nexus) {
     let (raw, record) = match nexus.read_init().await {
         Ok(r) => r,
         Err(e) => {
-            nexus.set_status(Status::Sealed(format!("init record: {}", e.0.message)));
+            nexus.set_status(Status::Sealed(format!("init record: {e}")));
             return;
         }
     };
     // A keeper keeps its previous share only while the record has a previous split.
     let held = nexus.keepers.fetch(record.previous().is_some()).await;
     let fetched = keepers::flatten(held);
-    match unseal_with(nexus, &raw, &record, &fetched).await {
+    match unseal::unseal_with(nexus, &raw, &record, &fetched).await {
         Ok(()) => {}
-        Err(reason) => {
+        Err(e) => {
+            // Logged once per reason, not on every round.
+            let reason = e.to_string();
             if nexus.seal_reason().as_deref() != Some(reason.as_str()) {
-                tracing::warn!(
-                    %reason,
-                    "sealed: not enough keepers hold shares that rebuild the root key"
-                );
+                match e {
+                    UnsealError::Waiting { .. } | UnsealError::WrongShares => tracing::warn!(
+                        %reason,
+                        "sealed: not enough keepers hold shares that rebuild the root key"
+                    ),
+                    _ => {
+                        tracing::error!(error = %e, "sealed: cannot open with the rebuilt root key")
+                    }
+                }
             }
             nexus.set_status(Status::Sealed(reason));
         }
     }
-}
-
-/// Rebuilds the root key from `fetched` keeper shares and opens: the current split first, then
-/// the previous one. `raw` and `record` are the init record as stored.
-pub(crate) async fn unseal_with(
-    nexus: &Nexus,
-    raw: &[u8],
-    record: &InitRecord,
-    fetched: &[(u8, ShareBody)],
-) -> Result<(), String> {
-    let of_epoch = |epoch: u32| -> Vec<Share> {
-        fetched
-            .iter()
-            .filter(|(_, body)| body.epoch == epoch)
-            .map(|(_, body)| body.share.clone())
-            .collect()
-    };
-    let splits =
-        std::iter::once((record.current(), false)).chain(record.previous().map(|p| (p, true)));
-    let mut rebuilt_none = false;
-    for (split, via_previous) in splits {
-        let shares = of_epoch(split.epoch());
-        if shares.len() < usize::from(split.threshold()) {
-            continue;
-        }
-        let params = split.params().map_err(|e| format!("init record: {e}"))?;
-        match split.rebuild(&params, &shares) {
-            Ok((root, data)) => {
-                let acked = rotation::open_rebuilt(nexus, raw, record, via_previous, root, data)
-                    .await
-                    .map_err(|e| format!("cannot open: {e}"))?;
-                tracing::info!(
-                    shares = shares.len(),
-                    via_previous,
-                    keepers_acknowledged = acked,
-                    "root key rebuilt from keeper shares"
-                );
-                return Ok(());
-            }
-            Err(e) => {
-                tracing::error!(error = %e, epoch = split.epoch(), "keeper shares do not rebuild the root key");
-                rebuilt_none = true;
-            }
-        }
-    }
-    Err(if rebuilt_none {
-        "keeper shares do not rebuild the root key (wrong or corrupted shares)".into()
-    } else {
-        format!(
-            "waiting for keeper shares: {} of {} needed are reachable",
-            of_epoch(record.epoch()).len(),
-            record.threshold()
-        )
-    })
 }
 
 /// Re-sends shares to keepers that lost theirs (or hold an older split's), tells keepers to
@@ -179,8 +129,8 @@ async fn replenish(nexus: &Nexus, keys: &OpenKeys) {
         .count();
     let confirmed = u8::try_from(confirmed).unwrap_or(u8::MAX);
     if keep.is_some()
-        && let Err(e) = rotation::finish_if_confirmed(nexus, epoch, confirmed).await
+        && let Err(e) = unseal::finish_if_confirmed(nexus, epoch, confirmed).await
     {
-        tracing::warn!(error = %e.0.message, "cannot finish the pending root-key change yet");
+        tracing::warn!(error = %e, "cannot finish the pending root-key change yet");
     }
 }

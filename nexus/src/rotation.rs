@@ -40,13 +40,14 @@
 //! The crash tests in e2e stop Nexus at each step through [`crate::fault`].
 
 use spike_core::api::KeyChangeResponse;
-use spike_core::crypto::{DataKey, RootKey, ShareParams};
+use spike_core::crypto::{RootKey, ShareParams};
 use spike_core::error::ErrorCode;
 
 use crate::error::{AppError, AppResult};
 use crate::fault;
-use crate::keys::{InitRecord, OpenKeys};
+use crate::keys::OpenKeys;
 use crate::state::Nexus;
+use crate::unseal::finish_if_confirmed;
 
 /// What to change. Both make a new root key (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +114,7 @@ pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChange
     let complete = finish_if_confirmed(nexus, epoch, acked)
         .await
         .unwrap_or_else(|e| {
-            tracing::warn!(error = %e.0.message, "cannot drop the previous split yet");
+            tracing::warn!(error = %e, "cannot drop the previous split yet");
             false
         });
     if complete {
@@ -137,54 +138,6 @@ pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChange
     })
 }
 
-/// Opens with a root key rebuilt from keeper or break-glass shares of the record's current
-/// split, or of its previous split (`via_previous`), finishing an interrupted change (see the
-/// module docs). Call with the open lock held; `raw` and `record` are the init record as
-/// stored. Returns how many keepers acknowledged their share.
-pub(crate) async fn open_rebuilt(
-    nexus: &Nexus,
-    raw: &[u8],
-    record: &InitRecord,
-    via_previous: bool,
-    root: RootKey,
-    data: DataKey,
-) -> Result<u8, String> {
-    let current = record.current();
-    let params = current.params().map_err(|e| format!("init record: {e}"))?;
-    let keep = record.previous().map(|p| p.epoch());
-    let keys = if !via_previous {
-        OpenKeys::from_parts(root, data, params)
-    } else {
-        // An interrupted change: its new root key reached too few keepers and is gone. Redo
-        // it with a fresh one rather than fall back, so the operator's change holds.
-        let epoch = record.next_epoch().map_err(|e| e.to_string())?;
-        let params = ShareParams::new(current.shares(), current.threshold(), epoch)
-            .map_err(|e| e.to_string())?;
-        let fresh = RootKey::generate().map_err(|e| e.to_string())?;
-        let wrapped = fresh.wrap(&data).map_err(|e| e.to_string())?;
-        nexus
-            .commit_init(raw, &record.redo_change(params, &wrapped))
-            .await
-            .map_err(|e| format!("cannot redo the interrupted change: {}", e.0.message))?;
-        tracing::warn!(
-            epoch,
-            "an interrupted root-key rotation or rekey was redone with a fresh root key"
-        );
-        fault::step("redo:committed").await;
-        OpenKeys::from_parts(fresh, data, params)
-    };
-    let (epoch, shares) = keys.keeper_shares().map_err(|e| e.to_string())?;
-    nexus.open_with(keys).await?;
-    let step = if via_previous { "redo" } else { "unseal" };
-    let acked = nexus.keepers.push(step, epoch, &shares, keep).await;
-    match finish_if_confirmed(nexus, epoch, acked).await {
-        Ok(true) if keep.is_some() => fault::step(&format!("{step}:finished")).await,
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e.0.message, "cannot drop the previous split yet"),
-    }
-    Ok(acked)
-}
-
 /// Pushes every keeper its share of the split in force, keeping split `keep`; returns
 /// `(epoch, acknowledged)`.
 async fn push_current(
@@ -197,30 +150,6 @@ async fn push_current(
         .keeper_shares()
         .map_err(|e| AppError::internal("share derivation", e))?;
     Ok((epoch, nexus.keepers.push(step, epoch, &shares, keep).await))
-}
-
-/// Drops the previous split once `confirmed` keepers (at least the threshold) hold shares of
-/// the current split `epoch`. Returns true when no previous split is left. Call with the open
-/// lock held.
-pub(crate) async fn finish_if_confirmed(
-    nexus: &Nexus,
-    epoch: u32,
-    confirmed: u8,
-) -> AppResult<bool> {
-    let (raw, record) = nexus.read_init().await?;
-    if record.previous().is_none() {
-        return Ok(true);
-    }
-    if record.epoch() != epoch || confirmed < record.threshold() {
-        return Ok(false);
-    }
-    nexus.commit_init(&raw, &record.finished()).await?;
-    tracing::info!(
-        epoch,
-        confirmed,
-        "keepers hold the new shares; the previous split is dropped"
-    );
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -26,6 +26,34 @@ use crate::secrets::Secrets;
 pub(crate) const META: Table = Table::new("meta");
 pub(crate) const INIT_KEY: &[u8] = b"init";
 
+/// Why the init record could not be read or replaced.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InitStoreError {
+    /// There is none: bootstrap has not run.
+    #[error("Nexus is not initialized yet; run `spike bootstrap`")]
+    NotInitialized,
+    /// A compare-and-set lost: the record changed meanwhile, nothing was written.
+    #[error("the init record changed meanwhile; nothing was changed: retry")]
+    Changed,
+    /// The stored record is unusable.
+    #[error(transparent)]
+    Record(#[from] crate::keys::InitRecordError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Why Nexus could not open with a rebuilt root key.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// The audit log cannot be opened (or its chain does not verify under this key).
+    #[error("audit log: {0}")]
+    Audit(#[from] spike_core::audit::AuditError),
+    /// The stored policies cannot be loaded.
+    #[error("policies: {}", .0.message)]
+    Policies(#[source] spike_core::error::ApiError),
+}
+
 /// Where Nexus stands. "Sealed" means only this: no root key in memory.
 #[derive(Clone)]
 pub(crate) enum Status {
@@ -164,25 +192,23 @@ impl Nexus {
     }
 
     /// The init record as stored, with its exact bytes for a compare-and-set.
-    pub(crate) async fn read_init(&self) -> AppResult<(Vec<u8>, InitRecord)> {
+    pub(crate) async fn read_init(&self) -> Result<(Vec<u8>, InitRecord), InitStoreError> {
         let raw = self
             .store
             .get(META, INIT_KEY)
-            .await
-            .map_err(|e| AppError::internal("store", e))?
-            .ok_or_else(|| {
-                AppError::new(
-                    ErrorCode::NotInitialized,
-                    "Nexus is not initialized yet; run `spike bootstrap`",
-                )
-            })?;
-        let record = InitRecord::decode(&raw).map_err(|e| AppError::internal("init record", e))?;
+            .await?
+            .ok_or(InitStoreError::NotInitialized)?;
+        let record = InitRecord::decode(&raw)?;
         Ok((raw, record))
     }
 
     /// Replaces the init record with `next` in one durable commit, if it still is `old`
     /// (compare-and-set), then updates the in-memory copy. On any failure nothing changed.
-    pub(crate) async fn commit_init(&self, old: &[u8], next: &InitRecord) -> AppResult<()> {
+    pub(crate) async fn commit_init(
+        &self,
+        old: &[u8],
+        next: &InitRecord,
+    ) -> Result<(), InitStoreError> {
         let mut batch = Batch::new();
         batch.require_value(META, INIT_KEY.to_vec(), old.to_vec());
         batch.put(META, INIT_KEY.to_vec(), next.encode());
@@ -191,23 +217,19 @@ impl Nexus {
                 *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(next.clone());
                 Ok(())
             }
-            Err(StoreError::Conflict { .. }) => Err(AppError::new(
-                ErrorCode::CasMismatch,
-                "the init record changed meanwhile; nothing was changed: retry",
-            )),
-            Err(e) => Err(AppError::internal("store", e)),
+            Err(StoreError::Conflict { .. }) => Err(InitStoreError::Changed),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Opens with `keys`: loads policies, opens the audit log.
-    pub(crate) async fn open_with(&self, keys: OpenKeys) -> Result<(), String> {
-        let audit = AuditWriter::open(&self.config.audit_log, AuditKey::new(keys.audit_key()))
-            .await
-            .map_err(|e| format!("audit log: {e}"))?;
+    pub(crate) async fn open_with(&self, keys: OpenKeys) -> Result<(), OpenError> {
+        let audit =
+            AuditWriter::open(&self.config.audit_log, AuditKey::new(keys.audit_key())).await?;
         self.policies
             .reload(&keys)
             .await
-            .map_err(|e| format!("policies: {}", e.0.message))?;
+            .map_err(|e| OpenError::Policies(e.0))?;
         self.set_status(Status::Open(Arc::new(Opened {
             keys,
             audit,
@@ -331,7 +353,7 @@ impl Nexus {
             .map_err(|e| AppError::internal("share derivation", e))?;
         self.open_with(keys)
             .await
-            .map_err(|e| AppError::internal("open after init", e))?;
+            .map_err(|e| AppError::internal("open after init", &e))?;
         let acked = self.keepers.push("init", epoch, &shares, None).await;
         tracing::info!(
             acked,

@@ -30,7 +30,7 @@ use spike_core::secret::SecretBytes;
 use zeroize::Zeroizing;
 
 pub(crate) use key_split::{BreakGlassExport, KeySplit};
-pub(crate) use record::InitRecord;
+pub(crate) use record::{InitRecord, InitRecordError};
 
 /// The split parameters, for callers.
 #[derive(Debug, Clone, Copy)]
@@ -267,9 +267,13 @@ mod tests {
         let mut v3: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v3["format"], 2);
         v3["format"] = 3.into();
-        let e = InitRecord::decode(&serde_json::to_vec(&v3).unwrap()).unwrap_err();
+        let e = InitRecord::decode(&serde_json::to_vec(&v3).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("newer SPIKE"), "{e}");
-        let e = InitRecord::decode(br#"{"format":2,"bogus":1}"#).unwrap_err();
+        let e = InitRecord::decode(br#"{"format":2,"bogus":1}"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "init record is malformed");
     }
 

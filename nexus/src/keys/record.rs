@@ -27,6 +27,19 @@ pub(crate) struct InitRecord {
     pub(super) break_glass_epoch: u32,
 }
 
+/// Why a stored init record cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InitRecordError {
+    /// Not the JSON of an init record (the record is not secret: the cause may be shown).
+    #[error("init record is malformed")]
+    Malformed(#[source] serde_json::Error),
+    /// Written by a newer SPIKE.
+    #[error(
+        "the data was initialized by a newer SPIKE (init format {0}); this build reads up to {INIT_FORMAT}"
+    )]
+    Newer(u32),
+}
+
 /// The stored form: the current split's fields at top level, as format 1 had them.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,21 +79,17 @@ impl InitRecord {
         serde_json::to_vec(&stored).unwrap_or_default()
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, String> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, InitRecordError> {
         #[derive(Deserialize)]
         struct Probe {
             format: u32,
         }
-        let probe: Probe =
-            serde_json::from_slice(bytes).map_err(|_| "init record is malformed".to_owned())?;
+        let probe: Probe = serde_json::from_slice(bytes).map_err(InitRecordError::Malformed)?;
         if probe.format > INIT_FORMAT {
-            return Err(format!(
-                "the data was initialized by a newer SPIKE (init format {}); this build reads up to {INIT_FORMAT}",
-                probe.format
-            ));
+            return Err(InitRecordError::Newer(probe.format));
         }
         let s: StoredInitRecord =
-            serde_json::from_slice(bytes).map_err(|_| "init record is malformed".to_owned())?;
+            serde_json::from_slice(bytes).map_err(InitRecordError::Malformed)?;
         Ok(Self {
             created: s.created,
             current: KeySplit {
