@@ -50,7 +50,7 @@ pub(crate) async fn export(nexus: &Nexus, req: RecoverRequest) -> AppResult<Reco
             "threshold must be at least 2, so no single custodian file rebuilds the root key",
         ));
     }
-    let _guard = nexus.open_lock.lock().await;
+    let _guard = nexus.open_lock().lock().await;
     let (raw, record) = nexus.read_init().await?;
     if record.previous().is_some() {
         // A crash before the pending change completes makes Nexus redo it under yet another
@@ -178,7 +178,10 @@ impl PendingRestore {
     /// Drops pending restore shares that have expired, so they do not sit in memory until the
     /// next restore call. Called from the recovery loop's sealed tick.
     pub(crate) fn drop_expired(nexus: &Nexus, now: Instant) {
-        let mut slot = nexus.restore.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = nexus
+            .pending_restore()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *slot = Self::live(slot.take(), now);
     }
 
@@ -216,7 +219,7 @@ impl PendingRestore {
 
 /// `POST /v1/operator/restore`.
 pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<RestoreResponse> {
-    let _guard = nexus.open_lock.lock().await;
+    let _guard = nexus.open_lock().lock().await;
     match nexus.status() {
         Status::Open(_) => {
             return Err(bad(
@@ -260,14 +263,17 @@ pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<Res
     // Taken out of the mutex (the open lock serializes restores) and put back unless Nexus
     // opens, so no refusal loses the shares received before.
     let taken = nexus
-        .restore
+        .pending_restore()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
     let mut pending =
         PendingRestore::live(taken, now).unwrap_or_else(|| PendingRestore::new(req.epoch, now));
     let put_back = |p: PendingRestore| {
-        *nexus.restore.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+        *nexus
+            .pending_restore()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(p);
     };
     if pending.epoch != req.epoch && !pending.shares.is_empty() {
         let msg = format!(
@@ -542,7 +548,7 @@ mod tests {
         let answers = keeper_answers(&n2.opened().unwrap().keys);
         let epoch = answers[0].1.epoch;
         {
-            let _guard = n2.open_lock.lock().await;
+            let _guard = n2.open_lock().lock().await;
             assert!(
                 crate::unseal::finish_if_confirmed(&n2, epoch, 3)
                     .await
@@ -580,12 +586,15 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PendingRestore::new(1, t0);
         p.add(share(1, 1), t0).unwrap();
-        *n.restore.lock().unwrap() = Some(p);
+        *n.pending_restore().lock().unwrap() = Some(p);
         PendingRestore::drop_expired(&n, t0 + Duration::from_secs(1));
-        assert!(n.restore.lock().unwrap().is_some(), "not expired yet");
+        assert!(
+            n.pending_restore().lock().unwrap().is_some(),
+            "not expired yet"
+        );
         PendingRestore::drop_expired(&n, t0 + RESTORE_TTL + Duration::from_secs(1));
         assert!(
-            n.restore.lock().unwrap().is_none(),
+            n.pending_restore().lock().unwrap().is_none(),
             "expired shares stay in memory"
         );
     }

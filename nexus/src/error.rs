@@ -55,20 +55,3 @@ impl IntoResponse for AppError {
 
 /// Result alias for handlers.
 pub(crate) type AppResult<T> = Result<T, AppError>;
-
-impl From<crate::state::InitStoreError> for AppError {
-    fn from(e: crate::state::InitStoreError) -> Self {
-        use crate::state::InitStoreError as E;
-        match e {
-            E::NotInitialized => Self::new(ErrorCode::NotInitialized, e.to_string()),
-            E::Changed => Self::new(ErrorCode::CasMismatch, e.to_string()),
-            E::Record(_) | E::Store(_) => Self::internal("init record", &e),
-        }
-    }
-}
-
-impl From<crate::unseal::UnsealError> for AppError {
-    fn from(e: crate::unseal::UnsealError) -> Self {
-        Self::internal("open", &e)
-    }
-}

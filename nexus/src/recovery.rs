@@ -23,7 +23,7 @@ pub(crate) async fn run(nexus: Arc<Nexus>, stop: impl Future<Output = ()>) {
         tick(&nexus).await;
         tokio::select! {
             () = &mut stop => return,
-            () = tokio::time::sleep(nexus.config.keeper_interval) => {}
+            () = tokio::time::sleep(nexus.config().keeper_interval) => {}
         }
     }
 }
@@ -34,7 +34,7 @@ async fn tick(nexus: &Nexus) {
         // Another process may have initialized a shared store. Under the open lock, so this
         // cannot race this process's own bootstrap (and turn an open Nexus back to sealed).
         Status::Uninitialized => {
-            let _guard = nexus.open_lock.lock().await;
+            let _guard = nexus.open_lock().lock().await;
             let still = matches!(nexus.status(), Status::Uninitialized);
             if still {
                 nexus.load_init_state().await;
@@ -52,7 +52,7 @@ async fn try_unseal(nexus: &Nexus) {
     if nexus.init_record().is_none() {
         return;
     }
-    let _guard = nexus.open_lock.lock().await;
+    let _guard = nexus.open_lock().lock().await;
     if !nexus.is_sealed() {
         return;
     }
@@ -64,7 +64,7 @@ async fn try_unseal(nexus: &Nexus) {
         }
     };
     // A keeper keeps its previous share only while the record has a previous split.
-    let held = nexus.keepers.fetch(record.previous().is_some()).await;
+    let held = nexus.keepers().fetch(record.previous().is_some()).await;
     let fetched = keepers::flatten(held);
     match unseal::unseal_with(nexus, &raw, &record, &fetched).await {
         Ok(()) => {}
@@ -92,10 +92,10 @@ async fn try_unseal(nexus: &Nexus) {
 /// once `threshold` keepers hold the new shares.
 async fn replenish(nexus: &Nexus, keys: &OpenKeys) {
     // Asked without the lock: a slow keeper must not hold up a rotation.
-    let held = nexus.keepers.fetch(true).await;
+    let held = nexus.keepers().fetch(true).await;
     // Pushed with it, from the split in force now, so a rotation cannot interleave (a round
     // that overlaps one just skips).
-    let Ok(_guard) = nexus.open_lock.try_lock() else {
+    let Ok(_guard) = nexus.open_lock().try_lock() else {
         return;
     };
     let Ok((epoch, shares)) = keys.keeper_shares() else {
@@ -115,7 +115,7 @@ async fn replenish(nexus: &Nexus, keys: &OpenKeys) {
             if holds {
                 return true;
             }
-            let sent = nexus.keepers.push_one(share, epoch, keep).await;
+            let sent = nexus.keepers().push_one(share, epoch, keep).await;
             if sent {
                 tracing::info!(keeper = share.index(), epoch, ?keep, "sent share to keeper");
             }

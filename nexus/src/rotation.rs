@@ -61,7 +61,7 @@ pub(crate) enum Change {
 /// `POST /v1/operator/rotate` and `POST /v1/operator/rekey`.
 pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChangeResponse> {
     let opened = nexus.opened()?;
-    let _guard = nexus.open_lock.lock().await;
+    let _guard = nexus.open_lock().lock().await;
     let (mut raw, mut record) = nexus.read_init().await?;
     if record.previous().is_some() {
         // An earlier change is still waiting for keepers: finish it first, or refuse.
@@ -82,7 +82,7 @@ pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChange
     let (shares, threshold) = match change {
         Change::Rotate => (record.current().shares(), record.threshold()),
         Change::Rekey { shares, threshold } => {
-            let n = nexus.keepers.len();
+            let n = nexus.keepers().len();
             if usize::from(shares) != n {
                 return Err(AppError::new(
                     ErrorCode::BadRequest,
@@ -149,7 +149,10 @@ async fn push_current(
     let (epoch, shares) = keys
         .keeper_shares()
         .map_err(|e| AppError::internal("share derivation", e))?;
-    Ok((epoch, nexus.keepers.push(step, epoch, &shares, keep).await))
+    Ok((
+        epoch,
+        nexus.keepers().push(step, epoch, &shares, keep).await,
+    ))
 }
 
 #[cfg(test)]
@@ -211,7 +214,7 @@ mod tests {
         assert!(e.unwrap_err().contains("waiting for keeper shares"));
 
         // Keepers confirm: the old split is dropped, and only the new shares unseal.
-        let _guard = n2.open_lock.lock().await;
+        let _guard = n2.open_lock().lock().await;
         assert!(finish_if_confirmed(&n2, 3, 1).await.is_ok_and(|done| !done));
         assert!(finish_if_confirmed(&n2, 3, 2).await.unwrap());
         assert!(n2.read_init().await.unwrap().1.previous().is_none());
@@ -252,7 +255,7 @@ mod tests {
         assert_eq!((r.shares, r.threshold, r.epoch), (3, 3, 2));
         // The new split needs all three keepers now.
         let answers = keeper_answers(&n.opened().unwrap().keys);
-        let _guard = n.open_lock.lock().await;
+        let _guard = n.open_lock().lock().await;
         assert!(!finish_if_confirmed(&n, 2, 2).await.unwrap());
         assert!(finish_if_confirmed(&n, 2, 3).await.unwrap());
         drop(_guard);

@@ -2,7 +2,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use spike_core::api::{InitRequest, InitResponse, VerifyResponse};
 use spike_core::audit::{AuditKey, AuditRecord, AuditWriter, Checkpoint, Decision};
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
@@ -81,20 +80,20 @@ impl Opened {
 
 /// The running Nexus.
 pub struct Nexus {
-    pub(crate) config: NexusConfig,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) status: RwLock<Status>,
-    pub(crate) init: RwLock<Option<InitRecord>>,
-    pub(crate) secrets: Secrets,
-    pub(crate) policies: Policies,
-    pub(crate) keepers: Keepers,
-    pub(crate) metrics: Metrics,
-    pub(crate) limiter: RateLimiter,
+    config: NexusConfig,
+    store: Arc<dyn Store>,
+    status: RwLock<Status>,
+    init: RwLock<Option<InitRecord>>,
+    secrets: Secrets,
+    policies: Policies,
+    keepers: Keepers,
+    metrics: Metrics,
+    limiter: RateLimiter,
     /// Serializes everything that changes the root key or its splits (init, unseal, restore,
     /// rotate, rekey, break-glass export, keeper re-supply) so they cannot interleave.
-    pub(crate) open_lock: tokio::sync::Mutex<()>,
+    open_lock: tokio::sync::Mutex<()>,
     /// Break-glass shares received so far by restore (only while sealed).
-    pub(crate) restore: std::sync::Mutex<Option<PendingRestore>>,
+    restore: std::sync::Mutex<Option<PendingRestore>>,
 }
 
 impl Nexus {
@@ -122,6 +121,44 @@ impl Nexus {
             open_lock: tokio::sync::Mutex::new(()),
             restore: std::sync::Mutex::new(None),
         })
+    }
+
+    pub(crate) fn config(&self) -> &NexusConfig {
+        &self.config
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(crate) fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    pub(crate) fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    pub(crate) fn keepers(&self) -> &Keepers {
+        &self.keepers
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// See the field: take it around anything that changes the root key or its splits.
+    pub(crate) fn open_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.open_lock
+    }
+
+    /// Break-glass shares received so far by restore (only while sealed).
+    pub(crate) fn pending_restore(&self) -> &std::sync::Mutex<Option<PendingRestore>> {
+        &self.restore
     }
 
     /// The trust domain.
@@ -308,92 +345,22 @@ impl Nexus {
         Ok(())
     }
 
-    /// `POST /v1/bootstrap/init`.
-    pub(crate) async fn initialize(&self, req: InitRequest) -> AppResult<InitResponse> {
-        let n = self.keepers.len();
-        if usize::from(req.shares) != n {
-            return Err(AppError::new(
-                ErrorCode::BadRequest,
-                format!("shares must equal the number of keepers Nexus is configured with ({n})"),
-            ));
-        }
-        if req.threshold == 0 || req.threshold > req.shares {
-            return Err(AppError::new(
-                ErrorCode::BadRequest,
-                "threshold must be between 1 and shares",
-            ));
-        }
-        let _guard = self.open_lock.lock().await;
-        if self.init_record().is_some() {
-            return Ok(InitResponse {
-                initialized: false,
-                keepers_acknowledged: 0,
-            });
-        }
-        let (keys, record) = OpenKeys::create(req.shares, req.threshold)
-            .map_err(|e| AppError::internal("key generation", e))?;
+    /// Stores the first init record, unless one exists (another process may have initialized
+    /// a shared store first: then its record is loaded and `false` returned).
+    pub(crate) async fn create_init(&self, record: &InitRecord) -> Result<bool, InitStoreError> {
         let mut batch = Batch::new();
         batch.require_absent(META, INIT_KEY.to_vec());
         batch.put(META, INIT_KEY.to_vec(), record.encode());
         match self.store.commit(batch).await {
-            Ok(()) => {}
+            Ok(()) => {
+                *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
+                Ok(true)
+            }
             Err(StoreError::Conflict { .. }) => {
-                // Someone else initialized first; their key stands.
                 self.load_init_state().await;
-                return Ok(InitResponse {
-                    initialized: false,
-                    keepers_acknowledged: 0,
-                });
+                Ok(false)
             }
-            Err(e) => return Err(AppError::internal("store", e)),
+            Err(e) => Err(e.into()),
         }
-        *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(record);
-        let (epoch, shares) = keys
-            .keeper_shares()
-            .map_err(|e| AppError::internal("share derivation", e))?;
-        self.open_with(keys)
-            .await
-            .map_err(|e| AppError::internal("open after init", &e))?;
-        let acked = self.keepers.push("init", epoch, &shares, None).await;
-        tracing::info!(
-            acked,
-            shares = req.shares,
-            "initialized; root key split to keepers"
-        );
-        Ok(InitResponse {
-            initialized: true,
-            keepers_acknowledged: acked,
-        })
-    }
-
-    /// `POST /v1/bootstrap/verify`: proves the keepers' shares rebuild the key in memory.
-    pub(crate) async fn verify(&self) -> AppResult<VerifyResponse> {
-        let opened = self.opened()?;
-        let params = opened.keys.params();
-        let mut valid = 0u8;
-        let mut collected = Vec::new();
-        for (i, held) in self.keepers.fetch(false).await {
-            if let Some(body) = held.current
-                && opened.keys.is_current_share(i, &body.share)
-            {
-                valid += 1;
-                collected.push(body.share);
-            }
-        }
-        let verified = valid >= params.threshold && opened.keys.rebuilds_from(&collected);
-        if !verified {
-            return Err(AppError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "only {valid} keepers hold a valid share; {} are needed",
-                    params.threshold
-                ),
-            ));
-        }
-        Ok(VerifyResponse {
-            verified,
-            keepers_with_share: valid,
-            threshold: params.threshold,
-        })
     }
 }

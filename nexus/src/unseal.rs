@@ -1,11 +1,14 @@
-//! Unsealing: rebuilding the root key from shares, checking it against the init record,
-//! opening, and finishing a root-key change a crash interrupted (the state machine is in
-//! [`crate::rotation`]). The recovery timer and break-glass restore call in here; this module
+//! Unsealing: creating the root key (bootstrap), rebuilding it from shares, checking it
+//! against the init record, opening, proving the keepers' shares rebuild it (verify), and
+//! finishing a root-key change a crash interrupted (the state machine is in
+//! [`crate::rotation`]). Routes, the recovery timer, rotation and break-glass restore call in here; this module
 //! calls only the state, the keys and the keepers.
 
-use spike_core::api::ShareBody;
+use spike_core::api::{InitRequest, InitResponse, ShareBody, VerifyResponse};
 use spike_core::crypto::{CryptoError, DataKey, RootKey, Share, ShareParams};
+use spike_core::error::ErrorCode;
 
+use crate::error::{AppError, AppResult};
 use crate::fault;
 use crate::keys::{InitRecord, OpenKeys};
 use crate::state::{InitStoreError, Nexus, OpenError};
@@ -128,7 +131,7 @@ pub(crate) async fn open_rebuilt(
     let (epoch, shares) = keys.keeper_shares().map_err(UnsealError::Key)?;
     nexus.open_with(keys).await?;
     let step = if via_previous { "redo" } else { "unseal" };
-    let acked = nexus.keepers.push(step, epoch, &shares, keep).await;
+    let acked = nexus.keepers().push(step, epoch, &shares, keep).await;
     match finish_if_confirmed(nexus, epoch, acked).await {
         Ok(true) if keep.is_some() => fault::step(&format!("{step}:finished")).await,
         Ok(_) => {}
@@ -159,4 +162,85 @@ pub(crate) async fn finish_if_confirmed(
         "keepers hold the new shares; the previous split is dropped"
     );
     Ok(true)
+}
+
+/// `POST /v1/bootstrap/init`.
+pub(crate) async fn initialize(nexus: &Nexus, req: InitRequest) -> AppResult<InitResponse> {
+    let n = nexus.keepers().len();
+    if usize::from(req.shares) != n {
+        return Err(AppError::new(
+            ErrorCode::BadRequest,
+            format!("shares must equal the number of keepers Nexus is configured with ({n})"),
+        ));
+    }
+    if req.threshold == 0 || req.threshold > req.shares {
+        return Err(AppError::new(
+            ErrorCode::BadRequest,
+            "threshold must be between 1 and shares",
+        ));
+    }
+    let _guard = nexus.open_lock().lock().await;
+    if nexus.init_record().is_some() {
+        return Ok(InitResponse {
+            initialized: false,
+            keepers_acknowledged: 0,
+        });
+    }
+    let (keys, record) = OpenKeys::create(req.shares, req.threshold)
+        .map_err(|e| AppError::internal("key generation", e))?;
+    if !nexus.create_init(&record).await? {
+        // Someone else initialized first; their key stands.
+        return Ok(InitResponse {
+            initialized: false,
+            keepers_acknowledged: 0,
+        });
+    }
+    let (epoch, shares) = keys
+        .keeper_shares()
+        .map_err(|e| AppError::internal("share derivation", e))?;
+    nexus
+        .open_with(keys)
+        .await
+        .map_err(|e| AppError::internal("open after init", &e))?;
+    let acked = nexus.keepers().push("init", epoch, &shares, None).await;
+    tracing::info!(
+        acked,
+        shares = req.shares,
+        "initialized; root key split to keepers"
+    );
+    Ok(InitResponse {
+        initialized: true,
+        keepers_acknowledged: acked,
+    })
+}
+
+/// `POST /v1/bootstrap/verify`: proves the keepers' shares rebuild the key in memory.
+pub(crate) async fn verify(nexus: &Nexus) -> AppResult<VerifyResponse> {
+    let opened = nexus.opened()?;
+    let params = opened.keys.params();
+    let mut valid = 0u8;
+    let mut collected = Vec::new();
+    for (i, held) in nexus.keepers().fetch(false).await {
+        if let Some(body) = held.current
+            && opened.keys.is_current_share(i, &body.share)
+        {
+            valid += 1;
+            collected.push(body.share);
+        }
+    }
+    let verified = valid >= params.threshold && opened.keys.rebuilds_from(&collected);
+    if !verified {
+        return Err(AppError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "only {valid} keepers hold a valid share; {} are needed",
+                params.threshold
+            ),
+        ));
+    }
+    Ok(VerifyResponse {
+        verified,
+        keepers_with_share: valid,
+        threshold: params.threshold,
+    })
 }

@@ -130,7 +130,7 @@ async fn run(
 ) -> AppResult<Response> {
     let o = n.opened()?;
     // Before any work on the body: a caller over its rate costs as little as possible.
-    n.limiter.check(RateClass::Cipher, c)?;
+    n.limiter().check(RateClass::Cipher, c)?;
     let encoding = encoding_of(headers)?;
     let q = query(q)?;
     let input = read_input(op, encoding, q, body).await?;
@@ -535,7 +535,7 @@ mod tests {
         assert!(log.contains("cipher.decrypt"), "{log}");
         assert!(log.contains("vault/app"), "{log}");
         assert!(!log.contains(&BASE64.encode(&data[..30])), "{log}");
-        let metrics = f.nexus.metrics.render(false, &f.nexus.store.stats());
+        let metrics = f.nexus.metrics().render(false, &f.nexus.store().stats());
         assert!(metrics.contains("cipher.encrypt"), "{metrics}");
     }
 

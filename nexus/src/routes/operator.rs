@@ -46,7 +46,7 @@ async fn recover(
 ) -> Response {
     n.respond("operator.recover", &c, None, async {
         require(&n, &c, Builtin::Recover)?;
-        n.limiter.check(RateClass::Recover, &c)?;
+        n.limiter().check(RateClass::Recover, &c)?;
         let JsonBody(req) = body?;
         // An export retires the previous one; it must never happen unrecorded. Write an
         // intent line first (fail closed): if the log cannot be written, nothing changes.
@@ -65,7 +65,7 @@ async fn restore(
 ) -> Response {
     n.respond("operator.restore", &c, None, async {
         require(&n, &c, Builtin::Restore)?;
-        n.limiter.check(RateClass::Restore, &c)?;
+        n.limiter().check(RateClass::Restore, &c)?;
         let JsonBody(req) = body?;
         breakglass::restore(&n, req).await
     })

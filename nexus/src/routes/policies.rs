@@ -20,7 +20,7 @@ pub(super) async fn put(
         let o = n.opened()?;
         n.authorize_admin(&c)?;
         let JsonBody(req) = body?;
-        n.policies.put(&o.keys, &name, req).await
+        n.policies().put(&o.keys, &name, req).await
     })
     .await
 }
@@ -29,7 +29,7 @@ pub(super) async fn get(State(n): N, Caller(c): Caller, Path(name): Path<String>
     n.respond("policy.get", &c, Some(&name), async {
         let o = n.opened()?;
         n.authorize_admin(&c)?;
-        n.policies.get(&o.keys, &name).await
+        n.policies().get(&o.keys, &name).await
     })
     .await
 }
@@ -39,7 +39,7 @@ pub(super) async fn list(State(n): N, Caller(c): Caller) -> Response {
         let o = n.opened()?;
         n.authorize_admin(&c)?;
         Ok(ListPoliciesResponse {
-            policies: n.policies.list(&o.keys).await?,
+            policies: n.policies().list(&o.keys).await?,
         })
     })
     .await
@@ -49,7 +49,7 @@ pub(super) async fn delete(State(n): N, Caller(c): Caller, Path(name): Path<Stri
     n.respond("policy.delete", &c, Some(&name), async {
         let o = n.opened()?;
         n.authorize_admin(&c)?;
-        n.policies.delete(&o.keys, &name).await?;
+        n.policies().delete(&o.keys, &name).await?;
         Ok(serde_json::json!({ "deleted": name }))
     })
     .await
@@ -69,7 +69,7 @@ pub(super) async fn explain(
         let id = SpiffeId::new(&req.spiffe_id)
             .map_err(|e| AppError::new(ErrorCode::BadRequest, format!("invalid SPIFFE ID: {e}")))?;
         let path = n.parse_path(&req.path)?;
-        Ok(n.policies.engine().explain(&id, &path))
+        Ok(n.policies().engine().explain(&id, &path))
     })
     .await
 }
