@@ -12,27 +12,25 @@
 //!
 //! `restore` (role `restore`, only while sealed) takes one decrypted share per call and keeps
 //! them in memory until `threshold` rebuild a root key that opens the wrapped data key; then
-//! Nexus opens and deals fresh keeper shares. Shares received so far expire [`RESTORE_TTL`]
+//! Nexus opens and deals fresh keeper shares. Shares received so far expire [`RESTORE_TTL`](crate::restore_shares::RESTORE_TTL)
 //! after the last one. Any refusal leaves the received shares as they were.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use age::x25519::Recipient;
 use spike_core::api::{
     BreakGlassShare, CustodianFile, RecoverRequest, RecoverResponse, RestoreRequest,
     RestoreResponse,
 };
-use spike_core::crypto::{Share, ShareParams};
+use spike_core::crypto::ShareParams;
 use spike_core::error::ErrorCode;
 use zeroize::Zeroizing;
 
 use crate::error::{AppError, AppResult};
 use crate::keys::BreakGlassExport;
+use crate::restore_shares::{Added, PendingRestore};
 use crate::state::{Nexus, Status};
 use crate::unseal;
-
-/// How long received restore shares are kept after the last one arrived.
-pub(crate) const RESTORE_TTL: Duration = Duration::from_secs(600);
 
 /// Format of [`BreakGlassShare`] documents this build writes and reads.
 const SHARE_FORMAT: u32 = 1;
@@ -68,7 +66,7 @@ pub(crate) async fn export(nexus: &Nexus, req: RecoverRequest) -> AppResult<Reco
         .keys
         .break_glass_shares(&params)
         .map_err(|e| AppError::internal("break-glass split", e))?;
-    let created_at = crate::secrets::now();
+    let created_at = crate::clock::now();
     let export = BreakGlassExport::new(params, &shares);
     let mut files = Vec::with_capacity(shares.len());
     for ((name, recipient), share) in custodians.into_iter().zip(shares) {
@@ -151,70 +149,14 @@ fn bad(message: &str) -> AppError {
     AppError::new(ErrorCode::BadRequest, message)
 }
 
-/// Shares received by restore so far, all of one break-glass epoch.
-pub(crate) struct PendingRestore {
-    epoch: u32,
-    shares: Vec<Share>,
-    last: Instant,
-}
-
-/// What adding a share did.
-#[derive(Debug, PartialEq, Eq)]
-enum Added {
-    New,
-    /// The identical share was already received: nothing changed.
-    Again,
-}
-
-impl PendingRestore {
-    fn new(epoch: u32, now: Instant) -> Self {
-        Self {
-            epoch,
-            shares: Vec::new(),
-            last: now,
-        }
-    }
-
-    /// Drops pending restore shares that have expired, so they do not sit in memory until the
-    /// next restore call. Called from the recovery loop's sealed tick.
-    pub(crate) fn drop_expired(nexus: &Nexus, now: Instant) {
-        let mut slot = nexus
-            .pending_restore()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *slot = Self::live(slot.take(), now);
-    }
-
-    /// The pending state if it has not expired at `now` (expired shares are dropped here).
-    fn live(slot: Option<Self>, now: Instant) -> Option<Self> {
-        slot.filter(|p| now.duration_since(p.last) < RESTORE_TTL)
-    }
-
-    fn add(&mut self, share: Share, now: Instant) -> Result<Added, AppError> {
-        if let Some(held) = self.shares.iter().find(|s| s.index() == share.index()) {
-            return if *held == share {
-                Ok(Added::Again)
-            } else {
-                Err(bad(&format!(
-                    "a different share with index {} was already received; nothing changed",
-                    share.index()
-                )))
-            };
-        }
-        self.shares.push(share);
-        self.last = now;
-        Ok(Added::New)
-    }
-
-    fn received(&self) -> u8 {
-        u8::try_from(self.shares.len()).unwrap_or(u8::MAX)
-    }
-
-    fn expires_in(&self, now: Instant) -> u64 {
-        RESTORE_TTL
-            .saturating_sub(now.duration_since(self.last))
-            .as_secs()
-    }
+/// Drops pending restore shares that have expired, so they do not sit in memory until the
+/// next restore call. Called from the recovery loop's sealed tick.
+pub(crate) fn drop_expired(nexus: &Nexus, now: Instant) {
+    let mut slot = nexus
+        .pending_restore()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    *slot = PendingRestore::live(slot.take(), now);
 }
 
 /// `POST /v1/operator/restore`.
@@ -354,10 +296,14 @@ pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<Res
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
     use spike_core::api::Custodian;
+    use spike_core::crypto::Share;
 
     use super::*;
     use crate::fixtures::{keeper_answers, open_nexus, restart};
+    use crate::restore_shares::RESTORE_TTL;
     use crate::rotation::{Change, change};
 
     fn custodians(n: usize) -> (Vec<age::x25519::Identity>, Vec<Custodian>) {
@@ -587,12 +533,12 @@ mod tests {
         let mut p = PendingRestore::new(1, t0);
         p.add(share(1, 1), t0).unwrap();
         *n.pending_restore().lock().unwrap() = Some(p);
-        PendingRestore::drop_expired(&n, t0 + Duration::from_secs(1));
+        drop_expired(&n, t0 + Duration::from_secs(1));
         assert!(
             n.pending_restore().lock().unwrap().is_some(),
             "not expired yet"
         );
-        PendingRestore::drop_expired(&n, t0 + RESTORE_TTL + Duration::from_secs(1));
+        drop_expired(&n, t0 + RESTORE_TTL + Duration::from_secs(1));
         assert!(
             n.pending_restore().lock().unwrap().is_none(),
             "expired shares stay in memory"

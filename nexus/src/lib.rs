@@ -19,7 +19,8 @@
 //! keepers     fetch and push shares; keeper reachability (logs, gauge)
 //! state       Nexus: status, init record storage, authorization, audit
 //! engines:    secrets, policies, records (tag/verify), keys (open keys, splits, init record)
-//! leaves:     error, extract, metrics, ratelimit, fault (crash-test hook), config
+//! leaves:     error, extract, metrics, ratelimit, clock, restore_shares (break-glass shares
+//!             received so far), fault (crash-test hook), config
 //! ```
 //!
 //! Test fixtures shared by the unit tests live in `fixtures` (cfg(test)).
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod breakglass;
+mod clock;
 pub mod config;
 mod error;
 mod extract;
@@ -40,6 +42,7 @@ mod policies;
 mod ratelimit;
 mod records;
 mod recovery;
+mod restore_shares;
 mod rotation;
 mod routes;
 mod secrets;

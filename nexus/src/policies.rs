@@ -7,10 +7,10 @@ use spike_core::error::ErrorCode;
 use spike_core::policy::{Policy, PolicyEngine};
 use spike_store::{Batch, Store, StoreError, Table};
 
+use crate::clock::now;
 use crate::error::{AppError, AppResult};
 use crate::keys::OpenKeys;
 use crate::records::{self, Kind};
-use crate::secrets::now;
 
 /// Policies, keyed by name.
 pub(crate) const POLICIES: Table = Table::new("policies");

@@ -41,7 +41,7 @@ async fn tick(nexus: &Nexus) {
             }
         }
         Status::Sealed(_) => {
-            crate::breakglass::PendingRestore::drop_expired(nexus, std::time::Instant::now());
+            crate::breakglass::drop_expired(nexus, std::time::Instant::now());
             try_unseal(nexus).await;
         }
         Status::Open(o) => replenish(nexus, &o.keys).await,

@@ -23,6 +23,7 @@ use spike_core::path::SecretPath;
 use spike_core::secret::SecretMap;
 use spike_store::{Batch, Store, StoreError, Table};
 
+use crate::clock::now;
 use crate::error::{AppError, AppResult};
 use crate::keys::OpenKeys;
 use crate::records::{self, Kind};
@@ -236,13 +237,6 @@ fn version_key(path: &SecretPath, v: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&v.to_be_bytes());
     k
-}
-
-/// Now, as RFC 3339 UTC.
-pub(crate) fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn store_err(e: StoreError) -> AppError {

@@ -11,7 +11,6 @@ use spike_core::svid::SvidSource;
 use spike_store::{Batch, Store, StoreError, Table};
 
 use crate::StartError;
-use crate::breakglass::PendingRestore;
 use crate::config::NexusConfig;
 use crate::error::{AppError, AppResult};
 use crate::keepers::Keepers;
@@ -19,6 +18,7 @@ use crate::keys::{InitRecord, OpenKeys};
 use crate::metrics::Metrics;
 use crate::policies::Policies;
 use crate::ratelimit::RateLimiter;
+use crate::restore_shares::PendingRestore;
 use crate::secrets::Secrets;
 
 /// System records (the init record).

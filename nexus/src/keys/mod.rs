@@ -87,7 +87,7 @@ impl OpenKeys {
         let data = DataKey::generate()?;
         let wrapped = root.wrap(&data)?;
         let record = InitRecord {
-            created: crate::secrets::now(),
+            created: crate::clock::now(),
             current: KeySplit::new(params, &wrapped),
             previous: None,
             break_glass_epoch: 0,
