@@ -1,8 +1,8 @@
 //! Unsealing: creating the root key (bootstrap), rebuilding it from shares, checking it
 //! against the init record, opening, proving the keepers' shares rebuild it (verify), and
-//! finishing a root-key change a crash interrupted (the state machine is in
-//! the `rotation` module). Routes, the recovery timer, rotation and break-glass restore call in here; this module
-//! calls only the state, the keys and the keepers.
+//! finishing a root-key change a crash interrupted (the state machine is in the `rotation`
+//! module). Routes, the recovery timer, rotation and break-glass restore call in here; this
+//! module calls only the state, the keys and the keepers.
 
 use spike_core::api::{InitRequest, InitResponse, ShareBody, VerifyResponse};
 use spike_core::crypto::{CryptoError, DataKey, RootKey, Share, ShareParams};
