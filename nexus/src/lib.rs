@@ -141,6 +141,8 @@ pub async fn start(
             "configure between 1 and 255 keepers".into(),
         ));
     }
+    // Reads the crash-test hook now, so a set one is logged at start, not at the first push.
+    let _ = fault::armed();
     let tls = Arc::new(server_config(source.clone(), PeerRule::AnyInTrustDomain)?);
     let nexus = Arc::new(Nexus::new(config, source, store)?);
     nexus.load_init_state().await;
