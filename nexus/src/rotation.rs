@@ -40,13 +40,11 @@
 //! The crash tests in e2e stop Nexus at each step through [`crate::fault`].
 
 use spike_core::api::KeyChangeResponse;
-use spike_core::crypto::{RootKey, ShareParams};
-use spike_core::error::ErrorCode;
+use spike_core::crypto::{CryptoError, RootKey, ShareParams};
 
-use crate::error::{AppError, AppResult};
 use crate::fault;
 use crate::keys::OpenKeys;
-use crate::state::Nexus;
+use crate::state::{InitStoreError, Nexus};
 use crate::unseal::finish_if_confirmed;
 
 /// What to change. Both make a new root key (see the module docs).
@@ -58,9 +56,43 @@ pub(crate) enum Change {
     Rekey { shares: u8, threshold: u8 },
 }
 
+/// Why a rotation or rekey changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RotationError {
+    /// Nexus is not open.
+    #[error("{}", .0.message)]
+    NotOpen(#[source] spike_core::error::ApiError),
+    /// An earlier change still waits for keepers.
+    #[error(
+        "an earlier rotation or rekey is still waiting for keepers: {acked} of {needed} needed \
+         hold the new shares; bring keepers back and retry (nothing changed)"
+    )]
+    Pending {
+        /// Keepers that hold the pending split's shares.
+        acked: u8,
+        /// Its threshold.
+        needed: u8,
+    },
+    /// A rekey's `shares` is not the number of configured keepers.
+    #[error("shares must equal the number of keepers Nexus is configured with ({0})")]
+    ShareCount(usize),
+    /// The new split's parameters are invalid.
+    #[error("{0}")]
+    Params(#[source] CryptoError),
+    /// Making the new root key or wrapping the data key failed.
+    #[error("key handling: {0}")]
+    Key(#[source] CryptoError),
+    /// The init record could not be read or replaced.
+    #[error(transparent)]
+    Init(#[from] InitStoreError),
+}
+
 /// `POST /v1/operator/rotate` and `POST /v1/operator/rekey`.
-pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChangeResponse> {
-    let opened = nexus.opened()?;
+pub(crate) async fn change(
+    nexus: &Nexus,
+    change: Change,
+) -> Result<KeyChangeResponse, RotationError> {
+    let opened = nexus.opened().map_err(|e| RotationError::NotOpen(e.0))?;
     let _guard = nexus.open_lock().lock().await;
     let (mut raw, mut record) = nexus.read_init().await?;
     if record.previous().is_some() {
@@ -68,14 +100,10 @@ pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChange
         let keep = record.previous().map(|p| p.epoch());
         let (epoch, acked) = push_current(nexus, &opened.keys, "change", keep).await?;
         if !finish_if_confirmed(nexus, epoch, acked).await? {
-            return Err(AppError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "an earlier rotation or rekey is still waiting for keepers: {acked} of {} \
-                     needed hold the new shares; bring keepers back and retry (nothing changed)",
-                    record.threshold()
-                ),
-            ));
+            return Err(RotationError::Pending {
+                acked,
+                needed: record.threshold(),
+            });
         }
         (raw, record) = nexus.read_init().await?;
     }
@@ -84,26 +112,18 @@ pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChange
         Change::Rekey { shares, threshold } => {
             let n = nexus.keepers().len();
             if usize::from(shares) != n {
-                return Err(AppError::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "shares must equal the number of keepers Nexus is configured with ({n})"
-                    ),
-                ));
+                return Err(RotationError::ShareCount(n));
             }
             (shares, threshold)
         }
     };
-    let epoch = record
-        .next_epoch()
-        .map_err(|e| AppError::new(ErrorCode::BadRequest, e.to_string()))?;
-    let params = ShareParams::new(shares, threshold, epoch)
-        .map_err(|e| AppError::new(ErrorCode::BadRequest, e.to_string()))?;
-    let new_root = RootKey::generate().map_err(|e| AppError::internal("rng", e))?;
+    let epoch = record.next_epoch().map_err(RotationError::Params)?;
+    let params = ShareParams::new(shares, threshold, epoch).map_err(RotationError::Params)?;
+    let new_root = RootKey::generate().map_err(RotationError::Key)?;
     let wrapped = opened
         .keys
         .wrap_data_key(&new_root)
-        .map_err(|e| AppError::internal("wrap", e))?;
+        .map_err(RotationError::Key)?;
     let next = record.begin_change(params, &wrapped);
     nexus.commit_init(&raw, &next).await?;
     // Durable: from here a restart finds {C, P} and recovers with either split.
@@ -145,10 +165,8 @@ async fn push_current(
     keys: &OpenKeys,
     step: &str,
     keep: Option<u32>,
-) -> AppResult<(u32, u8)> {
-    let (epoch, shares) = keys
-        .keeper_shares()
-        .map_err(|e| AppError::internal("share derivation", e))?;
+) -> Result<(u32, u8), RotationError> {
+    let (epoch, shares) = keys.keeper_shares().map_err(RotationError::Key)?;
     Ok((
         epoch,
         nexus.keepers().push(step, epoch, &shares, keep).await,
@@ -158,7 +176,10 @@ async fn push_current(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use spike_core::error::ErrorCode;
+
     use super::*;
+    use crate::error::AppError;
     use crate::fixtures::{keeper_answers, open_nexus, restart};
 
     #[tokio::test]
@@ -188,6 +209,8 @@ mod tests {
         )
         .await
         .unwrap_err();
+        // As the operator sees it on the wire.
+        let e = AppError::from(e);
         assert_eq!(e.code(), ErrorCode::Unavailable);
         assert!(e.0.message.contains("0 of 2"), "{}", e.0.message);
         assert_eq!(n1.read_init().await.unwrap().0, raw);
@@ -239,6 +262,7 @@ mod tests {
             let e = change(&n, Change::Rekey { shares, threshold })
                 .await
                 .unwrap_err();
+            let e = AppError::from(e);
             assert_eq!(e.code(), ErrorCode::BadRequest);
             assert!(e.0.message.contains(needle), "{}", e.0.message);
             assert_eq!(n.read_init().await.unwrap().0, raw);

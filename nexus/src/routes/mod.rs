@@ -180,3 +180,16 @@ impl From<crate::unseal::UnsealError> for AppError {
         Self::internal("open", &e)
     }
 }
+
+impl From<crate::rotation::RotationError> for AppError {
+    fn from(e: crate::rotation::RotationError) -> Self {
+        use crate::rotation::RotationError as E;
+        match e {
+            E::NotOpen(api) => Self(api),
+            E::Pending { .. } => Self::new(ErrorCode::Unavailable, e.to_string()),
+            E::ShareCount(_) | E::Params(_) => Self::new(ErrorCode::BadRequest, e.to_string()),
+            E::Init(init) => init.into(),
+            E::Key(_) => Self::internal("root-key change", &e),
+        }
+    }
+}

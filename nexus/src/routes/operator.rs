@@ -75,7 +75,7 @@ async fn restore(
 async fn rotate(State(n): N, Caller(c): Caller) -> Response {
     n.respond("operator.rotate", &c, None, async {
         require(&n, &c, Builtin::Superuser)?;
-        rotation::change(&n, Change::Rotate).await
+        Ok(rotation::change(&n, Change::Rotate).await?)
     })
     .await
 }
@@ -88,14 +88,11 @@ async fn rekey(
     n.respond("operator.rekey", &c, None, async {
         require(&n, &c, Builtin::Superuser)?;
         let JsonBody(req) = body?;
-        rotation::change(
-            &n,
-            Change::Rekey {
-                shares: req.shares,
-                threshold: req.threshold,
-            },
-        )
-        .await
+        let change = Change::Rekey {
+            shares: req.shares,
+            threshold: req.threshold,
+        };
+        Ok(rotation::change(&n, change).await?)
     })
     .await
 }
