@@ -1,12 +1,9 @@
-//! Root-key recovery from keepers, and keeping keepers supplied.
-//!
-//! While sealed, every interval Nexus asks each keeper for its share, and as soon as it holds
-//! `threshold` shares of one epoch it rebuilds the root key, checks it against the init record
-//! (the wrapped data key must open) and opens. The record's current split is tried first, then
-//! the previous one a rotation or rekey keeps until the keepers confirm the new shares (see
-//! `rotation.rs`). While open, it checks each keeper and re-sends the share (derived
-//! deterministically from the root key) to any keeper that has none or a wrong one, so a
-//! restarted keeper is whole again within one interval.
+//! The keeper timer: every interval, while sealed it fetches the keepers' shares (current and,
+//! during a root-key change, the previous ones they keep) and hands them to `unseal`; while
+//! open it checks each keeper and re-sends the share (derived deterministically from the root
+//! key) to any keeper that has none or a wrong one, so a restarted keeper is whole again
+//! within one interval, and it finishes a pending rotation or rekey once enough keepers hold
+//! the new split. What the shares mean is decided in `unseal` and `rotation`.
 
 use std::future::Future;
 use std::sync::Arc;
