@@ -34,9 +34,9 @@ pub struct GlobalArgs {
     /// First, so it sees the parsed values before the fields below take them.
     #[command(flatten)]
     pub given: crate::settings::GivenFlags,
-    /// TOML configuration file (see docs/configuration.md). Environment variables and flags
-    /// override it.
-    #[arg(long, global = true, env = spike_core::config::CONFIG_ENV, value_name = "FILE")]
+    /// TOML configuration file (see docs/configuration.md); also `SPIKE_CLI_CONFIG` (never a
+    /// service's `SPIKE_CONFIG`). Environment variables and flags override it.
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long, global = true)]
