@@ -120,6 +120,14 @@ pub struct SeedArgs {
     /// The seed file (YAML; `-` reads stdin). Schema: docs/seeding.md.
     #[arg(short, long)]
     pub file: PathBuf,
+    /// How the items are written.
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+/// How `spike seed` and `spike import` write what they read: in batches, several at once.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
     /// Only show what would change (create, update, unchanged per item); write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -127,11 +135,16 @@ pub struct SeedArgs {
     #[arg(short, long)]
     pub quiet: bool,
     /// Secrets per batch request (Nexus refuses more than its `max_batch_items`, 500 by default).
-    #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS)]
+    #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS, value_parser = at_least_one())]
     pub batch_size: usize,
     /// Batch requests in flight at once (one connection each).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
     pub parallel: usize,
+}
+
+/// A count that must be at least 1 (clap refuses 0 as a usage error, exit status 2).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 /// `spike import ...`
@@ -182,18 +195,9 @@ pub struct ImportArgs {
     /// importing it.
     #[arg(long, conflicts_with = "from_file")]
     pub export_to: Option<PathBuf>,
-    /// Only show what would change; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print only failures and the summary.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Secrets per batch request.
-    #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS)]
-    pub batch_size: usize,
-    /// Batch requests in flight at once.
-    #[arg(long, default_value_t = 4)]
-    pub parallel: usize,
+    /// How the secrets are written.
+    #[command(flatten)]
+    pub upload: UploadArgs,
 }
 
 /// `spike secret ...`
@@ -381,6 +385,39 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_and_import_share_the_upload_flags_and_refuse_zero() {
+        for cmd in [&["seed", "-f", "x.yaml"][..], &["import", "openbao"][..]] {
+            let args = |extra: &[&'static str]| {
+                ["spike"]
+                    .into_iter()
+                    .chain(cmd.iter().copied())
+                    .chain(extra.iter().copied())
+                    .collect::<Vec<_>>()
+            };
+            let cli = Cli::try_parse_from(args(&[
+                "--batch-size",
+                "7",
+                "--parallel",
+                "2",
+                "-q",
+                "--dry-run",
+            ]))
+            .unwrap();
+            let upload = match cli.command {
+                Some(Command::Seed(a)) => a.upload,
+                Some(Command::Import(ImportCmd::Openbao(a))) => a.upload,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!((upload.batch_size, upload.parallel), (7, 2));
+            assert!(upload.quiet && upload.dry_run);
+            for zero in [["--batch-size", "0"], ["--parallel", "0"]] {
+                let e = Cli::try_parse_from(args(&zero)).unwrap_err();
+                assert_eq!(e.exit_code(), 2, "{e}");
+            }
+        }
     }
 
     #[test]
