@@ -23,11 +23,11 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub service: ServiceArgs,
 
-    /// Trust domain the local CA issues for [default: spike.dev].
+    /// Trust domain the local CA issues for.
     #[arg(long)]
     pub trust_domain: Option<TrustDomain>,
 
-    /// Unix socket to serve on [default: /tmp/spike-agent/agent.sock]. Its directory is
+    /// Unix socket to serve on. Its directory is
     /// created with mode 0700 and refused if it is accessible to others.
     #[arg(long = "socket")]
     pub socket: Option<PathBuf>,
@@ -37,7 +37,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub registrations: Option<PathBuf>,
 
-    /// Lifetime of each X.509-SVID (re-issued at half of it), e.g. `1h`, `90s` [default: 1h].
+    /// Lifetime of each X.509-SVID (re-issued at half of it), e.g. `1h`, `90s`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub svid_ttl: Option<Duration>,
 }

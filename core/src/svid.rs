@@ -493,6 +493,7 @@ pub struct IdentityArgs {
     /// Trust domain of this deployment.
     #[arg(
         id = "identity.trust_domain",
+        value_name = "TRUST_DOMAIN",
         long = "trust-domain",
         global = true,
         env = "SPIKE_TRUST_DOMAIN",
@@ -503,6 +504,7 @@ pub struct IdentityArgs {
     /// are given.
     #[arg(
         id = "identity.spiffe_endpoint_socket",
+        value_name = "URI",
         long = "spiffe-endpoint-socket",
         global = true,
         env = "SPIFFE_ENDPOINT_SOCKET"
@@ -512,6 +514,7 @@ pub struct IdentityArgs {
     /// Workload API, e.g. with cert-manager's csi-driver-spiffe.
     #[arg(
         id = "identity.svid_cert",
+        value_name = "FILE",
         long = "svid-cert",
         global = true,
         env = "SPIKE_SVID_CERT"
@@ -520,6 +523,7 @@ pub struct IdentityArgs {
     /// X.509-SVID private key (PEM).
     #[arg(
         id = "identity.svid_key",
+        value_name = "FILE",
         long = "svid-key",
         global = true,
         env = "SPIKE_SVID_KEY"
@@ -528,6 +532,7 @@ pub struct IdentityArgs {
     /// Trust bundle (PEM CA certificates of the trust domain).
     #[arg(
         id = "identity.svid_bundle",
+        value_name = "FILE",
         long = "svid-bundle",
         global = true,
         env = "SPIKE_SVID_BUNDLE"
@@ -536,6 +541,7 @@ pub struct IdentityArgs {
     /// How long to wait for a first SVID at start.
     #[arg(
         id = "identity.svid_timeout",
+        value_name = "DURATION",
         long = "svid-timeout",
         global = true,
         env = "SPIKE_SVID_TIMEOUT",

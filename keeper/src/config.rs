@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spike_core::config::service::ServiceArgs;
+use spike_core::config::service::ServerArgs;
 use spike_core::config::{ConfigError, IdentityConfig, Spec};
 use spike_core::net::ConnLimits;
 use spike_core::svid::IdentityArgs;
@@ -23,18 +23,9 @@ use crate::KeeperAddrs;
                   flags, in rising precedence. Every key: docs/configuration.md."
 )]
 pub struct KeeperArgs {
-    /// Where the SVID comes from.
+    /// Identity, configuration and listener flags.
     #[command(flatten)]
-    pub identity: IdentityArgs,
-    /// The configuration file, `--print-config`, `--set` and the log format.
-    #[command(flatten)]
-    pub service: ServiceArgs,
-    /// mTLS API address (Nexus only) [default: 0.0.0.0:8443].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Plain-HTTP health address (/healthz, /readyz) [default: 0.0.0.0:8444].
-    #[arg(long, value_name = "ADDR")]
-    pub health_listen: Option<SocketAddr>,
+    pub server: ServerArgs,
 }
 
 /// The keeper configuration file. Every key has a default; unknown keys are refused.

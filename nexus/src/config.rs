@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spike_core::config::service::ServiceArgs;
+use spike_core::config::service::ServerArgs;
 use spike_core::config::{ConfigError, IdentityConfig, Spec};
 use spike_core::id::TrustDomain;
 use spike_core::net::ConnLimits;
@@ -94,18 +94,9 @@ pub struct NexusAddrs {
                   flags, in rising precedence. Every key: docs/configuration.md."
 )]
 pub struct NexusArgs {
-    /// Where the SVID comes from.
+    /// Identity, configuration and listener flags.
     #[command(flatten)]
-    pub identity: IdentityArgs,
-    /// The configuration file, `--print-config`, `--set` and the log format.
-    #[command(flatten)]
-    pub service: ServiceArgs,
-    /// mTLS API address [default: 0.0.0.0:8553].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Plain-HTTP address for /healthz, /readyz and /metrics [default: 0.0.0.0:8554].
-    #[arg(long, value_name = "ADDR")]
-    pub health_listen: Option<SocketAddr>,
+    pub server: ServerArgs,
     /// Keeper API addresses (host:port), in keeper-index order: the i-th must present
     /// spiffe://<td>/spike/keeper/<i>. Repeat the flag or separate with commas.
     #[arg(long = "keeper", value_name = "ADDR", value_delimiter = ',')]
@@ -116,10 +107,10 @@ pub struct NexusArgs {
     /// Audit log file [default: <data-dir>/audit.log; required without a data directory].
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
-    /// How often keepers are polled while sealed and checked while open [default: 2s].
+    /// How often keepers are polled while sealed and checked while open.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keeper_interval: Option<Duration>,
-    /// Versions kept per secret [default: 10].
+    /// Versions kept per secret.
     #[arg(id = "limits.max_versions", long = "max-versions", value_name = "N")]
     pub max_versions: Option<u32>,
 }

@@ -22,6 +22,31 @@ pub struct KeyDoc {
 }
 
 impl Spec {
+    /// `cmd` with each flag's default taken from `T::default()`, so `--help` shows it without
+    /// a second declaration. A default is only shown: the loader takes a flag's value only
+    /// when it is typed, so the file and environment still override the default.
+    pub fn show_defaults<T>(&self, cmd: clap::Command) -> Result<clap::Command, ConfigError>
+    where
+        T: Serialize + Default,
+    {
+        let schema = schema_of::<T>()?;
+        let mut cmd = cmd;
+        for (key, default) in leaves(&schema) {
+            let shown = match &default {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Array(_) | toml::Value::Table(_) => continue,
+                other => other.to_string(),
+            };
+            let has_flag = cmd
+                .get_arguments()
+                .any(|a| a.get_id().as_str() == key && a.get_default_values().is_empty());
+            if has_flag && !shown.is_empty() && !self.secrets.contains(key.as_str()) {
+                cmd = cmd.mut_arg(key.as_str(), |a| a.default_value(shown));
+            }
+        }
+        Ok(cmd)
+    }
+
     /// Every key of `T` with its environment variable, flag (from `cmd`) and default, in
     /// declaration order.
     pub fn reference<T>(&self, cmd: &clap::Command) -> Result<Vec<KeyDoc>, ConfigError>

@@ -5,6 +5,7 @@
 
 use std::error::Error;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::FromArgMatches;
@@ -12,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{ConfigArgs, ConfigError, Spec};
+use crate::svid::IdentityArgs;
 use crate::telemetry::{self, LogFormat};
 
 /// Flags every service has: the configuration ones and the log format (declared here once;
@@ -21,7 +23,7 @@ pub struct ServiceArgs {
     /// The configuration file, `--print-config` and `--set`.
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Log line format [default: text].
+    /// Log line format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
 }
@@ -35,6 +37,24 @@ impl Spec {
             .with_identity()
             .env("log_format", "SPIKE_LOG_FORMAT")
     }
+}
+
+/// The flags of a service with an mTLS API and a plain-HTTP health listener (Nexus and the
+/// keepers): its identity, the configuration flags and the two addresses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Where the SVID comes from.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The configuration file, `--print-config`, `--set` and the log format.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// mTLS API address.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Plain-HTTP address for /healthz and /readyz (and Nexus's /metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// A service's error, as its `run` returns it (`anyhow::Error` converts into it).
@@ -59,6 +79,10 @@ where
     E: Into<BoxError>,
 {
     crate::tls::install_crypto_provider();
+    let cmd = match spec.show_defaults::<T>(cmd) {
+        Ok(cmd) => cmd,
+        Err(e) => return config_error(&e),
+    };
     let matches = cmd.clone().get_matches();
     let args = ConfigArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let loaded = match spec.load_cli::<T>(&cmd, &matches, &args) {

@@ -481,3 +481,27 @@ fn a_flag_sets_the_key_its_argument_id_names() {
     let row = rows.iter().find(|r| r.key == "server.max_body").unwrap();
     assert_eq!(row.flag.as_deref(), Some("--max-body"));
 }
+
+#[test]
+fn help_shows_the_defaults_without_making_them_flags() {
+    let cmd = clap::Command::new("demo")
+        .arg(clap::Arg::new("listen").long("listen"))
+        .arg(clap::Arg::new("server.max_body").long("max-body"))
+        .arg(clap::Arg::new("data_dir").long("data-dir"))
+        .arg(clap::Arg::new("token").long("token"));
+    let cmd = spec().show_defaults::<Demo>(cmd).unwrap();
+    let default = |id: &str| {
+        let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+        arg.get_default_values()
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(default("listen"), ["0.0.0.0:1"]);
+    assert_eq!(default("server.max_body"), ["1024"]);
+    assert!(default("data_dir").is_empty(), "no empty default");
+    assert!(default("token").is_empty(), "no secret default");
+    // A shown default is not a typed flag: the file still wins over it.
+    let m = cmd.clone().try_get_matches_from(["demo"]).unwrap();
+    assert!(flag_values::<Demo>(&cmd, &m).unwrap().is_empty());
+}
