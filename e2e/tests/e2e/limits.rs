@@ -182,6 +182,12 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The configuration a successful `--print-config` printed.
+fn printed_config(out: &Output) -> toml::Table {
+    assert!(out.status.success(), "{}", text(out));
+    stdout(out).parse().unwrap()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -224,8 +230,7 @@ fn config_layers_print_and_refuse_unknown_keys() {
             ("SPIKE_NEXUS_LIMITS_MAX_PAGE", "50"),
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(
         printed["listen"].as_str(),
         Some("127.0.0.1:3000"),
@@ -362,8 +367,7 @@ fn config_layers_print_and_refuse_unknown_keys() {
         &["--config", kf.to_str().unwrap(), "--print-config"],
         &[("SPIKE_KEEPER_SERVER_DRAIN_TIMEOUT", "3s")],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(printed["server"]["max_connections"].as_integer(), Some(7));
     assert_eq!(printed["server"]["drain_timeout"].as_str(), Some("3s"));
     std::fs::write(&kf, "listn = \"127.0.0.1:1\"\n").unwrap();
@@ -376,8 +380,7 @@ fn config_layers_print_and_refuse_unknown_keys() {
         &["--svid-ttl", "10m", "--print-config"],
         &[("SPIKE_TRUST_DOMAIN", "example.org")],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(printed["svid_ttl"].as_str(), Some("10m"));
     assert_eq!(printed["trust_domain"].as_str(), Some("example.org"));
 }
@@ -396,8 +399,7 @@ fn a_services_config_variable_does_not_reach_the_cli() {
         &["--print-config"],
         &[("SPIKE_CONFIG", nf), ("SPIKE_NEXUS_CONFIG", nf)],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(printed["nexus"].as_str(), Some("127.0.0.1:8553"));
     let cli_file = dir.path().join("cli.toml");
     std::fs::write(&cli_file, "nexus = \"127.0.0.1:9\"\n").unwrap();
@@ -409,8 +411,7 @@ fn a_services_config_variable_does_not_reach_the_cli() {
             ("SPIKE_CONFIG", nf),
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(printed["nexus"].as_str(), Some("127.0.0.1:9"));
 }
 
@@ -437,8 +438,7 @@ fn identity_files_combine_across_layers() {
         ],
         &[("SPIKE_SVID_BUNDLE", "/b.pem")],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(identity(&printed), ["/c.pem", "/k.pem", "/b.pem"]);
     // The same with a command that needs the SVID: no usage error (exit 2) about required
     // arguments; it fails on the missing files instead.
@@ -493,8 +493,7 @@ fn identity_files_combine_across_layers() {
         ],
         &[],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(
         identity(&printed),
         [
