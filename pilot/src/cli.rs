@@ -26,13 +26,32 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// Parses a command line and records which configuration flags were typed on it: the
+    /// loader needs that besides the values, since a clap default or environment value must
+    /// not beat the configuration file.
+    pub fn try_parse_recording<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = <Self as clap::CommandFactory>::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let mut cli = <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|e| e.format(&mut cmd))?;
+        cli.global.given = crate::settings::GivenFlags::from_matches(&cmd, &matches)
+            .map_err(|e| cmd.error(clap::error::ErrorKind::InvalidValue, e))?;
+        Ok(cli)
+    }
+}
+
 /// Options every command takes. They are the command line only: the effective settings
 /// (with the configuration file) come from [`crate::settings::load`].
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Which of the flags below were typed (not defaulted or taken from the environment).
-    /// First, so it sees the parsed values before the fields below take them.
-    #[command(flatten)]
+    /// Which of the flags below were typed (not defaulted or taken from the environment);
+    /// filled in by [`Cli::try_parse_recording`].
+    #[arg(skip)]
     pub given: crate::settings::GivenFlags,
     /// TOML configuration file (see docs/configuration.md); also `SPIKE_CLI_CONFIG` (never a
     /// service's `SPIKE_CONFIG`). Environment variables and flags override it.

@@ -66,41 +66,24 @@ pub fn load_with_env(
     spec().load(global.config.as_deref(), env, &flags)
 }
 
-/// The configuration flags typed on the command line, captured while clap builds
-/// [`GlobalArgs`] (clap's defaults and environment variables are left to the loader, so that
-/// the configuration file sits between them and the flags).
+/// The configuration flags typed on the command line (clap's defaults and environment
+/// variables are left to the loader, so that the configuration file sits between them and the
+/// flags). [`crate::cli::Cli::try_parse_recording`] fills it in.
 #[derive(Debug, Clone, Default)]
 pub struct GivenFlags(Vec<FlagValue>);
 
 impl GivenFlags {
+    /// The flags of `matches` that set a key.
+    pub fn from_matches(
+        cmd: &clap::Command,
+        matches: &clap::ArgMatches,
+    ) -> Result<Self, ConfigError> {
+        spike_core::config::flag_values::<CliSettings>(cmd, matches).map(Self)
+    }
+
     /// The keys set by flags, in the order of the configuration's keys.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|f| f.key.as_str())
-    }
-}
-
-impl clap::FromArgMatches for GivenFlags {
-    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
-        spike_core::config::flag_values::<CliSettings>(&cmd, matches)
-            .map(Self)
-            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")))
-    }
-
-    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(matches)?;
-        Ok(())
-    }
-}
-
-impl clap::Args for GivenFlags {
-    /// Adds no argument: the flags are [`GlobalArgs`]' own.
-    fn augment_args(cmd: clap::Command) -> clap::Command {
-        cmd
-    }
-
-    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        cmd
     }
 }
 
@@ -131,14 +114,14 @@ mod tests {
 
     use std::path::PathBuf;
 
-    use clap::{CommandFactory, Parser};
+    use clap::CommandFactory;
 
     use super::*;
     use crate::cli::Cli;
 
     /// Parses a command line.
     fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("spike").chain(args.iter().copied())).unwrap()
+        Cli::try_parse_recording(std::iter::once("spike").chain(args.iter().copied())).unwrap()
     }
 
     /// The `[default: ...]` of a flag, as clap shows it.
@@ -318,15 +301,7 @@ mod tests {
     fn pem_files_combine_across_layers_key_by_key() {
         // Cert and key as flags, the bundle from another layer: clap must not insist on all
         // three flags (it did: "required arguments were not provided").
-        let cli = Cli::try_parse_from([
-            "spike",
-            "--svid-cert",
-            "c.pem",
-            "--svid-key",
-            "k.pem",
-            "status",
-        ])
-        .unwrap();
+        let cli = parse(&["--svid-cert", "c.pem", "--svid-key", "k.pem", "status"]);
         let want = (
             Some(PathBuf::from("c.pem")),
             Some(PathBuf::from("k.pem")),
