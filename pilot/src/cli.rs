@@ -35,7 +35,8 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let mut cmd = <Self as clap::CommandFactory>::command();
+        let mut cmd = crate::settings::command()
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))?;
         let matches = cmd.try_get_matches_from_mut(args)?;
         let mut cli = <Self as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut cmd))?;
@@ -46,7 +47,8 @@ impl Cli {
 }
 
 /// Options every command takes. They are the command line only: the effective settings
-/// (with the configuration file) come from [`crate::settings::load`].
+/// (with the configuration file) come from [`crate::settings::load`], and the defaults
+/// `--help` shows from [`crate::settings::CliSettings`]'s `Default`.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Which of the flags below were typed (not defaulted or taken from the environment);
@@ -64,22 +66,17 @@ pub struct GlobalArgs {
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Nexus address (host:port).
-    #[arg(
-        long,
-        global = true,
-        env = "SPIKE_NEXUS_ADDR",
-        default_value = "127.0.0.1:8553"
-    )]
-    pub nexus: String,
+    #[arg(long, global = true, env = "SPIKE_NEXUS_ADDR", value_name = "ADDR")]
+    pub nexus: Option<String>,
     /// Output format of read commands.
-    #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[arg(short, long, global = true, value_enum)]
+    pub output: Option<Output>,
     /// Identity flags.
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Per-request timeout.
-    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 /// Output formats.

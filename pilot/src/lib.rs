@@ -37,7 +37,9 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     // Commands that need no identity, or tolerate its absence.
     let Some(command) = cli.command else {
         // What clap does for a missing subcommand: show the commands, exit 2.
-        let help = <Cli as clap::CommandFactory>::command().render_help();
+        let help = settings::command()
+            .map_err(|e| CliError::Usage(e.to_string()))?
+            .render_help();
         eprintln!("{help}");
         return Err(CliError::Usage("a command is missing".into()));
     };

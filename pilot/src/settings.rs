@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use spike_core::config::{ConfigError, FlagValue, IdentityConfig, Loaded, Spec};
 
-use crate::cli::{GlobalArgs, Output};
+use crate::cli::{Cli, GlobalArgs, Output};
 
 /// The `spike` configuration file. Every key has a default; unknown keys are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +48,12 @@ impl Default for CliSettings {
 pub fn spec() -> Spec {
     Spec::new("spike", "SPIKE_CLI_")
         .with_identity()
-        .env("nexus", "SPIKE_NEXUS_ADDR")
+        .env_of(&<Cli as clap::CommandFactory>::command())
+}
+
+/// The `spike` command, its `--help` showing the defaults of [`CliSettings`].
+pub fn command() -> Result<clap::Command, ConfigError> {
+    spec().show_defaults::<CliSettings>(<Cli as clap::CommandFactory>::command())
 }
 
 /// Loads the effective settings of a command line with the process environment.
@@ -117,7 +122,6 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
-    use crate::cli::Cli;
 
     /// Parses a command line.
     fn parse(args: &[&str]) -> Cli {
@@ -126,7 +130,7 @@ mod tests {
 
     /// The `[default: ...]` of a flag, as clap shows it.
     fn clap_default(id: &str) -> String {
-        let cmd = Cli::command();
+        let cmd = command().unwrap();
         let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
         arg.get_default_values()[0].to_str().unwrap().to_owned()
     }

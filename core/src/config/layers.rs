@@ -70,17 +70,24 @@ impl Spec {
 
     /// The identity keys (`identity.*`): their environment variables are the `env` of the
     /// [`IdentityArgs`] flags, so they are declared once, there.
-    pub fn with_identity(mut self) -> Self {
+    pub fn with_identity(self) -> Self {
         let cmd = <IdentityArgs as clap::Args>::augment_args(clap::Command::new("identity"));
+        self.env_of(&cmd)
+            .path("identity.svid_cert")
+            .path("identity.svid_key")
+            .path("identity.svid_bundle")
+    }
+
+    /// Names the variable of each key whose flag in `cmd` has an `env` attribute, so a
+    /// variable clap shows in `--help` is declared there only.
+    pub fn env_of(mut self, cmd: &clap::Command) -> Self {
         for arg in cmd.get_arguments() {
             if let Some(var) = arg.get_env().and_then(|v| v.to_str()) {
                 self.env_names
                     .insert(arg.get_id().as_str().to_owned(), var.to_owned());
             }
         }
-        self.path("identity.svid_cert")
-            .path("identity.svid_key")
-            .path("identity.svid_bundle")
+        self
     }
 
     /// `key` holds a secret: [`Spec::render`] shows it as `[redacted]`.
