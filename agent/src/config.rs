@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spike_core::config::service::ServiceArgs;
-use spike_core::config::{ConfigError, Spec};
 use spike_core::id::TrustDomain;
-use spike_core::telemetry::LogFormat;
+use spike_runtime::config::service::ServiceArgs;
+use spike_runtime::config::{ConfigError, Spec};
+use spike_runtime::telemetry::LogFormat;
 
 /// Development SPIFFE Workload API server for SPIKE (dev and test use only; not a SPIRE
 /// replacement).
@@ -51,13 +51,13 @@ pub struct AgentSettings {
     /// Unix socket to serve on.
     pub socket: PathBuf,
     /// Registration file; empty denies every caller.
-    #[serde(with = "spike_core::config::opt_path")]
+    #[serde(with = "spike_runtime::config::opt_path")]
     pub registrations: Option<PathBuf>,
     /// Lifetime of each X.509-SVID.
-    #[serde(with = "spike_core::config::duration")]
+    #[serde(with = "spike_runtime::config::duration")]
     pub svid_ttl: Duration,
     /// Log line format.
-    #[serde(with = "spike_core::config::log_format")]
+    #[serde(with = "spike_runtime::config::log_format")]
     pub log_format: LogFormat,
 }
 

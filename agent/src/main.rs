@@ -9,7 +9,7 @@ use spike_agent::{AgentConfig, load_registrations};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> ExitCode {
-    spike_core::config::service::main(
+    spike_runtime::config::service::main(
         AgentArgs::command(),
         &spike_agent::config::spec(),
         |s: AgentSettings| {

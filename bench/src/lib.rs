@@ -9,6 +9,7 @@
 //!
 //! Every loop is bounded by its count and by a deadline, and every address is loopback.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use spike_agent::CertificateAuthority;
 use spike_core::api::{BatchItemStatus, BatchPutItem, InitRequest};
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
 use spike_core::secret::{SecretMap, SecretString};
-use spike_core::svid::{Identity, StaticSource, SvidSource};
+use spike_runtime::svid::{Identity, StaticSource, SvidSource};
 
 /// The most secrets one run may write.
 pub const MAX_COUNT: usize = 10_000_000;

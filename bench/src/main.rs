@@ -76,7 +76,7 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    spike_core::tls::install_crypto_provider();
+    spike_runtime::tls::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
         Cmd::Seed {

@@ -4,7 +4,7 @@
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_seed_loads_then_changes_nothing() {
-    spike_core::tls::install_crypto_provider();
+    spike_runtime::tls::install_crypto_provider();
     let stack = spike_bench::Stack::start(None).await.unwrap();
     let opts = spike_bench::SeedOptions {
         count: 10_000,

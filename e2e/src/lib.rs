@@ -3,6 +3,7 @@
 //!
 //! The binaries must be built first (`cargo build --bins`; `./test.sh` does it). Every wait is
 //! bounded; every process is killed on drop.
+#![warn(missing_docs)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -31,11 +31,11 @@ use rustls::{DigitallySignedStruct, HandshakeKind, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use spike_agent::{AgentConfig, CertificateAuthority, IssuedSvid, Registration};
 use spike_core::id::{SpiffeId, TrustDomain};
-use spike_core::net::{ClientError, ConnLimits, MtlsClient, serve_mtls};
-use spike_core::svid::{
+use spike_runtime::net::{ClientError, ConnLimits, MtlsClient, serve_mtls};
+use spike_runtime::svid::{
     Identity, PemFileSource, PemPaths, StaticSource, SvidError, SvidSource, WorkloadApiSource,
 };
-use spike_core::tls::{PeerIdentity, PeerRule, server_config};
+use spike_runtime::tls::{PeerIdentity, PeerRule, server_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;

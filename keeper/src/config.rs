@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spike_core::config::service::ServerArgs;
-use spike_core::config::{ConfigError, IdentityConfig, Spec};
-use spike_core::net::ConnLimits;
-use spike_core::svid::IdentityArgs;
-use spike_core::telemetry::LogFormat;
+use spike_runtime::config::service::ServerArgs;
+use spike_runtime::config::{ConfigError, IdentityConfig, Spec};
+use spike_runtime::net::ConnLimits;
+use spike_runtime::svid::IdentityArgs;
+use spike_runtime::telemetry::LogFormat;
 
 use crate::KeeperAddrs;
 
@@ -37,7 +37,7 @@ pub struct KeeperSettings {
     /// Plain-HTTP health address.
     pub health_listen: SocketAddr,
     /// Log line format.
-    #[serde(with = "spike_core::config::log_format")]
+    #[serde(with = "spike_runtime::config::log_format")]
     pub log_format: LogFormat,
     /// `[identity]`: where the SVID comes from.
     pub identity: IdentityConfig,

@@ -6,6 +6,8 @@
 //! index, and is ready only while it holds a share. A restarted keeper is empty until Nexus
 //! pushes its share again.
 
+#![warn(missing_docs)]
+
 mod config;
 
 pub use config::{KeeperArgs, KeeperSettings, spec};
@@ -23,9 +25,9 @@ use tokio::net::TcpListener;
 use spike_core::api::ShareBody;
 use spike_core::error::{ApiError, ErrorCode};
 use spike_core::id::{Builtin, TrustDomain};
-use spike_core::net::{ConnLimits, serve_mtls, serve_plain_bounded};
-use spike_core::svid::SvidSource;
-use spike_core::tls::{PeerRule, server_config};
+use spike_runtime::net::{ConnLimits, serve_mtls, serve_plain_bounded};
+use spike_runtime::svid::SvidSource;
+use spike_runtime::tls::{PeerRule, server_config};
 
 /// Why a keeper could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +41,7 @@ pub enum KeeperError {
     WrongIndex,
     /// TLS configuration failed.
     #[error("TLS configuration: {0}")]
-    Tls(#[from] spike_core::tls::TlsError),
+    Tls(#[from] spike_runtime::tls::TlsError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

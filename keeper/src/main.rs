@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use clap::CommandFactory;
-use spike_core::net::shutdown_signal;
 use spike_keeper::{KeeperArgs, KeeperListeners, KeeperSettings};
+use spike_runtime::net::shutdown_signal;
 
 fn main() -> ExitCode {
-    spike_core::config::service::main(
+    spike_runtime::config::service::main(
         KeeperArgs::command(),
         &spike_keeper::spec(),
         |s: KeeperSettings| Ok((s.check()?, s.log_format)),

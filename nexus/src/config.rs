@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spike_core::config::service::ServerArgs;
-use spike_core::config::{ConfigError, IdentityConfig, Spec};
 use spike_core::id::TrustDomain;
-use spike_core::net::ConnLimits;
 use spike_core::path::{MAX_PATH_DEPTH_CEILING, MAX_PATH_LEN_CEILING, PathLimits};
-use spike_core::svid::IdentityArgs;
-use spike_core::telemetry::LogFormat;
+use spike_runtime::config::service::ServerArgs;
+use spike_runtime::config::{ConfigError, IdentityConfig, Spec};
+use spike_runtime::net::ConnLimits;
+use spike_runtime::svid::IdentityArgs;
+use spike_runtime::telemetry::LogFormat;
 
 use crate::ratelimit::{Rate, RateLimits};
 use crate::secrets::SecretLimits;
@@ -126,16 +126,16 @@ pub struct NexusSettings {
     /// Keeper API addresses, in keeper-index order.
     pub keepers: Vec<String>,
     /// Persistent data directory; empty keeps everything in memory.
-    #[serde(with = "spike_core::config::opt_path")]
+    #[serde(with = "spike_runtime::config::opt_path")]
     pub data_dir: Option<PathBuf>,
     /// Audit log file; empty means `<data_dir>/audit.log`.
-    #[serde(with = "spike_core::config::opt_path")]
+    #[serde(with = "spike_runtime::config::opt_path")]
     pub audit_log: Option<PathBuf>,
     /// Keeper poll interval.
-    #[serde(with = "spike_core::config::duration")]
+    #[serde(with = "spike_runtime::config::duration")]
     pub keeper_interval: Duration,
     /// Log line format.
-    #[serde(with = "spike_core::config::log_format")]
+    #[serde(with = "spike_runtime::config::log_format")]
     pub log_format: LogFormat,
     /// `[identity]`: where the SVID comes from.
     pub identity: IdentityConfig,
@@ -337,7 +337,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use spike_core::config::Loaded;
+    use spike_runtime::config::Loaded;
 
     #[test]
     fn defaults_match_the_runtime_defaults() {

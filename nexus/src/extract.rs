@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use spike_core::error::ErrorCode;
 use spike_core::id::SpiffeId;
-use spike_core::tls::PeerIdentity;
+use spike_runtime::tls::PeerIdentity;
 
 use crate::error::AppError;
 

@@ -6,8 +6,10 @@
 //! re-pushes shares to keepers that come back empty. `POST /v1/bootstrap/init` creates the
 //! root key once (an atomic compare-and-set in the store).
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod audit_log;
 mod breakglass;
 pub mod config;
 mod error;
@@ -27,9 +29,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use spike_core::net::{serve_mtls, serve_plain_bounded};
-use spike_core::svid::SvidSource;
-use spike_core::tls::{PeerRule, server_config};
+use spike_runtime::net::{serve_mtls, serve_plain_bounded};
+use spike_runtime::svid::SvidSource;
+use spike_runtime::tls::{PeerRule, server_config};
 use spike_store::Store;
 
 pub use config::{LimitSettings, NexusAddrs, NexusArgs, NexusConfig, NexusSettings};
@@ -46,7 +48,7 @@ pub enum StartError {
     NotNexus(String),
     /// TLS configuration failed.
     #[error("TLS configuration: {0}")]
-    Tls(#[from] spike_core::tls::TlsError),
+    Tls(#[from] spike_runtime::tls::TlsError),
     /// The store could not be opened.
     #[error("storage: {0}")]
     Store(#[from] spike_store::StoreError),

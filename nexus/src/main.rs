@@ -3,12 +3,12 @@
 use std::process::ExitCode;
 
 use clap::CommandFactory;
-use spike_core::net::shutdown_signal;
 use spike_nexus::NexusListeners;
 use spike_nexus::config::{self, NexusArgs, NexusSettings, Runtime};
+use spike_runtime::net::shutdown_signal;
 
 fn main() -> ExitCode {
-    spike_core::config::service::main(
+    spike_runtime::config::service::main(
         NexusArgs::command(),
         &config::spec(),
         |s: NexusSettings| {

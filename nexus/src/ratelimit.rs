@@ -23,7 +23,7 @@ pub(crate) enum RateClass {
     /// `/v1/cipher/*`
     Cipher,
     /// Reference-token resolution (gateway).
-    // The resolve route (reference tokens, ARCHITECTURE §6) comes later; its limit is
+    // The resolve route (reference tokens, for the gateway) comes later; its limit is
     // configurable already.
     #[allow(dead_code)]
     Resolve,

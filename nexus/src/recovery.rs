@@ -190,7 +190,7 @@ pub(crate) async fn push_shares(nexus: &Nexus, epoch: u32, shares: &[Share]) -> 
     u8::try_from(acked).unwrap_or(u8::MAX)
 }
 
-async fn push_one(keeper: &spike_core::net::MtlsClient, share: &Share, epoch: u32) -> bool {
+async fn push_one(keeper: &spike_runtime::net::MtlsClient, share: &Share, epoch: u32) -> bool {
     let body = ShareBody {
         share: share.clone(),
         epoch,

@@ -212,7 +212,7 @@ pub(crate) mod tests {
 
     use spike_core::api::ShareBody;
     use spike_core::id::TrustDomain;
-    use spike_core::svid::{Identity, SvidSource};
+    use spike_runtime::svid::{Identity, SvidSource};
     use spike_store::{Batch, MemoryStore, Store};
 
     use super::*;

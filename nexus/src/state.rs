@@ -3,13 +3,15 @@
 use std::sync::{Arc, RwLock};
 
 use spike_core::api::{InitRequest, InitResponse, VerifyResponse};
-use spike_core::audit::{AuditKey, AuditRecord, AuditWriter, Checkpoint, Decision};
+use spike_core::audit::{AuditKey, AuditRecord, Checkpoint, Decision};
+
+use crate::audit_log::AuditWriter;
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
-use spike_core::net::MtlsClient;
 use spike_core::path::SecretPath;
 use spike_core::policy::Permission;
-use spike_core::svid::SvidSource;
+use spike_runtime::net::MtlsClient;
+use spike_runtime::svid::SvidSource;
 use spike_store::{Batch, Store, StoreError, Table};
 
 use crate::breakglass::PendingRestore;

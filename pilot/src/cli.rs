@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use spike_core::svid::IdentityArgs;
+use spike_runtime::svid::IdentityArgs;
 
 /// SPIKE: a SPIFFE-native secrets manager.
 ///

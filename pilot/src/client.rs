@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spike_core::error::{ErrorBody, ErrorCode};
 use spike_core::id::Builtin;
-use spike_core::net::{ClientError, MtlsClient};
-use spike_core::svid::SvidSource;
+use spike_runtime::net::{ClientError, MtlsClient};
+use spike_runtime::svid::SvidSource;
 
 /// A CLI failure, with the exit code a script can rely on.
 #[derive(Debug, thiserror::Error)]

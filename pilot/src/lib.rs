@@ -3,6 +3,7 @@
 //! `cli` parses, `commands` runs one subcommand each, `client` talks to Nexus and defines the
 //! exit codes scripts rely on.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -101,7 +102,7 @@ const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Prints an error with its hint and returns the exit code.
 pub fn report(e: &CliError) -> ExitCode {
     // Each cause once: an error that already shows its source's text is not followed by it.
-    let mut causes = spike_core::config::service::causes(e).into_iter();
+    let mut causes = spike_runtime::config::service::causes(e).into_iter();
     if let Some(first) = causes.next() {
         eprintln!("error: {first}");
     }

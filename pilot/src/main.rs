@@ -6,7 +6,7 @@ use spike::cli::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    spike_core::tls::install_crypto_provider();
+    spike_runtime::tls::install_crypto_provider();
     let cli = Cli::try_parse_recording(std::env::args_os()).unwrap_or_else(|e| e.exit());
     // Commands print results on stdout; logs (warnings and up unless RUST_LOG says otherwise)
     // go to stderr so scripts can parse stdout.
@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
     } else {
         "warn"
     };
-    spike_core::telemetry::init_with_default(spike_core::telemetry::LogFormat::Text, default);
+    spike_runtime::telemetry::init_with_default(spike_runtime::telemetry::LogFormat::Text, default);
     match spike::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => spike::report(&e),

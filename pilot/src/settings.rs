@@ -1,5 +1,5 @@
 //! The `spike` CLI's configuration, in the format every SPIKE binary shares
-//! ([`spike_core::config`]): defaults, then `--config FILE` (or `SPIKE_CLI_CONFIG`), then
+//! ([`spike_runtime::config`]): defaults, then `--config FILE` (or `SPIKE_CLI_CONFIG`), then
 //! environment variables, then flags.
 //!
 //! The CLI's flags are global (they may follow the subcommand) and keep the defaults and
@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spike_core::config::{ConfigError, FlagValue, IdentityConfig, Loaded, Spec};
+use spike_runtime::config::{ConfigError, FlagValue, IdentityConfig, Loaded, Spec};
 
 use crate::cli::{Cli, GlobalArgs, Output};
 
@@ -21,7 +21,7 @@ pub struct CliSettings {
     /// Nexus address (`host:port`).
     pub nexus: String,
     /// Per-request timeout.
-    #[serde(with = "spike_core::config::duration")]
+    #[serde(with = "spike_runtime::config::duration")]
     pub timeout: Duration,
     /// Output format of read commands.
     #[serde(with = "output_format")]
@@ -58,7 +58,7 @@ pub fn command() -> Result<clap::Command, ConfigError> {
 
 /// Loads the effective settings of a command line with the process environment.
 pub fn load(global: &GlobalArgs) -> Result<Loaded<CliSettings>, ConfigError> {
-    load_with_env(global, &spike_core::config::process_env())
+    load_with_env(global, &spike_runtime::config::process_env())
 }
 
 /// Loads the effective settings of a command line with the environment `env`.
@@ -67,7 +67,7 @@ pub fn load_with_env(
     env: &[(String, String)],
 ) -> Result<Loaded<CliSettings>, ConfigError> {
     let mut flags = global.given.0.clone();
-    spike_core::config::add_sets(&mut flags, &global.set)?;
+    spike_runtime::config::add_sets(&mut flags, &global.set)?;
     spec().load(global.config.as_deref(), env, &flags)
 }
 
@@ -83,7 +83,7 @@ impl GivenFlags {
         cmd: &clap::Command,
         matches: &clap::ArgMatches,
     ) -> Result<Self, ConfigError> {
-        spike_core::config::flag_values::<CliSettings>(cmd, matches).map(Self)
+        spike_runtime::config::flag_values::<CliSettings>(cmd, matches).map(Self)
     }
 
     /// The keys set by flags, in the order of the configuration's keys.
@@ -153,7 +153,7 @@ mod tests {
     /// services' crates anyway, for `spike dev`).
     #[test]
     fn docs_list_every_key_of_every_binary() {
-        use spike_core::config::{KeyDoc, check_reference};
+        use spike_runtime::config::{KeyDoc, check_reference};
         let doc = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
         )

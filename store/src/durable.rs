@@ -263,14 +263,7 @@ impl Store for RedbStore {
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        let result = self.submit(batch).await;
-        let counter = match &result {
-            Ok(()) => &self.counters.batches_committed,
-            Err(StoreError::Conflict { .. }) => &self.counters.conflicts,
-            Err(_) => &self.counters.failures,
-        };
-        Counters::add(counter, 1);
-        result
+        self.counters.count_commit(self.submit(batch).await)
     }
 
     fn stats(&self) -> StoreStats {

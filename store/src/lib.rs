@@ -194,6 +194,17 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts the outcome of one `commit`, and passes it on.
+    fn count_commit(&self, result: Result<(), StoreError>) -> Result<(), StoreError> {
+        let counter = match &result {
+            Ok(()) => &self.batches_committed,
+            Err(StoreError::Conflict { .. }) => &self.conflicts,
+            Err(_) => &self.failures,
+        };
+        Self::add(counter, 1);
+        result
+    }
+
     fn snapshot(&self) -> StoreStats {
         StoreStats {
             batches_committed: self.batches_committed.load(Ordering::Relaxed),

@@ -103,14 +103,7 @@ impl Store for MemoryStore {
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        let result = self.try_commit(batch);
-        let counter = match &result {
-            Ok(()) => &self.counters.batches_committed,
-            Err(StoreError::Conflict { .. }) => &self.counters.conflicts,
-            Err(_) => &self.counters.failures,
-        };
-        Counters::add(counter, 1);
-        result
+        self.counters.count_commit(self.try_commit(batch))
     }
 
     fn stats(&self) -> StoreStats {

@@ -25,12 +25,12 @@
 
 use std::fmt;
 
-use aes_gcm_siv::aead::{AeadInOut, KeyInit};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
-use zeroize::{Zeroize, Zeroizing};
+use aes_gcm_siv::Aes256GcmSiv;
+use aes_gcm_siv::aead::KeyInit;
 
 use super::CryptoError;
 use super::canonical::Canonical;
+use super::framed::{self, NONCE_LEN, TAG_LEN};
 use super::keys::{KeyId, KeyPurpose, SubKey, fill_random};
 use crate::id::SpiffeId;
 use crate::secret::SecretBytes;
@@ -39,8 +39,6 @@ use crate::secret::SecretBytes;
 pub const CIPHER_FORMAT: u8 = 1;
 
 const HEADER_LEN: usize = 1 + 4 + 1;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
 
 /// Bytes a cipher message adds to its plaintext: header (format, key id, flags), nonce, tag.
 pub const CIPHER_OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
@@ -154,34 +152,16 @@ impl CipherKey {
         nonce: [u8; NONCE_LEN],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
-        if plaintext.len() as u64 > aes_gcm_siv::P_MAX {
-            return Err(CryptoError::TooLarge);
-        }
         let header = self.header(binding);
         let ad = aad.encode(&header, binding);
-
-        // Sized exactly, so encrypting in place never reallocates and leaves no plaintext copy.
-        let mut out = Vec::with_capacity(CIPHER_OVERHEAD + plaintext.len());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let body = HEADER_LEN + NONCE_LEN;
-        match self.cipher.encrypt_inout_detached(
-            &Nonce::from(nonce),
+        framed::seal(
+            &self.cipher,
+            &header,
+            nonce,
             ad.as_bytes(),
-            (&mut out[body..]).into(),
-        ) {
-            Ok(tag) => {
-                out.extend_from_slice(&tag);
-                Ok(out)
-            }
-            Err(_) => {
-                // Only reachable past RFC 8452's limits (checked above); the buffer may still
-                // hold plaintext, so wipe it.
-                out.zeroize();
-                Err(CryptoError::TooLarge)
-            }
-        }
+            plaintext,
+            aes_gcm_siv::P_MAX,
+        )
     }
 
     /// Opens a message sealed by [`CipherKey::seal`] under the same context (and, for a
@@ -192,32 +172,9 @@ impl CipherKey {
     /// ([`CryptoError::KeyMismatch`]), and anything else that does not authenticate (one
     /// generic [`CryptoError::Unauthentic`]).
     pub fn open(&self, aad: &CipherAad<'_>, sealed: &[u8]) -> Result<SecretBytes, CryptoError> {
-        let Some(&format) = sealed.first() else {
-            return Err(malformed("empty"));
-        };
-        // The format comes first: a newer format may have another layout and deserves the
-        // clear message rather than "truncated".
-        if format != CIPHER_FORMAT {
-            return Err(CryptoError::UnsupportedFormat {
-                found: format,
-                supported: CIPHER_FORMAT,
-            });
-        }
-        if sealed.len() < CIPHER_OVERHEAD {
-            return Err(malformed("truncated"));
-        }
-        let (header, rest) = sealed.split_at(HEADER_LEN);
-        let (nonce, rest) = rest.split_at(NONCE_LEN);
-        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let (Ok(header), Ok(nonce), Ok(tag)) = (
-            <&[u8; HEADER_LEN]>::try_from(header),
-            <&[u8; NONCE_LEN]>::try_from(nonce),
-            <&[u8; TAG_LEN]>::try_from(tag),
-        ) else {
-            return Err(malformed("truncated"));
-        };
-
-        let found = KeyId::from_bytes([header[1], header[2], header[3], header[4]]);
+        let parts = framed::split::<HEADER_LEN>(sealed, CIPHER_FORMAT, "cipher message")?;
+        let h = parts.header;
+        let found = KeyId::from_bytes([h[1], h[2], h[3], h[4]]);
         if found != self.key_id {
             return Err(CryptoError::KeyMismatch {
                 expected: self.key_id,
@@ -226,33 +183,15 @@ impl CipherKey {
         }
         // Format 1 writes no other flag bits. An unknown one is treated like any altered byte,
         // so the answer does not say which part of the message was changed.
-        let Some(binding) = CipherBinding::from_flags(header[5]) else {
+        let Some(binding) = CipherBinding::from_flags(h[5]) else {
             return Err(CryptoError::Unauthentic);
         };
-
-        let ad = aad.encode(header, binding);
-        let mut buf = Zeroizing::new(ciphertext.to_vec());
-        self.cipher
-            .decrypt_inout_detached(
-                &Nonce::from(*nonce),
-                ad.as_bytes(),
-                buf.as_mut_slice().into(),
-                &Tag::from(*tag),
-            )
-            .map_err(|_| CryptoError::Unauthentic)?;
-        Ok(SecretBytes::new(std::mem::take(&mut *buf)))
+        framed::open(&self.cipher, &parts, aad.encode(h, binding).as_bytes())
     }
 
     fn header(&self, binding: CipherBinding) -> [u8; HEADER_LEN] {
         let id = self.key_id.to_bytes();
         [CIPHER_FORMAT, id[0], id[1], id[2], id[3], binding.flags()]
-    }
-}
-
-fn malformed(reason: &'static str) -> CryptoError {
-    CryptoError::Malformed {
-        what: "cipher message",
-        reason,
     }
 }
 
@@ -272,6 +211,8 @@ mod tests {
     use super::*;
     use crate::crypto::DataKey;
     use crate::crypto::keys::tests::fixed_data_key;
+    use aes_gcm_siv::Nonce;
+    use aes_gcm_siv::aead::AeadInOut;
 
     fn key_of(dek: &DataKey) -> CipherKey {
         CipherKey::new(&dek.derive(KeyPurpose::Cipher)).unwrap()

@@ -14,10 +14,10 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use zeroize::{Zeroize, Zeroizing};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 
+use super::framed::{self, NONCE_LEN, TAG_LEN};
 use super::keys::{DataKey, KeyId, KeyPurpose, fill_random};
 use super::{Aad, CryptoError};
 use crate::secret::{SecretBytes, SecretMap};
@@ -26,8 +26,6 @@ use crate::secret::{SecretBytes, SecretMap};
 pub const ENVELOPE_FORMAT: u8 = 1;
 
 const HEADER_LEN: usize = 1 + 4;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
 
 /// Bytes an envelope adds to its plaintext: header, nonce and tag.
 pub const ENVELOPE_OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
@@ -58,36 +56,18 @@ impl EnvelopeKey {
     /// Seals `plaintext` for the place described by `aad`. Each call uses a fresh nonce, so
     /// sealing the same value twice gives different bytes.
     pub fn seal(&self, aad: &Aad<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        if plaintext.len() as u64 > aes_gcm::P_MAX {
-            return Err(CryptoError::TooLarge);
-        }
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
         let header = self.header();
         let ad = aad.encode(&header);
-
-        // Sized exactly, so encrypting in place never reallocates and leaves no plaintext copy.
-        let mut out = Vec::with_capacity(ENVELOPE_OVERHEAD + plaintext.len());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let body = HEADER_LEN + NONCE_LEN;
-        match self.cipher.encrypt_inout_detached(
-            &Nonce::from(nonce),
+        framed::seal(
+            &self.cipher,
+            &header,
+            nonce,
             ad.as_bytes(),
-            (&mut out[body..]).into(),
-        ) {
-            Ok(tag) => {
-                out.extend_from_slice(&tag);
-                Ok(out)
-            }
-            Err(_) => {
-                // Only reachable for inputs past GCM's limits (checked above); the buffer may
-                // still hold plaintext, so wipe it.
-                out.zeroize();
-                Err(CryptoError::TooLarge)
-            }
-        }
+            plaintext,
+            aes_gcm::P_MAX,
+        )
     }
 
     /// Opens an envelope sealed for `aad`.
@@ -97,51 +77,16 @@ impl EnvelopeKey {
     /// ([`CryptoError::KeyMismatch`]), and anything else that does not authenticate, whether
     /// wrong associated data or altered bytes (one generic [`CryptoError::Unauthentic`]).
     pub fn open(&self, aad: &Aad<'_>, sealed: &[u8]) -> Result<SecretBytes, CryptoError> {
-        let Some(&format) = sealed.first() else {
-            return Err(malformed("empty"));
-        };
-        // The format is checked before the length: a newer format may have another layout,
-        // and deserves the clear message rather than "truncated".
-        if format != ENVELOPE_FORMAT {
-            return Err(CryptoError::UnsupportedFormat {
-                found: format,
-                supported: ENVELOPE_FORMAT,
-            });
-        }
-        if sealed.len() < ENVELOPE_OVERHEAD {
-            return Err(malformed("truncated"));
-        }
-        let (header, rest) = sealed.split_at(HEADER_LEN);
-        let (nonce, rest) = rest.split_at(NONCE_LEN);
-        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-
-        let mut found = [0u8; 4];
-        found.copy_from_slice(&header[1..]);
-        let found = KeyId::from_bytes(found);
+        let parts = framed::split::<HEADER_LEN>(sealed, ENVELOPE_FORMAT, "envelope")?;
+        let h = parts.header;
+        let found = KeyId::from_bytes([h[1], h[2], h[3], h[4]]);
         if found != self.key_id {
             return Err(CryptoError::KeyMismatch {
                 expected: self.key_id,
                 found,
             });
         }
-
-        let (Ok(nonce), Ok(tag)) = (
-            <&[u8; NONCE_LEN]>::try_from(nonce),
-            <&[u8; TAG_LEN]>::try_from(tag),
-        ) else {
-            return Err(malformed("truncated"));
-        };
-        let ad = aad.encode(header);
-        let mut buf = Zeroizing::new(ciphertext.to_vec());
-        self.cipher
-            .decrypt_inout_detached(
-                &Nonce::from(*nonce),
-                ad.as_bytes(),
-                buf.as_mut_slice().into(),
-                &Tag::from(*tag),
-            )
-            .map_err(|_| CryptoError::Unauthentic)?;
-        Ok(SecretBytes::new(std::mem::take(&mut *buf)))
+        framed::open(&self.cipher, &parts, aad.encode(h).as_bytes())
     }
 
     /// Seals a secret's value: its canonical JSON encoding ([`SecretMap::to_json_bytes`]).
@@ -161,13 +106,6 @@ impl EnvelopeKey {
     fn header(&self) -> [u8; HEADER_LEN] {
         let id = self.key_id.to_bytes();
         [ENVELOPE_FORMAT, id[0], id[1], id[2], id[3]]
-    }
-}
-
-fn malformed(reason: &'static str) -> CryptoError {
-    CryptoError::Malformed {
-        what: "envelope",
-        reason,
     }
 }
 

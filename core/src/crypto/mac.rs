@@ -15,20 +15,17 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Sha256;
 
 use super::canonical::Canonical;
 use super::keys::{DataKey, KeyId, KeyPurpose, hmac_sha256};
+use super::stamped::{HEADER_LEN, Stamped, base64_serde};
 use super::{CryptoError, RecordType};
 
 /// The record-tag format this build writes, and the newest it reads.
 pub const RECORD_TAG_FORMAT: u8 = 1;
 
-const HEADER_LEN: usize = 1 + 4;
 const MAC_LEN: usize = 32;
 /// Length of a [`RecordTag`] in bytes: format, data key id and HMAC-SHA256.
 pub const RECORD_TAG_LEN: usize = HEADER_LEN + MAC_LEN;
@@ -67,7 +64,7 @@ impl RecordMac {
         let mut out = [0u8; TAG_LEN];
         out[..HEADER_LEN].copy_from_slice(&header);
         out[HEADER_LEN..].copy_from_slice(&mac);
-        RecordTag(out)
+        RecordTag(Stamped::new(out))
     }
 
     /// Checks `tag` against `value` stored as `record` under `key`, in constant time.
@@ -88,7 +85,7 @@ impl RecordMac {
                 found,
             });
         }
-        let (header, mac) = tag.0.split_at(HEADER_LEN);
+        let (header, mac) = tag.as_bytes().split_at(HEADER_LEN);
         self.compute(header, record, key, value)
             .verify_slice(mac)
             .map_err(|_| CryptoError::Unauthentic)
@@ -124,66 +121,32 @@ impl fmt::Debug for RecordMac {
 ///
 /// Serializes as a standard base64 string of its bytes.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RecordTag([u8; TAG_LEN]);
+pub struct RecordTag(Stamped<TAG_LEN>);
 
 impl RecordTag {
     /// Parses stored bytes, refusing other formats and lengths.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let Some(&format) = bytes.first() else {
-            return Err(malformed("empty"));
-        };
-        if format != RECORD_TAG_FORMAT {
-            return Err(CryptoError::UnsupportedFormat {
-                found: format,
-                supported: RECORD_TAG_FORMAT,
-            });
-        }
-        <[u8; TAG_LEN]>::try_from(bytes)
-            .map(Self)
-            .map_err(|_| malformed("wrong length"))
+        Stamped::parse(bytes, RECORD_TAG_FORMAT, "record tag").map(Self)
     }
 
     /// The bytes to store.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        self.0.bytes()
     }
 
     /// The id of the data key the tag was made under.
     pub fn key_id(&self) -> KeyId {
-        let mut id = [0u8; 4];
-        id.copy_from_slice(&self.0[1..HEADER_LEN]);
-        KeyId::from_bytes(id)
-    }
-}
-
-fn malformed(reason: &'static str) -> CryptoError {
-    CryptoError::Malformed {
-        what: "record tag",
-        reason,
+        self.0.key_id()
     }
 }
 
 impl fmt::Debug for RecordTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RecordTag({})", BASE64.encode(self.0))
+        write!(f, "RecordTag({})", self.0.to_base64())
     }
 }
 
-impl Serialize for RecordTag {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&BASE64.encode(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for RecordTag {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        let bytes = BASE64
-            .decode(s.as_bytes())
-            .map_err(|_| serde::de::Error::custom("record tag is not valid base64"))?;
-        Self::from_bytes(&bytes).map_err(serde::de::Error::custom)
-    }
-}
+base64_serde!(RecordTag, "record tag");
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -25,9 +25,11 @@ mod canonical;
 mod cipher;
 mod envelope;
 mod error;
+mod framed;
 mod keys;
 mod mac;
 mod shamir;
+mod stamped;
 mod wrap;
 
 pub use aad::{Aad, RecordType};

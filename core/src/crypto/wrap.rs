@@ -16,23 +16,19 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 use zeroize::Zeroizing;
 
 use super::CryptoError;
 use super::canonical::Canonical;
+use super::framed::{self, NONCE_LEN, TAG_LEN};
 use super::keys::{DataKey, KEY_LEN, KeyId, RootKey, fill_random};
+use super::stamped::{HEADER_LEN, Stamped, base64_serde};
 
 /// The wrapped-key format this build writes, and the newest it reads.
 pub const WRAP_FORMAT: u8 = 1;
 
-const HEADER_LEN: usize = 1 + 4;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
 /// Length of a [`WrappedKey`] in bytes.
 pub const WRAPPED_KEY_LEN: usize = HEADER_LEN + NONCE_LEN + KEY_LEN + TAG_LEN;
 const WRAPPED_LEN: usize = WRAPPED_KEY_LEN;
@@ -41,45 +37,27 @@ const WRAPPED_LEN: usize = WRAPPED_KEY_LEN;
 ///
 /// Serializes as a standard base64 string of its bytes.
 #[derive(Clone, PartialEq, Eq)]
-pub struct WrappedKey([u8; WRAPPED_LEN]);
+pub struct WrappedKey(Stamped<WRAPPED_LEN>);
 
 impl WrappedKey {
     /// Parses stored bytes. Checks the format and length; the key id and integrity are checked
     /// by [`RootKey::unwrap`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let Some(&format) = bytes.first() else {
-            return Err(malformed("empty"));
-        };
-        if format != WRAP_FORMAT {
-            return Err(CryptoError::UnsupportedFormat {
-                found: format,
-                supported: WRAP_FORMAT,
-            });
-        }
-        <[u8; WRAPPED_LEN]>::try_from(bytes)
-            .map(Self)
-            .map_err(|_| malformed("wrong length"))
+        Stamped::parse(bytes, WRAP_FORMAT, WHAT).map(Self)
     }
 
     /// The bytes to store.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        self.0.bytes()
     }
 
     /// The id of the root key that wrapped it.
     pub fn root_key_id(&self) -> KeyId {
-        let mut id = [0u8; 4];
-        id.copy_from_slice(&self.0[1..HEADER_LEN]);
-        KeyId::from_bytes(id)
+        self.0.key_id()
     }
 }
 
-fn malformed(reason: &'static str) -> CryptoError {
-    CryptoError::Malformed {
-        what: "wrapped key",
-        reason,
-    }
-}
+const WHAT: &str = "wrapped key";
 
 fn associated_data(header: &[u8]) -> Canonical {
     let mut c = Canonical::new("spike/v1/wrapped-data-key");
@@ -97,23 +75,16 @@ impl RootKey {
         fill_random(&mut nonce)?;
         let id = self.key_id().to_bytes();
         let header = [WRAP_FORMAT, id[0], id[1], id[2], id[3]];
-
-        // Encrypt in a wiped buffer, then copy out the ciphertext (not secret).
-        let mut body = Zeroizing::new(*data_key.expose());
-        let tag = cipher
-            .encrypt_inout_detached(
-                &Nonce::from(nonce),
-                associated_data(&header).as_bytes(),
-                body.as_mut_slice().into(),
-            )
-            .map_err(|_| CryptoError::TooLarge)?;
-
-        let mut out = [0u8; WRAPPED_LEN];
-        out[..HEADER_LEN].copy_from_slice(&header);
-        out[HEADER_LEN..HEADER_LEN + NONCE_LEN].copy_from_slice(&nonce);
-        out[HEADER_LEN + NONCE_LEN..WRAPPED_LEN - TAG_LEN].copy_from_slice(body.as_ref());
-        out[WRAPPED_LEN - TAG_LEN..].copy_from_slice(&tag);
-        Ok(WrappedKey(out))
+        let sealed = framed::seal(
+            &cipher,
+            &header,
+            nonce,
+            associated_data(&header).as_bytes(),
+            data_key.expose(),
+            aes_gcm::P_MAX,
+        )?;
+        // The output holds only ciphertext, so it needs no wiping.
+        WrappedKey::from_bytes(&sealed)
     }
 
     /// Unwraps the data key; this is also the check that a rebuilt root key is the right one.
@@ -126,24 +97,17 @@ impl RootKey {
         if found != expected {
             return Err(CryptoError::KeyMismatch { expected, found });
         }
-        let bytes = &wrapped.0;
-        let header = &bytes[..HEADER_LEN];
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&bytes[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&bytes[WRAPPED_LEN - TAG_LEN..]);
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        key.copy_from_slice(&bytes[HEADER_LEN + NONCE_LEN..WRAPPED_LEN - TAG_LEN]);
-
+        let parts = framed::split::<HEADER_LEN>(wrapped.as_bytes(), WRAP_FORMAT, WHAT)?;
         let cipher = Aes256Gcm::new((&*self.wrapping_key()).into());
-        cipher
-            .decrypt_inout_detached(
-                &Nonce::from(nonce),
-                associated_data(header).as_bytes(),
-                key.as_mut_slice().into(),
-                &Tag::from(tag),
-            )
-            .map_err(|_| CryptoError::Unauthentic)?;
+        let plain = framed::open(&cipher, &parts, associated_data(parts.header).as_bytes())?;
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        if plain.expose_secret().len() != KEY_LEN {
+            return Err(CryptoError::Malformed {
+                what: WHAT,
+                reason: "wrong length",
+            });
+        }
+        key.copy_from_slice(plain.expose_secret());
         Ok(DataKey::from_bytes(key))
     }
 }
@@ -156,21 +120,7 @@ impl fmt::Debug for WrappedKey {
     }
 }
 
-impl Serialize for WrappedKey {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&BASE64.encode(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for WrappedKey {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        let bytes = BASE64
-            .decode(s.as_bytes())
-            .map_err(|_| serde::de::Error::custom("wrapped key is not valid base64"))?;
-        Self::from_bytes(&bytes).map_err(serde::de::Error::custom)
-    }
-}
+base64_serde!(WrappedKey, "wrapped key");
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use http::Method;
 use spike_core::error::ErrorBody;
 use spike_core::id::Builtin;
-use spike_core::net::MtlsClient;
-use spike_core::svid::{Identity, StaticSource};
 use spike_e2e::{Cluster, text};
+use spike_runtime::net::MtlsClient;
+use spike_runtime::svid::{Identity, StaticSource};
 
 /// One bad request: method, path, body, expected status and error code.
 type Case = (Method, String, Option<Vec<u8>>, u16, &'static str);
@@ -31,7 +31,7 @@ fn client(c: &Cluster, files: &spike_agent::PemFiles) -> MtlsClient {
 
 #[test]
 fn bad_requests_get_clear_errors_and_change_nothing() {
-    spike_core::tls::install_crypto_provider();
+    spike_runtime::tls::install_crypto_provider();
     let mut c = Cluster::new(3);
     c.start_all(2);
     let admin = c.pki.svid("/spike/pilot/role/superuser");
@@ -84,7 +84,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             Ok(r) => r,
             // Nexus may answer 413 from the Content-Length alone and close the connection
             // while the client is still sending: a refusal too.
-            Err(spike_core::net::ClientError::Http { .. }) if oversized => continue,
+            Err(spike_runtime::net::ClientError::Http { .. }) if oversized => continue,
             Err(e) => panic!("{label}: {e}"),
         };
         assert_eq!(resp.status.as_u16(), status, "{label}: {:?}", resp.body);

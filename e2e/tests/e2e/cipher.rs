@@ -10,9 +10,9 @@ use std::time::Duration;
 use rustls_pki_types::ServerName;
 use spike_agent::PemFiles;
 use spike_core::id::Builtin;
-use spike_core::svid::{Identity, StaticSource, SvidSource};
-use spike_core::tls::{PeerRule, client_config};
 use spike_e2e::{Cluster, Proc, identity_args, text, wait_until};
+use spike_runtime::svid::{Identity, StaticSource, SvidSource};
+use spike_runtime::tls::{PeerRule, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
@@ -462,7 +462,7 @@ impl Answer {
 
 #[test]
 fn raw_octet_stream_calls_over_mtls() {
-    spike_core::tls::install_crypto_provider();
+    spike_runtime::tls::install_crypto_provider();
     let mut c = Cluster::new(3);
     c.start_all(2);
     allow_cipher(

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spike_core::id::TrustDomain;
-use spike_core::net::MtlsClient;
-use spike_core::svid::{PemPaths, SourceConfig, SvidSource};
-use spike_core::tls::{PeerRule, client_config};
 use spike_e2e::{Cluster, bins, text, wait_until};
+use spike_runtime::net::MtlsClient;
+use spike_runtime::svid::{PemPaths, SourceConfig, SvidSource};
+use spike_runtime::tls::{PeerRule, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

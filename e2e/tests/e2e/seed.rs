@@ -8,9 +8,9 @@ use std::sync::Arc;
 use http::Method;
 use spike_core::error::ErrorBody;
 use spike_core::id::Builtin;
-use spike_core::net::MtlsClient;
-use spike_core::svid::{Identity, StaticSource};
 use spike_e2e::{Cluster, identity_args, text};
+use spike_runtime::net::MtlsClient;
+use spike_runtime::svid::{Identity, StaticSource};
 
 /// Runs the CLI as `files` with extra environment variables.
 fn spike_env(
@@ -205,7 +205,7 @@ fn seeding_twice_changes_nothing_and_dry_run_writes_nothing() {
 
 #[test]
 fn batch_items_are_authorized_one_by_one_and_policy_tools_explain() {
-    spike_core::tls::install_crypto_provider();
+    spike_runtime::tls::install_crypto_provider();
     let mut c = Cluster::new(3);
     c.start_all(2);
     let admin = c.pki.svid("/spike/pilot/role/superuser");
@@ -379,7 +379,7 @@ policies:
             Ok(r) => r,
             // Nexus may answer 413 from the Content-Length alone and close the connection
             // while the client is still sending: a refusal too.
-            Err(spike_core::net::ClientError::Http { .. }) if oversized => continue,
+            Err(spike_runtime::net::ClientError::Http { .. }) if oversized => continue,
             Err(e) => panic!("{e}"),
         };
         assert_eq!(resp.status.as_u16(), status, "{:?}", resp.body);

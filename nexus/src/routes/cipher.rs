@@ -324,8 +324,8 @@ mod tests {
     use axum::http::{Method, Request, StatusCode};
     use spike_core::error::ErrorBody;
     use spike_core::id::TrustDomain;
-    use spike_core::svid::{Identity, SvidSource};
-    use spike_core::tls::PeerIdentity;
+    use spike_runtime::svid::{Identity, SvidSource};
+    use spike_runtime::tls::PeerIdentity;
     use spike_store::MemoryStore;
     use tower::ServiceExt as _;
 

@@ -108,7 +108,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::{Method, Request, StatusCode, header};
     use spike_core::error::ErrorBody;
-    use spike_core::tls::PeerIdentity;
+    use spike_runtime::tls::PeerIdentity;
     use tower::ServiceExt as _;
 
     use crate::rotation::tests::open_nexus;

@@ -13,9 +13,9 @@ use std::time::Duration;
 use spike_agent::{AgentConfig, AgentHandle, CertificateAuthority, Registration};
 use spike_core::api::ShareBody;
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
-use spike_core::svid::{Identity, StaticSource, SvidSource};
 use spike_keeper::{KeeperAddrs, KeeperHandle, KeeperListeners};
 use spike_nexus::{NexusAddrs, NexusConfig, NexusListeners};
+use spike_runtime::svid::{Identity, StaticSource, SvidSource};
 
 use crate::cli::{BootstrapArgs, DevArgs, Output};
 use crate::client::{CliError, CliResult, Nexus};
@@ -156,7 +156,7 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
         args.port.saturating_add(1)
     );
 
-    spike_core::net::shutdown_signal().await;
+    spike_runtime::net::shutdown_signal().await;
     println!("stopping");
     // Shares change with rotate, rekey and restore: save the current ones for the next start.
     if let Some(dir) = &args.data_dir {

@@ -20,7 +20,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use crate::id::{SpiffeId, TrustDomain};
+use spike_core::id::{SpiffeId, TrustDomain};
 
 use crate::svid::{SvidSource, leaf_identity};
 /// The TLS error type of configuration builders.

@@ -110,8 +110,8 @@ impl ConnLimits {
 /// The answer to a request that outlived `request_timeout`.
 fn request_timeout_response() -> axum::response::Response {
     use axum::response::IntoResponse;
-    let body = crate::error::ApiError::new(
-        crate::error::ErrorCode::RequestTimeout,
+    let body = spike_core::error::ApiError::new(
+        spike_core::error::ErrorCode::RequestTimeout,
         "the request took too long (a stalled upload?); send it again",
     )
     .to_body();

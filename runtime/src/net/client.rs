@@ -11,9 +11,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 
-use crate::id::SpiffeId;
 use crate::svid::SvidSource;
 use crate::tls::{PeerRule, client_config};
+use spike_core::id::SpiffeId;
 
 /// Why a client call failed before an HTTP status was received.
 #[derive(Debug, thiserror::Error)]

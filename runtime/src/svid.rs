@@ -14,7 +14,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, TrustAnchor};
 
-use crate::id::{SpiffeId, TrustDomain};
+use spike_core::id::{SpiffeId, TrustDomain};
 
 /// Why an SVID or bundle could not be loaded.
 #[derive(Debug, thiserror::Error)]

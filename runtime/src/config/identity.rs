@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, duration, opt_path, opt_string};
-use crate::id::TrustDomain;
 use crate::svid::IdentityArgs;
+use spike_core::id::TrustDomain;
 
 /// The `[identity]` section: where a service gets its SVID.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

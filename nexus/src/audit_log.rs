@@ -1,691 +1,24 @@
-//! The HMAC-chained JSON-lines audit log.
+//! [`AuditWriter`]: appends audit lines durably with group commit.
 //!
-//! Every Nexus request produces one line:
-//!
-//! ```json
-//! {"seq":1,"time":"2025-01-01T00:00:00.000000Z","caller":"spiffe://spike.dev/app","action":"secret.get","path":"db/x","decision":"allow","reason":"ok","status":200,"prev":"00…00","mac":"3f…"}
-//! ```
-//!
-//! - `seq` counts from 1 with no gaps; `time` is RFC 3339 UTC; `caller` is the caller's SPIFFE
-//!   ID or `null`; `path` and `status` are left out when absent.
-//! - `mac` is HMAC-SHA256, under a key derived for the audit chain, over the canonical bytes of
-//!   every other field (see [`AuditLine::compute_mac`]); `prev` is the previous line's `mac`
-//!   (64 zeros on the first line). Changing, removing, inserting, duplicating or reordering a
-//!   line therefore breaks `seq` continuity or the chain at that line, which [`verify`]
-//!   reports.
-//! - Cutting lines off the end leaves a valid shorter chain. Only a head kept elsewhere can
-//!   reveal it: Nexus stores the latest [`Checkpoint`] (the last `seq` and its `mac`, itself
-//!   unforgeable without the key) and checks with [`verify_against`].
-//!
-//! A line can never hold a secret value: [`AuditRecord`] has no field that could, its
-//! `action` and `reason` are `&'static str` codes chosen in code, never caller data, and its
-//! only free-form field is the (non-secret, length-capped) path.
-//!
-//! The MAC covers a domain-separated, length-prefixed encoding (`spike-audit-v1`) rather than
-//! the JSON text, so JSON formatting never matters; a future format would add a `v` field and
-//! a new domain tag, and lines without `v` stay version 1.
-//!
-//! [`AuditWriter`] appends lines durably with group commit: concurrent appends share one
-//! `write` and one `fdatasync`, and `append` returns only once its line is on disk.
+//! Concurrent appends share one `write` and one `fdatasync`, and `append` returns only once
+//! its line is on disk; if the log cannot be written, the request fails closed. The line
+//! format and its verification are `spike_core::audit`.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 
-use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::Sha256;
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
-use zeroize::Zeroizing;
 
-use crate::id::SpiffeId;
-
-/// Longest line [`verify`] and [`AuditWriter::open`] accept, in bytes (newline excluded).
-/// Lines the writer produces are far shorter.
-pub const MAX_LINE_LEN: usize = 64 * 1024;
-/// Longest `path` kept in a line, in bytes; longer ones are cut and end with `...`.
-pub const MAX_AUDIT_PATH_LEN: usize = 1024;
-/// Domain separation tag of the version-1 MAC input.
-const DOMAIN: &[u8] = b"spike-audit-v1\0";
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// The 256-bit audit-chain key, derived by Nexus from its data key. Zeroized on drop; never
-/// printed.
-#[derive(Clone)]
-pub struct AuditKey(Zeroizing<[u8; 32]>);
-
-impl AuditKey {
-    /// Copies `bytes` into a zeroizing key.
-    pub fn new(bytes: &[u8; 32]) -> Self {
-        Self(Zeroizing::new(*bytes))
-    }
-
-    fn hmac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        <HmacSha256 as KeyInit>::new_from_slice(&self.0[..]).expect("hmac accepts any key length")
-    }
-}
-
-impl From<Zeroizing<[u8; 32]>> for AuditKey {
-    fn from(bytes: Zeroizing<[u8; 32]>) -> Self {
-        Self(bytes)
-    }
-}
-
-impl fmt::Debug for AuditKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AuditKey(..)")
-    }
-}
-
-/// A line's MAC (or `prev`): 32 bytes, written as 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AuditMac([u8; 32]);
-
-impl AuditMac {
-    /// All zeros: the `prev` of the first line.
-    pub const ZERO: Self = Self([0; 32]);
-
-    /// The raw bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// Wraps raw bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// Parses exactly 64 lowercase hex digits.
-    pub fn from_hex(s: &str) -> Result<Self, BadMacHex> {
-        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(BadMacHex);
-        }
-        let mut out = [0; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| BadMacHex)?;
-        Ok(Self(out))
-    }
-
-    /// 64 lowercase hex digits.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-/// A MAC that is not 64 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a MAC must be 64 lowercase hex digits")]
-#[non_exhaustive]
-pub struct BadMacHex;
-
-impl fmt::Display for AuditMac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for AuditMac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AuditMac({})", self.to_hex())
-    }
-}
-
-impl FromStr for AuditMac {
-    type Err = BadMacHex;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::from_hex(s)
-    }
-}
-
-impl Serialize for AuditMac {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> Deserialize<'de> for AuditMac {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::from_hex(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// The position of a chain: the last line's `seq` and `mac`. `seq` 0 with a zero MAC is the
-/// empty log. Nexus keeps the latest one in its store (and may ship it to a second sink) to
-/// detect truncation with [`verify_against`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Checkpoint {
-    /// The last line's sequence number.
-    pub seq: u64,
-    /// The last line's MAC.
-    pub mac: AuditMac,
-}
-
-impl Checkpoint {
-    /// The empty log.
-    pub const GENESIS: Self = Self {
-        seq: 0,
-        mac: AuditMac::ZERO,
-    };
-}
-
-/// The outcome of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    /// The request was authorized (and, with a 2xx status, served).
-    Allow,
-    /// The request was refused (authentication, policy, rate limit, ...).
-    Deny,
-    /// The request failed for another reason.
-    Error,
-}
-
-impl Decision {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-            Self::Error => "error",
-        }
-    }
-}
-
-/// What a request handler reports; the chain adds `seq`, `time`, `prev` and `mac`.
-///
-/// `action` and `reason` are static codes (`"secret.get"`, `"policy_denied"`) so caller data
-/// can never reach them; there is deliberately no field for a value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
-    caller: Option<SpiffeId>,
-    action: &'static str,
-    path: Option<String>,
-    decision: Decision,
-    reason: &'static str,
-    status: Option<u16>,
-}
-
-impl AuditRecord {
-    /// A record with no caller, path or status yet.
-    pub fn new(action: &'static str, decision: Decision, reason: &'static str) -> Self {
-        Self {
-            caller: None,
-            action,
-            path: None,
-            decision,
-            reason,
-            status: None,
-        }
-    }
-
-    /// Sets the caller's SPIFFE ID.
-    pub fn with_caller(mut self, caller: SpiffeId) -> Self {
-        self.caller = Some(caller);
-        self
-    }
-
-    /// Sets the path (a secret path, policy name or prefix). Cut to [`MAX_AUDIT_PATH_LEN`]
-    /// bytes, ending with `...` when cut, so an oversized request cannot bloat the log.
-    pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        let mut path = path.into();
-        if path.len() > MAX_AUDIT_PATH_LEN {
-            let mut end = MAX_AUDIT_PATH_LEN - 3;
-            while !path.is_char_boundary(end) {
-                end -= 1;
-            }
-            path.truncate(end);
-            path.push_str("...");
-        }
-        self.path = Some(path);
-        self
-    }
-
-    /// Sets the HTTP status sent.
-    pub fn with_status(mut self, status: u16) -> Self {
-        self.status = Some(status);
-        self
-    }
-
-    /// The caller.
-    pub fn caller(&self) -> Option<&SpiffeId> {
-        self.caller.as_ref()
-    }
-
-    /// The action code.
-    pub fn action(&self) -> &'static str {
-        self.action
-    }
-
-    /// The path.
-    pub fn path(&self) -> Option<&str> {
-        self.path.as_deref()
-    }
-
-    /// The decision.
-    pub fn decision(&self) -> Decision {
-        self.decision
-    }
-
-    /// The reason code.
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> Option<u16> {
-        self.status
-    }
-}
-
-/// One sealed line of the log, as written and as read back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditLine {
-    /// Sequence number, from 1, without gaps.
-    pub seq: u64,
-    /// When the line was sealed, RFC 3339 UTC.
-    pub time: String,
-    /// The caller's SPIFFE ID, or `null` when it had none.
-    pub caller: Option<String>,
-    /// The action code.
-    pub action: String,
-    /// The path acted on, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// The decision.
-    pub decision: Decision,
-    /// The reason code.
-    pub reason: String,
-    /// The HTTP status, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// The previous line's MAC (zeros on the first line).
-    pub prev: AuditMac,
-    /// HMAC-SHA256 over the other fields.
-    pub mac: AuditMac,
-}
-
-impl AuditLine {
-    /// Parses one line (without its newline). Checks the syntax only; the MAC and chain are
-    /// checked by [`verify`].
-    pub fn parse(line: &str) -> Result<Self, LineProblem> {
-        if line.is_empty() {
-            return Err(LineProblem::Empty);
-        }
-        serde_json::from_str(line).map_err(|e| LineProblem::Malformed {
-            kind: match e.classify() {
-                serde_json::error::Category::Data => "unexpected or missing field",
-                _ => "invalid JSON",
-            },
-            column: e.column(),
-        })
-    }
-
-    /// The line as JSON, ending with a newline.
-    pub fn to_json_line(&self) -> String {
-        // Serializing plain strings, numbers and enums into a String cannot fail.
-        let mut s = serde_json::to_string(self).expect("audit lines always serialize");
-        s.push('\n');
-        s
-    }
-
-    /// This line as a checkpoint.
-    pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
-            seq: self.seq,
-            mac: self.mac,
-        }
-    }
-
-    /// The MAC this line should carry under `key`: HMAC-SHA256 over
-    /// `"spike-audit-v1\0" ‖ seq (u64 BE) ‖ time ‖ caller? ‖ action ‖ path? ‖ decision ‖
-    /// reason ‖ status? ‖ prev (32 bytes)`, where each string is a u32 BE length then its
-    /// bytes, and each optional field is a 0 byte when absent or a 1 byte then the field.
-    pub fn compute_mac(&self, key: &AuditKey) -> AuditMac {
-        let mut m = key.hmac();
-        m.update(DOMAIN);
-        m.update(&self.seq.to_be_bytes());
-        put_str(&mut m, &self.time);
-        put_opt_str(&mut m, self.caller.as_deref());
-        put_str(&mut m, &self.action);
-        put_opt_str(&mut m, self.path.as_deref());
-        put_str(&mut m, self.decision.as_str());
-        put_str(&mut m, &self.reason);
-        match self.status {
-            None => m.update(&[0]),
-            Some(s) => {
-                m.update(&[1]);
-                m.update(&s.to_be_bytes());
-            }
-        }
-        m.update(self.prev.as_bytes());
-        AuditMac(m.finalize().into_bytes().into())
-    }
-
-    /// True when `mac` is right for the other fields under `key` (compared in constant time).
-    pub fn mac_is_valid(&self, key: &AuditKey) -> bool {
-        let expected = self.compute_mac(key);
-        subtle::ConstantTimeEq::ct_eq(&expected.0[..], &self.mac.0[..]).into()
-    }
-}
-
-fn put_str(m: &mut HmacSha256, s: &str) {
-    // Every field is bounded far below 4 GiB (lines are at most MAX_LINE_LEN).
-    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-    m.update(&len.to_be_bytes());
-    m.update(s.as_bytes());
-}
-
-fn put_opt_str(m: &mut HmacSha256, s: Option<&str>) {
-    match s {
-        None => m.update(&[0]),
-        Some(s) => {
-            m.update(&[1]);
-            put_str(m, s);
-        }
-    }
-}
-
-/// Formats `t` as RFC 3339 UTC with microseconds, e.g. `2025-01-31T12:00:00.000001Z`.
-fn format_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
-}
-
-/// The running head of a chain and its key: turns records into sealed lines.
-pub struct Chain {
-    key: AuditKey,
-    head: Checkpoint,
-}
-
-impl Chain {
-    /// A new, empty chain: the first line gets `seq` 1 and a zero `prev`.
-    pub fn new(key: AuditKey) -> Self {
-        Self::resume(key, Checkpoint::GENESIS)
-    }
-
-    /// Continues a chain whose last line is `head`.
-    pub fn resume(key: AuditKey, head: Checkpoint) -> Self {
-        Self { key, head }
-    }
-
-    /// The last sealed line's position.
-    pub fn head(&self) -> Checkpoint {
-        self.head
-    }
-
-    /// Seals `record` as the next line, timestamped now.
-    pub fn seal(&mut self, record: AuditRecord) -> AuditLine {
-        self.seal_at(record, OffsetDateTime::now_utc())
-    }
-
-    /// Seals `record` as the next line with the given time.
-    pub fn seal_at(&mut self, record: AuditRecord, time: OffsetDateTime) -> AuditLine {
-        let mut line = AuditLine {
-            // A u64 sequence cannot run out in practice; saturating keeps this panic-free,
-            // and a repeated seq would fail verification rather than pass silently.
-            seq: self.head.seq.saturating_add(1),
-            time: format_time(time),
-            caller: record.caller.map(|c| c.as_str().to_owned()),
-            action: record.action.to_owned(),
-            path: record.path,
-            decision: record.decision,
-            reason: record.reason.to_owned(),
-            status: record.status,
-            prev: self.head.mac,
-            mac: AuditMac::ZERO,
-        };
-        line.mac = line.compute_mac(&self.key);
-        self.head = line.checkpoint();
-        line
-    }
-}
-
-impl fmt::Debug for Chain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Chain")
-            .field("key", &self.key)
-            .field("head", &self.head)
-            .finish()
-    }
-}
-
-/// What is wrong with one line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LineProblem {
-    /// The log ends without a newline: a torn or partial write.
-    #[error("the line is incomplete (no newline at the end of the log)")]
-    Incomplete,
-    /// The line is longer than [`MAX_LINE_LEN`].
-    #[error("the line is longer than {MAX_LINE_LEN} bytes")]
-    TooLong,
-    /// The line is not UTF-8.
-    #[error("the line is not UTF-8")]
-    NotUtf8,
-    /// The line is empty.
-    #[error("the line is empty")]
-    Empty,
-    /// The line is not an audit record.
-    #[error("not an audit record ({kind} at column {column})")]
-    Malformed {
-        /// What kind of problem.
-        kind: &'static str,
-        /// 1-based column where parsing stopped.
-        column: usize,
-    },
-    /// The MAC does not match the line's contents.
-    #[error("the MAC does not match: the line was changed, forged, or the key is wrong")]
-    BadMac,
-    /// The sequence number breaks continuity.
-    #[error(
-        "expected seq {expected}, found {found}: a line was removed, inserted, duplicated or moved"
-    )]
-    SeqMismatch {
-        /// The sequence number that should be here.
-        expected: u64,
-        /// The one found.
-        found: u64,
-    },
-    /// `prev` is not the previous line's MAC.
-    #[error("prev does not match the previous line's MAC: the chain is broken here")]
-    PrevMismatch,
-    /// The line at the checkpoint's `seq` has a different MAC.
-    #[error("the line at seq {seq} differs from the checkpoint: the log was rewritten")]
-    CheckpointMismatch {
-        /// The checkpoint's sequence number.
-        seq: u64,
-    },
-}
-
-/// Why a log failed verification.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum VerifyError {
-    /// Reading the log failed.
-    #[error("could not read the audit log: {0}")]
-    Io(#[from] io::Error),
-    /// A line is bad; every line before it verified.
-    #[error("line {line}: {problem}")]
-    Line {
-        /// 1-based line number.
-        line: u64,
-        /// What is wrong.
-        problem: LineProblem,
-    },
-    /// The log verifies but ends before the checkpoint.
-    #[error(
-        "the log ends at seq {last_seq} (line {lines}) but the checkpoint is at seq {expected_seq}: lines were removed from the end"
-    )]
-    Truncated {
-        /// Lines in the log.
-        lines: u64,
-        /// The last sequence number in the log.
-        last_seq: u64,
-        /// The checkpoint's sequence number.
-        expected_seq: u64,
-    },
-}
-
-impl VerifyError {
-    /// The first bad (or, for truncation, first missing) line number, 1-based.
-    pub fn first_bad_line(&self) -> Option<u64> {
-        match self {
-            Self::Io(_) => None,
-            Self::Line { line, .. } => Some(*line),
-            Self::Truncated { lines, .. } => Some(lines + 1),
-        }
-    }
-}
-
-/// A log that verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VerifyReport {
-    /// Number of lines.
-    pub lines: u64,
-    /// The last line's position ([`Checkpoint::GENESIS`] for an empty log).
-    pub head: Checkpoint,
-}
-
-/// Verifies a whole log from its first line: every line parses, carries a valid MAC, follows
-/// the previous one in `seq` and `prev`. Stops at the first bad line. Cannot detect lines cut
-/// off the end; see [`verify_against`].
-pub fn verify<R: Read>(reader: R, key: &AuditKey) -> Result<VerifyReport, VerifyError> {
-    verify_inner(reader, key, None)
-}
-
-/// Like [`verify`], and also checks that the log reaches `checkpoint` and that its line at
-/// `checkpoint.seq` has `checkpoint.mac`. Lines after the checkpoint are allowed (the log
-/// grew since) and verified.
-pub fn verify_against<R: Read>(
-    reader: R,
-    key: &AuditKey,
-    checkpoint: &Checkpoint,
-) -> Result<VerifyReport, VerifyError> {
-    verify_inner(reader, key, Some(checkpoint))
-}
-
-fn verify_inner<R: Read>(
-    reader: R,
-    key: &AuditKey,
-    checkpoint: Option<&Checkpoint>,
-) -> Result<VerifyReport, VerifyError> {
-    let mut reader = BufReader::new(reader);
-    let mut buf = Vec::new();
-    let mut head = Checkpoint::GENESIS;
-    let mut lines = 0u64;
-    loop {
-        let status = read_line_bounded(&mut reader, &mut buf)?;
-        let Some(status) = status else { break };
-        lines += 1;
-        let bad = |problem| VerifyError::Line {
-            line: lines,
-            problem,
-        };
-        match status {
-            LineStatus::Complete => {}
-            LineStatus::Incomplete => return Err(bad(LineProblem::Incomplete)),
-            LineStatus::TooLong => return Err(bad(LineProblem::TooLong)),
-        }
-        let text = std::str::from_utf8(&buf).map_err(|_| bad(LineProblem::NotUtf8))?;
-        let line = AuditLine::parse(text).map_err(bad)?;
-        if !line.mac_is_valid(key) {
-            return Err(bad(LineProblem::BadMac));
-        }
-        let expected = head.seq.saturating_add(1);
-        if line.seq != expected {
-            return Err(bad(LineProblem::SeqMismatch {
-                expected,
-                found: line.seq,
-            }));
-        }
-        if line.prev != head.mac {
-            return Err(bad(LineProblem::PrevMismatch));
-        }
-        if let Some(cp) = checkpoint
-            && cp.seq == line.seq
-            && cp.mac != line.mac
-        {
-            return Err(bad(LineProblem::CheckpointMismatch { seq: cp.seq }));
-        }
-        head = line.checkpoint();
-    }
-    // A checkpoint the log reached was compared on its line above; one beyond the end means
-    // lines were cut off.
-    if let Some(cp) = checkpoint
-        && head.seq < cp.seq
-    {
-        return Err(VerifyError::Truncated {
-            lines,
-            last_seq: head.seq,
-            expected_seq: cp.seq,
-        });
-    }
-    Ok(VerifyReport { lines, head })
-}
-
-enum LineStatus {
-    Complete,
-    Incomplete,
-    TooLong,
-}
-
-/// Reads one line into `buf` (without the newline), never holding more than
-/// [`MAX_LINE_LEN`] bytes. `None` at the end of input.
-fn read_line_bounded<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<Option<LineStatus>> {
-    buf.clear();
-    loop {
-        let avail = match r.fill_buf() {
-            Ok(a) => a,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if avail.is_empty() {
-            return Ok((!buf.is_empty()).then_some(LineStatus::Incomplete));
-        }
-        match avail.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                if buf.len() + i > MAX_LINE_LEN {
-                    return Ok(Some(LineStatus::TooLong));
-                }
-                buf.extend_from_slice(&avail[..i]);
-                r.consume(i + 1);
-                return Ok(Some(LineStatus::Complete));
-            }
-            None => {
-                let n = avail.len();
-                if buf.len() + n > MAX_LINE_LEN {
-                    return Ok(Some(LineStatus::TooLong));
-                }
-                buf.extend_from_slice(avail);
-                r.consume(n);
-            }
-        }
-    }
-}
+use spike_core::audit::*;
 
 /// Why the audit writer failed. When `append` fails, Nexus fails the request closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum AuditError {
+pub(crate) enum AuditError {
     /// The log could not be opened or read.
     #[error("could not open the audit log: {0}")]
     Open(#[source] io::Error),
@@ -722,7 +55,7 @@ pub enum AuditError {
 
 /// Tuning for [`AuditWriter::open_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriterOptions {
+pub(crate) struct WriterOptions {
     /// Most lines written (and synced) together.
     pub max_batch: usize,
     /// Appends that may wait for the writer before `append` itself waits.
@@ -745,13 +78,14 @@ impl Default for WriterOptions {
 
 enum Msg {
     Append(AuditRecord, oneshot::Sender<Result<Checkpoint, AuditError>>),
+    #[cfg_attr(not(test), allow(dead_code))]
     Close(oneshot::Sender<()>),
 }
 
 /// The append-only, group-committed audit log file. Cheap to clone; all clones feed one
 /// writer thread, which owns the file and the chain.
 #[derive(Clone)]
-pub struct AuditWriter {
+pub(crate) struct AuditWriter {
     tx: mpsc::Sender<Msg>,
     path: Arc<PathBuf>,
 }
@@ -767,7 +101,7 @@ impl fmt::Debug for AuditWriter {
 impl AuditWriter {
     /// Opens (creating with mode 0600) the log at `path` with default options. An existing
     /// log is continued after its last line, which must verify under `key`.
-    pub async fn open(path: impl Into<PathBuf>, key: AuditKey) -> Result<Self, AuditError> {
+    pub(crate) async fn open(path: impl Into<PathBuf>, key: AuditKey) -> Result<Self, AuditError> {
         Self::open_with(path, key, WriterOptions::default()).await
     }
 
@@ -776,7 +110,7 @@ impl AuditWriter {
     /// The file is opened `O_APPEND`, locked exclusively (`flock`) so a second writer cannot
     /// fork the chain, and its tail is checked: a log whose last line is incomplete, does not
     /// parse or does not verify under `key` is refused rather than continued.
-    pub async fn open_with(
+    pub(crate) async fn open_with(
         path: impl Into<PathBuf>,
         key: AuditKey,
         options: WriterOptions,
@@ -816,14 +150,9 @@ impl AuditWriter {
         })
     }
 
-    /// The log's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends `record` and returns once its line is durable, with the chain position it
     /// reached. Concurrent appends share one write and one sync.
-    pub async fn append(&self, record: AuditRecord) -> Result<Checkpoint, AuditError> {
+    pub(crate) async fn append(&self, record: AuditRecord) -> Result<Checkpoint, AuditError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Msg::Append(record, tx))
@@ -834,7 +163,11 @@ impl AuditWriter {
 
     /// Finishes the appends queued before this call, then closes the file (releasing its
     /// lock). Later appends, from any clone, fail with [`AuditError::Closed`]. Idempotent.
-    pub async fn close(&self) {
+    ///
+    /// Nexus itself never needs it: the writer closes when the open state that owns it is
+    /// dropped (sealing, shutdown). Tests close explicitly to reopen the same file.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Close(tx)).await.is_ok() {
             // An error here means the writer already stopped, which is what we want.
@@ -931,7 +264,7 @@ impl<F: LogFile> Committer<F> {
                 // Nothing of this batch was acknowledged: cut it off and rewind the chain so
                 // the next batch continues from the last durable line.
                 match self.file.truncate_durably(self.len) {
-                    Ok(()) => self.chain.head = saved,
+                    Ok(()) => self.chain.rewind(saved),
                     Err(e2) => {
                         tracing::error!(error = %e2, "audit log rollback failed; refusing further appends");
                         self.poisoned = true;
@@ -1028,6 +361,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use spike_core::id::SpiffeId;
+    use time::OffsetDateTime;
 
     const T: Duration = Duration::from_secs(60);
 

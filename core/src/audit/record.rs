@@ -1,0 +1,442 @@
+//! The audit line, its key, MAC and chain.
+
+use std::fmt;
+use std::str::FromStr;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::Sha256;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::id::SpiffeId;
+
+use super::*;
+
+/// Longest line [`verify`] and the audit writer accept, in bytes (newline excluded).
+/// Lines the writer produces are far shorter.
+pub const MAX_LINE_LEN: usize = 64 * 1024;
+/// Longest `path` kept in a line, in bytes; longer ones are cut and end with `...`.
+pub const MAX_AUDIT_PATH_LEN: usize = 1024;
+/// Domain separation tag of the version-1 MAC input.
+const DOMAIN: &[u8] = b"spike-audit-v1\0";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The 256-bit audit-chain key, derived by Nexus from its data key. Zeroized on drop; never
+/// printed.
+#[derive(Clone)]
+pub struct AuditKey(Zeroizing<[u8; 32]>);
+
+impl AuditKey {
+    /// Copies `bytes` into a zeroizing key.
+    pub fn new(bytes: &[u8; 32]) -> Self {
+        Self(Zeroizing::new(*bytes))
+    }
+
+    fn hmac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length, so this cannot fail.
+        <HmacSha256 as KeyInit>::new_from_slice(&self.0[..]).expect("hmac accepts any key length")
+    }
+}
+
+impl From<Zeroizing<[u8; 32]>> for AuditKey {
+    fn from(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+/// A line's MAC (or `prev`): 32 bytes, written as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AuditMac([u8; 32]);
+
+impl AuditMac {
+    /// All zeros: the `prev` of the first line.
+    pub const ZERO: Self = Self([0; 32]);
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Wraps raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses exactly 64 lowercase hex digits.
+    pub fn from_hex(s: &str) -> Result<Self, BadMacHex> {
+        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(BadMacHex);
+        }
+        let mut out = [0; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| BadMacHex)?;
+        Ok(Self(out))
+    }
+
+    /// 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// A MAC that is not 64 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a MAC must be 64 lowercase hex digits")]
+#[non_exhaustive]
+pub struct BadMacHex;
+
+impl fmt::Display for AuditMac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for AuditMac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuditMac({})", self.to_hex())
+    }
+}
+
+impl FromStr for AuditMac {
+    type Err = BadMacHex;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_hex(s)
+    }
+}
+
+impl Serialize for AuditMac {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditMac {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The position of a chain: the last line's `seq` and `mac`. `seq` 0 with a zero MAC is the
+/// empty log. Nexus keeps the latest one in its store (and may ship it to a second sink) to
+/// detect truncation with [`verify_against`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Checkpoint {
+    /// The last line's sequence number.
+    pub seq: u64,
+    /// The last line's MAC.
+    pub mac: AuditMac,
+}
+
+impl Checkpoint {
+    /// The empty log.
+    pub const GENESIS: Self = Self {
+        seq: 0,
+        mac: AuditMac::ZERO,
+    };
+}
+
+/// The outcome of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// The request was authorized (and, with a 2xx status, served).
+    Allow,
+    /// The request was refused (authentication, policy, rate limit, ...).
+    Deny,
+    /// The request failed for another reason.
+    Error,
+}
+
+impl Decision {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What a request handler reports; the chain adds `seq`, `time`, `prev` and `mac`.
+///
+/// `action` and `reason` are static codes (`"secret.get"`, `"policy_denied"`) so caller data
+/// can never reach them; there is deliberately no field for a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    caller: Option<SpiffeId>,
+    action: &'static str,
+    path: Option<String>,
+    decision: Decision,
+    reason: &'static str,
+    status: Option<u16>,
+}
+
+impl AuditRecord {
+    /// A record with no caller, path or status yet.
+    pub fn new(action: &'static str, decision: Decision, reason: &'static str) -> Self {
+        Self {
+            caller: None,
+            action,
+            path: None,
+            decision,
+            reason,
+            status: None,
+        }
+    }
+
+    /// Sets the caller's SPIFFE ID.
+    pub fn with_caller(mut self, caller: SpiffeId) -> Self {
+        self.caller = Some(caller);
+        self
+    }
+
+    /// Sets the path (a secret path, policy name or prefix). Cut to [`MAX_AUDIT_PATH_LEN`]
+    /// bytes, ending with `...` when cut, so an oversized request cannot bloat the log.
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        let mut path = path.into();
+        if path.len() > MAX_AUDIT_PATH_LEN {
+            let mut end = MAX_AUDIT_PATH_LEN - 3;
+            while !path.is_char_boundary(end) {
+                end -= 1;
+            }
+            path.truncate(end);
+            path.push_str("...");
+        }
+        self.path = Some(path);
+        self
+    }
+
+    /// Sets the HTTP status sent.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The caller.
+    pub fn caller(&self) -> Option<&SpiffeId> {
+        self.caller.as_ref()
+    }
+
+    /// The action code.
+    pub fn action(&self) -> &'static str {
+        self.action
+    }
+
+    /// The path.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    /// The decision.
+    pub fn decision(&self) -> Decision {
+        self.decision
+    }
+
+    /// The reason code.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+}
+
+/// One sealed line of the log, as written and as read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLine {
+    /// Sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// When the line was sealed, RFC 3339 UTC.
+    pub time: String,
+    /// The caller's SPIFFE ID, or `null` when it had none.
+    pub caller: Option<String>,
+    /// The action code.
+    pub action: String,
+    /// The path acted on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The decision.
+    pub decision: Decision,
+    /// The reason code.
+    pub reason: String,
+    /// The HTTP status, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The previous line's MAC (zeros on the first line).
+    pub prev: AuditMac,
+    /// HMAC-SHA256 over the other fields.
+    pub mac: AuditMac,
+}
+
+impl AuditLine {
+    /// Parses one line (without its newline). Checks the syntax only; the MAC and chain are
+    /// checked by [`verify`].
+    pub fn parse(line: &str) -> Result<Self, LineProblem> {
+        if line.is_empty() {
+            return Err(LineProblem::Empty);
+        }
+        serde_json::from_str(line).map_err(|e| LineProblem::Malformed {
+            kind: match e.classify() {
+                serde_json::error::Category::Data => "unexpected or missing field",
+                _ => "invalid JSON",
+            },
+            column: e.column(),
+        })
+    }
+
+    /// The line as JSON, ending with a newline.
+    pub fn to_json_line(&self) -> String {
+        // Serializing plain strings, numbers and enums into a String cannot fail.
+        let mut s = serde_json::to_string(self).expect("audit lines always serialize");
+        s.push('\n');
+        s
+    }
+
+    /// This line as a checkpoint.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            seq: self.seq,
+            mac: self.mac,
+        }
+    }
+
+    /// The MAC this line should carry under `key`: HMAC-SHA256 over
+    /// `"spike-audit-v1\0" ‖ seq (u64 BE) ‖ time ‖ caller? ‖ action ‖ path? ‖ decision ‖
+    /// reason ‖ status? ‖ prev (32 bytes)`, where each string is a u32 BE length then its
+    /// bytes, and each optional field is a 0 byte when absent or a 1 byte then the field.
+    pub fn compute_mac(&self, key: &AuditKey) -> AuditMac {
+        let mut m = key.hmac();
+        m.update(DOMAIN);
+        m.update(&self.seq.to_be_bytes());
+        put_str(&mut m, &self.time);
+        put_opt_str(&mut m, self.caller.as_deref());
+        put_str(&mut m, &self.action);
+        put_opt_str(&mut m, self.path.as_deref());
+        put_str(&mut m, self.decision.as_str());
+        put_str(&mut m, &self.reason);
+        match self.status {
+            None => m.update(&[0]),
+            Some(s) => {
+                m.update(&[1]);
+                m.update(&s.to_be_bytes());
+            }
+        }
+        m.update(self.prev.as_bytes());
+        AuditMac(m.finalize().into_bytes().into())
+    }
+
+    /// True when `mac` is right for the other fields under `key` (compared in constant time).
+    pub fn mac_is_valid(&self, key: &AuditKey) -> bool {
+        let expected = self.compute_mac(key);
+        subtle::ConstantTimeEq::ct_eq(&expected.0[..], &self.mac.0[..]).into()
+    }
+}
+
+fn put_str(m: &mut HmacSha256, s: &str) {
+    // Every field is bounded far below 4 GiB (lines are at most MAX_LINE_LEN).
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    m.update(&len.to_be_bytes());
+    m.update(s.as_bytes());
+}
+
+fn put_opt_str(m: &mut HmacSha256, s: Option<&str>) {
+    match s {
+        None => m.update(&[0]),
+        Some(s) => {
+            m.update(&[1]);
+            put_str(m, s);
+        }
+    }
+}
+
+/// Formats `t` as RFC 3339 UTC with microseconds, e.g. `2025-01-31T12:00:00.000001Z`.
+fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// The running head of a chain and its key: turns records into sealed lines.
+pub struct Chain {
+    key: AuditKey,
+    head: Checkpoint,
+}
+
+impl Chain {
+    /// A new, empty chain: the first line gets `seq` 1 and a zero `prev`.
+    pub fn new(key: AuditKey) -> Self {
+        Self::resume(key, Checkpoint::GENESIS)
+    }
+
+    /// Continues a chain whose last line is `head`.
+    pub fn resume(key: AuditKey, head: Checkpoint) -> Self {
+        Self { key, head }
+    }
+
+    /// Moves the head back to `head`, a checkpoint this chain produced earlier: after a
+    /// failed write, the next line continues from the last durable one.
+    pub fn rewind(&mut self, head: Checkpoint) {
+        self.head = head;
+    }
+
+    /// The last sealed line's position.
+    pub fn head(&self) -> Checkpoint {
+        self.head
+    }
+
+    /// Seals `record` as the next line, timestamped now.
+    pub fn seal(&mut self, record: AuditRecord) -> AuditLine {
+        self.seal_at(record, OffsetDateTime::now_utc())
+    }
+
+    /// Seals `record` as the next line with the given time.
+    pub fn seal_at(&mut self, record: AuditRecord, time: OffsetDateTime) -> AuditLine {
+        let mut line = AuditLine {
+            // A u64 sequence cannot run out in practice; saturating keeps this panic-free,
+            // and a repeated seq would fail verification rather than pass silently.
+            seq: self.head.seq.saturating_add(1),
+            time: format_time(time),
+            caller: record.caller.map(|c| c.as_str().to_owned()),
+            action: record.action.to_owned(),
+            path: record.path,
+            decision: record.decision,
+            reason: record.reason.to_owned(),
+            status: record.status,
+            prev: self.head.mac,
+            mac: AuditMac::ZERO,
+        };
+        line.mac = line.compute_mac(&self.key);
+        self.head = line.checkpoint();
+        line
+    }
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chain")
+            .field("key", &self.key)
+            .field("head", &self.head)
+            .finish()
+    }
+}
