@@ -32,7 +32,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::id::SpiffeId;
+use crate::id::{SpiffeId, TrustDomain};
 use crate::path::{EscapedChar, PathPrefix, SecretPath};
 use crate::pattern::{IdPattern, PathPattern, PatternError};
 
@@ -275,6 +275,28 @@ pub enum PolicyError {
         "'resolve' can only be granted to gateway identities: use a spiffeIdPattern of the form spiffe://<trust-domain>/spike/gateway/<name>"
     )]
     ResolveNeedsGateway,
+    /// The ID pattern names a trust domain other than the one Nexus serves.
+    #[error(
+        "spiffeIdPattern is in trust domain {pattern}, but this Nexus serves {served}: callers of another trust domain are refused at TLS, so the policy could never match"
+    )]
+    OtherTrustDomain {
+        /// The pattern's trust domain.
+        pattern: String,
+        /// The served trust domain.
+        served: String,
+    },
+}
+
+/// Refuses a SPIFFE-ID pattern (as an API request carries it) of another trust domain than
+/// `served`. A pattern that does not parse passes here; [`Policy::parse`] says what is wrong.
+pub fn check_pattern_trust_domain(pattern: &str, served: &TrustDomain) -> Result<(), PolicyError> {
+    match IdPattern::parse(pattern) {
+        Ok(p) if p.trust_domain_name() != served.as_str() => Err(PolicyError::OtherTrustDomain {
+            pattern: p.trust_domain_name().to_owned(),
+            served: served.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A policy's name: `[A-Za-z0-9._-]{1,128}`, not `.` or `..`.
@@ -739,6 +761,22 @@ pub struct PolicyCheck {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pattern_of_another_trust_domain_is_refused() {
+        let served = TrustDomain::new("spike.dev").unwrap();
+        let e = check_pattern_trust_domain("spiffe://evil.dev/ns/**", &served).unwrap_err();
+        assert_eq!(
+            e,
+            PolicyError::OtherTrustDomain {
+                pattern: "evil.dev".into(),
+                served: "spike.dev".into()
+            }
+        );
+        assert!(check_pattern_trust_domain("spiffe://spike.dev/ns/**", &served).is_ok());
+        // An unparsable pattern is left to `Policy::parse`, which names the real problem.
+        assert!(check_pattern_trust_domain("not a pattern", &served).is_ok());
+    }
     use Permission::*;
 
     fn pol(name: &str, id: &str, path: &str, perms: &[Permission]) -> Policy {

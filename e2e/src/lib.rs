@@ -329,6 +329,8 @@ pub struct Cluster {
     /// Extra arguments for every Nexus start (after the harness's own, so they override
     /// them), e.g. `--config FILE` from [`Cluster::write_config`].
     pub nexus_extra_args: Vec<String>,
+    /// Extra environment of later Nexus starts (e.g. a fault hook).
+    pub nexus_env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -357,6 +359,7 @@ impl Cluster {
             rust_log: "info".into(),
             data_dir,
             nexus_extra_args: Vec::new(),
+            nexus_env: Vec::new(),
             dir,
         }
     }
@@ -458,7 +461,18 @@ impl Cluster {
         }
         args.extend(self.nexus_extra_args.iter().cloned());
         let log = self.dir.path().join("nexus.log");
-        self.nexus = Some(Proc::spawn(&self.bins.nexus, &args, log, &self.rust_log));
+        let env: Vec<(&str, &str)> = self
+            .nexus_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.nexus = Some(Proc::spawn_with_env(
+            &self.bins.nexus,
+            &args,
+            &env,
+            log,
+            &self.rust_log,
+        ));
     }
 
     /// SIGKILLs Nexus.

@@ -28,6 +28,8 @@ mod logs;
 mod quickstart;
 #[path = "e2e/recovery.rs"]
 mod recovery;
+#[path = "e2e/rotation_faults.rs"]
+mod rotation_faults;
 #[path = "e2e/seed.rs"]
 mod seed;
 #[path = "e2e/workload_api.rs"]

@@ -31,7 +31,9 @@ use rustls::{DigitallySignedStruct, HandshakeKind, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use spike_agent::{AgentConfig, CertificateAuthority, IssuedSvid, Registration};
 use spike_core::id::{SpiffeId, TrustDomain};
-use spike_runtime::net::{ClientError, ConnLimits, MtlsClient, serve_mtls};
+use spike_runtime::net::{
+    ClientError, ConnLimits, MtlsClient, handshake_failures, render_handshake_metrics, serve_mtls,
+};
 use spike_runtime::svid::{
     Identity, PemFileSource, PemPaths, StaticSource, SvidError, SvidSource, WorkloadApiSource,
 };
@@ -502,7 +504,13 @@ async fn client_refuses_a_server_with_another_id() {
     .await;
     let c = client(server.addr, "/spike/nexus", source_for(&ca, "/app/a"));
     match whoami(&c).await {
-        Err(ClientError::Tls { .. }) => {}
+        // The message names the ID the server presented, so a user can see what went wrong.
+        Err(e @ ClientError::Tls { .. }) => assert!(
+            e.to_string().contains(
+                "presented spiffe://spike.test/spike/keeper/1, expected spiffe://spike.test/spike/nexus"
+            ),
+            "{e}"
+        ),
         other => panic!("the client should refuse the server at TLS, got {other:?}"),
     }
     assert_eq!(server.hits(), 0);
@@ -880,14 +888,20 @@ async fn wait_for_leaf(connector: &TlsConnector, addr: SocketAddr, leaf: &[u8]) 
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workload_api_rotation_reaches_the_source_and_new_handshakes() {
+/// A dev Workload API agent (in its own 0700 directory, kept alive by the returned guard)
+/// that serves `me` to this test process, and a source connected to it.
+async fn dev_agent_for(
+    me: &SpiffeId,
+) -> (
+    tempfile::TempDir,
+    spike_agent::AgentHandle,
+    WorkloadApiSource,
+) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir()
         .unwrap();
-    let me = id("/app/workload");
     let mut config = AgentConfig::new(td(), dir.path().join("agent.sock"));
     config.registrations.push(
         Registration::new(me.clone())
@@ -897,13 +911,19 @@ async fn workload_api_rotation_reaches_the_source_and_new_handshakes() {
     let agent = bounded("agent start", spike_agent::start(config))
         .await
         .unwrap();
-
     let wl = bounded(
         "Workload API source",
         WorkloadApiSource::connect(td(), Some(&agent.endpoint()), Duration::from_secs(10)),
     )
     .await
     .unwrap();
+    (dir, agent, wl)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_api_rotation_reaches_the_source_and_new_handshakes() {
+    let me = id("/app/workload");
+    let (_dir, agent, wl) = dev_agent_for(&me).await;
     let wl = Arc::new(wl);
     assert_eq!(wl.current().id(), &me);
     let before = wl.current().certified_key().cert[0].to_vec();
@@ -1012,4 +1032,431 @@ async fn connection_is_closed_when_the_peer_certificate_expires() {
     let fresh = client(server.addr, "/spike/nexus", source_for(&ca, "/app/a"));
     assert_eq!(whoami(&fresh).await.unwrap().0, StatusCode::OK);
     server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVID checks on load and reload
+// ---------------------------------------------------------------------------------------------
+
+fn pem_paths(files: &spike_agent::PemFiles) -> PemPaths {
+    PemPaths {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        bundle: files.bundle.clone(),
+    }
+}
+
+#[tokio::test]
+async fn unusable_svids_are_errors_at_start() {
+    let ca = ca();
+    let now = SystemTime::now();
+    let dir = tempfile::tempdir().unwrap();
+    let expired = ca
+        .issue_with_validity(&id("/spike/nexus"), now - 2 * HOUR, now - HOUR)
+        .unwrap()
+        .write_pem_files(dir.path())
+        .unwrap();
+    match PemFileSource::start(td(), pem_paths(&expired), Duration::from_secs(1)) {
+        Err(e @ SvidError::Expired { .. }) => {
+            assert!(
+                e.to_string()
+                    .contains("spiffe://spike.test/spike/nexus expired at"),
+                "{e}"
+            );
+        }
+        other => panic!("an expired SVID must not load, got {:?}", other.map(|_| ())),
+    }
+    ca.issue_with_validity(&id("/spike/nexus"), now + HOUR, now + 2 * HOUR)
+        .unwrap()
+        .write_pem_files(dir.path())
+        .unwrap();
+    match PemFileSource::start(td(), pem_paths(&expired), Duration::from_secs(1)) {
+        Err(e @ SvidError::NotYetValid { .. }) => {
+            assert!(e.to_string().contains("is not valid before"), "{e}");
+        }
+        other => panic!("a future SVID must not load, got {:?}", other.map(|_| ())),
+    }
+    // A key that is not the certificate's.
+    let good = ca.issue(&id("/spike/nexus"), HOUR).unwrap();
+    let other = ca.issue(&id("/spike/nexus"), HOUR).unwrap();
+    let files = good.write_pem_files(dir.path()).unwrap();
+    std::fs::write(&files.key, other.key_pem.as_bytes()).unwrap();
+    match PemFileSource::start(td(), pem_paths(&files), Duration::from_secs(1)) {
+        Err(e @ SvidError::Invalid { .. }) => {
+            assert!(e.to_string().contains("does not match"), "{e}");
+        }
+        other => panic!(
+            "a mismatched key must not load, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // Positive control, and the expected-ID pin: the right ID passes, another is an error.
+    good.write_pem_files(dir.path()).unwrap();
+    let pem = PemFileSource::start(td(), pem_paths(&files), Duration::from_secs(1)).unwrap();
+    assert!(matches!(
+        pem.expect_id(&id("/spike/keeper/1")),
+        Err(SvidError::NotExpectedId { .. })
+    ));
+    pem.expect_id(&id("/spike/nexus")).unwrap();
+}
+
+#[tokio::test]
+async fn a_pem_reload_to_an_unusable_or_foreign_svid_keeps_the_previous_one() {
+    let ca = ca();
+    let now = SystemTime::now();
+    let dir = tempfile::tempdir().unwrap();
+    let first = ca.issue(&id("/spike/nexus"), HOUR).unwrap();
+    let files = first.write_pem_files(dir.path()).unwrap();
+    let pem = Arc::new(
+        PemFileSource::start(td(), pem_paths(&files), Duration::from_millis(100)).unwrap(),
+    );
+    pem.expect_id(&id("/spike/nexus")).unwrap();
+    let server = Server::start(pem.clone(), PeerRule::AnyInTrustDomain).await;
+    let raw = svid_connector(&ca.issue(&id("/app/a"), HOUR).unwrap());
+    assert_eq!(server_leaf(&raw, server.addr).await, first.leaf_der());
+
+    let refused = [
+        ca.issue_with_validity(&id("/spike/nexus"), now - 2 * HOUR, now - HOUR)
+            .unwrap(),
+        ca.issue_with_validity(&id("/spike/nexus"), now + HOUR, now + 2 * HOUR)
+            .unwrap(),
+        ca.issue(&id("/spike/keeper/1"), HOUR).unwrap(),
+    ];
+    for bad in &refused {
+        bad.write_pem_files(dir.path()).unwrap();
+        // Several poll periods: the reload has been tried and refused.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(pem.current().id(), &id("/spike/nexus"));
+        assert_eq!(server_leaf(&raw, server.addr).await, first.leaf_der());
+    }
+    // Positive control: a good SVID of the same ID is taken.
+    let second = ca.issue(&id("/spike/nexus"), HOUR).unwrap();
+    second.write_pem_files(dir.path()).unwrap();
+    wait_for_leaf(&raw, server.addr, second.leaf_der()).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn pem_files_that_appear_late_are_waited_for_up_to_the_timeout() {
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let svid = ca.issue(&id("/spike/nexus"), HOUR).unwrap();
+    let paths = PemPaths {
+        cert: dir.path().join("svid.pem"),
+        key: dir.path().join("svid_key.pem"),
+        bundle: dir.path().join("bundle.pem"),
+    };
+    // Nothing appears: the error names every missing file once the timeout is over.
+    let e = PemFileSource::open(
+        td(),
+        paths.clone(),
+        Duration::from_millis(50),
+        Duration::from_millis(300),
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, SvidError::Missing { .. }), "{text}");
+    for f in [&paths.cert, &paths.key, &paths.bundle] {
+        assert!(text.contains(&f.display().to_string()), "{text}");
+    }
+    // Files written after a delay are picked up while the source waits.
+    let writer = {
+        let dir = dir.path().to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            svid.write_pem_files(&dir).unwrap();
+        })
+    };
+    let pem = PemFileSource::open(td(), paths, Duration::from_millis(50), WAIT)
+        .await
+        .unwrap();
+    assert!(writer.is_finished());
+    assert_eq!(pem.current().id(), &id("/spike/nexus"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_api_svid_is_checked_against_the_expected_id() {
+    let me = id("/spike/nexus");
+    let (_dir, agent, wl) = dev_agent_for(&me).await;
+    match wl.expect_id(&id("/spike/keeper/1")) {
+        Err(e @ SvidError::NotExpectedId { .. }) => assert!(
+            e.to_string()
+                .contains("spiffe://spike.test/spike/nexus is not this component's identity"),
+            "{e}"
+        ),
+        other => panic!("another ID must be refused, got {other:?}"),
+    }
+    wl.expect_id(&me).unwrap();
+    // A rotation to the same ID still goes through with the pin in place.
+    agent.rotate_now().unwrap();
+    let after = agent.current_svid(&me).unwrap().leaf_der().to_vec();
+    bounded("the rotated SVID", async {
+        while wl.current().certified_key().cert[0].as_ref() != after.as_slice() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    bounded("source shutdown", wl.shutdown()).await;
+    bounded("agent shutdown", agent.shutdown()).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused handshakes: counted by reason
+// ---------------------------------------------------------------------------------------------
+
+/// Waits (bounded) until the server has counted one more refusal for `reason`.
+async fn wait_counted(reason: &str, before: u64) {
+    let what = format!("{reason} in {}", render_handshake_metrics());
+    bounded(&what, async {
+        while handshake_failures(reason) <= before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(handshake_failures(reason), before + 1, "{reason}");
+}
+
+#[tokio::test]
+async fn every_refused_handshake_is_counted_by_its_precise_reason() {
+    let ca = ca();
+    let server = Server::start(
+        source_for(&ca, "/spike/nexus"),
+        PeerRule::exactly(id("/app/a")),
+    )
+    .await;
+    let now = SystemTime::now();
+    let evil_td = TrustDomain::new("evil.test").unwrap();
+    let evil = CertificateAuthority::new(&evil_td)
+        .unwrap()
+        .issue(&evil_td.id("/app/a").unwrap(), HOUR)
+        .unwrap();
+    let forged = CertificateAuthority::new(&td())
+        .unwrap()
+        .issue(&id("/app/a"), HOUR)
+        .unwrap();
+    let (ca_der, ca_key) = custom_cert(&ca, "spiffe://spike.test/app/a", Defect::IsCa);
+    // No client certificate, over TLS 1.3 and over TLS 1.2 (which the server does not speak).
+    let anonymous = |version: &'static rustls::SupportedProtocolVersion| {
+        TlsConnector::from(Arc::new(
+            rustls::ClientConfig::builder_with_provider(ring())
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(
+                    ring().signature_verification_algorithms,
+                )))
+                .with_no_client_auth(),
+        ))
+    };
+    let cases = [
+        (
+            "expired",
+            svid_connector(
+                &ca.issue_with_validity(&id("/app/a"), now - 2 * HOUR, now - HOUR)
+                    .unwrap(),
+            ),
+        ),
+        (
+            "not_yet_valid",
+            svid_connector(
+                &ca.issue_with_validity(&id("/app/a"), now + HOUR, now + 2 * HOUR)
+                    .unwrap(),
+            ),
+        ),
+        ("other_trust_domain", svid_connector(&evil)),
+        ("unknown_issuer", svid_connector(&forged)),
+        ("not_svid", raw_connector(vec![ca_der], ca_key)),
+        (
+            "id_not_allowed",
+            svid_connector(&ca.issue(&id("/app/b"), HOUR).unwrap()),
+        ),
+        ("no_certificate", anonymous(&rustls::version::TLS13)),
+        ("protocol_version", anonymous(&rustls::version::TLS12)),
+    ];
+    for (reason, connector) in &cases {
+        let before = handshake_failures(reason);
+        let r = bounded(reason, raw_whoami(connector, server.addr)).await;
+        let Err(e) = r else {
+            panic!("{reason}: the server answered")
+        };
+        // The client learns why from the alert that fits the reason.
+        let alert = match *reason {
+            "expired" | "not_yet_valid" => "CertificateExpired",
+            "unknown_issuer" => "UnknownCA",
+            "no_certificate" => "CertificateRequired",
+            "protocol_version" => "ProtocolVersion",
+            _ => "HandshakeFailure",
+        };
+        assert!(e.to_string().contains(alert), "{reason}: {e}");
+        wait_counted(reason, before).await;
+    }
+    assert_eq!(server.hits(), 0);
+    let metrics = render_handshake_metrics();
+    assert!(
+        metrics.contains("spike_tls_handshake_failures_total{reason=\"expired\"} 1"),
+        "{metrics}"
+    );
+    // Positive control: the allowed client gets through and nothing more is counted.
+    let total = |m: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with("spike_tls_handshake_failures_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let good = ca.issue(&id("/app/a"), HOUR).unwrap();
+    let (_, status, _) = bounded("good", raw_whoami(&svid_connector(&good), server.addr))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(total(&render_handshake_metrics()), total(&metrics));
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real Nexus process: refusals in its log and metrics, and its own SVID pinned
+// ---------------------------------------------------------------------------------------------
+
+/// The lines of `log` that report a refused handshake with `reason`.
+fn refusal_lines<'a>(log: &'a str, reason: &str) -> Vec<&'a str> {
+    let field = format!("reason=\"{reason}\"");
+    log.lines()
+        .filter(|l| l.contains("TLS handshake refused") && l.contains(&field))
+        .collect()
+}
+
+#[test]
+fn nexus_warns_once_per_refused_handshake_counts_it_and_keeps_its_own_svid() {
+    let mut c = spike_e2e::Cluster::new(1);
+    c.start_nexus();
+    let addr: SocketAddr = format!("127.0.0.1:{}", c.nexus_port).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = SystemTime::now();
+    let app = c.pki.id("/app/a");
+    let expired = c
+        .pki
+        .ca
+        .issue_with_validity(&app, now - 2 * HOUR, now - HOUR)
+        .unwrap();
+    let evil_td = TrustDomain::new("evil.test").unwrap();
+    let evil = CertificateAuthority::new(&evil_td)
+        .unwrap()
+        .issue(&evil_td.id("/app/a").unwrap(), HOUR)
+        .unwrap();
+    let good = svid_connector(&c.pki.ca.issue(&app, HOUR).unwrap());
+    rt.block_on(async {
+        for connector in [svid_connector(&expired), svid_connector(&evil)] {
+            let r = bounded("refused client", raw_whoami(&connector, addr)).await;
+            assert!(r.is_err(), "Nexus answered a refused client");
+        }
+    });
+    let log_path = c.dir.path().join("nexus.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        spike_e2e::wait_until(WAIT, || ["expired", "other_trust_domain"]
+            .iter()
+            .all(|r| !refusal_lines(&log(), r).is_empty())),
+        "{}",
+        log()
+    );
+    let text = log();
+    for (reason, detail) in [
+        ("expired", "certificate expired"),
+        (
+            "other_trust_domain",
+            "spiffe://evil.test/app/a, which is not in trust domain spike.test",
+        ),
+    ] {
+        let lines = refusal_lines(&text, reason);
+        assert_eq!(lines.len(), 1, "{reason}: {text}");
+        let line = lines[0];
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("remote=127.0.0.1:"), "{line}");
+        assert!(line.contains(detail), "{line}");
+    }
+    // Not a terminal: no colour codes.
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape in a log file: {text:?}"
+    );
+    let (status, metrics) = spike_e2e::http_get(c.nexus_health, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for reason in ["expired", "other_trust_domain"] {
+        assert!(
+            metrics.contains(&format!(
+                "spike_tls_handshake_failures_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{metrics}"
+        );
+    }
+
+    // Nexus's PEM files now hold a keeper's SVID: refused, Nexus keeps presenting its own.
+    let nexus_dir = std::fs::read_dir(c.dir.path().join("pki"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("spike_nexus-")
+        })
+        .unwrap();
+    let before = rt.block_on(server_leaf(&good, addr));
+    c.pki
+        .ca
+        .issue(&c.pki.id("/spike/keeper/1"), HOUR)
+        .unwrap()
+        .write_pem_files(&nexus_dir)
+        .unwrap();
+    let refused = "is not this component's identity spiffe://spike.test/spike/nexus";
+    assert!(
+        spike_e2e::wait_until(WAIT, || log().contains(refused)),
+        "{}",
+        log()
+    );
+    assert_eq!(rt.block_on(server_leaf(&good, addr)), before);
+    // Positive control: a new Nexus SVID is taken; the refusal was said once.
+    let next = c.pki.ca.issue(&c.pki.id("/spike/nexus"), HOUR).unwrap();
+    next.write_pem_files(&nexus_dir).unwrap();
+    rt.block_on(wait_for_leaf(&good, addr, next.leaf_der()));
+    assert_eq!(log().matches(refused).count(), 1, "{}", log());
+}
+
+#[test]
+fn a_policy_for_another_trust_domain_is_refused_with_a_clear_400() {
+    let mut c = spike_e2e::Cluster::new(1);
+    c.start_all(1);
+    let admin = c.pki.svid("/spike/pilot/role/superuser");
+    let create = |pattern: &str| {
+        c.spike(
+            &admin,
+            &[
+                "policy",
+                "create",
+                "td-check",
+                "--spiffe-id-pattern",
+                pattern,
+                "--path-pattern",
+                "apps/**",
+                "--permissions",
+                "read",
+            ],
+        )
+    };
+    let out = create("spiffe://other.test/ns/web/**");
+    let said = spike_e2e::text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("invalid_policy"), "{said}");
+    assert!(
+        said.contains("trust domain other.test, but this Nexus serves spike.test"),
+        "{said}"
+    );
+    // Positive control: the same policy in the served trust domain is stored.
+    let out = create("spiffe://spike.test/ns/web/**");
+    assert!(out.status.success(), "{}", spike_e2e::text(&out));
 }

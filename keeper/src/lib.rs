@@ -5,7 +5,12 @@
 //! at the TLS layer: any other client fails the handshake), refuses a share meant for another
 //! index, and is ready only while it holds a share. A restarted keeper is empty until Nexus
 //! pushes its share again.
-
+//!
+//! During a root-key rotation or rekey a keeper holds two shares: the new split's (current)
+//! and the one of the last split Nexus confirmed (previous). Nexus names the split to keep on
+//! every push (`PUT /v1/share?keep=<epoch>`); a push without `keep` drops the previous share.
+//! So a Nexus that crashes, even twice in a row, part-way through pushing a new split still
+//! finds `threshold` keepers holding the old one (`GET /v1/share/previous`).
 #![warn(missing_docs)]
 
 mod config;
@@ -15,13 +20,14 @@ pub use config::{KeeperArgs, KeeperSettings, spec};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
+use serde::Deserialize;
 use spike_core::api::ShareBody;
 use spike_core::error::{ApiError, ErrorCode};
 use spike_core::id::{Builtin, TrustDomain};
@@ -53,9 +59,40 @@ pub enum KeeperError {
     },
 }
 
-/// The share a keeper holds, if any. Zeroized when replaced or dropped.
+/// The shares a keeper holds. Zeroized when replaced or dropped.
 #[derive(Default)]
-struct Slot(RwLock<Option<ShareBody>>);
+struct Slot(RwLock<Held>);
+
+/// The share of the split in force, and the one of the last confirmed split while Nexus has
+/// not yet confirmed the current one.
+#[derive(Default)]
+struct Held {
+    current: Option<ShareBody>,
+    previous: Option<ShareBody>,
+}
+
+impl Held {
+    /// Stores `body` as the current share. Of the shares held so far, only the one of split
+    /// `keep` stays (as the previous share); the others drop (and zeroize). A share of the
+    /// same split as `body` is never kept: it would be the same share or a stale one.
+    fn store(&mut self, body: ShareBody, keep: Option<u32>) {
+        let epoch = body.epoch;
+        let kept = keep.filter(|k| *k != epoch).and_then(|k| {
+            [self.current.take(), self.previous.take()]
+                .into_iter()
+                .flatten()
+                .find(|b| b.epoch == k)
+        });
+        self.current = Some(body);
+        self.previous = kept;
+    }
+}
+
+/// `PUT /v1/share` query: the epoch of the split whose share the keeper keeps alongside.
+#[derive(Debug, Deserialize)]
+struct PutQuery {
+    keep: Option<u32>,
+}
 
 #[derive(Clone)]
 struct AppState {
@@ -76,7 +113,7 @@ impl KeeperHandle {
             .slot
             .0
             .read()
-            .map(|s| s.is_some())
+            .map(|s| s.current.is_some())
             .unwrap_or(false)
     }
 
@@ -88,7 +125,22 @@ impl KeeperHandle {
     /// A copy of the held share. Only for `spike dev`'s insecure persistence; a production
     /// keeper never hands its share to anything but Nexus.
     pub fn share(&self) -> Option<ShareBody> {
-        self.state.slot.0.read().ok().and_then(|s| s.clone())
+        self.state
+            .slot
+            .0
+            .read()
+            .ok()
+            .and_then(|s| s.current.clone())
+    }
+
+    /// The epoch of the previous share kept during a rotation, if any (never the share).
+    pub fn previous_epoch(&self) -> Option<u32> {
+        self.state
+            .slot
+            .0
+            .read()
+            .ok()
+            .and_then(|s| s.previous.as_ref().map(|b| b.epoch))
     }
 
     /// Loads a share directly (in-process, `spike dev` only), with the same index check as
@@ -98,7 +150,7 @@ impl KeeperHandle {
             return Err(KeeperError::WrongIndex);
         }
         if let Ok(mut slot) = self.state.slot.0.write() {
-            *slot = Some(body);
+            slot.store(body, None);
         }
         Ok(())
     }
@@ -200,7 +252,7 @@ pub fn start_with(
         }
         // The share (a `Share` zeroizes on drop) goes before the process does.
         if let Ok(mut s) = slot.0.write() {
-            s.take();
+            *s = Held::default();
         }
         tracing::info!("stopped; share dropped");
     });
@@ -210,6 +262,7 @@ pub fn start_with(
 fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/v1/share", get(get_share).put(put_share))
+        .route("/v1/share/previous", get(get_previous))
         .fallback(not_found)
         .with_state(state)
 }
@@ -240,18 +293,40 @@ async fn not_found() -> AppError {
 }
 
 async fn get_share(State(state): State<AppState>) -> Result<Json<ShareBody>, AppError> {
+    held_share(&state, |h| h.current.as_ref(), "this keeper holds no share")
+}
+
+async fn get_previous(State(state): State<AppState>) -> Result<Json<ShareBody>, AppError> {
+    held_share(
+        &state,
+        |h| h.previous.as_ref(),
+        "this keeper holds no previous share",
+    )
+}
+
+fn held_share(
+    state: &AppState,
+    pick: impl Fn(&Held) -> Option<&ShareBody>,
+    missing: &str,
+) -> Result<Json<ShareBody>, AppError> {
     let slot = state
         .slot
         .0
         .read()
         .map_err(|_| err(ErrorCode::Internal, "keeper state is unavailable"))?;
-    match slot.as_ref() {
+    match pick(&slot) {
         Some(body) => Ok(Json(body.clone())),
-        None => Err(err(ErrorCode::NoShare, "this keeper holds no share")),
+        None => Err(err(ErrorCode::NoShare, missing)),
     }
 }
 
-async fn put_share(State(state): State<AppState>, req: Request) -> Result<StatusCode, AppError> {
+async fn put_share(
+    State(state): State<AppState>,
+    query: Result<Query<PutQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<StatusCode, AppError> {
+    let Query(query) =
+        query.map_err(|_| err(ErrorCode::BadRequest, "keep must be a split epoch"))?;
     let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
         .map_err(|_| err(ErrorCode::TooLarge, "share body is too large"))?;
@@ -268,9 +343,11 @@ async fn put_share(State(state): State<AppState>, req: Request) -> Result<Status
         .0
         .write()
         .map_err(|_| err(ErrorCode::Internal, "keeper state is unavailable"))?;
-    // The old share (a `Share` zeroizes on drop) is dropped here.
-    let replaced = slot.replace(body).is_some();
-    tracing::info!(index = state.index, replaced, "share stored");
+    // Replaced shares (a `Share` zeroizes on drop) are dropped here.
+    let (epoch, replaced) = (body.epoch, slot.current.is_some());
+    slot.store(body, query.keep);
+    let kept = slot.previous.as_ref().map(|b| b.epoch);
+    tracing::info!(index = state.index, epoch, replaced, ?kept, "share stored");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -13,6 +13,8 @@ fn main() -> ExitCode {
         |s: KeeperSettings| Ok((s.check()?, s.log_format)),
         |(addrs, identity, limits)| async move {
             let source = identity.open().await?;
+            // The keeper's index comes from its first SVID; a reload to another ID is refused.
+            source.expect_id(&source.current().id().clone())?;
             let listeners = KeeperListeners::bind(addrs).await?;
             let (_handle, task) =
                 spike_keeper::start_with(source, listeners, limits, shutdown_signal())?;

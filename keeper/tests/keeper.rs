@@ -380,3 +380,79 @@ async fn bad_bodies_are_refused_and_change_nothing() {
     assert_holds(&k, &nexus, &now_held).await;
     k.shutdown().await;
 }
+
+async fn put_keep(c: &MtlsClient, body: &Value, keep: u32) -> Response {
+    let path = format!("/v1/share?keep={keep}");
+    c.send(Method::PUT, &path, Some(serde_json::to_vec(body).unwrap()))
+        .await
+        .unwrap()
+}
+
+async fn get_previous(c: &MtlsClient) -> Response {
+    c.send(Method::GET, "/v1/share/previous", None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_keeper_keeps_the_share_nexus_names_until_a_push_without_keep() {
+    let ca = CertificateAuthority::new(&td()).unwrap();
+    let k = Keeper::start(source(&ca, "/spike/keeper/1")).await.unwrap();
+    let nexus = k.client(source(&ca, "/spike/nexus"));
+    let (e1, e2, e3) = (share(1, 0x11, 1), share(1, 0x22, 2), share(1, 0x33, 3));
+
+    // Nothing to keep yet: no previous share.
+    assert_eq!(
+        put_keep(&nexus, &e1, 7).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(get_previous(&nexus).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&get_previous(&nexus).await), "no_share");
+
+    // A rotation: the new share is current, the named old one is kept.
+    assert_eq!(
+        put_keep(&nexus, &e2, 1).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_holds(&k, &nexus, &e2).await;
+    let r = get_previous(&nexus).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(json_of(&r), e1);
+    assert_eq!(k.handle.previous_epoch(), Some(1));
+
+    // The rotation is redone (a crash lost split 2): split 1 is still kept, 2 is dropped.
+    assert_eq!(
+        put_keep(&nexus, &e3, 1).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_holds(&k, &nexus, &e3).await;
+    assert_eq!(json_of(&get_previous(&nexus).await), e1);
+
+    // A bad `keep` is refused with the JSON error body and changes nothing.
+    let r = nexus
+        .send(
+            Method::PUT,
+            "/v1/share?keep=x",
+            Some(serde_json::to_vec(&e2).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&r), "bad_request");
+    assert_holds(&k, &nexus, &e3).await;
+
+    // Nexus confirms split 3: a push without `keep` drops the previous share.
+    assert_eq!(put(&nexus, &e3).await.status, StatusCode::NO_CONTENT);
+    assert_holds(&k, &nexus, &e3).await;
+    assert_eq!(get_previous(&nexus).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(k.handle.previous_epoch(), None);
+
+    // Keeping the split being pushed keeps nothing (it would be a stale copy).
+    assert_eq!(
+        put_keep(&nexus, &e3, 3).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(get_previous(&nexus).await.status, StatusCode::NOT_FOUND);
+
+    k.shutdown().await;
+}

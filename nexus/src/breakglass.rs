@@ -12,27 +12,25 @@
 //!
 //! `restore` (role `restore`, only while sealed) takes one decrypted share per call and keeps
 //! them in memory until `threshold` rebuild a root key that opens the wrapped data key; then
-//! Nexus opens and deals fresh keeper shares. Shares received so far expire [`RESTORE_TTL`]
+//! Nexus opens and deals fresh keeper shares. Shares received so far expire [`RESTORE_TTL`](crate::restore_shares::RESTORE_TTL)
 //! after the last one. Any refusal leaves the received shares as they were.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use age::x25519::Recipient;
 use spike_core::api::{
     BreakGlassShare, CustodianFile, RecoverRequest, RecoverResponse, RestoreRequest,
     RestoreResponse,
 };
-use spike_core::crypto::{Share, ShareParams};
+use spike_core::crypto::ShareParams;
 use spike_core::error::ErrorCode;
 use zeroize::Zeroizing;
 
 use crate::error::{AppError, AppResult};
 use crate::keys::BreakGlassExport;
-use crate::rotation;
-use crate::state::{Nexus, Seal};
-
-/// How long received restore shares are kept after the last one arrived.
-pub(crate) const RESTORE_TTL: Duration = Duration::from_secs(600);
+use crate::restore_shares::{Added, PendingRestore};
+use crate::state::{Nexus, Status};
+use crate::unseal;
 
 /// Format of [`BreakGlassShare`] documents this build writes and reads.
 const SHARE_FORMAT: u32 = 1;
@@ -50,7 +48,7 @@ pub(crate) async fn export(nexus: &Nexus, req: RecoverRequest) -> AppResult<Reco
             "threshold must be at least 2, so no single custodian file rebuilds the root key",
         ));
     }
-    let _guard = nexus.open_lock.lock().await;
+    let _guard = nexus.open_lock().lock().await;
     let (raw, record) = nexus.read_init().await?;
     if record.previous().is_some() {
         // A crash before the pending change completes makes Nexus redo it under yet another
@@ -68,7 +66,7 @@ pub(crate) async fn export(nexus: &Nexus, req: RecoverRequest) -> AppResult<Reco
         .keys
         .break_glass_shares(&params)
         .map_err(|e| AppError::internal("break-glass split", e))?;
-    let created_at = crate::secrets::now();
+    let created_at = crate::clock::now();
     let export = BreakGlassExport::new(params, &shares);
     let mut files = Vec::with_capacity(shares.len());
     for ((name, recipient), share) in custodians.into_iter().zip(shares) {
@@ -151,85 +149,32 @@ fn bad(message: &str) -> AppError {
     AppError::new(ErrorCode::BadRequest, message)
 }
 
-/// Shares received by restore so far, all of one break-glass epoch.
-pub(crate) struct PendingRestore {
-    epoch: u32,
-    shares: Vec<Share>,
-    last: Instant,
-}
-
-/// What adding a share did.
-#[derive(Debug, PartialEq, Eq)]
-enum Added {
-    New,
-    /// The identical share was already received: nothing changed.
-    Again,
-}
-
-impl PendingRestore {
-    fn new(epoch: u32, now: Instant) -> Self {
-        Self {
-            epoch,
-            shares: Vec::new(),
-            last: now,
-        }
-    }
-
-    /// Drops pending restore shares that have expired, so they do not sit in memory until the
-    /// next restore call. Called from the recovery loop's sealed tick.
-    pub(crate) fn drop_expired(nexus: &Nexus, now: Instant) {
-        let mut slot = nexus.restore.lock().unwrap_or_else(|p| p.into_inner());
-        *slot = Self::live(slot.take(), now);
-    }
-
-    /// The pending state if it has not expired at `now` (expired shares are dropped here).
-    fn live(slot: Option<Self>, now: Instant) -> Option<Self> {
-        slot.filter(|p| now.duration_since(p.last) < RESTORE_TTL)
-    }
-
-    fn add(&mut self, share: Share, now: Instant) -> Result<Added, AppError> {
-        if let Some(held) = self.shares.iter().find(|s| s.index() == share.index()) {
-            return if *held == share {
-                Ok(Added::Again)
-            } else {
-                Err(bad(&format!(
-                    "a different share with index {} was already received; nothing changed",
-                    share.index()
-                )))
-            };
-        }
-        self.shares.push(share);
-        self.last = now;
-        Ok(Added::New)
-    }
-
-    fn received(&self) -> u8 {
-        u8::try_from(self.shares.len()).unwrap_or(u8::MAX)
-    }
-
-    fn expires_in(&self, now: Instant) -> u64 {
-        RESTORE_TTL
-            .saturating_sub(now.duration_since(self.last))
-            .as_secs()
-    }
+/// Drops pending restore shares that have expired, so they do not sit in memory until the
+/// next restore call. Called from the recovery loop's sealed tick.
+pub(crate) fn drop_expired(nexus: &Nexus, now: Instant) {
+    let mut slot = nexus
+        .pending_restore()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    *slot = PendingRestore::live(slot.take(), now);
 }
 
 /// `POST /v1/operator/restore`.
 pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<RestoreResponse> {
-    let _guard = nexus.open_lock.lock().await;
-    match &*nexus.seal.read().unwrap_or_else(|p| p.into_inner()) {
-        Seal::Open(_) => {
+    let _guard = nexus.open_lock().lock().await;
+    match nexus.status() {
+        Status::Open(_) => {
             return Err(bad(
                 "Nexus is unsealed: restore is only for a sealed Nexus whose keepers are gone; nothing changed",
             ));
         }
-        Seal::Uninitialized => {
+        Status::Uninitialized => {
             return Err(AppError::new(
                 ErrorCode::NotInitialized,
                 "Nexus has no init record: restore needs the data directory the shares were exported from",
             ));
         }
-        Seal::Sealed(_) => {}
+        Status::Sealed(_) => {}
     }
     let (raw, record) = nexus.read_init().await?;
     let Some((split, export, via_previous)) = record.break_glass_split(req.epoch) else {
@@ -260,14 +205,17 @@ pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<Res
     // Taken out of the mutex (the open lock serializes restores) and put back unless Nexus
     // opens, so no refusal loses the shares received before.
     let taken = nexus
-        .restore
+        .pending_restore()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
     let mut pending =
         PendingRestore::live(taken, now).unwrap_or_else(|| PendingRestore::new(req.epoch, now));
     let put_back = |p: PendingRestore| {
-        *nexus.restore.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+        *nexus
+            .pending_restore()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(p);
     };
     if pending.epoch != req.epoch && !pending.shares.is_empty() {
         let msg = format!(
@@ -309,7 +257,7 @@ pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<Res
     }
     match split.rebuild(&params, &pending.shares) {
         Ok((root, data)) => {
-            match rotation::open_rebuilt(nexus, &raw, &record, via_previous, root, data).await {
+            match unseal::open_rebuilt(nexus, &raw, &record, via_previous, root, data).await {
                 Ok(acked) => {
                     tracing::info!(
                         epoch = req.epoch,
@@ -348,10 +296,14 @@ pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<Res
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
     use spike_core::api::Custodian;
+    use spike_core::crypto::Share;
 
     use super::*;
-    use crate::rotation::tests::{keeper_answers, open_nexus, restart};
+    use crate::fixtures::{keeper_answers, open_nexus, restart};
+    use crate::restore_shares::RESTORE_TTL;
     use crate::rotation::{Change, change};
 
     fn custodians(n: usize) -> (Vec<age::x25519::Identity>, Vec<Custodian>) {
@@ -372,7 +324,7 @@ mod tests {
         let plain = Zeroizing::new(age::decrypt(id, file.file.as_bytes()).unwrap());
         let doc: BreakGlassShare = serde_json::from_slice(&plain).unwrap();
         assert_eq!(doc.custodian, file.name);
-        assert_eq!(doc.trust_domain, crate::rotation::tests::TD);
+        assert_eq!(doc.trust_domain, crate::fixtures::TD);
         RestoreRequest {
             epoch: doc.epoch,
             share: doc.share,
@@ -418,11 +370,11 @@ mod tests {
     async fn restore_opens_a_sealed_nexus_one_share_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let (store, n1) = open_nexus(dir.path()).await;
-        let sealed = n1
+        let ciphertext = n1
             .opened()
             .unwrap()
             .keys
-            .seal_value("app/db", 1, 1, b"s3cret")
+            .encrypt_value("app/db", 1, 1, b"s3cret")
             .unwrap();
         let (ids, cs) = custodians(3);
         let first = export(
@@ -490,7 +442,7 @@ mod tests {
         assert_eq!((b.received, b.remaining), (2, 0));
         let keys = &n2.opened().unwrap().keys;
         assert_eq!(
-            keys.open_value("app/db", 1, 1, &sealed)
+            keys.decrypt_value("app/db", 1, 1, &ciphertext)
                 .unwrap()
                 .expose_secret(),
             b"s3cret"
@@ -542,9 +494,9 @@ mod tests {
         let answers = keeper_answers(&n2.opened().unwrap().keys);
         let epoch = answers[0].1.epoch;
         {
-            let _guard = n2.open_lock.lock().await;
+            let _guard = n2.open_lock().lock().await;
             assert!(
-                crate::rotation::finish_if_confirmed(&n2, epoch, 3)
+                crate::unseal::finish_if_confirmed(&n2, epoch, 3)
                     .await
                     .unwrap()
             );
@@ -580,12 +532,15 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PendingRestore::new(1, t0);
         p.add(share(1, 1), t0).unwrap();
-        *n.restore.lock().unwrap() = Some(p);
-        PendingRestore::drop_expired(&n, t0 + Duration::from_secs(1));
-        assert!(n.restore.lock().unwrap().is_some(), "not expired yet");
-        PendingRestore::drop_expired(&n, t0 + RESTORE_TTL + Duration::from_secs(1));
+        *n.pending_restore().lock().unwrap() = Some(p);
+        drop_expired(&n, t0 + Duration::from_secs(1));
         assert!(
-            n.restore.lock().unwrap().is_none(),
+            n.pending_restore().lock().unwrap().is_some(),
+            "not expired yet"
+        );
+        drop_expired(&n, t0 + RESTORE_TTL + Duration::from_secs(1));
+        assert!(
+            n.pending_restore().lock().unwrap().is_none(),
             "expired shares stay in memory"
         );
     }

@@ -50,13 +50,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
+        let too_large =
+            || AppError::new(ErrorCode::TooLarge, "request body is larger than allowed");
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         // `into_limited_body` applies the router's `DefaultBodyLimit`; crossing it is an error
         // here, before the whole body is buffered.
-        let bytes = axum::body::to_bytes(req.into_limited_body(), usize::MAX)
+        let body = req.into_limited_body();
+        // The limited body's size hint is capped at the limit: a declared length above it is
+        // answered at once instead of after waiting for a body that will be refused anyway.
+        if declared
+            .zip(axum::body::HttpBody::size_hint(&body).upper())
+            .is_some_and(|(d, max)| d > max)
+        {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(body, usize::MAX)
             .await
-            .map_err(|_| {
-                AppError::new(ErrorCode::TooLarge, "request body is larger than allowed")
-            })?;
+            .map_err(|_| too_large())?;
         parse_json(&bytes).map(Self)
     }
 }

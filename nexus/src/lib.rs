@@ -5,25 +5,51 @@
 //! `threshold` shares, checks it against the stored init record, and opens. While open it
 //! re-pushes shares to keepers that come back empty. `POST /v1/bootstrap/init` creates the
 //! root key once (an atomic compare-and-set in the store).
+//!
+//! Words: *sealed* is only Nexus's status (no root key in memory); values are *encrypted* and
+//! *decrypted*; stored records are *tagged* and *verified* (MACs).
+//!
+//! Modules, each calling only those below it (no module calls back into its caller):
+//!
+//! ```text
+//! routes      HTTP handlers; the only place typed errors become wire errors
+//! operator:   rotation (rotate, rekey: the state machine)   breakglass (export, restore)
+//! recovery    the keeper timer: unseal while sealed, re-supply keepers while open
+//! unseal      initialize, rebuild from shares, open, verify, finish a pending change
+//! keepers     fetch and push shares; keeper reachability (logs, gauge)
+//! state       Nexus: status, init record storage, authorization, audit
+//! engines:    secrets, policies, records (tag/verify), keys (open keys, splits, init record)
+//! leaves:     error, extract, metrics, ratelimit, clock, restore_shares (break-glass shares
+//!             received so far), fault (crash-test hook), config
+//! ```
+//!
+//! Test fixtures shared by the unit tests live in `fixtures` (cfg(test)).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod audit_log;
 mod breakglass;
+mod clock;
 pub mod config;
 mod error;
 mod extract;
+mod fault;
+#[cfg(test)]
+mod fixtures;
+mod keepers;
 mod keys;
 mod metrics;
 mod policies;
 mod ratelimit;
 mod records;
 mod recovery;
+mod restore_shares;
 mod rotation;
 mod routes;
 mod secrets;
 mod state;
+mod unseal;
 
 use std::sync::Arc;
 
@@ -117,6 +143,8 @@ pub async fn start(
             "configure between 1 and 255 keepers".into(),
         ));
     }
+    // Reads the crash-test hook now, so a set one is logged at start, not at the first push.
+    let _ = fault::armed();
     let tls = Arc::new(server_config(source.clone(), PeerRule::AnyInTrustDomain)?);
     let nexus = Arc::new(Nexus::new(config, source, store)?);
     nexus.load_init_state().await;
@@ -124,7 +152,7 @@ pub async fn start(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let conn = nexus.config.conn;
+    let conn = nexus.config().conn;
     let api = serve_mtls(
         listeners.api,
         tls,

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::CommandFactory;
+use spike_core::id::Builtin;
 use spike_nexus::NexusListeners;
 use spike_nexus::config::{self, NexusArgs, NexusSettings, Runtime};
 use spike_runtime::net::shutdown_signal;
@@ -22,6 +23,8 @@ fn main() -> ExitCode {
 
 async fn run(rt: Runtime) -> anyhow::Result<()> {
     let source = rt.identity.open().await?;
+    // A reload to another workload's SVID (say a keeper's) must be refused, not served.
+    source.expect_id(&Builtin::Nexus.id(source.trust_domain()))?;
     let store = spike_nexus::open_store(&rt.config)?;
     let listeners = NexusListeners::bind(rt.addrs).await?;
     tracing::info!(api = %rt.addrs.api, health = %rt.addrs.health, "Nexus listening (sealed until keepers answer)");

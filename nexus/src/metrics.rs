@@ -53,6 +53,23 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE spike_store_syncs_total counter");
         let _ = writeln!(out, "spike_store_syncs_total {}", store.transactions);
+        out.push_str(&spike_runtime::net::render_handshake_metrics());
         out
     }
+}
+
+/// The keeper gauges: how many keepers are configured and how many answered as themselves
+/// at the last check (one check per keeper interval).
+pub(crate) fn render_keepers(reachable: usize, configured: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP spike_nexus_keepers_reachable Keepers that answered as themselves at the last check."
+    );
+    let _ = writeln!(out, "# TYPE spike_nexus_keepers_reachable gauge");
+    let _ = writeln!(out, "spike_nexus_keepers_reachable {reachable}");
+    let _ = writeln!(out, "# HELP spike_nexus_keepers Keepers configured.");
+    let _ = writeln!(out, "# TYPE spike_nexus_keepers gauge");
+    let _ = writeln!(out, "spike_nexus_keepers {configured}");
+    out
 }

@@ -7,10 +7,10 @@ use spike_core::error::ErrorCode;
 use spike_core::policy::{Policy, PolicyEngine};
 use spike_store::{Batch, Store, StoreError, Table};
 
+use crate::clock::now;
 use crate::error::{AppError, AppResult};
 use crate::keys::OpenKeys;
 use crate::records::{self, Kind};
-use crate::secrets::now;
 
 /// Policies, keyed by name.
 pub(crate) const POLICIES: Table = Table::new("policies");
@@ -87,7 +87,7 @@ impl Policies {
                 .map_err(|e| AppError::internal("store", e))?;
             let done = page.len() < 1000;
             for (k, v) in page {
-                let s: Stored = records::open(keys, Kind::Policy, &k, &v)
+                let s: Stored = records::verify(keys, Kind::Policy, &k, &v)
                     .map_err(|e| AppError::internal("policy record", e))?;
                 after = Some(k);
                 out.push(s);
@@ -134,7 +134,7 @@ impl Policies {
         let mut batch = Batch::new();
         let (stored, created) = match &old {
             Some(raw) => {
-                let prev: Stored = records::open(keys, Kind::Policy, &key, raw)
+                let prev: Stored = records::verify(keys, Kind::Policy, &key, raw)
                     .map_err(|e| AppError::internal("policy record", e))?;
                 if prev.policy == policy {
                     return Ok(PutPolicyResponse {
@@ -167,7 +167,7 @@ impl Policies {
         batch.put(
             POLICIES,
             key.clone(),
-            records::seal(keys, Kind::Policy, &key, &stored),
+            records::tag(keys, Kind::Policy, &key, &stored),
         );
         self.commit(batch).await?;
         self.reload(keys).await?;
@@ -196,7 +196,7 @@ impl Policies {
             .await
             .map_err(|e| AppError::internal("store", e))?
             .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such policy"))?;
-        let s: Stored = records::open(keys, Kind::Policy, key, &raw)
+        let s: Stored = records::verify(keys, Kind::Policy, key, &raw)
             .map_err(|e| AppError::internal("policy record", e))?;
         Ok(s.to_api())
     }

@@ -9,27 +9,17 @@ use spike_core::error::ErrorCode;
 use spike_core::id::SpiffeId;
 use spike_core::path::SecretPath;
 use spike_core::policy::Permission;
-use spike_store::{Batch, MemoryStore, Store};
+use spike_store::Batch;
 
 use super::{POLICIES, Policies};
-use crate::error::AppResult;
-use crate::keys::OpenKeys;
+use crate::fixtures::{Engine, code};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Fixture {
-    store: Arc<dyn Store>,
-    policies: Policies,
-    keys: OpenKeys,
-}
+type Fixture = Engine<Policies>;
 
 fn fixture() -> Fixture {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    Fixture {
-        policies: Policies::new(store.clone()),
-        store,
-        keys: OpenKeys::create(3, 2).unwrap().0,
-    }
+    Engine::new(Policies::new)
 }
 
 fn req(id: &str, path: &str, perms: &[Permission]) -> PutPolicyRequest {
@@ -46,13 +36,6 @@ fn id(s: &str) -> SpiffeId {
 
 fn sp(s: &str) -> SecretPath {
     SecretPath::parse(s).unwrap()
-}
-
-fn code<T>(r: AppResult<T>) -> ErrorCode {
-    match r {
-        Ok(_) => panic!("expected an error"),
-        Err(e) => e.code(),
-    }
 }
 
 const WEB: &str = "spiffe://spike.dev/ns/web";
@@ -77,11 +60,11 @@ impl Fixture {
     }
 
     fn allows(&self, caller: &str, path: &str, perm: Permission) -> bool {
-        self.policies.engine().allows(&id(caller), &sp(path), perm)
+        self.engine.engine().allows(&id(caller), &sp(path), perm)
     }
 
     fn is_admin(&self, caller: &str) -> bool {
-        self.policies.is_admin(&id(caller))
+        self.engine.is_admin(&id(caller))
     }
 }
 
@@ -89,13 +72,13 @@ impl Fixture {
 async fn put_get_list_delete_round_trip() {
     let f = fixture();
     let r = f
-        .policies
+        .engine
         .put(&f.keys, "web", req(WEB, "apps/web/**", &[Permission::Read]))
         .await
         .unwrap();
     assert!(r.created && !r.unchanged);
 
-    let got = f.policies.get(&f.keys, "web").await.unwrap();
+    let got = f.engine.get(&f.keys, "web").await.unwrap();
     assert_eq!(got.name, "web");
     assert_eq!(got.spiffe_id_pattern, WEB);
     assert_eq!(got.path_pattern, "apps/web/**");
@@ -105,7 +88,7 @@ async fn put_get_list_delete_round_trip() {
     // Identical (permissions repeated count once): unchanged, nothing written.
     let before = f.rows().await;
     let r = f
-        .policies
+        .engine
         .put(
             &f.keys,
             "web",
@@ -115,11 +98,11 @@ async fn put_get_list_delete_round_trip() {
         .unwrap();
     assert!(!r.created && r.unchanged);
     assert_eq!(f.rows().await, before);
-    assert_eq!(f.policies.get(&f.keys, "web").await.unwrap(), got);
+    assert_eq!(f.engine.get(&f.keys, "web").await.unwrap(), got);
 
     // A real change keeps the creation time.
     let r = f
-        .policies
+        .engine
         .put(
             &f.keys,
             "web",
@@ -128,12 +111,12 @@ async fn put_get_list_delete_round_trip() {
         .await
         .unwrap();
     assert!(!r.created && !r.unchanged);
-    let changed = f.policies.get(&f.keys, "web").await.unwrap();
+    let changed = f.engine.get(&f.keys, "web").await.unwrap();
     assert_eq!(changed.created_at, got.created_at);
     assert_eq!(changed.permissions.len(), 2);
     assert!(changed.permissions.contains(&Permission::List));
 
-    f.policies
+    f.engine
         .put(
             &f.keys,
             "api",
@@ -142,7 +125,7 @@ async fn put_get_list_delete_round_trip() {
         .await
         .unwrap();
     let names: Vec<String> = f
-        .policies
+        .engine
         .list(&f.keys)
         .await
         .unwrap()
@@ -151,16 +134,16 @@ async fn put_get_list_delete_round_trip() {
         .collect();
     assert_eq!(names, vec!["api", "web"]);
 
-    f.policies.delete(&f.keys, "web").await.unwrap();
+    f.engine.delete(&f.keys, "web").await.unwrap();
     assert_eq!(
-        code(f.policies.get(&f.keys, "web").await),
+        code(f.engine.get(&f.keys, "web").await),
         ErrorCode::NotFound
     );
     assert_eq!(
-        code(f.policies.delete(&f.keys, "web").await),
+        code(f.engine.delete(&f.keys, "web").await),
         ErrorCode::NotFound
     );
-    assert_eq!(f.policies.list(&f.keys).await.unwrap().len(), 1);
+    assert_eq!(f.engine.list(&f.keys).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -222,19 +205,19 @@ async fn invalid_policies_are_refused_and_nothing_is_stored() {
     for (name, r) in cases {
         let what = format!("{name:?} {r:?}");
         assert_eq!(
-            code(f.policies.put(&f.keys, name, r).await),
+            code(f.engine.put(&f.keys, name, r).await),
             ErrorCode::InvalidPolicy,
             "{what}"
         );
     }
     assert!(f.rows().await.is_empty());
-    assert!(f.policies.engine().policies().is_empty());
+    assert!(f.engine.engine().policies().is_empty());
 
     // An invalid update leaves the stored policy as it was.
-    f.policies.put(&f.keys, "web", good()).await.unwrap();
+    f.engine.put(&f.keys, "web", good()).await.unwrap();
     let before = f.rows().await;
     assert_eq!(
-        code(f.policies.put(&f.keys, "web", req(WEB, "/apps", &[])).await),
+        code(f.engine.put(&f.keys, "web", req(WEB, "/apps", &[])).await),
         ErrorCode::InvalidPolicy
     );
     assert_eq!(f.rows().await, before);
@@ -252,12 +235,12 @@ async fn get_and_delete_reject_impossible_names() {
         "..".to_owned(),
     ] {
         assert_eq!(
-            code(f.policies.get(&f.keys, &name).await),
+            code(f.engine.get(&f.keys, &name).await),
             ErrorCode::InvalidPolicy,
             "{name:.20}"
         );
         assert_eq!(
-            code(f.policies.delete(&f.keys, &name).await),
+            code(f.engine.delete(&f.keys, &name).await),
             ErrorCode::InvalidPolicy,
             "{name:.20}"
         );
@@ -272,7 +255,7 @@ async fn the_engine_follows_every_change() {
         "default deny"
     );
 
-    f.policies
+    f.engine
         .put(&f.keys, "web", req(WEB, "apps/web/**", &[Permission::Read]))
         .await
         .unwrap();
@@ -283,7 +266,7 @@ async fn the_engine_follows_every_change() {
     assert!(!f.allows(WEB, "apps/api/db", Permission::Read));
     assert!(!f.allows("spiffe://spike.dev/ns/api", "apps/web/db", Permission::Read));
 
-    f.policies
+    f.engine
         .put(
             &f.keys,
             "web",
@@ -307,15 +290,15 @@ async fn the_engine_follows_every_change() {
             .allows(&id(WEB), &sp("apps/web/db"), Permission::Write)
     );
 
-    f.policies.delete(&f.keys, "web").await.unwrap();
+    f.engine.delete(&f.keys, "web").await.unwrap();
     assert!(!f.allows(WEB, "apps/web/db", Permission::Read));
-    assert!(f.policies.engine().policies().is_empty());
+    assert!(f.engine.engine().policies().is_empty());
 }
 
 #[tokio::test]
 async fn gateway_policies_grant_resolve_to_gateways_only() {
     let f = fixture();
-    f.policies
+    f.engine
         .put(
             &f.keys,
             "egress",
@@ -347,7 +330,7 @@ async fn is_admin_needs_super_on_every_path() {
         Permission::Token,
         Permission::Cipher,
     ];
-    f.policies
+    f.engine
         .put(
             &f.keys,
             "almost",
@@ -355,7 +338,7 @@ async fn is_admin_needs_super_on_every_path() {
         )
         .await
         .unwrap();
-    f.policies
+    f.engine
         .put(
             &f.keys,
             "narrow",
@@ -367,7 +350,7 @@ async fn is_admin_needs_super_on_every_path() {
         )
         .await
         .unwrap();
-    f.policies
+    f.engine
         .put(
             &f.keys,
             "star",
@@ -377,7 +360,7 @@ async fn is_admin_needs_super_on_every_path() {
         .unwrap();
     assert!(!f.is_admin(admin), "super on part of the tree is not admin");
 
-    f.policies
+    f.engine
         .put(
             &f.keys,
             "admins",
@@ -390,7 +373,7 @@ async fn is_admin_needs_super_on_every_path() {
     assert!(!f.is_admin("spiffe://spike.dev/ns/admin/alice/x"));
     assert!(!f.is_admin("spiffe://other.dev/ns/admin/alice"));
 
-    f.policies.delete(&f.keys, "admins").await.unwrap();
+    f.engine.delete(&f.keys, "admins").await.unwrap();
     assert!(!f.is_admin(admin));
 }
 
@@ -400,7 +383,7 @@ async fn is_admin_needs_super_on_every_path() {
 #[tokio::test]
 async fn is_admin_never_applies_workload_policies_to_reserved_ids() {
     let f = fixture();
-    f.policies
+    f.engine
         .put(
             &f.keys,
             "everyone",
@@ -427,7 +410,7 @@ async fn is_admin_never_applies_workload_policies_to_reserved_ids() {
 #[tokio::test]
 async fn a_tampered_policy_record_fails_closed() {
     let f = fixture();
-    f.policies
+    f.engine
         .put(&f.keys, "web", req(WEB, "apps/**", &[Permission::Read]))
         .await
         .unwrap();
@@ -437,12 +420,12 @@ async fn a_tampered_policy_record_fails_closed() {
         let mut bad = good.clone();
         bad[at] ^= 0x04;
         f.overwrite("web", bad).await;
-        assert_eq!(code(f.policies.reload(&f.keys).await), ErrorCode::Internal);
+        assert_eq!(code(f.engine.reload(&f.keys).await), ErrorCode::Internal);
         assert_eq!(
-            code(f.policies.get(&f.keys, "web").await),
+            code(f.engine.get(&f.keys, "web").await),
             ErrorCode::Internal
         );
-        assert_eq!(code(f.policies.list(&f.keys).await), ErrorCode::Internal);
+        assert_eq!(code(f.engine.list(&f.keys).await), ErrorCode::Internal);
         // A fresh Nexus refuses to build an engine from it.
         let fresh = Policies::new(f.store.clone());
         assert_eq!(code(fresh.reload(&f.keys).await), ErrorCode::Internal);
@@ -451,7 +434,7 @@ async fn a_tampered_policy_record_fails_closed() {
     // The record cannot be replaced while it does not verify.
     assert_eq!(
         code(
-            f.policies
+            f.engine
                 .put(&f.keys, "web", req(WEB, "**", &[Permission::Super]))
                 .await
         ),
@@ -459,12 +442,12 @@ async fn a_tampered_policy_record_fails_closed() {
     );
 
     f.overwrite("web", good.clone()).await;
-    f.policies.reload(&f.keys).await.unwrap();
+    f.engine.reload(&f.keys).await.unwrap();
     assert!(f.allows(WEB, "apps/x", Permission::Read));
 
     // A genuine record moved to another name does not verify either.
     f.overwrite("stolen", good).await;
-    assert_eq!(code(f.policies.reload(&f.keys).await), ErrorCode::Internal);
+    assert_eq!(code(f.engine.reload(&f.keys).await), ErrorCode::Internal);
 }
 
 /// Revoking a policy must take effect even when the reload after the write fails (here on
@@ -472,11 +455,11 @@ async fn a_tampered_policy_record_fails_closed() {
 #[tokio::test]
 async fn a_failed_reload_does_not_keep_revoked_grants() {
     let f = fixture();
-    f.policies
+    f.engine
         .put(&f.keys, "web", req(WEB, "apps/**", &[Permission::Read]))
         .await
         .unwrap();
-    f.policies
+    f.engine
         .put(
             &f.keys,
             "other",
@@ -492,19 +475,19 @@ async fn a_failed_reload_does_not_keep_revoked_grants() {
 
     // The delete is committed, but the reload fails on "other".
     assert_eq!(
-        code(f.policies.delete(&f.keys, "web").await),
+        code(f.engine.delete(&f.keys, "web").await),
         ErrorCode::Internal
     );
-    assert!(f.policies.get(&f.keys, "web").await.is_err());
+    assert!(f.engine.get(&f.keys, "web").await.is_err());
     assert!(
         !f.allows(WEB, "apps/x", Permission::Read),
         "the revoked policy still grants"
     );
 
     // Deleting the bad record (it need not verify to be removed) brings the engine back.
-    f.policies.delete(&f.keys, "other").await.unwrap();
-    assert!(f.policies.engine().policies().is_empty());
-    f.policies
+    f.engine.delete(&f.keys, "other").await.unwrap();
+    assert!(f.engine.engine().policies().is_empty());
+    f.engine
         .put(&f.keys, "web", req(WEB, "apps/**", &[Permission::Read]))
         .await
         .unwrap();
@@ -519,7 +502,7 @@ async fn concurrent_puts_of_one_name_create_it_once() {
         let f = f.clone();
         tasks.spawn(async move {
             let path = format!("apps/a{i}/**");
-            f.policies
+            f.engine
                 .put(&f.keys, "race", req(WEB, &path, &[Permission::Read]))
                 .await
                 .unwrap()
@@ -532,8 +515,8 @@ async fn concurrent_puts_of_one_name_create_it_once() {
     assert!(results.iter().all(|r| !r.unchanged));
     assert_eq!(f.rows().await.len(), 1);
     // The engine holds the policy the store holds.
-    let stored = f.policies.get(&f.keys, "race").await.unwrap();
-    let engine = f.policies.engine();
+    let stored = f.engine.get(&f.keys, "race").await.unwrap();
+    let engine = f.engine.engine();
     assert_eq!(engine.policies().len(), 1);
     assert_eq!(
         engine.policies()[0].path_pattern().as_str(),

@@ -46,7 +46,7 @@ pub(crate) enum RecordError {
 }
 
 /// Serializes and tags a record.
-pub(crate) fn seal<T: Serialize>(keys: &OpenKeys, kind: Kind, key: &[u8], value: &T) -> Vec<u8> {
+pub(crate) fn tag<T: Serialize>(keys: &OpenKeys, kind: Kind, key: &[u8], value: &T) -> Vec<u8> {
     // Serializing plain structs of strings and numbers cannot fail.
     let body = serde_json::to_vec(value).unwrap_or_default();
     let tag = keys.record_tag(kind.record(), key, &body);
@@ -57,7 +57,7 @@ pub(crate) fn seal<T: Serialize>(keys: &OpenKeys, kind: Kind, key: &[u8], value:
 }
 
 /// Verifies and parses a record.
-pub(crate) fn open<T: DeserializeOwned>(
+pub(crate) fn verify<T: DeserializeOwned>(
     keys: &OpenKeys,
     kind: Kind,
     key: &[u8],

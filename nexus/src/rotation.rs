@@ -7,44 +7,45 @@
 //! it), so only a new key makes old keeper shares and old break-glass files useless. Secrets
 //! stay readable throughout: reads use only the data key, which never changes.
 //!
-//! Keepers hold one share each and are updated one by one, so the init record keeps the old
-//! split until the new one is safely dealt. With C the current split and P the previous one:
+//! Keepers are updated one by one, so the init record keeps the old split until the new one
+//! is safely dealt, and so do the keepers: every push while a change is pending names the
+//! previous split (`keep`), and a keeper keeps its share of that split next to the new one
+//! until a push without `keep` after the change is confirmed. With C the current split and P
+//! the previous one:
 //!
 //! ```text
 //! stable  {C}     keepers hold C's shares
-//! pending {C, P}  C is committed; each keeper holds C's share, P's share, or nothing
+//! pending {C, P}  C is committed; each keeper holds C's share and P's, or P's, or nothing
 //!
 //! stable  --rotate/rekey-->  pending  one CAS commit of {C' = new epoch, the data key wrapped
 //!                                     under the new root key; P = C}, then C's shares are
-//!                                     pushed
+//!                                     pushed with keep = P
 //! pending --finish-->        stable   one CAS commit dropping P, once >= threshold keepers
 //!                                     acknowledged C's shares; tried after the push and on
 //!                                     every keeper check, so a change that found keepers down
-//!                                     finishes when they come back
-//! sealed: unseal tries C's shares first, then P's
-//!   via C: open, push, finish
+//!                                     finishes when they come back; the next keeper check
+//!                                     pushes without keep, and keepers drop P's shares
+//! sealed: unseal tries C's shares first, then P's (current or kept)
+//!   via C: open, push (keep = P), finish
 //!   via P: the change stopped before >= threshold keepers held C's shares, so C's root key
 //!     is lost: redo the change with a fresh root key (same parameters as C): one CAS commit
-//!     of {C'' (newer epoch), P}, open, push, finish
+//!     of {C'' (newer epoch), P}, open, push (keep = P), finish
 //! ```
 //!
-//! So a `kill -9` anywhere leaves a record Nexus recovers from with the keepers' shares: before
-//! the first commit nothing changed; after it, P's shares still rebuild the old root key. P's
-//! break-glass export also keeps working while pending. The limit: keepers hold one share each
-//! and new shares replace old ones, so a crash part-way through the push can leave fewer than
-//! `threshold` keepers on either split whenever `shares <= 2 * threshold - 2`, or after two
-//! crashes in a row with spare keepers; then the break-glass export of P restores (see
-//! docs/runbooks/root-key-rotation.md). Keepers keeping their previous share until the new
-//! split is confirmed would close this.
+//! So a `kill -9` anywhere, or several in a row, leaves a record Nexus recovers from with the
+//! keepers' shares: before the first commit nothing changed; after it, every keeper that held
+//! P's share still holds it until >= threshold keepers hold the new split and the record says
+//! so. Only keepers losing their memory (a restart) during the change can take P below its
+//! threshold; then P's break-glass export restores (see docs/runbooks/root-key-rotation.md).
+//! The crash tests in e2e stop Nexus at each step through [`crate::fault`].
 
 use spike_core::api::KeyChangeResponse;
-use spike_core::crypto::{DataKey, RootKey, ShareParams};
-use spike_core::error::ErrorCode;
+use spike_core::crypto::{CryptoError, RootKey, ShareParams};
 
-use crate::error::{AppError, AppResult};
-use crate::keys::{InitRecord, OpenKeys};
-use crate::recovery;
-use crate::state::Nexus;
+use crate::fault;
+use crate::keys::OpenKeys;
+use crate::state::{InitStoreError, Nexus};
+use crate::unseal::finish_if_confirmed;
 
 /// What to change. Both make a new root key (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -55,62 +56,90 @@ pub(crate) enum Change {
     Rekey { shares: u8, threshold: u8 },
 }
 
+/// Why a rotation or rekey changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RotationError {
+    /// Nexus is not open.
+    #[error("{}", .0.message)]
+    NotOpen(#[source] spike_core::error::ApiError),
+    /// An earlier change still waits for keepers.
+    #[error(
+        "an earlier rotation or rekey is still waiting for keepers: {acked} of {needed} needed \
+         hold the new shares; bring keepers back and retry (nothing changed)"
+    )]
+    Pending {
+        /// Keepers that hold the pending split's shares.
+        acked: u8,
+        /// Its threshold.
+        needed: u8,
+    },
+    /// A rekey's `shares` is not the number of configured keepers.
+    #[error("shares must equal the number of keepers Nexus is configured with ({0})")]
+    ShareCount(usize),
+    /// The new split's parameters are invalid.
+    #[error("{0}")]
+    Params(#[source] CryptoError),
+    /// Making the new root key or wrapping the data key failed.
+    #[error("key handling: {0}")]
+    Key(#[source] CryptoError),
+    /// The init record could not be read or replaced.
+    #[error(transparent)]
+    Init(#[from] InitStoreError),
+}
+
 /// `POST /v1/operator/rotate` and `POST /v1/operator/rekey`.
-pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChangeResponse> {
-    let opened = nexus.opened()?;
-    let _guard = nexus.open_lock.lock().await;
+pub(crate) async fn change(
+    nexus: &Nexus,
+    change: Change,
+) -> Result<KeyChangeResponse, RotationError> {
+    let opened = nexus.opened().map_err(|e| RotationError::NotOpen(e.0))?;
+    let _guard = nexus.open_lock().lock().await;
     let (mut raw, mut record) = nexus.read_init().await?;
     if record.previous().is_some() {
         // An earlier change is still waiting for keepers: finish it first, or refuse.
-        let (epoch, acked) = push_current(nexus, &opened.keys).await?;
+        let keep = record.previous().map(|p| p.epoch());
+        let (epoch, acked) = push_current(nexus, &opened.keys, "change", keep).await?;
         if !finish_if_confirmed(nexus, epoch, acked).await? {
-            return Err(AppError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "an earlier rotation or rekey is still waiting for keepers: {acked} of {} \
-                     needed hold the new shares; bring keepers back and retry (nothing changed)",
-                    record.threshold()
-                ),
-            ));
+            return Err(RotationError::Pending {
+                acked,
+                needed: record.threshold(),
+            });
         }
         (raw, record) = nexus.read_init().await?;
     }
     let (shares, threshold) = match change {
         Change::Rotate => (record.current().shares(), record.threshold()),
         Change::Rekey { shares, threshold } => {
-            let n = nexus.keepers.len();
+            let n = nexus.keepers().len();
             if usize::from(shares) != n {
-                return Err(AppError::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "shares must equal the number of keepers Nexus is configured with ({n})"
-                    ),
-                ));
+                return Err(RotationError::ShareCount(n));
             }
             (shares, threshold)
         }
     };
-    let epoch = record
-        .next_epoch()
-        .map_err(|e| AppError::new(ErrorCode::BadRequest, e.to_string()))?;
-    let params = ShareParams::new(shares, threshold, epoch)
-        .map_err(|e| AppError::new(ErrorCode::BadRequest, e.to_string()))?;
-    let new_root = RootKey::generate().map_err(|e| AppError::internal("rng", e))?;
+    let epoch = record.next_epoch().map_err(RotationError::Params)?;
+    let params = ShareParams::new(shares, threshold, epoch).map_err(RotationError::Params)?;
+    let new_root = RootKey::generate().map_err(RotationError::Key)?;
     let wrapped = opened
         .keys
         .wrap_data_key(&new_root)
-        .map_err(|e| AppError::internal("wrap", e))?;
+        .map_err(RotationError::Key)?;
     let next = record.begin_change(params, &wrapped);
     nexus.commit_init(&raw, &next).await?;
     // Durable: from here a restart finds {C, P} and recovers with either split.
+    fault::step("change:committed").await;
     opened.keys.install(new_root, params);
-    let (epoch, acked) = push_current(nexus, &opened.keys).await?;
+    let keep = Some(record.epoch());
+    let (epoch, acked) = push_current(nexus, &opened.keys, "change", keep).await?;
     let complete = finish_if_confirmed(nexus, epoch, acked)
         .await
         .unwrap_or_else(|e| {
-            tracing::warn!(error = %e.0.message, "cannot drop the previous split yet");
+            tracing::warn!(error = %e, "cannot drop the previous split yet");
             false
         });
+    if complete {
+        fault::step("change:finished").await;
+    }
     tracing::info!(
         rekey = matches!(change, Change::Rekey { .. }),
         epoch,
@@ -129,165 +158,36 @@ pub(crate) async fn change(nexus: &Nexus, change: Change) -> AppResult<KeyChange
     })
 }
 
-/// Opens with a root key rebuilt from keeper or break-glass shares of the record's current
-/// split, or of its previous split (`via_previous`), finishing an interrupted change (see the
-/// module docs). Call with the open lock held; `raw` and `record` are the init record as
-/// stored. Returns how many keepers acknowledged their share.
-pub(crate) async fn open_rebuilt(
+/// Pushes every keeper its share of the split in force, keeping split `keep`; returns
+/// `(epoch, acknowledged)`.
+async fn push_current(
     nexus: &Nexus,
-    raw: &[u8],
-    record: &InitRecord,
-    via_previous: bool,
-    root: RootKey,
-    data: DataKey,
-) -> Result<u8, String> {
-    let current = record.current();
-    let params = current.params().map_err(|e| format!("init record: {e}"))?;
-    let keys = if !via_previous {
-        OpenKeys::from_parts(root, data, params)
-    } else {
-        // An interrupted change: its new root key reached too few keepers and is gone. Redo
-        // it with a fresh one rather than fall back, so the operator's change holds.
-        let epoch = record.next_epoch().map_err(|e| e.to_string())?;
-        let params = ShareParams::new(current.shares(), current.threshold(), epoch)
-            .map_err(|e| e.to_string())?;
-        let fresh = RootKey::generate().map_err(|e| e.to_string())?;
-        let wrapped = fresh.wrap(&data).map_err(|e| e.to_string())?;
-        nexus
-            .commit_init(raw, &record.redo_change(params, &wrapped))
-            .await
-            .map_err(|e| format!("cannot redo the interrupted change: {}", e.0.message))?;
-        tracing::warn!(
-            epoch,
-            "an interrupted root-key rotation or rekey was redone with a fresh root key"
-        );
-        OpenKeys::from_parts(fresh, data, params)
-    };
-    let (epoch, shares) = keys.keeper_shares().map_err(|e| e.to_string())?;
-    nexus.open_with(keys).await?;
-    let acked = recovery::push_shares(nexus, epoch, &shares).await;
-    if let Err(e) = finish_if_confirmed(nexus, epoch, acked).await {
-        tracing::warn!(error = %e.0.message, "cannot drop the previous split yet");
-    }
-    Ok(acked)
-}
-
-/// Pushes every keeper its share of the split in force; returns `(epoch, acknowledged)`.
-async fn push_current(nexus: &Nexus, keys: &OpenKeys) -> AppResult<(u32, u8)> {
-    let (epoch, shares) = keys
-        .keeper_shares()
-        .map_err(|e| AppError::internal("share derivation", e))?;
-    Ok((epoch, recovery::push_shares(nexus, epoch, &shares).await))
-}
-
-/// Drops the previous split once `confirmed` keepers (at least the threshold) hold shares of
-/// the current split `epoch`. Returns true when no previous split is left. Call with the open
-/// lock held.
-pub(crate) async fn finish_if_confirmed(
-    nexus: &Nexus,
-    epoch: u32,
-    confirmed: u8,
-) -> AppResult<bool> {
-    let (raw, record) = nexus.read_init().await?;
-    if record.previous().is_none() {
-        return Ok(true);
-    }
-    if record.epoch() != epoch || confirmed < record.threshold() {
-        return Ok(false);
-    }
-    nexus.commit_init(&raw, &record.finished()).await?;
-    tracing::info!(
+    keys: &OpenKeys,
+    step: &str,
+    keep: Option<u32>,
+) -> Result<(u32, u8), RotationError> {
+    let (epoch, shares) = keys.keeper_shares().map_err(RotationError::Key)?;
+    Ok((
         epoch,
-        confirmed,
-        "keepers hold the new shares; the previous split is dropped"
-    );
-    Ok(true)
+        nexus.keepers().push(step, epoch, &shares, keep).await,
+    ))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-pub(crate) mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use spike_core::api::ShareBody;
-    use spike_core::id::TrustDomain;
-    use spike_runtime::svid::{Identity, SvidSource};
-    use spike_store::{Batch, MemoryStore, Store};
+mod tests {
+    use spike_core::error::ErrorCode;
 
     use super::*;
-    use crate::config::NexusConfig;
-    use crate::recovery::unseal_with;
-    use crate::state::{INIT_KEY, META};
-
-    pub(crate) const TD: &str = "spike.test";
-
-    /// Nexus::new needs a source only for keeper handshakes, which never start: the keepers'
-    /// port is closed, so every call fails at connect.
-    struct NoSource(TrustDomain);
-
-    impl SvidSource for NoSource {
-        fn current(&self) -> Arc<Identity> {
-            unreachable!("keeper connections are refused before any handshake")
-        }
-        fn trust_domain(&self) -> &TrustDomain {
-            &self.0
-        }
-    }
-
-    /// A Nexus on `store` with three unreachable keepers; tests play the keepers by hand.
-    /// Each gets its own audit log, so several can be open at once (one is locked per writer).
-    pub(crate) fn nexus_on(store: Arc<dyn Store>, dir: &Path) -> Arc<Nexus> {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let td = TrustDomain::new(TD).unwrap();
-        let keepers = vec!["127.0.0.1:1".to_owned(); 3];
-        let config = NexusConfig::new(td.clone(), keepers, dir.join(format!("audit-{n}.log")));
-        Arc::new(Nexus::new(config, Arc::new(NoSource(td)), store).unwrap())
-    }
-
-    /// What the keepers would answer: every share of the keys' current split.
-    pub(crate) fn keeper_answers(keys: &OpenKeys) -> Vec<(u8, ShareBody)> {
-        let (epoch, shares) = keys.keeper_shares().unwrap();
-        shares
-            .into_iter()
-            .map(|share| (share.index(), ShareBody { share, epoch }))
-            .collect()
-    }
-
-    /// A store initialized with a fresh 3/2 root key, and an open Nexus on it.
-    pub(crate) async fn open_nexus(dir: &Path) -> (Arc<dyn Store>, Arc<Nexus>) {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let (keys, record) = OpenKeys::create(3, 2).unwrap();
-        let mut batch = Batch::new();
-        batch.put(META, INIT_KEY.to_vec(), record.encode());
-        store.commit(batch).await.unwrap();
-        let n = nexus_on(store.clone(), dir);
-        n.load_init_state().await;
-        n.open_with(keys).await.unwrap();
-        (store, n)
-    }
-
-    /// Restarts "after kill -9": a new Nexus on the same store, unsealed with `answers`.
-    pub(crate) async fn restart(
-        store: &Arc<dyn Store>,
-        dir: &Path,
-        answers: &[(u8, ShareBody)],
-    ) -> (Arc<Nexus>, Result<(), String>) {
-        let n = nexus_on(store.clone(), dir);
-        n.load_init_state().await;
-        assert!(n.is_sealed());
-        let (raw, record) = n.read_init().await.unwrap();
-        let result = unseal_with(&n, &raw, &record, answers).await;
-        (n, result)
-    }
+    use crate::error::AppError;
+    use crate::fixtures::{keeper_answers, open_nexus, restart};
 
     #[tokio::test]
     async fn a_change_cut_off_from_its_keepers_survives_a_crash_and_is_redone() {
         let dir = tempfile::tempdir().unwrap();
         let (store, n1) = open_nexus(dir.path()).await;
         let keys = &n1.opened().unwrap().keys;
-        let sealed = keys.seal_value("app/db", 1, 1, b"s3cret").unwrap();
+        let ciphertext = keys.encrypt_value("app/db", 1, 1, b"s3cret").unwrap();
         let old = keeper_answers(keys);
 
         // No keeper is reachable: the new split is committed, the old one kept.
@@ -309,6 +209,8 @@ pub(crate) mod tests {
         )
         .await
         .unwrap_err();
+        // As the operator sees it on the wire.
+        let e = AppError::from(e);
         assert_eq!(e.code(), ErrorCode::Unavailable);
         assert!(e.0.message.contains("0 of 2"), "{}", e.0.message);
         assert_eq!(n1.read_init().await.unwrap().0, raw);
@@ -323,7 +225,7 @@ pub(crate) mod tests {
         assert_eq!(record.previous().unwrap().epoch(), 1);
         let keys = &n2.opened().unwrap().keys;
         assert_eq!(
-            keys.open_value("app/db", 1, 1, &sealed)
+            keys.decrypt_value("app/db", 1, 1, &ciphertext)
                 .unwrap()
                 .expose_secret(),
             b"s3cret"
@@ -335,7 +237,7 @@ pub(crate) mod tests {
         assert!(e.unwrap_err().contains("waiting for keeper shares"));
 
         // Keepers confirm: the old split is dropped, and only the new shares unseal.
-        let _guard = n2.open_lock.lock().await;
+        let _guard = n2.open_lock().lock().await;
         assert!(finish_if_confirmed(&n2, 3, 1).await.is_ok_and(|done| !done));
         assert!(finish_if_confirmed(&n2, 3, 2).await.unwrap());
         assert!(n2.read_init().await.unwrap().1.previous().is_none());
@@ -360,6 +262,7 @@ pub(crate) mod tests {
             let e = change(&n, Change::Rekey { shares, threshold })
                 .await
                 .unwrap_err();
+            let e = AppError::from(e);
             assert_eq!(e.code(), ErrorCode::BadRequest);
             assert!(e.0.message.contains(needle), "{}", e.0.message);
             assert_eq!(n.read_init().await.unwrap().0, raw);
@@ -376,7 +279,7 @@ pub(crate) mod tests {
         assert_eq!((r.shares, r.threshold, r.epoch), (3, 3, 2));
         // The new split needs all three keepers now.
         let answers = keeper_answers(&n.opened().unwrap().keys);
-        let _guard = n.open_lock.lock().await;
+        let _guard = n.open_lock().lock().await;
         assert!(!finish_if_confirmed(&n, 2, 2).await.unwrap());
         assert!(finish_if_confirmed(&n, 2, 3).await.unwrap());
         drop(_guard);

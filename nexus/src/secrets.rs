@@ -1,7 +1,7 @@
 //! Versioned secrets over the store.
 //!
 //! Layout: table `secrets` maps a path to its authenticated [`SecretMeta`]; table `versions`
-//! maps `path ‖ 0x00 ‖ version (u64 BE)` to the sealed value. The value's associated data
+//! maps `path ‖ 0x00 ‖ version (u64 BE)` to the encrypted value. The value's associated data
 //! binds record type, path, version and the path's incarnation (random per creation), so a
 //! ciphertext copied to another path or version does not open. Mutations of one path are
 //! serialized by a striped lock and committed with a compare-and-set on the old metadata
@@ -23,6 +23,7 @@ use spike_core::path::SecretPath;
 use spike_core::secret::SecretMap;
 use spike_store::{Batch, Store, StoreError, Table};
 
+use crate::clock::now;
 use crate::error::{AppError, AppResult};
 use crate::keys::OpenKeys;
 use crate::records::{self, Kind};
@@ -182,7 +183,7 @@ struct WritePlan {
     old_meta: Option<Vec<u8>>,
     new_meta: Vec<u8>,
     value_key: Vec<u8>,
-    sealed: Vec<u8>,
+    ciphertext: Vec<u8>,
     /// Version keys pruned by `max_versions`.
     dropped: Vec<Vec<u8>>,
     version: u64,
@@ -195,7 +196,7 @@ impl WritePlan {
             Some(raw) => batch.require_value(SECRETS, self.key.clone(), raw.clone()),
             None => batch.require_absent(SECRETS, self.key.clone()),
         };
-        batch.put(VERSIONS, self.value_key.clone(), self.sealed.clone());
+        batch.put(VERSIONS, self.value_key.clone(), self.ciphertext.clone());
         for k in &self.dropped {
             batch.delete(VERSIONS, k.clone());
         }
@@ -212,7 +213,7 @@ impl WritePlan {
         let cond = self.key.len() + self.old_meta.as_ref().map_or(0, Vec::len);
         let dropped: usize = self.dropped.iter().map(Vec::len).sum();
         cond + self.value_key.len()
-            + self.sealed.len()
+            + self.ciphertext.len()
             + dropped
             + self.key.len()
             + self.new_meta.len()
@@ -236,13 +237,6 @@ fn version_key(path: &SecretPath, v: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&v.to_be_bytes());
     k
-}
-
-/// Now, as RFC 3339 UTC.
-pub(crate) fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn store_err(e: StoreError) -> AppError {
@@ -300,7 +294,7 @@ impl Secrets {
         let Some(raw) = self.store.get(SECRETS, key).await.map_err(store_err)? else {
             return Ok(None);
         };
-        let meta = records::open(keys, Kind::SecretMeta, key, &raw)
+        let meta = records::verify(keys, Kind::SecretMeta, key, &raw)
             .map_err(|e| AppError::internal("secret metadata", e))?;
         Ok(Some((meta, raw)))
     }
@@ -380,7 +374,7 @@ impl Secrets {
     }
 
     /// Decides what a put of `data` to `path` does against the stored state, and prepares the
-    /// write (sealed value and metadata, with the compare-and-set condition on the metadata
+    /// write (encrypted value and metadata, with the compare-and-set condition on the metadata
     /// read here). Writes nothing.
     async fn plan_put(
         &self,
@@ -430,14 +424,14 @@ impl Secrets {
         };
         let version = meta.latest + 1;
         let plaintext = data.to_json_bytes();
-        let sealed = keys
-            .seal_value(
+        let ciphertext = keys
+            .encrypt_value(
                 path.as_str(),
                 version,
                 meta.incarnation,
                 plaintext.expose_secret(),
             )
-            .map_err(|e| AppError::internal("seal", e))?;
+            .map_err(|e| AppError::internal("encrypt", e))?;
         meta.latest = version;
         meta.current = version;
         meta.updated = ts.clone();
@@ -455,13 +449,13 @@ impl Secrets {
             dropped.push(version_key(path, old.v));
         }
         let key = path.as_str().as_bytes().to_vec();
-        let new_meta = records::seal(keys, Kind::SecretMeta, &key, &meta);
+        let new_meta = records::tag(keys, Kind::SecretMeta, &key, &meta);
         Ok(PutPlan::Write(WritePlan {
             value_key: version_key(path, version),
             key,
             old_meta,
             new_meta,
-            sealed,
+            ciphertext,
             dropped,
             version,
             created,
@@ -599,7 +593,7 @@ impl Secrets {
                 AppError::internal("secret value", "metadata names a missing version")
             })?;
         let plain = keys
-            .open_value(path.as_str(), v, meta.incarnation, &raw)
+            .decrypt_value(path.as_str(), v, meta.incarnation, &raw)
             .map_err(|e| AppError::internal("secret value", e))?;
         SecretMap::from_json_bytes(plain.expose_secret())
             .map_err(|e| AppError::internal("secret value", e))
@@ -713,7 +707,7 @@ impl Secrets {
             batch.put(
                 SECRETS,
                 key.clone(),
-                records::seal(keys, Kind::SecretMeta, &key, &meta),
+                records::tag(keys, Kind::SecretMeta, &key, &meta),
             );
             self.commit(batch).await?;
         }
@@ -771,7 +765,7 @@ impl Secrets {
                 if !visible(&path) {
                     continue;
                 }
-                let meta: SecretMeta = records::open(keys, Kind::SecretMeta, &k, &v)
+                let meta: SecretMeta = records::verify(keys, Kind::SecretMeta, &k, &v)
                     .map_err(|e| AppError::internal("secret metadata", e))?;
                 out.push(SecretListEntry {
                     path: s.to_owned(),

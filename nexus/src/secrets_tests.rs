@@ -11,32 +11,20 @@ use spike_store::{Batch, MemoryStore, RedbStore, Store, Table};
 
 use super::{SECRETS, SecretLimits, Secrets, VERSIONS, VersionOp, version_key};
 use crate::error::AppResult;
+use crate::fixtures::{Engine, code, keys};
 use crate::keys::OpenKeys;
 
 /// Bound on every test that waits on many tasks.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Fixture {
-    store: Arc<dyn Store>,
-    secrets: Secrets,
-    keys: OpenKeys,
-}
-
-fn keys() -> OpenKeys {
-    OpenKeys::create(3, 2).unwrap().0
-}
+type Fixture = Engine<Secrets>;
 
 fn fixture() -> Fixture {
     fixture_with(SecretLimits::default())
 }
 
 fn fixture_with(limits: SecretLimits) -> Fixture {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    Fixture {
-        secrets: Secrets::new(store.clone(), limits),
-        store,
-        keys: keys(),
-    }
+    Engine::new(|store| Secrets::new(store, limits))
 }
 
 fn path(s: &str) -> SecretPath {
@@ -45,13 +33,6 @@ fn path(s: &str) -> SecretPath {
 
 fn data(pairs: &[(&str, &str)]) -> SecretMap {
     pairs.iter().copied().collect()
-}
-
-fn code<T>(r: AppResult<T>) -> ErrorCode {
-    match r {
-        Ok(_) => panic!("expected an error"),
-        Err(e) => e.code(),
-    }
 }
 
 /// Every row of both tables, to prove a refused operation changed nothing.
@@ -81,7 +62,7 @@ impl Fixture {
         p: &str,
         d: &[(&str, &str)],
     ) -> AppResult<spike_core::api::PutSecretResponse> {
-        self.secrets.put(&self.keys, &path(p), &data(d), None).await
+        self.engine.put(&self.keys, &path(p), &data(d), None).await
     }
 
     async fn put_cas(
@@ -90,25 +71,25 @@ impl Fixture {
         d: &[(&str, &str)],
         cas: u64,
     ) -> AppResult<spike_core::api::PutSecretResponse> {
-        self.secrets
+        self.engine
             .put(&self.keys, &path(p), &data(d), Some(cas))
             .await
     }
 
     /// The value of key `k` in version `v` (current when `None`).
     async fn value(&self, p: &str, v: Option<u64>, k: &str) -> AppResult<String> {
-        let got = self.secrets.get(&self.keys, &path(p), v).await?;
+        let got = self.engine.get(&self.keys, &path(p), v).await?;
         Ok(got.data.get(k).unwrap().expose_secret().to_owned())
     }
 
     async fn versions_kept(&self, p: &str) -> Vec<u64> {
-        let m = self.secrets.metadata(&self.keys, &path(p)).await.unwrap();
+        let m = self.engine.metadata(&self.keys, &path(p)).await.unwrap();
         m.versions.iter().map(|v| v.version).collect()
     }
 
     async fn change(&self, p: &str, vs: &[u64], op: VersionOp) -> AppResult<(Vec<u64>, u64)> {
         let r = self
-            .secrets
+            .engine
             .change_versions(&self.keys, &path(p), vs, op)
             .await?;
         Ok((r.changed, r.current_version))
@@ -132,7 +113,7 @@ impl Fixture {
         // Bounded: a cursor that does not advance would otherwise loop forever.
         for _ in 0..1000 {
             let (page, next) = self
-                .secrets
+                .engine
                 .list(
                     &self.keys,
                     prefix.as_ref(),
@@ -196,7 +177,7 @@ async fn put_mints_versions_and_identical_content_is_unchanged() {
     assert_eq!(f.value("app/db", Some(1), "pass").await.unwrap(), "x");
     assert_eq!(f.value("app/db", Some(0), "pass").await.unwrap(), "y");
 
-    let m = f.secrets.metadata(&f.keys, &path("app/db")).await.unwrap();
+    let m = f.engine.metadata(&f.keys, &path("app/db")).await.unwrap();
     assert_eq!((m.current_version, m.latest_version), (2, 2));
     assert_eq!(m.path, "app/db");
 }
@@ -219,7 +200,7 @@ async fn get_and_metadata_of_missing_secret_are_not_found() {
     let f = fixture();
     assert_eq!(code(f.value("nope", None, "k").await), ErrorCode::NotFound);
     assert_eq!(
-        code(f.secrets.metadata(&f.keys, &path("nope")).await),
+        code(f.engine.metadata(&f.keys, &path("nope")).await),
         ErrorCode::NotFound
     );
     f.put("yes", &[("k", "v")]).await.unwrap();
@@ -267,7 +248,7 @@ async fn cas_with_current_version_succeeds_and_a_stale_one_changes_nothing() {
         ErrorCode::CasMismatch
     );
     assert_eq!(f.dump().await, before);
-    let m = f.secrets.metadata(&f.keys, &path("s")).await.unwrap();
+    let m = f.engine.metadata(&f.keys, &path("s")).await.unwrap();
     assert_eq!((m.current_version, m.latest_version), (2, 2));
 
     // A matching CAS with identical content is simply unchanged.
@@ -291,7 +272,7 @@ async fn version_numbers_are_never_reused_after_destroy() {
     // Destroy everything: current drops to 0, and the next put still does not reuse numbers,
     // even with the content of a destroyed version.
     f.change("s", &[1, 2, 4], VersionOp::Destroy).await.unwrap();
-    let m = f.secrets.metadata(&f.keys, &path("s")).await.unwrap();
+    let m = f.engine.metadata(&f.keys, &path("s")).await.unwrap();
     assert_eq!((m.current_version, m.latest_version), (0, 4));
     assert_eq!(code(f.value("s", None, "k").await), ErrorCode::NotFound);
     let r = f.put("s", &[("k", "new")]).await.unwrap();
@@ -311,7 +292,7 @@ async fn old_versions_are_pruned_and_their_numbers_not_reused() {
         );
     }
     assert_eq!(f.versions_kept("s").await, vec![3, 4, 5]);
-    let m = f.secrets.metadata(&f.keys, &path("s")).await.unwrap();
+    let m = f.engine.metadata(&f.keys, &path("s")).await.unwrap();
     assert_eq!(
         (m.current_version, m.latest_version, m.max_versions),
         (5, 5, 3)
@@ -341,7 +322,7 @@ async fn old_versions_are_pruned_and_their_numbers_not_reused() {
             .await
             .is_none()
     );
-    // Exactly the kept versions have a sealed value.
+    // Exactly the kept versions have an encrypted value.
     let sealed = f.store.scan(VERSIONS, b"", None, 100).await.unwrap();
     assert_eq!(sealed.len(), 3);
 }
@@ -414,7 +395,7 @@ async fn delete_undelete_destroy() {
         f.change("s", &[3], VersionOp::Destroy).await.unwrap(),
         (vec![], 2)
     );
-    let m = f.secrets.metadata(&f.keys, &path("s")).await.unwrap();
+    let m = f.engine.metadata(&f.keys, &path("s")).await.unwrap();
     let v3 = m.versions.iter().find(|v| v.version == 3).unwrap();
     assert!(v3.destroyed);
 
@@ -452,7 +433,7 @@ async fn deleting_every_version_leaves_current_zero() {
         (vec![], 0)
     );
     let (entries, _) = f
-        .secrets
+        .engine
         .list(&f.keys, None, None, 10, |_| true)
         .await
         .unwrap();
@@ -492,7 +473,7 @@ async fn content_limits_are_enforced_and_nothing_is_written() {
     let p = path("s");
 
     assert_eq!(
-        code(f.secrets.put(&f.keys, &p, &SecretMap::new(), None).await),
+        code(f.engine.put(&f.keys, &p, &SecretMap::new(), None).await),
         ErrorCode::BadRequest
     );
 
@@ -500,7 +481,7 @@ async fn content_limits_are_enforced_and_nothing_is_written() {
         .map(|i| (format!("k{i}"), "v"))
         .collect();
     assert_eq!(
-        code(f.secrets.put(&f.keys, &p, &too_many, None).await),
+        code(f.engine.put(&f.keys, &p, &too_many, None).await),
         ErrorCode::TooLarge
     );
 
@@ -520,7 +501,7 @@ async fn content_limits_are_enforced_and_nothing_is_written() {
     let at_limit: SecretMap = (0..limits.max_keys)
         .map(|i| (format!("k{i}"), "v"))
         .collect();
-    f.secrets.put(&f.keys, &p, &at_limit, None).await.unwrap();
+    f.engine.put(&f.keys, &p, &at_limit, None).await.unwrap();
     let max_value = "x".repeat(limits.max_value_len);
     let max_key = "k".repeat(limits.max_key_len);
     let r = f.put("s", &[(&max_key, &max_value)]).await.unwrap();
@@ -620,7 +601,7 @@ async fn list_page_size_is_capped() {
         f.put(&format!("s{i}"), &[("k", "v")]).await.unwrap();
     }
     let (page, next) = f
-        .secrets
+        .engine
         .list(&f.keys, None, None, 1000, |_| true)
         .await
         .unwrap();
@@ -640,7 +621,7 @@ async fn any_client_cursor_is_handled() {
     let list = |after: String| {
         let f = &f;
         async move {
-            f.secrets
+            f.engine
                 .list(&f.keys, None, Some(&after), 10, |_| true)
                 .await
                 .map(|(page, _)| page.into_iter().map(|e| e.path).collect::<Vec<_>>())
@@ -671,7 +652,7 @@ async fn tampered_metadata_fails_closed() {
         overwrite(&*f.store, SECRETS, b"s", bad).await;
         assert_eq!(code(f.value("s", None, "k").await), ErrorCode::Internal);
         assert_eq!(
-            code(f.secrets.metadata(&f.keys, &path("s")).await),
+            code(f.engine.metadata(&f.keys, &path("s")).await),
             ErrorCode::Internal
         );
         assert_eq!(code(f.put("s", &[("k", "w")]).await), ErrorCode::Internal);
@@ -680,7 +661,7 @@ async fn tampered_metadata_fails_closed() {
             ErrorCode::Internal
         );
         assert_eq!(
-            code(f.secrets.list(&f.keys, None, None, 10, |_| true).await),
+            code(f.engine.list(&f.keys, None, None, 10, |_| true).await),
             ErrorCode::Internal
         );
     }
@@ -711,7 +692,7 @@ async fn metadata_moved_to_another_path_does_not_open() {
     for p in ["b", "c"] {
         assert_eq!(code(f.value(p, None, "k").await), ErrorCode::Internal);
         assert_eq!(
-            code(f.secrets.metadata(&f.keys, &path(p)).await),
+            code(f.engine.metadata(&f.keys, &path(p)).await),
             ErrorCode::Internal
         );
     }
@@ -761,7 +742,7 @@ async fn values_and_metadata_from_another_nexus_key_do_not_open() {
     f.put("s", &[("k", "v")]).await.unwrap();
     let other = keys();
     assert_eq!(
-        code(f.secrets.get(&other, &path("s"), None).await),
+        code(f.engine.get(&other, &path("s"), None).await),
         ErrorCode::Internal
     );
 }
@@ -789,7 +770,7 @@ async fn concurrent_puts_to_one_path_lose_no_update() {
     let mut versions: Vec<u64> = results.iter().map(|(v, _)| *v).collect();
     versions.sort_unstable();
     assert_eq!(versions, (1..=20).collect::<Vec<_>>());
-    let m = f.secrets.metadata(&f.keys, &path("hot")).await.unwrap();
+    let m = f.engine.metadata(&f.keys, &path("hot")).await.unwrap();
     assert_eq!((m.current_version, m.latest_version), (20, 20));
     assert_eq!(m.versions.len(), 20);
     // Each version holds what the writer that was told that number wrote.
@@ -1044,14 +1025,14 @@ async fn batch_writes_each_item_and_a_repeat_changes_nothing() {
         ("b/two", data(&[("k", "2"), ("x", "y")]), None),
         ("b/existing", data(&[("k", "new")]), None),
     ];
-    let first = batch(&f.secrets, &f.keys, &items, false).await;
+    let first = batch(&f.engine, &f.keys, &items, false).await;
     assert_eq!(first, vec![created(1), created(1), updated(2)]);
     assert_eq!(f.value("b/two", None, "x").await.unwrap(), "y");
     assert_eq!(f.value("b/existing", None, "k").await.unwrap(), "new");
     assert_eq!(f.value("b/existing", Some(1), "k").await.unwrap(), "old");
 
     let before = f.dump().await;
-    let second = batch(&f.secrets, &f.keys, &items, false).await;
+    let second = batch(&f.engine, &f.keys, &items, false).await;
     assert_eq!(second, vec![unchanged(1), unchanged(1), unchanged(2)]);
     assert_eq!(f.dump().await, before, "a repeated batch must not write");
     assert_eq!(f.versions_kept("b/existing").await, vec![1, 2]);
@@ -1070,7 +1051,7 @@ async fn batch_dry_run_reports_and_writes_nothing() {
         ("d/diff", data(&[("k", "v3")]), None),
         ("d/cas", data(&[("k", "v")]), Some(4)),
     ];
-    let got = batch(&f.secrets, &f.keys, &items, true).await;
+    let got = batch(&f.engine, &f.keys, &items, true).await;
     assert_eq!(
         got,
         vec![
@@ -1097,7 +1078,7 @@ async fn batch_items_fail_alone() {
         ("f/cas", data(&[("k", "w")]), Some(7)),
         ("f/cas0", data(&[("k", "w")]), Some(0)),
     ];
-    let got = batch(&f.secrets, &f.keys, &items, false).await;
+    let got = batch(&f.engine, &f.keys, &items, false).await;
     assert_eq!(
         got,
         vec![
@@ -1124,7 +1105,7 @@ async fn batch_prunes_old_versions_like_single_puts() {
     });
     for i in 1..=4 {
         let items = vec![("p/s", data(&[("k", &i.to_string())]), None)];
-        let got = batch(&f.secrets, &f.keys, &items, false).await;
+        let got = batch(&f.engine, &f.keys, &items, false).await;
         assert_eq!(got[0].unwrap().version, i);
     }
     assert_eq!(f.versions_kept("p/s").await, vec![3, 4]);

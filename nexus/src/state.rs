@@ -1,39 +1,62 @@
-//! Nexus's shared state: seal status, engines, keeper clients, audit.
+//! Nexus's shared state: its status (uninitialized, sealed, open), engines, keepers, audit.
 
 use std::sync::{Arc, RwLock};
 
-use spike_core::api::{InitRequest, InitResponse, VerifyResponse};
 use spike_core::audit::{AuditKey, AuditRecord, Checkpoint, Decision};
-
-use crate::audit_log::AuditWriter;
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
 use spike_core::path::SecretPath;
 use spike_core::policy::Permission;
-use spike_runtime::net::MtlsClient;
 use spike_runtime::svid::SvidSource;
 use spike_store::{Batch, Store, StoreError, Table};
 
-use crate::breakglass::PendingRestore;
+use crate::StartError;
+use crate::audit_log::AuditWriter;
 use crate::config::NexusConfig;
 use crate::error::{AppError, AppResult};
+use crate::keepers::Keepers;
 use crate::keys::{InitRecord, OpenKeys};
 use crate::metrics::Metrics;
 use crate::policies::Policies;
 use crate::ratelimit::RateLimiter;
+use crate::restore_shares::PendingRestore;
 use crate::secrets::Secrets;
-use crate::{StartError, recovery};
-
-/// A keeper that does not answer within this is treated as unreachable for this round (a
-/// frozen keeper accepts TCP but never finishes the handshake).
-const KEEPER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// System records (the init record).
 pub(crate) const META: Table = Table::new("meta");
 pub(crate) const INIT_KEY: &[u8] = b"init";
 
-/// Where Nexus stands.
-pub(crate) enum Seal {
+/// Why the init record could not be read or replaced.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InitStoreError {
+    /// There is none: bootstrap has not run.
+    #[error("Nexus is not initialized yet; run `spike bootstrap`")]
+    NotInitialized,
+    /// A compare-and-set lost: the record changed meanwhile, nothing was written.
+    #[error("the init record changed meanwhile; nothing was changed: retry")]
+    Changed,
+    /// The stored record is unusable.
+    #[error(transparent)]
+    Record(#[from] crate::keys::InitRecordError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Why Nexus could not open with a rebuilt root key.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// The audit log cannot be opened (or its chain does not verify under this key).
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit_log::AuditError),
+    /// The stored policies cannot be loaded.
+    #[error("policies: {}", .0.message)]
+    Policies(#[source] spike_core::error::ApiError),
+}
+
+/// Where Nexus stands. "Sealed" means only this: no root key in memory.
+#[derive(Clone)]
+pub(crate) enum Status {
     /// No init record: waiting for bootstrap.
     Uninitialized,
     /// Initialized, but the root key is not rebuilt yet.
@@ -58,20 +81,20 @@ impl Opened {
 
 /// The running Nexus.
 pub struct Nexus {
-    pub(crate) config: NexusConfig,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) seal: RwLock<Seal>,
-    pub(crate) init: RwLock<Option<InitRecord>>,
-    pub(crate) secrets: Secrets,
-    pub(crate) policies: Policies,
-    pub(crate) keepers: Vec<MtlsClient>,
-    pub(crate) metrics: Metrics,
-    pub(crate) limiter: RateLimiter,
+    config: NexusConfig,
+    store: Arc<dyn Store>,
+    status: RwLock<Status>,
+    init: RwLock<Option<InitRecord>>,
+    secrets: Secrets,
+    policies: Policies,
+    keepers: Keepers,
+    metrics: Metrics,
+    limiter: RateLimiter,
     /// Serializes everything that changes the root key or its splits (init, unseal, restore,
     /// rotate, rekey, break-glass export, keeper re-supply) so they cannot interleave.
-    pub(crate) open_lock: tokio::sync::Mutex<()>,
+    open_lock: tokio::sync::Mutex<()>,
     /// Break-glass shares received so far by restore (only while sealed).
-    pub(crate) restore: std::sync::Mutex<Option<PendingRestore>>,
+    restore: std::sync::Mutex<Option<PendingRestore>>,
 }
 
 impl Nexus {
@@ -80,17 +103,7 @@ impl Nexus {
         source: Arc<dyn SvidSource>,
         store: Arc<dyn Store>,
     ) -> Result<Self, StartError> {
-        let td = config.trust_domain.clone();
-        let keepers = config
-            .keepers
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| {
-                let index = u8::try_from(i + 1).unwrap_or(u8::MAX);
-                MtlsClient::new(addr.clone(), Builtin::Keeper(index).id(&td), source.clone())
-                    .map(|c| c.with_timeout(KEEPER_CALL_TIMEOUT))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let keepers = Keepers::new(&config.trust_domain, &config.keepers, &source)?;
         Ok(Self {
             secrets: Secrets::new(store.clone(), config.secret_limits).with_batch_limits(
                 crate::secrets::BatchLimits {
@@ -102,13 +115,51 @@ impl Nexus {
             limiter: RateLimiter::new(config.rate_limits),
             config,
             store,
-            seal: RwLock::new(Seal::Uninitialized),
+            status: RwLock::new(Status::Uninitialized),
             init: RwLock::new(None),
             keepers,
             metrics: Metrics::default(),
             open_lock: tokio::sync::Mutex::new(()),
             restore: std::sync::Mutex::new(None),
         })
+    }
+
+    pub(crate) fn config(&self) -> &NexusConfig {
+        &self.config
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(crate) fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    pub(crate) fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    pub(crate) fn keepers(&self) -> &Keepers {
+        &self.keepers
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// See the field: take it around anything that changes the root key or its splits.
+    pub(crate) fn open_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.open_lock
+    }
+
+    /// Break-glass shares received so far by restore (only while sealed).
+    pub(crate) fn pending_restore(&self) -> &std::sync::Mutex<Option<PendingRestore>> {
+        &self.restore
     }
 
     /// The trust domain.
@@ -119,32 +170,40 @@ impl Nexus {
     /// True while Nexus holds no root key.
     pub fn is_sealed(&self) -> bool {
         !matches!(
-            *self.seal.read().unwrap_or_else(|p| p.into_inner()),
-            Seal::Open(_)
+            *self.status.read().unwrap_or_else(|p| p.into_inner()),
+            Status::Open(_)
         )
     }
 
     /// Why Nexus is not open, if it is not.
     pub fn seal_reason(&self) -> Option<String> {
-        match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
-            Seal::Uninitialized => Some("not initialized: run `spike bootstrap`".into()),
-            Seal::Sealed(r) => Some(r.clone()),
-            Seal::Open(_) => None,
+        match &*self.status.read().unwrap_or_else(|p| p.into_inner()) {
+            Status::Uninitialized => Some("not initialized: run `spike bootstrap`".into()),
+            Status::Sealed(r) => Some(r.clone()),
+            Status::Open(_) => None,
         }
     }
 
-    pub(crate) fn set_seal(&self, s: Seal) {
-        *self.seal.write().unwrap_or_else(|p| p.into_inner()) = s;
+    /// A snapshot of the status.
+    pub(crate) fn status(&self) -> Status {
+        self.status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_status(&self, s: Status) {
+        *self.status.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
     pub(crate) fn opened(&self) -> AppResult<Arc<Opened>> {
-        match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
-            Seal::Open(o) => Ok(o.clone()),
-            Seal::Uninitialized => Err(AppError::new(
+        match &*self.status.read().unwrap_or_else(|p| p.into_inner()) {
+            Status::Open(o) => Ok(o.clone()),
+            Status::Uninitialized => Err(AppError::new(
                 ErrorCode::Sealed,
                 "Nexus is not initialized yet; run `spike bootstrap`",
             )),
-            Seal::Sealed(reason) => Err(AppError::new(
+            Status::Sealed(reason) => Err(AppError::new(
                 ErrorCode::Sealed,
                 format!("Nexus is sealed: {reason}"),
             )),
@@ -161,35 +220,33 @@ impl Nexus {
             Ok(Some(raw)) => match InitRecord::decode(&raw) {
                 Ok(rec) => {
                     *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(rec);
-                    self.set_seal(Seal::Sealed("waiting for keeper shares".into()));
+                    self.set_status(Status::Sealed("waiting for keeper shares".into()));
                 }
-                Err(e) => self.set_seal(Seal::Sealed(format!("init record unusable: {e}"))),
+                Err(e) => self.set_status(Status::Sealed(format!("init record unusable: {e}"))),
             },
-            Ok(None) => self.set_seal(Seal::Uninitialized),
-            Err(e) => self.set_seal(Seal::Sealed(format!("storage unavailable: {e}"))),
+            Ok(None) => self.set_status(Status::Uninitialized),
+            Err(e) => self.set_status(Status::Sealed(format!("storage unavailable: {e}"))),
         }
     }
 
     /// The init record as stored, with its exact bytes for a compare-and-set.
-    pub(crate) async fn read_init(&self) -> AppResult<(Vec<u8>, InitRecord)> {
+    pub(crate) async fn read_init(&self) -> Result<(Vec<u8>, InitRecord), InitStoreError> {
         let raw = self
             .store
             .get(META, INIT_KEY)
-            .await
-            .map_err(|e| AppError::internal("store", e))?
-            .ok_or_else(|| {
-                AppError::new(
-                    ErrorCode::NotInitialized,
-                    "Nexus is not initialized yet; run `spike bootstrap`",
-                )
-            })?;
-        let record = InitRecord::decode(&raw).map_err(|e| AppError::internal("init record", e))?;
+            .await?
+            .ok_or(InitStoreError::NotInitialized)?;
+        let record = InitRecord::decode(&raw)?;
         Ok((raw, record))
     }
 
     /// Replaces the init record with `next` in one durable commit, if it still is `old`
     /// (compare-and-set), then updates the in-memory copy. On any failure nothing changed.
-    pub(crate) async fn commit_init(&self, old: &[u8], next: &InitRecord) -> AppResult<()> {
+    pub(crate) async fn commit_init(
+        &self,
+        old: &[u8],
+        next: &InitRecord,
+    ) -> Result<(), InitStoreError> {
         let mut batch = Batch::new();
         batch.require_value(META, INIT_KEY.to_vec(), old.to_vec());
         batch.put(META, INIT_KEY.to_vec(), next.encode());
@@ -198,24 +255,20 @@ impl Nexus {
                 *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(next.clone());
                 Ok(())
             }
-            Err(StoreError::Conflict { .. }) => Err(AppError::new(
-                ErrorCode::CasMismatch,
-                "the init record changed meanwhile; nothing was changed: retry",
-            )),
-            Err(e) => Err(AppError::internal("store", e)),
+            Err(StoreError::Conflict { .. }) => Err(InitStoreError::Changed),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Opens with `keys`: loads policies, opens the audit log.
-    pub(crate) async fn open_with(&self, keys: OpenKeys) -> Result<(), String> {
-        let audit = AuditWriter::open(&self.config.audit_log, AuditKey::new(keys.audit_key()))
-            .await
-            .map_err(|e| format!("audit log: {e}"))?;
+    pub(crate) async fn open_with(&self, keys: OpenKeys) -> Result<(), OpenError> {
+        let audit =
+            AuditWriter::open(&self.config.audit_log, AuditKey::new(keys.audit_key())).await?;
         self.policies
             .reload(&keys)
             .await
-            .map_err(|e| format!("policies: {}", e.0.message))?;
-        self.set_seal(Seal::Open(Arc::new(Opened {
+            .map_err(|e| OpenError::Policies(e.0))?;
+        self.set_status(Status::Open(Arc::new(Opened {
             keys,
             audit,
             audit_head: std::sync::Mutex::new(None),
@@ -228,7 +281,7 @@ impl Nexus {
 
     /// Drops the keys (zeroized on drop) at shutdown.
     pub(crate) fn seal_for_shutdown(&self) {
-        self.set_seal(Seal::Sealed("shutting down".into()));
+        self.set_status(Status::Sealed("shutting down".into()));
         *self.restore.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
@@ -293,90 +346,22 @@ impl Nexus {
         Ok(())
     }
 
-    /// `POST /v1/bootstrap/init`.
-    pub(crate) async fn initialize(&self, req: InitRequest) -> AppResult<InitResponse> {
-        let n = self.keepers.len();
-        if usize::from(req.shares) != n {
-            return Err(AppError::new(
-                ErrorCode::BadRequest,
-                format!("shares must equal the number of keepers Nexus is configured with ({n})"),
-            ));
-        }
-        if req.threshold == 0 || req.threshold > req.shares {
-            return Err(AppError::new(
-                ErrorCode::BadRequest,
-                "threshold must be between 1 and shares",
-            ));
-        }
-        let _guard = self.open_lock.lock().await;
-        if self.init_record().is_some() {
-            return Ok(InitResponse {
-                initialized: false,
-                keepers_acknowledged: 0,
-            });
-        }
-        let (keys, record) = OpenKeys::create(req.shares, req.threshold)
-            .map_err(|e| AppError::internal("key generation", e))?;
+    /// Stores the first init record, unless one exists (another process may have initialized
+    /// a shared store first: then its record is loaded and `false` returned).
+    pub(crate) async fn create_init(&self, record: &InitRecord) -> Result<bool, InitStoreError> {
         let mut batch = Batch::new();
         batch.require_absent(META, INIT_KEY.to_vec());
         batch.put(META, INIT_KEY.to_vec(), record.encode());
         match self.store.commit(batch).await {
-            Ok(()) => {}
+            Ok(()) => {
+                *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
+                Ok(true)
+            }
             Err(StoreError::Conflict { .. }) => {
-                // Someone else initialized first; their key stands.
                 self.load_init_state().await;
-                return Ok(InitResponse {
-                    initialized: false,
-                    keepers_acknowledged: 0,
-                });
+                Ok(false)
             }
-            Err(e) => return Err(AppError::internal("store", e)),
+            Err(e) => Err(e.into()),
         }
-        *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(record);
-        let (epoch, shares) = keys
-            .keeper_shares()
-            .map_err(|e| AppError::internal("share derivation", e))?;
-        self.open_with(keys)
-            .await
-            .map_err(|e| AppError::internal("open after init", e))?;
-        let acked = recovery::push_shares(self, epoch, &shares).await;
-        tracing::info!(
-            acked,
-            shares = req.shares,
-            "initialized; root key split to keepers"
-        );
-        Ok(InitResponse {
-            initialized: true,
-            keepers_acknowledged: acked,
-        })
-    }
-
-    /// `POST /v1/bootstrap/verify`: proves the keepers' shares rebuild the key in memory.
-    pub(crate) async fn verify(&self) -> AppResult<VerifyResponse> {
-        let opened = self.opened()?;
-        let params = opened.keys.params();
-        let mut valid = 0u8;
-        let mut collected = Vec::new();
-        for (i, body) in recovery::fetch_shares(self).await {
-            if opened.keys.is_current_share(i, &body.share) {
-                valid += 1;
-                collected.push(body.share);
-            }
-        }
-        let verified = valid >= params.threshold && opened.keys.rebuilds_from(&collected);
-        if !verified {
-            return Err(AppError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "only {valid} keepers hold a valid share; {} are needed",
-                    params.threshold
-                ),
-            ));
-        }
-        Ok(VerifyResponse {
-            verified,
-            keepers_with_share: valid,
-            threshold: params.threshold,
-        })
     }
 }

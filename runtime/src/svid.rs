@@ -48,6 +48,42 @@ pub enum SvidError {
     /// The Workload API could not be reached or gave no usable SVID.
     #[error("SPIFFE Workload API: {0}")]
     WorkloadApi(String),
+    /// The SVID's validity period has ended.
+    #[error("SVID {id} expired at {not_after} (now {now}); renew it")]
+    Expired {
+        /// The SVID's ID.
+        id: String,
+        /// Its notAfter, RFC 3339.
+        not_after: String,
+        /// The time of the check, RFC 3339.
+        now: String,
+    },
+    /// The SVID's validity period has not begun (clock skew, or issued for later).
+    #[error("SVID {id} is not valid before {not_before} (now {now}); check the clocks")]
+    NotYetValid {
+        /// The SVID's ID.
+        id: String,
+        /// Its notBefore, RFC 3339.
+        not_before: String,
+        /// The time of the check, RFC 3339.
+        now: String,
+    },
+    /// The SVID names another workload than this component.
+    #[error("SVID {id} is not this component's identity {expected}")]
+    NotExpectedId {
+        /// The SVID's ID.
+        id: String,
+        /// The ID this component must have.
+        expected: String,
+    },
+    /// The PEM files did not all appear within the SVID timeout.
+    #[error("SVID PEM files still missing after svid_timeout ({waited:?}): {files}")]
+    Missing {
+        /// The missing files, comma-separated.
+        files: String,
+        /// How long was waited.
+        waited: Duration,
+    },
 }
 
 /// One immutable snapshot of a process's identity: its SVID, key and trust anchors.
@@ -56,6 +92,7 @@ pub struct Identity {
     certified: Arc<CertifiedKey>,
     anchors: Arc<Vec<TrustAnchor<'static>>>,
     bundle_der: Vec<CertificateDer<'static>>,
+    not_before: SystemTime,
     not_after: SystemTime,
 }
 
@@ -81,10 +118,12 @@ impl Identity {
             what: "certificate",
             detail: "the chain is empty".into(),
         })?;
-        let (id, not_after) = leaf_identity(leaf).map_err(|detail| SvidError::Invalid {
+        let invalid = |detail| SvidError::Invalid {
             what: "certificate",
             detail,
-        })?;
+        };
+        let (id, _) = leaf_identity(leaf).map_err(invalid)?;
+        let (not_before, not_after) = validity(leaf).map_err(invalid)?;
         if !id.is_member_of(td) {
             return Err(SvidError::WrongTrustDomain {
                 id: id.to_string(),
@@ -127,8 +166,40 @@ impl Identity {
             certified: Arc::new(certified),
             anchors: Arc::new(anchors),
             bundle_der: bundle,
+            not_before,
             not_after,
         })
+    }
+
+    /// Checks that this SVID may be used at `now` by a component whose identity is
+    /// `expected` (if it knows it). The chain and key were checked when it was built.
+    pub fn check_usable(
+        &self,
+        now: SystemTime,
+        expected: Option<&SpiffeId>,
+    ) -> Result<(), SvidError> {
+        let stamp = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        if now >= self.not_after {
+            return Err(SvidError::Expired {
+                id: self.id.to_string(),
+                not_after: stamp(self.not_after),
+                now: stamp(now),
+            });
+        }
+        if now < self.not_before {
+            return Err(SvidError::NotYetValid {
+                id: self.id.to_string(),
+                not_before: stamp(self.not_before),
+                now: stamp(now),
+            });
+        }
+        match expected {
+            Some(want) if want != &self.id => Err(SvidError::NotExpectedId {
+                id: self.id.to_string(),
+                expected: want.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Builds a snapshot from PEM text: the certificate chain (leaf first), the key, the bundle.
@@ -226,9 +297,24 @@ pub fn leaf_identity(der: &[u8]) -> Result<(SpiffeId, SystemTime), String> {
         Ok(Some(ku)) if ku.value.digital_signature() && !ku.value.key_cert_sign() => {}
         _ => return Err("an X.509-SVID leaf needs KeyUsage digitalSignature only".into()),
     }
-    let secs = cert.validity().not_after.timestamp();
-    let not_after = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    Ok((id, not_after))
+    Ok((id, validity_of(&cert).1))
+}
+
+/// The notBefore and notAfter of a DER certificate.
+fn validity(der: &[u8]) -> Result<(SystemTime, SystemTime), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|_| "not a DER X.509 certificate".to_owned())?;
+    Ok(validity_of(&cert))
+}
+
+fn validity_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> (SystemTime, SystemTime) {
+    let at = |t: x509_parser::time::ASN1Time| {
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
+    };
+    (
+        at(cert.validity().not_before),
+        at(cert.validity().not_after),
+    )
 }
 
 /// A source of the current SVID and trust bundle.
@@ -237,12 +323,19 @@ pub trait SvidSource: Send + Sync + 'static {
     fn current(&self) -> Arc<Identity>;
     /// The trust domain this source serves.
     fn trust_domain(&self) -> &TrustDomain;
+    /// Pins this component's identity: fails unless the current SVID is `id`, and (for the
+    /// sources that reload) refuses every later SVID with another ID, keeping the previous
+    /// one. The default only checks the current SVID.
+    fn expect_id(&self, id: &SpiffeId) -> Result<(), SvidError> {
+        self.current().check_usable(SystemTime::now(), Some(id))
+    }
 }
 
 /// A fixed identity; rotation is done by calling [`StaticSource::replace`]. Used by tests.
 pub struct StaticSource {
     td: TrustDomain,
     current: RwLock<Arc<Identity>>,
+    expected: RwLock<Option<SpiffeId>>,
 }
 
 impl StaticSource {
@@ -251,12 +344,27 @@ impl StaticSource {
         Self {
             td,
             current: RwLock::new(Arc::new(identity)),
+            expected: RwLock::new(None),
         }
     }
 
-    /// Swaps in a new identity; new handshakes use it.
+    /// Swaps in a new identity; new handshakes use it. Unchecked: tests use it to serve
+    /// expired or foreign SVIDs on purpose.
     pub fn replace(&self, identity: Identity) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(identity);
+    }
+
+    /// Swaps in `identity` only if it is usable now and is the pinned ID (see
+    /// [`SvidSource::expect_id`]); otherwise the previous identity stays and the error says why.
+    pub fn try_replace(&self, identity: Identity) -> Result<(), SvidError> {
+        let expected = self
+            .expected
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        identity.check_usable(SystemTime::now(), expected.as_ref())?;
+        self.replace(identity);
+        Ok(())
     }
 }
 
@@ -269,6 +377,17 @@ impl SvidSource for StaticSource {
     }
     fn trust_domain(&self) -> &TrustDomain {
         &self.td
+    }
+    fn expect_id(&self, id: &SpiffeId) -> Result<(), SvidError> {
+        let current = self.current();
+        if current.id() != id {
+            return Err(SvidError::NotExpectedId {
+                id: current.id().to_string(),
+                expected: id.to_string(),
+            });
+        }
+        *self.expected.write().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        Ok(())
     }
 }
 
@@ -290,13 +409,47 @@ pub struct PemPaths {
 }
 
 impl PemFileSource {
-    /// Loads the files now, then re-checks them every `poll` and swaps in a new identity when
-    /// their content changes. A reload that fails keeps the previous identity and logs why.
+    /// Waits up to `timeout` for all three files to exist (a CSI volume is often populated
+    /// just after the container starts), polling every `poll`, then [`start`](Self::start)s.
+    pub async fn open(
+        td: TrustDomain,
+        paths: PemPaths,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<Self, SvidError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Poll at least every 100 ms so a short timeout is not overshot by a long poll.
+        let step = poll.min(Duration::from_millis(100));
+        loop {
+            let missing: Vec<String> = [&paths.cert, &paths.key, &paths.bundle]
+                .into_iter()
+                .filter(|f| !f.exists())
+                .map(|f| f.display().to_string())
+                .collect();
+            if missing.is_empty() {
+                return Self::start(td, paths, poll);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SvidError::Missing {
+                    files: missing.join(", "),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(step).await;
+        }
+    }
+
+    /// Loads the files now (an SVID that is expired or not yet valid is an error), then
+    /// re-checks them every `poll` and swaps in a new identity when their content changes. A
+    /// reload that fails or is refused keeps the previous identity and logs one WARN line
+    /// per content of the files.
     pub fn start(td: TrustDomain, paths: PemPaths, poll: Duration) -> Result<Self, SvidError> {
         let (identity, mut stamp) = load_pem_files(&td, &paths)?;
+        identity.check_usable(SystemTime::now(), None)?;
         let inner = Arc::new(StaticSource::new(td.clone(), identity));
         let weak = Arc::downgrade(&inner);
         let task = tokio::spawn(async move {
+            let mut warned = None;
             loop {
                 tokio::time::sleep(poll).await;
                 let Some(src) = weak.upgrade() else { return };
@@ -304,15 +457,27 @@ impl PemFileSource {
                 if now == stamp {
                     continue;
                 }
-                match load_pem_files(&td, &paths) {
-                    Ok((identity, new_stamp)) => {
-                        tracing::info!(id = %identity.id(), "reloaded SVID from PEM files");
-                        src.replace(identity);
+                let loaded = load_pem_files(&td, &paths).and_then(|(identity, new_stamp)| {
+                    let id = identity.id().clone();
+                    src.try_replace(identity).map(|()| (id, new_stamp))
+                });
+                match loaded {
+                    Ok((id, new_stamp)) => {
+                        tracing::info!(%id, "reloaded SVID from PEM files");
                         stamp = new_stamp;
+                        warned = None;
                     }
-                    // Files are often written one after another; keep the old identity and
-                    // try again on the next tick.
-                    Err(e) => tracing::warn!(error = %e, "SVID PEM files changed but do not load"),
+                    // Files are often written one after another: keep the old identity, try
+                    // again on the next tick, and say so once for this content.
+                    Err(e) => {
+                        if warned.as_ref() != Some(&now) {
+                            tracing::warn!(
+                                error = %e,
+                                "SVID PEM files changed but are refused; keeping the previous SVID"
+                            );
+                            warned = Some(now);
+                        }
+                    }
                 }
             }
         });
@@ -332,6 +497,9 @@ impl SvidSource for PemFileSource {
     }
     fn trust_domain(&self) -> &TrustDomain {
         self.inner.trust_domain()
+    }
+    fn expect_id(&self, id: &SpiffeId) -> Result<(), SvidError> {
+        self.inner.expect_id(id)
     }
 }
 
@@ -385,6 +553,7 @@ impl WorkloadApiSource {
             .map_err(|_| SvidError::WorkloadApi(format!("no SVID within {}s", timeout.as_secs())))?
             .map_err(|e| SvidError::WorkloadApi(e.to_string()))?;
         let identity = snapshot_from_source(&td, &source)?;
+        identity.check_usable(SystemTime::now(), None)?;
         let inner = Arc::new(StaticSource::new(td.clone(), identity));
         let mut updates = source.updated();
         let weak = Arc::downgrade(&inner);
@@ -392,12 +561,16 @@ impl WorkloadApiSource {
         let task = tokio::spawn(async move {
             while updates.changed().await.is_ok() {
                 let Some(target) = weak.upgrade() else { return };
-                match snapshot_from_source(&td, &src) {
-                    Ok(identity) => {
-                        tracing::info!(id = %identity.id(), "SVID rotated via Workload API");
-                        target.replace(identity);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "Workload API update is unusable"),
+                let update = snapshot_from_source(&td, &src).and_then(|identity| {
+                    let id = identity.id().clone();
+                    target.try_replace(identity).map(|()| id)
+                });
+                match update {
+                    Ok(id) => tracing::info!(%id, "SVID rotated via Workload API"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "Workload API update is refused; keeping the previous SVID"
+                    ),
                 }
             }
         });
@@ -427,6 +600,9 @@ impl SvidSource for WorkloadApiSource {
     }
     fn trust_domain(&self) -> &TrustDomain {
         self.inner.trust_domain()
+    }
+    fn expect_id(&self, id: &SpiffeId) -> Result<(), SvidError> {
+        self.inner.expect_id(id)
     }
 }
 
@@ -476,11 +652,10 @@ impl SourceConfig {
             Self::WorkloadApi(ep) => {
                 Arc::new(WorkloadApiSource::connect(td.clone(), ep.as_deref(), timeout).await?)
             }
-            Self::PemFiles(paths) => Arc::new(PemFileSource::start(
-                td.clone(),
-                paths.clone(),
-                Duration::from_secs(2),
-            )?),
+            Self::PemFiles(paths) => Arc::new(
+                PemFileSource::open(td.clone(), paths.clone(), Duration::from_secs(2), timeout)
+                    .await?,
+            ),
         })
     }
 }

@@ -6,6 +6,11 @@
 //! from another trust domain fail at the TLS layer, before any HTTP is read. Own certificates
 //! and trust anchors are read from the [`SvidSource`] at every handshake, so rotation needs no
 //! restart. TLS 1.3 only, and no session resumption (a resumed session would skip these checks).
+//!
+//! A refusal says why: expiry and an unknown issuer keep rustls's own errors (and alerts), the
+//! SPIFFE rules give a [`PeerRefusal`] naming the ID the peer presented, and
+//! [`refusal_reason`] turns any handshake error into the bounded label the server logs and
+//! counts.
 
 use std::fmt;
 use std::sync::Arc;
@@ -106,6 +111,71 @@ impl fmt::Debug for SpiffeVerifier {
     }
 }
 
+/// Why a peer certificate was refused, beyond what [`CertificateError`]'s own variants say.
+/// Carried inside `rustls::Error::Other`, so the rustls error's `Display` (what a client
+/// shows, what the server logs) names the SPIFFE ID and the rule that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerRefusal {
+    /// The certificate breaks the X.509-SVID profile (the text names the rule).
+    #[error("the peer certificate is not an X.509-SVID: {0}")]
+    NotSvid(String),
+    /// The peer's SPIFFE ID is in another trust domain.
+    #[error("the peer presented {id}, which is not in trust domain {expected}")]
+    OtherTrustDomain {
+        /// The ID the peer presented.
+        id: SpiffeId,
+        /// This side's trust domain.
+        expected: TrustDomain,
+    },
+    /// The peer's SPIFFE ID is valid but not one this connection accepts.
+    #[error("the peer presented {id}, expected {expected}")]
+    NotAllowed {
+        /// The ID the peer presented.
+        id: SpiffeId,
+        /// The IDs this connection accepts.
+        expected: String,
+    },
+    /// The chain does not verify for another reason than time or issuer.
+    #[error("the certificate of {id} does not verify: {detail}")]
+    BadChain {
+        /// The ID the peer presented.
+        id: SpiffeId,
+        /// What webpki reported.
+        detail: String,
+    },
+}
+
+impl PeerRefusal {
+    /// A short, bounded label for metrics and log fields.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotSvid(_) => "not_svid",
+            Self::OtherTrustDomain { .. } => "other_trust_domain",
+            Self::NotAllowed { .. } => "id_not_allowed",
+            Self::BadChain { .. } => "bad_certificate",
+        }
+    }
+
+    // `Error::Other` is the one rustls variant whose `Display` shows our text (inside
+    // `InvalidCertificate` it prints `Debug`); its alert is `handshake_failure`.
+    fn into_error(self) -> rustls::Error {
+        rustls::Error::Other(rustls::OtherError(Arc::new(self)))
+    }
+}
+
+impl fmt::Display for PeerRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AnyInTrustDomain => f.write_str("any SVID of the trust domain"),
+            Self::OneOf(ids) => {
+                let ids: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+                f.write_str(&ids.join(" or "))
+            }
+        }
+    }
+}
+
 impl SpiffeVerifier {
     fn new(source: Arc<dyn SvidSource>, rule: PeerRule) -> Self {
         Self {
@@ -115,6 +185,9 @@ impl SpiffeVerifier {
         }
     }
 
+    /// Verifies the chain and the SPIFFE ID. Expiry and an unknown issuer keep rustls's own
+    /// variants, so the alert sent is `certificate_expired` or `unknown_ca`; SPIFFE rules go
+    /// into [`PeerRefusal`] so the message names the ID.
     fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -123,19 +196,19 @@ impl SpiffeVerifier {
         usage: webpki::KeyUsage,
     ) -> Result<(), rustls::Error> {
         let td = self.source.trust_domain();
-        let (id, _) = leaf_identity(end_entity).map_err(|detail| {
-            tracing::debug!(%detail, "peer certificate is not an X.509-SVID");
-            rustls::Error::InvalidCertificate(CertificateError::BadEncoding)
-        })?;
+        let (id, _) = leaf_identity(end_entity)
+            .map_err(|detail| PeerRefusal::NotSvid(detail).into_error())?;
         if !id.is_member_of(td) {
-            tracing::debug!(peer = %id, "peer is from another trust domain");
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ));
+            return Err(PeerRefusal::OtherTrustDomain {
+                id,
+                expected: td.clone(),
+            }
+            .into_error());
         }
         let identity = self.source.current();
-        let cert = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|e| {
+            PeerRefusal::NotSvid(format!("unparsable certificate: {e}")).into_error()
+        })?;
         cert.verify_for_usage(
             self.algs.all,
             identity.anchors(),
@@ -145,23 +218,69 @@ impl SpiffeVerifier {
             None,
             None,
         )
-        .map_err(|e| {
-            tracing::debug!(peer = %id, error = %e, "peer certificate rejected");
-            rustls::Error::InvalidCertificate(match e {
-                webpki::Error::CertExpired { .. } => CertificateError::Expired,
-                webpki::Error::CertNotValidYet { .. } => CertificateError::NotValidYet,
-                webpki::Error::UnknownIssuer => CertificateError::UnknownIssuer,
-                _ => CertificateError::BadSignature,
-            })
+        .map_err(|e| match e {
+            webpki::Error::CertExpired { time, not_after } => {
+                rustls::Error::InvalidCertificate(CertificateError::ExpiredContext {
+                    time,
+                    not_after,
+                })
+            }
+            webpki::Error::CertNotValidYet { time, not_before } => {
+                rustls::Error::InvalidCertificate(CertificateError::NotValidYetContext {
+                    time,
+                    not_before,
+                })
+            }
+            // A leaf whose signature fails against the bundle's CA of the same name was issued
+            // by another CA (a forger's, or an old one that left the bundle): to the operator
+            // that is an unknown issuer, and `unknown_ca` is the alert that says so.
+            webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+            }
+            other => PeerRefusal::BadChain {
+                id: id.clone(),
+                detail: other.to_string(),
+            }
+            .into_error(),
         })?;
         if !self.rule.admits(&id, td) {
-            tracing::debug!(peer = %id, rule = ?self.rule, "peer SPIFFE ID not allowed here");
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ));
+            return Err(PeerRefusal::NotAllowed {
+                id,
+                expected: self.rule.to_string(),
+            }
+            .into_error());
         }
         Ok(())
     }
+}
+
+/// The signature methods are the same for both directions; one body serves both traits.
+macro_rules! tls13_signatures_only {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::PeerIncompatible(
+                rustls::PeerIncompatible::Tls12NotOffered,
+            ))
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algs.supported_schemes()
+        }
+    };
 }
 
 impl ClientCertVerifier for SpiffeVerifier {
@@ -184,29 +303,7 @@ impl ClientCertVerifier for SpiffeVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
+    tls13_signatures_only!();
 }
 
 impl ServerCertVerifier for SpiffeVerifier {
@@ -228,28 +325,30 @@ impl ServerCertVerifier for SpiffeVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
+    tls13_signatures_only!();
+}
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
+/// A bounded label for why a TLS handshake failed, for the refusal log line and the
+/// `spike_tls_handshake_failures_total{reason}` counter.
+pub fn refusal_reason(e: &rustls::Error) -> &'static str {
+    use rustls::Error as E;
+    match e {
+        E::InvalidCertificate(c) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not_yet_valid"
+            }
+            CertificateError::UnknownIssuer => "unknown_issuer",
+            _ => "bad_certificate",
+        },
+        E::Other(o) => {
+            o.0.downcast_ref::<PeerRefusal>()
+                .map_or("protocol_error", PeerRefusal::reason)
+        }
+        E::NoCertificatesPresented => "no_certificate",
+        E::PeerIncompatible(_) => "protocol_version",
+        E::AlertReceived(_) => "peer_alert",
+        _ => "protocol_error",
     }
 }
 

@@ -13,7 +13,7 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(out.status.success(), "{}", text(out));
     stdout(out)
 }
@@ -27,7 +27,7 @@ fn refused(out: &Output, code: i32, needle: &str) {
     );
 }
 
-fn put_secrets(c: &Cluster, admin: &PemFiles, n: usize) {
+pub(crate) fn put_secrets(c: &Cluster, admin: &PemFiles, n: usize) {
     for i in 0..n {
         ok(&c.spike(
             admin,
@@ -41,7 +41,7 @@ fn put_secrets(c: &Cluster, admin: &PemFiles, n: usize) {
     }
 }
 
-fn assert_secrets(c: &Cluster, admin: &PemFiles, n: usize) {
+pub(crate) fn assert_secrets(c: &Cluster, admin: &PemFiles, n: usize) {
     for i in 0..n {
         let out = c.spike(admin, &["secret", "get", &format!("app/s{i}"), "v"]);
         assert_eq!(ok(&out), format!("value-{i}"));
@@ -102,7 +102,7 @@ fn lose_every_keeper(c: &mut Cluster) {
     assert!(sealed(c), "{:?}", c.readyz());
 }
 
-fn restart_nexus_and_wait(c: &mut Cluster) {
+pub(crate) fn restart_nexus_and_wait(c: &mut Cluster) {
     c.kill_nexus();
     c.start_nexus();
     assert!(

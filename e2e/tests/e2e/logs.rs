@@ -1,4 +1,4 @@
-//! No secret value in any log line at any level.
+//! No secret value in any log line at any level, and no colour codes in a log file.
 
 use spike_e2e::{Cluster, text};
 
@@ -44,6 +44,8 @@ fn no_secret_value_in_any_log_at_trace() {
         "trace logging produced too little to be meaningful"
     );
     assert!(!logs.contains(value), "a secret value leaked into a log");
+    // Every process logs to a file here, not a terminal: no ANSI colour codes.
+    assert!(!logs.contains('\u{1b}'), "ANSI escape codes in a log file");
     // Nor the base64 or hex of a share: keepers' shares never appear either.
     assert!(
         !logs.contains("\"value\":\""),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use spike_e2e::{Cluster, http_get, text, wait_until};
+use spike_e2e::{Cluster, Proc, http_get, identity_args, text, wait_until};
 
 #[test]
 fn acknowledged_writes_survive_kill_9_and_nexus_unseals_itself() {
@@ -145,4 +145,89 @@ fn below_threshold_nexus_stays_sealed_says_why_and_opens_when_keepers_return() {
         "{}",
         text(&out)
     );
+}
+
+/// The `spike_nexus_keepers_reachable` gauge from Nexus's `/metrics`.
+fn reachable_gauge(c: &Cluster) -> Option<u32> {
+    let (_, body) = http_get(c.nexus_health, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("spike_nexus_keepers_reachable "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Lines of Nexus's log that contain every one of `needles` (colour codes removed, so
+/// `key=value` fields match whether or not the log is coloured).
+pub(crate) fn log_lines(c: &Cluster, needles: &[&str]) -> usize {
+    let log = std::fs::read_to_string(c.dir.path().join("nexus.log")).unwrap_or_default();
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            // An SGR sequence: ESC [ ... m.
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(ch);
+        }
+    }
+    plain
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+#[test]
+fn nexus_says_when_a_keeper_goes_away_comes_back_or_has_the_wrong_identity() {
+    let mut c = Cluster::new(3);
+    c.start_all(2);
+    let gauge_is =
+        |c: &Cluster, n: u32| wait_until(Duration::from_secs(20), || reachable_gauge(c) == Some(n));
+    assert!(gauge_is(&c, 3), "{:?}", reachable_gauge(&c));
+
+    // Keeper 2 dies: one WARN line, however many checks see it gone.
+    c.kill_keeper(2);
+    assert!(gauge_is(&c, 2), "{:?}", reachable_gauge(&c));
+    let gone = ["WARN", "keeper is unreachable", "keeper=2"];
+    assert!(wait_until(Duration::from_secs(10), || log_lines(&c, &gone) == 1));
+    // Several keeper intervals (300 ms) later, still one line.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(log_lines(&c, &gone), 1);
+
+    // Something with keeper 3's SVID answers at keeper 2's address: refused, said once.
+    let ports = c.keeper_ports[1];
+    let mut args = identity_args(&c.pki.svid("/spike/keeper/3"));
+    args.extend([
+        "--listen".into(),
+        format!("127.0.0.1:{}", ports.api),
+        "--health-listen".into(),
+        format!("127.0.0.1:{}", ports.health),
+    ]);
+    let impostor = Proc::spawn(
+        &c.bins.keeper,
+        &args,
+        c.dir.path().join("impostor.log"),
+        &c.rust_log,
+    );
+    let wrong = ["WARN", "wrong identity", "keeper=2"];
+    assert!(
+        wait_until(Duration::from_secs(20), || log_lines(&c, &wrong) == 1),
+        "{}",
+        c.all_logs()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(log_lines(&c, &wrong), 1);
+    assert_eq!(reachable_gauge(&c), Some(2));
+    impostor.kill9();
+
+    // The real keeper 2 comes back: INFO, the gauge is whole, and it gets its share again.
+    c.start_keeper(2);
+    let back = ["INFO", "keeper is reachable again", "keeper=2"];
+    assert!(wait_until(Duration::from_secs(20), || log_lines(&c, &back) == 1));
+    assert!(gauge_is(&c, 3), "{:?}", reachable_gauge(&c));
+    let health = c.keeper_ports[1].health;
+    assert!(wait_until(Duration::from_secs(20), || matches!(
+        http_get(health, "/readyz"),
+        Some((200, _))
+    )));
+    let (_, metrics) = http_get(c.nexus_health, "/metrics").unwrap();
+    assert!(metrics.contains("spike_nexus_keepers 3\n"), "{metrics}");
 }

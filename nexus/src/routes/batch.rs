@@ -41,7 +41,7 @@ const DRY_RUN_ACTION: &str = "secret.batch.check";
 async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> Response {
     n.respond("secret.batch", &c, None, async {
         let o = n.opened()?;
-        let limits = n.secrets.batch_limits();
+        let limits = n.secrets().batch_limits();
         let req: BatchPutRequest = read_json(&headers, body, limits.max_bytes).await?;
         if req.items.len() > limits.max_items {
             return Err(AppError::new(
@@ -115,7 +115,7 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
             }
         }
         let mut outcomes: Vec<Option<AppResult<crate::secrets::PutOutcome>>> = n
-            .secrets
+            .secrets()
             .put_batch(&o.keys, &entries, req.dry_run)
             .await
             .into_iter()

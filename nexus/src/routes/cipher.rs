@@ -130,7 +130,7 @@ async fn run(
 ) -> AppResult<Response> {
     let o = n.opened()?;
     // Before any work on the body: a caller over its rate costs as little as possible.
-    n.limiter.check(RateClass::Cipher, c)?;
+    n.limiter().check(RateClass::Cipher, c)?;
     let encoding = encoding_of(headers)?;
     let q = query(q)?;
     let input = read_input(op, encoding, q, body).await?;
@@ -152,7 +152,7 @@ async fn run(
             }
             let sealed = key
                 .seal(&aad, input.binding, &input.data)
-                .map_err(|e| AppError::internal("cipher seal", e))?;
+                .map_err(|e| AppError::internal("cipher encrypt", e))?;
             Ok(match encoding {
                 Encoding::Json => Json(EncryptResponse {
                     ciphertext: BASE64.encode(&sealed),
@@ -323,63 +323,33 @@ mod tests {
 
     use axum::http::{Method, Request, StatusCode};
     use spike_core::error::ErrorBody;
-    use spike_core::id::TrustDomain;
-    use spike_runtime::svid::{Identity, SvidSource};
+
     use spike_runtime::tls::PeerIdentity;
-    use spike_store::MemoryStore;
+
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::config::NexusConfig;
-    use crate::keys::OpenKeys;
+
     use crate::ratelimit::{Rate, RateLimits};
 
-    const TD: &str = "spike.test";
     const SUPER: &str = "spiffe://spike.test/spike/pilot/role/superuser";
     const APP: &str = "spiffe://spike.test/app/alice";
     const OTHER_APP: &str = "spiffe://spike.test/app/bob";
     const STRANGER: &str = "spiffe://spike.test/app/mallory";
 
-    /// Nexus::new needs a source only to build keeper clients; these tests configure none.
-    struct NoSource(TrustDomain);
-
-    impl SvidSource for NoSource {
-        fn current(&self) -> Arc<Identity> {
-            unreachable!("no keepers are configured, so nothing asks for an SVID")
-        }
-        fn trust_domain(&self) -> &TrustDomain {
-            &self.0
-        }
-    }
-
-    struct Fixture {
-        router: Router,
-        nexus: Arc<Nexus>,
-        dir: tempfile::TempDir,
-    }
+    type Fixture = crate::fixtures::Served;
 
     async fn fixture(cipher: Rate, open: bool) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let td = TrustDomain::new(TD).unwrap();
-        let mut config = NexusConfig::new(td.clone(), Vec::new(), dir.path().join("audit.log"));
-        config.rate_limits = RateLimits {
-            cipher,
-            ..RateLimits::default()
-        };
-        let nexus = Arc::new(
-            Nexus::new(config, Arc::new(NoSource(td)), Arc::new(MemoryStore::new())).unwrap(),
-        );
-        if open {
-            nexus
-                .open_with(OpenKeys::create(3, 2).unwrap().0)
-                .await
-                .unwrap();
-        }
-        Fixture {
-            router: super::super::api_router(nexus.clone()),
-            nexus,
-            dir,
-        }
+        crate::fixtures::served(
+            |config| {
+                config.rate_limits = RateLimits {
+                    cipher,
+                    ..RateLimits::default()
+                }
+            },
+            open,
+        )
+        .await
     }
 
     fn roomy() -> Rate {
@@ -565,7 +535,7 @@ mod tests {
         assert!(log.contains("cipher.decrypt"), "{log}");
         assert!(log.contains("vault/app"), "{log}");
         assert!(!log.contains(&BASE64.encode(&data[..30])), "{log}");
-        let metrics = f.nexus.metrics.render(false, &f.nexus.store.stats());
+        let metrics = f.nexus.metrics().render(false, &f.nexus.store().stats());
         assert!(metrics.contains("cipher.encrypt"), "{metrics}");
     }
 

@@ -33,7 +33,7 @@ type N = State<Arc<Nexus>>;
 
 /// The `/v1` API, served over mTLS.
 pub(crate) fn api_router(nexus: Arc<Nexus>) -> Router {
-    let max_body = nexus.config.max_body;
+    let max_body = nexus.config().max_body;
     Router::new()
         .route(
             "/v1/secrets/data/{*path}",
@@ -88,7 +88,11 @@ async fn readyz(State(n): N) -> Response {
 }
 
 async fn metrics(State(n): N) -> Response {
-    let body = n.metrics.render(n.is_sealed(), &n.store.stats());
+    let mut body = n.metrics().render(n.is_sealed(), &n.store().stats());
+    body.push_str(&crate::metrics::render_keepers(
+        n.keepers().reachable(),
+        n.keepers().len(),
+    ));
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -135,7 +139,7 @@ impl Nexus {
             axum::http::header::CACHE_CONTROL,
             axum::http::HeaderValue::from_static("no-store"),
         );
-        self.metrics.record(action, response.status().as_u16());
+        self.metrics().record(action, response.status().as_u16());
         response
     }
 }
@@ -144,7 +148,7 @@ impl Nexus {
     /// Parses a secret path from a request under the configured `[limits]` `max_path_len` and
     /// `max_path_depth` (`400 invalid_path` beyond them).
     pub(crate) fn parse_path(&self, raw: &str) -> AppResult<SecretPath> {
-        SecretPath::parse_with(raw, &self.config.path_limits)
+        SecretPath::parse_with(raw, &self.config().path_limits)
             .map_err(|e| AppError::new(ErrorCode::InvalidPath, e.to_string()))
     }
 }
@@ -156,4 +160,36 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> AppResult<T> {
             "invalid query parameters; see docs/api.md",
         )
     })
+}
+
+// The key lifecycle's typed errors become wire errors here, at the edge; an internal cause
+// is logged once, by `AppError::internal`.
+impl From<crate::state::InitStoreError> for AppError {
+    fn from(e: crate::state::InitStoreError) -> Self {
+        use crate::state::InitStoreError as E;
+        match e {
+            E::NotInitialized => Self::new(ErrorCode::NotInitialized, e.to_string()),
+            E::Changed => Self::new(ErrorCode::CasMismatch, e.to_string()),
+            E::Record(_) | E::Store(_) => Self::internal("init record", &e),
+        }
+    }
+}
+
+impl From<crate::unseal::UnsealError> for AppError {
+    fn from(e: crate::unseal::UnsealError) -> Self {
+        Self::internal("open", &e)
+    }
+}
+
+impl From<crate::rotation::RotationError> for AppError {
+    fn from(e: crate::rotation::RotationError) -> Self {
+        use crate::rotation::RotationError as E;
+        match e {
+            E::NotOpen(api) => Self(api),
+            E::Pending { .. } => Self::new(ErrorCode::Unavailable, e.to_string()),
+            E::ShareCount(_) | E::Params(_) => Self::new(ErrorCode::BadRequest, e.to_string()),
+            E::Init(init) => init.into(),
+            E::Key(_) => Self::internal("root-key change", &e),
+        }
+    }
 }

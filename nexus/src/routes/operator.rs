@@ -46,7 +46,7 @@ async fn recover(
 ) -> Response {
     n.respond("operator.recover", &c, None, async {
         require(&n, &c, Builtin::Recover)?;
-        n.limiter.check(RateClass::Recover, &c)?;
+        n.limiter().check(RateClass::Recover, &c)?;
         let JsonBody(req) = body?;
         // An export retires the previous one; it must never happen unrecorded. Write an
         // intent line first (fail closed): if the log cannot be written, nothing changes.
@@ -65,7 +65,7 @@ async fn restore(
 ) -> Response {
     n.respond("operator.restore", &c, None, async {
         require(&n, &c, Builtin::Restore)?;
-        n.limiter.check(RateClass::Restore, &c)?;
+        n.limiter().check(RateClass::Restore, &c)?;
         let JsonBody(req) = body?;
         breakglass::restore(&n, req).await
     })
@@ -75,7 +75,7 @@ async fn restore(
 async fn rotate(State(n): N, Caller(c): Caller) -> Response {
     n.respond("operator.rotate", &c, None, async {
         require(&n, &c, Builtin::Superuser)?;
-        rotation::change(&n, Change::Rotate).await
+        Ok(rotation::change(&n, Change::Rotate).await?)
     })
     .await
 }
@@ -88,14 +88,11 @@ async fn rekey(
     n.respond("operator.rekey", &c, None, async {
         require(&n, &c, Builtin::Superuser)?;
         let JsonBody(req) = body?;
-        rotation::change(
-            &n,
-            Change::Rekey {
-                shares: req.shares,
-                threshold: req.threshold,
-            },
-        )
-        .await
+        let change = Change::Rekey {
+            shares: req.shares,
+            threshold: req.threshold,
+        };
+        Ok(rotation::change(&n, change).await?)
     })
     .await
 }
@@ -111,7 +108,7 @@ mod tests {
     use spike_runtime::tls::PeerIdentity;
     use tower::ServiceExt as _;
 
-    use crate::rotation::tests::open_nexus;
+    use crate::fixtures::open_nexus;
 
     const ROLES: [&str; 5] = [
         "spike/pilot/role/superuser",

@@ -20,7 +20,9 @@ pub(super) async fn put(
         let o = n.opened()?;
         n.authorize_admin(&c)?;
         let JsonBody(req) = body?;
-        n.policies.put(&o.keys, &name, req).await
+        spike_core::policy::check_pattern_trust_domain(&req.spiffe_id_pattern, n.trust_domain())
+            .map_err(|e| AppError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
+        n.policies().put(&o.keys, &name, req).await
     })
     .await
 }
@@ -29,7 +31,7 @@ pub(super) async fn get(State(n): N, Caller(c): Caller, Path(name): Path<String>
     n.respond("policy.get", &c, Some(&name), async {
         let o = n.opened()?;
         n.authorize_admin(&c)?;
-        n.policies.get(&o.keys, &name).await
+        n.policies().get(&o.keys, &name).await
     })
     .await
 }
@@ -39,7 +41,7 @@ pub(super) async fn list(State(n): N, Caller(c): Caller) -> Response {
         let o = n.opened()?;
         n.authorize_admin(&c)?;
         Ok(ListPoliciesResponse {
-            policies: n.policies.list(&o.keys).await?,
+            policies: n.policies().list(&o.keys).await?,
         })
     })
     .await
@@ -49,7 +51,7 @@ pub(super) async fn delete(State(n): N, Caller(c): Caller, Path(name): Path<Stri
     n.respond("policy.delete", &c, Some(&name), async {
         let o = n.opened()?;
         n.authorize_admin(&c)?;
-        n.policies.delete(&o.keys, &name).await?;
+        n.policies().delete(&o.keys, &name).await?;
         Ok(serde_json::json!({ "deleted": name }))
     })
     .await
@@ -69,7 +71,7 @@ pub(super) async fn explain(
         let id = SpiffeId::new(&req.spiffe_id)
             .map_err(|e| AppError::new(ErrorCode::BadRequest, format!("invalid SPIFFE ID: {e}")))?;
         let path = n.parse_path(&req.path)?;
-        Ok(n.policies.engine().explain(&id, &path))
+        Ok(n.policies().engine().explain(&id, &path))
     })
     .await
 }

@@ -30,7 +30,7 @@ pub(super) async fn put(
         let path = n.parse_path(&p)?;
         n.authorize(&c, &path, Permission::Write)?;
         let JsonBody(req) = body?;
-        n.secrets.put(&o.keys, &path, &req.data, req.cas).await
+        n.secrets().put(&o.keys, &path, &req.data, req.cas).await
     })
     .await
 }
@@ -46,7 +46,7 @@ pub(super) async fn get(
         let path = n.parse_path(&p)?;
         n.authorize(&c, &path, Permission::Read)?;
         let q = query(q)?;
-        n.secrets.get(&o.keys, &path, q.version).await
+        n.secrets().get(&o.keys, &path, q.version).await
     })
     .await
 }
@@ -59,7 +59,7 @@ pub(super) async fn metadata(State(n): N, Caller(c): Caller, Path(p): Path<Strin
         if n.authorize(&c, &path, Permission::Read).is_err() {
             n.authorize(&c, &path, Permission::List)?;
         }
-        n.secrets.metadata(&o.keys, &path).await
+        n.secrets().metadata(&o.keys, &path).await
     })
     .await
 }
@@ -83,7 +83,7 @@ pub(super) async fn list(
         let prefix = prefix.as_deref().map(|p| n.parse_path(p)).transpose()?;
         let limit = q.limit.unwrap_or(100);
         // Match the caller's ID against the policies once, not once per stored path.
-        let engine = n.policies.engine();
+        let engine = n.policies().engine();
         let mine = engine.for_caller(&c);
         let under = prefix.clone().map_or(PathPrefix::ROOT, PathPrefix::from);
         let is_superuser = Builtin::of(&c, n.trust_domain()) == Some(Builtin::Superuser);
@@ -96,7 +96,7 @@ pub(super) async fn list(
             });
         }
         let (secrets, next) = n
-            .secrets
+            .secrets()
             .list(
                 &o.keys,
                 prefix.as_ref(),
@@ -133,7 +133,7 @@ async fn versions_op(
                 "destroy needs explicit versions",
             ));
         }
-        n.secrets
+        n.secrets()
             .change_versions(&o.keys, &path, &req.versions, op)
             .await
     })

@@ -27,7 +27,7 @@ pub(super) async fn init(
     n.respond("bootstrap.init", &c, None, async {
         require_builtin(&n, &c, &[Builtin::Bootstrap, Builtin::Superuser])?;
         let JsonBody(req) = body?;
-        n.initialize(req).await
+        crate::unseal::initialize(&n, req).await
     })
     .await
 }
@@ -35,7 +35,7 @@ pub(super) async fn init(
 pub(super) async fn verify(State(n): N, Caller(c): Caller) -> Response {
     n.respond("bootstrap.verify", &c, None, async {
         require_builtin(&n, &c, &[Builtin::Bootstrap, Builtin::Superuser])?;
-        n.verify().await
+        crate::unseal::verify(&n).await
     })
     .await
 }
@@ -71,7 +71,7 @@ pub(super) async fn audit_verify(
         let result = match body {
             Ok(JsonBody(u)) => spike_core::audit::verify(u.log.as_bytes(), &key),
             Err(e) if e.code() == ErrorCode::UnsupportedMediaType => {
-                let bytes = tokio::fs::read(&n.config.audit_log)
+                let bytes = tokio::fs::read(&n.config().audit_log)
                     .await
                     .map_err(|e| AppError::internal("audit log read", e))?;
                 let head = o.audit_head.lock().ok().and_then(|h| *h);

@@ -6,10 +6,13 @@
 //! certificate expires, and graceful shutdown (bounded drain). [`ConnLimits`] holds every one
 //! of these limits.
 //! [`MtlsClient`] is the matching client: it presents the caller's SVID and accepts only the
-//! expected server identity.
+//! expected server identity. A refused handshake is logged once at WARN (rate-limited) and
+//! counted; [`render_handshake_metrics`] renders the counter for a service's `/metrics`.
 
 mod client;
+mod refusals;
 mod server;
 
 pub use client::*;
+pub use refusals::{handshake_failures, render_handshake_metrics};
 pub use server::*;

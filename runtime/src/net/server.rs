@@ -118,6 +118,54 @@ fn request_timeout_response() -> axum::response::Response {
     (http::StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response()
 }
 
+/// The answer to a request whose head is over `max_headers` or `max_header_bytes`, with the
+/// JSON error body every refusal carries.
+fn headers_too_large_response(what: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = spike_core::error::ApiError::new(
+        spike_core::error::ErrorCode::TooLarge,
+        format!("the request has {what}; send fewer or smaller headers"),
+    )
+    .to_body();
+    (
+        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// Applies `max_headers` (both protocols) and `max_header_bytes` (HTTP/2) here, where the
+/// answer can carry the JSON body: hyper has no header-count limit on HTTP/2 and its own
+/// HTTP/1.1 refusals are bare. The protocol limits are set at twice ours (see
+/// `serve_connection`), so only a head far over them is refused by hyper itself. HTTP/1.1
+/// head bytes stay bounded by hyper's read buffer. HTTP/2 sizes are counted as RFC 9113 does
+/// (name, value and 32 bytes per field, pseudo-headers included).
+fn head_over_limits<B>(req: &Request<B>, limits: &ConnLimits) -> Option<String> {
+    if req.headers().len() > limits.max_headers {
+        return Some(format!(
+            "{} headers, more than the {} allowed",
+            req.headers().len(),
+            limits.max_headers
+        ));
+    }
+    if req.version() != http::Version::HTTP_2 {
+        return None;
+    }
+    let pseudo = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len())
+        + req.uri().scheme_str().map_or(0, str::len)
+        + 4 * 32;
+    let bytes = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+        .sum::<usize>()
+        + pseudo;
+    let max = limits.max_header_bytes.max(MIN_HEADER_BYTES);
+    (bytes > max).then(|| format!("{bytes} bytes of headers, more than the {max} allowed"))
+}
+
 /// The longest timeout a server accepts.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -295,11 +343,11 @@ async fn serve_connection(
     let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::debug!(%remote, error = %e, "TLS handshake refused");
+            super::refusals::handshake_failed(remote, &e);
             return;
         }
         Err(_) => {
-            tracing::debug!(%remote, "TLS handshake timed out");
+            super::refusals::handshake_timed_out(remote);
             return;
         }
     };
@@ -313,6 +361,7 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     let in_flight = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        let refused = head_over_limits(&req, &limits);
         req.extensions_mut().insert(peer.clone());
         req.extensions_mut().insert(RemoteAddr(remote));
         let guard = InFlight::new(in_flight.clone());
@@ -320,6 +369,9 @@ async fn serve_connection(
         let limit = limits.request_timeout;
         async move {
             let _guard = guard;
+            if let Some(what) = refused {
+                return Ok(headers_too_large_response(&what));
+            }
             match tokio::time::timeout(limit, call).await {
                 Ok(r) => r,
                 // Dropping the handler drops the half-read body, so hyper closes the
@@ -335,11 +387,15 @@ async fn serve_connection(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(header_bytes)
-        .max_headers(limits.max_headers.max(1));
+        // Twice the limit, so `head_over_limits` sees (and answers with a JSON 431) a request
+        // somewhat over it.
+        .max_headers(limits.max_headers.max(1).saturating_mul(2));
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+        // Twice the limit, so a head somewhat over it still arrives whole and is answered a
+        // JSON 431 by `head_over_limits`; beyond that h2 itself answers 431.
+        .max_header_list_size(u32::try_from(header_bytes.saturating_mul(2)).unwrap_or(u32::MAX));
     let io = Tracked {
         inner: tls,
         activity: activity.clone(),

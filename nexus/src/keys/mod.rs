@@ -13,11 +13,15 @@
 //! Shamir shares of one secret cannot be revoked: any `threshold` of them rebuild it, whatever
 //! split is dealt later. So whatever must make old shares useless (rotation, rekey) changes the
 //! root key itself; a new split of an unchanged root key would only relabel it.
+//!
+//! Modules: [`key_split`] (one split and rebuilding from shares), [`record`] (the init record);
+//! this file holds the keys of an open Nexus.
+
+mod key_split;
+mod record;
 
 use std::sync::RwLock;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use spike_core::crypto::{
     Aad, CryptoError, DataKey, EnvelopeKey, KeyPurpose, RecordMac, RecordTag, RecordType, RootKey,
     Share, ShareParams, SharePurpose, WrappedKey, combine, share_for, split,
@@ -25,332 +29,8 @@ use spike_core::crypto::{
 use spike_core::secret::SecretBytes;
 use zeroize::Zeroizing;
 
-/// Most share subsets tried when rebuilding the root key (C(7,3) = 35; C(255,2) is larger
-/// and capped).
-const MAX_SUBSETS: usize = 1024;
-
-/// The newest init-record format this build reads and the one it writes. Format 2 added the
-/// break-glass split and the previous split kept during a rotation; a format-1 record reads as
-/// a format-2 record without them.
-const INIT_FORMAT: u32 = 2;
-
-/// One keeper split of one root key, as the init record stores it: the split parameters, the
-/// data key wrapped under that root key, and the break-glass split of the same root key if
-/// one was exported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct KeySplit {
-    shares: u8,
-    threshold: u8,
-    epoch: u32,
-    wrapped_data_key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    break_glass: Option<BreakGlassExport>,
-}
-
-/// A break-glass export of one root key: its split parameters and a digest of each share, so
-/// restore checks every share on its own before combining. A share of an earlier export of
-/// the same root key would still combine (see the module docs), so the label alone is not
-/// enough to refuse it; the digest is. Digests of 256-bit random-looking values reveal nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BreakGlassExport {
-    shares: u8,
-    threshold: u8,
-    epoch: u32,
-    digests: Vec<String>,
-}
-
-impl BreakGlassExport {
-    pub(crate) fn new(params: ShareParams, shares: &[Share]) -> Self {
-        Self {
-            shares: params.shares(),
-            threshold: params.threshold(),
-            epoch: params.epoch(),
-            digests: shares
-                .iter()
-                .map(|s| share_digest(params.epoch(), s))
-                .collect(),
-        }
-    }
-
-    pub(crate) fn params(&self) -> Result<ShareParams, CryptoError> {
-        ShareParams::new(self.shares, self.threshold, self.epoch)
-    }
-
-    /// True when `share` is one of this export's shares.
-    pub(crate) fn accepts(&self, share: &Share) -> bool {
-        usize::from(share.index())
-            .checked_sub(1)
-            .and_then(|i| self.digests.get(i))
-            .is_some_and(|d| *d == share_digest(self.epoch, share))
-    }
-}
-
-fn share_digest(epoch: u32, share: &Share) -> String {
-    let mut h = Sha256::new();
-    h.update(b"spike/v1/break-glass-share-digest\0");
-    h.update(epoch.to_be_bytes());
-    h.update([share.index()]);
-    h.update(share.expose_secret());
-    hex::encode(h.finalize())
-}
-
-impl KeySplit {
-    fn new(params: ShareParams, wrapped: &WrappedKey) -> Self {
-        Self {
-            shares: params.shares(),
-            threshold: params.threshold(),
-            epoch: params.epoch(),
-            wrapped_data_key: hex::encode(wrapped.as_bytes()),
-            break_glass: None,
-        }
-    }
-
-    pub(crate) fn epoch(&self) -> u32 {
-        self.epoch
-    }
-
-    pub(crate) fn threshold(&self) -> u8 {
-        self.threshold
-    }
-
-    pub(crate) fn shares(&self) -> u8 {
-        self.shares
-    }
-
-    /// The break-glass export of this root key, if one was made.
-    pub(crate) fn break_glass(&self) -> Option<&BreakGlassExport> {
-        self.break_glass.as_ref()
-    }
-
-    pub(crate) fn params(&self) -> Result<ShareParams, CryptoError> {
-        ShareParams::new(self.shares, self.threshold, self.epoch)
-    }
-
-    fn wrapped(&self) -> Result<WrappedKey, CryptoError> {
-        let bytes = hex::decode(&self.wrapped_data_key).map_err(|_| CryptoError::Malformed {
-            what: "wrapped data key",
-            reason: "not hex",
-        })?;
-        WrappedKey::from_bytes(&bytes)
-    }
-
-    /// True when `root` is this split's root key (it opens the wrapped data key).
-    #[cfg(test)]
-    pub(crate) fn opens_with(&self, root: &RootKey) -> bool {
-        self.wrapped().and_then(|w| root.unwrap(&w)).is_ok()
-    }
-
-    /// Rebuilds this split's root key from shares of the split `params` describes (the keeper
-    /// split or the break-glass split) and opens the data key with it.
-    ///
-    /// Tries `threshold`-sized subsets until one opens the wrapped data key, so one wrong
-    /// share (corrupted or malicious) cannot block recovery while enough good ones are there.
-    /// The number of subsets tried is bounded.
-    pub(crate) fn rebuild(
-        &self,
-        params: &ShareParams,
-        shares: &[Share],
-    ) -> Result<(RootKey, DataKey), CryptoError> {
-        let wrapped = self.wrapped()?;
-        let mut last = CryptoError::TooFewShares {
-            got: shares.len(),
-            need: params.threshold(),
-        };
-        for subset in Subsets::new(shares.len(), usize::from(params.threshold())).take(MAX_SUBSETS)
-        {
-            let picked: Vec<Share> = subset.iter().map(|&i| shares[i].clone()).collect();
-            match combine(params, &picked).and_then(|root| {
-                let data = root.unwrap(&wrapped)?;
-                Ok((root, data))
-            }) {
-                Ok(found) => return Ok(found),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-}
-
-/// What Nexus stores at initialization (not secret), in the store's `meta` table.
-///
-/// `current` is the split in force. `previous` is set only while a rotation or rekey waits
-/// for `threshold` keepers to confirm the new shares: until then keepers may still hold only
-/// the old split's shares, so a restart must be able to rebuild the old root key (see
-/// `rotation.rs` for the state machine).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct InitRecord {
-    created: String,
-    current: KeySplit,
-    previous: Option<KeySplit>,
-    /// The highest break-glass epoch ever issued, so a new export never reuses one (old files
-    /// must stay refused even after a rekey that keeps the root key).
-    break_glass_epoch: u32,
-}
-
-/// The stored form: the current split's fields at top level, as format 1 had them.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StoredInitRecord {
-    format: u32,
-    shares: u8,
-    threshold: u8,
-    epoch: u32,
-    wrapped_data_key: String,
-    created: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    break_glass: Option<BreakGlassExport>,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    break_glass_epoch: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    previous: Option<KeySplit>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-impl InitRecord {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let c = &self.current;
-        let stored = StoredInitRecord {
-            format: INIT_FORMAT,
-            shares: c.shares,
-            threshold: c.threshold,
-            epoch: c.epoch,
-            wrapped_data_key: c.wrapped_data_key.clone(),
-            created: self.created.clone(),
-            break_glass: c.break_glass.clone(),
-            break_glass_epoch: self.break_glass_epoch,
-            previous: self.previous.clone(),
-        };
-        serde_json::to_vec(&stored).unwrap_or_default()
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, String> {
-        #[derive(Deserialize)]
-        struct Probe {
-            format: u32,
-        }
-        let probe: Probe =
-            serde_json::from_slice(bytes).map_err(|_| "init record is malformed".to_owned())?;
-        if probe.format > INIT_FORMAT {
-            return Err(format!(
-                "the data was initialized by a newer SPIKE (init format {}); this build reads up to {INIT_FORMAT}",
-                probe.format
-            ));
-        }
-        let s: StoredInitRecord =
-            serde_json::from_slice(bytes).map_err(|_| "init record is malformed".to_owned())?;
-        Ok(Self {
-            created: s.created,
-            current: KeySplit {
-                shares: s.shares,
-                threshold: s.threshold,
-                epoch: s.epoch,
-                wrapped_data_key: s.wrapped_data_key,
-                break_glass: s.break_glass,
-            },
-            previous: s.previous,
-            break_glass_epoch: s.break_glass_epoch,
-        })
-    }
-
-    pub(crate) fn current(&self) -> &KeySplit {
-        &self.current
-    }
-
-    pub(crate) fn previous(&self) -> Option<&KeySplit> {
-        self.previous.as_ref()
-    }
-
-    pub(crate) fn epoch(&self) -> u32 {
-        self.current.epoch
-    }
-
-    pub(crate) fn threshold(&self) -> u8 {
-        self.current.threshold
-    }
-
-    /// The split a break-glass share of `epoch` belongs to, its export, and whether it is the
-    /// previous split (kept while a rotation or rekey is pending).
-    pub(crate) fn break_glass_split(
-        &self,
-        epoch: u32,
-    ) -> Option<(&KeySplit, &BreakGlassExport, bool)> {
-        std::iter::once((&self.current, false))
-            .chain(self.previous.as_ref().map(|p| (p, true)))
-            .find_map(|(s, prev)| {
-                s.break_glass
-                    .as_ref()
-                    .filter(|b| b.epoch == epoch)
-                    .map(|b| (s, b, prev))
-            })
-    }
-
-    /// The break-glass epoch of the current root key's export, if there is one.
-    pub(crate) fn live_break_glass_epoch(&self) -> Option<u32> {
-        self.current.break_glass.as_ref().map(|b| b.epoch)
-    }
-
-    /// A keeper epoch newer than every one this record has used.
-    pub(crate) fn next_epoch(&self) -> Result<u32, CryptoError> {
-        let newest = self
-            .previous
-            .as_ref()
-            .map_or(self.current.epoch, |p| p.epoch.max(self.current.epoch));
-        newest.checked_add(1).ok_or(CryptoError::InvalidShareParams(
-            "the keeper epoch is exhausted",
-        ))
-    }
-
-    /// A break-glass epoch never issued before.
-    pub(crate) fn next_break_glass_epoch(&self) -> Result<u32, CryptoError> {
-        self.break_glass_epoch
-            .checked_add(1)
-            .ok_or(CryptoError::InvalidShareParams(
-                "the break-glass epoch is exhausted",
-            ))
-    }
-
-    /// Starts a rotation or rekey (`wrapped`: the data key under the new root key): the new
-    /// split becomes current, the current one is kept as `previous` until the keepers confirm.
-    /// The new root key has no break-glass export yet.
-    pub(crate) fn begin_change(&self, params: ShareParams, wrapped: &WrappedKey) -> Self {
-        Self {
-            created: self.created.clone(),
-            current: KeySplit::new(params, wrapped),
-            previous: Some(self.current.clone()),
-            break_glass_epoch: self.break_glass_epoch,
-        }
-    }
-
-    /// Redoes an interrupted rotation whose new root key was lost: replaces `current`, keeps
-    /// `previous` (the split the keepers still hold).
-    pub(crate) fn redo_change(&self, params: ShareParams, wrapped: &WrappedKey) -> Self {
-        Self {
-            current: KeySplit::new(params, wrapped),
-            ..self.clone()
-        }
-    }
-
-    /// The change is confirmed by the keepers: the previous split is dropped.
-    pub(crate) fn finished(&self) -> Self {
-        Self {
-            previous: None,
-            ..self.clone()
-        }
-    }
-
-    /// A new break-glass export of the current root key replaces any earlier one.
-    pub(crate) fn with_break_glass(&self, export: BreakGlassExport) -> Self {
-        let mut next = self.clone();
-        next.break_glass_epoch = export.epoch;
-        next.current.break_glass = Some(export);
-        next
-    }
-}
+pub(crate) use key_split::{BreakGlassExport, KeySplit};
+pub(crate) use record::{InitRecord, InitRecordError};
 
 /// The split parameters, for callers.
 #[derive(Debug, Clone, Copy)]
@@ -407,7 +87,7 @@ impl OpenKeys {
         let data = DataKey::generate()?;
         let wrapped = root.wrap(&data)?;
         let record = InitRecord {
-            created: crate::secrets::now(),
+            created: crate::clock::now(),
             current: KeySplit::new(params, &wrapped),
             previous: None,
             break_glass_epoch: 0,
@@ -477,7 +157,7 @@ impl OpenKeys {
         *s = RootSplit { root, params };
     }
 
-    pub(crate) fn seal_value(
+    pub(crate) fn encrypt_value(
         &self,
         path: &str,
         version: u64,
@@ -488,15 +168,15 @@ impl OpenKeys {
             .seal(&value_aad(path, version, incarnation), plaintext)
     }
 
-    pub(crate) fn open_value(
+    pub(crate) fn decrypt_value(
         &self,
         path: &str,
         version: u64,
         incarnation: u64,
-        sealed: &[u8],
+        ciphertext: &[u8],
     ) -> Result<SecretBytes, CryptoError> {
         self.envelope
-            .open(&value_aad(path, version, incarnation), sealed)
+            .open(&value_aad(path, version, incarnation), ciphertext)
     }
 
     pub(crate) fn record_tag(&self, record: RecordType, key: &[u8], body: &[u8]) -> RecordTag {
@@ -537,67 +217,9 @@ fn value_aad(path: &str, version: u64, incarnation: u64) -> Aad<'_> {
     }
 }
 
-/// Index subsets of size `k` out of `n`, in lexicographic order.
-struct Subsets {
-    n: usize,
-    next: Option<Vec<usize>>,
-}
-
-impl Subsets {
-    fn new(n: usize, k: usize) -> Self {
-        Self {
-            n,
-            next: (k >= 1 && k <= n).then(|| (0..k).collect()),
-        }
-    }
-}
-
-impl Iterator for Subsets {
-    type Item = Vec<usize>;
-
-    fn next(&mut self) -> Option<Vec<usize>> {
-        let current = self.next.take()?;
-        let k = current.len();
-        let mut following = current.clone();
-        // Advance the rightmost index that can still move right.
-        let mut i = k;
-        while i > 0 {
-            i -= 1;
-            if following[i] < self.n - k + i {
-                following[i] += 1;
-                for j in i + 1..k {
-                    following[j] = following[j - 1] + 1;
-                }
-                self.next = Some(following);
-                break;
-            }
-        }
-        Some(current)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subsets_enumerate_every_combination_once() {
-        let all: Vec<_> = Subsets::new(4, 2).collect();
-        assert_eq!(
-            all,
-            vec![
-                vec![0, 1],
-                vec![0, 2],
-                vec![0, 3],
-                vec![1, 2],
-                vec![1, 3],
-                vec![2, 3]
-            ]
-        );
-        assert_eq!(Subsets::new(5, 3).count(), 10);
-        assert_eq!(Subsets::new(2, 3).count(), 0);
-        assert_eq!(Subsets::new(3, 0).count(), 0);
-    }
 
     fn params(shares: u8, threshold: u8, epoch: u32) -> ShareParams {
         ShareParams::new(shares, threshold, epoch).unwrap()
@@ -645,9 +267,13 @@ mod tests {
         let mut v3: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v3["format"], 2);
         v3["format"] = 3.into();
-        let e = InitRecord::decode(&serde_json::to_vec(&v3).unwrap()).unwrap_err();
+        let e = InitRecord::decode(&serde_json::to_vec(&v3).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("newer SPIKE"), "{e}");
-        let e = InitRecord::decode(br#"{"format":2,"bogus":1}"#).unwrap_err();
+        let e = InitRecord::decode(br#"{"format":2,"bogus":1}"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "init record is malformed");
     }
 
@@ -700,7 +326,7 @@ mod tests {
     #[test]
     fn rotation_rewraps_the_same_data_key_under_a_new_root_key() {
         let (keys, record) = OpenKeys::create(3, 2).unwrap();
-        let sealed = keys.seal_value("a/b", 1, 7, b"value").unwrap();
+        let ciphertext = keys.encrypt_value("a/b", 1, 7, b"value").unwrap();
         let (_, old) = keys.keeper_shares().unwrap();
         let (old_root, data) = record
             .current()
@@ -714,11 +340,11 @@ mod tests {
         assert_eq!(new_data.key_id(), data.key_id());
         assert!(!pending.current().opens_with(&old_root));
         assert!(pending.previous().unwrap().opens_with(&old_root));
-        // Values sealed before open after, with keys rebuilt from the new shares.
+        // Values encrypted before decrypt after, with keys rebuilt from the new shares.
         let reopened = OpenKeys::from_parts(new_root, new_data, p2);
         assert_eq!(
             reopened
-                .open_value("a/b", 1, 7, &sealed)
+                .decrypt_value("a/b", 1, 7, &ciphertext)
                 .unwrap()
                 .expose_secret(),
             b"value"

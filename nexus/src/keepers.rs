@@ -1,0 +1,268 @@
+//! Talking to keepers: fetching and pushing shares, and whether each keeper is reachable.
+//!
+//! This module only moves shares; what they mean (which split, when to open, when a change is
+//! confirmed) is decided by its callers. Reachability is learned from the share fetches the
+//! recovery timer makes every interval; a change of a keeper's state (unreachable, back, or
+//! answering with the wrong identity) is logged once, and the number of reachable keepers is
+//! exported as a gauge.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use spike_core::api::ShareBody;
+use spike_core::crypto::Share;
+use spike_core::id::{Builtin, TrustDomain};
+use spike_runtime::net::{ClientError, MtlsClient};
+use spike_runtime::svid::SvidSource;
+
+use crate::fault;
+
+/// A keeper that does not answer within this is treated as unreachable for this round (a
+/// frozen keeper accepts TCP but never finishes the handshake).
+const KEEPER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one keeper holds, as fetched.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    /// Its share of the split it was last given.
+    pub(crate) current: Option<ShareBody>,
+    /// The share of the split it keeps while a rotation or rekey is unconfirmed.
+    pub(crate) previous: Option<ShareBody>,
+}
+
+/// The last thing a keeper's answers showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Reach {
+    /// Not asked yet.
+    Unknown = 0,
+    /// Answered as itself.
+    Reachable = 1,
+    /// No answer (connect, handshake timeout, HTTP failure).
+    Unreachable = 2,
+    /// Refused by the TLS check of its identity, or serving another keeper's share.
+    WrongIdentity = 3,
+}
+
+impl Reach {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Reachable,
+            2 => Self::Unreachable,
+            3 => Self::WrongIdentity,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// One configured keeper.
+struct Keeper {
+    index: u8,
+    client: MtlsClient,
+    reach: AtomicU8,
+}
+
+impl Keeper {
+    /// Records what the latest answer showed; logs only when it differs from the last one.
+    fn observe(&self, now: Reach, why: Option<&dyn std::fmt::Display>) {
+        let before = Reach::from_u8(self.reach.swap(now as u8, Ordering::Relaxed));
+        if before == now {
+            return;
+        }
+        let (keeper, addr) = (self.index, self.client.addr());
+        let why = why.map(ToString::to_string).unwrap_or_default();
+        match (before, now) {
+            (Reach::Unknown, Reach::Reachable) => {
+                tracing::info!(keeper, %addr, "keeper is reachable");
+            }
+            (_, Reach::Reachable) => {
+                tracing::info!(keeper, %addr, "keeper is reachable again");
+            }
+            (_, Reach::Unreachable) => {
+                tracing::warn!(keeper, %addr, error = %why, "keeper is unreachable");
+            }
+            (_, Reach::WrongIdentity) => {
+                tracing::warn!(
+                    keeper,
+                    %addr,
+                    error = %why,
+                    "keeper answered with the wrong identity (or failed the TLS check); its shares are ignored"
+                );
+            }
+            (_, Reach::Unknown) => {}
+        }
+    }
+
+    /// `GET path`: the share, `None` when the keeper holds none, `Err` when it did not answer
+    /// as itself.
+    async fn get(&self, path: &str) -> Result<Option<ShareBody>, ()> {
+        match self.client.send(Method::GET, path, None).await {
+            Ok(r) if r.status == StatusCode::OK => {
+                match serde_json::from_slice::<ShareBody>(&r.body) {
+                    Ok(body) if body.share.index() == self.index => Ok(Some(body)),
+                    Ok(body) => {
+                        let why = format!("it serves the share of keeper {}", body.share.index());
+                        self.observe(Reach::WrongIdentity, Some(&why));
+                        Err(())
+                    }
+                    Err(e) => {
+                        tracing::debug!(keeper = self.index, error = %e, "keeper sent a bad share body");
+                        Ok(None)
+                    }
+                }
+            }
+            Ok(r) => {
+                if r.status != StatusCode::NOT_FOUND {
+                    tracing::debug!(keeper = self.index, status = %r.status, "keeper answered unexpectedly");
+                }
+                Ok(None)
+            }
+            Err(e @ ClientError::Tls { .. }) => {
+                self.observe(Reach::WrongIdentity, Some(&e));
+                Err(())
+            }
+            Err(e) => {
+                self.observe(Reach::Unreachable, Some(&e));
+                Err(())
+            }
+        }
+    }
+
+    async fn fetch(&self, with_previous: bool) -> Held {
+        let Ok(current) = self.get("/v1/share").await else {
+            return Held::default();
+        };
+        self.observe(Reach::Reachable, None);
+        let previous = if with_previous {
+            self.get("/v1/share/previous").await.ok().flatten()
+        } else {
+            None
+        };
+        Held { current, previous }
+    }
+
+    async fn push(&self, share: &Share, epoch: u32, keep: Option<u32>) -> bool {
+        let body = ShareBody {
+            share: share.clone(),
+            epoch,
+        };
+        let Ok(bytes) = serde_json::to_vec(&body) else {
+            return false;
+        };
+        let path = match keep {
+            Some(k) => format!("/v1/share?keep={k}"),
+            None => "/v1/share".to_owned(),
+        };
+        match self.client.send(Method::PUT, &path, Some(bytes)).await {
+            Ok(r) if r.status.is_success() => true,
+            Ok(r) => {
+                tracing::warn!(keeper = self.index, status = %r.status, "keeper refused its share");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(keeper = self.index, error = %e, "keeper unreachable");
+                false
+            }
+        }
+    }
+}
+
+/// The configured keepers, keeper `i` (1-based) at position `i - 1`.
+pub(crate) struct Keepers(Vec<Keeper>);
+
+impl Keepers {
+    /// Clients for `addrs`, each checking that its server is `spike/keeper/<i>`.
+    pub(crate) fn new(
+        td: &TrustDomain,
+        addrs: &[String],
+        source: &Arc<dyn SvidSource>,
+    ) -> Result<Self, spike_runtime::tls::TlsError> {
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let index = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                let client =
+                    MtlsClient::new(addr.clone(), Builtin::Keeper(index).id(td), source.clone())?
+                        .with_timeout(KEEPER_CALL_TIMEOUT);
+                Ok(Keeper {
+                    index,
+                    client,
+                    reach: AtomicU8::new(Reach::Unknown as u8),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    /// How many keepers are configured.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// How many keepers answered as themselves last time they were asked.
+    pub(crate) fn reachable(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|k| Reach::from_u8(k.reach.load(Ordering::Relaxed)) == Reach::Reachable)
+            .count()
+    }
+
+    /// Asks every keeper for its share, and for its previous one when `with_previous` (only
+    /// kept while a rotation or rekey is unconfirmed). One entry per keeper, in index order.
+    pub(crate) async fn fetch(&self, with_previous: bool) -> Vec<(u8, Held)> {
+        let calls = self
+            .0
+            .iter()
+            .map(|k| async move { (k.index, k.fetch(with_previous).await) });
+        futures::future::join_all(calls).await
+    }
+
+    /// Sends keeper `i` share `i` of split `epoch`, asking it to keep its share of split
+    /// `keep` too; returns how many acknowledged. `step` names the caller for the fault hook.
+    pub(crate) async fn push(
+        &self,
+        step: &str,
+        epoch: u32,
+        shares: &[Share],
+        keep: Option<u32>,
+    ) -> u8 {
+        let mut acked = 0u8;
+        if fault::armed() {
+            // One at a time, so the hook can stop after exactly n acknowledgements.
+            for (k, share) in self.0.iter().zip(shares) {
+                if k.push(share, epoch, keep).await {
+                    acked = acked.saturating_add(1);
+                    fault::step(&format!("{step}:pushed:{acked}")).await;
+                }
+            }
+            return acked;
+        }
+        let calls = self
+            .0
+            .iter()
+            .zip(shares)
+            .map(|(k, share)| k.push(share, epoch, keep));
+        for ok in futures::future::join_all(calls).await {
+            acked = acked.saturating_add(u8::from(ok));
+        }
+        acked
+    }
+
+    /// Sends one keeper (by 1-based index) its share; true if it acknowledged.
+    pub(crate) async fn push_one(&self, share: &Share, epoch: u32, keep: Option<u32>) -> bool {
+        match self.0.iter().find(|k| k.index == share.index()) {
+            Some(k) => k.push(share, epoch, keep).await,
+            None => false,
+        }
+    }
+}
+
+/// Every fetched share, as `(keeper index, share)`.
+pub(crate) fn flatten(held: Vec<(u8, Held)>) -> Vec<(u8, ShareBody)> {
+    held.into_iter()
+        .flat_map(|(i, h)| h.current.into_iter().chain(h.previous).map(move |b| (i, b)))
+        .collect()
+}
