@@ -34,6 +34,7 @@
 
 mod attest;
 mod ca;
+pub mod config;
 mod hpack;
 pub mod proto;
 mod registration;

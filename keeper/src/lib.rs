@@ -13,9 +13,12 @@
 //! finds `threshold` keepers holding the old one (`GET /v1/share/previous`).
 #![warn(missing_docs)]
 
+mod config;
+
+pub use config::{KeeperArgs, KeeperSettings, spec};
+
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
@@ -24,15 +27,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use spike_core::api::ShareBody;
 use spike_core::error::{ApiError, ErrorCode};
 use spike_core::id::{Builtin, TrustDomain};
-use spike_runtime::config::{ConfigArgs, ConfigError, IdentityConfig, Loaded, Spec};
 use spike_runtime::net::{ConnLimits, serve_mtls, serve_plain_bounded};
-use spike_runtime::svid::IdentityArgs;
 use spike_runtime::svid::SvidSource;
-use spike_runtime::telemetry::LogFormat;
 use spike_runtime::tls::{PeerRule, server_config};
 
 /// Why a keeper could not start.
@@ -356,141 +356,5 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no share")
-    }
-}
-
-/// The `spike-keeper` command line. Every flag overrides the configuration file and the
-/// environment; `--set KEY=VALUE` reaches the keys without a flag of their own.
-#[derive(Debug, clap::Parser)]
-#[command(
-    name = "spike-keeper",
-    version,
-    about = "Holds one Shamir share of the SPIKE root key in memory and serves it only to Nexus.",
-    after_help = "Configuration: --config FILE (or SPIKE_CONFIG), SPIKE_KEEPER_* variables and \
-                  flags, in rising precedence. Every key: docs/configuration.md."
-)]
-pub struct KeeperArgs {
-    /// Where the SVID comes from.
-    #[command(flatten)]
-    pub identity: IdentityArgs,
-    /// The configuration file and `--print-config`.
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    /// mTLS API address (Nexus only) [default: 0.0.0.0:8443].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Plain-HTTP health address (/healthz, /readyz) [default: 0.0.0.0:8444].
-    #[arg(long, value_name = "ADDR")]
-    pub health_listen: Option<SocketAddr>,
-    /// Log format [default: text].
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-}
-
-/// The keeper configuration file. Every key has a default; unknown keys are refused.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KeeperSettings {
-    /// mTLS API address.
-    pub listen: SocketAddr,
-    /// Plain-HTTP health address.
-    pub health_listen: SocketAddr,
-    /// Log line format.
-    #[serde(with = "spike_runtime::config::log_format")]
-    pub log_format: LogFormat,
-    /// `[identity]`: where the SVID comes from.
-    pub identity: IdentityConfig,
-    /// `[server]`: connection limits of the mTLS API.
-    pub server: ConnLimits,
-}
-
-impl Default for KeeperSettings {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
-            health_listen: SocketAddr::from(([0, 0, 0, 0], 8444)),
-            log_format: LogFormat::Text,
-            identity: IdentityConfig::default(),
-            // A keeper has one client (Nexus), which reconnects every few seconds.
-            server: ConnLimits {
-                max_connections: 64,
-                drain_timeout: Duration::from_secs(5),
-                ..ConnLimits::default()
-            },
-        }
-    }
-}
-
-/// Environment variables that start with `SPIKE_KEEPER_` but are no keeper setting: the dev
-/// agent's selector for keeper identities.
-const FOREIGN_ENV: &[&str] = &["SPIKE_KEEPER_INDEX"];
-
-/// How the keeper keys map to environment variables and flags.
-pub fn spec() -> Spec {
-    let mut spec = Spec::new("spike-keeper", "SPIKE_KEEPER_")
-        .with_identity()
-        .env("log_format", "SPIKE_LOG_FORMAT")
-        .flag("listen", "listen")
-        .flag("health_listen", "health_listen")
-        .flag("log_format", "log_format");
-    for var in FOREIGN_ENV {
-        spec = spec.foreign_env(var);
-    }
-    spec
-}
-
-/// Loads the configuration of a `spike-keeper` started with `matches`.
-pub fn load(
-    cmd: &clap::Command,
-    matches: &clap::ArgMatches,
-    args: &KeeperArgs,
-) -> Result<Loaded<KeeperSettings>, ConfigError> {
-    spec().load_cli(cmd, matches, &args.config)
-}
-
-impl KeeperSettings {
-    /// Checks the settings; returns the addresses, identity and limits to start with.
-    pub fn check(&self) -> Result<(KeeperAddrs, IdentityArgs, ConnLimits), ConfigError> {
-        self.server.validate().map_err(ConfigError::Invalid)?;
-        Ok((
-            KeeperAddrs {
-                api: self.listen,
-                health: self.health_listen,
-            },
-            self.identity.to_args()?,
-            self.server,
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use clap::CommandFactory;
-
-    use super::*;
-
-    #[test]
-    fn docs_list_every_key_with_its_env_flag_and_default() {
-        let doc = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
-        )
-        .unwrap();
-        let rows = spec()
-            .reference::<KeeperSettings>(&KeeperArgs::command())
-            .unwrap();
-        if let Err(e) = spike_runtime::config::check_reference(&doc, "spike-keeper", &rows) {
-            panic!("{e}");
-        }
-    }
-
-    #[test]
-    fn defaults_are_valid_and_bad_limits_refused() {
-        assert!(KeeperSettings::default().check().is_ok());
-        let mut s = KeeperSettings::default();
-        s.server.max_headers = 0;
-        let e = s.check().unwrap_err().to_string();
-        assert!(e.contains("server.max_headers"), "{e}");
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use spike_core::id::TrustDomain;
 use spike_core::path::{MAX_PATH_DEPTH_CEILING, MAX_PATH_LEN_CEILING, PathLimits};
-use spike_runtime::config::{ConfigArgs, ConfigError, IdentityConfig, Loaded, Spec};
+use spike_runtime::config::service::ServerArgs;
+use spike_runtime::config::{ConfigError, IdentityConfig, Spec};
 use spike_runtime::net::ConnLimits;
 use spike_runtime::svid::IdentityArgs;
 use spike_runtime::telemetry::LogFormat;
@@ -89,22 +90,13 @@ pub struct NexusAddrs {
     version,
     about = "SPIKE Nexus: the secret store. Starts sealed and opens itself once `threshold` \
              keepers hand back their shares of the root key.",
-    after_help = "Configuration: --config FILE (or SPIKE_CONFIG), SPIKE_NEXUS_* variables and \
+    after_help = "Configuration: --config FILE (or SPIKE_NEXUS_CONFIG), SPIKE_NEXUS_* variables and \
                   flags, in rising precedence. Every key: docs/configuration.md."
 )]
 pub struct NexusArgs {
-    /// Where the SVID comes from.
+    /// Identity, configuration and listener flags.
     #[command(flatten)]
-    pub identity: IdentityArgs,
-    /// The configuration file and `--print-config`.
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    /// mTLS API address [default: 0.0.0.0:8553].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Plain-HTTP address for /healthz, /readyz and /metrics [default: 0.0.0.0:8554].
-    #[arg(long, value_name = "ADDR")]
-    pub health_listen: Option<SocketAddr>,
+    pub server: ServerArgs,
     /// Keeper API addresses (host:port), in keeper-index order: the i-th must present
     /// spiffe://<td>/spike/keeper/<i>. Repeat the flag or separate with commas.
     #[arg(long = "keeper", value_name = "ADDR", value_delimiter = ',')]
@@ -115,15 +107,12 @@ pub struct NexusArgs {
     /// Audit log file [default: <data-dir>/audit.log; required without a data directory].
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
-    /// How often keepers are polled while sealed and checked while open [default: 2s].
+    /// How often keepers are polled while sealed and checked while open.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keeper_interval: Option<Duration>,
-    /// Versions kept per secret [default: 10].
-    #[arg(long, value_name = "N")]
+    /// Versions kept per secret.
+    #[arg(id = "limits.max_versions", long = "max-versions", value_name = "N")]
     pub max_versions: Option<u32>,
-    /// Log format [default: text].
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
 }
 
 /// The Nexus configuration file. Every key has a default; unknown keys are refused.
@@ -220,36 +209,14 @@ impl Default for LimitSettings {
     }
 }
 
-/// Environment variables that start with `SPIKE_NEXUS_` but belong to the `spike` CLI.
-const CLI_ENV: &[&str] = &["SPIKE_NEXUS_ADDR"];
-
-/// How the Nexus keys map to environment variables and flags.
+/// How the Nexus keys map to environment variables. `SPIKE_NEXUS_ADDR` starts with the
+/// Nexus prefix but is the `spike` CLI's.
 pub fn spec() -> Spec {
-    let mut spec = Spec::new("spike-nexus", "SPIKE_NEXUS_")
-        .with_identity()
-        .env("log_format", "SPIKE_LOG_FORMAT")
+    Spec::service("spike-nexus", "SPIKE_NEXUS_")
         .env_alias("limits.max_versions", "SPIKE_NEXUS_MAX_VERSIONS")
-        .flag("listen", "listen")
-        .flag("health_listen", "health_listen")
-        .flag("keepers", "keepers")
-        .flag("data_dir", "data_dir")
-        .flag("audit_log", "audit_log")
-        .flag("keeper_interval", "keeper_interval")
-        .flag("max_versions", "limits.max_versions")
-        .flag("log_format", "log_format");
-    for var in CLI_ENV {
-        spec = spec.foreign_env(var);
-    }
-    spec
-}
-
-/// Loads the configuration of a `spike-nexus` started with `matches`.
-pub fn load(
-    cmd: &clap::Command,
-    matches: &clap::ArgMatches,
-    args: &NexusArgs,
-) -> Result<Loaded<NexusSettings>, ConfigError> {
-    spec().load_cli(cmd, matches, &args.config)
+        .path("data_dir")
+        .path("audit_log")
+        .foreign_env("SPIKE_NEXUS_ADDR")
 }
 
 /// A checked configuration, ready to start Nexus.
@@ -369,23 +336,8 @@ fn check_rate(name: &str, rate: Rate) -> Result<(), ConfigError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use clap::CommandFactory;
-
     use super::*;
-
-    #[test]
-    fn docs_list_every_key_with_its_env_flag_and_default() {
-        let doc = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
-        )
-        .unwrap();
-        let rows = spec()
-            .reference::<NexusSettings>(&NexusArgs::command())
-            .unwrap();
-        if let Err(e) = spike_runtime::config::check_reference(&doc, "spike-nexus", &rows) {
-            panic!("{e}");
-        }
-    }
+    use spike_runtime::config::Loaded;
 
     #[test]
     fn defaults_match_the_runtime_defaults() {

@@ -2,50 +2,23 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::CommandFactory;
 use spike_core::id::Builtin;
 use spike_nexus::NexusListeners;
-use spike_nexus::config::{self, NexusArgs, Runtime};
+use spike_nexus::config::{self, NexusArgs, NexusSettings, Runtime};
 use spike_runtime::net::shutdown_signal;
-use spike_runtime::telemetry;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    spike_runtime::tls::install_crypto_provider();
-    let cmd = NexusArgs::command();
-    let matches = cmd.clone().get_matches();
-    let args = NexusArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let loaded = match config::load(&cmd, &matches, &args) {
-        Ok(l) => l,
-        Err(e) => return config_error(&e),
-    };
-    if args.config.print_config {
-        for w in &loaded.warnings {
-            eprintln!("warning: {w}");
-        }
-        return match config::spec().render(&loaded.config) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => config_error(&e),
-        };
-    }
-    let runtime = match loaded.config.into_runtime() {
-        Ok(r) => r,
-        Err(e) => return config_error(&e),
-    };
-    telemetry::init(runtime.log_format);
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    telemetry::exit_code(run(runtime).await)
-}
-
-/// A configuration error: said once, exit status 2 (like a usage error).
-fn config_error(e: &spike_runtime::config::ConfigError) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(2)
+fn main() -> ExitCode {
+    spike_runtime::config::service::main(
+        NexusArgs::command(),
+        &config::spec(),
+        |s: NexusSettings| {
+            let rt = s.into_runtime()?;
+            let format = rt.log_format;
+            Ok((rt, format))
+        },
+        run,
+    )
 }
 
 async fn run(rt: Runtime) -> anyhow::Result<()> {

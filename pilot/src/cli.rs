@@ -26,17 +26,38 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// Parses a command line and records which configuration flags were typed on it: the
+    /// loader needs that besides the values, since a clap default or environment value must
+    /// not beat the configuration file.
+    pub fn try_parse_recording<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = crate::settings::command()
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))?;
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let mut cli = <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|e| e.format(&mut cmd))?;
+        cli.global.given = crate::settings::GivenFlags::from_matches(&cmd, &matches)
+            .map_err(|e| cmd.error(clap::error::ErrorKind::InvalidValue, e))?;
+        Ok(cli)
+    }
+}
+
 /// Options every command takes. They are the command line only: the effective settings
-/// (with the configuration file) come from [`crate::settings::load`].
+/// (with the configuration file) come from [`crate::settings::load`], and the defaults
+/// `--help` shows from [`crate::settings::CliSettings`]'s `Default`.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Which of the flags below were typed (not defaulted or taken from the environment).
-    /// First, so it sees the parsed values before the fields below take them.
-    #[command(flatten)]
+    /// Which of the flags below were typed (not defaulted or taken from the environment);
+    /// filled in by [`Cli::try_parse_recording`].
+    #[arg(skip)]
     pub given: crate::settings::GivenFlags,
-    /// TOML configuration file (see docs/configuration.md). Environment variables and flags
-    /// override it.
-    #[arg(long, global = true, env = spike_runtime::config::CONFIG_ENV, value_name = "FILE")]
+    /// TOML configuration file (see docs/configuration.md); also `SPIKE_CLI_CONFIG` (never a
+    /// service's `SPIKE_CONFIG`). Environment variables and flags override it.
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long, global = true)]
@@ -45,22 +66,17 @@ pub struct GlobalArgs {
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Nexus address (host:port).
-    #[arg(
-        long,
-        global = true,
-        env = "SPIKE_NEXUS_ADDR",
-        default_value = "127.0.0.1:8553"
-    )]
-    pub nexus: String,
+    #[arg(long, global = true, env = "SPIKE_NEXUS_ADDR", value_name = "ADDR")]
+    pub nexus: Option<String>,
     /// Output format of read commands.
-    #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[arg(short, long, global = true, value_enum)]
+    pub output: Option<Output>,
     /// Identity flags.
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Per-request timeout.
-    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 /// Output formats.
@@ -120,6 +136,14 @@ pub struct SeedArgs {
     /// The seed file (YAML; `-` reads stdin). Schema: docs/seeding.md.
     #[arg(short, long)]
     pub file: PathBuf,
+    /// How the items are written.
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+/// How `spike seed` and `spike import` write what they read: in batches, several at once.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
     /// Only show what would change (create, update, unchanged per item); write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -127,11 +151,16 @@ pub struct SeedArgs {
     #[arg(short, long)]
     pub quiet: bool,
     /// Secrets per batch request (Nexus refuses more than its `max_batch_items`, 500 by default).
-    #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS)]
+    #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS, value_parser = at_least_one())]
     pub batch_size: usize,
     /// Batch requests in flight at once (one connection each).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
     pub parallel: usize,
+}
+
+/// A count that must be at least 1 (clap refuses 0 as a usage error, exit status 2).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 /// `spike import ...`
@@ -182,18 +211,9 @@ pub struct ImportArgs {
     /// importing it.
     #[arg(long, conflicts_with = "from_file")]
     pub export_to: Option<PathBuf>,
-    /// Only show what would change; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print only failures and the summary.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Secrets per batch request.
-    #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS)]
-    pub batch_size: usize,
-    /// Batch requests in flight at once.
-    #[arg(long, default_value_t = 4)]
-    pub parallel: usize,
+    /// How the secrets are written.
+    #[command(flatten)]
+    pub upload: UploadArgs,
 }
 
 /// `spike secret ...`
@@ -381,6 +401,39 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_and_import_share_the_upload_flags_and_refuse_zero() {
+        for cmd in [&["seed", "-f", "x.yaml"][..], &["import", "openbao"][..]] {
+            let args = |extra: &[&'static str]| {
+                ["spike"]
+                    .into_iter()
+                    .chain(cmd.iter().copied())
+                    .chain(extra.iter().copied())
+                    .collect::<Vec<_>>()
+            };
+            let cli = Cli::try_parse_from(args(&[
+                "--batch-size",
+                "7",
+                "--parallel",
+                "2",
+                "-q",
+                "--dry-run",
+            ]))
+            .unwrap();
+            let upload = match cli.command {
+                Some(Command::Seed(a)) => a.upload,
+                Some(Command::Import(ImportCmd::Openbao(a))) => a.upload,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!((upload.batch_size, upload.parallel), (7, 2));
+            assert!(upload.quiet && upload.dry_run);
+            for zero in [["--batch-size", "0"], ["--parallel", "0"]] {
+                let e = Cli::try_parse_from(args(&zero)).unwrap_err();
+                assert_eq!(e.exit_code(), 2, "{e}");
+            }
+        }
     }
 
     #[test]

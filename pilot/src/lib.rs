@@ -38,7 +38,9 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     // Commands that need no identity, or tolerate its absence.
     let Some(command) = cli.command else {
         // What clap does for a missing subcommand: show the commands, exit 2.
-        let help = <Cli as clap::CommandFactory>::command().render_help();
+        let help = settings::command()
+            .map_err(|e| CliError::Usage(e.to_string()))?
+            .render_help();
         eprintln!("{help}");
         return Err(CliError::Usage("a command is missing".into()));
     };
@@ -99,11 +101,13 @@ const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Prints an error with its hint and returns the exit code.
 pub fn report(e: &CliError) -> ExitCode {
-    eprintln!("error: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        eprintln!("  caused by: {s}");
-        source = s.source();
+    // Each cause once: an error that already shows its source's text is not followed by it.
+    let mut causes = spike_runtime::config::service::causes(e).into_iter();
+    if let Some(first) = causes.next() {
+        eprintln!("error: {first}");
+    }
+    for cause in causes {
+        eprintln!("  caused by: {cause}");
     }
     if let Some(h) = e.hint() {
         eprintln!("hint: {h}");

@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use spike::cli::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     spike_runtime::tls::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_recording(std::env::args_os()).unwrap_or_else(|e| e.exit());
     // Commands print results on stdout; logs (warnings and up unless RUST_LOG says otherwise)
     // go to stderr so scripts can parse stdout.
     let default = if matches!(cli.command, Some(spike::cli::Command::Dev(_))) {

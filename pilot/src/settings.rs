@@ -1,18 +1,18 @@
 //! The `spike` CLI's configuration, in the format every SPIKE binary shares
-//! ([`spike_runtime::config`]): defaults, then `--config FILE` (or `SPIKE_CONFIG`), then
+//! ([`spike_runtime::config`]): defaults, then `--config FILE` (or `SPIKE_CLI_CONFIG`), then
 //! environment variables, then flags.
 //!
 //! The CLI's flags are global (they may follow the subcommand) and keep the defaults and
 //! environment variables clap shows in `--help`; only the values typed on the command line
-//! count as the flag layer ([`GivenFlags`]), so the file can still override a default.
+//! count as the flag layer ([`GivenFlags`]), so the file can still override a default. A flag
+//! sets the key its clap argument id names (`nexus`, `identity.svid_cert`, ...).
 
 use std::time::Duration;
 
-use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize};
 use spike_runtime::config::{ConfigError, FlagValue, IdentityConfig, Loaded, Spec};
 
-use crate::cli::{GlobalArgs, Output};
+use crate::cli::{Cli, GlobalArgs, Output};
 
 /// The `spike` configuration file. Every key has a default; unknown keys are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,30 +41,19 @@ impl Default for CliSettings {
     }
 }
 
-/// The clap argument ids of the named flags and the keys they set (the ids are the field
-/// names of [`GlobalArgs`] and [`spike_runtime::svid::IdentityArgs`]).
-const FLAGS: [(&str, &str); 9] = [
-    ("nexus", "nexus"),
-    ("timeout", "timeout"),
-    ("output", "output"),
-    ("trust_domain", "identity.trust_domain"),
-    ("spiffe_endpoint_socket", "identity.spiffe_endpoint_socket"),
-    ("svid_cert", "identity.svid_cert"),
-    ("svid_key", "identity.svid_key"),
-    ("svid_bundle", "identity.svid_bundle"),
-    ("svid_timeout", "identity.svid_timeout"),
-];
-
-/// How the `spike` keys map to environment variables and flags. `nexus` keeps its
-/// long-standing `SPIKE_NEXUS_ADDR`; the prefix `SPIKE_CLI_` keeps the CLI's own variables
-/// apart from the services' (`SPIKE_NEXUS_*`, `SPIKE_KEEPER_*`), which share its shells.
+/// How the `spike` keys map to environment variables. `nexus` keeps its long-standing
+/// `SPIKE_NEXUS_ADDR`; the prefix `SPIKE_CLI_` keeps the CLI's own variables (and its file,
+/// `SPIKE_CLI_CONFIG`) apart from the services' (`SPIKE_NEXUS_*`, `SPIKE_KEEPER_*`,
+/// `SPIKE_CONFIG`), which share its shells.
 pub fn spec() -> Spec {
     Spec::new("spike", "SPIKE_CLI_")
         .with_identity()
-        .env("nexus", "SPIKE_NEXUS_ADDR")
-        .flag("nexus", "nexus")
-        .flag("timeout", "timeout")
-        .flag("output", "output")
+        .env_of(&<Cli as clap::CommandFactory>::command())
+}
+
+/// The `spike` command, its `--help` showing the defaults of [`CliSettings`].
+pub fn command() -> Result<clap::Command, ConfigError> {
+    spec().show_defaults::<CliSettings>(<Cli as clap::CommandFactory>::command())
 }
 
 /// Loads the effective settings of a command line with the process environment.
@@ -82,65 +71,24 @@ pub fn load_with_env(
     spec().load(global.config.as_deref(), env, &flags)
 }
 
-/// The configuration flags typed on the command line, captured while clap builds
-/// [`GlobalArgs`] (clap's defaults and environment variables are left to the loader, so that
-/// the configuration file sits between them and the flags).
+/// The configuration flags typed on the command line (clap's defaults and environment
+/// variables are left to the loader, so that the configuration file sits between them and the
+/// flags). [`crate::cli::Cli::try_parse_recording`] fills it in.
 #[derive(Debug, Clone, Default)]
 pub struct GivenFlags(Vec<FlagValue>);
 
 impl GivenFlags {
-    /// The keys set by flags, in the order of [`FLAGS`].
+    /// The flags of `matches` that set a key.
+    pub fn from_matches(
+        cmd: &clap::Command,
+        matches: &clap::ArgMatches,
+    ) -> Result<Self, ConfigError> {
+        spike_runtime::config::flag_values::<CliSettings>(cmd, matches).map(Self)
+    }
+
+    /// The keys set by flags, in the order of the configuration's keys.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|f| f.key.as_str())
-    }
-}
-
-impl clap::FromArgMatches for GivenFlags {
-    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        let mut out = Vec::new();
-        for (id, key) in FLAGS {
-            // An id this command line does not define is simply not given.
-            let Ok(Some(raw)) = matches.try_get_raw(id) else {
-                continue;
-            };
-            if matches.value_source(id) != Some(ValueSource::CommandLine) {
-                continue;
-            }
-            let origin = format!("--{}", id.replace('_', "-"));
-            let values = raw
-                .map(|v| {
-                    v.to_str().map(str::to_owned).ok_or_else(|| {
-                        clap::Error::raw(
-                            clap::error::ErrorKind::InvalidUtf8,
-                            format!("{origin} is not valid UTF-8\n"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            out.push(FlagValue {
-                key: key.to_owned(),
-                values,
-                origin,
-                repeated: false,
-            });
-        }
-        Ok(Self(out))
-    }
-
-    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(matches)?;
-        Ok(())
-    }
-}
-
-impl clap::Args for GivenFlags {
-    /// Adds no argument: the flags are [`GlobalArgs`]' own.
-    fn augment_args(cmd: clap::Command) -> clap::Command {
-        cmd
-    }
-
-    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        cmd
     }
 }
 
@@ -169,26 +117,20 @@ mod output_format {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::path::Path;
+    use std::path::PathBuf;
 
-    use clap::{CommandFactory, Parser};
+    use clap::CommandFactory;
 
     use super::*;
-    use crate::cli::Cli;
 
-    /// Parses a command line; a `SPIKE_CONFIG` of the shell running the tests is ignored.
+    /// Parses a command line.
     fn parse(args: &[&str]) -> Cli {
-        let mut cli =
-            Cli::try_parse_from(std::iter::once("spike").chain(args.iter().copied())).unwrap();
-        if !args.contains(&"--config") {
-            cli.global.config = None;
-        }
-        cli
+        Cli::try_parse_recording(std::iter::once("spike").chain(args.iter().copied())).unwrap()
     }
 
     /// The `[default: ...]` of a flag, as clap shows it.
     fn clap_default(id: &str) -> String {
-        let cmd = Cli::command();
+        let cmd = command().unwrap();
         let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
         arg.get_default_values()[0].to_str().unwrap().to_owned()
     }
@@ -206,16 +148,47 @@ mod tests {
             .collect()
     }
 
+    /// The one check of docs/configuration.md: every binary's table lists each of its keys
+    /// with the variable, flag and default its declaration gives (the CLI reaches the
+    /// services' crates anyway, for `spike dev`).
     #[test]
-    fn docs_list_every_key_with_its_env_flag_and_default() {
+    fn docs_list_every_key_of_every_binary() {
+        use spike_runtime::config::{KeyDoc, check_reference};
         let doc = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
         )
         .unwrap();
-        let rows = spec().reference::<CliSettings>(&Cli::command()).unwrap();
-        if let Err(e) = spike_runtime::config::check_reference(&doc, "spike", &rows) {
-            panic!("{e}");
-        }
+        let tables: [(&str, Vec<KeyDoc>); 4] = [
+            (
+                "spike-nexus",
+                spike_nexus::config::spec()
+                    .reference::<spike_nexus::NexusSettings>(&spike_nexus::NexusArgs::command())
+                    .unwrap(),
+            ),
+            (
+                "spike-keeper",
+                spike_keeper::spec()
+                    .reference::<spike_keeper::KeeperSettings>(&spike_keeper::KeeperArgs::command())
+                    .unwrap(),
+            ),
+            (
+                "spike-agent",
+                spike_agent::config::spec()
+                    .reference::<spike_agent::config::AgentSettings>(
+                        &spike_agent::config::AgentArgs::command(),
+                    )
+                    .unwrap(),
+            ),
+            (
+                "spike",
+                spec().reference::<CliSettings>(&Cli::command()).unwrap(),
+            ),
+        ];
+        let problems: Vec<String> = tables
+            .iter()
+            .filter_map(|(heading, rows)| check_reference(&doc, heading, rows).err())
+            .collect();
+        assert!(problems.is_empty(), "{}", problems.join("\n\n"));
     }
 
     #[test]
@@ -232,11 +205,11 @@ mod tests {
         assert_eq!(clap_default("output"), "text");
         assert_eq!(
             s.identity.trust_domain.as_str(),
-            clap_default("trust_domain")
+            clap_default("identity.trust_domain")
         );
         assert_eq!(
             s.identity.svid_timeout,
-            humantime::parse_duration(&clap_default("svid_timeout")).unwrap()
+            humantime::parse_duration(&clap_default("identity.svid_timeout")).unwrap()
         );
     }
 
@@ -309,13 +282,88 @@ mod tests {
     }
 
     #[test]
-    fn spike_config_names_the_file() {
+    fn spike_cli_config_names_the_file_and_a_services_variable_does_not() {
         let f = file("nexus = \"file:2\"\n");
-        // clap reads SPIKE_CONFIG; the equivalent command line is `--config`.
-        let cli = parse(&["status", "--config", &f.path().display().to_string()]);
+        let path = f.path().display().to_string();
+        let cli = parse(&["status", "--config", &path]);
         assert_eq!(cli.global.config.as_deref(), Some(f.path()));
         let s = load_with_env(&cli.global, &[]).unwrap().config;
         assert_eq!(s.nexus, "file:2");
+        let cli = parse(&["status"]);
+        let s = load_with_env(&cli.global, &env(&[("SPIKE_CLI_CONFIG", &path)]))
+            .unwrap()
+            .config;
+        assert_eq!(s.nexus, "file:2");
+        // A shell exporting a service's file for spike-nexus does not hand it to the CLI.
+        let services = env(&[("SPIKE_CONFIG", &path), ("SPIKE_NEXUS_CONFIG", &path)]);
+        let l = load_with_env(&cli.global, &services).unwrap();
+        assert_eq!(l.config, CliSettings::default());
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn pem_files_combine_across_layers_key_by_key() {
+        // Cert and key as flags, the bundle from another layer: clap must not insist on all
+        // three flags (it did: "required arguments were not provided").
+        let cli = parse(&["--svid-cert", "c.pem", "--svid-key", "k.pem", "status"]);
+        let want = (
+            Some(PathBuf::from("c.pem")),
+            Some(PathBuf::from("k.pem")),
+            Some(PathBuf::from("b.pem")),
+        );
+        let got = |s: CliSettings| {
+            (
+                s.identity.svid_cert,
+                s.identity.svid_key,
+                s.identity.svid_bundle,
+            )
+        };
+        let s = load_with_env(&cli.global, &env(&[("SPIKE_SVID_BUNDLE", "b.pem")]))
+            .unwrap()
+            .config;
+        assert_eq!(got(s.clone()), want);
+        assert!(s.identity.to_args().is_ok());
+        let cli = parse(&[
+            "--svid-cert",
+            "c.pem",
+            "--svid-key",
+            "k.pem",
+            "status",
+            "--set",
+            "identity.svid_bundle=b.pem",
+        ]);
+        assert_eq!(got(load_with_env(&cli.global, &[]).unwrap().config), want);
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("cli.toml");
+        std::fs::write(&conf, "[identity]\nsvid_bundle = \"/b.pem\"\n").unwrap();
+        let conf = conf.display().to_string();
+        let cli = parse(&[
+            "--config",
+            &conf,
+            "--svid-cert",
+            "/c.pem",
+            "--svid-key",
+            "/k.pem",
+            "status",
+        ]);
+        let s = load_with_env(&cli.global, &[]).unwrap().config;
+        assert_eq!(
+            got(s),
+            (
+                Some(PathBuf::from("/c.pem")),
+                Some(PathBuf::from("/k.pem")),
+                Some(PathBuf::from("/b.pem"))
+            )
+        );
+        // Only some of the three in the end is still refused, naming all three.
+        let cli = parse(&["--svid-cert", "c.pem", "status"]);
+        let e = load_with_env(&cli.global, &[])
+            .unwrap()
+            .config
+            .identity
+            .to_args()
+            .unwrap_err();
+        assert!(e.to_string().contains("identity.svid_bundle"), "{e}");
     }
 
     #[test]

@@ -660,12 +660,16 @@ impl SourceConfig {
     }
 }
 
-/// Command-line flags every service uses to find its identity.
+/// Command-line flags every service uses to find its identity. Each argument id is the key it
+/// sets in the `[identity]` section ([`crate::config`]); whether the PEM files come together
+/// is checked on the merged configuration, so a file, variable or flag may give each one.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdentityArgs {
     /// Trust domain of this deployment.
     #[arg(
-        long,
+        id = "identity.trust_domain",
+        value_name = "TRUST_DOMAIN",
+        long = "trust-domain",
         global = true,
         env = "SPIKE_TRUST_DOMAIN",
         default_value = "spike.dev"
@@ -673,20 +677,52 @@ pub struct IdentityArgs {
     pub trust_domain: TrustDomain,
     /// SPIFFE Workload API endpoint (e.g. unix:///run/spire/agent.sock); ignored when PEM files
     /// are given.
-    #[arg(long, global = true, env = "SPIFFE_ENDPOINT_SOCKET")]
+    #[arg(
+        id = "identity.spiffe_endpoint_socket",
+        value_name = "URI",
+        long = "spiffe-endpoint-socket",
+        global = true,
+        env = "SPIFFE_ENDPOINT_SOCKET"
+    )]
     pub spiffe_endpoint_socket: Option<String>,
     /// X.509-SVID certificate chain (PEM). Use with --svid-key and --svid-bundle instead of the
     /// Workload API, e.g. with cert-manager's csi-driver-spiffe.
-    #[arg(long, global = true, env = "SPIKE_SVID_CERT", requires_all = ["svid_key", "svid_bundle"])]
+    #[arg(
+        id = "identity.svid_cert",
+        value_name = "FILE",
+        long = "svid-cert",
+        global = true,
+        env = "SPIKE_SVID_CERT"
+    )]
     pub svid_cert: Option<PathBuf>,
     /// X.509-SVID private key (PEM).
-    #[arg(long, global = true, env = "SPIKE_SVID_KEY", requires = "svid_cert")]
+    #[arg(
+        id = "identity.svid_key",
+        value_name = "FILE",
+        long = "svid-key",
+        global = true,
+        env = "SPIKE_SVID_KEY"
+    )]
     pub svid_key: Option<PathBuf>,
     /// Trust bundle (PEM CA certificates of the trust domain).
-    #[arg(long, global = true, env = "SPIKE_SVID_BUNDLE", requires = "svid_cert")]
+    #[arg(
+        id = "identity.svid_bundle",
+        value_name = "FILE",
+        long = "svid-bundle",
+        global = true,
+        env = "SPIKE_SVID_BUNDLE"
+    )]
     pub svid_bundle: Option<PathBuf>,
     /// How long to wait for a first SVID at start.
-    #[arg(long, global = true, env = "SPIKE_SVID_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(
+        id = "identity.svid_timeout",
+        value_name = "DURATION",
+        long = "svid-timeout",
+        global = true,
+        env = "SPIKE_SVID_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
     pub svid_timeout: Duration,
 }
 

@@ -32,16 +32,3 @@ pub fn init_with_default(format: LogFormat, default: &str) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
-
-/// Turns a service's result into its exit code, logging and printing the error (with its
-/// cause chain, which `{:#}` renders for `anyhow` errors) once.
-pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}

@@ -182,6 +182,12 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The configuration a successful `--print-config` printed.
+fn printed_config(out: &Output) -> toml::Table {
+    assert!(out.status.success(), "{}", text(out));
+    stdout(out).parse().unwrap()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -224,8 +230,7 @@ fn config_layers_print_and_refuse_unknown_keys() {
             ("SPIKE_NEXUS_LIMITS_MAX_PAGE", "50"),
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(
         printed["listen"].as_str(),
         Some("127.0.0.1:3000"),
@@ -254,17 +259,30 @@ fn config_layers_print_and_refuse_unknown_keys() {
         "default"
     );
 
-    // SPIKE_CONFIG names the file; the printed configuration is a valid file that prints the
-    // same again.
+    // SPIKE_NEXUS_CONFIG names the file; the printed configuration is a valid file that
+    // prints the same again.
     let again = dir.path().join("printed.toml");
     std::fs::write(&again, stdout(&out)).unwrap();
     let out2 = run(
         &b.nexus,
         &["--print-config"],
-        &[("SPIKE_CONFIG", again.to_str().unwrap())],
+        &[("SPIKE_NEXUS_CONFIG", again.to_str().unwrap())],
     );
     assert!(out2.status.success(), "{}", text(&out2));
     assert_eq!(stdout(&out2), stdout(&out));
+    // The shared SPIKE_CONFIG of older releases still works for a service, with a warning.
+    let out3 = run(
+        &b.nexus,
+        &["--print-config"],
+        &[("SPIKE_CONFIG", again.to_str().unwrap())],
+    );
+    assert!(out3.status.success(), "{}", text(&out3));
+    assert_eq!(stdout(&out3), stdout(&out));
+    assert!(
+        stderr(&out3).contains("SPIKE_CONFIG is deprecated"),
+        "{}",
+        text(&out3)
+    );
 
     // A typo in the file: refused with the key, the file and a suggestion; exit status 2.
     std::fs::write(&file, "[server]\nmax_conections = 5\n").unwrap();
@@ -349,8 +367,7 @@ fn config_layers_print_and_refuse_unknown_keys() {
         &["--config", kf.to_str().unwrap(), "--print-config"],
         &[("SPIKE_KEEPER_SERVER_DRAIN_TIMEOUT", "3s")],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(printed["server"]["max_connections"].as_integer(), Some(7));
     assert_eq!(printed["server"]["drain_timeout"].as_str(), Some("3s"));
     std::fs::write(&kf, "listn = \"127.0.0.1:1\"\n").unwrap();
@@ -363,10 +380,162 @@ fn config_layers_print_and_refuse_unknown_keys() {
         &["--svid-ttl", "10m", "--print-config"],
         &[("SPIKE_TRUST_DOMAIN", "example.org")],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let printed: toml::Table = stdout(&out).parse().unwrap();
+    let printed = printed_config(&out);
     assert_eq!(printed["svid_ttl"].as_str(), Some("10m"));
     assert_eq!(printed["trust_domain"].as_str(), Some("example.org"));
+}
+
+/// Each binary reads its own configuration variable: a shell exporting `SPIKE_CONFIG` or
+/// `SPIKE_NEXUS_CONFIG` for `spike-nexus` leaves the CLI alone.
+#[test]
+fn a_services_config_variable_does_not_reach_the_cli() {
+    let b = bins();
+    let dir = tempfile::tempdir().unwrap();
+    let nexus_file = dir.path().join("nexus.toml");
+    std::fs::write(&nexus_file, "keepers = [\"127.0.0.1:1\"]\n").unwrap();
+    let nf = nexus_file.to_str().unwrap();
+    let out = run(
+        &b.spike,
+        &["--print-config"],
+        &[("SPIKE_CONFIG", nf), ("SPIKE_NEXUS_CONFIG", nf)],
+    );
+    let printed = printed_config(&out);
+    assert_eq!(printed["nexus"].as_str(), Some("127.0.0.1:8553"));
+    let cli_file = dir.path().join("cli.toml");
+    std::fs::write(&cli_file, "nexus = \"127.0.0.1:9\"\n").unwrap();
+    let out = run(
+        &b.spike,
+        &["--print-config"],
+        &[
+            ("SPIKE_CLI_CONFIG", cli_file.to_str().unwrap()),
+            ("SPIKE_CONFIG", nf),
+        ],
+    );
+    let printed = printed_config(&out);
+    assert_eq!(printed["nexus"].as_str(), Some("127.0.0.1:9"));
+}
+
+/// The PEM files of an identity may come from different layers, key by key; relative paths
+/// in a file are relative to the file.
+#[test]
+fn identity_files_combine_across_layers() {
+    let b = bins();
+    let dir = tempfile::tempdir().unwrap();
+    let identity = |printed: &toml::Table| {
+        let id = &printed["identity"];
+        ["svid_cert", "svid_key", "svid_bundle"].map(|k| id[k].as_str().unwrap().to_owned())
+    };
+    let d = dir.path().display();
+    // The bundle from the environment, cert and key as flags.
+    let out = run(
+        &b.spike,
+        &[
+            "--svid-cert",
+            "/c.pem",
+            "--svid-key",
+            "/k.pem",
+            "--print-config",
+        ],
+        &[("SPIKE_SVID_BUNDLE", "/b.pem")],
+    );
+    let printed = printed_config(&out);
+    assert_eq!(identity(&printed), ["/c.pem", "/k.pem", "/b.pem"]);
+    // The same with a command that needs the SVID: no usage error (exit 2) about required
+    // arguments; it fails on the missing files instead.
+    let out = run(
+        &b.spike,
+        &[
+            "--svid-cert",
+            "/nonexistent/c.pem",
+            "--svid-key",
+            "/nonexistent/k.pem",
+            "status",
+        ],
+        &[("SPIKE_SVID_BUNDLE", "/nonexistent/b.pem")],
+    );
+    assert_ne!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        !stderr(&out).contains("required arguments"),
+        "{}",
+        text(&out)
+    );
+    // The bundle from --set.
+    let out = run(
+        &b.spike,
+        &[
+            "--svid-cert",
+            "/c.pem",
+            "--svid-key",
+            "/k.pem",
+            "--set",
+            "identity.svid_bundle=/b.pem",
+            "--print-config",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // Nexus: cert and key in the file (relative to it), the bundle as a flag.
+    let file = dir.path().join("nexus.toml");
+    std::fs::write(
+        &file,
+        "keepers = [\"127.0.0.1:1\"]\ndata_dir = \"data\"\n\
+         [identity]\nsvid_cert = \"tls/svid.pem\"\nsvid_key = \"tls/svid_key.pem\"\n",
+    )
+    .unwrap();
+    let out = run(
+        &b.nexus,
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--svid-bundle",
+            "/b.pem",
+            "--print-config",
+        ],
+        &[],
+    );
+    let printed = printed_config(&out);
+    assert_eq!(
+        identity(&printed),
+        [
+            format!("{d}/tls/svid.pem"),
+            format!("{d}/tls/svid_key.pem"),
+            "/b.pem".into()
+        ]
+    );
+    assert_eq!(
+        printed["data_dir"].as_str(),
+        Some(format!("{d}/data").as_str())
+    );
+}
+
+/// A service that cannot start says why on one line, each cause once.
+#[test]
+fn a_failure_to_start_is_said_once() {
+    let b = bins();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = spike_e2e::Pki::new(dir.path());
+    let svid = pki.svid("/spike/keeper/1");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut args = spike_e2e::identity_args(&svid);
+    args.extend([
+        "--listen".into(),
+        taken.local_addr().unwrap().to_string(),
+        "--health-listen".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    let log = dir.path().join("keeper.log");
+    let mut keeper = spike_e2e::Proc::spawn(&b.keeper, &args, log.clone(), "info");
+    let status = keeper.wait_exit(WAIT).expect("the keeper exits");
+    assert_eq!(status.code(), Some(1));
+    let out = std::fs::read_to_string(&log).unwrap();
+    let failures: Vec<&str> = out.lines().filter(|l| l.contains("in use")).collect();
+    assert_eq!(failures.len(), 1, "one line for the failure:\n{out}");
+    assert_eq!(
+        failures[0].matches("in use").count(),
+        1,
+        "each cause once:\n{out}"
+    );
+    assert!(failures[0].contains("ERROR"), "{out}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(a.io.file.as_deref(), Some(Path::new("in")));
         assert_eq!(a.io.out.as_deref(), Some(Path::new("out")));
         assert!(a.bind_caller && a.base64);
-        assert_eq!(cli.global.output, Output::Json);
+        assert_eq!(cli.global.output, Some(Output::Json));
         // The context is required (flag or SPIKE_CIPHER_CONTEXT).
         if std::env::var_os("SPIKE_CIPHER_CONTEXT").is_none() {
             assert!(Cli::try_parse_from(["spike", "cipher", "decrypt"]).is_err());

@@ -113,11 +113,6 @@ pub struct ExportVersion {
 /// Runs an import subcommand.
 pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResult<()> {
     let ImportCmd::Openbao(args) = cmd;
-    if args.batch_size == 0 || args.parallel == 0 {
-        return Err(CliError::Usage(
-            "--batch-size and --parallel must be at least 1".into(),
-        ));
-    }
     let export = match &args.from_file {
         Some(f) => read_export(f)?,
         None => read_server(&args).await?,
@@ -147,11 +142,11 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
             "note: {empty} secrets have no readable version (every version deleted or destroyed) and are skipped"
         );
     }
-    let pool = nexus.pool(args.parallel.min(sources.len().max(1)))?;
+    let pool = nexus.pool(args.upload.parallel.min(sources.len().max(1)))?;
     let opts = |dry_run| UploadOptions {
         dry_run,
-        batch_size: args.batch_size,
-        progress: out == Output::Text && !args.quiet,
+        batch_size: args.upload.batch_size,
+        progress: out == Output::Text && !args.upload.quiet,
     };
     // Compare each secret's current source version with SPIKE, writing nothing: this decides
     // which secrets are new (full history) and which exist (current version only).
@@ -171,7 +166,7 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
         upload(&pool, latest, opts(true)).await?
     };
     let mut results = Vec::with_capacity(check.len() + failed.len());
-    if args.dry_run {
+    if args.upload.dry_run {
         results.extend(check);
     } else {
         let mut fresh = Vec::new();
@@ -205,7 +200,7 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
     }
     results.append(&mut failed);
     results.sort_by(|a, b| a.path.cmp(&b.path));
-    report(out, args.dry_run, args.quiet, &[], &results)
+    report(out, args.upload.dry_run, args.upload.quiet, &[], &results)
 }
 
 /// A secret to import: its SPIKE path and its readable versions, oldest first.
@@ -387,7 +382,7 @@ async fn read_server(args: &ImportArgs) -> CliResult<ExportFile> {
     if mount.is_empty() {
         return Err(CliError::Usage("--mount cannot be empty".into()));
     }
-    let clients = (0..args.parallel.max(1))
+    let clients = (0..args.upload.parallel.max(1))
         .map(|_| KvClient::new(&args.addr, args.ca_cert.as_deref(), token.clone(), &mount))
         .collect::<CliResult<Vec<_>>>()?;
     let first = clients

@@ -850,29 +850,30 @@ pub fn load(file: &Path) -> CliResult<(Vec<PolicySpec>, Vec<Policy>, Vec<BatchPu
 
 /// `spike seed -f FILE`.
 pub async fn run(nexus: &Nexus, out: Output, args: SeedArgs) -> CliResult<()> {
-    if args.batch_size == 0 || args.parallel == 0 {
-        return Err(CliError::Usage(
-            "--batch-size and --parallel must be at least 1".into(),
-        ));
-    }
     let (specs, parsed, items) = load(&args.file)?;
-    let policies = apply_policies(nexus, &specs, &parsed, args.dry_run).await?;
+    let policies = apply_policies(nexus, &specs, &parsed, args.upload.dry_run).await?;
     let secrets = if items.is_empty() {
         Vec::new()
     } else {
-        let pool = nexus.pool(args.parallel.min(items.len()))?;
+        let pool = nexus.pool(args.upload.parallel.min(items.len()))?;
         upload(
             &pool,
             items,
             UploadOptions {
-                dry_run: args.dry_run,
-                batch_size: args.batch_size,
-                progress: out == Output::Text && !args.quiet,
+                dry_run: args.upload.dry_run,
+                batch_size: args.upload.batch_size,
+                progress: out == Output::Text && !args.upload.quiet,
             },
         )
         .await?
     };
-    report(out, args.dry_run, args.quiet, &policies, &secrets)
+    report(
+        out,
+        args.upload.dry_run,
+        args.upload.quiet,
+        &policies,
+        &secrets,
+    )
 }
 
 /// `spike policy apply -f FILE`.
