@@ -1,19 +1,24 @@
 //! [`MtlsClient`]: presents the caller's SVID and accepts only the expected server identity.
+//!
+//! A pool ([`hyper_util::client::legacy::Client`]) over [`SpiffeConnector`]: connections are
+//! reused and shared by concurrent requests (HTTP/2 when the server offers it through ALPN,
+//! else several HTTP/1.1 connections), each new connection verifies the server's SPIFFE ID,
+//! and a request that is idempotent is retried once when its connection breaks before a
+//! response.
 
+use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-use tokio::sync::Mutex;
-use tokio_rustls::TlsConnector;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::connector::SpiffeConnector;
 use crate::id::SpiffeId;
 use crate::svid::SvidSource;
-use crate::tls::{PeerRule, client_config};
 
 /// Why a client call failed before an HTTP status was received.
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +77,16 @@ pub struct Response {
     pub body: Bytes,
 }
 
-/// An HTTP/1.1 client over mTLS to one server identity, reusing one connection.
+/// An mTLS client of one server identity: a connection pool shared by all clones.
+///
+/// Cloning is cheap and clones share the pool, so one client serves many requests in flight.
+#[derive(Clone)]
 pub struct MtlsClient {
-    addr: String,
-    connector: TlsConnector,
-    conn: Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+    addr: Arc<str>,
+    /// `https://ADDR`: the pool key and the `Host`/`:authority` of every request.
+    base: Arc<str>,
+    connector: SpiffeConnector,
+    pool: Client<SpiffeConnector, Full<Bytes>>,
     timeout: Duration,
     max_response: usize,
 }
@@ -89,6 +99,17 @@ impl std::fmt::Debug for MtlsClient {
     }
 }
 
+/// Default per-request timeout (connect, send and the whole response body).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on TCP connect plus TLS handshake.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on a response body.
+const DEFAULT_MAX_RESPONSE: usize = 64 << 20;
+/// How often an idempotent request is re-sent after its connection broke before a response.
+const RETRIES: usize = 1;
+/// Idle pooled connections are closed after this long (servers close theirs sooner anyway).
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
 impl MtlsClient {
     /// A client for the server at `addr` (`host:port`) that must present exactly `server_id`.
     pub fn new(
@@ -96,62 +117,43 @@ impl MtlsClient {
         server_id: SpiffeId,
         source: Arc<dyn SvidSource>,
     ) -> Result<Self, rustls::Error> {
-        let config = client_config(source, PeerRule::exactly(server_id))?;
+        let addr: Arc<str> = addr.into().into();
+        let connector =
+            SpiffeConnector::new(addr.clone(), server_id, source, DEFAULT_CONNECT_TIMEOUT)?;
         Ok(Self {
-            addr: addr.into(),
-            connector: TlsConnector::from(Arc::new(config)),
-            conn: Mutex::new(None),
-            timeout: Duration::from_secs(30),
-            max_response: 64 << 20,
+            base: format!("https://{addr}").into(),
+            addr,
+            pool: build_pool(connector.clone()),
+            connector,
+            timeout: DEFAULT_TIMEOUT,
+            max_response: DEFAULT_MAX_RESPONSE,
         })
     }
 
-    /// Sets the per-request timeout (default 30 s).
+    /// Sets the per-request timeout (default 30 s). It bounds the whole call: connecting,
+    /// sending, retrying and reading the response.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the bound on TCP connect plus TLS handshake of a new connection (default 10 s).
+    /// Starts a new pool (call it before sharing the client).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connector.set_connect_timeout(timeout);
+        self.pool = build_pool(self.connector.clone());
+        self
+    }
+
+    /// Sets the largest response body accepted (default 64 MiB).
+    pub fn with_max_response(mut self, limit: usize) -> Self {
+        self.max_response = limit;
         self
     }
 
     /// The server address.
     pub fn addr(&self) -> &str {
         &self.addr
-    }
-
-    async fn connect(
-        &self,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
-        let tcp = TcpStream::connect(&self.addr)
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: self.addr.clone(),
-                source,
-            })?;
-        let _ = tcp.set_nodelay(true);
-        // The name is not checked (SPIFFE verifies the ID), but rustls needs one.
-        let name = rustls::pki_types::ServerName::try_from("spike.invalid").map_err(|e| {
-            ClientError::Http {
-                addr: self.addr.clone(),
-                detail: e.to_string(),
-            }
-        })?;
-        let tls = self
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|source| ClientError::Tls {
-                addr: self.addr.clone(),
-                source,
-            })?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| ClientError::Http {
-                addr: self.addr.clone(),
-                detail: e.to_string(),
-            })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
     }
 
     /// Sends one request; `body` is sent as JSON when present.
@@ -162,57 +164,161 @@ impl MtlsClient {
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
         let secs = self.timeout.as_secs();
-        tokio::time::timeout(self.timeout, self.send_inner(method, path_and_query, body))
-            .await
-            .map_err(|_| ClientError::Timeout {
-                addr: self.addr.clone(),
-                secs,
-            })?
+        tokio::time::timeout(
+            self.timeout,
+            self.send_retrying(method, path_and_query, body),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout {
+            addr: self.addr.to_string(),
+            secs,
+        })?
     }
 
-    async fn send_inner(
+    async fn send_retrying(
         &self,
         method: Method,
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
-        let http_err = |detail: String| ClientError::Http {
-            addr: self.addr.clone(),
-            detail,
-        };
-        let mut guard = self.conn.lock().await;
-        let cached = match guard.take() {
-            Some(mut s) => s.ready().await.is_ok().then_some(s),
-            None => None,
-        };
-        let mut sender = match cached {
-            Some(s) => s,
-            None => self.connect().await?,
-        };
+        // Only these may be sent twice: a POST that reached the server before its connection
+        // broke may have taken effect.
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+        );
+        let json = body.is_some();
+        let body = Bytes::from(body.unwrap_or_default());
+        let mut attempt = 0;
+        loop {
+            match self
+                .send_once(method.clone(), path_and_query, json, body.clone())
+                .await
+            {
+                Err(Failure::BeforeResponse {
+                    retryable: true, ..
+                }) if idempotent && attempt < RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(addr = %self.addr, "connection broke before a response; retrying");
+                }
+                Err(Failure::BeforeResponse { error, .. } | Failure::Other(error)) => {
+                    return Err(error);
+                }
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        json: bool,
+        body: Bytes,
+    ) -> Result<Response, Failure> {
         let mut req = Request::builder()
             .method(method)
-            .uri(path_and_query)
-            .header(http::header::HOST, &self.addr);
-        if body.is_some() {
+            .uri(format!("{}{path_and_query}", self.base));
+        if json {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| http_err(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| http_err(e.to_string()))?;
+            .body(Full::new(body))
+            .map_err(|e| Failure::Other(self.http_error(&e)))?;
+        let resp = self.pool.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                // The connector's own error, as it was: connect, TLS refusal or timeout.
+                Failure::BeforeResponse {
+                    retryable: false,
+                    error: connect_error(&e).unwrap_or_else(|| self.http_error(&e)),
+                }
+            } else {
+                Failure::BeforeResponse {
+                    retryable: true,
+                    error: self.http_error(&e),
+                }
+            }
+        })?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), self.max_response)
             .collect()
             .await
-            .map_err(|_| ClientError::TooLarge {
-                addr: self.addr.clone(),
-                limit: self.max_response,
+            .map_err(|e| {
+                Failure::Other(if e.is::<LengthLimitError>() {
+                    ClientError::TooLarge {
+                        addr: self.addr.to_string(),
+                        limit: self.max_response,
+                    }
+                } else {
+                    self.http_error(&*e)
+                })
             })?
             .to_bytes();
-        *guard = Some(sender);
         Ok(Response { status, body })
     }
+
+    /// An HTTP failure with its whole cause chain (hyper's top-level message alone is vague).
+    fn http_error(&self, e: &(dyn std::error::Error + 'static)) -> ClientError {
+        let mut detail = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            source = s.source();
+        }
+        ClientError::Http {
+            addr: self.addr.to_string(),
+            detail,
+        }
+    }
+}
+
+/// How one attempt failed.
+enum Failure {
+    /// No response arrived; `retryable` when the connection broke (not when it was refused).
+    BeforeResponse { retryable: bool, error: ClientError },
+    /// Anything else: never retried.
+    Other(ClientError),
+}
+
+fn build_pool(connector: SpiffeConnector) -> Client<SpiffeConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .build(connector)
+}
+
+/// The connector's [`ClientError`] inside a pool error, rebuilt (the pool owns the original).
+fn connect_error(e: &hyper_util::client::legacy::Error) -> Option<ClientError> {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(ce) = s.downcast_ref::<ClientError>() {
+            let copy = |io: &std::io::Error| std::io::Error::new(io.kind(), io.to_string());
+            return Some(match ce {
+                ClientError::Connect { addr, source } => ClientError::Connect {
+                    addr: addr.clone(),
+                    source: copy(source),
+                },
+                ClientError::Tls { addr, source } => ClientError::Tls {
+                    addr: addr.clone(),
+                    source: copy(source),
+                },
+                ClientError::Http { addr, detail } => ClientError::Http {
+                    addr: addr.clone(),
+                    detail: detail.clone(),
+                },
+                ClientError::Timeout { addr, secs } => ClientError::Timeout {
+                    addr: addr.clone(),
+                    secs: *secs,
+                },
+                ClientError::TooLarge { addr, limit } => ClientError::TooLarge {
+                    addr: addr.clone(),
+                    limit: *limit,
+                },
+            });
+        }
+        source = s.source();
+    }
+    None
 }

@@ -9,6 +9,7 @@
 //! expected server identity.
 
 mod client;
+mod connector;
 mod server;
 
 pub use client::*;
