@@ -14,6 +14,8 @@ mod bad_input;
 mod bootstrap;
 #[path = "e2e/cipher.rs"]
 mod cipher;
+#[path = "e2e/client_refusals.rs"]
+mod client_refusals;
 #[path = "e2e/import.rs"]
 mod import;
 #[path = "e2e/lifecycle.rs"]

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::connector::SpiffeConnector;
+use super::connector::{SpiffeConnector, WebConnector};
 use crate::id::SpiffeId;
 use crate::svid::SvidSource;
 
@@ -68,6 +68,30 @@ pub enum ClientError {
     },
 }
 
+/// The cause of a [`ClientError::Tls`] when the server presented an SVID of another SPIFFE ID
+/// than the one expected (for example a keeper's address given as Nexus's).
+///
+/// The presented ID is what the server's certificate claims; the handshake stopped before the
+/// server proved it holds the key, so it says where the client went, not who is there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the server presented the SPIFFE ID {presented}, not the expected {expected}")]
+pub struct ServerIdMismatch {
+    /// The SPIFFE ID in the server's certificate.
+    pub presented: SpiffeId,
+    /// The SPIFFE ID this client accepts.
+    pub expected: SpiffeId,
+}
+
+impl ClientError {
+    /// The server's wrong SPIFFE ID, when that is why the handshake was refused.
+    pub fn server_id_mismatch(&self) -> Option<&ServerIdMismatch> {
+        match self {
+            Self::Tls { source, .. } => source.get_ref()?.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// An HTTP response: status and body bytes.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -82,19 +106,14 @@ pub struct Response {
 /// Cloning is cheap and clones share the pool, so one client serves many requests in flight.
 #[derive(Clone)]
 pub struct MtlsClient {
-    addr: Arc<str>,
-    /// `https://ADDR`: the pool key and the `Host`/`:authority` of every request.
-    base: Arc<str>,
+    pool: Pooled<SpiffeConnector>,
     connector: SpiffeConnector,
-    pool: Client<SpiffeConnector, Full<Bytes>>,
-    timeout: Duration,
-    max_response: usize,
 }
 
 impl std::fmt::Debug for MtlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MtlsClient")
-            .field("addr", &self.addr)
+            .field("addr", &self.pool.addr)
             .finish()
     }
 }
@@ -121,19 +140,15 @@ impl MtlsClient {
         let connector =
             SpiffeConnector::new(addr.clone(), server_id, source, DEFAULT_CONNECT_TIMEOUT)?;
         Ok(Self {
-            base: format!("https://{addr}").into(),
-            addr,
-            pool: build_pool(connector.clone()),
+            pool: Pooled::new(addr.clone(), format!("https://{addr}"), connector.clone()),
             connector,
-            timeout: DEFAULT_TIMEOUT,
-            max_response: DEFAULT_MAX_RESPONSE,
         })
     }
 
     /// Sets the per-request timeout (default 30 s). It bounds the whole call: connecting,
     /// sending, retrying and reading the response.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.pool.timeout = timeout;
         self
     }
 
@@ -141,19 +156,19 @@ impl MtlsClient {
     /// Starts a new pool (call it before sharing the client).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connector.set_connect_timeout(timeout);
-        self.pool = build_pool(self.connector.clone());
+        self.pool.client = build_pool(self.connector.clone());
         self
     }
 
     /// Sets the largest response body accepted (default 64 MiB).
     pub fn with_max_response(mut self, limit: usize) -> Self {
-        self.max_response = limit;
+        self.pool.max_response = limit;
         self
     }
 
     /// The server address.
     pub fn addr(&self) -> &str {
-        &self.addr
+        &self.pool.addr
     }
 
     /// Sends one request; `body` is sent as JSON when present.
@@ -163,10 +178,158 @@ impl MtlsClient {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
+        self.pool.send(method, path_and_query, &[], body).await
+    }
+}
+
+/// A pooled client of an ordinary (non-SPIFFE) HTTP or HTTPS server at one base URL, such as
+/// an OpenBao server: the same pool, timeouts, size cap and retries as [`MtlsClient`], with
+/// HTTPS certificates checked by WebPKI against the roots given.
+#[derive(Clone)]
+pub struct WebClient {
+    pool: Pooled<WebConnector>,
+}
+
+impl std::fmt::Debug for WebClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebClient")
+            .field("base", &self.pool.base)
+            .finish()
+    }
+}
+
+/// Why a [`WebClient`] cannot be built for a base URL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebClientError {
+    /// Not an absolute `http://` or `https://` URL without a path.
+    #[error("{0}")]
+    BadUrl(&'static str),
+    /// An `https://` URL and no roots to check its certificate.
+    #[error("an https:// server needs the CA certificates that signed its certificate")]
+    NoRoots,
+}
+
+impl WebClient {
+    /// A client for `base` (`http://host:port` or `https://host:port`, no path). `roots` are
+    /// the CA certificates an `https://` server's certificate must chain to; it is required
+    /// for `https://`.
+    pub fn new(base: &str, roots: Option<rustls::RootCertStore>) -> Result<Self, WebClientError> {
+        let uri: http::Uri = base
+            .parse()
+            .map_err(|_| WebClientError::BadUrl("not a URL like http://127.0.0.1:8200"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(WebClientError::BadUrl("use http:// or https://")),
+        };
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(WebClientError::BadUrl(
+                "give the server's base address, without a path",
+            ));
+        }
+        let authority = uri
+            .authority()
+            .ok_or(WebClientError::BadUrl("no host"))?
+            .to_string();
+        let tls = match (https, roots) {
+            (false, _) => None,
+            (true, None) => return Err(WebClientError::NoRoots),
+            (true, Some(roots)) => Some(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|_| WebClientError::BadUrl("no TLS protocol version available"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+            ),
+        };
+        let scheme = if https { "https" } else { "http" };
+        let connector = WebConnector::new(tls, DEFAULT_CONNECT_TIMEOUT);
+        Ok(Self {
+            pool: Pooled::new(
+                authority.clone().into(),
+                format!("{scheme}://{authority}"),
+                connector,
+            ),
+        })
+    }
+
+    /// Sets the per-request timeout (default 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.pool.timeout = timeout;
+        self
+    }
+
+    /// Sets the largest response body accepted (default 64 MiB).
+    pub fn with_max_response(mut self, limit: usize) -> Self {
+        self.pool.max_response = limit;
+        self
+    }
+
+    /// The server's `host:port`.
+    pub fn authority(&self) -> &str {
+        &self.pool.addr
+    }
+
+    /// Sends one request with extra `headers` (for example a token); `body` is sent as JSON
+    /// when present.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        self.pool.send(method, path_and_query, headers, body).await
+    }
+}
+
+/// The pool and request logic both clients share, over their connector `C`.
+#[derive(Clone)]
+struct Pooled<C> {
+    /// Names the server in errors.
+    addr: Arc<str>,
+    /// `SCHEME://AUTHORITY`: the pool key and the `Host`/`:authority` of every request.
+    base: Arc<str>,
+    client: Client<C, Full<Bytes>>,
+    timeout: Duration,
+    max_response: usize,
+}
+
+impl<C> Pooled<C>
+where
+    C: tower::Service<http::Uri, Error = ClientError> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read
+        + hyper::rt::Write
+        + hyper_util::client::legacy::connect::Connection
+        + Unpin
+        + Send
+        + 'static,
+    C::Future: Send + Unpin + 'static,
+{
+    fn new(addr: Arc<str>, base: String, connector: C) -> Self {
+        Self {
+            addr,
+            base: base.into(),
+            client: build_pool(connector),
+            timeout: DEFAULT_TIMEOUT,
+            max_response: DEFAULT_MAX_RESPONSE,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
         let secs = self.timeout.as_secs();
         tokio::time::timeout(
             self.timeout,
-            self.send_retrying(method, path_and_query, body),
+            self.send_retrying(method, path_and_query, headers, body),
         )
         .await
         .map_err(|_| ClientError::Timeout {
@@ -179,6 +342,7 @@ impl MtlsClient {
         &self,
         method: Method,
         path_and_query: &str,
+        headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
         // Only these may be sent twice: a POST that reached the server before its connection
@@ -192,7 +356,7 @@ impl MtlsClient {
         let mut attempt = 0;
         loop {
             match self
-                .send_once(method.clone(), path_and_query, json, body.clone())
+                .send_once(method.clone(), path_and_query, headers, json, body.clone())
                 .await
             {
                 Err(Failure::BeforeResponse {
@@ -213,6 +377,7 @@ impl MtlsClient {
         &self,
         method: Method,
         path_and_query: &str,
+        headers: &[(&str, &str)],
         json: bool,
         body: Bytes,
     ) -> Result<Response, Failure> {
@@ -222,10 +387,14 @@ impl MtlsClient {
         if json {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         let req = req
             .body(Full::new(body))
+            // The builder's error names no header value, so no token can leak through it.
             .map_err(|e| Failure::Other(self.http_error(&e)))?;
-        let resp = self.pool.request(req).await.map_err(|e| {
+        let resp = self.client.request(req).await.map_err(|e| {
             if e.is_connect() {
                 // The connector's own error, as it was: connect, TLS refusal or timeout.
                 Failure::BeforeResponse {
@@ -281,7 +450,17 @@ enum Failure {
     Other(ClientError),
 }
 
-fn build_pool(connector: SpiffeConnector) -> Client<SpiffeConnector, Full<Bytes>> {
+fn build_pool<C>(connector: C) -> Client<C, Full<Bytes>>
+where
+    C: tower::Service<http::Uri, Error = ClientError> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read
+        + hyper::rt::Write
+        + hyper_util::client::legacy::connect::Connection
+        + Unpin
+        + Send
+        + 'static,
+    C::Future: Send + Unpin + 'static,
+{
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
@@ -294,7 +473,14 @@ fn connect_error(e: &hyper_util::client::legacy::Error) -> Option<ClientError> {
     let mut source = e.source();
     while let Some(s) = source {
         if let Some(ce) = s.downcast_ref::<ClientError>() {
-            let copy = |io: &std::io::Error| std::io::Error::new(io.kind(), io.to_string());
+            // Keep a typed cause callers look for; the rest survives as its message.
+            let copy = |io: &std::io::Error| match io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<ServerIdMismatch>())
+            {
+                Some(m) => std::io::Error::new(io.kind(), m.clone()),
+                None => std::io::Error::new(io.kind(), io.to_string()),
+            };
             return Some(match ce {
                 ClientError::Connect { addr, source } => ClientError::Connect {
                     addr: addr.clone(),

@@ -1,5 +1,6 @@
-//! The connector under [`MtlsClient`](super::MtlsClient)'s pool: TCP connect plus the SPIFFE
-//! rustls handshake, one server identity per connector.
+//! The connectors under the client pools: [`SpiffeConnector`] (TCP connect plus the SPIFFE
+//! rustls handshake, one server identity per connector) for [`MtlsClient`](super::MtlsClient),
+//! and [`WebConnector`] (plain HTTP or WebPKI HTTPS) for [`WebClient`](super::WebClient).
 //!
 //! The rustls configuration reads the caller's SVID and the trust bundle from the
 //! [`SvidSource`] at every handshake (see [`client_config`]), so one configuration serves every
@@ -13,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -22,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::ClientError;
+use super::{ClientError, ServerIdMismatch};
 use crate::id::SpiffeId;
 use crate::svid::{SvidSource, leaf_identity};
 use crate::tls::{PeerRule, client_config};
@@ -61,7 +62,7 @@ impl SpiffeConnector {
     }
 
     /// Connects within the connect timeout.
-    async fn connect(self) -> Result<TlsConn, ClientError> {
+    async fn connect(self) -> Result<Conn, ClientError> {
         tokio::time::timeout(self.connect_timeout, self.connect_inner())
             .await
             .map_err(|_| ClientError::Timeout {
@@ -70,7 +71,7 @@ impl SpiffeConnector {
             })?
     }
 
-    async fn connect_inner(&self) -> Result<TlsConn, ClientError> {
+    async fn connect_inner(&self) -> Result<Conn, ClientError> {
         let addr = self.addr.to_string();
         let tcp = TcpStream::connect(&*self.addr)
             .await
@@ -81,7 +82,7 @@ impl SpiffeConnector {
         // Small JSON requests: do not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         match self.tls.connect(server_name(), tcp).await {
-            Ok(tls) => Ok(TlsConn(TokioIo::new(tls))),
+            Ok(tls) => Ok(Conn::tls(tls)),
             Err(source) => {
                 let source = if rejected_server_certificate(&source) {
                     self.explain_refusal(source).await
@@ -104,12 +105,12 @@ impl SpiffeConnector {
             return original;
         };
         match leaf_identity(&leaf) {
-            Ok((id, _)) if id != self.server_id => io::Error::new(
+            Ok((presented, _)) if presented != self.server_id => io::Error::new(
                 original.kind(),
-                format!(
-                    "the server presented SPIFFE ID {id}, not the expected {} ({original})",
-                    self.server_id
-                ),
+                ServerIdMismatch {
+                    presented,
+                    expected: self.server_id.clone(),
+                },
             ),
             Ok(_) => original,
             Err(detail) => io::Error::new(
@@ -210,9 +211,9 @@ impl ServerCertVerifier for Recorder {
 }
 
 impl tower::Service<Uri> for SpiffeConnector {
-    type Response = TlsConn;
+    type Response = Conn;
     type Error = ClientError;
-    type Future = Pin<Box<dyn Future<Output = Result<TlsConn, ClientError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, ClientError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -224,13 +225,30 @@ impl tower::Service<Uri> for SpiffeConnector {
     }
 }
 
-/// One verified mTLS connection, telling the pool whether ALPN chose HTTP/2.
-pub(crate) struct TlsConn(TokioIo<TlsStream<TcpStream>>);
+/// What a connection's IO must be for the pool.
+trait Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send {}
+impl<T: hyper::rt::Read + hyper::rt::Write + Unpin + Send> Io for T {}
 
-impl Connection for TlsConn {
+/// One connection of either connector, telling the pool whether ALPN chose HTTP/2. Boxed so
+/// one type (and one set of IO forwards) serves plain TCP and both TLS flavours.
+pub(crate) struct Conn {
+    io: Box<dyn Io>,
+    h2: bool,
+}
+
+impl Conn {
+    fn tls(tls: TlsStream<TcpStream>) -> Self {
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Self {
+            io: Box::new(TokioIo::new(tls)),
+            h2,
+        }
+    }
+}
+
+impl Connection for Conn {
     fn connected(&self) -> Connected {
-        let (_, session) = self.0.inner().get_ref();
-        if session.alpn_protocol() == Some(b"h2") {
+        if self.h2 {
             Connected::new().negotiated_h2()
         } else {
             Connected::new()
@@ -238,35 +256,35 @@ impl Connection for TlsConn {
     }
 }
 
-impl hyper::rt::Read for TlsConn {
+impl hyper::rt::Read for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        Pin::new(&mut *self.get_mut().io).poll_read(cx, buf)
     }
 }
 
-impl hyper::rt::Write for TlsConn {
+impl hyper::rt::Write for Conn {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_write_vectored(
@@ -274,6 +292,83 @@ impl hyper::rt::Write for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut *self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// Connects to ordinary (non-SPIFFE) HTTP or HTTPS servers, such as an OpenBao being imported
+/// from: the address comes from each request's URI, and HTTPS certificates are checked against
+/// the given roots and the URI's host name (WebPKI).
+#[derive(Clone)]
+pub(crate) struct WebConnector {
+    tcp: HttpConnector,
+    tls: Option<TlsConnector>,
+}
+
+impl WebConnector {
+    /// `tls`: the client configuration for `https://` URIs; `None` refuses them.
+    pub(crate) fn new(tls: Option<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
+        let mut tcp = HttpConnector::new();
+        // This connector does TLS itself, so `https://` URIs must reach it.
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        Self {
+            tcp,
+            tls: tls.map(|c| TlsConnector::from(Arc::new(c))),
+        }
+    }
+
+    async fn connect(mut self, uri: Uri) -> Result<Conn, ClientError> {
+        let addr = uri
+            .authority()
+            .map_or_else(|| uri.to_string(), ToString::to_string);
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let tls = match (https, &self.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => {
+                return Err(ClientError::Http {
+                    addr,
+                    detail: "https:// needs a TLS configuration".into(),
+                });
+            }
+        };
+        let tcp = tower::Service::call(&mut self.tcp, uri.clone())
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr: addr.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+        let Some(tls) = tls else {
+            return Ok(Conn {
+                io: Box::new(tcp),
+                h2: false,
+            });
+        };
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let name = ServerName::try_from(host.to_owned()).map_err(|_| ClientError::Http {
+            addr: addr.clone(),
+            detail: format!("`{host}` is not a valid TLS server name"),
+        })?;
+        let tls = tls
+            .connect(name, tcp.into_inner())
+            .await
+            .map_err(|source| ClientError::Tls { addr, source })?;
+        Ok(Conn::tls(tls))
+    }
+}
+
+impl tower::Service<Uri> for WebConnector {
+    type Response = Conn;
+    type Error = ClientError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, ClientError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(self.clone().connect(uri))
     }
 }

@@ -493,13 +493,15 @@ pub struct UploadOptions {
     pub batch_size: usize,
     /// Show progress on a terminal's stderr.
     pub progress: bool,
+    /// Batches in flight at once (at least one), all on the one pooled client.
+    pub parallel: usize,
 }
 
-/// Sends `items` through `POST /v1/secrets/batch`, one batch in flight per client of `pool`,
-/// and returns one result per item, in order. Paths must be distinct. A batch Nexus finds too
+/// Sends `items` through `POST /v1/secrets/batch`, `opts.parallel` batches in flight, and
+/// returns one result per item, in order. Paths must be distinct. A batch Nexus finds too
 /// large (`413`) is split in half and sent again.
 pub async fn upload(
-    pool: &[Nexus],
+    client: &Nexus,
     items: Vec<BatchPutItem>,
     opts: UploadOptions,
 ) -> CliResult<Vec<BatchItemResult>> {
@@ -510,7 +512,7 @@ pub async fn upload(
     let stop = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
     let progress = Progress::new(opts.progress && total >= 10_000, total, opts.dry_run);
-    let workers = pool.iter().map(|client| async {
+    let workers = (0..opts.parallel.clamp(1, n.max(1))).map(|_| async {
         let mut out = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let next = queue.lock().ok().and_then(|mut q| q.next());
@@ -860,14 +862,14 @@ pub async fn run(nexus: &Nexus, out: Output, args: SeedArgs) -> CliResult<()> {
     let secrets = if items.is_empty() {
         Vec::new()
     } else {
-        let pool = nexus.pool(args.parallel.min(items.len()))?;
         upload(
-            &pool,
+            nexus,
             items,
             UploadOptions {
                 dry_run: args.dry_run,
                 batch_size: args.batch_size,
                 progress: out == Output::Text && !args.quiet,
+                parallel: args.parallel,
             },
         )
         .await?
