@@ -298,17 +298,7 @@ struct Pooled<C> {
     max_response: usize,
 }
 
-impl<C> Pooled<C>
-where
-    C: tower::Service<http::Uri, Error = ClientError> + Clone + Send + Sync + 'static,
-    C::Response: hyper::rt::Read
-        + hyper::rt::Write
-        + hyper_util::client::legacy::connect::Connection
-        + Unpin
-        + Send
-        + 'static,
-    C::Future: Send + Unpin + 'static,
-{
+impl<C: PoolConnector> Pooled<C> {
     fn new(addr: Arc<str>, base: String, connector: C) -> Self {
         Self {
             addr,
@@ -450,17 +440,44 @@ enum Failure {
     Other(ClientError),
 }
 
-fn build_pool<C>(connector: C) -> Client<C, Full<Bytes>>
-where
-    C: tower::Service<http::Uri, Error = ClientError> + Clone + Send + Sync + 'static,
-    C::Response: hyper::rt::Read
-        + hyper::rt::Write
-        + hyper_util::client::legacy::connect::Connection
-        + Unpin
-        + Send
-        + 'static,
-    C::Future: Send + Unpin + 'static,
+/// What the pool needs of a connector; both connectors are one.
+trait PoolConnector:
+    tower::Service<
+        http::Uri,
+        Error = ClientError,
+        Response: hyper::rt::Read
+                      + hyper::rt::Write
+                      + hyper_util::client::legacy::connect::Connection
+                      + Unpin
+                      + Send
+                      + 'static,
+        Future: Send + Unpin + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
 {
+}
+
+impl<C> PoolConnector for C where
+    C: tower::Service<
+            http::Uri,
+            Error = ClientError,
+            Response: hyper::rt::Read
+                          + hyper::rt::Write
+                          + hyper_util::client::legacy::connect::Connection
+                          + Unpin
+                          + Send
+                          + 'static,
+            Future: Send + Unpin + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+fn build_pool<C: PoolConnector>(connector: C) -> Client<C, Full<Bytes>> {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
