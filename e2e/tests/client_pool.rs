@@ -13,7 +13,7 @@ use axum::routing::get;
 use http::{Method, StatusCode, Version};
 use spike_agent::CertificateAuthority;
 use spike_core::id::{SpiffeId, TrustDomain};
-use spike_core::net::{ClientError, ConnLimits, MtlsClient, serve_mtls};
+use spike_core::net::{ClientError, ConnLimits, MtlsClient, WebClient, WebClientError, serve_mtls};
 use spike_core::svid::{Identity, StaticSource, SvidSource};
 use spike_core::tls::{PeerRule, server_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -190,4 +190,109 @@ async fn idempotent_requests_are_retried_once_and_posts_never() {
         other => panic!("a POST on a broken connection must fail, got {other:?}"),
     }
     assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
+
+/// An HTTPS server for `localhost` with a self-signed certificate, answering every request with
+/// 200 over HTTP/1.1 (an ordinary server such as OpenBao). Returns its port and certificate.
+async fn https_server() -> (u16, rustls_pki_types::CertificateDer<'static>) {
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = issued.cert.der().clone();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
+        issued.signing_key.serialize_der(),
+    ));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = tls.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if tls
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, cert)
+}
+
+#[tokio::test]
+async fn web_client_checks_https_servers_against_the_given_roots() {
+    let (port, cert) = https_server().await;
+    let base = format!("https://localhost:{port}");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let c = WebClient::new(&base, Some(roots))
+        .unwrap()
+        .with_timeout(WAIT);
+    for _ in 0..2 {
+        let r = c
+            .send(
+                Method::GET,
+                "/v1/sys/health",
+                &[("X-Vault-Token", "t")],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"ok"[..]));
+    }
+
+    // Another CA's roots: refused at TLS.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(other.cert.der().clone()).unwrap();
+    let c = WebClient::new(&base, Some(roots))
+        .unwrap()
+        .with_timeout(WAIT);
+    match c.send(Method::GET, "/", &[], None).await {
+        Err(ClientError::Tls { .. }) => {}
+        other => panic!("an untrusted server must be refused, got {other:?}"),
+    }
+
+    // The right roots but a name the certificate does not hold: refused too.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let c = WebClient::new(&format!("https://127.0.0.1:{port}"), Some(roots))
+        .unwrap()
+        .with_timeout(WAIT);
+    match c.send(Method::GET, "/", &[], None).await {
+        Err(ClientError::Tls { .. }) => {}
+        other => panic!("a server under another name must be refused, got {other:?}"),
+    }
+
+    // https:// without roots, and URLs that are not a base address, are refused up front.
+    assert!(matches!(
+        WebClient::new(&base, None),
+        Err(WebClientError::NoRoots)
+    ));
+    for bad in ["ftp://x", "http://x:1/v1", "localhost:8200"] {
+        assert!(WebClient::new(bad, None).is_err(), "{bad}");
+    }
 }

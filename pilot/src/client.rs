@@ -99,7 +99,7 @@ an admin can see what applies to you with `spike policy test YOUR_SPIFFE_ID PATH
                 "renew the SVID: check the SPIRE agent behind SPIFFE_ENDPOINT_SOCKET, or the files given by --svid-cert/--svid-key/--svid-bundle, and this machine's clock",
             ),
             Self::Transport(e) if e.server_id_mismatch().is_some() => Some(
-                "the address given as Nexus (SPIKE_NEXUS_ADDR or --nexus) is another SPIKE service: point it at Nexus",
+                "the address given as Nexus (SPIKE_NEXUS_ADDR or --nexus) answered with another identity (the line above says which): point it at this trust domain's Nexus",
             ),
             Self::Transport(ClientError::Tls { .. }) => Some(
                 "the TLS handshake failed: check SPIFFE_ENDPOINT_SOCKET (or the SVID files) and the trust domain",

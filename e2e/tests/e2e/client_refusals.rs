@@ -84,5 +84,9 @@ fn the_cli_names_its_own_unusable_svid_and_a_server_that_is_not_nexus() {
         "{}",
         text(&out)
     );
-    assert!(err.contains("point it at Nexus"), "{}", text(&out));
+    assert!(
+        err.contains("point it at this trust domain's Nexus"),
+        "{}",
+        text(&out)
+    );
 }
