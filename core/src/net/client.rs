@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::connector::{SpiffeConnector, WebConnector};
+use super::connector::{Connector, SpiffeConnector, WebConnector};
 use crate::id::SpiffeId;
 use crate::svid::SvidSource;
 
@@ -106,7 +106,7 @@ pub struct Response {
 /// Cloning is cheap and clones share the pool, so one client serves many requests in flight.
 #[derive(Clone)]
 pub struct MtlsClient {
-    pool: Pooled<SpiffeConnector>,
+    pool: Pooled,
     connector: SpiffeConnector,
 }
 
@@ -140,7 +140,11 @@ impl MtlsClient {
         let connector =
             SpiffeConnector::new(addr.clone(), server_id, source, DEFAULT_CONNECT_TIMEOUT)?;
         Ok(Self {
-            pool: Pooled::new(addr.clone(), format!("https://{addr}"), connector.clone()),
+            pool: Pooled::new(
+                addr.clone(),
+                format!("https://{addr}"),
+                Connector::Spiffe(connector.clone()),
+            ),
             connector,
         })
     }
@@ -156,7 +160,7 @@ impl MtlsClient {
     /// Starts a new pool (call it before sharing the client).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connector.set_connect_timeout(timeout);
-        self.pool.client = build_pool(self.connector.clone());
+        self.pool.client = build_pool(Connector::Spiffe(self.connector.clone()));
         self
     }
 
@@ -187,7 +191,7 @@ impl MtlsClient {
 /// HTTPS certificates checked by WebPKI against the roots given.
 #[derive(Clone)]
 pub struct WebClient {
-    pool: Pooled<WebConnector>,
+    pool: Pooled,
 }
 
 impl std::fmt::Debug for WebClient {
@@ -251,7 +255,7 @@ impl WebClient {
             pool: Pooled::new(
                 authority.clone().into(),
                 format!("{scheme}://{authority}"),
-                connector,
+                Connector::Web(connector),
             ),
         })
     }
@@ -286,20 +290,20 @@ impl WebClient {
     }
 }
 
-/// The pool and request logic both clients share, over their connector `C`.
+/// The pool and request logic both clients share.
 #[derive(Clone)]
-struct Pooled<C> {
+struct Pooled {
     /// Names the server in errors.
     addr: Arc<str>,
     /// `SCHEME://AUTHORITY`: the pool key and the `Host`/`:authority` of every request.
     base: Arc<str>,
-    client: Client<C, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     timeout: Duration,
     max_response: usize,
 }
 
-impl<C: PoolConnector> Pooled<C> {
-    fn new(addr: Arc<str>, base: String, connector: C) -> Self {
+impl Pooled {
+    fn new(addr: Arc<str>, base: String, connector: Connector) -> Self {
         Self {
             addr,
             base: base.into(),
@@ -440,44 +444,7 @@ enum Failure {
     Other(ClientError),
 }
 
-/// What the pool needs of a connector; both connectors are one.
-trait PoolConnector:
-    tower::Service<
-        http::Uri,
-        Error = ClientError,
-        Response: hyper::rt::Read
-                      + hyper::rt::Write
-                      + hyper_util::client::legacy::connect::Connection
-                      + Unpin
-                      + Send
-                      + 'static,
-        Future: Send + Unpin + 'static,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<C> PoolConnector for C where
-    C: tower::Service<
-            http::Uri,
-            Error = ClientError,
-            Response: hyper::rt::Read
-                          + hyper::rt::Write
-                          + hyper_util::client::legacy::connect::Connection
-                          + Unpin
-                          + Send
-                          + 'static,
-            Future: Send + Unpin + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-fn build_pool<C: PoolConnector>(connector: C) -> Client<C, Full<Bytes>> {
+fn build_pool(connector: Connector) -> Client<Connector, Full<Bytes>> {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -210,21 +210,6 @@ impl ServerCertVerifier for Recorder {
     }
 }
 
-impl tower::Service<Uri> for SpiffeConnector {
-    type Response = Conn;
-    type Error = ClientError;
-    type Future = Pin<Box<dyn Future<Output = Result<Conn, ClientError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// The URI only keys the pool: a connector serves exactly one address and identity.
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        Box::pin(self.clone().connect())
-    }
-}
-
 /// What a connection's IO must be for the pool.
 trait Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send {}
 impl<T: hyper::rt::Read + hyper::rt::Write + Unpin + Send> Io for T {}
@@ -359,7 +344,14 @@ impl WebConnector {
     }
 }
 
-impl tower::Service<Uri> for WebConnector {
+/// Either connector, so one pool type serves both clients.
+#[derive(Clone)]
+pub(crate) enum Connector {
+    Spiffe(SpiffeConnector),
+    Web(WebConnector),
+}
+
+impl tower::Service<Uri> for Connector {
     type Response = Conn;
     type Error = ClientError;
     type Future = Pin<Box<dyn Future<Output = Result<Conn, ClientError>> + Send>>;
@@ -369,6 +361,10 @@ impl tower::Service<Uri> for WebConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        Box::pin(self.clone().connect(uri))
+        match self {
+            // The URI only keys the pool: a SPIFFE connector serves one address and identity.
+            Self::Spiffe(c) => Box::pin(c.clone().connect()),
+            Self::Web(c) => Box::pin(c.clone().connect(uri)),
+        }
     }
 }
