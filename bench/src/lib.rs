@@ -25,6 +25,7 @@ use spike_agent::CertificateAuthority;
 use spike_core::api::{BatchItemStatus, BatchPutItem, InitRequest};
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
 use spike_core::secret::{SecretMap, SecretString};
+use spike_runtime::net::WebClient;
 use spike_runtime::svid::{Identity, StaticSource, SvidSource};
 
 /// The most secrets one run may write.
@@ -218,7 +219,7 @@ fn item(i: usize, value_len: usize) -> BatchPutItem {
 }
 
 async fn pass(
-    pool: &[Nexus],
+    client: &Nexus,
     opts: &SeedOptions,
     deadline: Instant,
     expect: BatchItemStatus,
@@ -234,12 +235,13 @@ async fn pass(
         let end = (start + ROUND).min(opts.count);
         let items: Vec<BatchPutItem> = (start..end).map(|i| item(i, opts.value_len)).collect();
         let results = upload(
-            pool,
+            client,
             items,
             UploadOptions {
                 dry_run: false,
                 batch_size: opts.batch_size,
                 progress: false,
+                parallel: opts.parallel,
             },
         )
         .await
@@ -282,15 +284,12 @@ pub async fn seed(stack: &Stack, opts: &SeedOptions) -> anyhow::Result<SeedRepor
         bail!("count must be 1 to {MAX_COUNT}");
     }
     let deadline = Instant::now() + opts.max_time;
-    let pool = stack
-        .client
-        .pool(opts.parallel.max(1))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!("loading {} secrets", opts.count);
-    let (written, load_secs) = pass(&pool, opts, deadline, BatchItemStatus::Created).await?;
+    let (written, load_secs) =
+        pass(&stack.client, opts, deadline, BatchItemStatus::Created).await?;
     let (unchanged, repeat_secs) = if opts.repeat && written == opts.count {
         eprintln!("seeding the same {} secrets again", opts.count);
-        let (n, s) = pass(&pool, opts, deadline, BatchItemStatus::Unchanged).await?;
+        let (n, s) = pass(&stack.client, opts, deadline, BatchItemStatus::Unchanged).await?;
         (n, Some(s))
     } else {
         (0, None)
@@ -377,45 +376,28 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
-
-async fn connect(port: u16) -> anyhow::Result<Sender> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let _ = tcp.set_nodelay(true);
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+/// A client of the local OpenBao: the same pooled client as SPIKE's import, plain HTTP.
+fn bao_client(port: u16) -> anyhow::Result<WebClient> {
+    Ok(WebClient::new(&format!("http://127.0.0.1:{port}"), None)?)
 }
 
 async fn request(
-    s: &mut Sender,
+    c: &WebClient,
     method: http::Method,
     path: &str,
     token: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    use http_body_util::BodyExt;
-    s.ready().await?;
-    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, "127.0.0.1")
-        .header("X-Vault-Token", token)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(bytes)))?;
-    let resp = s.send_request(req).await?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
-    let v = if body.is_empty() {
+    let body = body.map(|b| b.to_string().into_bytes());
+    let resp = c
+        .send(method, path, &[("X-Vault-Token", token)], body)
+        .await?;
+    let v = if resp.body.is_empty() {
         serde_json::Value::Null
     } else {
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
+        serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null)
     };
-    Ok((status, v))
+    Ok((resp.status.as_u16(), v))
 }
 
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
@@ -482,12 +464,12 @@ async fn start_bao(opts: &BaoOptions) -> anyhow::Result<(BaoProc, String)> {
             .is_ok()
     })
     .await?;
-    let mut s = connect(port).await?;
+    let s = bao_client(port)?;
     let token = match opts.storage {
         BaoStorage::Dev => "root".to_owned(),
         BaoStorage::Raft => {
             let (st, init) = request(
-                &mut s,
+                &s,
                 http::Method::PUT,
                 "/v1/sys/init",
                 "",
@@ -506,7 +488,7 @@ async fn start_bao(opts: &BaoOptions) -> anyhow::Result<(BaoProc, String)> {
                 .context("no root token")?
                 .to_owned();
             let (st, r) = request(
-                &mut s,
+                &s,
                 http::Method::PUT,
                 "/v1/sys/unseal",
                 "",
@@ -520,9 +502,10 @@ async fn start_bao(opts: &BaoOptions) -> anyhow::Result<(BaoProc, String)> {
             wait_for("bao active", Duration::from_secs(60), || {
                 let t = t.clone();
                 async move {
-                    match connect(port).await {
-                        Ok(mut s) => matches!(
-                            request(&mut s, http::Method::GET, "/v1/sys/health", &t, None).await,
+                    let s = bao_client(port);
+                    match &s {
+                        Ok(s) => matches!(
+                            request(s, http::Method::GET, "/v1/sys/health", &t, None).await,
                             Ok((200, _))
                         ),
                         Err(_) => false,
@@ -530,9 +513,8 @@ async fn start_bao(opts: &BaoOptions) -> anyhow::Result<(BaoProc, String)> {
                 }
             })
             .await?;
-            let mut s = connect(port).await?;
             let (st, r) = request(
-                &mut s,
+                &s,
                 http::Method::POST,
                 "/v1/sys/mounts/secret",
                 &token,
@@ -549,9 +531,10 @@ async fn start_bao(opts: &BaoOptions) -> anyhow::Result<(BaoProc, String)> {
     wait_for("bao KV ready", Duration::from_secs(60), || {
         let t = t.clone();
         async move {
-            match connect(port).await {
-                Ok(mut s) => matches!(
-                    request(&mut s, http::Method::GET, "/v1/secret/config", &t, None).await,
+            let s = bao_client(port);
+            match &s {
+                Ok(s) => matches!(
+                    request(s, http::Method::GET, "/v1/secret/config", &t, None).await,
                     Ok((200, _))
                 ),
                 Err(_) => false,
@@ -572,8 +555,9 @@ pub async fn bao(opts: &BaoOptions) -> anyhow::Result<BaoReport> {
     let written = AtomicUsize::new(0);
     let deadline = Instant::now() + opts.max_time;
     let started = Instant::now();
+    let client = bao_client(proc.port)?;
     let workers = (0..opts.parallel.max(1)).map(|_| async {
-        let mut s = connect(proc.port).await?;
+        let s = &client;
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= opts.count || Instant::now() > deadline {
@@ -586,7 +570,7 @@ pub async fn bao(opts: &BaoOptions) -> anyhow::Result<BaoReport> {
                 .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v.expose_secret())))
                 .collect();
             let (st, r) = request(
-                &mut s,
+                s,
                 http::Method::POST,
                 &format!("/v1/secret/data/{}", it.path),
                 &token,

@@ -14,6 +14,8 @@ mod bad_input;
 mod bootstrap;
 #[path = "e2e/cipher.rs"]
 mod cipher;
+#[path = "e2e/client_refusals.rs"]
+mod client_refusals;
 #[path = "e2e/deploy.rs"]
 mod deploy;
 #[path = "e2e/import.rs"]

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Method;
 use serde::Serialize;
@@ -26,6 +26,9 @@ pub enum CliError {
     /// Nexus could not be reached.
     #[error(transparent)]
     Transport(#[from] ClientError),
+    /// This process's own SVID is outside its validity window, so Nexus would refuse it.
+    #[error("{0}")]
+    OwnSvid(String),
     /// Bad input on the command line.
     #[error("{0}")]
     Usage(String),
@@ -45,7 +48,7 @@ impl CliError {
                 ErrorCode::CasMismatch | ErrorCode::AlreadyInitialized => 6,
                 _ => 1,
             },
-            Self::Transport(_) => 5,
+            Self::Transport(_) | Self::OwnSvid(_) => 5,
             Self::Usage(_) => 2,
             Self::Other(_) => 1,
         })
@@ -92,6 +95,12 @@ an admin can see what applies to you with `spike policy test YOUR_SPIFFE_ID PATH
             Self::Transport(ClientError::Connect { .. }) => Some(
                 "is Nexus running? Set SPIKE_NEXUS_ADDR, or start a local system with `spike dev`",
             ),
+            Self::OwnSvid(_) => Some(
+                "renew the SVID: check the SPIRE agent behind SPIFFE_ENDPOINT_SOCKET, or the files given by --svid-cert/--svid-key/--svid-bundle, and this machine's clock",
+            ),
+            Self::Transport(e) if e.server_id_mismatch().is_some() => Some(
+                "the address given as Nexus (SPIKE_NEXUS_ADDR or --nexus) answered with another identity (the line above says which): point it at this trust domain's Nexus",
+            ),
             Self::Transport(ClientError::Tls { .. }) => Some(
                 "the TLS handshake failed: check SPIFFE_ENDPOINT_SOCKET (or the SVID files) and the trust domain",
             ),
@@ -106,12 +115,12 @@ an admin can see what applies to you with `spike policy test YOUR_SPIFFE_ID PATH
 /// Result alias for commands.
 pub type CliResult<T> = Result<T, CliError>;
 
-/// Typed calls to Nexus.
+/// Typed calls to Nexus. Cloning is cheap and clones share one connection pool, so one
+/// `Nexus` serves many requests in flight (bootstrap, seeding, imports and every command).
+#[derive(Clone)]
 pub struct Nexus {
     http: MtlsClient,
-    addr: String,
     source: Arc<dyn SvidSource>,
-    timeout: Duration,
 }
 
 impl Nexus {
@@ -121,28 +130,12 @@ impl Nexus {
         let http = MtlsClient::new(addr, id, source.clone())
             .map_err(|e| CliError::Other(anyhow::anyhow!("TLS configuration: {e}")))?
             .with_timeout(timeout);
-        Ok(Self {
-            http,
-            addr: addr.to_owned(),
-            source,
-            timeout,
-        })
-    }
-
-    /// Another client for the same Nexus with its own connection, for requests in parallel
-    /// (one client sends one request at a time).
-    pub fn another(&self) -> CliResult<Self> {
-        Self::new(&self.addr, self.source.clone(), self.timeout)
-    }
-
-    /// `n` clients (at least one): this one's twins, for parallel requests.
-    pub fn pool(&self, n: usize) -> CliResult<Vec<Self>> {
-        (0..n.max(1)).map(|_| self.another()).collect()
+        Ok(Self { http, source })
     }
 
     /// The address.
     pub fn addr(&self) -> &str {
-        &self.addr
+        self.http.addr()
     }
 
     /// Sends a request and decodes the JSON answer (or the API error).
@@ -169,6 +162,7 @@ impl Nexus {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> CliResult<Vec<u8>> {
+        self.check_own_svid()?;
         let body = body
             .map(serde_json::to_vec)
             .transpose()
@@ -187,6 +181,47 @@ impl Nexus {
                 resp.status
             ))),
         }
+    }
+}
+
+impl Nexus {
+    /// Refuses to call with an SVID that is expired or not yet valid: Nexus would refuse the
+    /// handshake with nothing but an alert, and the user would see a bare TLS error. Read from
+    /// the source's current certificate each time, so a rotated SVID is seen at once.
+    fn check_own_svid(&self) -> CliResult<()> {
+        let identity = self.source.current();
+        let certified = identity.certified_key();
+        let Some(leaf) = certified.cert.first() else {
+            return Ok(());
+        };
+        // The source already parsed this certificate; if it cannot be read here, let the
+        // handshake report it.
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+            return Ok(());
+        };
+        let validity = cert.validity();
+        let at = |t: x509_parser::time::ASN1Time| {
+            let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let id = identity.id();
+        if now > validity.not_after.timestamp() {
+            return Err(CliError::OwnSvid(format!(
+                "this client's SVID ({id}) expired at {}; Nexus would refuse it",
+                at(validity.not_after)
+            )));
+        }
+        if now < validity.not_before.timestamp() {
+            return Err(CliError::OwnSvid(format!(
+                "this client's SVID ({id}) is not valid before {}; Nexus would refuse it",
+                at(validity.not_before)
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -15,20 +15,16 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use spike_core::api::{BatchItemResult, BatchItemStatus, BatchPutItem};
 use spike_core::error::{ApiError, ErrorCode};
 use spike_core::path::SecretPath;
 use spike_core::secret::{SecretMap, SecretString};
-use tokio::net::TcpStream;
+use spike_runtime::net::{ClientError, WebClient, WebClientError};
 use zeroize::Zeroizing;
 
 use crate::cli::{ImportArgs, ImportCmd, Output};
@@ -142,11 +138,11 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
             "note: {empty} secrets have no readable version (every version deleted or destroyed) and are skipped"
         );
     }
-    let pool = nexus.pool(args.upload.parallel.min(sources.len().max(1)))?;
     let opts = |dry_run| UploadOptions {
         dry_run,
         batch_size: args.upload.batch_size,
         progress: out == Output::Text && !args.upload.quiet,
+        parallel: args.upload.parallel,
     };
     // Compare each secret's current source version with SPIKE, writing nothing: this decides
     // which secrets are new (full history) and which exist (current version only).
@@ -163,7 +159,7 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
     let check = if latest.is_empty() {
         Vec::new()
     } else {
-        upload(&pool, latest, opts(true)).await?
+        upload(nexus, latest, opts(true)).await?
     };
     let mut results = Vec::with_capacity(check.len() + failed.len());
     if args.upload.dry_run {
@@ -194,9 +190,9 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
             })
             .collect();
         if !items.is_empty() {
-            results.extend(upload(&pool, items, opts(false)).await?);
+            results.extend(upload(nexus, items, opts(false)).await?);
         }
-        results.extend(import_histories(&pool, fresh, opts(false)).await?);
+        results.extend(import_histories(nexus, fresh, opts(false)).await?);
     }
     results.append(&mut failed);
     results.sort_by(|a, b| a.path.cmp(&b.path));
@@ -212,7 +208,7 @@ struct Source {
 /// Writes the full history of secrets new to SPIKE, one round per version depth, each write
 /// conditioned on the version the previous round wrote.
 async fn import_histories(
-    pool: &[Nexus],
+    nexus: &Nexus,
     fresh: Vec<Source>,
     opts: UploadOptions,
 ) -> CliResult<Vec<BatchItemResult>> {
@@ -244,7 +240,7 @@ async fn import_histories(
         if items.is_empty() {
             break;
         }
-        let got = upload(pool, items, opts).await?;
+        let got = upload(nexus, items, opts).await?;
         for (i, mut r) in idx.into_iter().zip(got) {
             let slot = &mut state[i].1;
             // Report the secret as created (by the first round), at its final version.
@@ -382,26 +378,21 @@ async fn read_server(args: &ImportArgs) -> CliResult<ExportFile> {
     if mount.is_empty() {
         return Err(CliError::Usage("--mount cannot be empty".into()));
     }
-    let clients = (0..args.upload.parallel.max(1))
-        .map(|_| KvClient::new(&args.addr, args.ca_cert.as_deref(), token.clone(), &mount))
-        .collect::<CliResult<Vec<_>>>()?;
-    let first = clients
-        .first()
-        .ok_or_else(|| CliError::Usage("--parallel must be at least 1".into()))?;
+    let client = KvClient::new(&args.addr, args.ca_cert.as_deref(), token, &mount)?;
     let prefix = args
         .prefix
         .as_deref()
         .map(|p| p.trim_matches('/'))
         .unwrap_or("");
-    let paths = first.walk(prefix).await?;
-    // Read metadata and versions with one connection per client.
+    let paths = client.walk(prefix).await?;
+    // Read metadata and versions with `--parallel` requests in flight on the one pool.
     let queue = Mutex::new(paths.into_iter().enumerate());
-    let workers = clients.iter().map(|c| async {
+    let workers = (0..args.upload.parallel.max(1)).map(|_| async {
         let mut out = Vec::new();
         loop {
             let next = queue.lock().ok().and_then(|mut q| q.next());
             let Some((i, path)) = next else { break };
-            out.push((i, c.read_secret(&path).await?));
+            out.push((i, client.read_secret(&path).await?));
         }
         Ok::<_, CliError>(out)
     });
@@ -416,16 +407,13 @@ async fn read_server(args: &ImportArgs) -> CliResult<ExportFile> {
     })
 }
 
-/// A minimal HTTP/1.1 client of the KV v2 API, one connection, token in `X-Vault-Token`.
+/// A client of the KV v2 API (the pooled [`WebClient`]), token in `X-Vault-Token`. Clones
+/// share the pool, so parallel readers share its connections.
+#[derive(Clone)]
 struct KvClient {
-    authority: String,
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls_pki_types::ServerName<'static>,
-    )>,
+    http: WebClient,
     token: SecretString,
     mount: String,
-    conn: tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
 }
 
 #[derive(Deserialize)]
@@ -461,76 +449,21 @@ struct ReadData {
 
 impl KvClient {
     fn new(addr: &str, ca: Option<&Path>, token: SecretString, mount: &str) -> CliResult<Self> {
-        let bad = |why: &str| CliError::Usage(format!("--addr {addr}: {why}"));
-        let uri: Uri = addr
-            .parse()
-            .map_err(|_| bad("not a URL like http://127.0.0.1:8200"))?;
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(bad("use http:// or https://")),
-        };
-        if !matches!(uri.path(), "" | "/") {
-            return Err(bad("give the server's base address, without a path"));
-        }
-        let host = uri.host().ok_or_else(|| bad("no host"))?.to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tls = if https {
-            let ca = ca.ok_or_else(|| {
-                CliError::Usage(
+        let roots = ca.map(roots_from).transpose()?;
+        let http = WebClient::new(addr, roots)
+            .map_err(|e| match e {
+                WebClientError::NoRoots => CliError::Usage(
                     "an https:// source needs --ca-cert FILE (BAO_CACERT): the PEM CA that signed its certificate"
                         .into(),
-                )
-            })?;
-            Some(tls_for(&host, ca)?)
-        } else {
-            None
-        };
-        let host_part = if host.contains(':') {
-            format!("[{}]", host.trim_matches(['[', ']']))
-        } else {
-            host
-        };
+                ),
+                e => CliError::Usage(format!("--addr {addr}: {e}")),
+            })?
+            .with_timeout(SOURCE_TIMEOUT)
+            .with_max_response(MAX_RESPONSE);
         Ok(Self {
-            authority: format!("{host_part}:{port}"),
-            tls,
+            http,
             token,
             mount: mount.to_owned(),
-            conn: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    async fn connect(&self) -> CliResult<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-        let fail = |e: &dyn std::fmt::Display| {
-            CliError::Other(anyhow::anyhow!(
-                "cannot reach the source at {}: {e}",
-                self.authority
-            ))
-        };
-        let tcp = TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| fail(&e))?;
-        let _ = tcp.set_nodelay(true);
-        macro_rules! handshake {
-            ($io:expr) => {{
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new($io))
-                    .await
-                    .map_err(|e| fail(&e))?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                sender
-            }};
-        }
-        Ok(match &self.tls {
-            None => handshake!(tcp),
-            Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| fail(&e))?;
-                handshake!(tls)
-            }
         })
     }
 
@@ -539,55 +472,29 @@ impl KvClient {
         &self,
         path_and_query: &str,
     ) -> CliResult<Option<T>> {
-        tokio::time::timeout(SOURCE_TIMEOUT, self.get_inner(path_and_query))
+        let authority = self.http.authority();
+        let resp = self
+            .http
+            .send(
+                Method::GET,
+                path_and_query,
+                &[("X-Vault-Token", self.token.expose_secret())],
+                None,
+            )
             .await
-            .map_err(|_| {
-                CliError::Other(anyhow::anyhow!(
-                    "the source at {} did not answer within {}s",
-                    self.authority,
-                    SOURCE_TIMEOUT.as_secs()
-                ))
-            })?
-    }
-
-    async fn get_inner<T: serde::de::DeserializeOwned>(
-        &self,
-        path_and_query: &str,
-    ) -> CliResult<Option<T>> {
-        let mut guard = self.conn.lock().await;
-        let cached = match guard.take() {
-            Some(mut s) => s.ready().await.is_ok().then_some(s),
-            None => None,
-        };
-        let mut sender = match cached {
-            Some(s) => s,
-            None => self.connect().await?,
-        };
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(path_and_query)
-            .header(http::header::HOST, &self.authority)
-            .header("X-Vault-Token", self.token.expose_secret())
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| CliError::Other(e.into()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| CliError::Other(anyhow::anyhow!("source request failed: {e}")))?;
-        let status = resp.status();
-        let body = Zeroizing::new(
-            Limited::new(resp.into_body(), MAX_RESPONSE)
-                .collect()
-                .await
-                .map_err(|_| {
-                    CliError::Other(anyhow::anyhow!(
-                        "an answer from the source is larger than {MAX_RESPONSE} bytes"
-                    ))
-                })?
-                .to_bytes()
-                .to_vec(),
-        );
-        *guard = Some(sender);
+            .map_err(|e| match e {
+                ClientError::Timeout { secs, .. } => CliError::Other(anyhow::anyhow!(
+                    "the source at {authority} did not answer within {secs}s"
+                )),
+                ClientError::TooLarge { limit, .. } => CliError::Other(anyhow::anyhow!(
+                    "an answer from the source is larger than {limit} bytes"
+                )),
+                e => CliError::Other(anyhow::anyhow!(
+                    "cannot reach the source at {authority}: {e}"
+                )),
+            })?;
+        let status = resp.status;
+        let body = Zeroizing::new(resp.body.to_vec());
         match status {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => serde_json::from_slice(&body).map(Some).map_err(|e| {
@@ -713,14 +620,8 @@ fn path_only(path_and_query: &str) -> &str {
     path_and_query.split('?').next().unwrap_or(path_and_query)
 }
 
-/// A TLS connector trusting the CA certificates of `ca` (ring provider, like all of SPIKE).
-fn tls_for(
-    host: &str,
-    ca: &Path,
-) -> CliResult<(
-    tokio_rustls::TlsConnector,
-    rustls_pki_types::ServerName<'static>,
-)> {
+/// The CA certificates of the PEM file `ca`, the roots an `https://` source must chain to.
+fn roots_from(ca: &Path) -> CliResult<rustls::RootCertStore> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let pem = std::fs::read(ca)
@@ -740,16 +641,7 @@ fn tls_for(
             ca.display()
         )));
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| CliError::Other(anyhow::anyhow!("TLS configuration: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-        .map_err(|_| CliError::Usage(format!("`{host}` is not a valid TLS server name")))?;
-    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+    Ok(roots)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! counted; [`render_handshake_metrics`] renders the counter for a service's `/metrics`.
 
 mod client;
+mod connector;
 mod refusals;
 mod server;
 
