@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use http::Method;
 use serde::Serialize;
@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use spike_core::error::{ErrorBody, ErrorCode};
 use spike_core::id::Builtin;
 use spike_runtime::net::{ClientError, MtlsClient};
-use spike_runtime::svid::SvidSource;
+use spike_runtime::svid::{SvidError, SvidSource};
 
 /// A CLI failure, with the exit code a script can rely on.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +27,8 @@ pub enum CliError {
     #[error(transparent)]
     Transport(#[from] ClientError),
     /// This process's own SVID is outside its validity window, so Nexus would refuse it.
-    #[error("{0}")]
-    OwnSvid(String),
+    #[error("this client's {0}")]
+    OwnSvid(SvidError),
     /// Bad input on the command line.
     #[error("{0}")]
     Usage(String),
@@ -38,6 +38,15 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// The error for an SVID of this process that cannot be used: its validity window is the
+    /// user's to fix (exit 5, with a hint); anything else about getting one is an error.
+    pub fn own_svid(e: SvidError) -> Self {
+        match e {
+            SvidError::Expired { .. } | SvidError::NotYetValid { .. } => Self::OwnSvid(e),
+            other => Self::Other(anyhow::anyhow!("cannot get an SVID: {other}")),
+        }
+    }
+
     /// The process exit code.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
@@ -189,39 +198,10 @@ impl Nexus {
     /// handshake with nothing but an alert, and the user would see a bare TLS error. Read from
     /// the source's current certificate each time, so a rotated SVID is seen at once.
     fn check_own_svid(&self) -> CliResult<()> {
-        let identity = self.source.current();
-        let certified = identity.certified_key();
-        let Some(leaf) = certified.cert.first() else {
-            return Ok(());
-        };
-        // The source already parsed this certificate; if it cannot be read here, let the
-        // handshake report it.
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
-            return Ok(());
-        };
-        let validity = cert.validity();
-        let at = |t: x509_parser::time::ASN1Time| {
-            let secs = u64::try_from(t.timestamp()).unwrap_or(0);
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
-        };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let id = identity.id();
-        if now > validity.not_after.timestamp() {
-            return Err(CliError::OwnSvid(format!(
-                "this client's SVID ({id}) expired at {}; Nexus would refuse it",
-                at(validity.not_after)
-            )));
-        }
-        if now < validity.not_before.timestamp() {
-            return Err(CliError::OwnSvid(format!(
-                "this client's SVID ({id}) is not valid before {}; Nexus would refuse it",
-                at(validity.not_before)
-            )));
-        }
-        Ok(())
+        self.source
+            .current()
+            .check_usable(SystemTime::now(), None)
+            .map_err(CliError::own_svid)
     }
 }
 

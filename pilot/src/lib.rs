@@ -79,7 +79,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         .map_err(|e| CliError::Usage(e.to_string()))?
         .open()
         .await
-        .map_err(|e| CliError::Other(anyhow::anyhow!("cannot get an SVID: {e}")))?;
+        .map_err(CliError::own_svid)?;
     let nexus = Nexus::new(&s.nexus, source, s.timeout)?;
     let out = s.output;
     match command {

@@ -9,23 +9,21 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::{ClientError, ServerIdMismatch};
-use crate::svid::{SvidSource, leaf_identity};
-use crate::tls::{PeerRule, client_config};
+use crate::svid::SvidSource;
+use crate::tls::{PeerRefusal, PeerRule, client_config};
 use spike_core::id::SpiffeId;
 
 /// ALPN offer: HTTP/2 first (many requests on one connection), HTTP/1.1 for servers without it.
@@ -83,41 +81,34 @@ impl SpiffeConnector {
         let _ = tcp.set_nodelay(true);
         match self.tls.connect(server_name(), tcp).await {
             Ok(tls) => Ok(Conn::tls(tls)),
-            Err(source) => {
-                let source = if rejected_server_certificate(&source) {
-                    self.explain_refusal(source).await
-                } else {
-                    source
-                };
-                Err(ClientError::Tls { addr, source })
-            }
+            Err(source) => Err(ClientError::Tls {
+                addr,
+                source: self.typed_refusal(source),
+            }),
         }
     }
 
-    /// Says which SPIFFE ID the refused server presented, when that is the reason: a user
-    /// pointed at the wrong service sees what answered instead of a bare verifier code.
-    ///
-    /// rustls's error carries no certificate, and the verifier lives in `tls.rs`, so this opens
-    /// a second connection whose verifier only records the server's certificate and then
-    /// refuses it. The handshake stops there, before this side sends its own certificate.
-    async fn explain_refusal(&self, original: io::Error) -> io::Error {
-        let Some(leaf) = probe_server_certificate(&self.addr).await else {
-            return original;
+    /// A refusal because the server presented another SPIFFE ID becomes a typed
+    /// [`ServerIdMismatch`], so callers (the CLI's hint, Nexus's keeper checks) can tell it
+    /// from a broken connection: a user pointed at the wrong service sees what answered.
+    fn typed_refusal(&self, e: io::Error) -> io::Error {
+        let presented = match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls::Error::Other(other)) => match other.0.downcast_ref::<PeerRefusal>() {
+                Some(PeerRefusal::NotAllowed { id, .. }) => id.clone(),
+                _ => return e,
+            },
+            _ => return e,
         };
-        match leaf_identity(&leaf) {
-            Ok((presented, _)) if presented != self.server_id => io::Error::new(
-                original.kind(),
-                ServerIdMismatch {
-                    presented,
-                    expected: self.server_id.clone(),
-                },
-            ),
-            Ok(_) => original,
-            Err(detail) => io::Error::new(
-                original.kind(),
-                format!("the server's certificate is not an X.509-SVID: {detail} ({original})"),
-            ),
-        }
+        io::Error::new(
+            e.kind(),
+            ServerIdMismatch {
+                presented,
+                expected: self.server_id.clone(),
+            },
+        )
     }
 }
 
@@ -128,86 +119,6 @@ fn server_name() -> ServerName<'static> {
             .unwrap_or_else(|_| unreachable!("a valid DNS name"))
             .to_owned(),
     )
-}
-
-/// Whether this side refused the server's certificate (as opposed to the server refusing us or
-/// the connection breaking).
-fn rejected_server_certificate(e: &io::Error) -> bool {
-    matches!(
-        e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
-        Some(rustls::Error::InvalidCertificate(_))
-    )
-}
-
-/// Reads the leaf certificate a server presents, without trusting or completing anything.
-async fn probe_server_certificate(addr: &str) -> Option<CertificateDer<'static>> {
-    let recorder = Arc::new(Recorder::default());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .ok()?
-    .dangerous()
-    .with_custom_certificate_verifier(recorder.clone())
-    .with_no_client_auth();
-    let tcp = tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    let connector = TlsConnector::from(Arc::new(config));
-    // Always fails: the recorder refuses every certificate.
-    let _ = tokio::time::timeout(PROBE_TIMEOUT, connector.connect(server_name(), tcp)).await;
-    recorder.seen.lock().ok()?.take()
-}
-
-/// How long the diagnostic probe may take; it only improves an error message.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A verifier that keeps the server's leaf certificate and refuses it.
-#[derive(Debug, Default)]
-struct Recorder {
-    seen: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut seen) = self.seen.lock() {
-            *seen = Some(end_entity.clone().into_owned());
-        }
-        Err(rustls::Error::General("diagnostic probe only".into()))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("diagnostic probe only".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("diagnostic probe only".into()))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// What a connection's IO must be for the pool.
