@@ -74,7 +74,7 @@ pub enum ClientError {
 /// The presented ID is what the server's certificate claims; the handshake stopped before the
 /// server proved it holds the key, so it says where the client went, not who is there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the server presented the SPIFFE ID {presented}, not the expected {expected}")]
+#[error("the server presented {presented}, expected {expected}")]
 pub struct ServerIdMismatch {
     /// The SPIFFE ID in the server's certificate.
     pub presented: SpiffeId,
