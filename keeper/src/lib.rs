@@ -161,7 +161,7 @@ impl KeeperHandle {
 pub struct KeeperAddrs {
     /// The mTLS API (Nexus only).
     pub api: SocketAddr,
-    /// Plain HTTP `/healthz` and `/readyz`.
+    /// Plain HTTP `/healthz`, `/readyz` and `/metrics`.
     pub health: SocketAddr,
 }
 
@@ -271,6 +271,7 @@ fn health_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -349,6 +350,24 @@ async fn put_share(
     let kept = slot.previous.as_ref().map(|b| b.epoch);
     tracing::info!(index = state.index, epoch, replaced, ?kept, "share stored");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Prometheus text: whether the share is held, and the refused TLS handshakes by reason.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let held = u8::from((KeeperHandle { state }).has_share());
+    let mut body = format!(
+        "# HELP spike_keeper_has_share Whether this keeper holds its share (1) or not (0).\n\
+         # TYPE spike_keeper_has_share gauge\n\
+         spike_keeper_has_share {held}\n"
+    );
+    body.push_str(&spike_runtime::net::render_handshake_metrics());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {

@@ -237,8 +237,12 @@ async fn only_nexus_can_read_or_write_the_share() {
     let ca = CertificateAuthority::new(&td()).unwrap();
     let k = Keeper::start(source(&ca, "/spike/keeper/1")).await.unwrap();
     let nexus = k.client(source(&ca, "/spike/nexus"));
+    let (status, metrics) = k.health_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("spike_keeper_has_share 0\n"), "{metrics}");
     let held = share(1, 0x11, 1);
     assert_eq!(put(&nexus, &held).await.status, StatusCode::NO_CONTENT);
+    let refused_before = spike_runtime::net::handshake_failures("id_not_allowed");
 
     let forger = CertificateAuthority::new(&td()).unwrap();
     let forged_nexus = {
@@ -279,6 +283,16 @@ async fn only_nexus_can_read_or_write_the_share() {
         }
     }
     assert_holds(&k, &nexus, &held).await;
+    // The refusals are counted and shown on the keeper's /metrics (the counter is per process,
+    // and other tests of this binary run in their own processes under nextest, so it only
+    // grows by ours; `>` keeps it right under `cargo test` too).
+    assert!(spike_runtime::net::handshake_failures("id_not_allowed") > refused_before);
+    let (_, metrics) = k.health_get("/metrics").await;
+    assert!(metrics.contains("spike_keeper_has_share 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("spike_tls_handshake_failures_total{reason=\"id_not_allowed\"}"),
+        "{metrics}"
+    );
     k.shutdown().await;
 }
 
