@@ -153,7 +153,7 @@ pub struct UploadArgs {
     /// Secrets per batch request (Nexus refuses more than its `max_batch_items`, 500 by default).
     #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS, value_parser = at_least_one())]
     pub batch_size: usize,
-    /// Batch requests in flight at once (one connection each).
+    /// Batch requests in flight at once (over one pooled client; HTTP/2 carries them on one connection).
     #[arg(long, default_value_t = 4, value_parser = at_least_one())]
     pub parallel: usize,
 }

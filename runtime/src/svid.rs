@@ -713,7 +713,7 @@ pub struct IdentityArgs {
         env = "SPIKE_SVID_BUNDLE"
     )]
     pub svid_bundle: Option<PathBuf>,
-    /// How long to wait for a first SVID at start.
+    /// How long to wait at start for a first SVID: from the Workload API, or for the PEM files to appear.
     #[arg(
         id = "identity.svid_timeout",
         value_name = "DURATION",

@@ -25,7 +25,7 @@ pub struct IdentityConfig {
     /// Trust bundle (PEM).
     #[serde(with = "opt_path")]
     pub svid_bundle: Option<PathBuf>,
-    /// How long to wait for a first SVID at start.
+    /// How long to wait at start for a first SVID: from the Workload API, or for the PEM files to appear.
     #[serde(with = "duration")]
     pub svid_timeout: Duration,
 }
