@@ -107,31 +107,16 @@ impl ConnLimits {
     }
 }
 
-/// The answer to a request that outlived `request_timeout`.
-fn request_timeout_response() -> axum::response::Response {
+/// A refusal the serve loop answers itself, with the JSON error body every refusal carries.
+/// The status is given, not taken from `code`: a head over the limits is `too_large` but 431.
+fn refusal(
+    status: http::StatusCode,
+    code: spike_core::error::ErrorCode,
+    message: String,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let body = spike_core::error::ApiError::new(
-        spike_core::error::ErrorCode::RequestTimeout,
-        "the request took too long (a stalled upload?); send it again",
-    )
-    .to_body();
-    (http::StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response()
-}
-
-/// The answer to a request whose head is over `max_headers` or `max_header_bytes`, with the
-/// JSON error body every refusal carries.
-fn headers_too_large_response(what: &str) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let body = spike_core::error::ApiError::new(
-        spike_core::error::ErrorCode::TooLarge,
-        format!("the request has {what}; send fewer or smaller headers"),
-    )
-    .to_body();
-    (
-        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        axum::Json(body),
-    )
-        .into_response()
+    let body = spike_core::error::ApiError::new(code, message).to_body();
+    (status, axum::Json(body)).into_response()
 }
 
 /// Applies `max_headers` (both protocols) and `max_header_bytes` (HTTP/2) here, where the
@@ -370,13 +355,21 @@ async fn serve_connection(
         async move {
             let _guard = guard;
             if let Some(what) = refused {
-                return Ok(headers_too_large_response(&what));
+                return Ok(refusal(
+                    http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    spike_core::error::ErrorCode::TooLarge,
+                    format!("the request has {what}; send fewer or smaller headers"),
+                ));
             }
             match tokio::time::timeout(limit, call).await {
                 Ok(r) => r,
                 // Dropping the handler drops the half-read body, so hyper closes the
                 // connection after this answer.
-                Err(_) => Ok(request_timeout_response()),
+                Err(_) => Ok(refusal(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    spike_core::error::ErrorCode::RequestTimeout,
+                    "the request took too long (a stalled upload?); send it again".into(),
+                )),
             }
         }
     });
