@@ -7,7 +7,7 @@
 //! exported as a gauge.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -62,6 +62,15 @@ struct Keeper {
     index: u8,
     client: MtlsClient,
     reach: AtomicU8,
+    /// Whether the keeper may hold a previous share. It gets one only from a push with `keep`,
+    /// and loses it on a push without `keep` or a restart, so once it is known to hold none it
+    /// is not asked again until this Nexus pushes with `keep`. Counted, not a flag, so a push
+    /// with `keep` racing a "none" answer is never forgotten: the keeper may hold one while
+    /// `keep_pushes > clean_as_of`. It may at start (`1 > 0`): a Nexus that crashed after
+    /// confirming a change may have left previous shares to drop.
+    keep_pushes: AtomicU64,
+    /// The `keep_pushes` count as of which the keeper was seen to hold no previous share.
+    clean_as_of: AtomicU64,
 }
 
 impl Keeper {
@@ -135,8 +144,16 @@ impl Keeper {
             return Held::default();
         };
         self.observe(Reach::Reachable, None);
-        let previous = if with_previous {
-            self.get("/v1/share/previous").await.ok().flatten()
+        let pushes = self.keep_pushes.load(Ordering::SeqCst);
+        let previous = if with_previous && pushes > self.clean_as_of.load(Ordering::SeqCst) {
+            match self.get("/v1/share/previous").await {
+                Ok(None) => {
+                    self.clean_as_of.fetch_max(pushes, Ordering::SeqCst);
+                    None
+                }
+                Ok(some) => some,
+                Err(()) => None,
+            }
         } else {
             None
         };
@@ -152,11 +169,21 @@ impl Keeper {
             return false;
         };
         let path = match keep {
-            Some(k) => format!("/v1/share?keep={k}"),
+            Some(k) => {
+                self.keep_pushes.fetch_add(1, Ordering::SeqCst);
+                format!("/v1/share?keep={k}")
+            }
             None => "/v1/share".to_owned(),
         };
+        let pushes = self.keep_pushes.load(Ordering::SeqCst);
         match self.client.send(Method::PUT, &path, Some(bytes)).await {
-            Ok(r) if r.status.is_success() => true,
+            Ok(r) if r.status.is_success() => {
+                if keep.is_none() {
+                    // A push without `keep` drops the keeper's previous share.
+                    self.clean_as_of.fetch_max(pushes, Ordering::SeqCst);
+                }
+                true
+            }
             Ok(r) => {
                 tracing::warn!(keeper = self.index, status = %r.status, "keeper refused its share");
                 false
@@ -191,6 +218,8 @@ impl Keepers {
                     index,
                     client,
                     reach: AtomicU8::new(Reach::Unknown as u8),
+                    keep_pushes: AtomicU64::new(1),
+                    clean_as_of: AtomicU64::new(0),
                 })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -211,7 +240,7 @@ impl Keepers {
     }
 
     /// Asks every keeper for its share, and for its previous one when `with_previous` (only
-    /// kept while a rotation or rekey is unconfirmed). One entry per keeper, in index order.
+    /// kept while a rotation or rekey is unconfirmed) and the keeper may hold one. One entry per keeper, in index order.
     pub(crate) async fn fetch(&self, with_previous: bool) -> Vec<(u8, Held)> {
         let calls = self
             .0

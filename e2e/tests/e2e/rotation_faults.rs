@@ -3,10 +3,15 @@
 //! step), once or several times in a row, and each time it opens again by itself with every
 //! secret readable.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Method, StatusCode};
 use spike_agent::PemFiles;
+use spike_core::id::Builtin;
 use spike_e2e::{Cluster, text, wait_until};
+use spike_runtime::net::MtlsClient;
+use spike_runtime::svid::{Identity, StaticSource};
 
 use crate::lifecycle::{assert_secrets, ok, put_secrets, restart_nexus_and_wait};
 use crate::recovery::log_lines;
@@ -53,11 +58,51 @@ fn opens_by_itself(c: &mut Cluster, admin: &PemFiles) {
     assert_secrets(c, admin, SECRETS);
 }
 
-/// A clean change must now go through completely: the previous split was finished.
+/// A clean change must now go through completely: the previous split was finished, and no
+/// keeper keeps a share of an old split (that is what a rotation revokes).
 fn clean_change_completes(c: &Cluster, admin: &PemFiles, args: &[&str]) {
     let out = ok(&c.spike(admin, args));
     assert!(out.contains("3 keepers hold"), "{out}");
     assert_secrets(c, admin, SECRETS);
+    assert!(
+        wait_until(Duration::from_secs(30), || previous_shares_held(c) == 0),
+        "keepers still hold a previous share after the change completed"
+    );
+}
+
+/// How many keepers answer `GET /v1/share/previous` with a share, asked as Nexus.
+fn previous_shares_held(c: &Cluster) -> usize {
+    spike_runtime::tls::install_crypto_provider();
+    let files = c.pki.svid("/spike/nexus");
+    let identity = Identity::from_pem(
+        &c.pki.td,
+        &std::fs::read(&files.cert).unwrap(),
+        &std::fs::read(&files.key).unwrap(),
+        &std::fs::read(&files.bundle).unwrap(),
+    )
+    .unwrap();
+    let source = Arc::new(StaticSource::new(c.pki.td.clone(), identity));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    c.keeper_ports
+        .iter()
+        .enumerate()
+        .filter(|(i, ports)| {
+            let index = u8::try_from(i + 1).unwrap();
+            let keeper = MtlsClient::new(
+                format!("127.0.0.1:{}", ports.api),
+                Builtin::Keeper(index).id(&c.pki.td),
+                source.clone(),
+            )
+            .unwrap();
+            let r = rt
+                .block_on(keeper.send(Method::GET, "/v1/share/previous", None))
+                .unwrap();
+            r.status == StatusCode::OK
+        })
+        .count()
 }
 
 const STEPS: [&str; 5] = [
