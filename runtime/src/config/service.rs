@@ -52,7 +52,7 @@ pub struct ServerArgs {
     /// mTLS API address.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Plain-HTTP address for /healthz and /readyz (and Nexus's /metrics).
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, value_name = "ADDR")]
     pub health_listen: Option<SocketAddr>,
 }
