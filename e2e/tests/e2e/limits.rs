@@ -726,6 +726,14 @@ fn every_request_limit_answers_as_documented() {
         assert_eq!(r.status, 200, "{r:?}");
         let r = su.call("GET", "/v1/status", None, &big(9000)).await;
         assert_eq!(r.status, 431, "{r:?}");
+        assert_eq!(
+            r.code(),
+            "too_large",
+            "431 carries the JSON error body: {r:?}"
+        );
+        // Far over the size, past hyper's read buffer, hyper refuses the head itself: a 431.
+        let r = su.call("GET", "/v1/status", None, &big(40_000)).await;
+        assert_eq!(r.status, 431, "{r:?}");
 
         // Rate limit per SPIFFE ID on the cipher API: a burst of 2, then 429.
         let encrypt = r#"{"context":"a/b","plaintext":"aGk="}"#;

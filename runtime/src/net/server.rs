@@ -119,12 +119,13 @@ fn refusal(
     (status, axum::Json(body)).into_response()
 }
 
-/// Applies `max_headers` (both protocols) and `max_header_bytes` (HTTP/2) here, where the
-/// answer can carry the JSON body: hyper has no header-count limit on HTTP/2 and its own
-/// HTTP/1.1 refusals are bare. The protocol limits are set at twice ours (see
-/// `serve_connection`), so only a head far over them is refused by hyper itself. HTTP/1.1
-/// head bytes stay bounded by hyper's read buffer. HTTP/2 sizes are counted as RFC 9113 does
-/// (name, value and 32 bytes per field, pseudo-headers included).
+/// Applies `max_headers` and `max_header_bytes` here, on both protocols, where the answer can
+/// carry the JSON body: hyper has no header-count limit on HTTP/2 and its own HTTP/1.1
+/// refusals are bare. The protocol limits are set at twice ours (see `serve_connection`), so
+/// only a head far over them is refused by hyper itself (still a 431, without the body).
+/// Sizes are counted as each protocol sends them: HTTP/1.1 as the text of the request line
+/// and header lines, HTTP/2 as RFC 9113 does (name, value and 32 bytes per field,
+/// pseudo-headers included).
 fn head_over_limits<B>(req: &Request<B>, limits: &ConnLimits) -> Option<String> {
     if req.headers().len() > limits.max_headers {
         return Some(format!(
@@ -133,20 +134,24 @@ fn head_over_limits<B>(req: &Request<B>, limits: &ConnLimits) -> Option<String> 
             limits.max_headers
         ));
     }
-    if req.version() != http::Version::HTTP_2 {
-        return None;
-    }
-    let pseudo = req.method().as_str().len()
-        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
-        + req.uri().authority().map_or(0, |a| a.as_str().len())
-        + req.uri().scheme_str().map_or(0, str::len)
-        + 4 * 32;
-    let bytes = req
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 32)
-        .sum::<usize>()
-        + pseudo;
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let fields = |per_field: usize| {
+        req.headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + per_field)
+            .sum::<usize>()
+    };
+    let bytes = if req.version() == http::Version::HTTP_2 {
+        let pseudo = req.method().as_str().len()
+            + target
+            + req.uri().authority().map_or(0, |a| a.as_str().len())
+            + req.uri().scheme_str().map_or(0, str::len)
+            + 4 * 32;
+        fields(32) + pseudo
+    } else {
+        // "METHOD TARGET HTTP/1.1\r\n", "name: value\r\n" per field, and the blank line.
+        req.method().as_str().len() + 1 + target + 1 + 8 + 2 + fields(4) + 2
+    };
     let max = limits.max_header_bytes.max(MIN_HEADER_BYTES);
     (bytes > max).then(|| format!("{bytes} bytes of headers, more than the {max} allowed"))
 }
@@ -379,9 +384,9 @@ async fn serve_connection(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(header_bytes)
-        // Twice the limit, so `head_over_limits` sees (and answers with a JSON 431) a request
-        // somewhat over it.
+        // Twice the limits, so a head somewhat over them still arrives whole and is answered
+        // a JSON 431 by `head_over_limits`; beyond that hyper itself answers 431.
+        .max_buf_size(header_bytes.saturating_mul(2))
         .max_headers(limits.max_headers.max(1).saturating_mul(2));
     builder
         .http2()
