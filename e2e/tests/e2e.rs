@@ -18,6 +18,8 @@ mod cipher;
 mod client_refusals;
 #[path = "e2e/deploy.rs"]
 mod deploy;
+#[path = "e2e/first_hour.rs"]
+mod first_hour;
 #[path = "e2e/import.rs"]
 mod import;
 #[path = "e2e/lifecycle.rs"]

@@ -913,7 +913,12 @@ async fn dev_agent_for(
         .unwrap();
     let wl = bounded(
         "Workload API source",
-        WorkloadApiSource::connect(td(), Some(&agent.endpoint()), Duration::from_secs(10)),
+        WorkloadApiSource::connect(
+            td(),
+            Some(&agent.endpoint()),
+            Duration::from_secs(10),
+            spike_runtime::svid::Patience::Service,
+        ),
     )
     .await
     .unwrap();

@@ -158,6 +158,24 @@ pub struct UploadArgs {
     pub parallel: usize,
 }
 
+/// A secret path, checked here so a typo is a usage error, not a failed request. Lengths
+/// are left to Nexus (its limits are configurable), only the characters are checked.
+fn secret_path(s: &str) -> Result<String, spike_core::path::PathError> {
+    spike_core::path::SecretPath::parse_with(s, &spike_core::path::PathLimits::CEILING)
+        .map(|p| p.as_str().to_owned())
+}
+
+/// A list prefix; a trailing `/` (a habit from other tools) is accepted and dropped.
+fn path_prefix(s: &str) -> Result<String, spike_core::path::PathError> {
+    let trimmed = s.strip_suffix('/').filter(|t| !t.is_empty()).unwrap_or(s);
+    secret_path(trimmed)
+}
+
+/// A policy name, checked here like a path.
+fn policy_name(s: &str) -> Result<String, spike_core::policy::PolicyError> {
+    spike_core::policy::PolicyName::new(s).map(|n| n.to_string())
+}
+
 /// A count that must be at least 1 (clap refuses 0 as a usage error, exit status 2).
 fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
@@ -232,6 +250,7 @@ pub enum SecretCmd {
     #[command(verbatim_doc_comment)]
     Put {
         /// Secret path, e.g. `apps/web/db`.
+        #[arg(value_parser = secret_path)]
         path: String,
         /// KEY=VALUE pairs; VALUE `-` reads the value from stdin.
         pairs: Vec<String>,
@@ -248,6 +267,7 @@ pub enum SecretCmd {
     /// Read a secret (the current version, or --version N). With KEY, print only that value.
     Get {
         /// Secret path.
+        #[arg(value_parser = secret_path)]
         path: String,
         /// Print only this key's value.
         key: Option<String>,
@@ -258,6 +278,7 @@ pub enum SecretCmd {
     /// List secret paths you may list, under an optional prefix (all pages).
     List {
         /// Only paths equal to or under this prefix.
+        #[arg(value_parser = path_prefix)]
         prefix: Option<String>,
         /// Page size per request.
         #[arg(long, default_value_t = 500)]
@@ -266,11 +287,13 @@ pub enum SecretCmd {
     /// Show a secret's versions and timestamps (never values).
     Metadata {
         /// Secret path.
+        #[arg(value_parser = secret_path)]
         path: String,
     },
     /// Soft-delete versions (default: the current one). Undo with `undelete`.
     Delete {
         /// Secret path.
+        #[arg(value_parser = secret_path)]
         path: String,
         /// Comma-separated versions.
         #[arg(long, value_delimiter = ',')]
@@ -279,6 +302,7 @@ pub enum SecretCmd {
     /// Restore soft-deleted versions (default: the newest deleted one).
     Undelete {
         /// Secret path.
+        #[arg(value_parser = secret_path)]
         path: String,
         /// Comma-separated versions.
         #[arg(long, value_delimiter = ',')]
@@ -287,6 +311,7 @@ pub enum SecretCmd {
     /// Destroy versions for good: their values are erased; numbers are never reused.
     Destroy {
         /// Secret path.
+        #[arg(value_parser = secret_path)]
         path: String,
         /// Comma-separated versions (required: destruction is never implicit).
         #[arg(long, value_delimiter = ',', required = true)]
@@ -306,6 +331,7 @@ pub enum PolicyCmd {
     #[command(verbatim_doc_comment)]
     Create {
         /// Policy name ([A-Za-z0-9._-], at most 128).
+        #[arg(value_parser = policy_name)]
         name: String,
         /// Which callers it applies to.
         #[arg(long)]
@@ -320,6 +346,7 @@ pub enum PolicyCmd {
     /// Show one policy.
     Get {
         /// Policy name.
+        #[arg(value_parser = policy_name)]
         name: String,
     },
     /// List every policy.
@@ -327,6 +354,7 @@ pub enum PolicyCmd {
     /// Delete a policy.
     Delete {
         /// Policy name.
+        #[arg(value_parser = policy_name)]
         name: String,
     },
     /// Create or update the policies of a YAML file (the `policies:` of a seed file); never
@@ -348,6 +376,7 @@ pub enum PolicyCmd {
         /// The caller, e.g. spiffe://spike.dev/ns/web/sa/api.
         spiffe_id: String,
         /// The secret path, e.g. apps/web/db.
+        #[arg(value_parser = secret_path)]
         path: String,
     },
 }
@@ -387,7 +416,9 @@ pub struct DevArgs {
     /// Nexus mTLS port on 127.0.0.1.
     #[arg(long, default_value_t = 8553)]
     pub port: u16,
-    /// Directory for the agent socket and runtime files (default: a fresh temp dir).
+    /// Directory for the agent socket and runtime files (default: DATA_DIR/run with
+    /// --data-dir, so the socket path and the export lines stay the same across restarts;
+    /// else a fresh temp dir, removed on exit).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
 }

@@ -26,8 +26,9 @@ pub enum CliError {
     /// Nexus could not be reached.
     #[error(transparent)]
     Transport(#[from] ClientError),
-    /// This process's own SVID is outside its validity window, so Nexus would refuse it.
-    #[error("this client's {0}")]
+    /// This process has no usable SVID: none can be had from its agent, or its own is outside
+    /// its validity window, so Nexus would refuse it.
+    #[error("{}{}", own_prefix(.0), .0)]
     OwnSvid(SvidError),
     /// Bad input on the command line.
     #[error("{0}")]
@@ -37,12 +38,24 @@ pub enum CliError {
     Other(#[from] anyhow::Error),
 }
 
+/// "this client's SVID … expired": the validity errors name an SVID, which is this client's.
+fn own_prefix(e: &SvidError) -> &'static str {
+    match e {
+        SvidError::Expired { .. } | SvidError::NotYetValid { .. } => "this client's ",
+        _ => "",
+    }
+}
+
 impl CliError {
     /// The error for an SVID of this process that cannot be used: its validity window is the
     /// user's to fix (exit 5, with a hint); anything else about getting one is an error.
     pub fn own_svid(e: SvidError) -> Self {
         match e {
-            SvidError::Expired { .. } | SvidError::NotYetValid { .. } => Self::OwnSvid(e),
+            SvidError::Expired { .. }
+            | SvidError::NotYetValid { .. }
+            | SvidError::NoEndpoint
+            | SvidError::NoSocket { .. }
+            | SvidError::Refused { .. } => Self::OwnSvid(e),
             other => Self::Other(anyhow::anyhow!("cannot get an SVID: {other}")),
         }
     }
@@ -103,6 +116,12 @@ an admin can see what applies to you with `spike policy test YOUR_SPIFFE_ID PATH
             },
             Self::Transport(ClientError::Connect { .. }) => Some(
                 "is Nexus running? Set SPIKE_NEXUS_ADDR, or start a local system with `spike dev`",
+            ),
+            Self::OwnSvid(SvidError::NoEndpoint | SvidError::NoSocket { .. }) => Some(
+                "start a local system with `spike dev` and paste the export lines it prints, or point SPIFFE_ENDPOINT_SOCKET at your SPIRE agent's socket (or give --svid-cert/--svid-key/--svid-bundle)",
+            ),
+            Self::OwnSvid(SvidError::Refused { .. }) => Some(
+                "the agent has no registration entry for this process: with `spike dev`, run the `spike` executable it names at start; with SPIRE, check this workload's registration entry and selectors",
             ),
             Self::OwnSvid(_) => Some(
                 "renew the SVID: check the SPIRE agent behind SPIFFE_ENDPOINT_SOCKET, or the files given by --svid-cert/--svid-key/--svid-bundle, and this machine's clock",

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use cli::{Cli, Command};
 use client::{CliError, CliResult, Nexus};
+use spike_runtime::svid::Patience;
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> CliResult<()> {
@@ -49,7 +50,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Completions { shell } => return commands::completions::run(shell),
         Command::Version => {
             let opened = match identity {
-                Ok(id) => tokio::time::timeout(VERSION_TIMEOUT, id.open())
+                Ok(id) => tokio::time::timeout(VERSION_TIMEOUT, id.open_with(Patience::Command))
                     .await
                     .map(|r| r.map_err(|e| e.to_string())),
                 Err(e) => Ok(Err(e.to_string())),
@@ -77,7 +78,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     };
     let source = identity
         .map_err(|e| CliError::Usage(e.to_string()))?
-        .open()
+        .open_with(Patience::Command)
         .await
         .map_err(CliError::own_svid)?;
     let nexus = Nexus::new(&s.nexus, source, s.timeout)?;

@@ -76,6 +76,24 @@ pub enum SvidError {
         /// The ID this component must have.
         expected: String,
     },
+    /// No Workload API endpoint is configured at all.
+    #[error(
+        "no SPIFFE Workload API socket: SPIFFE_ENDPOINT_SOCKET is not set and no \
+         --spiffe-endpoint-socket or PEM files were given"
+    )]
+    NoEndpoint,
+    /// The Workload API socket does not exist (the agent is not running, or the path is stale).
+    #[error("no SPIFFE Workload API socket at {}", path.display())]
+    NoSocket {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The Workload API answered, and refused this process an identity.
+    #[error("the SPIFFE Workload API refused this process an identity: {reason}")]
+    Refused {
+        /// The agent's reason, as it gave it.
+        reason: String,
+    },
     /// The PEM files did not all appear within the SVID timeout.
     #[error("SVID PEM files still missing after svid_timeout ({waited:?}): {files}")]
     Missing {
@@ -538,18 +556,47 @@ pub struct WorkloadApiSource {
 
 impl WorkloadApiSource {
     /// Connects to `endpoint` (`unix:///path/to/socket`; `None` reads `SPIFFE_ENDPOINT_SOCKET`)
-    /// and waits up to `timeout` for the first SVID of trust domain `td`.
+    /// and waits up to `timeout` for the first SVID of trust domain `td`, as `patience` says.
     pub async fn connect(
         td: TrustDomain,
         endpoint: Option<&str>,
         timeout: Duration,
+        patience: Patience,
     ) -> Result<Self, SvidError> {
-        let mut builder = spiffe::X509Source::builder();
-        if let Some(ep) = endpoint {
-            builder = builder.endpoint(ep);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let endpoint = match endpoint {
+            Some(ep) => ep.to_owned(),
+            None => std::env::var(spiffe::workload_api::endpoint::WORKLOAD_API_ENDPOINT_ENV)
+                .ok()
+                .filter(|ep| !ep.is_empty())
+                .ok_or(SvidError::NoEndpoint)?,
+        };
+        let parsed = spiffe::transport::Endpoint::parse(&endpoint)
+            .map_err(|e| SvidError::WorkloadApi(format!("{endpoint}: {e}")))?;
+        if let spiffe::transport::Endpoint::Unix(path) = &parsed {
+            wait_for_socket(path, deadline, patience).await?;
         }
-        let source = tokio::time::timeout(timeout, builder.build())
-            .await
+        let build = spiffe::X509Source::builder().endpoint(&endpoint).build();
+        tokio::pin!(build);
+        // A command asks the agent directly once the source has not synced quickly: a refusal
+        // is final for it, and the agent's reason is worth showing at once. (X509Source keeps
+        // retrying refusals, which is right for a service whose registration entry may reach
+        // the agent after it starts.)
+        let quick = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + PROBE_AFTER),
+            &mut build,
+        )
+        .await;
+        let built = match quick {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                if patience == Patience::Command {
+                    probe_refusal(&endpoint).await?;
+                }
+                tokio::time::timeout_at(deadline, build).await
+            }
+        };
+        let source = built
             .map_err(|_| SvidError::WorkloadApi(format!("no SVID within {}s", timeout.as_secs())))?
             .map_err(|e| SvidError::WorkloadApi(e.to_string()))?;
         let identity = snapshot_from_source(&td, &source)?;
@@ -585,6 +632,75 @@ impl WorkloadApiSource {
     pub async fn shutdown(&self) {
         self.task.abort();
         self.source.shutdown().await;
+    }
+}
+
+/// How long a command lets the Workload API source sync before asking the agent why not.
+const PROBE_AFTER: Duration = Duration::from_millis(500);
+
+/// What a Workload API source waits for before its first SVID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// A service: its socket may appear late (an agent restarting, a CSI volume being
+    /// mounted) and its registration entry may reach the agent after it starts, so both are
+    /// waited for, up to the timeout.
+    Service,
+    /// A command a person typed: a missing socket or a refusal is said at once; only a socket
+    /// that exists and answers slowly is waited for.
+    Command,
+}
+
+async fn wait_for_socket(
+    path: &Path,
+    deadline: tokio::time::Instant,
+    patience: Patience,
+) -> Result<(), SvidError> {
+    let mut warned = false;
+    loop {
+        // Following symlinks, as connecting does: a dangling link is no socket.
+        if std::fs::metadata(path).is_ok() {
+            return Ok(());
+        }
+        if patience == Patience::Command || tokio::time::Instant::now() >= deadline {
+            return Err(SvidError::NoSocket {
+                path: path.to_owned(),
+            });
+        }
+        if !warned {
+            tracing::warn!(path = %path.display(), "no Workload API socket yet; waiting for it");
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What Unix attestation sees of this process: its executable and uid (its own facts, so
+/// nothing the agent knows is revealed by saying them).
+fn this_process() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::env::current_exe().map_or_else(|_| "?".into(), |p| p.display().to_string());
+    // The owner of our /proc entry is our uid; no libc call needed.
+    let uid = std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string());
+    format!("executable {exe}, uid {uid}")
+}
+
+/// Fetches once, bounded, to learn whether the agent refuses this process; any other outcome
+/// (success, a slow or failing agent) is left to the source's own wait.
+async fn probe_refusal(endpoint: &str) -> Result<(), SvidError> {
+    use spiffe::WorkloadApiError as E;
+    let fetch = async {
+        let client = spiffe::WorkloadApiClient::connect_to(endpoint).await?;
+        client.fetch_x509_svid().await.map(drop)
+    };
+    match tokio::time::timeout(PROBE_AFTER, fetch).await {
+        Ok(Err(E::NoIdentityIssued)) => Err(SvidError::Refused {
+            reason: format!(
+                "no identity issued: no registration entry matches this process ({})",
+                this_process()
+            ),
+        }),
+        Ok(Err(E::PermissionDenied(reason))) => Err(SvidError::Refused { reason }),
+        _ => Ok(()),
     }
 }
 
@@ -642,16 +758,18 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
-    /// Opens the source, waiting up to `timeout` for a first SVID from the Workload API.
+    /// Opens the source, waiting up to `timeout` for a first SVID (or for the PEM files), as
+    /// `patience` says.
     pub async fn open(
         &self,
         td: &TrustDomain,
         timeout: Duration,
+        patience: Patience,
     ) -> Result<Arc<dyn SvidSource>, SvidError> {
         Ok(match self {
-            Self::WorkloadApi(ep) => {
-                Arc::new(WorkloadApiSource::connect(td.clone(), ep.as_deref(), timeout).await?)
-            }
+            Self::WorkloadApi(ep) => Arc::new(
+                WorkloadApiSource::connect(td.clone(), ep.as_deref(), timeout, patience).await?,
+            ),
             Self::PemFiles(paths) => Arc::new(
                 PemFileSource::open(td.clone(), paths.clone(), Duration::from_secs(2), timeout)
                     .await?,
@@ -739,10 +857,15 @@ impl IdentityArgs {
         }
     }
 
-    /// Opens the SVID source.
+    /// Opens the SVID source of a service (see [`Patience::Service`]).
     pub async fn open(&self) -> Result<Arc<dyn SvidSource>, SvidError> {
+        self.open_with(Patience::Service).await
+    }
+
+    /// Opens the SVID source, waiting as `patience` says.
+    pub async fn open_with(&self, patience: Patience) -> Result<Arc<dyn SvidSource>, SvidError> {
         self.source_config()
-            .open(&self.trust_domain, self.svid_timeout)
+            .open(&self.trust_domain, self.svid_timeout, patience)
             .await
     }
 }

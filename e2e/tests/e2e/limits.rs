@@ -51,7 +51,7 @@ async fn source(c: &Cluster, who: &str) -> Arc<dyn SvidSource> {
         key: files.key,
         bundle: files.bundle,
     })
-    .open(&td, WAIT)
+    .open(&td, WAIT, spike_runtime::svid::Patience::Service)
     .await
     .unwrap()
 }

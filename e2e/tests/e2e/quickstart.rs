@@ -100,27 +100,26 @@ fn quickstart_works_as_written() {
     }
 }
 
-fn start_dev(dir: &Path, data: &Path, log: &Path) -> (Proc, u16) {
+/// Starts `spike dev --data-dir DATA` on a free port pair, with `--run-dir DIR/run` unless
+/// `default_run_dir` (then the socket is under DATA/run, as a user gets it).
+pub(crate) fn start_dev(dir: &Path, data: &Path, log: &Path, default_run_dir: bool) -> (Proc, u16) {
     let bins = bins();
     let port = (0..20)
         .map(|_| free_port())
         .find(|p| *p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
         .expect("free port pair");
     let _ = std::fs::remove_file(log);
-    let p = Proc::spawn(
-        &bins.spike,
-        &[
-            "dev".into(),
-            "--port".into(),
-            port.to_string(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--run-dir".into(),
-            dir.join("run").display().to_string(),
-        ],
-        log.to_path_buf(),
-        "info",
-    );
+    let mut args = vec![
+        "dev".into(),
+        "--port".into(),
+        port.to_string(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    if !default_run_dir {
+        args.extend(["--run-dir".into(), dir.join("run").display().to_string()]);
+    }
+    let p = Proc::spawn(&bins.spike, &args, log.to_path_buf(), "info");
     assert!(
         wait_until(Duration::from_secs(60), || std::fs::read_to_string(log)
             .is_ok_and(|s| s.contains("export SPIKE_NEXUS_ADDR"))),
@@ -131,11 +130,16 @@ fn start_dev(dir: &Path, data: &Path, log: &Path) -> (Proc, u16) {
 }
 
 fn cli(port: u16, dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(bins().spike)
+    cli_as(&bins().spike, port, &dir.join("run"), args)
+}
+
+/// Runs `exe` (a `spike`) against the dev system whose agent socket is under `run_dir`.
+pub(crate) fn cli_as(exe: &Path, port: u16, run_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(exe)
         .args(args)
         .env(
             "SPIFFE_ENDPOINT_SOCKET",
-            format!("unix://{}", dir.join("run/agent/agent.sock").display()),
+            format!("unix://{}", run_dir.join("agent/agent.sock").display()),
         )
         .env("SPIKE_NEXUS_ADDR", format!("127.0.0.1:{port}"))
         .env("SPIKE_TRUST_DOMAIN", "spike.dev")
@@ -151,7 +155,7 @@ fn dev_with_data_dir_survives_a_full_restart() {
         .unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("dev.log");
-    let (dev, port) = start_dev(dir.path(), &data, &log);
+    let (dev, port) = start_dev(dir.path(), &data, &log, false);
     let out = cli(
         port,
         dir.path(),
@@ -169,7 +173,7 @@ fn dev_with_data_dir_survives_a_full_restart() {
     let mode = std::fs::metadata(&share_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "share file must be private");
 
-    let (_dev, port) = start_dev(dir.path(), &data, &log);
+    let (_dev, port) = start_dev(dir.path(), &data, &log, false);
     let printed = std::fs::read_to_string(&log).unwrap();
     assert!(printed.contains("already initialized"), "{printed}");
     let out = cli(port, dir.path(), &["secret", "get", "keep/me", "k"]);

@@ -28,10 +28,23 @@ const SHARE_FILE: &str = "INSECURE-dev-keeper-shares.json";
 /// Runs the dev system until SIGINT/SIGTERM.
 pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
     let other = |e: &dyn std::fmt::Display| CliError::Other(anyhow::anyhow!("{e}"));
-    // The temp dir (0700) is removed when `_tmp` drops at the end.
-    let (run_dir, _tmp) = match &args.run_dir {
-        Some(d) => (d.clone(), None),
-        None => {
+    if let Some(dir) = &args.data_dir {
+        create_private_dir(dir).map_err(|e| other(&format!("{}: {e}", dir.display())))?;
+    }
+    // Nexus's ports first: a second `spike dev` must stop before it starts (or announces)
+    // anything.
+    let listeners = NexusListeners::bind(NexusAddrs {
+        api: ([127, 0, 0, 1], args.port).into(),
+        health: ([127, 0, 0, 1], args.port.saturating_add(1)).into(),
+    })
+    .await
+    .map_err(|e| port_in_use(&e, args.port).unwrap_or_else(|| other(&e)))?;
+    // With a data dir the socket path is stable, so shells that pasted the export lines keep
+    // working across restarts; without one, a fresh temp dir (0700) removed when `_tmp` drops.
+    let (run_dir, _tmp) = match (&args.run_dir, &args.data_dir) {
+        (Some(d), _) => (d.clone(), None),
+        (None, Some(data)) => (data.join("run"), None),
+        (None, None) => {
             let t = tempfile::Builder::new()
                 .prefix("spike-dev-")
                 .tempdir()
@@ -83,14 +96,13 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
     }
 
     // With --data-dir, restore the insecure share copies so a full restart unseals by itself.
-    if let Some(dir) = &args.data_dir {
-        std::fs::create_dir_all(dir).map_err(|e| other(&e))?;
-        if let Some(shares) = read_share_file(dir)? {
-            for (h, s) in keeper_handles.iter().zip(shares) {
-                h.preload(s).map_err(|e| other(&e))?;
-            }
-            tracing::warn!("loaded keeper shares from {SHARE_FILE} (INSECURE, dev only)");
+    if let Some(dir) = &args.data_dir
+        && let Some(shares) = read_share_file(dir)?
+    {
+        for (h, s) in keeper_handles.iter().zip(shares) {
+            h.preload(s).map_err(|e| other(&e))?;
         }
+        tracing::warn!("loaded keeper shares from {SHARE_FILE} (INSECURE, dev only)");
     }
 
     // Nexus.
@@ -103,12 +115,6 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
     config.data_dir = args.data_dir.clone();
     let nexus_source = ca_source(&agent, &mut rotations, Builtin::Nexus.id(&td))?;
     let store = spike_nexus::open_store(&config).map_err(|e| other(&e))?;
-    let listeners = NexusListeners::bind(NexusAddrs {
-        api: ([127, 0, 0, 1], args.port).into(),
-        health: ([127, 0, 0, 1], args.port.saturating_add(1)).into(),
-    })
-    .await
-    .map_err(|e| other(&e))?;
     let (_nexus, nexus_task) = spike_nexus::start(
         config,
         nexus_source,
@@ -151,6 +157,10 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
     println!("  spike secret put demo/hello greeting=world");
     println!("  spike secret get demo/hello");
     println!();
+    println!(
+        "CLI commands get the superuser identity when run as uid {uid} from {} (another copy of spike is refused).",
+        exe.display()
+    );
     println!(
         "Health: http://127.0.0.1:{}/readyz   Press Ctrl-C to stop.",
         args.port.saturating_add(1)
@@ -261,6 +271,32 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Creates `dir` and its missing parents closed to group and others (0700): it will hold the
+/// store, the audit log and the insecure share file.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The error for a port someone else holds, usually another `spike dev`.
+fn port_in_use(e: &spike_nexus::StartError, port: u16) -> Option<CliError> {
+    match e {
+        spike_nexus::StartError::Bind { addr, source }
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            Some(CliError::Other(anyhow::anyhow!(
+                "{addr} is in use: another spike dev is probably running; stop it, or start \
+                 this one with --port (Nexus uses that port and the next one), e.g. --port {}",
+                port.saturating_add(10)
+            )))
+        }
+        _ => None,
+    }
 }
 
 fn rustix_uid() -> u32 {

@@ -1,0 +1,184 @@
+//! A new user's first commands: the CLI and `spike dev` never hang and always say why.
+//!
+//! Every test runs the real `spike` binary and checks its exit code and message.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use spike_e2e::{bins, text};
+
+use crate::quickstart::{cli_as, start_dev};
+
+/// Far longer than any answer here may take: the CLI is told to wait this long for an SVID,
+/// so finishing well within it shows it did not wait (a hang check, not a speed test).
+const PATIENCE: &str = "120s";
+
+fn spike(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+    let mut cmd = Command::new(bins().spike);
+    cmd.args(args)
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .env("SPIKE_SVID_TIMEOUT", PATIENCE)
+        .env("SPIKE_NEXUS_ADDR", "127.0.0.1:1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    (out, started.elapsed())
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn cli_without_a_workload_api_socket_says_so_at_once() {
+    // Unset.
+    let (out, took) = spike(&["secret", "list"], &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("SPIFFE_ENDPOINT_SOCKET is not set"), "{err}");
+    assert!(err.contains("spike dev"), "the hint names spike dev: {err}");
+    assert!(took < Duration::from_secs(60), "waited {took:?}: {err}");
+
+    // Set, to a socket that does not exist (a stale export from an old `spike dev`).
+    let dir = tempfile::tempdir().unwrap();
+    let gone = format!("unix://{}", dir.path().join("agent.sock").display());
+    let (out, took) = spike(
+        &["secret", "get", "demo/db"],
+        &[("SPIFFE_ENDPOINT_SOCKET", &gone)],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no SPIFFE Workload API socket at"), "{err}");
+    assert!(err.contains("spike dev"), "{err}");
+    assert!(took < Duration::from_secs(60), "waited {took:?}: {err}");
+}
+
+#[test]
+fn invalid_paths_and_names_are_usage_errors_before_any_request() {
+    for args in [
+        &["secret", "put", "my secret", "k=v"][..],
+        &["secret", "get", "db/pass word"],
+        &["secret", "metadata", "/db"],
+        &["secret", "list", "a b"],
+        &["policy", "test", "spiffe://spike.dev/x", "a//b"],
+    ] {
+        let (out, _) = spike(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = stderr(&out);
+        assert!(err.contains("secret path"), "{args:?}: {err}");
+        assert!(!err.contains("invalid uri"), "{args:?}: {err}");
+    }
+    let (out, _) = spike(&["policy", "get", "web read"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("policy name"), "{}", text(&out));
+}
+
+#[test]
+fn dev_with_a_data_dir_keeps_its_socket_and_refuses_strangers_and_a_second_instance() {
+    let dir = tempfile::Builder::new()
+        .prefix("spike-first-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("nested/data");
+    let log = dir.path().join("dev.log");
+    let (dev, port) = start_dev(dir.path(), &data, &log, true);
+    let printed = std::fs::read_to_string(&log).unwrap();
+    let run_dir = data.join("run");
+    let socket_line = format!(
+        "export SPIFFE_ENDPOINT_SOCKET=unix://{}",
+        run_dir.join("agent/agent.sock").display()
+    );
+    assert!(printed.contains(&socket_line), "{printed}");
+
+    // The data directory is private (it holds the store and an insecure share file).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "data dir mode {mode:o}");
+    assert!(
+        !printed.contains("accessible to other users"),
+        "no warning about its own directory: {printed}"
+    );
+
+    let out = cli_as(
+        &bins().spike,
+        port,
+        &run_dir,
+        &["secret", "put", "a/b", "k=v"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Another copy of the binary is not the one `spike dev` trusts: refused, with the
+    // reason, at once.
+    let copy = dir.path().join("spike-copy");
+    std::fs::copy(bins().spike, &copy).unwrap();
+    let started = Instant::now();
+    let out = Command::new(&copy)
+        .args(["secret", "get", "a/b"])
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", run_dir.join("agent/agent.sock").display()),
+        )
+        .env("SPIKE_NEXUS_ADDR", format!("127.0.0.1:{port}"))
+        .env("SPIKE_SVID_TIMEOUT", PATIENCE)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("refused this process an identity"), "{err}");
+    assert!(
+        err.contains(&copy.display().to_string()),
+        "names the executable: {err}"
+    );
+    assert!(err.contains("spike dev"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{err}");
+    assert!(
+        printed.contains(&bins().spike.display().to_string()),
+        "spike dev says which executable it trusts: {printed}"
+    );
+
+    // A second `spike dev` on the same port stops before announcing anything.
+    let out = Command::new(bins().spike)
+        .args(["dev", "--port", &port.to_string()])
+        .args([
+            "--data-dir",
+            &dir.path().join("other").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("another spike dev"), "{all}");
+    assert!(all.contains("--port"), "{all}");
+    assert!(!all.contains("export SPIKE_NEXUS_ADDR"), "{all}");
+
+    // After a restart the same socket path (and so the same export lines) works again.
+    assert!(dev.terminate(Duration::from_secs(20)));
+    let (_dev, port) = start_dev(dir.path(), &data, &log, true);
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains(&socket_line)
+    );
+    let out = cli_as(
+        &bins().spike,
+        port,
+        &run_dir,
+        &["secret", "get", "a/b", "k"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "v",
+        "{}",
+        text(&out)
+    );
+    // A trailing `/` on a list prefix is accepted.
+    let out = cli_as(&bins().spike, port, &run_dir, &["secret", "list", "a/"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("a/b"),
+        "{}",
+        text(&out)
+    );
+}
