@@ -171,6 +171,11 @@ fn path_prefix(s: &str) -> Result<String, spike_core::path::PathError> {
     secret_path(trimmed)
 }
 
+/// One SPIFFE ID, checked here.
+fn spiffe_id(s: &str) -> Result<String, spike_core::id::IdError> {
+    spike_core::id::SpiffeId::new(s).map(|id| id.to_string())
+}
+
 /// A policy name, checked here like a path.
 fn policy_name(s: &str) -> Result<String, spike_core::policy::PolicyError> {
     spike_core::policy::PolicyName::new(s).map(|n| n.to_string())
@@ -243,6 +248,7 @@ pub enum SecretCmd {
     ///   spike secret put db/creds user=alice pass=s3cret
     ///   spike secret put db/creds --name user --value alice --name pass --value s3cret
     ///   spike secret put db/creds pass=new --cas 3     # only if version 3 is current
+    ///   spike secret put db/password s3cret            # one bare value, under key "value"
     ///
     /// Writing the same content as the current version changes nothing ("unchanged").
     /// Values given as arguments are visible in the process list: for real credentials
@@ -252,7 +258,8 @@ pub enum SecretCmd {
         /// Secret path, e.g. `apps/web/db`.
         #[arg(value_parser = secret_path)]
         path: String,
-        /// KEY=VALUE pairs; VALUE `-` reads the value from stdin.
+        /// KEY=VALUE pairs; VALUE `-` reads the value from stdin. One bare VALUE (no `=`) is
+        /// stored under the key `value`, and `get` prints it back bare.
         pairs: Vec<String>,
         /// A key name (pair each with --value).
         #[arg(long = "name")]
@@ -349,8 +356,35 @@ pub enum PolicyCmd {
         #[arg(value_parser = policy_name)]
         name: String,
     },
-    /// List every policy.
-    List,
+    /// List every policy, or with SPIFFE_ID only those whose ID pattern matches it.
+    List {
+        /// Only the policies that apply to this caller, e.g. spiffe://spike.dev/ns/web/sa/api.
+        #[arg(value_parser = spiffe_id)]
+        spiffe_id: Option<String>,
+    },
+    /// Let one SPIFFE ID use the paths of a pattern: a shorthand for `create` that names the
+    /// policy itself and prints the name. Running it again changes nothing.
+    ///
+    /// Example:
+    ///   spike policy attach spiffe://spike.dev/service/api-server to 'database/*'
+    ///   spike policy attach spiffe://spike.dev/service/api-server to 'database/*' --permissions read,write
+    #[command(verbatim_doc_comment)]
+    Attach {
+        /// The caller (one SPIFFE ID, not a pattern).
+        #[arg(value_parser = spiffe_id)]
+        spiffe_id: String,
+        /// The word `to`.
+        #[arg(value_parser = ["to"], hide_possible_values = true)]
+        to: String,
+        /// Which secret paths (a path pattern, e.g. 'database/*').
+        path_pattern: String,
+        /// Comma-separated permissions (read, write, list, delete, ...).
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        permissions: Vec<String>,
+        /// The policy's name (default: made from the ID and the pattern).
+        #[arg(long, value_parser = policy_name)]
+        name: Option<String>,
+    },
     /// Delete a policy.
     Delete {
         /// Policy name.

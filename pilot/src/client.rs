@@ -38,6 +38,37 @@ pub enum CliError {
     Other(#[from] anyhow::Error),
 }
 
+/// Nexus's `host:port` from what a user gave: `https://host:port` (a Vault habit) and a
+/// trailing `/` are accepted; `http://`, a path or a missing port are usage errors.
+pub fn nexus_authority(given: &str) -> CliResult<String> {
+    let usage = |why: &str| {
+        CliError::Usage(format!(
+            "Nexus address `{given}`: {why}; give host:port, e.g. 127.0.0.1:8553"
+        ))
+    };
+    let lower = given.to_ascii_lowercase();
+    if lower.starts_with("http://") {
+        return Err(usage("Nexus speaks only mutual TLS, not http://"));
+    }
+    let rest = if lower.starts_with("https://") {
+        &given["https://".len()..]
+    } else {
+        given
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(usage("no path is needed"));
+    }
+    if rest.contains('@') {
+        return Err(usage("no user name is needed"));
+    }
+    let authority: http::uri::Authority = rest.parse().map_err(|_| usage("not an address"))?;
+    if authority.port_u16().is_none() {
+        return Err(usage("the port is missing"));
+    }
+    Ok(authority.as_str().to_owned())
+}
+
 /// "this client's SVID … expired": the validity errors name an SVID, which is this client's.
 fn own_prefix(e: &SvidError) -> &'static str {
     match e {
@@ -154,6 +185,7 @@ pub struct Nexus {
 impl Nexus {
     /// A client for Nexus at `addr`, which must present `/spike/nexus` of the source's domain.
     pub fn new(addr: &str, source: Arc<dyn SvidSource>, timeout: Duration) -> CliResult<Self> {
+        let addr = nexus_authority(addr)?;
         let id = Builtin::Nexus.id(source.trust_domain());
         let http = MtlsClient::new(addr, id, source.clone())
             .map_err(|e| CliError::Other(anyhow::anyhow!("TLS configuration: {e}")))?
@@ -235,4 +267,33 @@ pub fn query_escape(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nexus_addresses_accept_vault_habits_and_refuse_what_cannot_work() {
+        for (given, want) in [
+            ("127.0.0.1:8553", "127.0.0.1:8553"),
+            ("https://nexus.example:8553", "nexus.example:8553"),
+            ("HTTPS://nexus.example:8553/", "nexus.example:8553"),
+            ("[::1]:8553", "[::1]:8553"),
+        ] {
+            assert_eq!(nexus_authority(given).unwrap(), want, "{given}");
+        }
+        for (given, why) in [
+            ("http://127.0.0.1:8553", "only mutual TLS"),
+            ("https://h:1/v1/secrets", "no path"),
+            ("nexus.example", "port is missing"),
+            ("https://u@h:1", "no user name"),
+            ("a b:1", "not an address"),
+        ] {
+            let e = nexus_authority(given).unwrap_err();
+            assert!(matches!(e, CliError::Usage(_)), "{given}: {e:?}");
+            assert!(e.to_string().contains(why), "{given}: {e}");
+            assert!(e.to_string().contains("host:port"), "{given}: {e}");
+        }
+    }
 }

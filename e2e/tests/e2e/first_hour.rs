@@ -182,3 +182,95 @@ fn dev_with_a_data_dir_keeps_its_socket_and_refuses_strangers_and_a_second_insta
         text(&out)
     );
 }
+
+#[test]
+fn the_commands_people_type_first_work() {
+    let dir = tempfile::Builder::new()
+        .prefix("spike-first-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("dev.log");
+    let (_dev, port) = start_dev(dir.path(), &data, &log, true);
+    let run_dir = data.join("run");
+    let spike = |args: &[&str]| {
+        let out = cli_as(&bins().spike, port, &run_dir, args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            text(&out),
+        )
+    };
+
+    // One bare value: stored under `value`, printed back bare.
+    let (code, _, all) = spike(&["secret", "put", "database/password", "supersecret123"]);
+    assert_eq!(code, Some(0), "{all}");
+    let (code, stdout, all) = spike(&["secret", "get", "database/password"]);
+    assert_eq!((code, stdout.trim()), (Some(0), "supersecret123"), "{all}");
+    let (_, stdout, _) = spike(&["-o", "json", "secret", "get", "database/password"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["data"]["value"], "supersecret123", "{v}");
+
+    // The attach shorthand: a policy named for the pair, read by default; again: unchanged.
+    let api = "spiffe://spike.dev/service/api-server";
+    let (code, stdout, all) = spike(&["policy", "attach", api, "to", "database/*"]);
+    assert_eq!(code, Some(0), "{all}");
+    let name = stdout
+        .trim()
+        .strip_prefix("created policy ")
+        .unwrap_or_else(|| panic!("{all}"))
+        .to_owned();
+    assert!(name.starts_with("api-server-database-"), "{name}");
+    let (_, stdout, all) = spike(&["policy", "attach", api, "to", "database/*"]);
+    assert_eq!(stdout.trim(), format!("unchanged: policy {name}"), "{all}");
+    let (_, stdout, _) = spike(&["-o", "json", "policy", "get", &name]);
+    let p: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(p["spiffeIdPattern"], api, "{p}");
+    assert_eq!(p["pathPattern"], "database/*", "{p}");
+    assert_eq!(p["permissions"], serde_json::json!(["read"]), "{p}");
+    let (code, _, all) = spike(&["policy", "attach", api, "onto", "database/*"]);
+    assert_eq!(code, Some(2), "the word is `to`: {all}");
+
+    // The policies that apply to an ID.
+    let (code, stdout, all) = spike(&["policy", "list", api]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(stdout.contains(&name), "{all}");
+    let worker = "spiffe://spike.dev/service/worker";
+    let (code, stdout, all) = spike(&["policy", "list", worker]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(!stdout.contains(&name), "{all}");
+    assert!(stdout.contains("no policy applies"), "{all}");
+
+    // Listing without a prefix lists everything the caller may list.
+    let (code, stdout, all) = spike(&["secret", "list"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(stdout.contains("database/password"), "{all}");
+
+    // A Vault-style address with a scheme works; plain http:// is refused with the fix.
+    let out = Command::new(bins().spike)
+        .args(["secret", "get", "database/password"])
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", run_dir.join("agent/agent.sock").display()),
+        )
+        .env("SPIKE_NEXUS_ADDR", format!("https://127.0.0.1:{port}/"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "supersecret123",
+        "{}",
+        text(&out)
+    );
+    let out = Command::new(bins().spike)
+        .args(["secret", "list"])
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", run_dir.join("agent/agent.sock").display()),
+        )
+        .env("SPIKE_NEXUS_ADDR", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("give host:port"), "{}", text(&out));
+}

@@ -4,6 +4,8 @@ use http::Method;
 use spike_core::api::{
     ExplainRequest, ListPoliciesResponse, PolicyResponse, PutPolicyRequest, PutPolicyResponse,
 };
+use spike_core::id::SpiffeId;
+use spike_core::pattern::IdPattern;
 use spike_core::policy::{CallerClass, Explanation, Permission};
 
 use crate::cli::{Output, PolicyCmd};
@@ -19,31 +21,27 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
             path_pattern,
             permissions,
         } => {
-            let permissions = permissions
-                .iter()
-                .map(|p| {
-                    serde_json::from_value::<Permission>(serde_json::Value::String(p.trim().to_owned()))
-                        .map_err(|_| {
-                            CliError::Usage(format!(
-                                "unknown permission `{p}`; use read, write, list, delete, token, resolve, cipher or super"
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
             let req = PutPolicyRequest {
                 spiffe_id_pattern,
                 path_pattern,
-                permissions,
+                permissions: parse_permissions(&permissions)?,
             };
-            let resp: PutPolicyResponse = nexus
-                .call(Method::PUT, &format!("/v1/policies/{name}"), Some(&req))
-                .await?;
-            match out {
-                Output::Text if resp.unchanged => println!("unchanged: policy {name}"),
-                Output::Text if resp.created => println!("created policy {name}"),
-                Output::Text => println!("updated policy {name}"),
-                _ => print_structured(out, &resp),
-            }
+            put(nexus, out, &name, &req).await?;
+        }
+        PolicyCmd::Attach {
+            spiffe_id,
+            to: _,
+            path_pattern,
+            permissions,
+            name,
+        } => {
+            let name = name.unwrap_or_else(|| attach_name(&spiffe_id, &path_pattern));
+            let req = PutPolicyRequest {
+                spiffe_id_pattern: spiffe_id,
+                path_pattern,
+                permissions: parse_permissions(&permissions)?,
+            };
+            put(nexus, out, &name, &req).await?;
         }
         PolicyCmd::Get { name } => {
             let p: PolicyResponse = nexus
@@ -54,10 +52,19 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
                 _ => print_structured(out, &p),
             }
         }
-        PolicyCmd::List => {
-            let l: ListPoliciesResponse =
+        PolicyCmd::List { spiffe_id } => {
+            let mut l: ListPoliciesResponse =
                 nexus.call(Method::GET, "/v1/policies", None::<&()>).await?;
+            if let Some(id) = &spiffe_id {
+                l.policies.retain(|p| applies_to(p, id));
+            }
             match out {
+                Output::Text if l.policies.is_empty() && spiffe_id.is_some() => {
+                    println!(
+                        "no policy applies to {}: it is denied everything (built-in SPIKE identities excepted)",
+                        spiffe_id.unwrap_or_default()
+                    );
+                }
                 Output::Text if l.policies.is_empty() => {
                     println!(
                         "no policies: every workload is denied (create one with `spike policy create` or `spike policy apply`)"
@@ -97,6 +104,70 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
         }
     }
     Ok(())
+}
+
+fn parse_permissions(given: &[String]) -> CliResult<Vec<Permission>> {
+    given
+        .iter()
+        .map(|p| {
+            serde_json::from_value::<Permission>(serde_json::Value::String(p.trim().to_owned()))
+                .map_err(|_| {
+                    CliError::Usage(format!(
+                        "unknown permission `{p}`; use read, write, list, delete, token, resolve, cipher or super"
+                    ))
+                })
+        })
+        .collect()
+}
+
+async fn put(nexus: &Nexus, out: Output, name: &str, req: &PutPolicyRequest) -> CliResult<()> {
+    let resp: PutPolicyResponse = nexus
+        .call(Method::PUT, &format!("/v1/policies/{name}"), Some(req))
+        .await?;
+    match out {
+        Output::Text if resp.unchanged => println!("unchanged: policy {name}"),
+        Output::Text if resp.created => println!("created policy {name}"),
+        Output::Text => println!("updated policy {name}"),
+        _ => print_structured(out, &resp),
+    }
+    Ok(())
+}
+
+/// True when `p`'s SPIFFE-ID pattern matches `id` (a policy Nexus stored always parses).
+fn applies_to(p: &PolicyResponse, id: &str) -> bool {
+    match (IdPattern::parse(&p.spiffe_id_pattern), SpiffeId::new(id)) {
+        (Ok(pattern), Ok(id)) => pattern.matches(&id),
+        _ => false,
+    }
+}
+
+/// The name `attach` gives its policy: readable (the ID's last segment and the pattern's
+/// literal start) and unique to the pair (a hash of both), so attaching again finds it.
+fn attach_name(id: &str, pattern: &str) -> String {
+    use sha2::Digest;
+    let slug = |s: &str| -> String {
+        s.split(['/', '*'])
+            .filter(|seg| !seg.is_empty())
+            .map(|seg| {
+                seg.chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("-")
+    };
+    let who = id.rsplit('/').next().unwrap_or(id);
+    let digest = sha2::Sha256::digest(format!("{id}\n{pattern}").as_bytes());
+    let hash = hex::encode(&digest[..3]);
+    let mut base = format!("{}-{}", slug(who), slug(pattern));
+    base.truncate(100);
+    format!("{}-{hash}", base.trim_end_matches('-'))
 }
 
 /// Prints an explanation for people: the verdict first, then every policy that matched the ID

@@ -56,11 +56,15 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                         _ => print_structured(out, &v.expose_secret()),
                     }
                 }
-                (None, Output::Text) => {
-                    for (k, v) in resp.data.iter() {
-                        println!("{k}={}", v.expose_secret());
+                (None, Output::Text) => match resp.data.get(BARE_KEY) {
+                    // A secret written as one bare value reads back as it was written.
+                    Some(v) if resp.data.len() == 1 => println!("{}", v.expose_secret()),
+                    _ => {
+                        for (k, v) in resp.data.iter() {
+                            println!("{k}={}", v.expose_secret());
+                        }
                     }
-                }
+                },
                 (None, _) => print_structured(out, &resp),
             }
         }
@@ -167,6 +171,9 @@ async fn versions_op(
 
 /// Builds the secret's map from `KEY=VALUE` pairs and `--name/--value` pairs. A value of `-`
 /// is read from stdin (once), so credentials need not appear in the process list.
+/// The key a single bare value is stored under.
+const BARE_KEY: &str = "value";
+
 fn collect_pairs(pairs: &[String], names: &[String], values: &[String]) -> CliResult<SecretMap> {
     if names.len() != values.len() {
         return Err(CliError::Usage(format!(
@@ -203,6 +210,15 @@ fn collect_pairs(pairs: &[String], names: &[String], values: &[String]) -> CliRe
         }
         Ok(())
     };
+    // One bare value (`spike secret put db/password s3cret`, or `-` for stdin) is stored
+    // under the key `value`, as other tools do; `get` prints it back bare.
+    if let [only] = pairs
+        && names.is_empty()
+        && !only.contains('=')
+    {
+        add(BARE_KEY, only)?;
+        return Ok(map);
+    }
     for (i, p) in pairs.iter().enumerate() {
         // Never echo the argument: it may be a value typed without its key.
         let (k, v) = p.split_once('=').ok_or_else(|| {
