@@ -50,6 +50,7 @@ impl Cli {
 /// (with the configuration file) come from [`crate::settings::load`], and the defaults
 /// `--help` shows from [`crate::settings::CliSettings`]'s `Default`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Which of the flags below were typed (not defaulted or taken from the environment);
     /// filled in by [`Cli::try_parse_recording`].
@@ -272,6 +273,7 @@ pub enum SecretCmd {
         cas: Option<u64>,
     },
     /// Read a secret (the current version, or --version N). With KEY, print only that value.
+    #[command(alias = "read")]
     Get {
         /// Secret path.
         #[arg(value_parser = secret_path)]
@@ -283,6 +285,7 @@ pub enum SecretCmd {
         version: Option<u64>,
     },
     /// List secret paths you may list, under an optional prefix (all pages).
+    #[command(alias = "ls")]
     List {
         /// Only paths equal to or under this prefix.
         #[arg(value_parser = path_prefix)]

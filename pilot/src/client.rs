@@ -33,6 +33,9 @@ pub enum CliError {
     /// Bad input on the command line.
     #[error("{0}")]
     Usage(String),
+    /// The answer to a question the command asked is "denied" (`policy test`).
+    #[error("denied: {0}")]
+    Denied(String),
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -102,6 +105,7 @@ impl CliError {
                 _ => 1,
             },
             Self::Transport(_) | Self::OwnSvid(_) => 5,
+            Self::Denied(_) => 4,
             Self::Usage(_) => 2,
             Self::Other(_) => 1,
         })

@@ -241,6 +241,21 @@ fn the_commands_people_type_first_work() {
     assert!(!stdout.contains(&name), "{all}");
     assert!(stdout.contains("no policy applies"), "{all}");
 
+    // `policy test` answers by its exit status too, like `kubectl auth can-i`.
+    let (code, stdout, all) = spike(&["policy", "test", api, "database/password"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(stdout.contains("permissions: read"), "{all}");
+    let (code, _, all) = spike(&["policy", "test", worker, "database/password"]);
+    assert_eq!(code, Some(4), "{all}");
+    assert!(all.contains("denied"), "{all}");
+    let su = "spiffe://spike.dev/spike/pilot/role/superuser";
+    let (code, stdout, all) = spike(&["policy", "test", su, "database/password"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(stdout.contains("superuser: everything"), "{all}");
+    // A habit from other tools: `read` for `get`.
+    let (code, stdout, all) = spike(&["secret", "read", "database/password"]);
+    assert_eq!((code, stdout.trim()), (Some(0), "supersecret123"), "{all}");
+
     // Listing without a prefix lists everything the caller may list.
     let (code, stdout, all) = spike(&["secret", "list"]);
     assert_eq!(code, Some(0), "{all}");

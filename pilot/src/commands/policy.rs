@@ -4,7 +4,7 @@ use http::Method;
 use spike_core::api::{
     ExplainRequest, ListPoliciesResponse, PolicyResponse, PutPolicyRequest, PutPolicyResponse,
 };
-use spike_core::id::SpiffeId;
+use spike_core::id::{Builtin, SpiffeId};
 use spike_core::pattern::IdPattern;
 use spike_core::policy::{CallerClass, Explanation, Permission};
 
@@ -93,13 +93,28 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
             crate::commands::seed::apply(nexus, out, &file, dry_run).await?;
         }
         PolicyCmd::Test { spiffe_id, path } => {
+            let superuser = SpiffeId::new(&spiffe_id)
+                .is_ok_and(|id| id == Builtin::Superuser.id(&id.trust_domain()));
             let req = ExplainRequest { spiffe_id, path };
             let e: Explanation = nexus
                 .call(Method::POST, "/v1/access/explain", Some(&req))
                 .await?;
             match out {
+                // No policy applies to the superuser, and none is needed: say what it may do.
+                Output::Text if superuser => {
+                    println!("spiffe id:   {} (superuser)", e.spiffe_id);
+                    println!("path:        {}", e.path);
+                    println!("permissions: superuser: everything");
+                }
                 Output::Text => print_explanation(&e),
                 _ => print_structured(out, &e),
+            }
+            // Like `kubectl auth can-i`: a script can test the answer by the exit status.
+            if e.permissions.is_empty() && !superuser {
+                return Err(CliError::Denied(format!(
+                    "{} may not use {}",
+                    e.spiffe_id, e.path
+                )));
             }
         }
     }
