@@ -28,12 +28,20 @@ pub struct PutSecretRequest {
 }
 
 /// Answer to a put.
+///
+/// What it tells depends on what the caller may otherwise see of the secret (see
+/// `docs/api.md`): without `read` a put never compares content, so `unchanged` is always false,
+/// and without `read` or `list` the version number is left out, so a writer learns nothing
+/// about other writers' versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PutSecretResponse {
-    /// The version now current.
-    pub version: u64,
-    /// True when the content equalled the current version, so no version was minted.
+    /// The version now current; absent for a caller that holds neither `read` nor `list` on
+    /// the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// True when the content equalled the current version, so no version was minted (only
+    /// ever for a caller that holds `read`).
     pub unchanged: bool,
 }
 
@@ -318,10 +326,15 @@ pub enum BatchItemStatus {
     Created,
     /// The content differed from the current version; a new version was (would be) written.
     Updated,
-    /// The content equals the current version; nothing was (would be) written.
+    /// The content equals the current version; nothing was (would be) written. Only a caller
+    /// holding `read` on the path ever gets it.
     Unchanged,
     /// The item was refused; see its `error`. Other items are unaffected.
     Failed,
+    /// A new version was written. A caller holding neither `read` nor `list` on the path gets
+    /// this instead of `created` or `updated` (and no version number): telling those apart
+    /// would reveal whether a secret it may not see exists.
+    Written,
 }
 
 impl BatchItemStatus {
@@ -332,6 +345,7 @@ impl BatchItemStatus {
             Self::Updated => "updated",
             Self::Unchanged => "unchanged",
             Self::Failed => "failed",
+            Self::Written => "written",
         }
     }
 }
@@ -344,7 +358,8 @@ pub struct BatchItemResult {
     pub path: String,
     /// What happened.
     pub status: BatchItemStatus,
-    /// The version now current (for a dry run: the version that would be), absent on failure.
+    /// The version now current (for a dry run: the version that would be), absent on failure
+    /// and for a caller that holds neither `read` nor `list` on the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     /// Why the item failed.

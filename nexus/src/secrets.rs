@@ -10,6 +10,9 @@
 //! Batches ([`Secrets::put_batch`], `POST /v1/secrets/batch`) decide each item like a single
 //! put but commit all their writes in one store batch, each guarded by the same
 //! compare-and-set; a conflicting store batch is redone item by item under the locks.
+//!
+//! A put's answer tells a writer only what it may see anyway ([`Sight`]): writers that may
+//! not read never get content compared, so a put cannot serve as a test of a guessed value.
 
 use std::sync::Arc;
 
@@ -150,22 +153,44 @@ const PLAN_CONCURRENCY: usize = 32;
 /// the store's own limit, which also counts the expected old values).
 const CHUNK_BYTES: usize = spike_store::MAX_BATCH_BYTES / 4;
 
+/// How much of a secret's stored state a writer may learn from a put, decided by what else it
+/// holds on the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sight {
+    /// Holds `read`: the put compares with the current content (`unchanged` instead of a new
+    /// version) and the answer shows versions.
+    Read,
+    /// Holds `list` but not `read`: listings and metadata show versions and times anyway, so
+    /// the answer does too; but the content is never compared, so every put writes.
+    List,
+    /// Holds neither: every put writes, the answer is `written` with no version, and a
+    /// compare-and-set mismatch does not name the current version.
+    Blind,
+}
+
 /// One valid, authorized item of a batch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchEntry<'a> {
     pub(crate) path: &'a SecretPath,
     pub(crate) data: &'a SecretMap,
     pub(crate) cas: Option<u64>,
+    /// What the item's writer may see of the path.
+    pub(crate) sight: Sight,
 }
 
-/// What a put did (or would do).
+/// What a put did (or would do), as its writer may see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PutOutcome {
-    /// The version current afterwards.
-    pub(crate) version: u64,
-    /// Created, updated or unchanged.
+    /// The version current afterwards; `None` for a [`Sight::Blind`] writer.
+    pub(crate) version: Option<u64>,
+    /// Created, updated or unchanged; `written` for a [`Sight::Blind`] writer.
     pub(crate) status: BatchItemStatus,
 }
+
+/// Most times a put is re-planned when its commit conflicts with a concurrent batch (batches
+/// take no stripe lock): each retry re-reads the metadata, so only a path rewritten this often
+/// within one put still fails.
+const PUT_ATTEMPTS: usize = 16;
 
 /// The decision of [`Secrets::plan_put`].
 enum PutPlan {
@@ -219,13 +244,19 @@ impl WritePlan {
             + self.new_meta.len()
     }
 
-    fn outcome(&self) -> PutOutcome {
-        PutOutcome {
-            version: self.version,
-            status: if self.created {
-                BatchItemStatus::Created
-            } else {
-                BatchItemStatus::Updated
+    fn outcome(&self, sight: Sight) -> PutOutcome {
+        match sight {
+            Sight::Blind => PutOutcome {
+                version: None,
+                status: BatchItemStatus::Written,
+            },
+            Sight::Read | Sight::List => PutOutcome {
+                version: Some(self.version),
+                status: if self.created {
+                    BatchItemStatus::Created
+                } else {
+                    BatchItemStatus::Updated
+                },
             },
         }
     }
@@ -241,6 +272,17 @@ fn version_key(path: &SecretPath, v: u64) -> Vec<u8> {
 
 fn store_err(e: StoreError) -> AppError {
     AppError::internal("store", e)
+}
+
+/// A failed commit of a secret's metadata: a conflict means another writer got there first.
+fn commit_err(e: StoreError) -> AppError {
+    match e {
+        StoreError::Conflict { .. } => AppError::new(
+            ErrorCode::CasMismatch,
+            "the secret changed concurrently; retry",
+        ),
+        e => store_err(e),
+    }
 }
 
 /// The secret engine: one per open Nexus.
@@ -332,15 +374,17 @@ impl Secrets {
         Ok(())
     }
 
-    /// Writes a new version unless the content equals the current one.
+    /// Writes a new version unless the content equals the current one (compared only for a
+    /// [`Sight::Read`] writer), answering as much as `sight` allows.
     pub(crate) async fn put(
         &self,
         keys: &OpenKeys,
         path: &SecretPath,
         data: &SecretMap,
         cas: Option<u64>,
+        sight: Sight,
     ) -> AppResult<PutSecretResponse> {
-        let outcome = self.put_locked(keys, path, data, cas).await?;
+        let outcome = self.put_locked(keys, path, data, cas, sight).await?;
         Ok(PutSecretResponse {
             version: outcome.version,
             unchanged: outcome.status == BatchItemStatus::Unchanged,
@@ -348,27 +392,37 @@ impl Secrets {
     }
 
     /// A single put: serialized with other writers of the path by its stripe lock, then
-    /// committed with compare-and-set on the metadata it read.
+    /// committed with compare-and-set on the metadata it read. A batch may still commit the
+    /// path in between (it holds no lock); the put is then planned again against the new
+    /// state, which re-checks `cas`, so a put without `cas` does not fail for it.
     async fn put_locked(
         &self,
         keys: &OpenKeys,
         path: &SecretPath,
         data: &SecretMap,
         cas: Option<u64>,
+        sight: Sight,
     ) -> AppResult<PutOutcome> {
         self.check_data(data)?;
         let _guard = self.lock_for(path).lock().await;
-        match self.plan_put(keys, path, data, cas).await? {
-            PutPlan::Unchanged { version } => Ok(PutOutcome {
-                version,
-                status: BatchItemStatus::Unchanged,
-            }),
-            PutPlan::Write(w) => {
-                let outcome = w.outcome();
-                let mut batch = Batch::new();
-                w.add_to(&mut batch);
-                self.commit(batch).await?;
-                Ok(outcome)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let w = match self.plan_put(keys, path, data, cas, sight).await? {
+                PutPlan::Unchanged { version } => {
+                    return Ok(PutOutcome {
+                        version: Some(version),
+                        status: BatchItemStatus::Unchanged,
+                    });
+                }
+                PutPlan::Write(w) => w,
+            };
+            let mut batch = Batch::new();
+            w.add_to(&mut batch);
+            match self.store.commit(batch).await {
+                Ok(()) => return Ok(w.outcome(sight)),
+                Err(StoreError::Conflict { .. }) if attempt < PUT_ATTEMPTS => {}
+                Err(e) => return Err(commit_err(e)),
             }
         }
     }
@@ -382,18 +436,27 @@ impl Secrets {
         path: &SecretPath,
         data: &SecretMap,
         cas: Option<u64>,
+        sight: Sight,
     ) -> AppResult<PutPlan> {
         let existing = self.load_meta(keys, path).await?;
         let current = existing.as_ref().map_or(0, |(m, _)| m.current);
         if let Some(expected) = cas
             && expected != current
         {
-            return Err(AppError::new(
-                ErrorCode::CasMismatch,
-                format!("compare-and-set failed: current version is {current}, not {expected}"),
-            ));
+            let message = match sight {
+                Sight::Read | Sight::List => {
+                    format!("compare-and-set failed: current version is {current}, not {expected}")
+                }
+                Sight::Blind => {
+                    format!("compare-and-set failed: current version is not {expected}")
+                }
+            };
+            return Err(AppError::new(ErrorCode::CasMismatch, message));
         }
-        if let Some((meta, _)) = &existing
+        // Only a writer that may read learns that its content equals the stored one: for any
+        // other, `unchanged` would confirm a guessed value.
+        if sight == Sight::Read
+            && let Some((meta, _)) = &existing
             && meta.current > 0
         {
             let old = self.read_version(keys, path, meta, meta.current).await?;
@@ -495,10 +558,12 @@ impl Secrets {
             match plan {
                 Err(e) => results.push(Some(Err(e))),
                 Ok(PutPlan::Unchanged { version }) => results.push(Some(Ok(PutOutcome {
-                    version,
+                    version: Some(version),
                     status: BatchItemStatus::Unchanged,
                 }))),
-                Ok(PutPlan::Write(w)) if dry_run => results.push(Some(Ok(w.outcome()))),
+                Ok(PutPlan::Write(w)) if dry_run => {
+                    results.push(Some(Ok(w.outcome(items[i].sight))));
+                }
                 Ok(PutPlan::Write(w)) => {
                     results.push(None);
                     let (e, b) = (w.entries(), w.bytes());
@@ -532,7 +597,7 @@ impl Secrets {
             match result {
                 Ok(()) => {
                     for (i, w) in chunk {
-                        results[i] = Some(Ok(w.outcome()));
+                        results[i] = Some(Ok(w.outcome(items[i].sight)));
                     }
                 }
                 Err(StoreError::Conflict { .. }) => {
@@ -540,7 +605,7 @@ impl Secrets {
                     // under its lock, which re-reads, re-compares and re-checks `cas`.
                     let redone = futures::future::join_all(chunk.iter().map(|(i, _)| {
                         let item = &items[*i];
-                        self.put_locked(keys, item.path, item.data, item.cas)
+                        self.put_locked(keys, item.path, item.data, item.cas, item.sight)
                     }))
                     .await;
                     for ((i, _), r) in chunk.iter().zip(redone) {
@@ -563,18 +628,12 @@ impl Secrets {
 
     async fn plan_item(&self, keys: &OpenKeys, item: BatchEntry<'_>) -> AppResult<PutPlan> {
         self.check_data(item.data)?;
-        self.plan_put(keys, item.path, item.data, item.cas).await
+        self.plan_put(keys, item.path, item.data, item.cas, item.sight)
+            .await
     }
 
     async fn commit(&self, batch: Batch) -> AppResult<()> {
-        match self.store.commit(batch).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::Conflict { .. }) => Err(AppError::new(
-                ErrorCode::CasMismatch,
-                "the secret changed concurrently; retry",
-            )),
-            Err(e) => Err(store_err(e)),
-        }
+        self.store.commit(batch).await.map_err(commit_err)
     }
 
     async fn read_version(

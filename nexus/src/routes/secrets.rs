@@ -29,8 +29,11 @@ pub(super) async fn put(
         let o = n.opened()?;
         let path = n.parse_path(&p)?;
         n.authorize(&c, &path, Permission::Write)?;
+        let sight = n.put_sight(&c, &path);
         let JsonBody(req) = body?;
-        n.secrets().put(&o.keys, &path, &req.data, req.cas).await
+        n.secrets()
+            .put(&o.keys, &path, &req.data, req.cas, sight)
+            .await
     })
     .await
 }
