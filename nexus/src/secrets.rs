@@ -23,6 +23,7 @@ use spike_core::api::{
 };
 use spike_core::error::ErrorCode;
 use spike_core::path::SecretPath;
+use spike_core::pattern::PathSpan;
 use spike_core::secret::SecretMap;
 use spike_store::{Batch, Store, StoreError, Table};
 
@@ -776,11 +777,15 @@ impl Secrets {
         })
     }
 
-    /// Lists secrets under `prefix` that `visible` admits, one page at a time.
+    /// Lists the secrets in `spans` that `visible` admits, one page at a time, in path order.
+    ///
+    /// Only the keys inside `spans` are read (the spans of the caller's list grants, see
+    /// [`CallerPolicies::list_spans`](spike_core::policy::CallerPolicies::list_spans)), so how
+    /// long a page takes does not depend on secrets outside them.
     pub(crate) async fn list(
         &self,
         keys: &OpenKeys,
-        prefix: Option<&SecretPath>,
+        spans: &[PathSpan],
         after: Option<&str>,
         limit: usize,
         visible: impl Fn(&SecretPath) -> bool,
@@ -793,54 +798,100 @@ impl Secrets {
             ));
         }
         let limit = limit.clamp(1, self.limits.max_page);
-        let scan_prefix = prefix.map_or(Vec::new(), |p| p.as_str().as_bytes().to_vec());
+        let chunk = limit.max(64);
         let mut cursor: Option<Vec<u8>> = after.map(|a| a.as_bytes().to_vec());
         let mut out = Vec::new();
-        loop {
-            let chunk = self
-                .store
-                .scan(SECRETS, &scan_prefix, cursor.as_deref(), limit.max(64))
-                .await
-                .map_err(store_err)?;
-            let exhausted = chunk.len() < limit.max(64);
-            for (k, v) in chunk {
-                cursor = Some(k.clone());
-                let Ok(s) = std::str::from_utf8(&k) else {
-                    continue;
+        for range in key_ranges(spans) {
+            loop {
+                let (rows, exhausted) = match &range {
+                    KeyRange::Key(k) => {
+                        if cursor.as_deref().is_some_and(|c| c >= k.as_slice()) {
+                            break;
+                        }
+                        let row = self.store.get(SECRETS, k).await.map_err(store_err)?;
+                        (row.map(|v| (k.clone(), v)).into_iter().collect(), true)
+                    }
+                    KeyRange::Prefix(p) => {
+                        let rows = self
+                            .store
+                            .scan(SECRETS, p, cursor.as_deref(), chunk)
+                            .await
+                            .map_err(store_err)?;
+                        let exhausted = rows.len() < chunk;
+                        (rows, exhausted)
+                    }
                 };
-                // Stored paths were valid under the limits of their day; list them under the
-                // ceiling so lowering a limit later never hides a secret.
-                let Ok(path) = SecretPath::parse_with(s, &spike_core::path::PathLimits::CEILING)
-                else {
-                    continue;
-                };
-                // "db" lists "db" and "db/...", never "dbx".
-                if let Some(p) = prefix {
-                    let ps = p.as_str();
-                    if s != ps && !s.strip_prefix(ps).is_some_and(|r| r.starts_with('/')) {
+                for (k, v) in rows {
+                    cursor = Some(k.clone());
+                    let Ok(s) = std::str::from_utf8(&k) else {
+                        continue;
+                    };
+                    // Stored paths were valid under the limits of their day; list them under
+                    // the ceiling so lowering a limit later never hides a secret.
+                    let Ok(path) =
+                        SecretPath::parse_with(s, &spike_core::path::PathLimits::CEILING)
+                    else {
+                        continue;
+                    };
+                    if !visible(&path) {
                         continue;
                     }
+                    let meta: SecretMeta = records::verify(keys, Kind::SecretMeta, &k, &v)
+                        .map_err(|e| AppError::internal("secret metadata", e))?;
+                    out.push(SecretListEntry {
+                        path: s.to_owned(),
+                        current_version: meta.current,
+                        updated_at: meta.updated,
+                    });
+                    if out.len() == limit {
+                        // More may follow; a final empty page is cheaper than a look-ahead.
+                        return Ok((out, Some(s.to_owned())));
+                    }
                 }
-                if !visible(&path) {
-                    continue;
+                if exhausted {
+                    break;
                 }
-                let meta: SecretMeta = records::verify(keys, Kind::SecretMeta, &k, &v)
-                    .map_err(|e| AppError::internal("secret metadata", e))?;
-                out.push(SecretListEntry {
-                    path: s.to_owned(),
-                    current_version: meta.current,
-                    updated_at: meta.updated,
-                });
-                if out.len() == limit {
-                    // More may follow; a final empty page is cheaper than a look-ahead.
-                    return Ok((out, Some(s.to_owned())));
-                }
-            }
-            if exhausted {
-                return Ok((out, None));
             }
         }
+        Ok((out, None))
     }
+}
+
+/// Keys of the `secrets` table a listing reads: one key, or every key with a byte prefix.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyRange {
+    Key(Vec<u8>),
+    Prefix(Vec<u8>),
+}
+
+impl KeyRange {
+    fn start(&self) -> &[u8] {
+        match self {
+            Self::Key(k) | Self::Prefix(k) => k,
+        }
+    }
+}
+
+/// The key ranges of `spans`, in key order. A span `p` and below is the key `p` plus the
+/// prefix `p/` (a byte prefix `p` would also read `p-x` or `px`, which lie outside it). Spans
+/// never overlap (none covers another), so neither do their ranges, and ordering them by
+/// start orders every key they hold.
+fn key_ranges(spans: &[PathSpan]) -> Vec<KeyRange> {
+    let mut ranges = Vec::with_capacity(spans.len() * 2);
+    for span in spans {
+        match span {
+            PathSpan::Exactly(p) => ranges.push(KeyRange::Key(p.as_str().as_bytes().to_vec())),
+            PathSpan::Under(prefix) => match prefix.as_path() {
+                None => ranges.push(KeyRange::Prefix(Vec::new())),
+                Some(p) => {
+                    ranges.push(KeyRange::Key(p.as_str().as_bytes().to_vec()));
+                    ranges.push(KeyRange::Prefix(format!("{}/", p.as_str()).into_bytes()));
+                }
+            },
+        }
+    }
+    ranges.sort_by(|a, b| a.start().cmp(b.start()));
+    ranges
 }
 
 /// What to do to versions.

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use spike_core::crypto::RECORD_TAG_LEN;
 use spike_core::error::ErrorCode;
-use spike_core::path::SecretPath;
+use spike_core::path::{PathPrefix, SecretPath};
+use spike_core::pattern::PathSpan;
 use spike_core::secret::SecretMap;
 use spike_store::{Batch, MemoryStore, RedbStore, Store, Table};
 
@@ -29,6 +30,11 @@ fn fixture_with(limits: SecretLimits) -> Fixture {
 
 fn path(s: &str) -> SecretPath {
     SecretPath::parse(s).unwrap()
+}
+
+/// The spans of a listing of everything.
+fn everything() -> [PathSpan; 1] {
+    [PathSpan::Under(PathPrefix::ROOT)]
 }
 
 fn data(pairs: &[(&str, &str)]) -> SecretMap {
@@ -108,7 +114,9 @@ impl Fixture {
         limit: usize,
         visible: impl Fn(&SecretPath) -> bool + Copy,
     ) -> (Vec<String>, Vec<usize>) {
-        let prefix = prefix.map(path);
+        let spans = [PathSpan::Under(
+            prefix.map_or(PathPrefix::ROOT, |p| path(p).into()),
+        )];
         let mut after: Option<String> = None;
         let mut paths = Vec::new();
         let mut pages = Vec::new();
@@ -116,13 +124,7 @@ impl Fixture {
         for _ in 0..1000 {
             let (page, next) = self
                 .engine
-                .list(
-                    &self.keys,
-                    prefix.as_ref(),
-                    after.as_deref(),
-                    limit,
-                    visible,
-                )
+                .list(&self.keys, &spans, after.as_deref(), limit, visible)
                 .await
                 .unwrap();
             assert!(
@@ -436,7 +438,7 @@ async fn deleting_every_version_leaves_current_zero() {
     );
     let (entries, _) = f
         .engine
-        .list(&f.keys, None, None, 10, |_| true)
+        .list(&f.keys, &everything(), None, 10, |_| true)
         .await
         .unwrap();
     assert_eq!(entries.len(), 1);
@@ -615,7 +617,7 @@ async fn list_page_size_is_capped() {
     }
     let (page, next) = f
         .engine
-        .list(&f.keys, None, None, 1000, |_| true)
+        .list(&f.keys, &everything(), None, 1000, |_| true)
         .await
         .unwrap();
     assert_eq!(page.len(), 3);
@@ -635,7 +637,7 @@ async fn any_client_cursor_is_handled() {
         let f = &f;
         async move {
             f.engine
-                .list(&f.keys, None, Some(&after), 10, |_| true)
+                .list(&f.keys, &everything(), Some(&after), 10, |_| true)
                 .await
                 .map(|(page, _)| page.into_iter().map(|e| e.path).collect::<Vec<_>>())
         }
@@ -674,7 +676,11 @@ async fn tampered_metadata_fails_closed() {
             ErrorCode::Internal
         );
         assert_eq!(
-            code(f.engine.list(&f.keys, None, None, 10, |_| true).await),
+            code(
+                f.engine
+                    .list(&f.keys, &everything(), None, 10, |_| true)
+                    .await
+            ),
             ErrorCode::Internal
         );
     }
@@ -1387,4 +1393,136 @@ async fn concurrent_puts_and_batches_to_one_path_never_fail_a_put_without_cas() 
     assert!(failed.is_empty(), "{failed:?}");
     let m = f.engine.metadata(&f.keys, &path("hot")).await.unwrap();
     assert_eq!(m.latest_version, 40);
+}
+
+// ---- listing reads only where the caller may list ----
+
+/// A store that counts the `secrets` rows a listing reads (scanned or fetched).
+struct CountingStore {
+    inner: MemoryStore,
+    rows_read: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn count(&self, n: usize) {
+        self.rows_read
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for CountingStore {
+    async fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, spike_store::StoreError> {
+        let row = self.inner.get(t, k).await?;
+        if t == SECRETS {
+            self.count(usize::from(row.is_some()));
+        }
+        Ok(row)
+    }
+    async fn scan(
+        &self,
+        t: Table,
+        p: &[u8],
+        a: Option<&[u8]>,
+        l: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, spike_store::StoreError> {
+        let rows = self.inner.scan(t, p, a, l).await?;
+        if t == SECRETS {
+            self.count(rows.len());
+        }
+        Ok(rows)
+    }
+    async fn commit(&self, b: Batch) -> Result<(), spike_store::StoreError> {
+        self.inner.commit(b).await
+    }
+    fn stats(&self) -> spike_store::StoreStats {
+        self.inner.stats()
+    }
+    async fn close(&self) -> Result<(), spike_store::StoreError> {
+        self.inner.close().await
+    }
+}
+
+/// Lists everything `caller` may list, page by page, as the route does; returns the paths and
+/// how many rows the store read for them.
+async fn list_as(
+    engine: &spike_core::policy::PolicyEngine,
+    caller: &str,
+    hidden: usize,
+    limit: usize,
+) -> (Vec<String>, usize) {
+    let store = Arc::new(CountingStore {
+        inner: MemoryStore::new(),
+        rows_read: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let secrets = Secrets::new(store.clone(), SecretLimits::default());
+    let keys = keys();
+    let mut names: Vec<String> = ["apps/a/one", "apps/c/one", "apps/c/two", "db-x/k", "db/k"]
+        .map(str::to_owned)
+        .into();
+    names.extend((0..hidden).map(|i| format!("apps/b/h{i:04}")));
+    names.extend((0..hidden).map(|i| format!("apps/ax/h{i:04}")));
+    for n in &names {
+        secrets
+            .put(&keys, &path(n), &data(&[("k", "v")]), None, Sight::Read)
+            .await
+            .unwrap();
+    }
+    store
+        .rows_read
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let id = spike_core::id::SpiffeId::new(caller).unwrap();
+    let mine = engine.for_caller(&id);
+    let spans = mine.list_spans(&PathPrefix::ROOT);
+    let (mut listed, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let (page, next) = secrets
+            .list(&keys, &spans, after.as_deref(), limit, |p| mine.may_list(p))
+            .await
+            .unwrap();
+        listed.extend(page.into_iter().map(|e| e.path));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    (
+        listed,
+        store.rows_read.load(std::sync::atomic::Ordering::SeqCst),
+    )
+}
+
+/// The listing-cost oracle: a caller that may list `apps/a/**` and `apps/c/**` lists
+/// everything and watches how much work Nexus does. Before, the scan read every secret in
+/// between (`apps/ax/…`, `apps/b/…`), so the cost grew with how many it could not see; now
+/// the rows read are the same whether there are none or hundreds.
+#[tokio::test]
+async fn listing_cost_does_not_reveal_how_many_hidden_secrets_lie_between_two_names() {
+    let caller = "spiffe://spike.test/app";
+    let policy = |name, pattern| {
+        spike_core::policy::Policy::parse(
+            name,
+            caller,
+            pattern,
+            [spike_core::policy::Permission::List],
+        )
+        .unwrap()
+    };
+    let engine = spike_core::policy::PolicyEngine::new([
+        policy("a", "apps/a/**"),
+        policy("c", "apps/c/*"),
+        policy("db", "db/**"),
+        policy("dbx", "db-x/**"),
+    ]);
+    let expected = ["apps/a/one", "apps/c/one", "apps/c/two", "db-x/k", "db/k"];
+    for limit in [1, 2, 100] {
+        let (none_hidden, reads_none) = list_as(&engine, caller, 0, limit).await;
+        let (many_hidden, reads_many) = list_as(&engine, caller, 300, limit).await;
+        assert_eq!(none_hidden, expected, "limit {limit}");
+        assert_eq!(many_hidden, expected, "limit {limit}");
+        assert_eq!(
+            reads_many, reads_none,
+            "limit {limit}: hidden secrets were read"
+        );
+    }
 }
