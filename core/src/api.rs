@@ -283,6 +283,25 @@ pub struct ShareBody {
     pub epoch: u32,
 }
 
+/// Room for a share body's JSON (about 110 bytes), reserved up front so the buffer never
+/// grows: growing would leave an unwiped copy of the share in the freed allocation.
+const SHARE_JSON_CAPACITY: usize = 512;
+
+impl ShareBody {
+    /// The JSON wire form, in a buffer wiped when dropped: it holds the share in clear.
+    pub fn to_json(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, serde_json::Error> {
+        let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(SHARE_JSON_CAPACITY));
+        serde_json::to_writer(&mut *buf, self)?;
+        Ok(buf)
+    }
+
+    /// Parses the JSON wire form from `raw`, which is wiped afterwards, parsed or not.
+    pub fn from_json(raw: Vec<u8>) -> Result<Self, serde_json::Error> {
+        let raw = zeroize::Zeroizing::new(raw);
+        serde_json::from_slice(&raw)
+    }
+}
+
 /// Query of policy listing filters (reserved for later use).
 pub type Labels = BTreeMap<String, String>;
 
@@ -580,4 +599,26 @@ pub struct KeyChangeResponse {
     pub complete: bool,
     /// True when a break-glass export existed: it no longer works; run recover again.
     pub break_glass_invalidated: bool,
+}
+
+#[cfg(test)]
+// Tests may unwrap: a panic is the failure report.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_body_is_encoded_without_growing_its_wiped_buffer() {
+        let body = ShareBody {
+            share: Share::new(255, &[0xab; crate::crypto::KEY_LEN]).unwrap(),
+            epoch: u32::MAX,
+        };
+        let json = body.to_json().unwrap();
+        // Still the first allocation: no unwiped copy was left behind by a reallocation.
+        assert_eq!(json.capacity(), SHARE_JSON_CAPACITY);
+        let back = ShareBody::from_json(json.to_vec()).unwrap();
+        assert_eq!((back.share.index(), back.epoch), (255, u32::MAX));
+        assert_eq!(back.to_json().unwrap(), json);
+        assert!(ShareBody::from_json(b"{\"share\":1}".to_vec()).is_err());
+    }
 }
