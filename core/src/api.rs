@@ -239,15 +239,17 @@ pub struct VerifyResponse {
     pub threshold: u8,
 }
 
-/// `GET /v1/status`: what any authenticated caller may learn about Nexus.
+/// `GET /v1/status`: what any authenticated caller may learn about Nexus. Administrators (the
+/// superuser role, or a workload granted `super` on `**`) also learn why it is sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusResponse {
-    /// True once bootstrap has run.
-    pub initialized: bool,
+    /// True once bootstrap has run; administrators only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialized: Option<bool>,
     /// True while Nexus holds no root key.
     pub sealed: bool,
-    /// Why Nexus is sealed, when it is.
+    /// Why Nexus is sealed, when it is; administrators only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The caller's SPIFFE ID as Nexus sees it.
