@@ -50,7 +50,9 @@ const GATEWAY_SEGMENT: &str = "gateway";
 pub enum Permission {
     /// Read secret values (and metadata).
     Read,
-    /// Write new versions, delete, undelete and destroy versions.
+    /// Write new versions. It does not include deleting, undeleting or destroying versions
+    /// (that is `delete`), nor reading: a writer without `read` is never told whether its
+    /// content equals the stored one.
     Write,
     /// See a path in listings.
     List,
