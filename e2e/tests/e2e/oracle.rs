@@ -12,6 +12,26 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
 }
 
+/// Creates policy `name` granting `permissions` on `paths` to the IDs under `ids`.
+fn grant(c: &Cluster, admin: &PemFiles, name: &str, ids: &str, paths: &str, permissions: &str) {
+    let ids = format!("spiffe://spike.test{ids}");
+    let out = c.spike(
+        admin,
+        &[
+            "policy",
+            "create",
+            name,
+            "--spiffe-id-pattern",
+            &ids,
+            "--path-pattern",
+            paths,
+            "--permissions",
+            permissions,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// A cluster holding `apps/pay/key` (pass=hunter2, at version 3) and a workload that may
 /// write and delete under `apps/pay` but neither read nor list there.
 fn cluster_with_blind_writer() -> (Cluster, PemFiles, PemFiles) {
@@ -25,21 +45,14 @@ fn cluster_with_blind_writer() -> (Cluster, PemFiles, PemFiles) {
         );
         assert!(out.status.success(), "{}", text(&out));
     }
-    let out = c.spike(
+    grant(
+        &c,
         &admin,
-        &[
-            "policy",
-            "create",
-            "pay-writer",
-            "--spiffe-id-pattern",
-            "spiffe://spike.test/ns/ci/**",
-            "--path-pattern",
-            "apps/pay/**",
-            "--permissions",
-            "write,delete",
-        ],
+        "pay-writer",
+        "/ns/ci/**",
+        "apps/pay/**",
+        "write,delete",
     );
-    assert!(out.status.success(), "{}", text(&out));
     let writer = c.pki.svid("/ns/ci/sa/deployer");
     (c, admin, writer)
 }
@@ -141,21 +154,7 @@ fn status_tells_a_workload_only_whether_nexus_serves() {
     let out = c.bootstrap(2);
     assert!(out.status.success(), "{}", text(&out));
     assert!(c.wait_ready(std::time::Duration::from_secs(20)));
-    let out = c.spike(
-        &admin,
-        &[
-            "policy",
-            "create",
-            "ops-admin",
-            "--spiffe-id-pattern",
-            "spiffe://spike.test/ns/ops/sa/admin",
-            "--path-pattern",
-            "**",
-            "--permissions",
-            "super",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    grant(&c, &admin, "ops-admin", "/ns/ops/sa/admin", "**", "super");
     let ops = c.pki.svid("/ns/ops/sa/admin");
     let s = json(&c.spike(&ops, &["status", "-o", "json"]));
     assert_eq!(
