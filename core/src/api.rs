@@ -28,12 +28,20 @@ pub struct PutSecretRequest {
 }
 
 /// Answer to a put.
+///
+/// What it tells depends on what the caller may otherwise see of the secret (see
+/// `docs/api.md`): without `read` a put never compares content, so `unchanged` is always false,
+/// and without `read` or `list` the version number is left out, so a writer learns nothing
+/// about other writers' versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PutSecretResponse {
-    /// The version now current.
-    pub version: u64,
-    /// True when the content equalled the current version, so no version was minted.
+    /// The version now current; absent for a caller that holds neither `read` nor `list` on
+    /// the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// True when the content equalled the current version, so no version was minted (only
+    /// ever for a caller that holds `read`).
     pub unchanged: bool,
 }
 
@@ -231,15 +239,17 @@ pub struct VerifyResponse {
     pub threshold: u8,
 }
 
-/// `GET /v1/status`: what any authenticated caller may learn about Nexus.
+/// `GET /v1/status`: what any authenticated caller may learn about Nexus. Administrators (the
+/// superuser role, or a workload granted `super` on `**`) also learn why it is sealed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusResponse {
-    /// True once bootstrap has run.
-    pub initialized: bool,
+    /// True once bootstrap has run; administrators only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialized: Option<bool>,
     /// True while Nexus holds no root key.
     pub sealed: bool,
-    /// Why Nexus is sealed, when it is.
+    /// Why Nexus is sealed, when it is; administrators only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The caller's SPIFFE ID as Nexus sees it.
@@ -273,6 +283,25 @@ pub struct ShareBody {
     pub share: Share,
     /// The split's epoch, so a share from an old split is recognised.
     pub epoch: u32,
+}
+
+/// Room for a share body's JSON (about 110 bytes), reserved up front so the buffer never
+/// grows: growing would leave an unwiped copy of the share in the freed allocation.
+const SHARE_JSON_CAPACITY: usize = 512;
+
+impl ShareBody {
+    /// The JSON wire form, in a buffer wiped when dropped: it holds the share in clear.
+    pub fn to_json(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, serde_json::Error> {
+        let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(SHARE_JSON_CAPACITY));
+        serde_json::to_writer(&mut *buf, self)?;
+        Ok(buf)
+    }
+
+    /// Parses the JSON wire form from `raw`, which is wiped afterwards, parsed or not.
+    pub fn from_json(raw: Vec<u8>) -> Result<Self, serde_json::Error> {
+        let raw = zeroize::Zeroizing::new(raw);
+        serde_json::from_slice(&raw)
+    }
 }
 
 /// Query of policy listing filters (reserved for later use).
@@ -318,10 +347,15 @@ pub enum BatchItemStatus {
     Created,
     /// The content differed from the current version; a new version was (would be) written.
     Updated,
-    /// The content equals the current version; nothing was (would be) written.
+    /// The content equals the current version; nothing was (would be) written. Only a caller
+    /// holding `read` on the path ever gets it.
     Unchanged,
     /// The item was refused; see its `error`. Other items are unaffected.
     Failed,
+    /// A new version was written. A caller holding neither `read` nor `list` on the path gets
+    /// this instead of `created` or `updated` (and no version number): telling those apart
+    /// would reveal whether a secret it may not see exists.
+    Written,
 }
 
 impl BatchItemStatus {
@@ -332,6 +366,7 @@ impl BatchItemStatus {
             Self::Updated => "updated",
             Self::Unchanged => "unchanged",
             Self::Failed => "failed",
+            Self::Written => "written",
         }
     }
 }
@@ -344,7 +379,8 @@ pub struct BatchItemResult {
     pub path: String,
     /// What happened.
     pub status: BatchItemStatus,
-    /// The version now current (for a dry run: the version that would be), absent on failure.
+    /// The version now current (for a dry run: the version that would be), absent on failure
+    /// and for a caller that holds neither `read` nor `list` on the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     /// Why the item failed.
@@ -565,4 +601,26 @@ pub struct KeyChangeResponse {
     pub complete: bool,
     /// True when a break-glass export existed: it no longer works; run recover again.
     pub break_glass_invalidated: bool,
+}
+
+#[cfg(test)]
+// Tests may unwrap: a panic is the failure report.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_body_is_encoded_without_growing_its_wiped_buffer() {
+        let body = ShareBody {
+            share: Share::new(255, &[0xab; crate::crypto::KEY_LEN]).unwrap(),
+            epoch: u32::MAX,
+        };
+        let json = body.to_json().unwrap();
+        // Still the first allocation: no unwiped copy was left behind by a reallocation.
+        assert_eq!(json.capacity(), SHARE_JSON_CAPACITY);
+        let back = ShareBody::from_json(json.to_vec()).unwrap();
+        assert_eq!((back.share.index(), back.epoch), (255, u32::MAX));
+        assert_eq!(back.to_json().unwrap(), json);
+        assert!(ShareBody::from_json(b"{\"share\":1}".to_vec()).is_err());
+    }
 }

@@ -37,7 +37,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::id::{MAX_SPIFFE_ID_LEN, SpiffeId, TrustDomain};
 use crate::path::{
-    EscapedChar, MAX_PATH_DEPTH_CEILING, MAX_PATH_LEN_CEILING, PathPrefix, SecretPath,
+    EscapedChar, MAX_PATH_DEPTH_CEILING, MAX_PATH_LEN_CEILING, PathLimits, PathPrefix, SecretPath,
     is_segment_byte,
 };
 
@@ -355,6 +355,63 @@ impl PathPattern {
     /// True when this is `**`, which matches every path.
     pub fn matches_everything(&self) -> bool {
         self.glob.0.iter().all(|s| *s == Seg::Any)
+    }
+
+    /// The part of the path space this pattern can reach, as its literal start tells: the one
+    /// path a wildcard-free pattern names, or everything under the segments before the first
+    /// wildcard (`db/team-*/**` gives `db` and below). A listing finds every match there.
+    pub fn span(&self) -> PathSpan {
+        let literal: Vec<&str> = self.glob.literal_prefix().collect();
+        if literal.is_empty() {
+            return PathSpan::Under(PathPrefix::ROOT);
+        }
+        // Literal segments use the path alphabet within the path ceilings, so this parses; if
+        // it ever did not, the root is a wider span that still holds every match.
+        let Ok(path) = SecretPath::parse_with(&literal.join("/"), &PathLimits::CEILING) else {
+            return PathSpan::Under(PathPrefix::ROOT);
+        };
+        if literal.len() == self.glob.len() {
+            PathSpan::Exactly(path)
+        } else {
+            PathSpan::Under(PathPrefix::from(path))
+        }
+    }
+}
+
+/// A part of the path space: one path, or a prefix with everything below it (segment-wise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSpan {
+    /// Exactly this path.
+    Exactly(SecretPath),
+    /// This prefix and every path below it.
+    Under(PathPrefix),
+}
+
+impl PathSpan {
+    /// The part of this span inside `prefix`, if any. Both are closed under "below", so it is
+    /// this span, all of `prefix`, or nothing.
+    pub fn within(&self, prefix: &PathPrefix) -> Option<Self> {
+        match self {
+            Self::Exactly(p) => prefix.contains(p).then(|| self.clone()),
+            Self::Under(u) => match (u.as_path(), prefix.as_path()) {
+                (None, _) => Some(Self::Under(prefix.clone())),
+                (Some(up), _) if prefix.contains(up) => Some(self.clone()),
+                (Some(_), Some(pp)) if u.contains(pp) => Some(Self::Under(prefix.clone())),
+                _ => None,
+            },
+        }
+    }
+
+    /// True when every path of `other` lies in this span.
+    pub fn covers(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Exactly(a), Self::Exactly(b)) => a == b,
+            (Self::Exactly(_), Self::Under(_)) => false,
+            (Self::Under(u), Self::Exactly(p)) => u.contains(p),
+            (Self::Under(u), Self::Under(v)) => {
+                v.as_path().map_or(u.is_root(), |vp| u.contains(vp))
+            }
+        }
     }
 }
 
@@ -681,6 +738,36 @@ mod tests {
         assert!(!pp("apps/**/creds").could_match_under(&pre("other")));
         assert!(pp("k8s/team-*/**").could_match_under(&pre("k8s/team-a/x")));
         assert!(!pp("k8s/team-*/**").could_match_under(&pre("k8s/other")));
+    }
+
+    #[test]
+    fn spans_are_the_literal_start() {
+        let pre = |s: &str| PathPrefix::parse(s).unwrap();
+        let under = |s: &str| PathSpan::Under(pre(s));
+        let exactly = |s: &str| PathSpan::Exactly(SecretPath::parse(s).unwrap());
+        assert_eq!(pp("**").span(), under(""));
+        assert_eq!(pp("*/x").span(), under(""));
+        assert_eq!(pp("db/**").span(), under("db"));
+        assert_eq!(pp("db/team-*/**").span(), under("db"));
+        assert_eq!(pp("apps/web/*").span(), under("apps/web"));
+        assert_eq!(pp("apps/web/db").span(), exactly("apps/web/db"));
+        // Narrowed to a listing's prefix.
+        assert_eq!(under("db").within(&pre("")), Some(under("db")));
+        assert_eq!(under("db").within(&pre("db/x")), Some(under("db/x")));
+        assert_eq!(under("db/x").within(&pre("db")), Some(under("db/x")));
+        assert_eq!(under("db").within(&pre("dbx")), None);
+        assert_eq!(under("").within(&pre("a/b")), Some(under("a/b")));
+        assert_eq!(exactly("db/x").within(&pre("db")), Some(exactly("db/x")));
+        assert_eq!(exactly("db/x").within(&pre("db/x/y")), None);
+        assert_eq!(exactly("db/x").within(&pre("db/xy")), None);
+        // Covering.
+        assert!(under("").covers(&under("db")));
+        assert!(under("db").covers(&under("db/x")));
+        assert!(under("db").covers(&exactly("db")));
+        assert!(!under("db").covers(&under("dbx")));
+        assert!(!under("db").covers(&under("")));
+        assert!(!exactly("db").covers(&under("db")));
+        assert!(exactly("db").covers(&exactly("db")));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::id::{SpiffeId, TrustDomain};
 use crate::path::{EscapedChar, PathPrefix, SecretPath};
-use crate::pattern::{IdPattern, PathPattern, PatternError};
+use crate::pattern::{IdPattern, PathPattern, PathSpan, PatternError};
 
 /// Longest policy name, in bytes.
 pub const MAX_POLICY_NAME_LEN: usize = 128;
@@ -50,7 +50,9 @@ const GATEWAY_SEGMENT: &str = "gateway";
 pub enum Permission {
     /// Read secret values (and metadata).
     Read,
-    /// Write new versions, delete, undelete and destroy versions.
+    /// Write new versions. It does not include deleting, undeleting or destroying versions
+    /// (that is `delete`), nor reading: a writer without `read` is never told whether its
+    /// content equals the stored one.
     Write,
     /// See a path in listings.
     List,
@@ -706,12 +708,33 @@ impl CallerPolicies<'_> {
     /// True when some path under `prefix` could be listable by the caller; when false, a
     /// listing of `prefix` is empty for it whatever is stored, so Nexus can skip the scan.
     pub fn could_list_under(&self, prefix: &PathPrefix) -> bool {
-        self.class == CallerClass::Workload
-            && self.applicable.iter().any(|p| {
-                (p.permissions.contains(Permission::List)
-                    || p.permissions.contains(Permission::Super))
-                    && p.path_pattern.could_match_under(prefix)
-            })
+        !self.list_spans(prefix).is_empty()
+    }
+
+    /// Where a listing of `prefix` must look to find every path the caller may list: the span
+    /// ([`PathPattern::span`]) of each list-granting pattern that could match under `prefix`,
+    /// narrowed to `prefix`, none covered by another. Scanning only these keeps the cost of a
+    /// listing blind to how many secrets the caller may not see lie elsewhere.
+    pub fn list_spans(&self, prefix: &PathPrefix) -> Vec<PathSpan> {
+        if self.class != CallerClass::Workload {
+            return Vec::new();
+        }
+        let mut spans: Vec<PathSpan> = Vec::new();
+        let granting = self.applicable.iter().filter(|p| {
+            (p.permissions.contains(Permission::List) || p.permissions.contains(Permission::Super))
+                && p.path_pattern.could_match_under(prefix)
+        });
+        for p in granting {
+            let Some(span) = p.path_pattern.span().within(prefix) else {
+                continue;
+            };
+            if spans.iter().any(|s| s.covers(&span)) {
+                continue;
+            }
+            spans.retain(|s| !span.covers(s));
+            spans.push(span);
+        }
+        spans
     }
 }
 
@@ -1002,7 +1025,37 @@ mod tests {
             !e.for_caller(&id("spiffe://spike.dev/x"))
                 .could_list_under(&PathPrefix::ROOT)
         );
+        let under = |s: &str| PathSpan::Under(pre(s));
+        assert_eq!(c.list_spans(&PathPrefix::ROOT), [under("db")]);
+        assert_eq!(c.list_spans(&pre("db/team-a/x")), [under("db/team-a/x")]);
+        assert!(c.list_spans(&pre("db/ops")).is_empty());
+        assert!(c.list_spans(&pre("other")).is_empty());
         assert!(e.for_caller(&id("spiffe://spike.dev/x")).is_empty());
+    }
+
+    #[test]
+    fn list_spans_merge_overlapping_patterns() {
+        let e = PolicyEngine::new([
+            pol("a", "spiffe://spike.dev/app", "db/**", &[List]),
+            pol("b", "spiffe://spike.dev/app", "db/x/*", &[List, Read]),
+            pol("c", "spiffe://spike.dev/app", "db-x/one", &[Super]),
+            pol("d", "spiffe://spike.dev/app", "hidden/**", &[Read, Write]),
+        ]);
+        let c = e.for_caller(&id("spiffe://spike.dev/app"));
+        let exactly = |s: &str| PathSpan::Exactly(path(s));
+        let under = |s: &str| PathSpan::Under(PathPrefix::parse(s).unwrap());
+        assert_eq!(
+            c.list_spans(&PathPrefix::ROOT),
+            [under("db"), exactly("db-x/one")]
+        );
+        // `**` anywhere in the caller's list grants means the whole (requested) prefix.
+        let all = PolicyEngine::new([
+            pol("a", "spiffe://spike.dev/app", "db/**", &[List]),
+            pol("b", "spiffe://spike.dev/app", "*/creds", &[List]),
+        ]);
+        let c = all.for_caller(&id("spiffe://spike.dev/app"));
+        assert_eq!(c.list_spans(&PathPrefix::ROOT), [under("")]);
+        assert_eq!(c.list_spans(&PathPrefix::parse("k").unwrap()), [under("k")]);
     }
 
     #[test]

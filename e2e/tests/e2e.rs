@@ -28,6 +28,8 @@ mod lifecycle;
 mod limits;
 #[path = "e2e/logs.rs"]
 mod logs;
+#[path = "e2e/oracle.rs"]
+mod oracle;
 #[path = "e2e/quickstart.rs"]
 mod quickstart;
 #[path = "e2e/recovery.rs"]

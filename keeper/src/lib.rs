@@ -293,11 +293,11 @@ async fn not_found() -> AppError {
     err(ErrorCode::NotFound, "no such route")
 }
 
-async fn get_share(State(state): State<AppState>) -> Result<Json<ShareBody>, AppError> {
+async fn get_share(State(state): State<AppState>) -> Result<Response, AppError> {
     held_share(&state, |h| h.current.as_ref(), "this keeper holds no share")
 }
 
-async fn get_previous(State(state): State<AppState>) -> Result<Json<ShareBody>, AppError> {
+async fn get_previous(State(state): State<AppState>) -> Result<Response, AppError> {
     held_share(
         &state,
         |h| h.previous.as_ref(),
@@ -309,16 +309,23 @@ fn held_share(
     state: &AppState,
     pick: impl Fn(&Held) -> Option<&ShareBody>,
     missing: &str,
-) -> Result<Json<ShareBody>, AppError> {
+) -> Result<Response, AppError> {
     let slot = state
         .slot
         .0
         .read()
         .map_err(|_| err(ErrorCode::Internal, "keeper state is unavailable"))?;
-    match pick(&slot) {
-        Some(body) => Ok(Json(body.clone())),
-        None => Err(err(ErrorCode::NoShare, missing)),
-    }
+    let body = pick(&slot).ok_or_else(|| err(ErrorCode::NoShare, missing))?;
+    // The JSON holds the share in clear: build it in a buffer that is wiped once the response
+    // has been sent, rather than in axum's ordinary (unwiped) JSON buffer.
+    let json = body
+        .to_json()
+        .map_err(|_| err(ErrorCode::Internal, "the share could not be encoded"))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from(bytes::Bytes::from_owner(json)),
+    )
+        .into_response())
 }
 
 async fn put_share(
@@ -331,7 +338,8 @@ async fn put_share(
     let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
         .map_err(|_| err(ErrorCode::TooLarge, "share body is too large"))?;
-    let body: ShareBody = serde_json::from_slice(&bytes)
+    // The body holds the share in clear: parse it from a buffer that is wiped afterwards.
+    let body = ShareBody::from_json(Vec::from(bytes))
         .map_err(|_| err(ErrorCode::BadRequest, "body is not a valid share"))?;
     if body.share.index() != state.index {
         return Err(err(

@@ -130,6 +130,16 @@ fn check_custodians(req: &RecoverRequest) -> AppResult<Vec<(String, Recipient)>>
                 c.name
             ))
         })?;
+        // Compared in canonical form, so a key written in other letter case is the same key.
+        if let Some((other, _)) = out
+            .iter()
+            .find(|(_, r)| r.to_string() == recipient.to_string())
+        {
+            return Err(bad(&format!(
+                "custodians {other} and {} have the same public key: whoever holds it could decrypt both shares, so each custodian needs a key of their own",
+                c.name
+            )));
+        }
         out.push((c.name.clone(), recipient));
     }
     Ok(out)
@@ -343,6 +353,7 @@ mod tests {
         not_age[2].recipient = "ssh-ed25519 AAAA".into();
         let mut bad_name = cs.clone();
         bad_name[0].name = "../etc".into();
+
         for (custodians, threshold, needle) in [
             (cs[..1].to_vec(), 1, "at least 2 custodians"),
             (cs.clone(), 1, "at least 2"),
@@ -363,6 +374,38 @@ mod tests {
             assert_eq!(e.code(), ErrorCode::BadRequest);
             assert!(e.0.message.contains(needle), "{}", e.0.message);
             assert_eq!(n.read_init().await.unwrap().0, raw);
+        }
+    }
+
+    /// Two custodian "names" for one key: whoever holds it decrypts two shares, which with a
+    /// threshold of 2 rebuilds the root key alone.
+    #[tokio::test]
+    async fn recover_refuses_one_public_key_for_two_custodians() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, n) = open_nexus(dir.path()).await;
+        let (raw, _) = n.read_init().await.unwrap();
+        let (_, cs) = custodians(3);
+        let same = cs[0].recipient.clone();
+        // The same key verbatim, and in upper case (the same key in bech32).
+        for recipient in [same.clone(), same.to_uppercase()] {
+            let mut shared = cs.clone();
+            shared[2].recipient = recipient;
+            let e = export(
+                &n,
+                RecoverRequest {
+                    custodians: shared,
+                    threshold: 2,
+                },
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(e.code(), ErrorCode::BadRequest);
+            assert!(
+                e.0.message.contains("have the same public key"),
+                "{}",
+                e.0.message
+            );
+            assert_eq!(n.read_init().await.unwrap().0, raw, "nothing was exported");
         }
     }
 

@@ -109,7 +109,8 @@ impl Keeper {
     async fn get(&self, path: &str) -> Result<Option<ShareBody>, ()> {
         match self.client.send(Method::GET, path, None).await {
             Ok(r) if r.status == StatusCode::OK => {
-                match serde_json::from_slice::<ShareBody>(&r.body) {
+                // The body holds the share in clear: parse it from a buffer that is wiped.
+                match ShareBody::from_json(Vec::from(r.body)) {
                     Ok(body) if body.share.index() == self.index => Ok(Some(body)),
                     Ok(body) => {
                         let why = format!("it serves the share of keeper {}", body.share.index());
@@ -165,7 +166,7 @@ impl Keeper {
             share: share.clone(),
             epoch,
         };
-        let Ok(bytes) = serde_json::to_vec(&body) else {
+        let Ok(bytes) = body.to_json() else {
             return false;
         };
         let path = match keep {
@@ -176,7 +177,7 @@ impl Keeper {
             None => "/v1/share".to_owned(),
         };
         let pushes = self.keep_pushes.load(Ordering::SeqCst);
-        match self.client.send(Method::PUT, &path, Some(bytes)).await {
+        match self.client.send_secret(Method::PUT, &path, bytes).await {
             Ok(r) if r.status.is_success() => {
                 if keep.is_none() {
                     // A push without `keep` drops the keeper's previous share.

@@ -10,6 +10,9 @@
 //! Batches ([`Secrets::put_batch`], `POST /v1/secrets/batch`) decide each item like a single
 //! put but commit all their writes in one store batch, each guarded by the same
 //! compare-and-set; a conflicting store batch is redone item by item under the locks.
+//!
+//! A put's answer tells a writer only what it may see anyway ([`Sight`]): writers that may
+//! not read never get content compared, so a put cannot serve as a test of a guessed value.
 
 use std::sync::Arc;
 
@@ -20,6 +23,7 @@ use spike_core::api::{
 };
 use spike_core::error::ErrorCode;
 use spike_core::path::SecretPath;
+use spike_core::pattern::PathSpan;
 use spike_core::secret::SecretMap;
 use spike_store::{Batch, Store, StoreError, Table};
 
@@ -150,22 +154,44 @@ const PLAN_CONCURRENCY: usize = 32;
 /// the store's own limit, which also counts the expected old values).
 const CHUNK_BYTES: usize = spike_store::MAX_BATCH_BYTES / 4;
 
+/// How much of a secret's stored state a writer may learn from a put, decided by what else it
+/// holds on the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sight {
+    /// Holds `read`: the put compares with the current content (`unchanged` instead of a new
+    /// version) and the answer shows versions.
+    Read,
+    /// Holds `list` but not `read`: listings and metadata show versions and times anyway, so
+    /// the answer does too; but the content is never compared, so every put writes.
+    List,
+    /// Holds neither: every put writes, the answer is `written` with no version, and a
+    /// compare-and-set mismatch does not name the current version.
+    Blind,
+}
+
 /// One valid, authorized item of a batch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchEntry<'a> {
     pub(crate) path: &'a SecretPath,
     pub(crate) data: &'a SecretMap,
     pub(crate) cas: Option<u64>,
+    /// What the item's writer may see of the path.
+    pub(crate) sight: Sight,
 }
 
-/// What a put did (or would do).
+/// What a put did (or would do), as its writer may see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PutOutcome {
-    /// The version current afterwards.
-    pub(crate) version: u64,
-    /// Created, updated or unchanged.
+    /// The version current afterwards; `None` for a [`Sight::Blind`] writer.
+    pub(crate) version: Option<u64>,
+    /// Created, updated or unchanged; `written` for a [`Sight::Blind`] writer.
     pub(crate) status: BatchItemStatus,
 }
+
+/// Most times a put is re-planned when its commit conflicts with a concurrent batch (batches
+/// take no stripe lock): each retry re-reads the metadata, so only a path rewritten this often
+/// within one put still fails.
+const PUT_ATTEMPTS: usize = 16;
 
 /// The decision of [`Secrets::plan_put`].
 enum PutPlan {
@@ -219,13 +245,19 @@ impl WritePlan {
             + self.new_meta.len()
     }
 
-    fn outcome(&self) -> PutOutcome {
-        PutOutcome {
-            version: self.version,
-            status: if self.created {
-                BatchItemStatus::Created
-            } else {
-                BatchItemStatus::Updated
+    fn outcome(&self, sight: Sight) -> PutOutcome {
+        match sight {
+            Sight::Blind => PutOutcome {
+                version: None,
+                status: BatchItemStatus::Written,
+            },
+            Sight::Read | Sight::List => PutOutcome {
+                version: Some(self.version),
+                status: if self.created {
+                    BatchItemStatus::Created
+                } else {
+                    BatchItemStatus::Updated
+                },
             },
         }
     }
@@ -241,6 +273,17 @@ fn version_key(path: &SecretPath, v: u64) -> Vec<u8> {
 
 fn store_err(e: StoreError) -> AppError {
     AppError::internal("store", e)
+}
+
+/// A failed commit of a secret's metadata: a conflict means another writer got there first.
+fn commit_err(e: StoreError) -> AppError {
+    match e {
+        StoreError::Conflict { .. } => AppError::new(
+            ErrorCode::CasMismatch,
+            "the secret changed concurrently; retry",
+        ),
+        e => store_err(e),
+    }
 }
 
 /// The secret engine: one per open Nexus.
@@ -332,15 +375,17 @@ impl Secrets {
         Ok(())
     }
 
-    /// Writes a new version unless the content equals the current one.
+    /// Writes a new version unless the content equals the current one (compared only for a
+    /// [`Sight::Read`] writer), answering as much as `sight` allows.
     pub(crate) async fn put(
         &self,
         keys: &OpenKeys,
         path: &SecretPath,
         data: &SecretMap,
         cas: Option<u64>,
+        sight: Sight,
     ) -> AppResult<PutSecretResponse> {
-        let outcome = self.put_locked(keys, path, data, cas).await?;
+        let outcome = self.put_locked(keys, path, data, cas, sight).await?;
         Ok(PutSecretResponse {
             version: outcome.version,
             unchanged: outcome.status == BatchItemStatus::Unchanged,
@@ -348,27 +393,37 @@ impl Secrets {
     }
 
     /// A single put: serialized with other writers of the path by its stripe lock, then
-    /// committed with compare-and-set on the metadata it read.
+    /// committed with compare-and-set on the metadata it read. A batch may still commit the
+    /// path in between (it holds no lock); the put is then planned again against the new
+    /// state, which re-checks `cas`, so a put without `cas` does not fail for it.
     async fn put_locked(
         &self,
         keys: &OpenKeys,
         path: &SecretPath,
         data: &SecretMap,
         cas: Option<u64>,
+        sight: Sight,
     ) -> AppResult<PutOutcome> {
         self.check_data(data)?;
         let _guard = self.lock_for(path).lock().await;
-        match self.plan_put(keys, path, data, cas).await? {
-            PutPlan::Unchanged { version } => Ok(PutOutcome {
-                version,
-                status: BatchItemStatus::Unchanged,
-            }),
-            PutPlan::Write(w) => {
-                let outcome = w.outcome();
-                let mut batch = Batch::new();
-                w.add_to(&mut batch);
-                self.commit(batch).await?;
-                Ok(outcome)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let w = match self.plan_put(keys, path, data, cas, sight).await? {
+                PutPlan::Unchanged { version } => {
+                    return Ok(PutOutcome {
+                        version: Some(version),
+                        status: BatchItemStatus::Unchanged,
+                    });
+                }
+                PutPlan::Write(w) => w,
+            };
+            let mut batch = Batch::new();
+            w.add_to(&mut batch);
+            match self.store.commit(batch).await {
+                Ok(()) => return Ok(w.outcome(sight)),
+                Err(StoreError::Conflict { .. }) if attempt < PUT_ATTEMPTS => {}
+                Err(e) => return Err(commit_err(e)),
             }
         }
     }
@@ -382,18 +437,27 @@ impl Secrets {
         path: &SecretPath,
         data: &SecretMap,
         cas: Option<u64>,
+        sight: Sight,
     ) -> AppResult<PutPlan> {
         let existing = self.load_meta(keys, path).await?;
         let current = existing.as_ref().map_or(0, |(m, _)| m.current);
         if let Some(expected) = cas
             && expected != current
         {
-            return Err(AppError::new(
-                ErrorCode::CasMismatch,
-                format!("compare-and-set failed: current version is {current}, not {expected}"),
-            ));
+            let message = match sight {
+                Sight::Read | Sight::List => {
+                    format!("compare-and-set failed: current version is {current}, not {expected}")
+                }
+                Sight::Blind => {
+                    format!("compare-and-set failed: current version is not {expected}")
+                }
+            };
+            return Err(AppError::new(ErrorCode::CasMismatch, message));
         }
-        if let Some((meta, _)) = &existing
+        // Only a writer that may read learns that its content equals the stored one: for any
+        // other, `unchanged` would confirm a guessed value.
+        if sight == Sight::Read
+            && let Some((meta, _)) = &existing
             && meta.current > 0
         {
             let old = self.read_version(keys, path, meta, meta.current).await?;
@@ -495,10 +559,12 @@ impl Secrets {
             match plan {
                 Err(e) => results.push(Some(Err(e))),
                 Ok(PutPlan::Unchanged { version }) => results.push(Some(Ok(PutOutcome {
-                    version,
+                    version: Some(version),
                     status: BatchItemStatus::Unchanged,
                 }))),
-                Ok(PutPlan::Write(w)) if dry_run => results.push(Some(Ok(w.outcome()))),
+                Ok(PutPlan::Write(w)) if dry_run => {
+                    results.push(Some(Ok(w.outcome(items[i].sight))));
+                }
                 Ok(PutPlan::Write(w)) => {
                     results.push(None);
                     let (e, b) = (w.entries(), w.bytes());
@@ -532,7 +598,7 @@ impl Secrets {
             match result {
                 Ok(()) => {
                     for (i, w) in chunk {
-                        results[i] = Some(Ok(w.outcome()));
+                        results[i] = Some(Ok(w.outcome(items[i].sight)));
                     }
                 }
                 Err(StoreError::Conflict { .. }) => {
@@ -540,7 +606,7 @@ impl Secrets {
                     // under its lock, which re-reads, re-compares and re-checks `cas`.
                     let redone = futures::future::join_all(chunk.iter().map(|(i, _)| {
                         let item = &items[*i];
-                        self.put_locked(keys, item.path, item.data, item.cas)
+                        self.put_locked(keys, item.path, item.data, item.cas, item.sight)
                     }))
                     .await;
                     for ((i, _), r) in chunk.iter().zip(redone) {
@@ -563,18 +629,12 @@ impl Secrets {
 
     async fn plan_item(&self, keys: &OpenKeys, item: BatchEntry<'_>) -> AppResult<PutPlan> {
         self.check_data(item.data)?;
-        self.plan_put(keys, item.path, item.data, item.cas).await
+        self.plan_put(keys, item.path, item.data, item.cas, item.sight)
+            .await
     }
 
     async fn commit(&self, batch: Batch) -> AppResult<()> {
-        match self.store.commit(batch).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::Conflict { .. }) => Err(AppError::new(
-                ErrorCode::CasMismatch,
-                "the secret changed concurrently; retry",
-            )),
-            Err(e) => Err(store_err(e)),
-        }
+        self.store.commit(batch).await.map_err(commit_err)
     }
 
     async fn read_version(
@@ -717,11 +777,15 @@ impl Secrets {
         })
     }
 
-    /// Lists secrets under `prefix` that `visible` admits, one page at a time.
+    /// Lists the secrets in `spans` that `visible` admits, one page at a time, in path order.
+    ///
+    /// Only the keys inside `spans` are read (the spans of the caller's list grants, see
+    /// [`CallerPolicies::list_spans`](spike_core::policy::CallerPolicies::list_spans)), so how
+    /// long a page takes does not depend on secrets outside them.
     pub(crate) async fn list(
         &self,
         keys: &OpenKeys,
-        prefix: Option<&SecretPath>,
+        spans: &[PathSpan],
         after: Option<&str>,
         limit: usize,
         visible: impl Fn(&SecretPath) -> bool,
@@ -734,54 +798,100 @@ impl Secrets {
             ));
         }
         let limit = limit.clamp(1, self.limits.max_page);
-        let scan_prefix = prefix.map_or(Vec::new(), |p| p.as_str().as_bytes().to_vec());
+        let chunk = limit.max(64);
         let mut cursor: Option<Vec<u8>> = after.map(|a| a.as_bytes().to_vec());
         let mut out = Vec::new();
-        loop {
-            let chunk = self
-                .store
-                .scan(SECRETS, &scan_prefix, cursor.as_deref(), limit.max(64))
-                .await
-                .map_err(store_err)?;
-            let exhausted = chunk.len() < limit.max(64);
-            for (k, v) in chunk {
-                cursor = Some(k.clone());
-                let Ok(s) = std::str::from_utf8(&k) else {
-                    continue;
+        for range in key_ranges(spans) {
+            loop {
+                let (rows, exhausted) = match &range {
+                    KeyRange::Key(k) => {
+                        if cursor.as_deref().is_some_and(|c| c >= k.as_slice()) {
+                            break;
+                        }
+                        let row = self.store.get(SECRETS, k).await.map_err(store_err)?;
+                        (row.map(|v| (k.clone(), v)).into_iter().collect(), true)
+                    }
+                    KeyRange::Prefix(p) => {
+                        let rows = self
+                            .store
+                            .scan(SECRETS, p, cursor.as_deref(), chunk)
+                            .await
+                            .map_err(store_err)?;
+                        let exhausted = rows.len() < chunk;
+                        (rows, exhausted)
+                    }
                 };
-                // Stored paths were valid under the limits of their day; list them under the
-                // ceiling so lowering a limit later never hides a secret.
-                let Ok(path) = SecretPath::parse_with(s, &spike_core::path::PathLimits::CEILING)
-                else {
-                    continue;
-                };
-                // "db" lists "db" and "db/...", never "dbx".
-                if let Some(p) = prefix {
-                    let ps = p.as_str();
-                    if s != ps && !s.strip_prefix(ps).is_some_and(|r| r.starts_with('/')) {
+                for (k, v) in rows {
+                    cursor = Some(k.clone());
+                    let Ok(s) = std::str::from_utf8(&k) else {
+                        continue;
+                    };
+                    // Stored paths were valid under the limits of their day; list them under
+                    // the ceiling so lowering a limit later never hides a secret.
+                    let Ok(path) =
+                        SecretPath::parse_with(s, &spike_core::path::PathLimits::CEILING)
+                    else {
+                        continue;
+                    };
+                    if !visible(&path) {
                         continue;
                     }
+                    let meta: SecretMeta = records::verify(keys, Kind::SecretMeta, &k, &v)
+                        .map_err(|e| AppError::internal("secret metadata", e))?;
+                    out.push(SecretListEntry {
+                        path: s.to_owned(),
+                        current_version: meta.current,
+                        updated_at: meta.updated,
+                    });
+                    if out.len() == limit {
+                        // More may follow; a final empty page is cheaper than a look-ahead.
+                        return Ok((out, Some(s.to_owned())));
+                    }
                 }
-                if !visible(&path) {
-                    continue;
+                if exhausted {
+                    break;
                 }
-                let meta: SecretMeta = records::verify(keys, Kind::SecretMeta, &k, &v)
-                    .map_err(|e| AppError::internal("secret metadata", e))?;
-                out.push(SecretListEntry {
-                    path: s.to_owned(),
-                    current_version: meta.current,
-                    updated_at: meta.updated,
-                });
-                if out.len() == limit {
-                    // More may follow; a final empty page is cheaper than a look-ahead.
-                    return Ok((out, Some(s.to_owned())));
-                }
-            }
-            if exhausted {
-                return Ok((out, None));
             }
         }
+        Ok((out, None))
     }
+}
+
+/// Keys of the `secrets` table a listing reads: one key, or every key with a byte prefix.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyRange {
+    Key(Vec<u8>),
+    Prefix(Vec<u8>),
+}
+
+impl KeyRange {
+    fn start(&self) -> &[u8] {
+        match self {
+            Self::Key(k) | Self::Prefix(k) => k,
+        }
+    }
+}
+
+/// The key ranges of `spans`, in key order. A span `p` and below is the key `p` plus the
+/// prefix `p/` (a byte prefix `p` would also read `p-x` or `px`, which lie outside it). Spans
+/// never overlap (none covers another), so neither do their ranges, and ordering them by
+/// start orders every key they hold.
+fn key_ranges(spans: &[PathSpan]) -> Vec<KeyRange> {
+    let mut ranges = Vec::with_capacity(spans.len() * 2);
+    for span in spans {
+        match span {
+            PathSpan::Exactly(p) => ranges.push(KeyRange::Key(p.as_str().as_bytes().to_vec())),
+            PathSpan::Under(prefix) => match prefix.as_path() {
+                None => ranges.push(KeyRange::Prefix(Vec::new())),
+                Some(p) => {
+                    ranges.push(KeyRange::Key(p.as_str().as_bytes().to_vec()));
+                    ranges.push(KeyRange::Prefix(format!("{}/", p.as_str()).into_bytes()));
+                }
+            },
+        }
+    }
+    ranges.sort_by(|a, b| a.start().cmp(b.start()));
+    ranges
 }
 
 /// What to do to versions.

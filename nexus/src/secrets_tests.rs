@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use spike_core::crypto::RECORD_TAG_LEN;
 use spike_core::error::ErrorCode;
-use spike_core::path::SecretPath;
+use spike_core::path::{PathPrefix, SecretPath};
+use spike_core::pattern::PathSpan;
 use spike_core::secret::SecretMap;
 use spike_store::{Batch, MemoryStore, RedbStore, Store, Table};
 
-use super::{SECRETS, SecretLimits, Secrets, VERSIONS, VersionOp, version_key};
+use super::{SECRETS, SecretLimits, Secrets, Sight, VERSIONS, VersionOp, version_key};
 use crate::error::AppResult;
 use crate::fixtures::{Engine, code, keys};
 use crate::keys::OpenKeys;
@@ -29,6 +30,11 @@ fn fixture_with(limits: SecretLimits) -> Fixture {
 
 fn path(s: &str) -> SecretPath {
     SecretPath::parse(s).unwrap()
+}
+
+/// The spans of a listing of everything.
+fn everything() -> [PathSpan; 1] {
+    [PathSpan::Under(PathPrefix::ROOT)]
 }
 
 fn data(pairs: &[(&str, &str)]) -> SecretMap {
@@ -62,7 +68,9 @@ impl Fixture {
         p: &str,
         d: &[(&str, &str)],
     ) -> AppResult<spike_core::api::PutSecretResponse> {
-        self.engine.put(&self.keys, &path(p), &data(d), None).await
+        self.engine
+            .put(&self.keys, &path(p), &data(d), None, Sight::Read)
+            .await
     }
 
     async fn put_cas(
@@ -72,7 +80,7 @@ impl Fixture {
         cas: u64,
     ) -> AppResult<spike_core::api::PutSecretResponse> {
         self.engine
-            .put(&self.keys, &path(p), &data(d), Some(cas))
+            .put(&self.keys, &path(p), &data(d), Some(cas), Sight::Read)
             .await
     }
 
@@ -106,7 +114,9 @@ impl Fixture {
         limit: usize,
         visible: impl Fn(&SecretPath) -> bool + Copy,
     ) -> (Vec<String>, Vec<usize>) {
-        let prefix = prefix.map(path);
+        let spans = [PathSpan::Under(
+            prefix.map_or(PathPrefix::ROOT, |p| path(p).into()),
+        )];
         let mut after: Option<String> = None;
         let mut paths = Vec::new();
         let mut pages = Vec::new();
@@ -114,13 +124,7 @@ impl Fixture {
         for _ in 0..1000 {
             let (page, next) = self
                 .engine
-                .list(
-                    &self.keys,
-                    prefix.as_ref(),
-                    after.as_deref(),
-                    limit,
-                    visible,
-                )
+                .list(&self.keys, &spans, after.as_deref(), limit, visible)
                 .await
                 .unwrap();
             assert!(
@@ -151,7 +155,7 @@ async fn put_mints_versions_and_identical_content_is_unchanged() {
         .put("app/db", &[("user", "a"), ("pass", "x")])
         .await
         .unwrap();
-    assert_eq!((r.version, r.unchanged), (1, false));
+    assert_eq!((r.version, r.unchanged), (Some(1), false));
 
     let before = f.dump().await;
     // Same content, keys given in another order: same map, so no new version.
@@ -159,7 +163,7 @@ async fn put_mints_versions_and_identical_content_is_unchanged() {
         .put("app/db", &[("pass", "x"), ("user", "a")])
         .await
         .unwrap();
-    assert_eq!((r.version, r.unchanged), (1, true));
+    assert_eq!((r.version, r.unchanged), (Some(1), true));
     assert_eq!(f.versions_kept("app/db").await, vec![1]);
     assert_eq!(
         f.dump().await,
@@ -171,7 +175,7 @@ async fn put_mints_versions_and_identical_content_is_unchanged() {
         .put("app/db", &[("user", "a"), ("pass", "y")])
         .await
         .unwrap();
-    assert_eq!((r.version, r.unchanged), (2, false));
+    assert_eq!((r.version, r.unchanged), (Some(2), false));
     assert_eq!(f.versions_kept("app/db").await, vec![1, 2]);
     assert_eq!(f.value("app/db", None, "pass").await.unwrap(), "y");
     assert_eq!(f.value("app/db", Some(1), "pass").await.unwrap(), "x");
@@ -216,7 +220,7 @@ async fn get_and_metadata_of_missing_secret_are_not_found() {
 async fn cas_zero_creates_only() {
     let f = fixture();
     let r = f.put_cas("app/db", &[("k", "1")], 0).await.unwrap();
-    assert_eq!((r.version, r.unchanged), (1, false));
+    assert_eq!((r.version, r.unchanged), (Some(1), false));
 
     let before = f.dump().await;
     let e = f.put_cas("app/db", &[("k", "2")], 0).await.unwrap_err();
@@ -231,7 +235,7 @@ async fn cas_with_current_version_succeeds_and_a_stale_one_changes_nothing() {
     let f = fixture();
     f.put("s", &[("k", "1")]).await.unwrap();
     let r = f.put_cas("s", &[("k", "2")], 1).await.unwrap();
-    assert_eq!(r.version, 2);
+    assert_eq!(r.version, Some(2));
 
     let before = f.dump().await;
     // Stale, future and "must not exist" expectations all fail.
@@ -253,7 +257,7 @@ async fn cas_with_current_version_succeeds_and_a_stale_one_changes_nothing() {
 
     // A matching CAS with identical content is simply unchanged.
     let r = f.put_cas("s", &[("k", "2")], 2).await.unwrap();
-    assert_eq!((r.version, r.unchanged), (2, true));
+    assert_eq!((r.version, r.unchanged), (Some(2), true));
 }
 
 // ---- version numbers and pruning ----
@@ -267,7 +271,7 @@ async fn version_numbers_are_never_reused_after_destroy() {
     let (changed, current) = f.change("s", &[3], VersionOp::Destroy).await.unwrap();
     assert_eq!((changed, current), (vec![3], 2));
     let r = f.put("s", &[("k", "new")]).await.unwrap();
-    assert_eq!(r.version, 4);
+    assert_eq!(r.version, Some(4));
 
     // Destroy everything: current drops to 0, and the next put still does not reuse numbers,
     // even with the content of a destroyed version.
@@ -276,7 +280,7 @@ async fn version_numbers_are_never_reused_after_destroy() {
     assert_eq!((m.current_version, m.latest_version), (0, 4));
     assert_eq!(code(f.value("s", None, "k").await), ErrorCode::NotFound);
     let r = f.put("s", &[("k", "new")]).await.unwrap();
-    assert_eq!((r.version, r.unchanged), (5, false));
+    assert_eq!((r.version, r.unchanged), (Some(5), false));
 }
 
 #[tokio::test]
@@ -288,7 +292,7 @@ async fn old_versions_are_pruned_and_their_numbers_not_reused() {
     for i in 1..=5 {
         assert_eq!(
             f.put("s", &[("k", &i.to_string())]).await.unwrap().version,
-            i
+            Some(i)
         );
     }
     assert_eq!(f.versions_kept("s").await, vec![3, 4, 5]);
@@ -315,7 +319,7 @@ async fn old_versions_are_pruned_and_their_numbers_not_reused() {
     }
     assert_eq!(f.value("s", Some(3), "k").await.unwrap(), "3");
 
-    assert_eq!(f.put("s", &[("k", "6")]).await.unwrap().version, 6);
+    assert_eq!(f.put("s", &[("k", "6")]).await.unwrap().version, Some(6));
     assert_eq!(f.versions_kept("s").await, vec![4, 5, 6]);
     assert!(
         raw(&*f.store, VERSIONS, &version_key(&path("s"), 3))
@@ -434,7 +438,7 @@ async fn deleting_every_version_leaves_current_zero() {
     );
     let (entries, _) = f
         .engine
-        .list(&f.keys, None, None, 10, |_| true)
+        .list(&f.keys, &everything(), None, 10, |_| true)
         .await
         .unwrap();
     assert_eq!(entries.len(), 1);
@@ -473,7 +477,11 @@ async fn content_limits_are_enforced_and_nothing_is_written() {
     let p = path("s");
 
     assert_eq!(
-        code(f.engine.put(&f.keys, &p, &SecretMap::new(), None).await),
+        code(
+            f.engine
+                .put(&f.keys, &p, &SecretMap::new(), None, Sight::Read)
+                .await
+        ),
         ErrorCode::BadRequest
     );
 
@@ -481,7 +489,11 @@ async fn content_limits_are_enforced_and_nothing_is_written() {
         .map(|i| (format!("k{i}"), "v"))
         .collect();
     assert_eq!(
-        code(f.engine.put(&f.keys, &p, &too_many, None).await),
+        code(
+            f.engine
+                .put(&f.keys, &p, &too_many, None, Sight::Read)
+                .await
+        ),
         ErrorCode::TooLarge
     );
 
@@ -501,11 +513,14 @@ async fn content_limits_are_enforced_and_nothing_is_written() {
     let at_limit: SecretMap = (0..limits.max_keys)
         .map(|i| (format!("k{i}"), "v"))
         .collect();
-    f.engine.put(&f.keys, &p, &at_limit, None).await.unwrap();
+    f.engine
+        .put(&f.keys, &p, &at_limit, None, Sight::Read)
+        .await
+        .unwrap();
     let max_value = "x".repeat(limits.max_value_len);
     let max_key = "k".repeat(limits.max_key_len);
     let r = f.put("s", &[(&max_key, &max_value)]).await.unwrap();
-    assert_eq!(r.version, 2);
+    assert_eq!(r.version, Some(2));
 
     // A refused put on an existing secret leaves it as it was.
     let before = f.dump().await;
@@ -602,7 +617,7 @@ async fn list_page_size_is_capped() {
     }
     let (page, next) = f
         .engine
-        .list(&f.keys, None, None, 1000, |_| true)
+        .list(&f.keys, &everything(), None, 1000, |_| true)
         .await
         .unwrap();
     assert_eq!(page.len(), 3);
@@ -622,7 +637,7 @@ async fn any_client_cursor_is_handled() {
         let f = &f;
         async move {
             f.engine
-                .list(&f.keys, None, Some(&after), 10, |_| true)
+                .list(&f.keys, &everything(), Some(&after), 10, |_| true)
                 .await
                 .map(|(page, _)| page.into_iter().map(|e| e.path).collect::<Vec<_>>())
         }
@@ -661,7 +676,11 @@ async fn tampered_metadata_fails_closed() {
             ErrorCode::Internal
         );
         assert_eq!(
-            code(f.engine.list(&f.keys, None, None, 10, |_| true).await),
+            code(
+                f.engine
+                    .list(&f.keys, &everything(), None, 10, |_| true)
+                    .await
+            ),
             ErrorCode::Internal
         );
     }
@@ -761,7 +780,7 @@ async fn concurrent_puts_to_one_path_lose_no_update() {
         tasks.spawn(async move {
             let r = f.put("hot", &[("writer", &i.to_string())]).await.unwrap();
             assert!(!r.unchanged);
-            (r.version, i)
+            (r.version.unwrap(), i)
         });
     }
     let results = tokio::time::timeout(TEST_TIMEOUT, tasks.join_all())
@@ -791,7 +810,7 @@ async fn concurrent_creates_with_cas_zero_admit_exactly_one() {
         tasks.spawn(async move {
             f.put_cas("new", &[("writer", &i.to_string())], 0)
                 .await
-                .map(|r| (r.version, i))
+                .map(|r| (r.version.unwrap(), i))
                 .map_err(|e| e.code())
         });
     }
@@ -830,9 +849,9 @@ async fn two_engines_on_one_store_lose_no_update() {
         tasks.spawn(async move {
             let d = data(&[("writer", &i.to_string())]);
             engine
-                .put(&keys, &path("hot"), &d, None)
+                .put(&keys, &path("hot"), &d, None, Sight::Read)
                 .await
-                .map(|r| (r.version, i))
+                .map(|r| (r.version.unwrap(), i))
                 .map_err(|e| e.code())
         });
     }
@@ -880,7 +899,7 @@ async fn redb_versions_survive_reopen_and_destroy_removes_the_value() {
         let secrets = Secrets::new(store.clone(), SecretLimits::default());
         for v in ["1", "2", "3"] {
             secrets
-                .put(&keys, &p, &data(&[("k", v)]), None)
+                .put(&keys, &p, &data(&[("k", v)]), None, Sight::Read)
                 .await
                 .unwrap();
         }
@@ -923,10 +942,10 @@ async fn redb_versions_survive_reopen_and_destroy_removes_the_value() {
         .unwrap();
     assert_eq!(secrets.get(&keys, &p, None).await.unwrap().version, 3);
     let r = secrets
-        .put(&keys, &p, &data(&[("k", "4")]), None)
+        .put(&keys, &p, &data(&[("k", "4")]), None, Sight::Read)
         .await
         .unwrap();
-    assert_eq!(r.version, 4);
+    assert_eq!(r.version, Some(4));
     store.close().await.unwrap();
 }
 
@@ -942,10 +961,11 @@ async fn redb_concurrent_puts_lose_no_update() {
         tasks.spawn(async move {
             let d = data(&[("writer", &i.to_string())]);
             secrets
-                .put(&keys, &path("hot"), &d, None)
+                .put(&keys, &path("hot"), &d, None, Sight::Read)
                 .await
                 .unwrap()
                 .version
+                .unwrap()
         });
     }
     let mut versions = tokio::time::timeout(TEST_TIMEOUT, tasks.join_all())
@@ -985,6 +1005,7 @@ async fn batch(
             path: p,
             data: d,
             cas: *cas,
+            sight: Sight::Read,
         })
         .collect();
     secrets
@@ -997,21 +1018,21 @@ async fn batch(
 
 fn created(version: u64) -> Result<PutOutcome, ErrorCode> {
     Ok(PutOutcome {
-        version,
+        version: Some(version),
         status: BatchItemStatus::Created,
     })
 }
 
 fn updated(version: u64) -> Result<PutOutcome, ErrorCode> {
     Ok(PutOutcome {
-        version,
+        version: Some(version),
         status: BatchItemStatus::Updated,
     })
 }
 
 fn unchanged(version: u64) -> Result<PutOutcome, ErrorCode> {
     Ok(PutOutcome {
-        version,
+        version: Some(version),
         status: BatchItemStatus::Unchanged,
     })
 }
@@ -1106,7 +1127,7 @@ async fn batch_prunes_old_versions_like_single_puts() {
     for i in 1..=4 {
         let items = vec![("p/s", data(&[("k", &i.to_string())]), None)];
         let got = batch(&f.engine, &f.keys, &items, false).await;
-        assert_eq!(got[0].unwrap().version, i);
+        assert_eq!(got[0].unwrap().version, Some(i));
     }
     assert_eq!(f.versions_kept("p/s").await, vec![3, 4]);
     let sealed = f.store.scan(VERSIONS, b"", None, 100).await.unwrap();
@@ -1190,4 +1211,306 @@ async fn batch_on_redb_commits_many_items_in_few_transactions() {
         "no write the second time"
     );
     store.close().await.unwrap();
+}
+
+// ---- writers that may not read ----
+
+/// The guess oracle: a writer without `read` puts a guessed value and looks at the answer.
+/// Before, a right guess answered `unchanged` at the current version; now every blind put
+/// writes, and right and wrong guesses get the same answer.
+#[tokio::test]
+async fn writer_without_read_cannot_confirm_a_guess() {
+    let f = fixture();
+    f.put("pay/key", &[("pass", "hunter2")]).await.unwrap();
+    let guess = |value: &'static str, sight| {
+        let f = &f;
+        async move {
+            f.engine
+                .put(
+                    &f.keys,
+                    &path("pay/key"),
+                    &data(&[("pass", value)]),
+                    None,
+                    sight,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let right = guess("hunter2", Sight::Blind).await;
+    let wrong = guess("letmein", Sight::Blind).await;
+    assert_eq!(right, wrong, "a right guess must look like a wrong one");
+    assert_eq!(
+        (right.version, right.unchanged),
+        (None, false),
+        "no version number, never unchanged"
+    );
+    // Both guesses were written as new versions, so the owner's value is no longer current.
+    assert_eq!(f.versions_kept("pay/key").await, vec![1, 2, 3]);
+    // A writer that may list sees versions (listings show them anyway), but still no compare.
+    let listed = guess("letmein", Sight::List).await;
+    assert_eq!((listed.version, listed.unchanged), (Some(4), false));
+    // Only a reader gets `unchanged`.
+    let read = guess("letmein", Sight::Read).await;
+    assert_eq!((read.version, read.unchanged), (Some(4), true));
+}
+
+/// The cas oracle: a blind writer probes the current version through compare-and-set
+/// mismatch messages. They no longer name it.
+#[tokio::test]
+async fn cas_mismatch_does_not_tell_a_blind_writer_the_current_version() {
+    let f = fixture();
+    for v in ["1", "2", "3"] {
+        f.put("pay/key", &[("pass", v)]).await.unwrap();
+    }
+    let before = f.dump().await;
+    let mismatch = |sight| {
+        let f = &f;
+        async move {
+            let d = data(&[("pass", "x")]);
+            let e = f
+                .engine
+                .put(&f.keys, &path("pay/key"), &d, Some(7), sight)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), ErrorCode::CasMismatch);
+            e.0.message
+        }
+    };
+    let blind = mismatch(Sight::Blind).await;
+    assert!(!blind.contains('3'), "{blind}");
+    assert_eq!(f.dump().await, before, "a mismatch writes nothing");
+    // The same mismatch for a writer that may list still says where the secret is.
+    let listed = mismatch(Sight::List).await;
+    assert!(listed.contains("current version is 3"), "{listed}");
+}
+
+/// The same oracles through a batch (seeding and imports): blind items always write, say
+/// `written` for new and existing secrets alike, and carry no version.
+#[tokio::test]
+async fn blind_batch_items_reveal_neither_equality_nor_versions() {
+    let f = fixture();
+    f.put("pay/key", &[("pass", "hunter2")]).await.unwrap();
+    let (existing, fresh, cas) = (path("pay/key"), path("pay/new"), path("pay/cas"));
+    let same = data(&[("pass", "hunter2")]);
+    let entries = [
+        BatchEntry {
+            path: &existing,
+            data: &same,
+            cas: None,
+            sight: Sight::Blind,
+        },
+        BatchEntry {
+            path: &fresh,
+            data: &same,
+            cas: None,
+            sight: Sight::Blind,
+        },
+        BatchEntry {
+            path: &cas,
+            data: &same,
+            cas: Some(5),
+            sight: Sight::Blind,
+        },
+    ];
+    let got = f.engine.put_batch(&f.keys, &entries, false).await;
+    let written = PutOutcome {
+        version: None,
+        status: BatchItemStatus::Written,
+    };
+    assert_eq!(got[0].as_ref().unwrap(), &written);
+    assert_eq!(got[1].as_ref().unwrap(), &written);
+    let e = got[2].as_ref().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::CasMismatch);
+    assert!(!e.0.message.contains("is 0"), "{}", e.0.message);
+    assert_eq!(f.versions_kept("pay/key").await, vec![1, 2]);
+}
+
+/// A put without `cas` whose commit loses to a batch (batches take no stripe lock) is planned
+/// again instead of failing with "changed concurrently".
+#[tokio::test]
+async fn a_put_without_cas_retries_a_commit_a_batch_got_to_first() {
+    let store: Arc<dyn Store> = Arc::new(ConflictOnce {
+        inner: MemoryStore::new(),
+        fired: std::sync::atomic::AtomicBool::new(false),
+    });
+    let secrets = Secrets::new(store, SecretLimits::default());
+    let keys = keys();
+    let r = secrets
+        .put(&keys, &path("hot"), &data(&[("k", "v")]), None, Sight::Read)
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.unchanged), (Some(1), false));
+}
+
+/// Many single puts and batches write one path at once: no put without `cas` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_and_batches_to_one_path_never_fail_a_put_without_cas() {
+    let f = Arc::new(fixture_with(SecretLimits {
+        max_versions: 1000,
+        ..SecretLimits::default()
+    }));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let f = f.clone();
+        tasks.spawn(async move {
+            let d = data(&[("writer", &i.to_string())]);
+            if i % 2 == 0 {
+                f.engine
+                    .put(&f.keys, &path("hot"), &d, None, Sight::Read)
+                    .await
+                    .map(|_| ())
+            } else {
+                let p = path("hot");
+                let entry = BatchEntry {
+                    path: &p,
+                    data: &d,
+                    cas: None,
+                    sight: Sight::Read,
+                };
+                let mut got = f.engine.put_batch(&f.keys, &[entry], false).await;
+                got.pop().unwrap().map(|_| ())
+            }
+            .map_err(|e| e.0.message)
+        });
+    }
+    let results = tokio::time::timeout(TEST_TIMEOUT, tasks.join_all())
+        .await
+        .expect("puts did not finish");
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let m = f.engine.metadata(&f.keys, &path("hot")).await.unwrap();
+    assert_eq!(m.latest_version, 40);
+}
+
+// ---- listing reads only where the caller may list ----
+
+/// A store that counts the `secrets` rows a listing reads (scanned or fetched).
+struct CountingStore {
+    inner: MemoryStore,
+    rows_read: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn count(&self, n: usize) {
+        self.rows_read
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for CountingStore {
+    async fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, spike_store::StoreError> {
+        let row = self.inner.get(t, k).await?;
+        if t == SECRETS {
+            self.count(usize::from(row.is_some()));
+        }
+        Ok(row)
+    }
+    async fn scan(
+        &self,
+        t: Table,
+        p: &[u8],
+        a: Option<&[u8]>,
+        l: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, spike_store::StoreError> {
+        let rows = self.inner.scan(t, p, a, l).await?;
+        if t == SECRETS {
+            self.count(rows.len());
+        }
+        Ok(rows)
+    }
+    async fn commit(&self, b: Batch) -> Result<(), spike_store::StoreError> {
+        self.inner.commit(b).await
+    }
+    fn stats(&self) -> spike_store::StoreStats {
+        self.inner.stats()
+    }
+    async fn close(&self) -> Result<(), spike_store::StoreError> {
+        self.inner.close().await
+    }
+}
+
+/// Lists everything `caller` may list, page by page, as the route does; returns the paths and
+/// how many rows the store read for them.
+async fn list_as(
+    engine: &spike_core::policy::PolicyEngine,
+    caller: &str,
+    hidden: usize,
+    limit: usize,
+) -> (Vec<String>, usize) {
+    let store = Arc::new(CountingStore {
+        inner: MemoryStore::new(),
+        rows_read: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let secrets = Secrets::new(store.clone(), SecretLimits::default());
+    let keys = keys();
+    let mut names: Vec<String> = ["apps/a/one", "apps/c/one", "apps/c/two", "db-x/k", "db/k"]
+        .map(str::to_owned)
+        .into();
+    names.extend((0..hidden).map(|i| format!("apps/b/h{i:04}")));
+    names.extend((0..hidden).map(|i| format!("apps/ax/h{i:04}")));
+    for n in &names {
+        secrets
+            .put(&keys, &path(n), &data(&[("k", "v")]), None, Sight::Read)
+            .await
+            .unwrap();
+    }
+    store
+        .rows_read
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let id = spike_core::id::SpiffeId::new(caller).unwrap();
+    let mine = engine.for_caller(&id);
+    let spans = mine.list_spans(&PathPrefix::ROOT);
+    let (mut listed, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let (page, next) = secrets
+            .list(&keys, &spans, after.as_deref(), limit, |p| mine.may_list(p))
+            .await
+            .unwrap();
+        listed.extend(page.into_iter().map(|e| e.path));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    (
+        listed,
+        store.rows_read.load(std::sync::atomic::Ordering::SeqCst),
+    )
+}
+
+/// The listing-cost oracle: a caller that may list `apps/a/**` and `apps/c/**` lists
+/// everything and watches how much work Nexus does. Before, the scan read every secret in
+/// between (`apps/ax/…`, `apps/b/…`), so the cost grew with how many it could not see; now
+/// the rows read are the same whether there are none or hundreds.
+#[tokio::test]
+async fn listing_cost_does_not_reveal_how_many_hidden_secrets_lie_between_two_names() {
+    let caller = "spiffe://spike.test/app";
+    let policy = |name, pattern| {
+        spike_core::policy::Policy::parse(
+            name,
+            caller,
+            pattern,
+            [spike_core::policy::Permission::List],
+        )
+        .unwrap()
+    };
+    let engine = spike_core::policy::PolicyEngine::new([
+        policy("a", "apps/a/**"),
+        policy("c", "apps/c/*"),
+        policy("db", "db/**"),
+        policy("dbx", "db-x/**"),
+    ]);
+    let expected = ["apps/a/one", "apps/c/one", "apps/c/two", "db-x/k", "db/k"];
+    for limit in [1, 2, 100] {
+        let (none_hidden, reads_none) = list_as(&engine, caller, 0, limit).await;
+        let (many_hidden, reads_many) = list_as(&engine, caller, 300, limit).await;
+        assert_eq!(none_hidden, expected, "limit {limit}");
+        assert_eq!(many_hidden, expected, "limit {limit}");
+        assert_eq!(
+            reads_many, reads_none,
+            "limit {limit}: hidden secrets were read"
+        );
+    }
 }

@@ -46,8 +46,10 @@ pub struct Aad<'a> {
     pub path: &'a str,
     /// The secret version this value belongs to.
     pub version: u64,
-    /// Incremented each time a path is destroyed and created again, so a value sealed for an
-    /// earlier life of the same path does not open in the new one.
+    /// Drawn at random when the path's metadata record is created (its first write), and
+    /// kept for as long as that record exists: destroying versions keeps it. A path created
+    /// again after its record is gone gets a fresh random value, so a value sealed for an
+    /// earlier life of the path does not open in the new one.
     pub incarnation: u64,
 }
 

@@ -7,10 +7,14 @@
 //! ```
 //!
 //! The key is the data key's [`KeyPurpose::Storage`] subkey; the nonce is fresh from the OS
-//! CSPRNG for every seal (random 96-bit nonces stay far below the 2^-32 collision bound for
-//! well over 2^32 seals per key). The associated data is the canonical encoding of the header
-//! and [`Aad`], so a value moved to another path, version, record type or incarnation, or
-//! given a rewritten header, fails to open.
+//! CSPRNG for every seal. With random 96-bit nonces the chance that two of `n` seals share a
+//! nonce is about n²/2^97, so NIST SP 800-38D allows at most 2^32 seals per key, which keeps
+//! it near 2^-33, below 2^-32. Nothing here counts seals: the bound holds while one data key
+//! seals fewer than 2^32 values (every stored version is one seal).
+//!
+//! The associated data is the canonical encoding of the header and [`Aad`], so a value moved
+//! to another path, version, record type or incarnation, or given a rewritten header, fails
+//! to open.
 
 use std::fmt;
 

@@ -23,7 +23,7 @@ use spike_core::policy::Permission;
 use super::N;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Caller, parse_json};
-use crate::secrets::BatchEntry;
+use crate::secrets::{BatchEntry, Sight};
 use crate::state::Nexus;
 
 /// The batch routes, merged into the `/v1` router.
@@ -68,7 +68,7 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
             }
         }
         // Parse and authorize each item; the valid ones go to the engine together.
-        let checked: Vec<AppResult<SecretPath>> = req
+        let checked: Vec<AppResult<(SecretPath, Sight)>> = req
             .items
             .iter()
             .map(|item| {
@@ -79,13 +79,14 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
                 if req.dry_run {
                     n.authorize(&c, &path, Permission::Read)?;
                 }
-                Ok(path)
+                let sight = n.put_sight(&c, &path);
+                Ok((path, sight))
             })
             .collect();
         // Two spellings of one path would parse to the same path: refuse those too.
         let mut canonical: HashMap<&str, usize> = HashMap::new();
         for (i, p) in checked.iter().enumerate() {
-            if let Ok(p) = p
+            if let Ok((p, _)) = p
                 && let Some(first) = canonical.insert(p.as_str(), i)
             {
                 return Err(AppError::new(
@@ -103,12 +104,13 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
         let mut slots = Vec::with_capacity(checked.len());
         for (item, p) in req.items.iter().zip(&checked) {
             match p {
-                Ok(path) => {
+                Ok((path, sight)) => {
                     slots.push(Ok(entries.len()));
                     entries.push(BatchEntry {
                         path,
                         data: &item.data,
                         cas: item.cas,
+                        sight: *sight,
                     });
                 }
                 Err(e) => slots.push(Err(ApiError::new(e.code(), e.0.message.clone()))),
@@ -138,7 +140,7 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
                     Ok(o) => BatchItemResult {
                         path: item.path.clone(),
                         status: o.status,
-                        version: Some(o.version),
+                        version: o.version,
                         error: None,
                     },
                     Err(e) => BatchItemResult {

@@ -24,8 +24,10 @@ use serde::Serialize;
 use spike_core::error::ErrorCode;
 use spike_core::id::SpiffeId;
 use spike_core::path::SecretPath;
+use spike_core::policy::Permission;
 
 use crate::error::{AppError, AppResult};
+use crate::secrets::Sight;
 use crate::state::Nexus;
 
 /// The state extractor every handler takes.
@@ -145,6 +147,18 @@ impl Nexus {
 }
 
 impl Nexus {
+    /// What a writer of `path` may learn from its put (the caller already holds `write`).
+    fn put_sight(&self, caller: &SpiffeId, path: &SecretPath) -> Sight {
+        let holds = |perm| self.authorize(caller, path, perm).is_ok();
+        if holds(Permission::Read) {
+            Sight::Read
+        } else if holds(Permission::List) {
+            Sight::List
+        } else {
+            Sight::Blind
+        }
+    }
+
     /// Parses a secret path from a request under the configured `[limits]` `max_path_len` and
     /// `max_path_depth` (`400 invalid_path` beyond them).
     pub(crate) fn parse_path(&self, raw: &str) -> AppResult<SecretPath> {

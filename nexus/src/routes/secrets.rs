@@ -11,6 +11,7 @@ use spike_core::api::{
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId};
 use spike_core::path::PathPrefix;
+use spike_core::pattern::PathSpan;
 use spike_core::policy::Permission;
 
 use super::{N, query};
@@ -29,8 +30,11 @@ pub(super) async fn put(
         let o = n.opened()?;
         let path = n.parse_path(&p)?;
         n.authorize(&c, &path, Permission::Write)?;
+        let sight = n.put_sight(&c, &path);
         let JsonBody(req) = body?;
-        n.secrets().put(&o.keys, &path, &req.data, req.cas).await
+        n.secrets()
+            .put(&o.keys, &path, &req.data, req.cas, sight)
+            .await
     })
     .await
 }
@@ -85,25 +89,20 @@ pub(super) async fn list(
         // Match the caller's ID against the policies once, not once per stored path.
         let engine = n.policies().engine();
         let mine = engine.for_caller(&c);
-        let under = prefix.clone().map_or(PathPrefix::ROOT, PathPrefix::from);
+        let under = prefix.map_or(PathPrefix::ROOT, PathPrefix::from);
         let is_superuser = Builtin::of(&c, n.trust_domain()) == Some(Builtin::Superuser);
-        if !is_superuser && !mine.could_list_under(&under) {
-            // Nothing here can be visible to this caller (built-in identities other than the
-            // superuser never are): skip the scan.
-            return Ok(ListSecretsResponse {
-                secrets: Vec::new(),
-                next: None,
-            });
-        }
+        // Scan only where the caller's list grants reach (built-in identities other than the
+        // superuser have none), so a listing's cost tells nothing of the secrets it hides.
+        let spans = if is_superuser {
+            vec![PathSpan::Under(under)]
+        } else {
+            mine.list_spans(&under)
+        };
         let (secrets, next) = n
             .secrets()
-            .list(
-                &o.keys,
-                prefix.as_ref(),
-                q.after.as_deref(),
-                limit,
-                |path| is_superuser || mine.may_list(path),
-            )
+            .list(&o.keys, &spans, q.after.as_deref(), limit, |path| {
+                is_superuser || mine.may_list(path)
+            })
             .await?;
         Ok(ListSecretsResponse { secrets, next })
     })

@@ -41,10 +41,14 @@ pub(super) async fn verify(State(n): N, Caller(c): Caller) -> Response {
 }
 
 pub(super) async fn status(State(n): N, Caller(c): Caller) -> Response {
+    // Why Nexus is sealed (bootstrap, keepers, store, audit log) describes its deployment: only
+    // administrators learn it. Everyone else learns whether it serves. While sealed no policy
+    // is loaded, so there the administrators are the superuser role alone.
+    let admin = n.authorize_admin(&c).is_ok();
     let s = StatusResponse {
-        initialized: n.init_record().is_some(),
+        initialized: admin.then(|| n.init_record().is_some()),
         sealed: n.is_sealed(),
-        reason: n.seal_reason(),
+        reason: n.seal_reason().filter(|_| admin),
         caller: c.to_string(),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
     };

@@ -28,11 +28,13 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
             let resp: PutSecretResponse = nexus
                 .call(Method::PUT, &format!("/v1/secrets/data/{path}"), Some(&req))
                 .await?;
-            match out {
-                Output::Text if resp.unchanged => {
-                    println!("unchanged: {path} is already at version {}", resp.version);
+            match (out, resp.version) {
+                (Output::Text, Some(v)) if resp.unchanged => {
+                    println!("unchanged: {path} is already at version {v}");
                 }
-                Output::Text => println!("wrote {path} version {}", resp.version),
+                (Output::Text, Some(v)) => println!("wrote {path} version {v}"),
+                // Nexus shows version numbers only to callers that may read or list the path.
+                (Output::Text, None) => println!("wrote {path} (a new version)"),
                 _ => print_structured(out, &resp),
             }
         }

@@ -13,7 +13,10 @@ pub async fn run(nexus: &Nexus, out: Output) -> CliResult<()> {
     let s: StatusResponse = nexus.call(Method::GET, "/v1/status", None::<&()>).await?;
     match out {
         Output::Text => {
-            println!("initialized: {}", s.initialized);
+            // Nexus tells only administrators whether (and why not) it is initialized.
+            if let Some(i) = s.initialized {
+                println!("initialized: {i}");
+            }
             println!("sealed:      {}", s.sealed);
             if let Some(r) = &s.reason {
                 println!("reason:      {r}");

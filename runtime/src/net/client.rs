@@ -182,7 +182,22 @@ impl MtlsClient {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
-        self.pool.send(method, path_and_query, &[], body).await
+        self.pool
+            .send(method, path_and_query, &[], body.map(Bytes::from))
+            .await
+    }
+
+    /// Sends one request with a JSON `body` that holds secret material (a share): the buffer
+    /// is wiped once the connection no longer needs it (a retry resends the same buffer).
+    pub async fn send_secret(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: zeroize::Zeroizing<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        self.pool
+            .send(method, path_and_query, &[], Some(Bytes::from_owner(body)))
+            .await
     }
 }
 
@@ -286,7 +301,9 @@ impl WebClient {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
-        self.pool.send(method, path_and_query, headers, body).await
+        self.pool
+            .send(method, path_and_query, headers, body.map(Bytes::from))
+            .await
     }
 }
 
@@ -318,7 +335,7 @@ impl Pooled {
         method: Method,
         path_and_query: &str,
         headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> Result<Response, ClientError> {
         let secs = self.timeout.as_secs();
         tokio::time::timeout(
@@ -337,7 +354,7 @@ impl Pooled {
         method: Method,
         path_and_query: &str,
         headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> Result<Response, ClientError> {
         // Only these may be sent twice: a POST that reached the server before its connection
         // broke may have taken effect.
@@ -346,7 +363,7 @@ impl Pooled {
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE
         );
         let json = body.is_some();
-        let body = Bytes::from(body.unwrap_or_default());
+        let body = body.unwrap_or_default();
         let mut attempt = 0;
         loop {
             match self

@@ -19,8 +19,15 @@ pub struct Counts {
     pub updated: usize,
     /// Already as wanted.
     pub unchanged: usize,
+    /// Written, where Nexus does not tell this caller whether it was new or changed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub written: usize,
     /// Refused.
     pub failed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Counts {
@@ -31,6 +38,7 @@ impl Counts {
                 BatchItemStatus::Created => c.created += 1,
                 BatchItemStatus::Updated => c.updated += 1,
                 BatchItemStatus::Unchanged => c.unchanged += 1,
+                BatchItemStatus::Written => c.written += 1,
                 _ => c.failed += 1,
             }
         }
@@ -43,8 +51,12 @@ impl Counts {
         } else {
             ("created", "updated")
         };
+        let written = match self.written {
+            0 => String::new(),
+            n => format!(", {n} written"),
+        };
         format!(
-            "{} {c}, {} {u}, {} unchanged, {} failed",
+            "{} {c}, {} {u}, {} unchanged{written}, {} failed",
             self.created, self.updated, self.unchanged, self.failed
         )
     }
