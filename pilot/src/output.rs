@@ -41,6 +41,54 @@ pub fn print_structured<T: Serialize>(out: Output, value: &T) {
     }
 }
 
+/// Prints rows under `headers` in columns as wide as their widest cell (two spaces between),
+/// the last column unpadded.
+pub fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
+    print!("{}", table(headers, rows));
+}
+
+fn table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = headers.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    };
+    let mut out = line(headers);
+    for row in rows {
+        out.push_str(&line(std::array::from_fn(|i| row[i].as_str())));
+    }
+    out
+}
+
+/// How long ago an RFC 3339 `time` was, for people ("3m ago"); the time itself when it does
+/// not parse.
+pub fn age(time: &str, now: std::time::SystemTime) -> String {
+    let Ok(then) = humantime::parse_rfc3339_weak(time) else {
+        return time.to_owned();
+    };
+    let secs = now.duration_since(then).map_or(0, |d| d.as_secs());
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -49,6 +97,23 @@ mod tests {
     use spike_core::secret::{SecretMap, SecretString};
 
     use super::*;
+
+    #[test]
+    fn tables_align_and_ages_read_like_people_talk() {
+        let rows = [
+            ["demo/db".to_owned(), "12".to_owned(), "3m ago".to_owned()],
+            ["a".to_owned(), "1".to_owned(), "2d ago".to_owned()],
+        ];
+        assert_eq!(
+            table(["PATH", "VERSION", "UPDATED"], &rows),
+            "PATH     VERSION  UPDATED\ndemo/db  12       3m ago\na        1        2d ago\n"
+        );
+        let now = humantime::parse_rfc3339("2025-01-02T00:00:00Z").unwrap();
+        assert_eq!(age("2025-01-01T23:59:30.000000Z", now), "30s ago");
+        assert_eq!(age("2025-01-01T23:00:00Z", now), "1h ago");
+        assert_eq!(age("2024-12-30T00:00:00Z", now), "3d ago");
+        assert_eq!(age("not a time", now), "not a time");
+    }
 
     #[test]
     fn yaml_output_round_trips() {

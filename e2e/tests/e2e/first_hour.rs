@@ -259,7 +259,18 @@ fn the_commands_people_type_first_work() {
     // Listing without a prefix lists everything the caller may list.
     let (code, stdout, all) = spike(&["secret", "list"]);
     assert_eq!(code, Some(0), "{all}");
-    assert!(stdout.contains("database/password"), "{all}");
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["PATH", "VERSION", "UPDATED"], "{all}");
+    let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row[..2], ["database/password", "1"], "{all}");
+    assert!(row[2].ends_with('s') || row[2].ends_with('m'), "a relative age: {all}");
+    let (code, stdout, all) = spike(&["secret", "list", "nothing/here"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(stdout.contains("no secrets under nothing/here"), "{all}");
+    let (_, stdout, all) = spike(&["policy", "list"]);
+    assert!(stdout.starts_with("NAME "), "{all}");
+    assert!(stdout.contains("PERMISSIONS"), "{all}");
 
     // A Vault-style address with a scheme works; plain http:// is refused with the fix.
     let out = Command::new(bins().spike)

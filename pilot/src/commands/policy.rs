@@ -10,7 +10,7 @@ use spike_core::policy::{CallerClass, Explanation, Permission};
 
 use crate::cli::{Output, PolicyCmd};
 use crate::client::{CliError, CliResult, Nexus};
-use crate::output::print_structured;
+use crate::output::{print_structured, print_table};
 
 /// Runs a policy subcommand.
 pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
@@ -71,10 +71,22 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
                     );
                 }
                 Output::Text => {
-                    for p in &l.policies {
-                        print_policy(p);
-                        println!();
-                    }
+                    let rows: Vec<[String; 4]> = l
+                        .policies
+                        .iter()
+                        .map(|p| {
+                            [
+                                p.name.clone(),
+                                p.spiffe_id_pattern.clone(),
+                                p.path_pattern.clone(),
+                                permission_names(&p.permissions),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        ["NAME", "SPIFFE ID PATTERN", "PATH PATTERN", "PERMISSIONS"],
+                        &rows,
+                    );
                 }
                 _ => print_structured(out, &l.policies),
             }
@@ -231,16 +243,20 @@ pub fn print_explanation(e: &Explanation) {
     }
 }
 
-fn print_policy(p: &PolicyResponse) {
-    let perms: Vec<String> = p
-        .permissions
+/// `read,list`: the permissions by their API names.
+fn permission_names(permissions: &[Permission]) -> String {
+    permissions
         .iter()
         .filter_map(|x| serde_json::to_value(x).ok())
         .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn print_policy(p: &PolicyResponse) {
     println!("name:              {}", p.name);
     println!("spiffe-id-pattern: {}", p.spiffe_id_pattern);
     println!("path-pattern:      {}", p.path_pattern);
-    println!("permissions:       {}", perms.join(","));
+    println!("permissions:       {}", permission_names(&p.permissions));
     println!("updated:           {}", p.updated_at);
 }

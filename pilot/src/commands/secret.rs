@@ -11,7 +11,7 @@ use spike_core::secret::{SecretMap, SecretString};
 
 use crate::cli::{Output, SecretCmd};
 use crate::client::{CliError, CliResult, Nexus, query_escape};
-use crate::output::print_structured;
+use crate::output::{age, print_structured, print_table};
 
 /// Runs a secret subcommand.
 pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
@@ -91,10 +91,23 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                 }
             }
             match out {
+                Output::Text if all.is_empty() => match &prefix {
+                    Some(p) => println!("no secrets under {p} that you may list"),
+                    None => println!("no secrets that you may list"),
+                },
                 Output::Text => {
-                    for s in &all {
-                        println!("{}", s.path);
-                    }
+                    let now = std::time::SystemTime::now();
+                    let rows: Vec<[String; 3]> = all
+                        .iter()
+                        .map(|s| {
+                            [
+                                s.path.clone(),
+                                s.current_version.to_string(),
+                                age(&s.updated_at, now),
+                            ]
+                        })
+                        .collect();
+                    print_table(["PATH", "VERSION", "UPDATED"], &rows);
                 }
                 _ => print_structured(out, &all),
             }
