@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spike_core::crypto::{RECORD_TAG_LEN, RecordType};
 
-use crate::keys::OpenKeys;
+use crate::keys::{OpenKeys, stamped_id};
 
 /// Kinds of authenticated records; the kind is bound into the tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,4 +71,29 @@ pub(crate) fn verify<T: DeserializeOwned>(
         return Err(RecordError::Tampered(kind.label()));
     }
     serde_json::from_slice(body).map_err(|_| RecordError::Malformed(kind.label()))
+}
+
+/// Re-encryption: `bytes` tagged under the current generation, or `None` when they already
+/// are. The old tag is verified first, so re-tagging never launders an edited record.
+pub(crate) fn retag(
+    keys: &OpenKeys,
+    kind: Kind,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<Option<Vec<u8>>, RecordError> {
+    if bytes.len() < RECORD_TAG_LEN {
+        return Err(RecordError::Tampered(kind.label()));
+    }
+    if stamped_id(bytes) == Some(keys.current_generation()) {
+        return Ok(None);
+    }
+    let (tag, body) = bytes.split_at(RECORD_TAG_LEN);
+    if !keys.verify_record_tag(kind.record(), key, body, tag) {
+        return Err(RecordError::Tampered(kind.label()));
+    }
+    let tag = keys.record_tag(kind.record(), key, body);
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(tag.as_bytes());
+    out.extend_from_slice(body);
+    Ok(Some(out))
 }

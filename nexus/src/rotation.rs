@@ -120,15 +120,21 @@ pub(crate) async fn change(
     let epoch = record.next_epoch().map_err(RotationError::Params)?;
     let params = ShareParams::new(shares, threshold, epoch).map_err(RotationError::Params)?;
     let new_root = RootKey::generate().map_err(RotationError::Key)?;
-    let wrapped = opened
+    // A new data key generation too: an old root key rebuilt from old shares opens every copy
+    // of the ring sealed under it (backups), so only a new data key keeps what is written from
+    // now on, and what re-encryption moves, out of its reach.
+    let ring = opened.keys.rotated_ring().map_err(RotationError::Key)?;
+    let next = opened
         .keys
-        .wrap_data_key(&new_root)
+        .begin_change(&record, params, &new_root, &ring)
         .map_err(RotationError::Key)?;
-    let next = record.begin_change(params, &wrapped);
+    let generation = ring.current().key_id();
     nexus.commit_init(&raw, &next).await?;
-    // Durable: from here a restart finds {C, P} and recovers with either split.
+    // Durable: from here a restart finds {C, P} and recovers with either split, and both
+    // hold the new generation.
     fault::step("change:committed").await;
-    opened.keys.install(new_root, params);
+    opened.keys.install(new_root, params, ring);
+    nexus.reencryption().wake();
     let keep = Some(record.epoch());
     let (epoch, acked) = push_current(nexus, &opened.keys, "change", keep).await?;
     let complete = finish_if_confirmed(nexus, epoch, acked)
@@ -142,6 +148,7 @@ pub(crate) async fn change(
     }
     tracing::info!(
         rekey = matches!(change, Change::Rekey { .. }),
+        %generation,
         epoch,
         keepers_acknowledged = acked,
         complete,

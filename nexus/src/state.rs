@@ -95,6 +95,8 @@ pub struct Nexus {
     open_lock: tokio::sync::Mutex<()>,
     /// Break-glass shares received so far by restore (only while sealed).
     restore: std::sync::Mutex<Option<PendingRestore>>,
+    /// Background re-encryption after a rotation.
+    reencryption: crate::reencrypt::Reencryption,
 }
 
 impl Nexus {
@@ -121,6 +123,7 @@ impl Nexus {
             metrics: Metrics::default(),
             open_lock: tokio::sync::Mutex::new(()),
             restore: std::sync::Mutex::new(None),
+            reencryption: crate::reencrypt::Reencryption::default(),
         })
     }
 
@@ -155,6 +158,11 @@ impl Nexus {
     /// See the field: take it around anything that changes the root key or its splits.
     pub(crate) fn open_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.open_lock
+    }
+
+    /// Background re-encryption after a rotation.
+    pub(crate) fn reencryption(&self) -> &crate::reencrypt::Reencryption {
+        &self.reencryption
     }
 
     /// Break-glass shares received so far by restore (only while sealed).

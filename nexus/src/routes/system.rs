@@ -47,6 +47,7 @@ pub(super) async fn status(State(n): N, Caller(c): Caller) -> Response {
         reason: n.seal_reason(),
         caller: c.to_string(),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        reencryption: n.opened().ok().and_then(|_| n.reencryption().status()),
     };
     Json(s).into_response()
 }
