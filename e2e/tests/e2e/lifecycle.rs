@@ -18,7 +18,7 @@ pub(crate) fn ok(out: &Output) -> String {
     stdout(out)
 }
 
-fn refused(out: &Output, code: i32, needle: &str) {
+pub(crate) fn refused(out: &Output, code: i32, needle: &str) {
     assert_eq!(out.status.code(), Some(code), "{}", text(out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(needle),
@@ -50,7 +50,7 @@ pub(crate) fn assert_secrets(c: &Cluster, admin: &PemFiles, n: usize) {
 
 /// Generates a custodian's age identity with `spike operator keygen`; returns its file and
 /// the `NAME=age1…` flag value.
-fn custodian(c: &Cluster, who: &PemFiles, dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn custodian(c: &Cluster, who: &PemFiles, dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(format!("{name}.key"));
     let recipient = ok(&c.spike(
         who,
@@ -60,7 +60,12 @@ fn custodian(c: &Cluster, who: &PemFiles, dir: &Path, name: &str) -> (PathBuf, S
     (key, format!("{name}={recipient}"))
 }
 
-fn recover(c: &Cluster, who: &PemFiles, custodians: &[String], out_dir: &Path) -> Output {
+pub(crate) fn recover(
+    c: &Cluster,
+    who: &PemFiles,
+    custodians: &[String],
+    out_dir: &Path,
+) -> Output {
     let mut args = vec!["operator", "recover", "--threshold", "2"];
     for cu in custodians {
         args.extend(["--custodian", cu.as_str()]);
@@ -70,7 +75,7 @@ fn recover(c: &Cluster, who: &PemFiles, custodians: &[String], out_dir: &Path) -
     c.spike(who, &args)
 }
 
-fn restore(c: &Cluster, who: &PemFiles, file: &Path, identity: &Path) -> Output {
+pub(crate) fn restore(c: &Cluster, who: &PemFiles, file: &Path, identity: &Path) -> Output {
     c.spike(
         who,
         &[
