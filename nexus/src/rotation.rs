@@ -1,11 +1,14 @@
 //! Root-key rotation and rekey, and finishing them after a crash.
 //!
-//! Rotation makes a new root key and re-wraps the data key under it; nothing else is
-//! re-encrypted, because every working key derives from the data key. Rekey deals a new keeper
-//! split (new epoch and `shares`/`threshold`), and makes a new root key too: shares of an
-//! unchanged root key cannot be revoked (any `threshold` of the old ones would still rebuild
-//! it), so only a new key makes old keeper shares and old break-glass files useless. Secrets
-//! stay readable throughout: reads use only the data key, which never changes.
+//! Rotation makes a new root key and a new data-key generation in the key ring; new writes use
+//! the new generation at once and `reencrypt` moves stored records to it, then destroys the
+//! older ones. Rekey deals a new keeper split (new epoch and `shares`/`threshold`), and does
+//! the same: shares of an unchanged root key cannot be revoked (any `threshold` of the old ones
+//! would still rebuild it), so only a new root key makes old keeper shares and old break-glass
+//! files useless; and an old root key still opens every old copy of the ring (backups), so only
+//! a new data key keeps later writes from it. Secrets stay readable throughout: the key id in
+//! each record picks the generation that opens it, and no generation is destroyed while a
+//! record uses it.
 //!
 //! Keepers are updated one by one, so the init record keeps the old split until the new one
 //! is safely dealt, and so do the keepers: every push while a change is pending names the

@@ -185,18 +185,36 @@ impl RedbStore {
 
     async fn submit(&self, batch: Batch) -> Result<(), StoreError> {
         batch.validate()?;
+        if batch.is_empty() {
+            // Nothing to write, but a closed store still says so.
+            return match self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+            {
+                Some(_) => Ok(()),
+                None => Err(StoreError::Closed),
+            };
+        }
+        self.ask_writer(|reply| Job::Batch(Pending { batch, reply }))
+            .await
+    }
+
+    /// Queues `job` for the writer and waits for its answer.
+    async fn ask_writer(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job,
+    ) -> Result<(), StoreError> {
         let queue = self
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .ok_or(StoreError::Closed)?;
-        if batch.is_empty() {
-            return Ok(());
-        }
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Job::Batch(Pending { batch, reply }))
+            .send(job(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         drop(queue);
@@ -279,19 +297,7 @@ impl Store for RedbStore {
     }
 
     async fn compact(&self) -> Result<(), StoreError> {
-        let queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(StoreError::Closed)?;
-        let (reply, answer) = oneshot::channel();
-        queue
-            .send(Job::Compact(reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        drop(queue);
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.ask_writer(Job::Compact).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

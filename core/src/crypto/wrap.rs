@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn rotation_rewraps_the_same_data_key() {
+    fn a_data_key_rewrapped_under_another_root_key_opens_only_with_it() {
         let dek = fixed_data_key();
         let old = fixed_root();
         let new = RootKey::generate().unwrap();
