@@ -14,7 +14,8 @@
 //! generation just before the rotation and landed after the first pass went by. Then, under
 //! the open lock, the older generations are retired from the ring in the init record (their
 //! data keys destroyed, their cipher subkeys kept for cipher-API ciphertexts workloads hold),
-//! and the store is compacted so no page of the file keeps an older wrapped ring. While a
+//! and the store is compacted so no page of the file keeps an older wrapped ring (a compaction
+//! a crash cut off is redone at the next step: the init record change leaves a mark until it). While a
 //! rotation still waits for its keepers, the previous split keeps the ring too; retiring waits
 //! until the change is finished.
 //!
@@ -200,6 +201,8 @@ async fn step(
 ) -> Result<bool, ReencryptError> {
     let keys = &opened.keys;
     let state = nexus.reencryption();
+    // Redoes a compaction a crash cut off (after a finished rotation or retired keys).
+    nexus.compact_if_pending().await?;
     let generation = keys.current_generation();
     let older = keys.older_generations();
     if older == 0 {
@@ -352,7 +355,7 @@ async fn finish_pass(
     fault::step("reencrypt:retired").await;
     // The older wrapped rings are no longer in the live records; compacting rewrites the
     // file so no free page keeps a copy an old root key could open.
-    nexus.store().compact().await?;
+    nexus.compact_if_pending().await?;
     tracing::info!(
         generation = %done.generation,
         retired,
@@ -488,6 +491,27 @@ mod tests {
                 .contains("spike_reencrypt_remaining 0")
         );
         assert!(n.store().get(META, CURSOR_KEY).await.unwrap().is_none());
+        assert!(n.store().get(META, COMPACT_MARK).await.unwrap().is_none());
+    }
+
+    /// The name `state` keeps the compaction mark under.
+    const COMPACT_MARK: &[u8] = b"compact-pending";
+
+    #[tokio::test]
+    async fn a_compaction_cut_off_by_a_crash_is_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, n1) = open_nexus(dir.path()).await;
+        let answers = keeper_answers(&n1.opened().unwrap().keys);
+        // An init-record change whose compaction never ran (the process died after the commit).
+        let (raw, record) = n1.read_init().await.unwrap();
+        n1.commit_init(&raw, &record).await.unwrap();
+        assert!(store.get(META, COMPACT_MARK).await.unwrap().is_some());
+        drop(n1);
+        let (n2, opened) = restart(&store, dir.path(), &answers).await;
+        opened.unwrap();
+        let mut cursor = None;
+        run_until_idle(&n2, &mut cursor).await;
+        assert!(store.get(META, COMPACT_MARK).await.unwrap().is_none());
     }
 
     #[tokio::test]

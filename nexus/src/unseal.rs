@@ -162,7 +162,7 @@ pub(crate) async fn finish_if_confirmed(
     nexus.commit_init(&raw, &record.finished()).await?;
     // The previous split held the key ring under the old root key: rewrite the file so no
     // free page keeps it.
-    nexus.store().compact().await?;
+    nexus.compact_if_pending().await?;
     tracing::info!(
         epoch,
         confirmed,

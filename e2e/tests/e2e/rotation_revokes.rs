@@ -155,6 +155,25 @@ fn old_shares_and_old_backup_cannot_read_after_rotation() {
     copy_dir(&data, &backup);
     restart_nexus_and_wait(&mut c);
 
+    // A cipher-API ciphertext a workload keeps outside the store.
+    let plain = c.dir.path().join("plain.txt");
+    let kept = c.dir.path().join("kept.ct");
+    std::fs::write(&plain, b"kept by a workload").unwrap();
+    let f = |p: &Path| p.display().to_string();
+    ok(&c.spike(
+        &admin,
+        &[
+            "cipher",
+            "encrypt",
+            "--context",
+            "app/x",
+            "-f",
+            &f(&plain),
+            "--out",
+            &f(&kept),
+        ],
+    ));
+
     let out = ok(&c.spike(&admin, &["operator", "rotate", "--wait"]));
     assert!(out.contains("re-encryption done"), "{out}");
     ok(&c.spike(&admin, &["secret", "put", "app/after", "v=after-rotation"]));
@@ -167,6 +186,22 @@ fn old_shares_and_old_backup_cannot_read_after_rotation() {
         "{metrics}"
     );
     assert_secrets(&c, &admin, 5);
+    // It still decrypts: the old data key's cipher subkey is kept for that alone.
+    let back = c.dir.path().join("back.txt");
+    ok(&c.spike(
+        &admin,
+        &[
+            "cipher",
+            "decrypt",
+            "--context",
+            "app/x",
+            "-f",
+            &f(&kept),
+            "--out",
+            &f(&back),
+        ],
+    ));
+    assert_eq!(std::fs::read(&back).unwrap(), b"kept by a workload");
 
     // The live data directory after the rotation.
     let live = c.dir.path().join("live-copy");
