@@ -97,3 +97,40 @@ pub(crate) fn retag(
     out.extend_from_slice(body);
     Ok(Some(out))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn re_tagging_refuses_an_edited_record_instead_of_laundering_it() {
+        let (keys, _) = OpenKeys::create(3, 2).unwrap();
+        let tagged = tag(
+            &keys,
+            Kind::Policy,
+            b"web",
+            &serde_json::json!({"p": "read"}),
+        );
+        // Already under the current generation: nothing to do.
+        assert!(
+            retag(&keys, Kind::Policy, b"web", &tagged)
+                .unwrap()
+                .is_none()
+        );
+        // Under an older generation after a rotation: re-tagged, and it verifies.
+        keys.install_ring(keys.rotated_ring().unwrap());
+        let moved = retag(&keys, Kind::Policy, b"web", &tagged)
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = verify(&keys, Kind::Policy, b"web", &moved).unwrap();
+        assert_eq!(v["p"], "read");
+        // An edited body (granting more) under the old tag is refused, never re-tagged.
+        let mut edited = tagged.clone();
+        let body = String::from_utf8(edited.split_off(RECORD_TAG_LEN)).unwrap();
+        edited.extend_from_slice(body.replace("read", "supr").as_bytes());
+        assert!(retag(&keys, Kind::Policy, b"web", &edited).is_err());
+        // So is a record moved to another key.
+        assert!(retag(&keys, Kind::Policy, b"admin", &tagged).is_err());
+    }
+}
