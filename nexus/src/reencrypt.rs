@@ -328,7 +328,7 @@ async fn finish_pass(
         *cursor = Some(next);
         return Ok(true);
     }
-    let _guard = nexus.open_lock().lock().await;
+    let guard = nexus.open_lock().lock().await;
     let keys = &opened.keys;
     if keys.current_generation() != done.generation {
         // A newer rotation got in first: start over for it.
@@ -349,6 +349,7 @@ async fn finish_pass(
     let retired = keys.older_generations();
     nexus.commit_init(&raw, &next).await?;
     keys.install_ring(ring);
+    drop(guard);
     let mut clear = Batch::new();
     clear.delete(META, CURSOR_KEY.to_vec());
     nexus.store().commit(clear).await?;
