@@ -117,14 +117,35 @@ pub(crate) fn restart_nexus_and_wait(c: &mut Cluster) {
     );
 }
 
-#[test]
-fn break_glass_restores_a_cluster_whose_keepers_are_all_gone() {
+/// The identities of the root-key operations.
+pub(crate) struct Operators {
+    pub(crate) admin: PemFiles,
+    pub(crate) recoverer: PemFiles,
+    pub(crate) restorer: PemFiles,
+}
+
+/// A running cluster of 3 keepers (threshold 2) holding `secrets` secrets (see
+/// [`put_secrets`]), and the operator identities.
+pub(crate) fn cluster_with_secrets(secrets: usize) -> (Cluster, Operators) {
     let mut c = Cluster::new(3);
     c.start_all(2);
-    let admin = c.pki.svid("/spike/pilot/role/superuser");
-    let recoverer = c.pki.svid("/spike/pilot/role/recover");
-    let restorer = c.pki.svid("/spike/pilot/role/restore");
-    put_secrets(&c, &admin, 5);
+    let ops = Operators {
+        admin: c.pki.svid("/spike/pilot/role/superuser"),
+        recoverer: c.pki.svid("/spike/pilot/role/recover"),
+        restorer: c.pki.svid("/spike/pilot/role/restore"),
+    };
+    put_secrets(&c, &ops.admin, secrets);
+    (c, ops)
+}
+
+#[test]
+fn break_glass_restores_a_cluster_whose_keepers_are_all_gone() {
+    let (mut c, ops) = cluster_with_secrets(5);
+    let Operators {
+        admin,
+        recoverer,
+        restorer,
+    } = ops;
 
     let keys = c.dir.path().join("custodians");
     std::fs::create_dir_all(&keys).unwrap();

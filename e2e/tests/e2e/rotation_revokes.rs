@@ -13,7 +13,8 @@ use spike_core::crypto::{DataKey, RootKey, ShareParams, WrappedKey, combine};
 use spike_e2e::{Cluster, http_get, text, wait_until};
 
 use crate::lifecycle::{
-    assert_secrets, custodian, ok, put_secrets, recover, refused, restart_nexus_and_wait, restore,
+    Operators, assert_secrets, cluster_with_secrets, custodian, ok, put_secrets, recover, refused,
+    restart_nexus_and_wait, restore,
 };
 use crate::recovery::log_lines;
 
@@ -115,12 +116,12 @@ fn wrapped(hex_text: &str) -> WrappedKey {
 
 #[test]
 fn old_shares_and_old_backup_cannot_read_after_rotation() {
-    let mut c = Cluster::new(3);
-    c.start_all(2);
-    let admin = c.pki.svid("/spike/pilot/role/superuser");
-    let recoverer = c.pki.svid("/spike/pilot/role/recover");
-    let restorer = c.pki.svid("/spike/pilot/role/restore");
-    put_secrets(&c, &admin, 5);
+    let (mut c, ops) = cluster_with_secrets(5);
+    let Operators {
+        admin,
+        recoverer,
+        restorer,
+    } = ops;
     ok(&c.spike(
         &admin,
         &[
