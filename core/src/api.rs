@@ -557,7 +557,8 @@ pub struct RestoreResponse {
     pub keepers_acknowledged: u8,
 }
 
-/// `POST /v1/operator/rekey` (superuser): a new keeper split of the same root key.
+/// `POST /v1/operator/rekey` (superuser): a new keeper split, with a new root key and data key
+/// as a rotation makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RekeyRequest {
@@ -571,7 +572,8 @@ pub struct RekeyRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeyChangeResponse {
-    /// True for a rotation (a new root key), false for a rekey (the same root key).
+    /// Always true: both rotation and rekey make a new root key (and a new data key, which
+    /// stored records are re-encrypted under in the background; see `StatusResponse`).
     pub new_root_key: bool,
     /// The new keeper epoch.
     pub epoch: u32,
