@@ -180,6 +180,9 @@ fn old_shares_and_old_backup_cannot_read_after_rotation() {
     ok(&c.spike(&admin, &["secret", "put", "app/after", "v=after-rotation"]));
     let status = ok(&c.spike(&admin, &["status"]));
     assert!(status.contains("no older data key held"), "{status}");
+    // Not for callers without administration rights.
+    let status = ok(&c.spike(&c.pki.svid("/web"), &["status"]));
+    assert!(!status.contains("data key"), "{status}");
     let metrics = http_get(c.nexus_health, "/metrics").unwrap().1;
     assert!(metrics.contains("spike_reencrypt_remaining 0"), "{metrics}");
     assert!(

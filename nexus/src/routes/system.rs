@@ -47,7 +47,12 @@ pub(super) async fn status(State(n): N, Caller(c): Caller) -> Response {
         reason: n.seal_reason(),
         caller: c.to_string(),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-        reencryption: n.opened().ok().and_then(|_| n.reencryption().status()),
+        // Record counts are not for every caller: administrators only.
+        reencryption: n
+            .opened()
+            .ok()
+            .filter(|_| n.authorize_admin(&c).is_ok())
+            .and_then(|_| n.reencryption().status()),
     };
     Json(s).into_response()
 }
