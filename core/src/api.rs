@@ -257,6 +257,27 @@ pub struct StatusResponse {
     /// Nexus's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Re-encryption after a rotation, while Nexus is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reencryption: Option<ReencryptionStatus>,
+}
+
+/// Where the background re-encryption after a rotation stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReencryptionStatus {
+    /// The id of the current data key: every new write uses it.
+    pub generation: String,
+    /// Older data keys still held, because stored records may still use them. 0 once
+    /// re-encryption is done and they are destroyed.
+    pub older_generations: u32,
+    /// Records still to check in the current pass (0 when done).
+    pub remaining: u64,
+    /// Records moved to the current data key since it became current.
+    pub done: u64,
+    /// What finishing waits for, if anything besides the work itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// `POST /v1/audit/verify`: Nexus checks its own audit log.
@@ -572,7 +593,8 @@ pub struct RestoreResponse {
     pub keepers_acknowledged: u8,
 }
 
-/// `POST /v1/operator/rekey` (superuser): a new keeper split of the same root key.
+/// `POST /v1/operator/rekey` (superuser): a new keeper split, with a new root key and data key
+/// as a rotation makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RekeyRequest {
@@ -586,7 +608,8 @@ pub struct RekeyRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeyChangeResponse {
-    /// True for a rotation (a new root key), false for a rekey (the same root key).
+    /// Always true: both rotation and rekey make a new root key (and a new data key, which
+    /// stored records are re-encrypted under in the background; see `StatusResponse`).
     pub new_root_key: bool,
     /// The new keeper epoch.
     pub epoch: u32,

@@ -36,6 +36,8 @@ mod quickstart;
 mod recovery;
 #[path = "e2e/rotation_faults.rs"]
 mod rotation_faults;
+#[path = "e2e/rotation_revokes.rs"]
+mod rotation_revokes;
 #[path = "e2e/seed.rs"]
 mod seed;
 #[path = "e2e/workload_api.rs"]

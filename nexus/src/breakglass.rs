@@ -266,8 +266,8 @@ pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<Res
         return Ok(answer);
     }
     match split.rebuild(&params, &pending.shares) {
-        Ok((root, data)) => {
-            match unseal::open_rebuilt(nexus, &raw, &record, via_previous, root, data).await {
+        Ok((root, ring)) => {
+            match unseal::open_rebuilt(nexus, &raw, &record, via_previous, root, ring).await {
                 Ok(acked) => {
                     tracing::info!(
                         epoch = req.epoch,

@@ -3,7 +3,9 @@
 //! there. Steps: `change:committed` (the new split is in the init record, no keeper has it),
 //! `change:pushed:<n>` (n keepers acknowledged), `change:finished` (the previous split is
 //! dropped from the record); the same with `redo:` for a change redone after a crash, and
-//! `unseal:`/`replenish:` for the pushes of those. Unset, every step is a no-op. It only
+//! `unseal:`/`replenish:` for the pushes of those; and in re-encryption after a rotation,
+//! `reencrypt:page` (one page of records moved and its cursor durable) and `reencrypt:retired`
+//! (the older data keys removed from the init record, before the store is compacted). Unset, every step is a no-op. It only
 //! pauses, never alters data, so a stray setting costs availability, not keys.
 
 use std::sync::OnceLock;

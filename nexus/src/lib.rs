@@ -15,6 +15,7 @@
 //! routes      HTTP handlers; the only place typed errors become wire errors
 //! operator:   rotation (rotate, rekey: the state machine)   breakglass (export, restore)
 //! recovery    the keeper timer: unseal while sealed, re-supply keepers while open
+//! reencrypt   after a rotation: move records to the new data key, then destroy the old
 //! unseal      initialize, rebuild from shares, open, verify, finish a pending change
 //! keepers     fetch and push shares; keeper reachability (logs, gauge)
 //! state       Nexus: status, init record storage, authorization, audit
@@ -44,6 +45,7 @@ mod policies;
 mod ratelimit;
 mod records;
 mod recovery;
+mod reencrypt;
 mod restore_shares;
 mod rotation;
 mod routes;
@@ -166,7 +168,8 @@ pub async fn start(
         conn.drain_timeout,
         wait(stop_rx.clone()),
     );
-    let recovery = recovery::run(nexus.clone(), wait(stop_rx));
+    let recovery = recovery::run(nexus.clone(), wait(stop_rx.clone()));
+    let reencryption = reencrypt::run(nexus.clone(), wait(stop_rx));
     let n = nexus.clone();
     let task = tokio::spawn(async move {
         let stopper = async move {
@@ -174,7 +177,7 @@ pub async fn start(
             tracing::info!("shutting down: draining connections");
             let _ = stop_tx.send(true);
         };
-        let (_, _, h, _) = tokio::join!(stopper, api, health, recovery);
+        let (_, _, h, _, _) = tokio::join!(stopper, api, health, recovery, reencryption);
         if let Err(e) = h {
             tracing::warn!(error = %e, "health server failed");
         }

@@ -177,6 +177,31 @@ impl Policies {
         })
     }
 
+    /// Re-encryption (see `reencrypt`): re-tags policy `key` under the current generation,
+    /// under the write lock and with a compare-and-set, so no concurrent write is lost.
+    /// Returns true when it was re-tagged.
+    pub(crate) async fn retag(&self, keys: &OpenKeys, key: &[u8]) -> AppResult<bool> {
+        let _guard = self.write.lock().await;
+        let Some(raw) = self
+            .store
+            .get(POLICIES, key)
+            .await
+            .map_err(|e| AppError::internal("store", e))?
+        else {
+            return Ok(false);
+        };
+        let Some(next) = records::retag(keys, Kind::Policy, key, &raw)
+            .map_err(|e| AppError::internal("policy record", e))?
+        else {
+            return Ok(false);
+        };
+        let mut batch = Batch::new();
+        batch.require_value(POLICIES, key.to_vec(), raw);
+        batch.put(POLICIES, key.to_vec(), next);
+        self.commit(batch).await?;
+        Ok(true)
+    }
+
     async fn commit(&self, batch: Batch) -> AppResult<()> {
         match self.store.commit(batch).await {
             Ok(()) => Ok(()),

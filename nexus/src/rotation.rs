@@ -1,11 +1,14 @@
 //! Root-key rotation and rekey, and finishing them after a crash.
 //!
-//! Rotation makes a new root key and re-wraps the data key under it; nothing else is
-//! re-encrypted, because every working key derives from the data key. Rekey deals a new keeper
-//! split (new epoch and `shares`/`threshold`), and makes a new root key too: shares of an
-//! unchanged root key cannot be revoked (any `threshold` of the old ones would still rebuild
-//! it), so only a new key makes old keeper shares and old break-glass files useless. Secrets
-//! stay readable throughout: reads use only the data key, which never changes.
+//! Rotation makes a new root key and a new data-key generation in the key ring; new writes use
+//! the new generation at once and `reencrypt` moves stored records to it, then destroys the
+//! older ones. Rekey deals a new keeper split (new epoch and `shares`/`threshold`), and does
+//! the same: shares of an unchanged root key cannot be revoked (any `threshold` of the old ones
+//! would still rebuild it), so only a new root key makes old keeper shares and old break-glass
+//! files useless; and an old root key still opens every old copy of the ring (backups), so only
+//! a new data key keeps later writes from it. Secrets stay readable throughout: the key id in
+//! each record picks the generation that opens it, and no generation is destroyed while a
+//! record uses it.
 //!
 //! Keepers are updated one by one, so the init record keeps the old split until the new one
 //! is safely dealt, and so do the keepers: every push while a change is pending names the
@@ -120,15 +123,21 @@ pub(crate) async fn change(
     let epoch = record.next_epoch().map_err(RotationError::Params)?;
     let params = ShareParams::new(shares, threshold, epoch).map_err(RotationError::Params)?;
     let new_root = RootKey::generate().map_err(RotationError::Key)?;
-    let wrapped = opened
+    // A new data key generation too: an old root key rebuilt from old shares opens every copy
+    // of the ring sealed under it (backups), so only a new data key keeps what is written from
+    // now on, and what re-encryption moves, out of its reach.
+    let ring = opened.keys.rotated_ring().map_err(RotationError::Key)?;
+    let next = opened
         .keys
-        .wrap_data_key(&new_root)
+        .begin_change(&record, params, &new_root, &ring)
         .map_err(RotationError::Key)?;
-    let next = record.begin_change(params, &wrapped);
+    let generation = ring.current().key_id();
     nexus.commit_init(&raw, &next).await?;
-    // Durable: from here a restart finds {C, P} and recovers with either split.
+    // Durable: from here a restart finds {C, P} and recovers with either split, and both
+    // hold the new generation.
     fault::step("change:committed").await;
-    opened.keys.install(new_root, params);
+    opened.keys.install(new_root, params, ring);
+    nexus.reencryption().wake();
     let keep = Some(record.epoch());
     let (epoch, acked) = push_current(nexus, &opened.keys, "change", keep).await?;
     let complete = finish_if_confirmed(nexus, epoch, acked)
@@ -142,6 +151,7 @@ pub(crate) async fn change(
     }
     tracing::info!(
         rekey = matches!(change, Change::Rekey { .. }),
+        %generation,
         epoch,
         keepers_acknowledged = acked,
         complete,

@@ -264,8 +264,13 @@ impl WritePlan {
 }
 
 fn version_key(path: &SecretPath, v: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(path.as_str().len() + 9);
-    k.extend_from_slice(path.as_str().as_bytes());
+    version_key_of(path.as_str().as_bytes(), v)
+}
+
+/// The `versions` key of version `v` of the path stored under `key`.
+fn version_key_of(key: &[u8], v: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 9);
+    k.extend_from_slice(key);
     k.push(0);
     k.extend_from_slice(&v.to_be_bytes());
     k
@@ -317,13 +322,15 @@ impl Secrets {
     }
 
     fn lock_for(&self, path: &SecretPath) -> &tokio::sync::Mutex<()> {
+        self.lock_for_key(path.as_str().as_bytes())
+    }
+
+    /// The lock of the path stored under `key` (its bytes).
+    fn lock_for_key(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
         // FNV-1a: a stable, cheap spread over the stripes.
-        let h = path
-            .as_str()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+        let h = key.iter().copied().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         let n = self.locks.len() as u64;
         &self.locks[usize::try_from(h % n).unwrap_or(0)]
     }
@@ -868,6 +875,52 @@ impl KeyRange {
     fn start(&self) -> &[u8] {
         match self {
             Self::Key(k) | Self::Prefix(k) => k,
+        }
+    }
+}
+
+impl Secrets {
+    /// Re-encryption (see `reencrypt`): moves the values and metadata of the path stored under
+    /// `key` to the current generation, under the path's lock and with a compare-and-set on
+    /// its metadata, so no concurrent write is lost. Returns true unless everything already
+    /// was current (a lost compare-and-set counts as not settled yet).
+    pub(crate) async fn reseal(&self, keys: &OpenKeys, key: &[u8]) -> AppResult<bool> {
+        let _guard = self.lock_for_key(key).lock().await;
+        let Some(raw) = self.store.get(SECRETS, key).await.map_err(store_err)? else {
+            return Ok(false);
+        };
+        let meta: SecretMeta = records::verify(keys, Kind::SecretMeta, key, &raw)
+            .map_err(|e| AppError::internal("secret metadata", e))?;
+        let path =
+            std::str::from_utf8(key).map_err(|e| AppError::internal("secret metadata", e))?;
+        let current = keys.current_generation();
+        let mut batch = Batch::new();
+        for v in meta.versions.iter().filter(|v| !v.destroyed) {
+            let vkey = version_key_of(key, v.v);
+            let Some(sealed) = self.store.get(VERSIONS, &vkey).await.map_err(store_err)? else {
+                continue;
+            };
+            if crate::keys::stamped_id(&sealed) == Some(current) {
+                continue;
+            }
+            let plain = keys
+                .decrypt_value(path, v.v, meta.incarnation, &sealed)
+                .map_err(|e| AppError::internal("secret value", e))?;
+            let resealed = keys
+                .encrypt_value(path, v.v, meta.incarnation, plain.expose_secret())
+                .map_err(|e| AppError::internal("secret value", e))?;
+            batch.put(VERSIONS, vkey, resealed);
+        }
+        let retagged = records::retag(keys, Kind::SecretMeta, key, &raw)
+            .map_err(|e| AppError::internal("secret metadata", e))?;
+        if batch.is_empty() && retagged.is_none() {
+            return Ok(false);
+        }
+        batch.require_value(SECRETS, key.to_vec(), raw.clone());
+        batch.put(SECRETS, key.to_vec(), retagged.unwrap_or(raw));
+        match self.store.commit(batch).await {
+            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(true),
+            Err(e) => Err(store_err(e)),
         }
     }
 }

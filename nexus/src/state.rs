@@ -25,6 +25,9 @@ use crate::secrets::Secrets;
 /// System records (the init record).
 pub(crate) const META: Table = Table::new("meta");
 pub(crate) const INIT_KEY: &[u8] = b"init";
+/// Set (to a fresh random value) with every change of the init record, cleared once the store
+/// was compacted after it: a crash between the two leaves it set, so the compaction is redone.
+const COMPACT_KEY: &[u8] = b"compact-pending";
 
 /// Why the init record could not be read or replaced.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,16 @@ pub(crate) enum OpenError {
     /// The stored policies cannot be loaded.
     #[error("policies: {}", .0.message)]
     Policies(#[source] spike_core::error::ApiError),
+}
+
+/// A value for the compaction mark that no earlier mark had (so clearing an old one cannot
+/// clear a newer one).
+fn compaction_mark() -> Vec<u8> {
+    let mut b = [0u8; 16];
+    // Without randomness the mark is still set; clearing it may then race a newer one, which
+    // costs only a repeated compaction.
+    let _ = spike_core::crypto::fill_random(&mut b);
+    b.to_vec()
 }
 
 /// Where Nexus stands. "Sealed" means only this: no root key in memory.
@@ -95,6 +108,8 @@ pub struct Nexus {
     open_lock: tokio::sync::Mutex<()>,
     /// Break-glass shares received so far by restore (only while sealed).
     restore: std::sync::Mutex<Option<PendingRestore>>,
+    /// Background re-encryption after a rotation.
+    reencryption: crate::reencrypt::Reencryption,
 }
 
 impl Nexus {
@@ -121,6 +136,7 @@ impl Nexus {
             metrics: Metrics::default(),
             open_lock: tokio::sync::Mutex::new(()),
             restore: std::sync::Mutex::new(None),
+            reencryption: crate::reencrypt::Reencryption::default(),
         })
     }
 
@@ -155,6 +171,11 @@ impl Nexus {
     /// See the field: take it around anything that changes the root key or its splits.
     pub(crate) fn open_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.open_lock
+    }
+
+    /// Background re-encryption after a rotation.
+    pub(crate) fn reencryption(&self) -> &crate::reencrypt::Reencryption {
+        &self.reencryption
     }
 
     /// Break-glass shares received so far by restore (only while sealed).
@@ -250,6 +271,7 @@ impl Nexus {
         let mut batch = Batch::new();
         batch.require_value(META, INIT_KEY.to_vec(), old.to_vec());
         batch.put(META, INIT_KEY.to_vec(), next.encode());
+        batch.put(META, COMPACT_KEY.to_vec(), compaction_mark());
         match self.store.commit(batch).await {
             Ok(()) => {
                 *self.init.write().unwrap_or_else(|p| p.into_inner()) = Some(next.clone());
@@ -257,6 +279,23 @@ impl Nexus {
             }
             Err(StoreError::Conflict { .. }) => Err(InitStoreError::Changed),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Compacts the store if the init record changed since the last compaction, so no free page
+    /// of the data file keeps a key wrapped under a root key the record no longer holds.
+    pub(crate) async fn compact_if_pending(&self) -> Result<(), StoreError> {
+        let Some(mark) = self.store.get(META, COMPACT_KEY).await? else {
+            return Ok(());
+        };
+        self.store.compact().await?;
+        let mut clear = Batch::new();
+        // A change committed meanwhile set a new mark: it stays, for the next compaction.
+        clear.require_value(META, COMPACT_KEY.to_vec(), mark);
+        clear.delete(META, COMPACT_KEY.to_vec());
+        match self.store.commit(clear).await {
+            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

@@ -5,7 +5,7 @@
 //! module calls only the state, the keys and the keepers.
 
 use spike_core::api::{InitRequest, InitResponse, ShareBody, VerifyResponse};
-use spike_core::crypto::{CryptoError, DataKey, RootKey, Share, ShareParams};
+use spike_core::crypto::{CryptoError, KeyRing, RootKey, Share, ShareParams};
 use spike_core::error::ErrorCode;
 
 use crate::error::{AppError, AppResult};
@@ -66,8 +66,8 @@ pub(crate) async fn unseal_with(
         }
         let params = split.params().map_err(UnsealError::Record)?;
         match split.rebuild(&params, &shares) {
-            Ok((root, data)) => {
-                let acked = open_rebuilt(nexus, raw, record, via_previous, root, data).await?;
+            Ok((root, ring)) => {
+                let acked = open_rebuilt(nexus, raw, record, via_previous, root, ring).await?;
                 tracing::info!(
                     shares = shares.len(),
                     via_previous,
@@ -102,13 +102,13 @@ pub(crate) async fn open_rebuilt(
     record: &InitRecord,
     via_previous: bool,
     root: RootKey,
-    data: DataKey,
+    ring: KeyRing,
 ) -> Result<u8, UnsealError> {
     let current = record.current();
     let params = current.params().map_err(UnsealError::Record)?;
     let keep = record.previous().map(|p| p.epoch());
     let keys = if !via_previous {
-        OpenKeys::from_parts(root, data, params)
+        OpenKeys::from_parts(root, ring, params)
     } else {
         // An interrupted change: its new root key reached too few keepers and is gone. Redo
         // it with a fresh one rather than fall back, so the operator's change holds.
@@ -116,9 +116,13 @@ pub(crate) async fn open_rebuilt(
         let params = ShareParams::new(current.shares(), current.threshold(), epoch)
             .map_err(UnsealError::Record)?;
         let fresh = RootKey::generate().map_err(UnsealError::Key)?;
-        let wrapped = fresh.wrap(&data).map_err(UnsealError::Key)?;
+        // The previous split holds the ring the lost change made, so nothing written since is
+        // lost with it.
+        let redone = record
+            .redo_change(params, &fresh, &ring)
+            .map_err(UnsealError::Key)?;
         nexus
-            .commit_init(raw, &record.redo_change(params, &wrapped))
+            .commit_init(raw, &redone)
             .await
             .map_err(UnsealError::Redo)?;
         tracing::warn!(
@@ -126,7 +130,7 @@ pub(crate) async fn open_rebuilt(
             "an interrupted root-key rotation or rekey was redone with a fresh root key"
         );
         fault::step("redo:committed").await;
-        OpenKeys::from_parts(fresh, data, params)
+        OpenKeys::from_parts(fresh, ring, params)
     };
     let (epoch, shares) = keys.keeper_shares().map_err(UnsealError::Key)?;
     nexus.open_with(keys).await?;
@@ -156,6 +160,9 @@ pub(crate) async fn finish_if_confirmed(
         return Ok(false);
     }
     nexus.commit_init(&raw, &record.finished()).await?;
+    // The previous split held the key ring under the old root key: rewrite the file so no
+    // free page keeps it.
+    nexus.compact_if_pending().await?;
     tracing::info!(
         epoch,
         confirmed,

@@ -318,7 +318,8 @@ pub enum SecretCmd {
         #[arg(long, value_delimiter = ',')]
         versions: Vec<u64>,
     },
-    /// Destroy versions for good: their values are erased; numbers are never reused.
+    /// Destroy versions for good: their values are removed from the live store (not from
+    /// backups of the data directory made earlier); numbers are never reused.
     Destroy {
         /// Secret path.
         #[arg(value_parser = secret_path)]

@@ -53,6 +53,17 @@ struct Pending {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// Work for the writer thread, in arrival order.
+enum Job {
+    Batch(Pending),
+    /// Compact the file once every earlier batch is committed.
+    Compact(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The open database, shared by readers and the writer; `None` once closed. Compaction takes it
+/// out for as long as it runs.
+type Slot = Arc<RwLock<Option<Arc<Database>>>>;
+
 /// A durable [`Store`] in one redb file, with group commit.
 ///
 /// # On-disk layout
@@ -100,9 +111,9 @@ struct Pending {
 pub struct RedbStore {
     path: PathBuf,
     /// `None` once closed. Reads clone the `Arc` for the duration of one read transaction.
-    db: RwLock<Option<Arc<Database>>>,
+    db: Slot,
     /// `None` once closed; dropping the last sender stops the writer after it drains the queue.
-    queue: Mutex<Option<mpsc::Sender<Pending>>>,
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
 }
@@ -119,16 +130,12 @@ impl RedbStore {
         let path = dir.join(DATA_FILE_NAME);
         prepare_file(dir, &path)?;
 
-        let db = Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            // A plain open trusts the file and may panic on damage done outside redb; the check
-            // turns that into an error, and costs one read of a small file.
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(|e| open_error(&path, e))?;
+        // A compaction cut short by a crash leaves its unfinished copy; the file itself is whole.
+        remove_if_present(&compaction_path(&path))?;
+        let db = open_database(&path)?;
         check_format(&db, &path)?;
 
-        let db = Arc::new(db);
+        let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let counters = Arc::new(Counters::default());
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         let writer = std::thread::Builder::new()
@@ -136,13 +143,14 @@ impl RedbStore {
             .spawn({
                 let db = Arc::clone(&db);
                 let counters = Arc::clone(&counters);
-                move || run_writer(&db, receiver, &counters)
+                let path = path.clone();
+                move || run_writer(&db, &path, receiver, &counters)
             })
             .map_err(|e| StoreError::io(&path, e))?;
 
         Ok(Self {
             path,
-            db: RwLock::new(Some(db)),
+            db,
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(writer)),
             counters,
@@ -177,18 +185,36 @@ impl RedbStore {
 
     async fn submit(&self, batch: Batch) -> Result<(), StoreError> {
         batch.validate()?;
+        if batch.is_empty() {
+            // Nothing to write, but a closed store still says so.
+            return match self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+            {
+                Some(_) => Ok(()),
+                None => Err(StoreError::Closed),
+            };
+        }
+        self.ask_writer(|reply| Job::Batch(Pending { batch, reply }))
+            .await
+    }
+
+    /// Queues `job` for the writer and waits for its answer.
+    async fn ask_writer(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job,
+    ) -> Result<(), StoreError> {
         let queue = self
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .ok_or(StoreError::Closed)?;
-        if batch.is_empty() {
-            return Ok(());
-        }
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Pending { batch, reply })
+            .send(job(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         drop(queue);
@@ -270,6 +296,10 @@ impl Store for RedbStore {
         self.counters.snapshot()
     }
 
+    async fn compact(&self) -> Result<(), StoreError> {
+        self.ask_writer(Job::Compact).await
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         // Commits already holding a sender still get served: the writer stops only once every
         // sender is gone and the queue is empty.
@@ -319,18 +349,44 @@ impl Store for RedbStore {
     }
 }
 
-/// The writer thread: takes groups of queued batches and commits each group in one transaction.
-fn run_writer(db: &Database, mut queue: mpsc::Receiver<Pending>, counters: &Counters) {
+/// The writer thread: takes groups of queued batches and commits each group in one
+/// transaction; a compaction waits for the batches queued before it.
+fn run_writer(slot: &Slot, path: &Path, mut queue: mpsc::Receiver<Job>, counters: &Counters) {
     let mut group = Vec::with_capacity(MAX_GROUP_BATCHES);
-    while let Some(first) = queue.blocking_recv() {
+    let mut held: Option<Job> = None;
+    loop {
+        let Some(job) = held.take().or_else(|| queue.blocking_recv()) else {
+            return;
+        };
+        let first = match job {
+            Job::Compact(reply) => {
+                let _ = reply.send(compact(slot, path));
+                continue;
+            }
+            Job::Batch(first) => first,
+        };
         let mut bytes = first.batch.size_bytes();
         group.push(first);
         while group.len() < MAX_GROUP_BATCHES && bytes < MAX_GROUP_BYTES {
-            let Ok(next) = queue.try_recv() else { break };
-            bytes += next.batch.size_bytes();
-            group.push(next);
+            match queue.try_recv() {
+                Ok(Job::Batch(next)) => {
+                    bytes += next.batch.size_bytes();
+                    group.push(next);
+                }
+                Ok(compaction) => {
+                    held = Some(compaction);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
-        match commit_group(db, &group) {
+        let db = slot.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let result = match &db {
+            Some(db) => commit_group(db, &group),
+            None => Err(StoreError::Closed),
+        };
+        drop(db);
+        match result {
             Ok((outcomes, synced)) => {
                 if synced {
                     Counters::add(&counters.transactions, 1);
@@ -352,6 +408,136 @@ fn run_writer(db: &Database, mut queue: mpsc::Receiver<Pending>, counters: &Coun
             }
         }
     }
+}
+
+/// Opens (or creates) the data file.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        // A plain open trusts the file and may panic on damage done outside redb; the check
+        // turns that into an error, and costs one read of a small file.
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|e| open_error(path, e))
+}
+
+/// Where a compaction builds the new file, next to the data file.
+fn compaction_path(path: &Path) -> PathBuf {
+    path.with_extension("redb.compacting")
+}
+
+fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Compacts with exclusive access: new reads wait on the slot's lock meanwhile, and reads in
+/// flight (one short transaction each) are waited out first.
+///
+/// redb's own `Database::compact` moves pages but leaves freed pages' old bytes in the file,
+/// so this copies every table into a fresh file, makes it durable, renames it over the data
+/// file and then overwrites the old file's bytes with zeros through a handle kept open, so no
+/// file in the directory, and no block the old file held on a filesystem that overwrites in
+/// place, keeps what was overwritten or deleted. A crash before the rename leaves the old file
+/// in force (the unfinished copy is removed on the next open); after it, the new one.
+fn compact(slot: &Slot, path: &Path) -> Result<(), StoreError> {
+    let mut guard = slot.write().unwrap_or_else(PoisonError::into_inner);
+    let Some(mut shared) = guard.take() else {
+        return Err(StoreError::Closed);
+    };
+    let db = loop {
+        match Arc::try_unwrap(shared) {
+            Ok(db) => break db,
+            Err(again) => {
+                shared = again;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    let copy = compaction_path(path);
+    let copied = copy_into(&db, &copy);
+    let old = File::options().write(true).open(path);
+    // The data file's lock is released here; nothing else can take it meanwhile, since this
+    // process holds the directory (the caller's store is still open).
+    drop(db);
+    let swapped = copied.and_then(|()| {
+        fs::rename(&copy, path).map_err(|e| StoreError::io(path, e))?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))
+    });
+    if swapped.is_ok()
+        && let Ok(old) = old
+    {
+        // Best effort: the new file is already in force and complete.
+        if let Err(e) = zero_file(&old) {
+            tracing::warn!(error = %e, "could not overwrite the replaced data file");
+        }
+    }
+    if swapped.is_err() {
+        let _ = fs::remove_file(&copy);
+    }
+    let reopened = open_database(path);
+    match reopened {
+        Ok(db) => {
+            *guard = Some(Arc::new(db));
+            swapped
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies every table of `db` into a new file at `to`, durably.
+fn copy_into(db: &Database, to: &Path) -> Result<(), StoreError> {
+    let backend = |e: redb::Error| StoreError::backend("compacting", e);
+    remove_if_present(to)?;
+    // Created 0600 before redb opens it, as the data file is.
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(|e| StoreError::io(to, e))?;
+    let target = Database::builder()
+        .create(to)
+        .map_err(|e| backend(e.into()))?;
+    let read = db.begin_read().map_err(|e| backend(e.into()))?;
+    let mut write = target.begin_write().map_err(|e| backend(e.into()))?;
+    write
+        .set_durability(Durability::Immediate)
+        .map_err(|e| backend(e.into()))?;
+    for handle in read.list_tables().map_err(|e| backend(e.into()))? {
+        let def: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new(handle.name());
+        let from = read.open_table(def).map_err(|e| backend(e.into()))?;
+        let mut into = write.open_table(def).map_err(|e| backend(e.into()))?;
+        for entry in from.iter().map_err(|e| backend(e.into()))? {
+            let (k, v) = entry.map_err(|e| backend(e.into()))?;
+            into.insert(k.value(), v.value())
+                .map_err(|e| backend(e.into()))?;
+        }
+    }
+    write.commit().map_err(|e| backend(e.into()))?;
+    drop(read);
+    drop(target);
+    File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StoreError::io(to, e))
+}
+
+/// Overwrites the whole of `file` with zeros and syncs it.
+fn zero_file(file: &File) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    let len = file.metadata()?.len();
+    let mut f = file;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let zeros = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
+        f.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()
 }
 
 /// Applies `group` in one durable transaction. Returns each batch's outcome and whether a

@@ -159,6 +159,15 @@ pub trait Store: Send + Sync + 'static {
     /// Counters for metrics.
     fn stats(&self) -> StoreStats;
 
+    /// Rewrites a persistent backend's files so that nothing deleted or overwritten before the
+    /// call is left in a free page of them (redb is copy-on-write: an overwritten value stays in
+    /// the file until its page is reused). Callers use it after removing key material. Every
+    /// batch committed before the call is kept; reads wait while it runs. A backend without
+    /// files does nothing.
+    async fn compact(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Stops the store: commits already submitted finish, later calls fail with
     /// [`StoreError::Closed`], and a persistent backend releases its files before this returns
     /// (so the same directory can be opened again). Calling it again does nothing.

@@ -291,3 +291,80 @@ async fn world_writable_paths_are_refused() {
         "{err:?}"
     );
 }
+
+fn file_contains(file: &Path, needle: &[u8]) -> bool {
+    std::fs::read(file)
+        .unwrap()
+        .windows(needle.len())
+        .any(|w| w == needle)
+}
+
+/// redb is copy-on-write: an overwritten value stays in a free page of the file. After
+/// `compact` no copy is left, while every committed value still reads back, and the store
+/// keeps taking writes.
+#[tokio::test]
+async fn an_overwritten_value_is_gone_from_the_file_after_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(DATA_FILE_NAME);
+    let store = RedbStore::open(dir.path()).unwrap();
+    let old = b"old-wrapped-key-0123456789abcdef-old-wrapped-key".to_vec();
+    bounded(async {
+        // Enough other data that the old value's page is not simply the file's tail.
+        for i in 0..200 {
+            let mut b = Batch::new();
+            b.put(SECRETS, format!("filler{i:04}"), vec![b'x'; 512]);
+            store.commit(b).await.unwrap();
+        }
+        let mut b = Batch::new();
+        b.put(SECRETS, "init", old.clone());
+        store.commit(b).await.unwrap();
+        let mut b = Batch::new();
+        b.put(SECRETS, "init", b"new".to_vec());
+        store.commit(b).await.unwrap();
+        assert!(
+            file_contains(&file, &old),
+            "the test must start from a file that still holds the old value"
+        );
+        let mut b = Batch::new();
+        b.put(SECRETS, "other", b"after".to_vec());
+        store.commit(b).await.unwrap();
+        store.compact().await.unwrap();
+        assert!(
+            !file_contains(&file, &old),
+            "the old value survived compaction"
+        );
+        assert_eq!(store.get(SECRETS, b"init").await.unwrap().unwrap(), b"new");
+        assert_eq!(
+            store.get(SECRETS, b"other").await.unwrap().unwrap(),
+            b"after"
+        );
+        let mut b = Batch::new();
+        b.put(SECRETS, "later", b"ok".to_vec());
+        store.commit(b).await.unwrap();
+        assert_eq!(store.get(SECRETS, b"later").await.unwrap().unwrap(), b"ok");
+        store.close().await.unwrap();
+    })
+    .await;
+    assert!(!file_contains(&file, &old));
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_data_file_private_and_reopenable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(DATA_FILE_NAME);
+    let store = RedbStore::open(dir.path()).unwrap();
+    let mut b = Batch::new();
+    b.put(SECRETS, "k", b"v".to_vec());
+    store.commit(b).await.unwrap();
+    store.compact().await.unwrap();
+    assert_eq!(mode(&file), 0o600);
+    store.close().await.unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from(DATA_FILE_NAME)]);
+    let again = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(again.get(SECRETS, b"k").await.unwrap().unwrap(), b"v");
+    again.close().await.unwrap();
+}

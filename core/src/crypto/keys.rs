@@ -9,8 +9,8 @@
 //!   └─ HMAC ─> KeyId
 //! ```
 //!
-//! Rotating the root key re-wraps the one data key; every subkey, and so every stored record,
-//! stays the same.
+//! A revoking rotation makes a new root key and a new data key generation (see `ring`); a
+//! store keeps every generation it still needs in its [`super::KeyRing`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -203,6 +203,12 @@ impl DataKey {
         &self.0
     }
 
+    /// A second copy, for building a new key ring from an old one (deliberately not `Clone`,
+    /// so copies of key material are made only where a ring needs them).
+    pub(crate) fn duplicate(&self) -> Self {
+        Self(self.0.clone())
+    }
+
     /// The key's one-way id. Envelopes and record tags carry it.
     pub fn key_id(&self) -> KeyId {
         key_id_of(&self.0)
@@ -281,6 +287,28 @@ pub struct SubKey {
 }
 
 impl SubKey {
+    /// A subkey kept in a key ring after its data key was destroyed.
+    pub(crate) fn from_stored(
+        purpose: KeyPurpose,
+        data_key_id: KeyId,
+        bytes: Zeroizing<[u8; KEY_LEN]>,
+    ) -> Self {
+        Self {
+            bytes,
+            purpose,
+            data_key_id,
+        }
+    }
+
+    /// A second copy (see [`DataKey::duplicate`]).
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            bytes: self.bytes.clone(),
+            purpose: self.purpose,
+            data_key_id: self.data_key_id,
+        }
+    }
+
     /// The purpose this key was derived for.
     pub fn purpose(&self) -> KeyPurpose {
         self.purpose

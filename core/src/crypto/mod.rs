@@ -5,8 +5,9 @@
 //!   rebuilt root key is the right one), and is split into [`Share`]s ([`split`],
 //!   [`share_for`], [`combine`]).
 //! - [`DataKey`]: 256 random bits, stored only wrapped. [`DataKey::derive`] gives a
-//!   [`SubKey`] per [`KeyPurpose`] (HKDF-SHA256), so rotating the root key re-wraps one key
-//!   and nothing else changes.
+//!   [`SubKey`] per [`KeyPurpose`] (HKDF-SHA256). A [`KeyRing`] holds every data-key
+//!   generation a store still needs, sealed under the root key; the key id in every envelope,
+//!   tag and cipher message picks the generation that opens it.
 //! - [`EnvelopeKey`]: AES-256-GCM envelopes for stored values, bound to their place by
 //!   [`Aad`].
 //! - [`RecordMac`]: HMAC-SHA256 [`RecordTag`]s for non-secret records at rest.
@@ -28,6 +29,7 @@ mod error;
 mod framed;
 mod keys;
 mod mac;
+mod ring;
 mod shamir;
 mod stamped;
 mod wrap;
@@ -40,5 +42,6 @@ pub use keys::{
     DataKey, KEY_LEN, KeyId, KeyPurpose, ParseKeyIdError, RootKey, SubKey, fill_random,
 };
 pub use mac::{RECORD_TAG_FORMAT, RECORD_TAG_LEN, RecordMac, RecordTag};
+pub use ring::{KeyRing, MAX_GENERATIONS, RING_FORMAT};
 pub use shamir::{Share, ShareParams, SharePurpose, combine, share_for, split};
 pub use wrap::{WRAP_FORMAT, WRAPPED_KEY_LEN, WrappedKey};

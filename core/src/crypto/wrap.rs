@@ -68,7 +68,7 @@ fn associated_data(header: &[u8]) -> Canonical {
 impl RootKey {
     /// Wraps `data_key` under this root key with a fresh nonce.
     ///
-    /// Rotation is `new_root.wrap(&data_key)`: nothing else changes.
+    /// The wrapped current data key is also the check that a rebuilt root key is right.
     pub fn wrap(&self, data_key: &DataKey) -> Result<WrappedKey, CryptoError> {
         let cipher = Aes256Gcm::new((&*self.wrapping_key()).into());
         let mut nonce = [0u8; NONCE_LEN];
@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn rotation_rewraps_the_same_data_key() {
+    fn a_data_key_rewrapped_under_another_root_key_opens_only_with_it() {
         let dek = fixed_data_key();
         let old = fixed_root();
         let new = RootKey::generate().unwrap();

@@ -18,7 +18,7 @@ pub(crate) fn ok(out: &Output) -> String {
     stdout(out)
 }
 
-fn refused(out: &Output, code: i32, needle: &str) {
+pub(crate) fn refused(out: &Output, code: i32, needle: &str) {
     assert_eq!(out.status.code(), Some(code), "{}", text(out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(needle),
@@ -50,7 +50,7 @@ pub(crate) fn assert_secrets(c: &Cluster, admin: &PemFiles, n: usize) {
 
 /// Generates a custodian's age identity with `spike operator keygen`; returns its file and
 /// the `NAME=age1…` flag value.
-fn custodian(c: &Cluster, who: &PemFiles, dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn custodian(c: &Cluster, who: &PemFiles, dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(format!("{name}.key"));
     let recipient = ok(&c.spike(
         who,
@@ -60,7 +60,12 @@ fn custodian(c: &Cluster, who: &PemFiles, dir: &Path, name: &str) -> (PathBuf, S
     (key, format!("{name}={recipient}"))
 }
 
-fn recover(c: &Cluster, who: &PemFiles, custodians: &[String], out_dir: &Path) -> Output {
+pub(crate) fn recover(
+    c: &Cluster,
+    who: &PemFiles,
+    custodians: &[String],
+    out_dir: &Path,
+) -> Output {
     let mut args = vec!["operator", "recover", "--threshold", "2"];
     for cu in custodians {
         args.extend(["--custodian", cu.as_str()]);
@@ -70,7 +75,7 @@ fn recover(c: &Cluster, who: &PemFiles, custodians: &[String], out_dir: &Path) -
     c.spike(who, &args)
 }
 
-fn restore(c: &Cluster, who: &PemFiles, file: &Path, identity: &Path) -> Output {
+pub(crate) fn restore(c: &Cluster, who: &PemFiles, file: &Path, identity: &Path) -> Output {
     c.spike(
         who,
         &[
@@ -112,14 +117,35 @@ pub(crate) fn restart_nexus_and_wait(c: &mut Cluster) {
     );
 }
 
-#[test]
-fn break_glass_restores_a_cluster_whose_keepers_are_all_gone() {
+/// The identities of the root-key operations.
+pub(crate) struct Operators {
+    pub(crate) admin: PemFiles,
+    pub(crate) recoverer: PemFiles,
+    pub(crate) restorer: PemFiles,
+}
+
+/// A running cluster of 3 keepers (threshold 2) holding `secrets` secrets (see
+/// [`put_secrets`]), and the operator identities.
+pub(crate) fn cluster_with_secrets(secrets: usize) -> (Cluster, Operators) {
     let mut c = Cluster::new(3);
     c.start_all(2);
-    let admin = c.pki.svid("/spike/pilot/role/superuser");
-    let recoverer = c.pki.svid("/spike/pilot/role/recover");
-    let restorer = c.pki.svid("/spike/pilot/role/restore");
-    put_secrets(&c, &admin, 5);
+    let ops = Operators {
+        admin: c.pki.svid("/spike/pilot/role/superuser"),
+        recoverer: c.pki.svid("/spike/pilot/role/recover"),
+        restorer: c.pki.svid("/spike/pilot/role/restore"),
+    };
+    put_secrets(&c, &ops.admin, secrets);
+    (c, ops)
+}
+
+#[test]
+fn break_glass_restores_a_cluster_whose_keepers_are_all_gone() {
+    let (mut c, ops) = cluster_with_secrets(5);
+    let Operators {
+        admin,
+        recoverer,
+        restorer,
+    } = ops;
 
     let keys = c.dir.path().join("custodians");
     std::fs::create_dir_all(&keys).unwrap();

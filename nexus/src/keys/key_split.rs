@@ -3,15 +3,17 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use spike_core::crypto::{CryptoError, DataKey, RootKey, Share, ShareParams, WrappedKey, combine};
+use spike_core::crypto::{CryptoError, KeyRing, RootKey, Share, ShareParams, WrappedKey, combine};
 
 /// Most share subsets tried when rebuilding the root key (C(7,3) = 35; C(255,2) is larger
 /// and capped).
 const MAX_SUBSETS: usize = 1024;
 
 /// One keeper split of one root key, as the init record stores it: the split parameters, the
-/// data key wrapped under that root key, and the break-glass split of the same root key if
-/// one was exported.
+/// current data key wrapped under that root key (the check that a rebuilt root key is right),
+/// the whole key ring sealed under it, and the break-glass split of the same root key if one
+/// was exported. Splits written before key rings existed have no ring: their one data key is
+/// the ring.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeySplit {
@@ -19,6 +21,9 @@ pub(crate) struct KeySplit {
     pub(super) threshold: u8,
     pub(super) epoch: u32,
     pub(super) wrapped_data_key: String,
+    /// Hex of the sealed [`KeyRing`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) wrapped_ring: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) break_glass: Option<BreakGlassExport>,
 }
@@ -72,14 +77,30 @@ fn share_digest(epoch: u32, share: &Share) -> String {
 }
 
 impl KeySplit {
-    pub(super) fn new(params: ShareParams, wrapped: &WrappedKey) -> Self {
-        Self {
+    /// A split of `root` with `params`, holding `ring` (no break-glass export yet).
+    pub(super) fn seal(
+        params: ShareParams,
+        root: &RootKey,
+        ring: &KeyRing,
+    ) -> Result<Self, CryptoError> {
+        Ok(Self {
             shares: params.shares(),
             threshold: params.threshold(),
             epoch: params.epoch(),
-            wrapped_data_key: hex::encode(wrapped.as_bytes()),
+            wrapped_data_key: hex::encode(root.wrap(ring.current())?.as_bytes()),
+            wrapped_ring: Some(hex::encode(root.seal_ring(ring)?)),
             break_glass: None,
-        }
+        })
+    }
+
+    /// This split (same parameters and break-glass export, `root` its root key) holding
+    /// `ring` instead.
+    pub(super) fn resealed(&self, root: &RootKey, ring: &KeyRing) -> Result<Self, CryptoError> {
+        let params = self.params()?;
+        Ok(Self {
+            break_glass: self.break_glass.clone(),
+            ..Self::seal(params, root, ring)?
+        })
     }
 
     pub(crate) fn epoch(&self) -> u32 {
@@ -114,11 +135,32 @@ impl KeySplit {
     /// True when `root` is this split's root key (it opens the wrapped data key).
     #[cfg(test)]
     pub(crate) fn opens_with(&self, root: &RootKey) -> bool {
-        self.wrapped().and_then(|w| root.unwrap(&w)).is_ok()
+        self.open(root).is_ok()
+    }
+
+    /// Opens this split's key ring with its root key: the wrapped data key first (the check
+    /// that `root` is right), then the sealed ring, whose current generation must be that key.
+    fn open(&self, root: &RootKey) -> Result<KeyRing, CryptoError> {
+        let data = root.unwrap(&self.wrapped()?)?;
+        let Some(sealed) = &self.wrapped_ring else {
+            return Ok(KeyRing::single(data));
+        };
+        let bytes = hex::decode(sealed).map_err(|_| CryptoError::Malformed {
+            what: "key ring",
+            reason: "not hex",
+        })?;
+        let ring = root.open_ring(&bytes)?;
+        if ring.current().key_id() != data.key_id() {
+            return Err(CryptoError::Malformed {
+                what: "key ring",
+                reason: "its current key is not the wrapped data key",
+            });
+        }
+        Ok(ring)
     }
 
     /// Rebuilds this split's root key from shares of the split `params` describes (the keeper
-    /// split or the break-glass split) and opens the data key with it.
+    /// split or the break-glass split) and opens the key ring with it.
     ///
     /// Tries `threshold`-sized subsets until one opens the wrapped data key, so one wrong
     /// share (corrupted or malicious) cannot block recovery while enough good ones are there.
@@ -127,8 +169,7 @@ impl KeySplit {
         &self,
         params: &ShareParams,
         shares: &[Share],
-    ) -> Result<(RootKey, DataKey), CryptoError> {
-        let wrapped = self.wrapped()?;
+    ) -> Result<(RootKey, KeyRing), CryptoError> {
         let mut last = CryptoError::TooFewShares {
             got: shares.len(),
             need: params.threshold(),
@@ -137,8 +178,8 @@ impl KeySplit {
         {
             let picked: Vec<Share> = subset.iter().map(|&i| shares[i].clone()).collect();
             match combine(params, &picked).and_then(|root| {
-                let data = root.unwrap(&wrapped)?;
-                Ok((root, data))
+                let ring = self.open(&root)?;
+                Ok((root, ring))
             }) {
                 Ok(found) => return Ok(found),
                 Err(e) => last = e,

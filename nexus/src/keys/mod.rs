@@ -1,10 +1,15 @@
 //! The keys of an open Nexus and the init record that lets a rebuilt root key be checked.
 //!
-//! The root key only wraps the data key; every working key (value envelope, record MACs, audit
-//! chain) is derived from the data key, so they survive root-key rotation unchanged. Keeper
-//! shares are derived deterministically from the root key, the split parameters and the
-//! epoch, so Nexus can re-create any keeper's share on demand. Break-glass shares are a second
-//! deterministic split of the same root key ([`SharePurpose::BreakGlass`], own epoch).
+//! The root key wraps the key ring ([`KeyRing`]): every data-key generation the store still
+//! needs. Every working key (value envelope, record MACs, cipher API) is derived from a
+//! generation's data key; new output always uses the current generation, and the key id each
+//! envelope, tag and cipher message carries picks the generation that opens it. A revoking
+//! rotation adds a generation (see `rotation.rs`), re-encryption moves stored records to it
+//! (`reencrypt.rs`), and then the older generations are retired. The audit chain key is the
+//! ring's, fixed for the life of the store. Keeper shares are derived deterministically from
+//! the root key, the split parameters and the epoch, so Nexus can re-create any keeper's share
+//! on demand. Break-glass shares are a second deterministic split of the same root key
+//! ([`SharePurpose::BreakGlass`], own epoch).
 //!
 //! The init record is not secret and not MACed (it is needed before any key is known), but it
 //! checks itself: every parameter feeds the share derivation, so an edited record rebuilds a
@@ -12,23 +17,27 @@
 //!
 //! Shamir shares of one secret cannot be revoked: any `threshold` of them rebuild it, whatever
 //! split is dealt later. So whatever must make old shares useless (rotation, rekey) changes the
-//! root key itself; a new split of an unchanged root key would only relabel it.
+//! root key itself; a new split of an unchanged root key would only relabel it. And since an
+//! old root key still opens old copies of the store (backups), the data key changes too.
 //!
-//! Modules: [`key_split`] (one split and rebuilding from shares), [`record`] (the init record);
-//! this file holds the keys of an open Nexus.
+//! Modules: [`key_split`] (one split and rebuilding from shares), [`record`] (the init record),
+//! [`generations`] (the working keys of each generation); this file holds the keys of an open
+//! Nexus.
 
+mod generations;
 mod key_split;
 mod record;
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use spike_core::crypto::{
-    Aad, CryptoError, DataKey, EnvelopeKey, KeyPurpose, RecordMac, RecordTag, RecordType, RootKey,
-    Share, ShareParams, SharePurpose, WrappedKey, combine, share_for, split,
+    Aad, CipherKey, CryptoError, KeyId, KeyPurpose, KeyRing, RecordTag, RecordType, RootKey, Share,
+    ShareParams, SharePurpose, combine, share_for, split,
 };
 use spike_core::secret::SecretBytes;
 use zeroize::Zeroizing;
 
+use generations::Generations;
 pub(crate) use key_split::{BreakGlassExport, KeySplit};
 pub(crate) use record::{InitRecord, InitRecordError};
 
@@ -46,28 +55,23 @@ struct RootSplit {
 
 /// Keys held while Nexus is open. Every key zeroizes on drop.
 ///
-/// The data key and everything derived from it never change while open; only the root key
-/// and its keeper split do (rotation, rekey), behind their own lock, so readers of secrets
-/// never wait for a rotation.
+/// The root key and its keeper split (rotation, rekey) and the generations (rotation,
+/// retiring) each sit behind their own lock, held only to copy an `Arc` or swap a value, so
+/// readers of secrets never wait for a rotation.
 pub(crate) struct OpenKeys {
     split: RwLock<RootSplit>,
-    /// Kept so the root key can be rotated (re-wrapping this key) and further purposes
-    /// derived on demand.
-    data: DataKey,
-    envelope: EnvelopeKey,
-    mac: RecordMac,
+    generations: RwLock<Arc<Generations>>,
+    /// The ring's audit chain key: the same for the life of the store.
     audit: Zeroizing<[u8; 32]>,
 }
 
 impl OpenKeys {
-    pub(crate) fn from_parts(root: RootKey, data: DataKey, params: ShareParams) -> Self {
-        let audit = Zeroizing::new(*data.derive(KeyPurpose::AuditChain).expose_secret());
+    pub(crate) fn from_parts(root: RootKey, ring: KeyRing, params: ShareParams) -> Self {
+        let audit = Zeroizing::new(*ring.audit_key());
         Self {
             split: RwLock::new(RootSplit { root, params }),
-            envelope: EnvelopeKey::new(&data),
-            mac: RecordMac::new(&data),
+            generations: RwLock::new(Arc::new(Generations::new(ring))),
             audit,
-            data,
         }
     }
 
@@ -75,32 +79,50 @@ impl OpenKeys {
         self.split.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The subkey for `purpose` (cipher API, token hashing, backups), derived on demand.
-    pub(crate) fn subkey(&self, purpose: KeyPurpose) -> spike_core::crypto::SubKey {
-        self.data.derive(purpose)
+    fn generations(&self) -> Arc<Generations> {
+        self.generations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// Creates a fresh root key and data key (first initialization).
+    /// The current generation's subkey for `purpose` (new output only).
+    pub(crate) fn subkey(&self, purpose: KeyPurpose) -> spike_core::crypto::SubKey {
+        self.generations().ring().current().derive(purpose)
+    }
+
+    /// The cipher-API key new messages are sealed with (the current generation's).
+    pub(crate) fn cipher_for_seal(&self) -> Result<CipherKey, CryptoError> {
+        CipherKey::new(&self.subkey(KeyPurpose::Cipher))
+    }
+
+    /// The cipher-API key that opens `sealed`: the generation its header names, live or
+    /// retired (workloads keep their ciphertexts outside the store). An unknown id gets the
+    /// current key, which refuses it with the key-mismatch error.
+    pub(crate) fn cipher_for_open(&self, sealed: &[u8]) -> Result<CipherKey, CryptoError> {
+        self.generations().cipher_for(stamped_id(sealed))
+    }
+
+    /// Creates a fresh root key and key ring (first initialization).
     pub(crate) fn create(shares: u8, threshold: u8) -> Result<(Self, InitRecord), CryptoError> {
         let params = ShareParams::new(shares, threshold, 1)?;
         let root = RootKey::generate()?;
-        let data = DataKey::generate()?;
-        let wrapped = root.wrap(&data)?;
+        let ring = KeyRing::single(spike_core::crypto::DataKey::generate()?);
         let record = InitRecord {
             created: crate::clock::now(),
-            current: KeySplit::new(params, &wrapped),
+            current: KeySplit::seal(params, &root, &ring)?,
             previous: None,
             break_glass_epoch: 0,
         };
-        Ok((Self::from_parts(root, data, params), record))
+        Ok((Self::from_parts(root, ring, params), record))
     }
 
     /// Rebuilds the root key from keeper shares of the record's current split.
     #[cfg(test)]
     pub(crate) fn recover(record: &InitRecord, shares: &[Share]) -> Result<Self, CryptoError> {
         let params = record.current.params()?;
-        let (root, data) = record.current.rebuild(&params, shares)?;
-        Ok(Self::from_parts(root, data, params))
+        let (root, ring) = record.current.rebuild(&params, shares)?;
+        Ok(Self::from_parts(root, ring, params))
     }
 
     pub(crate) fn params(&self) -> SplitInfo {
@@ -144,17 +166,59 @@ impl OpenKeys {
         split(&self.split().root, SharePurpose::BreakGlass, params)
     }
 
-    /// The data key wrapped under `root` (rotation: nothing else is re-encrypted).
-    pub(crate) fn wrap_data_key(&self, root: &RootKey) -> Result<WrappedKey, CryptoError> {
-        root.wrap(&self.data)
+    /// The ring a revoking rotation installs: a fresh current generation, every live one kept.
+    pub(crate) fn rotated_ring(&self) -> Result<KeyRing, CryptoError> {
+        self.generations().ring().rotated()
     }
 
-    /// Switches to a new root key and keeper split. Call only once the record naming them is
-    /// durable.
-    pub(crate) fn install(&self, root: RootKey, params: ShareParams) {
+    /// `record` with a change to `new_root` and `params` begun, both splits holding `ring`
+    /// (the previous one sealed under this root key, still in force).
+    pub(crate) fn begin_change(
+        &self,
+        record: &InitRecord,
+        params: ShareParams,
+        new_root: &RootKey,
+        ring: &KeyRing,
+    ) -> Result<InitRecord, CryptoError> {
+        record.begin_change(params, new_root, &self.split().root, ring)
+    }
+
+    /// `record` with the older generations retired from the current split's ring, and that
+    /// ring (call once no stored record uses them, and only while no previous split is kept).
+    pub(crate) fn retire_older(
+        &self,
+        record: &InitRecord,
+    ) -> Result<(InitRecord, KeyRing), CryptoError> {
+        let ring = self.generations().ring().retire_older();
+        let next = record.with_ring(&self.split().root, &ring)?;
+        Ok((next, ring))
+    }
+
+    /// Switches to a new root key, keeper split and ring. Call only once the record naming
+    /// them is durable.
+    pub(crate) fn install(&self, root: RootKey, params: ShareParams, ring: KeyRing) {
         let mut s = self.split.write().unwrap_or_else(|p| p.into_inner());
         // The old root key zeroizes as it drops here.
         *s = RootSplit { root, params };
+        drop(s);
+        self.install_ring(ring);
+    }
+
+    /// Switches to `ring`. Call only once the record holding it is durable. Callers that still
+    /// hold the old generations (an `Arc`) keep them until they finish.
+    pub(crate) fn install_ring(&self, ring: KeyRing) {
+        *self.generations.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Generations::new(ring));
+    }
+
+    /// The current generation's id: what every new envelope, tag and cipher message carries.
+    pub(crate) fn current_generation(&self) -> KeyId {
+        self.generations().ring().current().key_id()
+    }
+
+    /// How many older generations are still live (records may still use them).
+    pub(crate) fn older_generations(&self) -> usize {
+        self.generations().ring().older().len()
     }
 
     pub(crate) fn encrypt_value(
@@ -164,7 +228,8 @@ impl OpenKeys {
         incarnation: u64,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
-        self.envelope
+        self.generations()
+            .current_envelope()
             .seal(&value_aad(path, version, incarnation), plaintext)
     }
 
@@ -175,12 +240,13 @@ impl OpenKeys {
         incarnation: u64,
         ciphertext: &[u8],
     ) -> Result<SecretBytes, CryptoError> {
-        self.envelope
+        self.generations()
+            .envelope_for(stamped_id(ciphertext))
             .open(&value_aad(path, version, incarnation), ciphertext)
     }
 
     pub(crate) fn record_tag(&self, record: RecordType, key: &[u8], body: &[u8]) -> RecordTag {
-        self.mac.tag(record, key, body)
+        self.generations().current_mac().tag(record, key, body)
     }
 
     pub(crate) fn verify_record_tag(
@@ -190,8 +256,13 @@ impl OpenKeys {
         body: &[u8],
         tag: &[u8],
     ) -> bool {
+        let generations = self.generations();
         RecordTag::from_bytes(tag)
-            .and_then(|t| self.mac.verify(record, key, body, &t))
+            .and_then(|t| {
+                generations
+                    .mac_for(Some(t.key_id()))
+                    .verify(record, key, body, &t)
+            })
             .is_ok()
     }
 
@@ -202,10 +273,17 @@ impl OpenKeys {
         Ok(u64::from_be_bytes(b))
     }
 
-    /// The audit chain key.
+    /// The audit chain key. It is the ring's, unchanged by rotations, so the chain continues.
     pub(crate) fn audit_key(&self) -> &[u8; 32] {
         &self.audit
     }
+}
+
+/// The data key id in bytes 1..5 of a stored envelope, record tag or cipher message (all start
+/// with `format ‖ key id`), if the bytes are long enough.
+pub(crate) fn stamped_id(bytes: &[u8]) -> Option<KeyId> {
+    let id: [u8; 4] = bytes.get(1..5)?.try_into().ok()?;
+    Some(KeyId::from_bytes(id))
 }
 
 fn value_aad(path: &str, version: u64, incarnation: u64) -> Aad<'_> {
@@ -241,14 +319,23 @@ mod tests {
 
     #[test]
     fn format_1_records_still_read_and_newer_formats_are_refused() {
-        let (_, record) = OpenKeys::create(3, 2).unwrap();
+        let (k0, record) = OpenKeys::create(3, 2).unwrap();
         let c = record.current();
         let v1 = serde_json::json!({
             "format": 1, "shares": 3, "threshold": 2, "epoch": 1,
             "wrapped_data_key": c.wrapped_data_key, "created": "2025-01-01T00:00:00Z",
         });
         let old = InitRecord::decode(&serde_json::to_vec(&v1).unwrap()).unwrap();
-        assert_eq!(old.current(), c);
+        // A record from before key rings: its one data key is the ring, and it still opens.
+        assert_eq!(old.current().wrapped_data_key, c.wrapped_data_key);
+        assert!(old.current().wrapped_ring.is_none());
+        let (_, shares) = k0.keeper_shares().unwrap();
+        let (_, ring) = old
+            .current()
+            .rebuild(&c.params().unwrap(), &shares)
+            .unwrap();
+        assert_eq!(ring.current().key_id(), k0.current_generation());
+        assert!(ring.older().is_empty());
         assert!(old.previous().is_none());
         assert_eq!(old.next_break_glass_epoch().unwrap(), 1);
         // Written back as format 2, read back the same.
@@ -257,16 +344,21 @@ mod tests {
         let (keys, _) = OpenKeys::create(3, 2).unwrap();
         let bg = keys.break_glass_shares(&params(3, 2, 1)).unwrap();
         let fresh = RootKey::generate().unwrap();
-        let bytes = record
-            .with_break_glass(BreakGlassExport::new(params(3, 2, 1), &bg))
-            .begin_change(params(3, 2, 2), &keys.wrap_data_key(&fresh).unwrap())
+        let bytes = keys
+            .begin_change(
+                &record.with_break_glass(BreakGlassExport::new(params(3, 2, 1), &bg)),
+                params(3, 2, 2),
+                &fresh,
+                &keys.rotated_ring().unwrap(),
+            )
+            .unwrap()
             .encode();
         let round = InitRecord::decode(&bytes).unwrap();
         assert_eq!(round.encode(), bytes);
         assert!(round.previous().unwrap().break_glass().is_some());
         let mut v3: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(v3["format"], 2);
-        v3["format"] = 3.into();
+        assert_eq!(v3["format"], 3);
+        v3["format"] = 4.into();
         let e = InitRecord::decode(&serde_json::to_vec(&v3).unwrap())
             .unwrap_err()
             .to_string();
@@ -277,12 +369,14 @@ mod tests {
         assert_eq!(e, "init record is malformed");
     }
 
-    /// What a rotation or rekey does to the keys: a fresh root key wrapping the same data key.
+    /// What a rotation or rekey does to the keys: a fresh root key holding a ring with a
+    /// fresh data key generation.
     fn change(keys: &OpenKeys, record: &InitRecord, shares: u8, threshold: u8) -> InitRecord {
         let fresh = RootKey::generate().unwrap();
         let p = params(shares, threshold, record.next_epoch().unwrap());
-        let next = record.begin_change(p, &keys.wrap_data_key(&fresh).unwrap());
-        keys.install(fresh, p);
+        let ring = keys.rotated_ring().unwrap();
+        let next = keys.begin_change(record, p, &fresh, &ring).unwrap();
+        keys.install(fresh, p, ring);
         next
     }
 
@@ -324,24 +418,35 @@ mod tests {
     }
 
     #[test]
-    fn rotation_rewraps_the_same_data_key_under_a_new_root_key() {
+    fn rotation_makes_a_new_data_key_and_old_values_still_open_until_retired() {
         let (keys, record) = OpenKeys::create(3, 2).unwrap();
         let ciphertext = keys.encrypt_value("a/b", 1, 7, b"value").unwrap();
+        let tag = keys.record_tag(RecordType::Policy, b"p", b"body");
+        let cipher = keys
+            .cipher_for_seal()
+            .unwrap()
+            .seal(&cipher_aad(), Default::default(), b"kept outside")
+            .unwrap();
+        let audit = *keys.audit_key();
         let (_, old) = keys.keeper_shares().unwrap();
-        let (old_root, data) = record
+        let (old_root, old_ring) = record
             .current()
             .rebuild(&record.current().params().unwrap(), &old)
             .unwrap();
         let pending = change(&keys, &record, 3, 2);
         let p2 = pending.current().params().unwrap();
         let (_, new) = keys.keeper_shares().unwrap();
-        let (new_root, new_data) = pending.current().rebuild(&p2, &new).unwrap();
+        let (new_root, new_ring) = pending.current().rebuild(&p2, &new).unwrap();
         assert_ne!(new_root.key_id(), old_root.key_id());
-        assert_eq!(new_data.key_id(), data.key_id());
+        assert_ne!(new_ring.current().key_id(), old_ring.current().key_id());
+        assert_eq!(keys.current_generation(), new_ring.current().key_id());
         assert!(!pending.current().opens_with(&old_root));
+        // While pending, the old root key opens the new ring too (a restart may need it).
         assert!(pending.previous().unwrap().opens_with(&old_root));
-        // Values encrypted before decrypt after, with keys rebuilt from the new shares.
-        let reopened = OpenKeys::from_parts(new_root, new_data, p2);
+        // New writes use the new generation at once; old ones still open and verify.
+        let fresh = keys.encrypt_value("a/c", 1, 7, b"new").unwrap();
+        assert_eq!(stamped_id(&fresh), Some(new_ring.current().key_id()));
+        let reopened = OpenKeys::from_parts(new_root, new_ring, p2);
         assert_eq!(
             reopened
                 .decrypt_value("a/b", 1, 7, &ciphertext)
@@ -349,6 +454,39 @@ mod tests {
                 .expose_secret(),
             b"value"
         );
+        assert!(reopened.verify_record_tag(RecordType::Policy, b"p", b"body", tag.as_bytes()));
+        assert_eq!(*reopened.audit_key(), audit);
+        // Retired: the old data key is gone from the ring; values under it no longer open,
+        // but cipher-API messages workloads keep still do, and the audit key is unchanged.
+        let done = pending.finished();
+        let (retired_record, ring) = reopened.retire_older(&done).unwrap();
+        reopened.install_ring(ring);
+        assert_eq!(reopened.older_generations(), 0);
+        assert!(reopened.decrypt_value("a/b", 1, 7, &ciphertext).is_err());
+        assert!(!reopened.verify_record_tag(RecordType::Policy, b"p", b"body", tag.as_bytes()));
+        assert_eq!(
+            reopened
+                .cipher_for_open(&cipher)
+                .unwrap()
+                .open(&cipher_aad(), &cipher)
+                .unwrap()
+                .expose_secret(),
+            b"kept outside"
+        );
+        assert_eq!(*reopened.audit_key(), audit);
+        // The retired record still opens with the new shares, to the same keys.
+        let (_, ring) = retired_record.current().rebuild(&p2, &new).unwrap();
+        assert!(ring.older().is_empty());
+        assert_eq!(*ring.audit_key(), audit);
+    }
+
+    fn cipher_aad() -> spike_core::crypto::CipherAad<'static> {
+        static CALLER: std::sync::LazyLock<spike_core::id::SpiffeId> =
+            std::sync::LazyLock::new(|| "spiffe://example.org/app".parse().unwrap());
+        spike_core::crypto::CipherAad {
+            context: "apps/x",
+            caller: &CALLER,
+        }
     }
 
     #[test]

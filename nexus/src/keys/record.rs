@@ -2,14 +2,14 @@
 //! the one kept while a rotation or rekey is unconfirmed.
 
 use serde::{Deserialize, Serialize};
-use spike_core::crypto::{CryptoError, ShareParams, WrappedKey};
+use spike_core::crypto::{CryptoError, KeyRing, RootKey, ShareParams};
 
 use super::key_split::{BreakGlassExport, KeySplit};
 
 /// The newest init-record format this build reads and the one it writes. Format 2 added the
-/// break-glass split and the previous split kept during a rotation; a format-1 record reads as
-/// a format-2 record without them.
-const INIT_FORMAT: u32 = 2;
+/// break-glass split and the previous split kept during a rotation; format 3 the sealed key
+/// ring of each split. An older record reads as a newer one without them.
+const INIT_FORMAT: u32 = 3;
 
 /// What Nexus stores at initialization (not secret), in the store's `meta` table.
 ///
@@ -49,6 +49,8 @@ struct StoredInitRecord {
     pub(super) threshold: u8,
     pub(super) epoch: u32,
     pub(super) wrapped_data_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) wrapped_ring: Option<String>,
     pub(super) created: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) break_glass: Option<BreakGlassExport>,
@@ -71,6 +73,7 @@ impl InitRecord {
             threshold: c.threshold,
             epoch: c.epoch,
             wrapped_data_key: c.wrapped_data_key.clone(),
+            wrapped_ring: c.wrapped_ring.clone(),
             created: self.created.clone(),
             break_glass: c.break_glass.clone(),
             break_glass_epoch: self.break_glass_epoch,
@@ -97,6 +100,7 @@ impl InitRecord {
                 threshold: s.threshold,
                 epoch: s.epoch,
                 wrapped_data_key: s.wrapped_data_key,
+                wrapped_ring: s.wrapped_ring,
                 break_glass: s.break_glass,
             },
             previous: s.previous,
@@ -161,25 +165,47 @@ impl InitRecord {
             ))
     }
 
-    /// Starts a rotation or rekey (`wrapped`: the data key under the new root key): the new
-    /// split becomes current, the current one is kept as `previous` until the keepers confirm.
-    /// The new root key has no break-glass export yet.
-    pub(crate) fn begin_change(&self, params: ShareParams, wrapped: &WrappedKey) -> Self {
-        Self {
+    /// Starts a rotation or rekey: the new split of `new_root` becomes current, the current
+    /// one (of `old_root`) is kept as `previous` until the keepers confirm. Both hold `ring`,
+    /// so whichever root key a restart rebuilds opens every generation written meanwhile. The
+    /// new root key has no break-glass export yet.
+    pub(crate) fn begin_change(
+        &self,
+        params: ShareParams,
+        new_root: &RootKey,
+        old_root: &RootKey,
+        ring: &KeyRing,
+    ) -> Result<Self, CryptoError> {
+        Ok(Self {
             created: self.created.clone(),
-            current: KeySplit::new(params, wrapped),
-            previous: Some(self.current.clone()),
+            current: KeySplit::seal(params, new_root, ring)?,
+            previous: Some(self.current.resealed(old_root, ring)?),
             break_glass_epoch: self.break_glass_epoch,
-        }
+        })
     }
 
-    /// Redoes an interrupted rotation whose new root key was lost: replaces `current`, keeps
-    /// `previous` (the split the keepers still hold).
-    pub(crate) fn redo_change(&self, params: ShareParams, wrapped: &WrappedKey) -> Self {
-        Self {
-            current: KeySplit::new(params, wrapped),
+    /// Redoes an interrupted rotation whose new root key was lost: replaces `current` with a
+    /// split of `root` holding `ring` (the one the previous split holds), keeps `previous`
+    /// (the split the keepers still hold).
+    pub(crate) fn redo_change(
+        &self,
+        params: ShareParams,
+        root: &RootKey,
+        ring: &KeyRing,
+    ) -> Result<Self, CryptoError> {
+        Ok(Self {
+            current: KeySplit::seal(params, root, ring)?,
             ..self.clone()
-        }
+        })
+    }
+
+    /// The current split (of `root`) holding `ring` instead: re-encryption finished and the
+    /// older generations are retired. Only while no previous split is kept.
+    pub(crate) fn with_ring(&self, root: &RootKey, ring: &KeyRing) -> Result<Self, CryptoError> {
+        Ok(Self {
+            current: self.current.resealed(root, ring)?,
+            ..self.clone()
+        })
     }
 
     /// The change is confirmed by the keepers: the previous split is dropped.

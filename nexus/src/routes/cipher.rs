@@ -22,9 +22,7 @@ use spike_core::api::{
     CIPHER_MAX_PLAINTEXT, CipherQuery, DecryptRequest, DecryptResponse, EncryptRequest,
     EncryptResponse,
 };
-use spike_core::crypto::{
-    CIPHER_OVERHEAD, CipherAad, CipherBinding, CipherKey, CryptoError, KeyPurpose,
-};
+use spike_core::crypto::{CIPHER_OVERHEAD, CipherAad, CipherBinding, CryptoError};
 use spike_core::error::ErrorCode;
 use spike_core::id::SpiffeId;
 use spike_core::policy::Permission;
@@ -139,8 +137,13 @@ async fn run(
     *audited = Some(context.as_str().to_owned());
     n.authorize(c, &context, Permission::Cipher)?;
 
-    let key = CipherKey::new(&o.keys.subkey(KeyPurpose::Cipher))
-        .map_err(|e| AppError::internal("cipher key", e))?;
+    // New messages use the current data key; a message opens under the generation its
+    // header names, even one retired by a rotation.
+    let key = match op {
+        Op::Encrypt => o.keys.cipher_for_seal(),
+        Op::Decrypt => o.keys.cipher_for_open(&input.data),
+    }
+    .map_err(|e| AppError::internal("cipher key", e))?;
     let aad = CipherAad {
         context: context.as_str(),
         caller: c,

@@ -95,6 +95,7 @@ async fn metrics(State(n): N) -> Response {
         n.keepers().reachable(),
         n.keepers().len(),
     ));
+    body.push_str(&n.reencryption().render());
     (
         [(
             axum::http::header::CONTENT_TYPE,

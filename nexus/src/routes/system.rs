@@ -51,6 +51,12 @@ pub(super) async fn status(State(n): N, Caller(c): Caller) -> Response {
         reason: n.seal_reason().filter(|_| admin),
         caller: c.to_string(),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        // Record counts are not for every caller: administrators only.
+        reencryption: n
+            .opened()
+            .ok()
+            .filter(|_| admin)
+            .and_then(|_| n.reencryption().status()),
     };
     Json(s).into_response()
 }

@@ -32,11 +32,15 @@ pub enum OperatorCmd {
     /// Feed one custodian's break-glass share to a sealed Nexus whose keepers are gone
     /// (role `restore`). Repeat with other custodians' files until Nexus opens.
     Restore(RestoreArgs),
-    /// Make a new root key and re-wrap the data key under it (superuser). Keeper shares and
-    /// break-glass files made before stop working.
-    Rotate,
+    /// Make a new root key and a new data key (superuser). New writes use the new data key at
+    /// once; stored records are re-encrypted in the background, and then the old data key is
+    /// destroyed. Keeper shares and break-glass files made before stop working, and with an
+    /// old backup of the data directory they read only what that backup holds, never what is
+    /// written or re-encrypted later.
+    Rotate(WaitArgs),
     /// Deal a new keeper split with new `--shares`/`--threshold` (superuser). Like rotate, it
-    /// makes a new root key, so old keeper shares and break-glass files stop working.
+    /// makes a new root key and data key, so old keeper shares and break-glass files stop
+    /// working.
     Rekey(RekeyArgs),
     /// Generate a custodian's age identity file and print its public key (`age1…`), for
     /// custodians without `age-keygen`.
@@ -89,6 +93,18 @@ pub struct RekeyArgs {
     /// How many keeper shares rebuild the root key.
     #[arg(long)]
     threshold: u8,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+/// Waiting for re-encryption after a rotation or rekey.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Wait until every stored record is re-encrypted under the new data key and the old data
+    /// key is destroyed, printing progress (to stderr). Without it the command returns at once
+    /// and `spike status` shows the progress.
+    #[arg(long)]
+    wait: bool,
 }
 
 /// `spike operator keygen`
@@ -110,12 +126,12 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: OperatorCmd) -> CliResult<()> 
     match cmd {
         OperatorCmd::Recover(a) => recover(nexus, out, a).await,
         OperatorCmd::Restore(a) => restore(nexus, out, a).await,
-        OperatorCmd::Rotate => {
+        OperatorCmd::Rotate(w) => {
             let r: KeyChangeResponse = nexus
                 .call(Method::POST, "/v1/operator/rotate", None::<&()>)
                 .await?;
             print_change(out, &r, "root key rotated");
-            Ok(())
+            wait_for_reencryption(nexus, out, &w).await
         }
         OperatorCmd::Rekey(a) => {
             let req = RekeyRequest {
@@ -126,7 +142,7 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: OperatorCmd) -> CliResult<()> 
                 .call(Method::POST, "/v1/operator/rekey", Some(&req))
                 .await?;
             print_change(out, &r, "rekeyed");
-            Ok(())
+            wait_for_reencryption(nexus, out, &a.wait).await
         }
         OperatorCmd::Keygen(a) => run_local(out, OperatorCmd::Keygen(a)),
     }
@@ -229,7 +245,9 @@ async fn recover(nexus: &Nexus, out: Output, a: RecoverArgs) -> CliResult<()> {
             println!(
                 "Give each file only to its custodian, and keep them apart. Nexus now refuses \
                  the files of earlier exports, but their custodians could still combine them \
-                 offline: to revoke an export, run `spike operator rotate`, then recover again."
+                 offline: to revoke an export, run `spike operator rotate --wait`, then recover \
+                 again. Revoked files still open a backup of the data directory made before the \
+                 rotation (the data as it was then), never the live data after it."
             );
         }
         _ => print_structured(
@@ -389,15 +407,61 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// How often `--wait` asks Nexus for progress.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// With `--wait`: polls `/v1/status` until no older data key is left, printing progress to
+/// stderr whenever it changes.
+async fn wait_for_reencryption(nexus: &Nexus, out: Output, w: &WaitArgs) -> CliResult<()> {
+    if !w.wait {
+        return Ok(());
+    }
+    let mut last = None;
+    loop {
+        let s: spike_core::api::StatusResponse =
+            nexus.call(Method::GET, "/v1/status", None::<&()>).await?;
+        let Some(r) = s.reencryption else {
+            return Err(CliError::Other(anyhow::anyhow!(
+                "Nexus reports no re-encryption progress (sealed, or too old a Nexus)"
+            )));
+        };
+        if r.older_generations == 0 {
+            if out == Output::Text {
+                println!(
+                    "re-encryption done: {} records moved to data key {}; the older data keys                      are destroyed",
+                    r.done, r.generation
+                );
+            }
+            return Ok(());
+        }
+        let now = (r.remaining, r.done, r.waiting_for.clone());
+        if last.as_ref() != Some(&now) {
+            match &r.waiting_for {
+                Some(w) => eprintln!("re-encrypting: {} moved; waiting for {w}", r.done),
+                None => eprintln!(
+                    "re-encrypting: {} moved, {} left to check in this pass",
+                    r.done, r.remaining
+                ),
+            }
+            last = Some(now);
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
 fn print_change(out: Output, r: &KeyChangeResponse, what: &str) {
     if out != Output::Text {
         print_structured(out, r);
         return;
     }
     println!(
-        "{what}: new root key, keeper epoch {} ({} shares, threshold {}); {} keepers hold \
-         their new share",
+        "{what}: new root key and data key, keeper epoch {} ({} shares, threshold {}); {} \
+         keepers hold their new share",
         r.epoch, r.shares, r.threshold, r.keepers_acknowledged
+    );
+    println!(
+        "New writes use the new data key; stored records are re-encrypted in the background \
+         (`spike status` shows progress), then the old data key is destroyed."
     );
     if !r.complete {
         println!(

@@ -22,6 +22,24 @@ pub async fn run(nexus: &Nexus, out: Output) -> CliResult<()> {
                 println!("reason:      {r}");
             }
             println!("you are:     {}", s.caller);
+            if let Some(r) = &s.reencryption {
+                if r.older_generations == 0 {
+                    println!("data key:    {} (no older data key held)", r.generation);
+                } else {
+                    println!(
+                        "data key:    {} ({} older still held: re-encrypting, {} moved, {} left \
+                         to check{})",
+                        r.generation,
+                        r.older_generations,
+                        r.done,
+                        r.remaining,
+                        r.waiting_for
+                            .as_ref()
+                            .map(|w| format!("; waiting for {w}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
         }
         _ => print_structured(out, &s),
     }
