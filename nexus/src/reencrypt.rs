@@ -411,7 +411,13 @@ mod tests {
     async fn put(n: &Nexus, p: &str, v: &str) {
         let keys = &n.opened().unwrap().keys;
         n.secrets()
-            .put(keys, &SecretPath::parse(p).unwrap(), &value(v), None)
+            .put(
+                keys,
+                &SecretPath::parse(p).unwrap(),
+                &value(v),
+                None,
+                crate::secrets::Sight::Read,
+            )
             .await
             .unwrap();
     }

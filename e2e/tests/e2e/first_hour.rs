@@ -260,11 +260,22 @@ fn the_commands_people_type_first_work() {
     let (code, stdout, all) = spike(&["secret", "list"]);
     assert_eq!(code, Some(0), "{all}");
     let mut lines = stdout.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(header, ["PATH", "VERSION", "UPDATED"], "{all}");
-    let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(row[..2], ["database/password", "1"], "{all}");
-    assert!(row[2].ends_with('s') || row[2].ends_with('m'), "a relative age: {all}");
+    assert!(
+        row[2].ends_with('s') || row[2].ends_with('m'),
+        "a relative age: {all}"
+    );
     let (code, stdout, all) = spike(&["secret", "list", "nothing/here"]);
     assert_eq!(code, Some(0), "{all}");
     assert!(stdout.contains("no secrets under nothing/here"), "{all}");
