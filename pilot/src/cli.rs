@@ -177,6 +177,29 @@ fn spiffe_id(s: &str) -> Result<String, spike_core::id::IdError> {
     spike_core::id::SpiffeId::new(s).map(|id| id.to_string())
 }
 
+/// `NAME=SPIFFE_ID` of `spike dev --workload`.
+fn dev_workload(s: &str) -> Result<(String, String), String> {
+    let (name, id) = s
+        .split_once('=')
+        .ok_or("write NAME=SPIFFE_ID, e.g. frontend=spiffe://spike.dev/ns/web/sa/frontend")?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "workload name `{name}`: use only A-Z, a-z, 0-9, '.', '_' and '-'"
+        ));
+    }
+    let id = spike_core::id::SpiffeId::new(id).map_err(|e| e.to_string())?;
+    if spike_core::policy::CallerClass::of(&id) != spike_core::policy::CallerClass::Workload {
+        return Err(format!(
+            "{id} is one of SPIKE's own identities (under /spike), not a workload"
+        ));
+    }
+    Ok((name.to_owned(), id.to_string()))
+}
+
 /// A policy name, checked here like a path.
 fn policy_name(s: &str) -> Result<String, spike_core::policy::PolicyError> {
     spike_core::policy::PolicyName::new(s).map(|n| n.to_string())
@@ -454,6 +477,11 @@ pub struct DevArgs {
     /// Nexus mTLS port on 127.0.0.1.
     #[arg(long, default_value_t = 8553)]
     pub port: u16,
+    /// Register a workload identity: processes of your user started with
+    /// SPIKE_DEV_WORKLOAD=NAME in their environment (any executable: the CLI, a Python
+    /// program, ...) get SPIFFE_ID. Repeatable.
+    #[arg(long = "workload", value_name = "NAME=SPIFFE_ID", value_parser = dev_workload)]
+    pub workloads: Vec<(String, String)>,
     /// Directory for the agent socket and runtime files (default: DATA_DIR/run with
     /// --data-dir, so the socket path and the export lines stay the same across restarts;
     /// else a fresh temp dir, removed on exit).

@@ -70,6 +70,14 @@ fn invalid_paths_and_names_are_usage_errors_before_any_request() {
         assert!(err.contains("secret path"), "{args:?}: {err}");
         assert!(!err.contains("invalid uri"), "{args:?}: {err}");
     }
+    for bad in [
+        "frontend",
+        "a b=spiffe://spike.dev/x",
+        "x=spiffe://spike.dev/spike/nexus",
+    ] {
+        let (out, _) = spike(&["dev", "--workload", bad], &[]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+    }
     let (out, _) = spike(&["policy", "get", "web read"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("policy name"), "{}", text(&out));

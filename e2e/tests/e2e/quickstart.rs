@@ -44,18 +44,27 @@ fn quickstart_works_as_written() {
         .find(|p| *p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
         .expect("free port pair");
     let log = dir.path().join("dev.log");
-    let _dev = Proc::spawn(
-        &bins.spike,
-        &[
-            "dev".into(),
-            "--port".into(),
-            port.to_string(),
-            "--run-dir".into(),
-            dir.path().join("run").display().to_string(),
-        ],
-        log.clone(),
-        "info",
+    let md_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/quickstart.md");
+    let md = std::fs::read_to_string(md_path).unwrap();
+    // One system for the whole tutorial, with every workload its `spike dev` lines register.
+    let mut args: Vec<String> = vec![
+        "dev".into(),
+        "--port".into(),
+        port.to_string(),
+        "--run-dir".into(),
+        dir.path().join("run").display().to_string(),
+    ];
+    for line in md.lines().filter(|l| l.starts_with("cargo run")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for pair in words.windows(2).filter(|w| w[0] == "--workload") {
+            args.extend(["--workload".into(), pair[1].to_owned()]);
+        }
+    }
+    assert!(
+        args.iter().any(|a| a == "--workload"),
+        "the quick start shows a workload"
     );
+    let _dev = Proc::spawn(&bins.spike, &args, log.clone(), "info");
     assert!(
         wait_until(Duration::from_secs(60), || std::fs::read_to_string(&log)
             .is_ok_and(|s| s.contains("export SPIKE_NEXUS_ADDR"))),
@@ -73,19 +82,29 @@ fn quickstart_works_as_written() {
         env.iter().any(|(k, _)| k == "SPIFFE_ENDPOINT_SOCKET"),
         "{printed}"
     );
+    // `spike` from this build, and `python3` with py-spiffe from the venv ./test.sh makes.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = root.join(".venv/bin");
+    assert!(
+        venv.join("python3").exists(),
+        "the quick start runs a py-spiffe program: run ./test.sh once to create .venv"
+    );
     let bin_dir = bins.spike.parent().unwrap().display().to_string();
-    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{bin_dir}:{}:{}",
+        venv.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     env.push(("PATH".into(), path));
     env.push(("RUST_LOG".into(), "warn".into()));
 
-    let md_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/quickstart.md");
-    let md = std::fs::read_to_string(md_path).unwrap();
     let lines = tutorial_lines(&md);
     assert!(lines.len() >= 10, "the quick start lost its commands");
     for (cmd, expect) in lines {
+        // From the repository's root, as the tutorial says (no line writes a file there).
         let out = Command::new("sh")
             .args(["-c", &cmd])
-            .current_dir(dir.path())
+            .current_dir(&root)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .unwrap();

@@ -24,6 +24,8 @@ const KEEPERS: u8 = 3;
 const THRESHOLD: u8 = 2;
 const SVID_TTL: Duration = Duration::from_secs(3600);
 const SHARE_FILE: &str = "INSECURE-dev-keeper-shares.json";
+/// The variable that selects a `--workload` identity.
+const WORKLOAD_ENV: &str = "SPIKE_DEV_WORKLOAD";
 
 /// Runs the dev system until SIGINT/SIGTERM.
 pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
@@ -58,6 +60,21 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
     let exe = std::env::current_exe().map_err(|e| other(&e))?;
     let uid = rustix_uid();
     let mut agent_cfg = AgentConfig::new(td.clone(), run_dir.join("agent").join("agent.sock"));
+    // Workloads first: a `spike` started as a workload also matches the superuser entry, and a
+    // client takes the first SVID it is given.
+    for (name, id) in &args.workloads {
+        let id = SpiffeId::new(id).map_err(|e| other(&e))?;
+        if id.trust_domain() != td {
+            return Err(CliError::Usage(format!(
+                "--workload {name}={id}: not in trust domain {td}"
+            )));
+        }
+        agent_cfg.registrations.push(
+            Registration::new(id)
+                .with_uid(uid)
+                .with_env(WORKLOAD_ENV, name),
+        );
+    }
     agent_cfg.registrations.push(
         Registration::new(Builtin::Superuser.id(&td))
             .with_uid(uid)
@@ -161,6 +178,9 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
         "CLI commands get the superuser identity when run as uid {uid} from {} (another copy of spike is refused).",
         exe.display()
     );
+    for (name, id) in &args.workloads {
+        println!("Processes started with {WORKLOAD_ENV}={name} get {id}.");
+    }
     println!(
         "Health: http://127.0.0.1:{}/readyz   Press Ctrl-C to stop.",
         args.port.saturating_add(1)
