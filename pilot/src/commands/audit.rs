@@ -26,7 +26,17 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: AuditCmd) -> CliResult<()> {
         }
     };
     match out {
-        Output::Text if report.ok => println!("ok: {} lines verify", report.lines),
+        Output::Text if report.ok => {
+            println!("ok: {} lines verify", report.lines);
+            // The head, to keep outside this machine: a later verify that ends before it
+            // means lines were removed, even if the stored checkpoint was rolled back too.
+            if let Some(h) = report.head {
+                println!("head: seq {} mac {}", h.seq, h.mac);
+            }
+            if let Some(c) = report.checkpoint {
+                println!("checkpoint: seq {} mac {} (reached)", c.seq, c.mac);
+            }
+        }
         Output::Text => println!(
             "TAMPERED: line {}: {}",
             report.first_bad_line.unwrap_or(0),

@@ -1,0 +1,60 @@
+//! Refused requests cannot flood the audit log: each caller may have a bounded rate of
+//! refusal lines ([`RateClass::Refused`]); beyond it, its refusals are answered
+//! `429 rate_limited` and only counted, per reason, and the counts are written as one
+//! `audit.suppressed` summary line with the caller's next audited refusal.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use spike_core::id::SpiffeId;
+
+/// Most callers with pending counts; beyond, counts go to one caller-less entry.
+const MAX_CALLERS: usize = 10_000;
+
+/// Counts of refusals not written one by one, per caller (`None`: callers beyond the cap).
+#[derive(Debug, Default)]
+pub(crate) struct Suppressed {
+    pending: Mutex<HashMap<Option<SpiffeId>, BTreeMap<&'static str, u64>>>,
+    total: AtomicU64,
+}
+
+impl Suppressed {
+    /// Counts `n` refusals of `caller` for `reason`.
+    pub(crate) fn add(&self, caller: &SpiffeId, reason: &'static str, n: u64) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let key = if p.len() < MAX_CALLERS || p.contains_key(&Some(caller.clone())) {
+            Some(caller.clone())
+        } else {
+            None
+        };
+        *p.entry(key).or_default().entry(reason).or_default() += n;
+    }
+
+    /// Takes `caller`'s pending counts (and those of callers beyond the cap), to write.
+    pub(crate) fn take(
+        &self,
+        caller: &SpiffeId,
+    ) -> Vec<(Option<SpiffeId>, BTreeMap<&'static str, u64>)> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        [Some(caller.clone()), None]
+            .into_iter()
+            .filter_map(|k| p.remove(&k).map(|c| (k, c)))
+            .collect()
+    }
+
+    /// Puts counts back that could not be written.
+    pub(crate) fn restore(&self, caller: Option<SpiffeId>, counts: BTreeMap<&'static str, u64>) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = p.entry(caller).or_default();
+        for (reason, n) in counts {
+            *entry.entry(reason).or_default() += n;
+        }
+    }
+
+    /// Refusals counted instead of written since start, for `/metrics`.
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
