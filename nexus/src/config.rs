@@ -166,8 +166,9 @@ pub struct NexusSettings {
 pub struct AuditSettings {
     /// Rotate the live audit file once it holds this many bytes.
     pub max_file_bytes: u64,
-    /// Accept a log that does not reach the stored checkpoint whose seq is this.
-    pub accept_loss_at: Option<u64>,
+    /// Accept a log that does not reach the stored checkpoint whose seq is this; 0 accepts
+    /// nothing (the empty log's checkpoint cannot be lost).
+    pub accept_loss_at: u64,
 }
 
 /// Smallest `audit.max_file_bytes`: one longest line.
@@ -177,7 +178,7 @@ impl Default for AuditSettings {
     fn default() -> Self {
         Self {
             max_file_bytes: crate::audit_log::DEFAULT_MAX_FILE_BYTES,
-            accept_loss_at: None,
+            accept_loss_at: 0,
         }
     }
 }

@@ -295,7 +295,7 @@ impl Nexus {
     pub(crate) async fn open_with(&self, keys: OpenKeys) -> Result<(), OpenError> {
         let options = WriterOptions {
             max_file_bytes: self.config.audit.max_file_bytes,
-            accept_loss_at: self.config.audit.accept_loss_at,
+            accept_loss_at: Some(self.config.audit.accept_loss_at).filter(|&s| s > 0),
             ..WriterOptions::default()
         };
         let audit = AuditWriter::open_with(
