@@ -486,3 +486,55 @@ impl fmt::Debug for Chain {
             .finish()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_raw_paths_are_kept_as_a_short_escaped_prefix_and_a_hash() {
+        let raw = format!("bad\u{1}\n{}", "x".repeat(1020));
+        let r = AuditRecord::new("secret.put", Decision::Error, "invalid_path").with_raw_path(&raw);
+        let p = r.path().unwrap();
+        assert!(p.len() < 120, "{p}");
+        assert!(p.starts_with("bad\\u{1}\\nxxx"), "{p}");
+        assert!(p.contains("(1025 bytes, sha256:"), "{p}");
+        // The same path gives the same line text; another one does not.
+        let again =
+            AuditRecord::new("secret.put", Decision::Error, "invalid_path").with_raw_path(&raw);
+        assert_eq!(again.path(), Some(p));
+        let other = format!("{raw}y");
+        let other =
+            AuditRecord::new("secret.put", Decision::Error, "invalid_path").with_raw_path(&other);
+        assert_ne!(other.path(), Some(p));
+    }
+
+    #[test]
+    fn summary_counts_are_covered_by_the_mac() {
+        let key = AuditKey::new(&[3; 32]);
+        let mut chain = Chain::new(key.clone());
+        let r = AuditRecord::new(
+            "secret.batch.put.refused",
+            Decision::Deny,
+            "batch_items_refused",
+        )
+        .with_count("forbidden", 2)
+        .with_count("invalid_path", 1)
+        .with_count("forbidden", 1);
+        let line = chain.seal(r);
+        assert_eq!(line.counts.as_ref().unwrap()["forbidden"], 3);
+        let parsed = AuditLine::parse(line.to_json_line().trim_end()).unwrap();
+        assert!(parsed.mac_is_valid(&key));
+        let mut edited = parsed.clone();
+        edited
+            .counts
+            .as_mut()
+            .unwrap()
+            .insert("forbidden".into(), 1);
+        assert!(!edited.mac_is_valid(&key));
+        let mut dropped = parsed;
+        dropped.counts = None;
+        assert!(!dropped.mac_is_valid(&key));
+    }
+}

@@ -2,13 +2,10 @@
 //! data directory while Nexus is stopped (cut the tail, remove the file, put back a shorter
 //! valid copy), and by an identity with no policy sending batches of junk.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use spike_core::id::TrustDomain;
 use spike_e2e::{Cluster, http_get, text, wait_until};
 use spike_runtime::net::MtlsClient;
-use spike_runtime::svid::{PemPaths, SourceConfig, SvidSource};
 
 /// Upper bound of every wait.
 const WAIT: Duration = Duration::from_secs(20);
@@ -140,19 +137,6 @@ fn audit_log_replaced_by_a_shorter_valid_chain_is_refused_on_start() {
     assert!(reason.contains("ends at seq"), "{reason}");
 }
 
-async fn source(c: &Cluster, who: &str) -> Arc<dyn SvidSource> {
-    let files = c.pki.svid(who);
-    let td = TrustDomain::new(spike_e2e::TD).unwrap();
-    SourceConfig::PemFiles(PemPaths {
-        cert: files.cert,
-        key: files.key,
-        bundle: files.bundle,
-    })
-    .open(&td, WAIT)
-    .await
-    .unwrap()
-}
-
 fn metric(c: &Cluster, name: &str) -> u64 {
     let (_, body) = http_get(c.nexus_health, "/metrics").unwrap();
     body.lines()
@@ -178,7 +162,7 @@ fn refused_batches_with_huge_invalid_paths_cannot_flood_the_audit_log() {
         MtlsClient::new(
             format!("127.0.0.1:{}", c.nexus_port),
             c.nexus_id(),
-            source(&c, "/ns/nobody/sa/flood").await,
+            c.svid_source("/ns/nobody/sa/flood", WAIT).await,
         )
         .unwrap()
         .with_timeout(Duration::from_secs(10))

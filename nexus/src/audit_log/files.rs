@@ -244,9 +244,8 @@ pub(crate) fn verify_files(
         Some(cp) => ChainVerifier::against(key, cp),
         None => ChainVerifier::new(key),
     };
-    for path in files.all().map_err(VerifyError::Io)? {
+    for (path, file) in files.open_all().map_err(VerifyError::Io)? {
         let before = v.lines();
-        let file = File::open(&path).map_err(VerifyError::Io)?;
         v.read(file).map_err(|e| FilesVerifyError {
             file: match &e {
                 VerifyError::Line { line, .. } => Some((path.clone(), line - before)),
@@ -256,6 +255,29 @@ pub(crate) fn verify_files(
         })?;
     }
     Ok(v.finish()?)
+}
+
+impl LogFiles {
+    /// Every file of the chain, opened, in order. The live writer may rotate meanwhile: a
+    /// file opened before its rename stays readable, but the list must then be taken again,
+    /// so the set is retried until no rotation happened while it was opened.
+    fn open_all(&self) -> io::Result<Vec<(PathBuf, File)>> {
+        loop {
+            let listed = self.rotated()?;
+            let mut opened = Vec::with_capacity(listed.len() + 1);
+            for (_, p) in &listed {
+                opened.push((p.clone(), File::open(p)?));
+            }
+            match File::open(&self.live) {
+                Ok(f) => opened.push((self.live.clone(), f)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            if self.rotated()? == listed {
+                return Ok(opened);
+            }
+        }
+    }
 }
 
 /// A chain of files that does not verify.
