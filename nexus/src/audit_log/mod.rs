@@ -30,6 +30,9 @@ pub(crate) use stats::AuditStats;
 pub(crate) const LOSS_RUNBOOK: &str = "docs/runbooks/audit-log-loss.md";
 /// Action of the line that records an accepted loss.
 pub(crate) const LOSS_ACCEPTED_ACTION: &str = "audit.loss_accepted";
+/// What `--audit-accept-loss` names to accept a stored checkpoint that does not verify: no
+/// real checkpoint has this seq.
+pub(crate) const UNUSABLE_CHECKPOINT: u64 = u64::MAX;
 /// Default size at which the live file is rotated (64 MiB).
 pub(crate) const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 
@@ -73,7 +76,9 @@ pub(crate) enum AuditError {
     #[error("audit checkpoint: {0}")]
     Checkpoint(#[source] spike_store::StoreError),
     /// The stored checkpoint does not verify.
-    #[error("{0}; see {LOSS_RUNBOOK}")]
+    #[error(
+        "{0}; refusing to continue the chain; see {LOSS_RUNBOOK}. To accept, restart with --audit-accept-loss {UNUSABLE_CHECKPOINT}"
+    )]
     BadCheckpoint(#[source] CheckpointError),
     /// Writing or syncing failed; the batch was rolled back and nothing was acknowledged.
     #[error("could not write the audit log: {0}")]
@@ -418,7 +423,25 @@ fn open_log(
     let live = files.open_live()?;
     let (head, len) = files::read_head(&files, &live, &key, options)?;
     let loss = match &anchor {
-        Some(a) => check_anchor(&files, &key, head, a.load(&key)?, options)?,
+        Some(a) => match a.load(&key) {
+            Ok(stored) => check_anchor(&files, &key, head, stored, options)?,
+            Err(AuditError::BadCheckpoint(e))
+                if options.accept_loss_at == Some(UNUSABLE_CHECKPOINT) =>
+            {
+                tracing::warn!(error = %e, "unusable audit checkpoint accepted by the operator");
+                Some(
+                    AuditRecord::new(LOSS_ACCEPTED_ACTION, Decision::Allow, "operator_accepted")
+                        .with_path(format!(
+                            "the stored checkpoint was unusable ({e}); the log ends at seq {}",
+                            head.seq
+                        )),
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, runbook = LOSS_RUNBOOK, "AUDIT LOG LOSS: the stored audit checkpoint is unusable");
+                return Err(e);
+            }
+        },
         None => None,
     };
     let total = files.total_len().map_err(AuditError::Open)?;

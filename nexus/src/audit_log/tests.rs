@@ -708,3 +708,40 @@ async fn removed_log_file_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("empty or missing"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_stored_checkpoint_is_refused_until_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let store = Arc::new(spike_store::MemoryStore::new());
+    let w = anchored(&path, &store, WriterOptions::default())
+        .await
+        .unwrap();
+    w.append(record(0)).await.unwrap();
+    w.close().await;
+    // Someone without the key moves the checkpoint back to seq 0.
+    let mut batch = spike_store::Batch::new();
+    batch.put(
+        anchor::AUDIT,
+        b"checkpoint".to_vec(),
+        Checkpoint::GENESIS.seal(&AuditKey::new(&[1; 32])),
+    );
+    spike_store::Store::commit(&*store, batch).await.unwrap();
+    let err = anchored(&path, &store, WriterOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuditError::BadCheckpoint(_)), "{err}");
+    let accept = WriterOptions {
+        accept_loss_at: Some(UNUSABLE_CHECKPOINT),
+        ..WriterOptions::default()
+    };
+    let w = anchored(&path, &store, accept).await.unwrap();
+    w.close().await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(LOSS_ACCEPTED_ACTION), "{text}");
+    assert!(
+        anchored(&path, &store, WriterOptions::default())
+            .await
+            .is_ok()
+    );
+}
