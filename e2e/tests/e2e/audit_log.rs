@@ -210,3 +210,37 @@ fn refused_batches_with_huge_invalid_paths_cannot_flood_the_audit_log() {
     let out = c.spike(&c.pki.svid(SUPERUSER), &["audit", "verify"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn audit_log_rotates_by_size_and_a_removed_rotated_file_is_reported() {
+    let mut c = Cluster::new(1);
+    c.start_keeper(1);
+    c.start_nexus_with_config("[audit]\nmax_file_bytes = 65536\n");
+    assert!(c.bootstrap(1).status.success());
+    assert!(c.wait_ready(WAIT), "{:?}", c.readyz());
+    // Three batches of 250 lines of ~300 bytes: each fills a 64 KiB file, which then rotates.
+    let admin = c.pki.svid(SUPERUSER);
+    for b in 0..3 {
+        let mut yaml = String::from("secrets:\n");
+        for i in 0..250 {
+            yaml.push_str(&format!("  - {{path: rot/b{b}/s{i}, data: {{k: v}}}}\n"));
+        }
+        let file = c.dir.path().join(format!("many-{b}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        let out = c.spike(&admin, &["seed", "-f", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let rotated = |n: u32| c.dir.path().join(format!("audit.log.{n:06}"));
+    assert!(rotated(1).exists() && rotated(2).exists(), "no rotation");
+    assert!(metric(&c, "spike_audit_rotations_total") >= 2);
+    // The chain verifies across every file.
+    let out = c.spike(&admin, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A rotated file removed from the middle breaks it there.
+    std::fs::remove_file(rotated(1)).unwrap();
+    let out = c.spike(&admin, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("TAMPERED"), "{stdout}");
+    assert!(stdout.contains("audit.log.000002"), "{stdout}");
+}
