@@ -447,10 +447,12 @@ impl Nexus {
 
     /// True when `caller` has used up its refusal rate: its requests are then answered
     /// `429` before they run, and only counted.
-    pub(crate) fn refusals_exhausted(&self, caller: &SpiffeId, action: &'static str) -> bool {
+    pub(crate) fn refusals_exhausted(&self, caller: &SpiffeId) -> bool {
         let out = self.limiter.exhausted(RateClass::Refused, caller);
         if out {
-            self.suppressed.add(caller, action, 1);
+            // Counted under the answer it got: the request never ran, so it has no other.
+            self.suppressed
+                .add(caller, ErrorCode::RateLimited.as_str(), 1);
         }
         out
     }

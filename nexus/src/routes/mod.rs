@@ -122,7 +122,7 @@ impl Nexus {
     ) -> Response {
         // A caller over its refusal rate is answered before anything runs, and only counted:
         // a flood of refused requests then costs neither work nor audit log.
-        if self.refusals_exhausted(caller, action) {
+        if self.refusals_exhausted(caller) {
             let mut response = AppError::new(
                 ErrorCode::RateLimited,
                 "too many refused requests from this SPIFFE ID; slow down and retry",
