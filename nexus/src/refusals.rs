@@ -58,3 +58,65 @@ impl Suppressed {
         self.total.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use spike_runtime::tls::PeerIdentity;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::ratelimit::Rate;
+
+    async fn get(router: &axum::Router, caller: &SpiffeId) -> StatusCode {
+        let req = Request::builder()
+            .uri("/v1/secrets/data/db/x")
+            .extension(PeerIdentity {
+                id: caller.clone(),
+                not_after: SystemTime::now() + Duration::from_secs(3600),
+            })
+            .body(Body::empty())
+            .unwrap();
+        router.clone().oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn refusals_beyond_the_rate_are_answered_429_and_summarized_later() {
+        let served = crate::fixtures::served(
+            |c| {
+                c.rate_limits.refused = Rate {
+                    per_minute: 1,
+                    burst: 2,
+                }
+            },
+            true,
+        )
+        .await;
+        let nobody = SpiffeId::new("spiffe://spike.test/ns/x/sa/nobody").unwrap();
+        let log = served.dir.path().join("audit.log");
+        let lines = || std::fs::read_to_string(&log).unwrap().lines().count();
+        assert_eq!(get(&served.router, &nobody).await, StatusCode::FORBIDDEN);
+        assert_eq!(lines(), 1);
+        // Refusals counted meanwhile are written with the caller's next audited refusal.
+        served.nexus.suppressed().add(&nobody, "forbidden", 5);
+        assert_eq!(get(&served.router, &nobody).await, StatusCode::FORBIDDEN);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let summary = text.lines().nth(1).unwrap();
+        assert!(summary.contains("\"audit.suppressed\""), "{text}");
+        assert!(summary.contains("\"counts\":{\"forbidden\":5}"), "{text}");
+        assert_eq!(lines(), 3);
+        // Out of tokens: answered before running, and no line.
+        for _ in 0..20 {
+            assert_eq!(
+                get(&served.router, &nobody).await,
+                StatusCode::TOO_MANY_REQUESTS
+            );
+        }
+        assert_eq!(lines(), 3);
+        assert_eq!(served.nexus.suppressed().total(), 25);
+    }
+}
