@@ -321,9 +321,8 @@ impl<F: LogFile> Committer<F> {
                         }
                     }
                     Err(e) => {
-                        let e = Arc::new(e);
                         for tx in replies {
-                            let _ = tx.send(Err(share(&e)));
+                            let _ = tx.send(Err(copy_for_reply(&e)));
                         }
                     }
                 }
@@ -399,14 +398,11 @@ impl<F: LogFile> Committer<F> {
     }
 }
 
-/// The same error for every request of a failed batch.
-fn share(e: &Arc<AuditError>) -> AuditError {
-    match &**e {
+/// The same error for every request of a failed batch (the store's error is not `Clone`).
+fn copy_for_reply(e: &AuditError) -> AuditError {
+    match e {
         AuditError::Write(io) => AuditError::Write(io.clone()),
         AuditError::Poisoned => AuditError::Poisoned,
-        AuditError::Checkpoint(s) => {
-            AuditError::Write(Arc::new(io::Error::other(format!("audit checkpoint: {s}"))))
-        }
         other => AuditError::Write(Arc::new(io::Error::other(other.to_string()))),
     }
 }
