@@ -81,9 +81,12 @@ impl Default for RateLimits {
                 per_minute: 2,
                 burst: 2,
             },
+            // One refusal line a second per caller at most, once a burst is spent: about
+            // 3 MB an hour of summary-sized lines, where one caller could write megabytes a
+            // second before.
             refused: Rate {
-                per_minute: 120,
-                burst: 60,
+                per_minute: 60,
+                burst: 30,
             },
         }
     }

@@ -1,7 +1,8 @@
 //! Refused requests cannot flood the audit log: each caller may have a bounded rate of
-//! refusal lines ([`RateClass::Refused`]); beyond it, its refusals are answered
+//! refusal lines ([`RateClass::Refused`](crate::ratelimit::RateClass::Refused)); beyond it, its refusals are answered
 //! `429 rate_limited` and only counted, per reason, and the counts are written as one
-//! `audit.suppressed` summary line with the caller's next audited refusal.
+//! `audit.suppressed` summary line with the caller's next audited refusal (or by the periodic
+//! check, once the caller has a token again).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -42,6 +43,12 @@ impl Suppressed {
             .into_iter()
             .filter_map(|k| p.remove(&k).map(|c| (k, c)))
             .collect()
+    }
+
+    /// The callers with pending counts.
+    pub(crate) fn callers(&self) -> Vec<SpiffeId> {
+        let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.keys().flatten().cloned().collect()
     }
 
     /// Puts counts back that could not be written.
@@ -118,5 +125,10 @@ mod tests {
         }
         assert_eq!(lines(), 3);
         assert_eq!(served.nexus.suppressed().total(), 25);
+        // The periodic flush writes nothing while the caller has no token.
+        let opened = served.nexus.opened().unwrap();
+        served.nexus.flush_suppressed(&opened).await;
+        assert_eq!(lines(), 3);
+        assert_eq!(served.nexus.suppressed().callers(), vec![nobody]);
     }
 }

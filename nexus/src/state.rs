@@ -421,7 +421,14 @@ impl Nexus {
                 "too many refused requests from this SPIFFE ID; slow down and retry",
             ));
         }
-        for (who, counts) in self.suppressed.take(&caller) {
+        self.write_suppressed(opened, &caller).await?;
+        self.append(opened, record).await
+    }
+
+    /// Writes the `audit.suppressed` summary of what was counted for `caller` (and for
+    /// callers beyond the table's cap). Call holding one of its refusal tokens.
+    async fn write_suppressed(&self, opened: &Opened, caller: &SpiffeId) -> AppResult<()> {
+        for (who, counts) in self.suppressed.take(caller) {
             let mut summary = AuditRecord::new(SUPPRESSED_ACTION, Decision::Deny, "rate_limited");
             if let Some(w) = &who {
                 summary = summary.with_caller(w.clone());
@@ -434,7 +441,20 @@ impl Nexus {
                 return Err(e);
             }
         }
-        self.append(opened, record).await
+        Ok(())
+    }
+
+    /// Writes the pending counts of every caller that has a refusal token again, so counts
+    /// reach the log even when the caller never comes back. Run periodically while open.
+    pub(crate) async fn flush_suppressed(&self, opened: &Opened) {
+        for caller in self.suppressed.callers() {
+            if self.limiter.check(RateClass::Refused, &caller).is_ok()
+                && let Err(e) = self.write_suppressed(opened, &caller).await
+            {
+                tracing::warn!(error = %e.0.message, "could not write suppressed refusal counts; kept for later");
+                return;
+            }
+        }
     }
 
     async fn append(&self, opened: &Opened, record: AuditRecord) -> AppResult<()> {
