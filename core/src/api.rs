@@ -294,6 +294,13 @@ pub struct AuditVerifyResponse {
     /// Why it is bad.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The verified chain's head (its last line's seq and mac), to keep elsewhere and compare
+    /// later: a log cut back to before it is then noticed even if the store is rolled back too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<crate::audit::Checkpoint>,
+    /// The checkpoint stored with the data that the live log was checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::audit::Checkpoint>,
 }
 
 /// Keeper `PUT /v1/share` (Nexus only).

@@ -521,6 +521,25 @@ impl Cluster {
         wait_until(timeout, || matches!(self.readyz(), Some((200, _))))
     }
 
+    /// The SVID source of a fresh SVID for `who` (a path in the trust domain), for clients
+    /// the tests drive directly.
+    pub async fn svid_source(
+        &self,
+        who: &str,
+        timeout: Duration,
+    ) -> std::sync::Arc<dyn spike_runtime::svid::SvidSource> {
+        let files = self.pki.svid(who);
+        let td = TrustDomain::new(TD).expect("test trust domain");
+        spike_runtime::svid::SourceConfig::PemFiles(spike_runtime::svid::PemPaths {
+            cert: files.cert,
+            key: files.key,
+            bundle: files.bundle,
+        })
+        .open(&td, timeout)
+        .await
+        .expect("SVID source")
+    }
+
     /// Runs the `spike` CLI with `identity`'s SVID files.
     pub fn spike(&self, identity: &PemFiles, args: &[&str]) -> Output {
         self.spike_stdin(identity, args, None)

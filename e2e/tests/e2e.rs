@@ -8,6 +8,8 @@
 mod access;
 #[path = "e2e/at_rest.rs"]
 mod at_rest;
+#[path = "e2e/audit_log.rs"]
+mod audit_log;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
 #[path = "e2e/bootstrap.rs"]

@@ -32,6 +32,8 @@ pub struct NexusConfig {
     pub data_dir: Option<PathBuf>,
     /// The audit log file.
     pub audit_log: PathBuf,
+    /// Audit log rotation, loss acceptance and refusal rate.
+    pub audit: AuditSettings,
     /// How often keepers are polled (while sealed) and checked (while open).
     pub keeper_interval: Duration,
     /// Largest request body, bytes; larger answers `413 too_large`.
@@ -61,6 +63,7 @@ impl NexusConfig {
             keepers,
             data_dir: None,
             audit_log,
+            audit: AuditSettings::default(),
             keeper_interval: Duration::from_secs(2),
             max_body: limits.max_body,
             secret_limits: SecretLimits::default(),
@@ -113,6 +116,14 @@ pub struct NexusArgs {
     /// Versions kept per secret.
     #[arg(id = "limits.max_versions", long = "max-versions", value_name = "N")]
     pub max_versions: Option<u32>,
+    /// Accept, once, an audit log that does not reach its stored checkpoint: give the
+    /// checkpoint's seq shown in the refusal (docs/runbooks/audit-log-loss.md).
+    #[arg(
+        id = "audit.accept_loss_at",
+        long = "audit-accept-loss",
+        value_name = "SEQ"
+    )]
+    pub audit_accept_loss: Option<u64>,
 }
 
 /// The Nexus configuration file. Every key has a default; unknown keys are refused.
@@ -145,6 +156,31 @@ pub struct NexusSettings {
     pub limits: LimitSettings,
     /// `[rate_limits.*]`: per-caller rate limits.
     pub rate_limits: RateLimits,
+    /// `[audit]`: audit log rotation and loss acceptance.
+    pub audit: AuditSettings,
+}
+
+/// The `[audit]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Rotate the live audit file once it holds this many bytes.
+    pub max_file_bytes: u64,
+    /// Accept a log that does not reach the stored checkpoint whose seq is this; 0 accepts
+    /// nothing (the empty log's checkpoint cannot be lost).
+    pub accept_loss_at: u64,
+}
+
+/// Smallest `audit.max_file_bytes`: one longest line.
+const MIN_AUDIT_FILE_BYTES: u64 = spike_core::audit::MAX_LINE_LEN as u64;
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: crate::audit_log::DEFAULT_MAX_FILE_BYTES,
+            accept_loss_at: 0,
+        }
+    }
 }
 
 impl Default for NexusSettings {
@@ -161,6 +197,7 @@ impl Default for NexusSettings {
             server: ConnLimits::default(),
             limits: LimitSettings::default(),
             rate_limits: RateLimits::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -287,8 +324,14 @@ impl NexusSettings {
             ("resolve", self.rate_limits.resolve),
             ("restore", self.rate_limits.restore),
             ("recover", self.rate_limits.recover),
+            ("refused", self.rate_limits.refused),
         ] {
             check_rate(name, rate)?;
+        }
+        if self.audit.max_file_bytes < MIN_AUDIT_FILE_BYTES {
+            return Err(ConfigError::invalid(format!(
+                "audit.max_file_bytes must be at least {MIN_AUDIT_FILE_BYTES}"
+            )));
         }
         let identity = self.identity.to_args()?;
         let config = NexusConfig {
@@ -296,6 +339,7 @@ impl NexusSettings {
             keepers: self.keepers,
             data_dir: self.data_dir,
             audit_log,
+            audit: self.audit,
             keeper_interval: self.keeper_interval,
             max_body: l.max_body,
             secret_limits: SecretLimits {

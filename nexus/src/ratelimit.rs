@@ -31,6 +31,9 @@ pub(crate) enum RateClass {
     Restore,
     /// Break-glass recover (export of custodian shares).
     Recover,
+    /// Audit lines of refused requests (see `Nexus::audit`), on every route: beyond it a
+    /// caller's refusals are answered `429` and counted instead of written one by one.
+    Refused,
 }
 
 /// One limit: `burst` requests at once, refilled at `per_minute`.
@@ -55,6 +58,8 @@ pub struct RateLimits {
     pub restore: Rate,
     /// Break-glass recover, per caller.
     pub recover: Rate,
+    /// Refused requests (and batches with refused items), per caller, on every route.
+    pub refused: Rate,
 }
 
 impl Default for RateLimits {
@@ -76,6 +81,13 @@ impl Default for RateLimits {
                 per_minute: 2,
                 burst: 2,
             },
+            // One refusal line a second per caller at most, once a burst is spent: about
+            // 3 MB an hour of summary-sized lines, where one caller could write megabytes a
+            // second before.
+            refused: Rate {
+                per_minute: 60,
+                burst: 30,
+            },
         }
     }
 }
@@ -83,6 +95,15 @@ impl Default for RateLimits {
 struct Bucket {
     tokens: f64,
     at: Instant,
+}
+
+impl Bucket {
+    /// The tokens this bucket holds at `now`, refilled at `rate` and capped at its burst.
+    fn refilled(&self, rate: Rate, now: Instant) -> f64 {
+        let per_sec = f64::from(rate.per_minute) / 60.0;
+        (self.tokens + now.duration_since(self.at).as_secs_f64() * per_sec)
+            .min(f64::from(rate.burst.max(1)))
+    }
 }
 
 pub(crate) struct RateLimiter {
@@ -104,6 +125,7 @@ impl RateLimiter {
             RateClass::Resolve => self.limits.resolve,
             RateClass::Restore => self.limits.restore,
             RateClass::Recover => self.limits.recover,
+            RateClass::Refused => self.limits.refused,
         }
     }
 
@@ -112,18 +134,25 @@ impl RateLimiter {
         self.check_at(class, caller, Instant::now())
     }
 
+    /// True when `caller` has no token left in `class` now (nothing is taken).
+    pub(crate) fn exhausted(&self, class: RateClass, caller: &SpiffeId) -> bool {
+        let rate = self.rate(class);
+        let now = Instant::now();
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets
+            .get(&(class, caller.clone()))
+            .is_some_and(|b| b.refilled(rate, now) < 1.0)
+    }
+
     fn check_at(&self, class: RateClass, caller: &SpiffeId, now: Instant) -> Result<(), AppError> {
         let rate = self.rate(class);
         let burst = f64::from(rate.burst.max(1));
-        let per_sec = f64::from(rate.per_minute) / 60.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&(class, caller.clone())) {
             // Drop buckets that have refilled completely: forgetting them changes nothing.
             buckets.retain(|(c, _), b| {
                 let r = self.rate(*c);
-                let full = f64::from(r.burst.max(1));
-                b.tokens + now.duration_since(b.at).as_secs_f64() * f64::from(r.per_minute) / 60.0
-                    < full
+                b.refilled(r, now) < f64::from(r.burst.max(1))
             });
             if buckets.len() >= MAX_BUCKETS {
                 return Err(limited());
@@ -133,7 +162,7 @@ impl RateLimiter {
             tokens: burst,
             at: now,
         });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec).min(burst);
+        b.tokens = b.refilled(rate, now);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;

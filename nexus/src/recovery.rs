@@ -41,7 +41,10 @@ async fn tick(nexus: &Nexus) {
             crate::breakglass::drop_expired(nexus, std::time::Instant::now());
             try_unseal(nexus).await;
         }
-        Status::Open(o) => replenish(nexus, &o.keys).await,
+        Status::Open(o) => {
+            replenish(nexus, &o.keys).await;
+            nexus.flush_suppressed(&o).await;
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use spike_core::audit::{AuditKey, AuditRecord, Checkpoint, Decision};
+use spike_core::audit::{AuditKey, AuditRecord, Decision};
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
 use spike_core::path::SecretPath;
@@ -11,15 +11,17 @@ use spike_runtime::svid::SvidSource;
 use spike_store::{Batch, Store, StoreError, Table};
 
 use crate::StartError;
-use crate::audit_log::AuditWriter;
+use crate::audit_log::{Anchor, AuditWriter, WriterOptions};
 use crate::config::NexusConfig;
 use crate::error::{AppError, AppResult};
 use crate::keepers::Keepers;
 use crate::keys::{InitRecord, OpenKeys};
 use crate::metrics::Metrics;
 use crate::policies::Policies;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateClass, RateLimiter};
+use crate::refusals::Suppressed;
 use crate::restore_shares::PendingRestore;
+use crate::sealed_audit::SealedAudit;
 use crate::secrets::Secrets;
 
 /// System records (the init record).
@@ -28,6 +30,25 @@ pub(crate) const INIT_KEY: &[u8] = b"init";
 /// Set (to a fresh random value) with every change of the init record, cleared once the store
 /// was compacted after it: a crash between the two leaves it set, so the compaction is redone.
 const COMPACT_KEY: &[u8] = b"compact-pending";
+
+/// Action of the summary line of a caller's refusals counted instead of written.
+pub(crate) const SUPPRESSED_ACTION: &str = "audit.suppressed";
+
+/// Outcomes that count against a caller's refusal rate: what a caller's own request caused
+/// (no permission, bad input), not what Nexus or the data did (sealed, not found, conflict).
+fn is_refusal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Forbidden
+            | ErrorCode::InvalidPath
+            | ErrorCode::BadRequest
+            | ErrorCode::TooLarge
+            | ErrorCode::UnsupportedMediaType
+            | ErrorCode::InvalidPolicy
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::RateLimited
+    )
+}
 
 /// Why the init record could not be read or replaced.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +103,6 @@ pub(crate) enum Status {
 pub(crate) struct Opened {
     pub(crate) keys: OpenKeys,
     pub(crate) audit: AuditWriter,
-    /// The newest durable audit head, to detect truncation of the live log.
-    pub(crate) audit_head: std::sync::Mutex<Option<Checkpoint>>,
 }
 
 impl Opened {
@@ -110,6 +129,10 @@ pub struct Nexus {
     restore: std::sync::Mutex<Option<PendingRestore>>,
     /// Background re-encryption after a rotation.
     reencryption: crate::reencrypt::Reencryption,
+    /// Refusals counted instead of written (a caller over its refusal rate).
+    suppressed: Suppressed,
+    /// Audit records of requests made while sealed, appended once the chain opens.
+    sealed_audit: std::sync::Mutex<SealedAudit>,
 }
 
 impl Nexus {
@@ -137,6 +160,8 @@ impl Nexus {
             open_lock: tokio::sync::Mutex::new(()),
             restore: std::sync::Mutex::new(None),
             reencryption: crate::reencrypt::Reencryption::default(),
+            suppressed: Suppressed::default(),
+            sealed_audit: std::sync::Mutex::new(SealedAudit::default()),
         })
     }
 
@@ -166,6 +191,11 @@ impl Nexus {
 
     pub(crate) fn limiter(&self) -> &RateLimiter {
         &self.limiter
+    }
+
+    /// Refusals counted instead of written.
+    pub(crate) fn suppressed(&self) -> &Suppressed {
+        &self.suppressed
     }
 
     /// See the field: take it around anything that changes the root key or its splits.
@@ -299,19 +329,34 @@ impl Nexus {
         }
     }
 
-    /// Opens with `keys`: loads policies, opens the audit log.
+    /// Opens with `keys`: opens the audit log (refusing one that does not reach its stored
+    /// checkpoint), appends what was audited while sealed, loads policies.
     pub(crate) async fn open_with(&self, keys: OpenKeys) -> Result<(), OpenError> {
-        let audit =
-            AuditWriter::open(&self.config.audit_log, AuditKey::new(keys.audit_key())).await?;
+        let options = WriterOptions {
+            max_file_bytes: self.config.audit.max_file_bytes,
+            accept_loss_at: Some(self.config.audit.accept_loss_at).filter(|&s| s > 0),
+            ..WriterOptions::default()
+        };
+        let audit = AuditWriter::open_with(
+            &self.config.audit_log,
+            AuditKey::new(keys.audit_key()),
+            options,
+            Some(Anchor::new(self.store.clone())),
+        )
+        .await?;
+        let buffered = self
+            .sealed_audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain();
+        for (record, time) in buffered {
+            audit.append_at(record, time).await?;
+        }
         self.policies
             .reload(&keys)
             .await
             .map_err(|e| OpenError::Policies(e.0))?;
-        self.set_status(Status::Open(Arc::new(Opened {
-            keys,
-            audit,
-            audit_head: std::sync::Mutex::new(None),
-        })));
+        self.set_status(Status::Open(Arc::new(Opened { keys, audit })));
         // Partial break-glass state is moot once open; its shares zeroize as they drop.
         *self.restore.lock().unwrap_or_else(|p| p.into_inner()) = None;
         tracing::info!("Nexus is open");
@@ -350,7 +395,9 @@ impl Nexus {
         }
     }
 
-    /// Writes one audit line; fails closed.
+    /// Writes one audit line; fails closed. While sealed the record is kept and appended once
+    /// the chain opens. A refusal takes one of the caller's refusal-rate tokens: without one,
+    /// it is only counted and the caller gets `429 rate_limited` (see `refusals`).
     pub(crate) async fn audit(
         &self,
         opened: Option<&Opened>,
@@ -364,25 +411,109 @@ impl Nexus {
             Err(ErrorCode::Forbidden) => (Decision::Deny, "forbidden"),
             Err(code) => (Decision::Error, code.as_str()),
         };
-        let Some(opened) = opened else {
-            // No audit key while sealed; the refusal goes to the operational log.
-            tracing::info!(caller = %caller, action, ?decision, %reason, "request while sealed");
-            return Ok(());
-        };
         let mut record = AuditRecord::new(action, decision, reason).with_caller(caller.clone());
         if let Some(p) = path {
-            record = record.with_path(p);
+            // An invalid raw path is caller data of any size and bytes: keep only a short
+            // escaped prefix and a hash of it.
+            record = match outcome {
+                Err(ErrorCode::InvalidPath) => record.with_raw_path(p),
+                _ => record.with_path(p),
+            };
         }
-        let head = opened.audit.append(record).await.map_err(|e| {
+        let Some(opened) = opened else {
+            tracing::info!(caller = %caller, action, ?decision, %reason, "request while sealed; audited once the chain opens");
+            self.sealed_audit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(record);
+            return Ok(());
+        };
+        if let Err(code) = outcome
+            && is_refusal(*code)
+        {
+            self.audit_refusal(opened, record).await
+        } else {
+            self.append(opened, record).await
+        }
+    }
+
+    /// Writes the refusal `record` if its caller has a refusal-rate token, first writing
+    /// what was counted for it meanwhile; otherwise counts it and answers `429`.
+    pub(crate) async fn audit_refusal(
+        &self,
+        opened: &Opened,
+        record: AuditRecord,
+    ) -> AppResult<()> {
+        let Some(caller) = record.caller().cloned() else {
+            return self.append(opened, record).await;
+        };
+        if self.limiter.check(RateClass::Refused, &caller).is_err() {
+            if record.counts().is_empty() {
+                self.suppressed.add(&caller, record.reason(), 1);
+            } else {
+                for (reason, n) in record.counts() {
+                    self.suppressed.add(&caller, reason, *n);
+                }
+            }
+            return Err(AppError::new(
+                ErrorCode::RateLimited,
+                "too many refused requests from this SPIFFE ID; slow down and retry",
+            ));
+        }
+        self.write_suppressed(opened, &caller).await?;
+        self.append(opened, record).await
+    }
+
+    /// Writes the `audit.suppressed` summary of what was counted for `caller` (and for
+    /// callers beyond the table's cap). Call holding one of its refusal tokens.
+    async fn write_suppressed(&self, opened: &Opened, caller: &SpiffeId) -> AppResult<()> {
+        for (who, counts) in self.suppressed.take(caller) {
+            let mut summary = AuditRecord::new(SUPPRESSED_ACTION, Decision::Deny, "rate_limited");
+            if let Some(w) = &who {
+                summary = summary.with_caller(w.clone());
+            }
+            for (reason, n) in &counts {
+                summary = summary.with_count(reason, *n);
+            }
+            if let Err(e) = self.append(opened, summary).await {
+                self.suppressed.restore(who, counts);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the pending counts of every caller that has a refusal token again, so counts
+    /// reach the log even when the caller never comes back. Run periodically while open.
+    pub(crate) async fn flush_suppressed(&self, opened: &Opened) {
+        for caller in self.suppressed.callers() {
+            if self.limiter.check(RateClass::Refused, &caller).is_ok()
+                && let Err(e) = self.write_suppressed(opened, &caller).await
+            {
+                tracing::warn!(error = %e.0.message, "could not write suppressed refusal counts; kept for later");
+                return;
+            }
+        }
+    }
+
+    async fn append(&self, opened: &Opened, record: AuditRecord) -> AppResult<()> {
+        opened.audit.append(record).await.map_err(|e| {
             tracing::error!(error = %e, "audit log write failed; refusing the request");
             AppError::new(ErrorCode::Unavailable, "the audit log cannot be written")
         })?;
-        if let Ok(mut h) = opened.audit_head.lock()
-            && h.as_ref().is_none_or(|c| c.seq < head.seq)
-        {
-            *h = Some(head);
-        }
         Ok(())
+    }
+
+    /// True when `caller` has used up its refusal rate: its requests are then answered
+    /// `429` before they run, and only counted.
+    pub(crate) fn refusals_exhausted(&self, caller: &SpiffeId) -> bool {
+        let out = self.limiter.exhausted(RateClass::Refused, caller);
+        if out {
+            // Counted under the answer it got: the request never ran, so it has no other.
+            self.suppressed
+                .add(caller, ErrorCode::RateLimited.as_str(), 1);
+        }
+        out
     }
 
     /// Stores the first init record, unless one exists (another process may have initialized

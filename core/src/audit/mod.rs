@@ -14,8 +14,14 @@
 //!   line therefore breaks `seq` continuity or the chain at that line, which [`verify`]
 //!   reports.
 //! - Cutting lines off the end leaves a valid shorter chain. Only a head kept elsewhere can
-//!   reveal it: Nexus stores the latest [`Checkpoint`] (the last `seq` and its `mac`, itself
-//!   unforgeable without the key) and checks with [`verify_against`].
+//!   reveal it: Nexus stores the latest [`Checkpoint`] (the last `seq` and its `mac`, sealed
+//!   with a tag under the key) with every durable audit write, and checks with
+//!   [`verify_against`]; `spike audit verify` prints the head so it can be kept elsewhere too.
+//! - A summary line (`counts`) stands for many refused items or requests, counted per reason
+//!   code, so refusals cannot flood the log; an invalid raw path is kept as a short escaped
+//!   prefix and a hash ([`AuditRecord::with_raw_path`]).
+//! - The log may span several files (rotated by size); the chain simply continues, and
+//!   [`ChainVerifier`] checks the files in order, streaming.
 //!
 //! A line can never hold a secret value: [`AuditRecord`] has no field that could, its
 //! `action` and `reason` are `&'static str` codes chosen in code, never caller data, and its
@@ -28,8 +34,10 @@
 //! Nexus's audit writer appends lines durably with group commit; this module is the format it
 //! writes and the check that reads it back.
 
+mod checkpoint;
 mod record;
 mod verification;
 
+pub use checkpoint::*;
 pub use record::*;
 pub use verification::*;

@@ -1,11 +1,12 @@
 //! The audit line, its key, MAC and chain.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -18,10 +19,13 @@ use super::*;
 pub const MAX_LINE_LEN: usize = 64 * 1024;
 /// Longest `path` kept in a line, in bytes; longer ones are cut and end with `...`.
 pub const MAX_AUDIT_PATH_LEN: usize = 1024;
+/// Bytes of an invalid raw path kept, escaped, in front of its hash (see
+/// [`AuditRecord::with_raw_path`]).
+pub const RAW_PATH_PREFIX_LEN: usize = 32;
 /// Domain separation tag of the version-1 MAC input.
 const DOMAIN: &[u8] = b"spike-audit-v1\0";
 
-type HmacSha256 = Hmac<Sha256>;
+pub(super) type HmacSha256 = Hmac<Sha256>;
 
 /// The 256-bit audit-chain key, derived by Nexus from its data key. Zeroized on drop; never
 /// printed.
@@ -34,7 +38,7 @@ impl AuditKey {
         Self(Zeroizing::new(*bytes))
     }
 
-    fn hmac(&self) -> HmacSha256 {
+    pub(super) fn hmac(&self) -> HmacSha256 {
         // HMAC accepts keys of any length, so this cannot fail.
         <HmacSha256 as KeyInit>::new_from_slice(&self.0[..]).expect("hmac accepts any key length")
     }
@@ -66,7 +70,7 @@ impl AuditMac {
     }
 
     /// Wraps raw bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
@@ -124,26 +128,6 @@ impl<'de> Deserialize<'de> for AuditMac {
     }
 }
 
-/// The position of a chain: the last line's `seq` and `mac`. `seq` 0 with a zero MAC is the
-/// empty log. Nexus keeps the latest one in its store (and may ship it to a second sink) to
-/// detect truncation with [`verify_against`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Checkpoint {
-    /// The last line's sequence number.
-    pub seq: u64,
-    /// The last line's MAC.
-    pub mac: AuditMac,
-}
-
-impl Checkpoint {
-    /// The empty log.
-    pub const GENESIS: Self = Self {
-        seq: 0,
-        mac: AuditMac::ZERO,
-    };
-}
-
 /// The outcome of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -179,6 +163,7 @@ pub struct AuditRecord {
     decision: Decision,
     reason: &'static str,
     status: Option<u16>,
+    counts: BTreeMap<&'static str, u64>,
 }
 
 impl AuditRecord {
@@ -191,6 +176,7 @@ impl AuditRecord {
             decision,
             reason,
             status: None,
+            counts: BTreeMap::new(),
         }
     }
 
@@ -214,6 +200,27 @@ impl AuditRecord {
         }
         self.path = Some(path);
         self
+    }
+
+    /// Records a path that did not parse as a secret path: at most
+    /// [`RAW_PATH_PREFIX_LEN`] bytes of it, escaped, then its length and a SHA-256 prefix, e.g.
+    /// `a\u{0}b... (1024 bytes, sha256:3f2a…)`. A caller sending huge or binary invalid paths
+    /// thus costs a short line, and the same bad path is still recognisable across lines.
+    pub fn with_raw_path(mut self, raw: &str) -> Self {
+        self.path = Some(abbreviate_raw_path(raw));
+        self
+    }
+
+    /// Adds `n` to the count of `code` (a reason code). A summary line carries counts instead
+    /// of one line per refused item or request.
+    pub fn with_count(mut self, code: &'static str, n: u64) -> Self {
+        *self.counts.entry(code).or_default() += n;
+        self
+    }
+
+    /// The counts of a summary line (empty on an ordinary line).
+    pub fn counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counts
     }
 
     /// Sets the HTTP status sent.
@@ -275,6 +282,9 @@ pub struct AuditLine {
     /// The HTTP status, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// Counts per reason code, on a summary line only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<BTreeMap<String, u64>>,
     /// The previous line's MAC (zeros on the first line).
     pub prev: AuditMac,
     /// HMAC-SHA256 over the other fields.
@@ -315,8 +325,11 @@ impl AuditLine {
 
     /// The MAC this line should carry under `key`: HMAC-SHA256 over
     /// `"spike-audit-v1\0" ‖ seq (u64 BE) ‖ time ‖ caller? ‖ action ‖ path? ‖ decision ‖
-    /// reason ‖ status? ‖ prev (32 bytes)`, where each string is a u32 BE length then its
-    /// bytes, and each optional field is a 0 byte when absent or a 1 byte then the field.
+    /// reason ‖ status? ‖ prev (32 bytes) [‖ counts]`, where each string is a u32 BE length
+    /// then its bytes, and each optional field is a 0 byte when absent or a 1 byte then the
+    /// field. `counts`, present on summary lines only, is appended after `prev` as a 1 byte,
+    /// the number of entries (u32 BE), then each code (string) and count (u64 BE) in code
+    /// order; lines without it keep exactly the original encoding.
     pub fn compute_mac(&self, key: &AuditKey) -> AuditMac {
         let mut m = key.hmac();
         m.update(DOMAIN);
@@ -335,6 +348,15 @@ impl AuditLine {
             }
         }
         m.update(self.prev.as_bytes());
+        if let Some(counts) = &self.counts {
+            m.update(&[1]);
+            let n = u32::try_from(counts.len()).unwrap_or(u32::MAX);
+            m.update(&n.to_be_bytes());
+            for (code, count) in counts {
+                put_str(&mut m, code);
+                m.update(&count.to_be_bytes());
+            }
+        }
         AuditMac(m.finalize().into_bytes().into())
     }
 
@@ -360,6 +382,23 @@ fn put_opt_str(m: &mut HmacSha256, s: Option<&str>) {
             put_str(m, s);
         }
     }
+}
+
+/// See [`AuditRecord::with_raw_path`].
+fn abbreviate_raw_path(raw: &str) -> String {
+    let mut end = raw.len().min(RAW_PATH_PREFIX_LEN);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    // Escaping keeps control characters and look-alikes out of the log as themselves.
+    let prefix: String = raw[..end].chars().flat_map(char::escape_default).collect();
+    let digest = Sha256::digest(raw.as_bytes());
+    format!(
+        "{prefix}{} ({} bytes, sha256:{})",
+        if end < raw.len() { "..." } else { "" },
+        raw.len(),
+        hex::encode(&digest[..8])
+    )
 }
 
 /// Formats `t` as RFC 3339 UTC with microseconds, e.g. `2025-01-31T12:00:00.000001Z`.
@@ -423,6 +462,13 @@ impl Chain {
             decision: record.decision,
             reason: record.reason.to_owned(),
             status: record.status,
+            counts: (!record.counts.is_empty()).then(|| {
+                record
+                    .counts
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect()
+            }),
             prev: self.head.mac,
             mac: AuditMac::ZERO,
         };
@@ -438,5 +484,57 @@ impl fmt::Debug for Chain {
             .field("key", &self.key)
             .field("head", &self.head)
             .finish()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_raw_paths_are_kept_as_a_short_escaped_prefix_and_a_hash() {
+        let raw = format!("bad\u{1}\n{}", "x".repeat(1020));
+        let r = AuditRecord::new("secret.put", Decision::Error, "invalid_path").with_raw_path(&raw);
+        let p = r.path().unwrap();
+        assert!(p.len() < 120, "{p}");
+        assert!(p.starts_with("bad\\u{1}\\nxxx"), "{p}");
+        assert!(p.contains("(1025 bytes, sha256:"), "{p}");
+        // The same path gives the same line text; another one does not.
+        let again =
+            AuditRecord::new("secret.put", Decision::Error, "invalid_path").with_raw_path(&raw);
+        assert_eq!(again.path(), Some(p));
+        let other = format!("{raw}y");
+        let other =
+            AuditRecord::new("secret.put", Decision::Error, "invalid_path").with_raw_path(&other);
+        assert_ne!(other.path(), Some(p));
+    }
+
+    #[test]
+    fn summary_counts_are_covered_by_the_mac() {
+        let key = AuditKey::new(&[3; 32]);
+        let mut chain = Chain::new(key.clone());
+        let r = AuditRecord::new(
+            "secret.batch.put.refused",
+            Decision::Deny,
+            "batch_items_refused",
+        )
+        .with_count("forbidden", 2)
+        .with_count("invalid_path", 1)
+        .with_count("forbidden", 1);
+        let line = chain.seal(r);
+        assert_eq!(line.counts.as_ref().unwrap()["forbidden"], 3);
+        let parsed = AuditLine::parse(line.to_json_line().trim_end()).unwrap();
+        assert!(parsed.mac_is_valid(&key));
+        let mut edited = parsed.clone();
+        edited
+            .counts
+            .as_mut()
+            .unwrap()
+            .insert("forbidden".into(), 1);
+        assert!(!edited.mac_is_valid(&key));
+        let mut dropped = parsed;
+        dropped.counts = None;
+        assert!(!dropped.mac_is_valid(&key));
     }
 }

@@ -108,7 +108,9 @@ pub struct VerifyReport {
 /// the previous one in `seq` and `prev`. Stops at the first bad line. Cannot detect lines cut
 /// off the end; see [`verify_against`].
 pub fn verify<R: Read>(reader: R, key: &AuditKey) -> Result<VerifyReport, VerifyError> {
-    verify_inner(reader, key, None)
+    let mut v = ChainVerifier::new(key);
+    v.read(reader)?;
+    v.finish()
 }
 
 /// Like [`verify`], and also checks that the log reaches `checkpoint` and that its line at
@@ -119,66 +121,110 @@ pub fn verify_against<R: Read>(
     key: &AuditKey,
     checkpoint: &Checkpoint,
 ) -> Result<VerifyReport, VerifyError> {
-    verify_inner(reader, key, Some(checkpoint))
+    let mut v = ChainVerifier::against(key, *checkpoint);
+    v.read(reader)?;
+    v.finish()
 }
 
-fn verify_inner<R: Read>(
-    reader: R,
-    key: &AuditKey,
-    checkpoint: Option<&Checkpoint>,
-) -> Result<VerifyReport, VerifyError> {
-    let mut reader = BufReader::new(reader);
-    let mut buf = Vec::new();
-    let mut head = Checkpoint::GENESIS;
-    let mut lines = 0u64;
-    loop {
-        let status = read_line_bounded(&mut reader, &mut buf)?;
-        let Some(status) = status else { break };
-        lines += 1;
-        let bad = |problem| VerifyError::Line {
-            line: lines,
-            problem,
-        };
-        match status {
-            LineStatus::Complete => {}
-            LineStatus::Incomplete => return Err(bad(LineProblem::Incomplete)),
-            LineStatus::TooLong => return Err(bad(LineProblem::TooLong)),
+/// Checks a chain read in pieces (the files of a rotated log, oldest first), streaming: it
+/// holds one line at a time, never a whole file. Line numbers count across the pieces.
+#[derive(Debug)]
+pub struct ChainVerifier<'k> {
+    key: &'k AuditKey,
+    checkpoint: Option<Checkpoint>,
+    head: Checkpoint,
+    lines: u64,
+    buf: Vec<u8>,
+}
+
+impl<'k> ChainVerifier<'k> {
+    /// A verifier of a chain starting at its first line.
+    pub fn new(key: &'k AuditKey) -> Self {
+        Self {
+            key,
+            checkpoint: None,
+            head: Checkpoint::GENESIS,
+            lines: 0,
+            buf: Vec::new(),
         }
-        let text = std::str::from_utf8(&buf).map_err(|_| bad(LineProblem::NotUtf8))?;
-        let line = AuditLine::parse(text).map_err(bad)?;
-        if !line.mac_is_valid(key) {
-            return Err(bad(LineProblem::BadMac));
+    }
+
+    /// Like [`ChainVerifier::new`], and [`finish`](Self::finish) also requires the chain to
+    /// reach `checkpoint` (see [`verify_against`]).
+    pub fn against(key: &'k AuditKey, checkpoint: Checkpoint) -> Self {
+        Self {
+            checkpoint: Some(checkpoint),
+            ..Self::new(key)
         }
-        let expected = head.seq.saturating_add(1);
+    }
+
+    /// Lines verified so far.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Verifies every line of `reader`, continuing the chain from the pieces read before.
+    /// Each piece must end with a newline. Stops at the first bad line.
+    pub fn read<R: Read>(&mut self, reader: R) -> Result<(), VerifyError> {
+        let mut reader = BufReader::new(reader);
+        while let Some(status) = read_line_bounded(&mut reader, &mut self.buf)? {
+            self.lines += 1;
+            let line = self.lines;
+            let bad = |problem| VerifyError::Line { line, problem };
+            match status {
+                LineStatus::Complete => {}
+                LineStatus::Incomplete => return Err(bad(LineProblem::Incomplete)),
+                LineStatus::TooLong => return Err(bad(LineProblem::TooLong)),
+            }
+            let text = std::str::from_utf8(&self.buf).map_err(|_| bad(LineProblem::NotUtf8))?;
+            let parsed = AuditLine::parse(text).map_err(bad)?;
+            self.check(&parsed).map_err(bad)?;
+            self.head = parsed.checkpoint();
+        }
+        Ok(())
+    }
+
+    fn check(&self, line: &AuditLine) -> Result<(), LineProblem> {
+        if !line.mac_is_valid(self.key) {
+            return Err(LineProblem::BadMac);
+        }
+        let expected = self.head.seq.saturating_add(1);
         if line.seq != expected {
-            return Err(bad(LineProblem::SeqMismatch {
+            return Err(LineProblem::SeqMismatch {
                 expected,
                 found: line.seq,
-            }));
+            });
         }
-        if line.prev != head.mac {
-            return Err(bad(LineProblem::PrevMismatch));
+        if line.prev != self.head.mac {
+            return Err(LineProblem::PrevMismatch);
         }
-        if let Some(cp) = checkpoint
+        if let Some(cp) = self.checkpoint
             && cp.seq == line.seq
             && cp.mac != line.mac
         {
-            return Err(bad(LineProblem::CheckpointMismatch { seq: cp.seq }));
+            return Err(LineProblem::CheckpointMismatch { seq: cp.seq });
         }
-        head = line.checkpoint();
+        Ok(())
     }
-    // A checkpoint the log reached was compared on its line above; one beyond the end means
-    // lines were cut off.
-    if let Some(cp) = checkpoint
-        && head.seq < cp.seq
-    {
-        return Err(VerifyError::Truncated {
-            lines,
-            last_seq: head.seq,
-            expected_seq: cp.seq,
-        });
+
+    /// The report, once every piece was read: fails if the chain ends before the checkpoint.
+    pub fn finish(self) -> Result<VerifyReport, VerifyError> {
+        // A checkpoint the chain reached was compared on its line; one beyond the end means
+        // lines were cut off (or a whole file is missing).
+        if let Some(cp) = self.checkpoint
+            && self.head.seq < cp.seq
+        {
+            return Err(VerifyError::Truncated {
+                lines: self.lines,
+                last_seq: self.head.seq,
+                expected_seq: cp.seq,
+            });
+        }
+        Ok(VerifyReport {
+            lines: self.lines,
+            head: self.head,
+        })
     }
-    Ok(VerifyReport { lines, head })
 }
 
 enum LineStatus {

@@ -12,10 +12,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use spike_core::id::TrustDomain;
 use spike_e2e::{Cluster, bins, text, wait_until};
 use spike_runtime::net::MtlsClient;
-use spike_runtime::svid::{PemPaths, SourceConfig, SvidSource};
+use spike_runtime::svid::SvidSource;
 use spike_runtime::tls::{PeerRule, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -44,16 +43,7 @@ async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T 
 
 /// The SVID source of a fresh SVID for `who`.
 async fn source(c: &Cluster, who: &str) -> Arc<dyn SvidSource> {
-    let files = c.pki.svid(who);
-    let td = TrustDomain::new(spike_e2e::TD).unwrap();
-    SourceConfig::PemFiles(PemPaths {
-        cert: files.cert,
-        key: files.key,
-        bundle: files.bundle,
-    })
-    .open(&td, WAIT, spike_runtime::svid::Patience::Service)
-    .await
-    .unwrap()
+    c.svid_source(who, WAIT).await
 }
 
 /// An HTTP response.

@@ -16,6 +16,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use spike_core::api::{BatchItemResult, BatchItemStatus, BatchPutRequest, BatchPutResponse};
+use spike_core::audit::{AuditRecord, Decision};
 use spike_core::error::{ApiError, ErrorCode};
 use spike_core::path::SecretPath;
 use spike_core::policy::Permission;
@@ -37,6 +38,10 @@ pub(super) fn routes() -> Router<Arc<Nexus>> {
 const ITEM_ACTION: &str = "secret.batch.put";
 /// Audit action of a dry-run batch item.
 const DRY_RUN_ACTION: &str = "secret.batch.check";
+/// Audit action of the summary line of a batch's failed items.
+const REFUSED_ACTION: &str = "secret.batch.put.refused";
+/// Audit action of the summary line of a dry run's failed items.
+const REFUSED_DRY_RUN_ACTION: &str = "secret.batch.check.refused";
 
 async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> Response {
     n.respond("secret.batch", &c, None, async {
@@ -152,26 +157,28 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
                 }
             })
             .collect();
-        // One audit line per item, like single puts (never a value); the lines of one batch
-        // share the audit log's group commit. Fail closed like every other request.
+        // One audit line per written item, like single puts (never a value); the lines of
+        // one batch share the audit log's group commit. The refused or invalid items get one
+        // summary line, counted per reason, so a batch of junk cannot flood the log. Fail
+        // closed like every other request.
         let action = if req.dry_run {
             DRY_RUN_ACTION
         } else {
             ITEM_ACTION
         };
-        let audited = futures::future::join_all(results.iter().map(|r| {
-            let outcome = match &r.error {
-                None => Ok(()),
-                Some(e) => Err(e.code),
-            };
-            let n = &n;
-            let o = &o;
-            let c = &c;
-            async move { n.audit(Some(o), c, action, Some(&r.path), &outcome).await }
-        }))
-        .await;
+        let audited =
+            futures::future::join_all(results.iter().filter(|r| r.error.is_none()).map(|r| {
+                let n = &n;
+                let o = &o;
+                let c = &c;
+                async move { n.audit(Some(o), c, action, Some(&r.path), &Ok(())).await }
+            }))
+            .await;
         if let Some(Err(e)) = audited.into_iter().find(Result::is_err) {
             return Err(e);
+        }
+        if let Some(summary) = refused_summary(&c, action, &results) {
+            n.audit_refusal(&o, summary).await?;
         }
         Ok(BatchPutResponse {
             dry_run: req.dry_run,
@@ -179,6 +186,45 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
         })
     })
     .await
+}
+
+/// The one audit line of a batch's failed items: counts per reason code, and the first one's
+/// path (abbreviated when it is not a valid path). `None` when every item succeeded.
+fn refused_summary(
+    caller: &spike_core::id::SpiffeId,
+    action: &'static str,
+    results: &[BatchItemResult],
+) -> Option<AuditRecord> {
+    let mut failed = results
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| (r, e.code)));
+    let (first, first_code) = failed.next()?;
+    let summary_action = if action == DRY_RUN_ACTION {
+        REFUSED_DRY_RUN_ACTION
+    } else {
+        REFUSED_ACTION
+    };
+    let any_forbidden = results.iter().any(|r| {
+        r.error
+            .as_ref()
+            .is_some_and(|e| e.code == ErrorCode::Forbidden)
+    });
+    let decision = if any_forbidden {
+        Decision::Deny
+    } else {
+        Decision::Error
+    };
+    let record = AuditRecord::new(summary_action, decision, "batch_items_refused")
+        .with_caller(caller.clone());
+    let record = if first_code == ErrorCode::InvalidPath {
+        record.with_raw_path(&first.path)
+    } else {
+        record.with_path(first.path.as_str())
+    };
+    let record = std::iter::once(first_code)
+        .chain(failed.map(|(_, c)| c))
+        .fold(record, |r, code| r.with_count(code.as_str(), 1));
+    Some(record)
 }
 
 /// Reads a JSON body of at most `limit` bytes, with value-free errors.

@@ -96,6 +96,14 @@ async fn metrics(State(n): N) -> Response {
         n.keepers().len(),
     ));
     body.push_str(&n.reencryption().render());
+    if let Ok(o) = n.opened() {
+        body.push_str(&o.audit.stats().render());
+    }
+    body.push_str(&format!(
+        "# HELP spike_audit_suppressed_total Refusals counted in summary lines instead of written one by one (callers over their refusal rate).\n\
+         # TYPE spike_audit_suppressed_total counter\nspike_audit_suppressed_total {}\n",
+        n.suppressed().total()
+    ));
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -115,6 +123,18 @@ impl Nexus {
         path: Option<&str>,
         body: impl Future<Output = AppResult<T>>,
     ) -> Response {
+        // A caller over its refusal rate is answered before anything runs, and only counted:
+        // a flood of refused requests then costs neither work nor audit log.
+        if self.refusals_exhausted(caller) {
+            let mut response = AppError::new(
+                ErrorCode::RateLimited,
+                "too many refused requests from this SPIFFE ID; slow down and retry",
+            )
+            .into_response();
+            no_store(&mut response);
+            self.metrics().record(action, response.status().as_u16());
+            return response;
+        }
         let result = body.await.map(|v| Json(v).into_response());
         self.finish(action, caller, path, result).await
     }
@@ -138,13 +158,18 @@ impl Nexus {
             (_, Err(e)) | (Err(e), _) => e.into_response(),
             (Ok(r), Ok(())) => r,
         };
-        response.headers_mut().insert(
-            axum::http::header::CACHE_CONTROL,
-            axum::http::HeaderValue::from_static("no-store"),
-        );
+        no_store(&mut response);
         self.metrics().record(action, response.status().as_u16());
         response
     }
+}
+
+/// Marks an answer uncacheable: it may carry secret values.
+fn no_store(response: &mut Response) {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
 }
 
 impl Nexus {

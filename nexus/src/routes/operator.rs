@@ -190,4 +190,31 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn restore_calls_while_sealed_are_chained_when_it_opens() {
+        let served = crate::fixtures::served(|_| {}, false).await;
+        // Sealed: no audit key yet. Before, these calls reached only the operational log.
+        for _ in 0..2 {
+            let (status, _) = call(&served.router, ROLES[2], "/v1/operator/restore").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+        }
+        let log = served.dir.path().join("audit.log");
+        assert!(std::fs::read_to_string(&log).unwrap_or_default().is_empty());
+        served
+            .nexus
+            .open_with(crate::fixtures::keys())
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let restores: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"operator.restore\""))
+            .collect();
+        assert_eq!(restores.len(), 2, "{text}");
+        assert!(restores[0].contains("spike/pilot/role/restore"), "{text}");
+        let key = served.nexus.opened().unwrap().audit_key();
+        let report = spike_core::audit::verify(text.as_bytes(), &key).unwrap();
+        assert_eq!(report.lines, 2);
+    }
 }

@@ -8,9 +8,35 @@ use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId};
 
 use super::N;
+use crate::audit_log::{Anchor, verify_files};
 use crate::error::{AppError, AppResult};
 use crate::extract::{Caller, JsonBody};
 use crate::state::Nexus;
+
+/// The answer of a verification: ok with the head, or the first problem.
+fn report(
+    result: Result<spike_core::audit::VerifyReport, (Option<u64>, String)>,
+    checkpoint: Option<spike_core::audit::Checkpoint>,
+) -> AuditVerifyResponse {
+    match result {
+        Ok(r) => AuditVerifyResponse {
+            ok: true,
+            lines: r.lines,
+            first_bad_line: None,
+            problem: None,
+            head: Some(r.head),
+            checkpoint,
+        },
+        Err((first_bad_line, problem)) => AuditVerifyResponse {
+            ok: false,
+            lines: 0,
+            first_bad_line,
+            problem: Some(problem),
+            head: None,
+            checkpoint,
+        },
+    }
+}
 
 fn require_builtin(n: &Nexus, c: &SpiffeId, allowed: &[Builtin]) -> AppResult<()> {
     match Builtin::of(c, n.trust_domain()) {
@@ -76,36 +102,36 @@ pub(super) async fn audit_verify(
         let o = n.opened()?;
         require_builtin(&n, &c, &[Builtin::Superuser])?;
         let key = o.audit_key();
-        // An uploaded copy is checked on its own; the live log also against the newest
-        // durable head this Nexus wrote, which catches truncation of its tail.
-        let result = match body {
-            Ok(JsonBody(u)) => spike_core::audit::verify(u.log.as_bytes(), &key),
+        // An uploaded copy is checked on its own; the live log (every file, in order,
+        // streaming) also against the checkpoint stored with the data, which catches a cut
+        // tail or a missing file.
+        match body {
+            Ok(JsonBody(u)) => Ok(report(
+                spike_core::audit::verify(u.log.as_bytes(), &key)
+                    .map_err(|e| (e.first_bad_line(), e.to_string())),
+                None,
+            )),
             Err(e) if e.code() == ErrorCode::UnsupportedMediaType => {
-                let bytes = tokio::fs::read(&n.config().audit_log)
-                    .await
-                    .map_err(|e| AppError::internal("audit log read", e))?;
-                let head = o.audit_head.lock().ok().and_then(|h| *h);
-                match head {
-                    Some(c) => spike_core::audit::verify_against(bytes.as_slice(), &key, &c),
-                    None => spike_core::audit::verify(bytes.as_slice(), &key),
-                }
+                let files = o.audit.files().clone();
+                let anchor = Anchor::new(n.store().clone());
+                tokio::task::spawn_blocking(move || {
+                    let stored = anchor.load(&key).map_err(|e| (None, e.to_string()));
+                    let result = match stored {
+                        Ok(cp) => verify_files(&files, &key, cp)
+                            .map_err(|e| (e.error.first_bad_line(), e.to_string()))
+                            .map(|r| (r, cp)),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok((r, cp)) => report(Ok(r), cp),
+                        Err(e) => report(Err(e), None),
+                    }
+                })
+                .await
+                .map_err(|e| AppError::internal("audit verify", e))
             }
-            Err(e) => return Err(e),
-        };
-        Ok(match result {
-            Ok(report) => AuditVerifyResponse {
-                ok: true,
-                lines: report.lines,
-                first_bad_line: None,
-                problem: None,
-            },
-            Err(e) => AuditVerifyResponse {
-                ok: false,
-                lines: 0,
-                first_bad_line: e.first_bad_line(),
-                problem: Some(e.to_string()),
-            },
-        })
+            Err(e) => Err(e),
+        }
     })
     .await
 }
