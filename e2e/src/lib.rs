@@ -535,7 +535,7 @@ impl Cluster {
             key: files.key,
             bundle: files.bundle,
         })
-        .open(&td, timeout)
+        .open(&td, timeout, spike_runtime::svid::Patience::Service)
         .await
         .expect("SVID source")
     }

@@ -103,10 +103,36 @@ fn old_root_key(files: &[(PathBuf, PathBuf)]) -> RootKey {
 }
 
 /// Moves the audit log away, so the next Nexus (on another copy of the data) starts its own.
-fn set_aside_audit_log(c: &Cluster, tag: &str) {
-    let log = c.dir.path().join("audit.log");
-    if log.exists() {
-        std::fs::rename(&log, c.dir.path().join(format!("audit-before-{tag}.jsonl"))).unwrap();
+/// The audit log's files (the live one and any rotated ones; not the lock).
+fn audit_files(c: &Cluster) -> Vec<PathBuf> {
+    std::fs::read_dir(c.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit.log") && !n.ends_with(".lock"))
+        })
+        .collect()
+}
+
+/// Copies the audit log's files into `to`: a backup holds the log with the data, since Nexus
+/// refuses a log that does not reach the checkpoint stored with the data.
+fn save_audit_log(c: &Cluster, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in audit_files(c) {
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Puts the audit log saved in `from` back in place of the current one.
+fn restore_audit_log(c: &Cluster, from: &Path) {
+    for f in audit_files(c) {
+        std::fs::remove_file(f).unwrap();
+    }
+    for f in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(f.path(), c.dir.path().join(f.file_name())).unwrap();
     }
 }
 
@@ -152,8 +178,10 @@ fn old_shares_and_old_backup_cannot_read_after_rotation() {
     // The backup, taken before the rotation.
     let data = c.data_dir.clone().unwrap();
     let backup = c.dir.path().join("backup");
+    let backup_audit = c.dir.path().join("backup-audit");
     c.kill_nexus();
     copy_dir(&data, &backup);
+    save_audit_log(&c, &backup_audit);
     restart_nexus_and_wait(&mut c);
 
     // A cipher-API ciphertext a workload keeps outside the store.
@@ -253,7 +281,6 @@ fn old_shares_and_old_backup_cannot_read_after_rotation() {
         c.kill_keeper(i);
     }
     c.data_dir = Some(live);
-    set_aside_audit_log(&c, "live");
     c.start_nexus();
     refused(
         &restore(&c, &restorer, &files[0].0, &alice),
@@ -265,7 +292,7 @@ fn old_shares_and_old_backup_cannot_read_after_rotation() {
     // ...and open the backup only with the backup's data: the secret written after the
     // rotation is not there.
     c.data_dir = Some(backup);
-    set_aside_audit_log(&c, "backup");
+    restore_audit_log(&c, &backup_audit);
     c.start_nexus();
     ok(&restore(&c, &restorer, &files[0].0, &alice));
     let out = ok(&restore(&c, &restorer, &files[1].0, &bob));
