@@ -158,6 +158,17 @@ impl<'k> ChainVerifier<'k> {
         }
     }
 
+    /// A verifier of a chain's continuation: its first line must follow `head`, the last line
+    /// of the `lines` lines verified before (a long copy checked piece by piece, each piece
+    /// in its own call). Line numbers continue from `lines`.
+    pub fn after(key: &'k AuditKey, head: Checkpoint, lines: u64) -> Self {
+        Self {
+            head,
+            lines,
+            ..Self::new(key)
+        }
+    }
+
     /// Lines verified so far.
     pub fn lines(&self) -> u64 {
         self.lines

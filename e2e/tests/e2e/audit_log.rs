@@ -244,3 +244,64 @@ fn audit_log_rotates_by_size_and_a_removed_rotated_file_is_reported() {
     assert!(stdout.contains("TAMPERED"), "{stdout}");
     assert!(stdout.contains("audit.log.000002"), "{stdout}");
 }
+
+#[test]
+fn a_copy_larger_than_one_request_verifies_piece_by_piece() {
+    let c = cluster_with_writes(0);
+    let admin = c.pki.svid(SUPERUSER);
+    // 6,000 secrets by batch: one audit line each, a copy of well over Nexus's 1 MiB body
+    // limit.
+    let seed = c.dir.path().join("seed.yaml");
+    let mut yaml = String::from("secrets:\n");
+    for i in 0..6000 {
+        yaml.push_str(&format!("  - path: bulk/s{i:05}\n    data:\n      k: v\n"));
+    }
+    std::fs::write(&seed, yaml).unwrap();
+    let out = c.spike(&admin, &["seed", "-f", seed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = std::fs::read_to_string(audit_path(&c)).unwrap();
+    assert!(log.len() > 3 << 19, "the copy is {} bytes", log.len());
+    let lines = log.lines().count();
+
+    let copy = c.dir.path().join("copy.jsonl");
+    std::fs::write(&copy, &log).unwrap();
+    let out = c.spike(
+        &admin,
+        &["audit", "verify", "--file", copy.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("ok: {lines} lines verify")),
+        "{stdout}"
+    );
+
+    // A line changed near the end is found, its number counted across the pieces, and said
+    // once.
+    let target = lines - 10;
+    let edited: String = log
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i + 1 == target {
+                format!("{}\n", l.replacen("\"allow\"", "\"deny\"", 1))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&copy, edited).unwrap();
+    let out = c.spike(
+        &admin,
+        &["audit", "verify", "--file", copy.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("TAMPERED: line {target}: ");
+    assert!(stdout.starts_with(&expected), "{stdout}");
+    assert_eq!(
+        stdout.matches(&format!("line {target}")).count(),
+        1,
+        "{stdout}"
+    );
+}

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use spike_core::api::{AuditVerifyResponse, InitRequest, StatusResponse};
+use spike_core::audit::ChainVerifier;
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId};
 
@@ -87,10 +88,25 @@ pub(super) async fn status(State(n): N, Caller(c): Caller) -> Response {
     Json(s).into_response()
 }
 
+/// A copy of the log, or one piece of it: `after` (with `linesBefore`) is where the pieces
+/// before it ended, so a copy of any size is checked piece by piece within the body limit.
 #[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct AuditUpload {
     log: String,
+    #[serde(default)]
+    after: Option<spike_core::audit::Checkpoint>,
+    #[serde(default)]
+    lines_before: u64,
+}
+
+/// The first bad line and what is wrong with it, the line number said once.
+fn problem(e: &spike_core::audit::VerifyError) -> (Option<u64>, String) {
+    let text = match e {
+        spike_core::audit::VerifyError::Line { problem, .. } => problem.to_string(),
+        other => other.to_string(),
+    };
+    (e.first_bad_line(), text)
 }
 
 pub(super) async fn audit_verify(
@@ -106,11 +122,14 @@ pub(super) async fn audit_verify(
         // streaming) also against the checkpoint stored with the data, which catches a cut
         // tail or a missing file.
         match body {
-            Ok(JsonBody(u)) => Ok(report(
-                spike_core::audit::verify(u.log.as_bytes(), &key)
-                    .map_err(|e| (e.first_bad_line(), e.to_string())),
-                None,
-            )),
+            Ok(JsonBody(u)) => {
+                let mut v = match u.after {
+                    Some(head) => ChainVerifier::after(&key, head, u.lines_before),
+                    None => ChainVerifier::new(&key),
+                };
+                let checked = v.read(u.log.as_bytes()).and_then(|()| v.finish());
+                Ok(report(checked.map_err(|e| problem(&e)), None))
+            }
             Err(e) if e.code() == ErrorCode::UnsupportedMediaType => {
                 let files = o.audit.files().clone();
                 let anchor = Anchor::new(n.store().clone());
@@ -118,7 +137,16 @@ pub(super) async fn audit_verify(
                     let stored = anchor.load(&key).map_err(|e| (None, e.to_string()));
                     let result = match stored {
                         Ok(cp) => verify_files(&files, &key, cp)
-                            .map_err(|e| (e.error.first_bad_line(), e.to_string()))
+                            .map_err(|e| {
+                                let (line, text) = problem(&e.error);
+                                let text = match &e.file {
+                                    Some((path, l)) => {
+                                        format!("{text} (file {}, its line {l})", path.display())
+                                    }
+                                    None => text,
+                                };
+                                (line, text)
+                            })
                             .map(|r| (r, cp)),
                         Err(e) => Err(e),
                     };

@@ -7,30 +7,47 @@ use crate::cli::{AuditCmd, Output};
 use crate::client::{CliError, CliResult, Nexus};
 use crate::output::print_structured;
 
-/// Largest copy sent for verification: the copy travels in one request body, so a bigger
-/// one is refused here rather than read into memory (Nexus's own body limit is lower still).
-const MAX_UPLOAD: u64 = 64 << 20;
+/// Most bytes of the copy sent in one request: lines are sent in pieces of about this size
+/// (JSON escaping grows them, and Nexus's default body limit is 1 MiB), each checked as the
+/// continuation of the ones before, so a copy of any size is verified holding one piece.
+const PIECE: usize = 256 << 10;
 
-/// Reads a copy of the log, refusing one larger than [`MAX_UPLOAD`] before reading it.
-fn read_copy(path: &std::path::Path) -> CliResult<String> {
-    use std::io::Read;
+/// Has Nexus verify a copy of the log, piece by piece.
+async fn verify_copy(nexus: &Nexus, path: &std::path::Path) -> CliResult<AuditVerifyResponse> {
+    use std::io::BufRead;
     let cannot =
         |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut text = String::new();
-    file.take(MAX_UPLOAD + 1)
-        .read_to_string(&mut text)
-        .map_err(cannot)?;
-    if text.len() as u64 > MAX_UPLOAD {
-        return Err(CliError::Usage(format!(
-            "{} is larger than {MAX_UPLOAD} bytes; run `spike audit verify` without --file to have Nexus verify its live log, streaming",
-            path.display()
-        )));
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(cannot)?);
+    let mut after = None;
+    let mut lines_before = 0;
+    let mut piece = Vec::with_capacity(PIECE);
+    loop {
+        piece.clear();
+        let mut at_end = false;
+        while piece.len() < PIECE {
+            if reader.read_until(b'\n', &mut piece).map_err(cannot)? == 0 {
+                at_end = true;
+                break;
+            }
+        }
+        // Not UTF-8 is still sent (lossily): Nexus reports the line as it sees it.
+        let body = serde_json::json!({
+            "log": String::from_utf8_lossy(&piece),
+            "after": after,
+            "linesBefore": lines_before,
+        });
+        let report: AuditVerifyResponse = nexus
+            .call(Method::POST, "/v1/audit/verify", Some(&body))
+            .await?;
+        if !report.ok || at_end {
+            return Ok(report);
+        }
+        after = report.head;
+        lines_before = report.lines;
     }
-    Ok(text)
 }
 
-/// Has Nexus verify the audit chain (its live log, or an uploaded copy).
+/// Has Nexus verify the audit chain (its live log, or a copy).
 pub async fn run(nexus: &Nexus, out: Output, cmd: AuditCmd) -> CliResult<()> {
     let AuditCmd::Verify { file } = cmd;
     let report: AuditVerifyResponse = match file {
@@ -39,13 +56,7 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: AuditCmd) -> CliResult<()> {
                 .call(Method::POST, "/v1/audit/verify", None::<&()>)
                 .await?
         }
-        Some(path) => {
-            let text = read_copy(&path)?;
-            let body = serde_json::json!({ "log": text });
-            nexus
-                .call(Method::POST, "/v1/audit/verify", Some(&body))
-                .await?
-        }
+        Some(path) => verify_copy(nexus, &path).await?,
     };
     match out {
         Output::Text if report.ok => {
@@ -59,11 +70,13 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: AuditCmd) -> CliResult<()> {
                 println!("checkpoint: seq {} mac {} (reached)", c.seq, c.mac);
             }
         }
-        Output::Text => println!(
-            "TAMPERED: line {}: {}",
-            report.first_bad_line.unwrap_or(0),
-            report.problem.as_deref().unwrap_or("chain broken")
-        ),
+        Output::Text => {
+            let problem = report.problem.as_deref().unwrap_or("chain broken");
+            match report.first_bad_line {
+                Some(line) => println!("TAMPERED: line {line}: {problem}"),
+                None => println!("TAMPERED: {problem}"),
+            }
+        }
         _ => print_structured(out, &report),
     }
     if report.ok {
