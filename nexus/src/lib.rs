@@ -183,6 +183,11 @@ pub async fn start(
         if let Err(e) = h {
             tracing::warn!(error = %e, "health server failed");
         }
+        // Every request has been answered: finish the audit log, so the stored checkpoint
+        // reaches its last line (a cut tail is then noticed on the next start).
+        if let Ok(o) = n.opened() {
+            o.audit.close().await;
+        }
         // Drop the keys (zeroized on drop) before the process goes.
         n.seal_for_shutdown();
         tracing::info!("stopped; keys dropped");

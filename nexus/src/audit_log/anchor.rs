@@ -41,14 +41,110 @@ impl Anchor {
             .transpose()
     }
 
-    /// Stores `head` durably. Blocking: call from the writer's thread. The store's own group
-    /// commit shares this write with concurrent secret writes.
+    /// Stores `head` durably. Blocking: call from a thread outside the runtime. The store's
+    /// own group commit shares this write with concurrent secret writes.
     pub(crate) fn save(&self, key: &AuditKey, head: Checkpoint) -> Result<(), AuditError> {
         let mut batch = Batch::new();
         batch.put(AUDIT, CHECKPOINT_KEY.to_vec(), head.seal(key));
         self.runtime
             .block_on(self.store.commit(batch))
             .map_err(AuditError::Checkpoint)
+    }
+}
+
+/// Stores the newest head behind the log, off the request path: the committer hands it each
+/// head once the lines are durable, and one thread writes the latest (heads that arrive while
+/// a write is in flight are coalesced), so no request waits for a store commit on top of the
+/// log's own sync. The stored checkpoint therefore trails the log by at most the writes in
+/// flight: after a crash the log is ahead of it (accepted on open, once the chain is checked
+/// to contain it), never behind. [`Checkpointer::finish`] writes the last head before
+/// returning, so a clean stop leaves the checkpoint at the log's end.
+pub(crate) struct Checkpointer {
+    shared: Arc<(std::sync::Mutex<Latest>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Latest {
+    head: Option<Checkpoint>,
+    stop: bool,
+}
+
+impl Checkpointer {
+    /// Starts the writing thread.
+    pub(crate) fn spawn(anchor: Anchor, key: AuditKey) -> std::io::Result<Self> {
+        let shared = Arc::new((
+            std::sync::Mutex::new(Latest::default()),
+            std::sync::Condvar::new(),
+        ));
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("spike-audit-checkpoint".into())
+            .spawn(move || write_latest(&anchor, &key, &s))?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Makes `head` (durable in the log) the next checkpoint to store.
+    pub(crate) fn advance(&self, head: Checkpoint) {
+        let (lock, wake) = &*self.shared;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).head = Some(head);
+        wake.notify_one();
+    }
+
+    /// Stores the last head handed over, then stops.
+    pub(crate) fn finish(&mut self) {
+        let (lock, wake) = &*self.shared;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+        wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The thread: waits for a head, stores it, repeats; on stop, stores what is left first. A
+/// failed write is logged and retried with the next head (or, stopping, once more).
+fn write_latest(
+    anchor: &Anchor,
+    key: &AuditKey,
+    shared: &(std::sync::Mutex<Latest>, std::sync::Condvar),
+) {
+    let (lock, wake) = shared;
+    loop {
+        let (head, stop) = {
+            let mut l = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while l.head.is_none() && !l.stop {
+                l = wake.wait(l).unwrap_or_else(|p| p.into_inner());
+            }
+            (l.head.take(), l.stop)
+        };
+        if let Some(h) = head
+            && let Err(e) = anchor.save(key, h)
+        {
+            tracing::error!(error = %e, seq = h.seq, "cannot store the audit checkpoint; the log itself is durable");
+            if stop {
+                // One more try: a clean stop should leave the checkpoint at the log's end.
+                let _ = anchor.save(key, h);
+            } else {
+                // Retried with the next head, or this one if none comes.
+                let mut l = lock.lock().unwrap_or_else(|p| p.into_inner());
+                l.head.get_or_insert(h);
+                drop(l);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        if stop {
+            return;
+        }
     }
 }
 

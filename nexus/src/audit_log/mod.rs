@@ -1,9 +1,11 @@
 //! [`AuditWriter`]: appends audit lines durably with group commit.
 //!
 //! Concurrent appends share one `write` and one `fdatasync`, and `append` returns only once
-//! its line is on disk and, when the writer is anchored to a store, once the new head is
-//! stored as the audit checkpoint (one store write per batch, not per line); if either fails
-//! the batch is rolled back and the requests fail closed. The log rotates by size with the
+//! its line is on disk; if that fails the batch is rolled back and the requests fail closed.
+//! When the writer is anchored to a store, each durable head is then stored as the audit
+//! checkpoint by a thread of its own ([`anchor::Checkpointer`]: the latest head, one store
+//! write at a time), so requests do not wait for a store commit as well; the checkpoint
+//! trails the log by the writes in flight, and a clean close leaves it at the log's end. The log rotates by size with the
 //! chain continuing across files (see [`files`]). The line format and its verification are
 //! `spike_core::audit`.
 
@@ -130,7 +132,6 @@ type Reply = oneshot::Sender<Result<Checkpoint, AuditError>>;
 
 enum Msg {
     Append(Entry, Reply),
-    #[cfg_attr(not(test), allow(dead_code))]
     Close(oneshot::Sender<()>),
 }
 
@@ -237,9 +238,9 @@ impl AuditWriter {
     /// Finishes the appends queued before this call, then closes the files (releasing the
     /// lock). Later appends, from any clone, fail with [`AuditError::Closed`]. Idempotent.
     ///
-    /// Nexus itself never needs it: the writer closes when the open state that owns it is
-    /// dropped (sealing, shutdown). Tests close explicitly to reopen the same file.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Nexus closes it when it stops, after the last request, so the stored checkpoint
+    /// reaches the log's end; otherwise the writer closes when the open state that owns it is
+    /// dropped (sealing). Tests close explicitly to reopen the same file.
     pub(crate) async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Close(tx)).await.is_ok() {
@@ -284,6 +285,9 @@ struct Committer<F> {
     chain: Chain,
     key: AuditKey,
     anchor: Option<Anchor>,
+    /// Stores the heads of committed batches behind the log (started once the log is open;
+    /// until then heads are stored in line, by `anchor`).
+    checkpointer: Option<anchor::Checkpointer>,
     /// Bytes of the live file known to be durable: where a failed batch is rolled back to.
     len: u64,
     max_file_bytes: u64,
@@ -362,9 +366,13 @@ impl<F: LogFile> Committer<F> {
             .file
             .append_durably(buf)
             .map_err(|e| AuditError::Write(Arc::new(e)))
-            .and_then(|()| match &self.anchor {
-                Some(a) => a.save(&self.key, head),
-                None => Ok(()),
+            .and_then(|()| match (&self.checkpointer, &self.anchor) {
+                (Some(c), _) => {
+                    c.advance(head);
+                    Ok(())
+                }
+                (None, Some(a)) => a.save(&self.key, head),
+                (None, None) => Ok(()),
             });
         if let Err(e) = written {
             tracing::error!(error = %e, lines, "audit log write failed");
@@ -448,6 +456,7 @@ fn open_log(
         chain: Chain::resume(key.clone(), head),
         key,
         anchor,
+        checkpointer: None,
         len,
         max_file_bytes: options.max_file_bytes.max(1),
         poisoned: false,
@@ -465,6 +474,12 @@ fn open_log(
                 a.save(&committer.key, head)?;
             }
         }
+    }
+    if let Some(a) = &committer.anchor {
+        committer.checkpointer = Some(
+            anchor::Checkpointer::spawn(a.clone(), committer.key.clone())
+                .map_err(AuditError::Open)?,
+        );
     }
     Ok(committer)
 }

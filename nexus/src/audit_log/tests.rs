@@ -536,6 +536,7 @@ async fn flaky_writer(path: &Path) -> (AuditWriter, Arc<AtomicU8>) {
         chain: c.chain,
         key: c.key,
         anchor: c.anchor,
+        checkpointer: c.checkpointer,
         len: c.len,
         max_file_bytes: c.max_file_bytes,
         poisoned: c.poisoned,
