@@ -153,10 +153,13 @@ pub struct VersionsRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VersionsResponse {
-    /// The versions whose state changed.
+    /// The versions whose state changed. To a caller without `read` or `list` on the path,
+    /// only those among the versions it named.
     pub changed: Vec<u64>,
-    /// The version now current (0 when none is live).
-    pub current_version: u64,
+    /// The version now current (0 when none is live); absent for a caller without `read` or
+    /// `list` on the path, which is not shown version numbers it did not send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
 }
 
 /// `PUT /v1/policies/{name}`.

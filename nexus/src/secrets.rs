@@ -780,7 +780,7 @@ impl Secrets {
         }
         Ok(VersionsResponse {
             changed,
-            current_version: meta.current,
+            current_version: Some(meta.current),
         })
     }
 

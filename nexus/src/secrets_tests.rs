@@ -100,7 +100,7 @@ impl Fixture {
             .engine
             .change_versions(&self.keys, &path(p), vs, op)
             .await?;
-        Ok((r.changed, r.current_version))
+        Ok((r.changed, r.current_version.unwrap_or_default()))
     }
 
     async fn dump(&self) -> Vec<(Table, Vec<u8>, Vec<u8>)> {

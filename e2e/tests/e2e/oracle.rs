@@ -166,3 +166,43 @@ fn status_tells_a_workload_only_whether_nexus_serves() {
     assert_eq!(s["sealed"], false, "{s}");
     assert!(s.get("initialized").is_none(), "{s}");
 }
+
+/// The delete oracle: a deleter without `read` or `list` deletes the current version and reads
+/// its number (and the one now current) off the answer. It now learns only the versions it
+/// named itself.
+#[test]
+fn a_blind_deleter_is_not_told_version_numbers() {
+    let (c, admin, writer) = cluster_with_blind_writer();
+    let out = c.spike(&writer, &["-o", "json", "secret", "delete", "apps/pay/key"]);
+    let r = json(&out);
+    assert_eq!(r["changed"], serde_json::json!([]), "{r}");
+    assert!(r.get("currentVersion").is_none(), "{r}");
+    let out = c.spike(&writer, &["secret", "undelete", "apps/pay/key"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !printed.contains('3') && !printed.contains('2'),
+        "{printed}"
+    );
+    // A version it names is said back, and nothing else.
+    let out = c.spike(
+        &writer,
+        &[
+            "-o",
+            "json",
+            "secret",
+            "delete",
+            "apps/pay/key",
+            "--versions",
+            "1",
+        ],
+    );
+    let r = json(&out);
+    assert_eq!(r["changed"], serde_json::json!([1]), "{r}");
+    assert!(r.get("currentVersion").is_none(), "{r}");
+    // The administrator still sees it all.
+    let out = c.spike(&admin, &["-o", "json", "secret", "delete", "apps/pay/key"]);
+    let r = json(&out);
+    assert_eq!(r["changed"], serde_json::json!([3]), "{r}");
+    assert_eq!(r["currentVersion"], 2, "{r}");
+}

@@ -17,7 +17,7 @@ use spike_core::policy::Permission;
 use super::{N, query};
 use crate::error::AppError;
 use crate::extract::{Caller, JsonBody};
-use crate::secrets::VersionOp;
+use crate::secrets::{Sight, VersionOp};
 use crate::state::Nexus;
 
 pub(super) async fn put(
@@ -132,9 +132,18 @@ async fn versions_op(
                 "destroy needs explicit versions",
             ));
         }
-        n.secrets()
+        let sight = n.put_sight(&c, &path);
+        let mut resp = n
+            .secrets()
             .change_versions(&o.keys, &path, &req.versions, op)
-            .await
+            .await?;
+        // Like a put's answer: no version numbers of other people's writes to a caller that
+        // may neither read nor list the path, beyond the ones it named itself.
+        if sight == Sight::Blind {
+            resp.changed.retain(|v| req.versions.contains(v));
+            resp.current_version = None;
+        }
+        Ok(resp)
     })
     .await
 }

@@ -171,14 +171,19 @@ async fn versions_op(
         .await?;
     match out {
         _ if out != Output::Text => print_structured(out, &resp),
-        _ if resp.changed.is_empty() => println!("{op}: nothing to change in {path}"),
         _ => {
             let list: Vec<String> = resp.changed.iter().map(u64::to_string).collect();
-            println!(
-                "{op}: {path} versions {}; current version is now {}",
-                list.join(","),
-                resp.current_version
-            );
+            match (resp.changed.is_empty(), resp.current_version) {
+                (true, Some(_)) => println!("{op}: nothing to change in {path}"),
+                (false, Some(v)) => println!(
+                    "{op}: {path} versions {}; current version is now {v}",
+                    list.join(",")
+                ),
+                // A caller that may not read or list the path is not told versions it did
+                // not name.
+                (true, None) => println!("{op}: {path} done"),
+                (false, None) => println!("{op}: {path} versions {}", list.join(",")),
+            }
         }
     }
     Ok(())
