@@ -25,6 +25,12 @@ pub enum ErrorCode {
     Forbidden,
     /// The secret, version or policy does not exist (or the caller may not know it exists).
     NotFound,
+    /// The version asked for (or, without a version, the newest) is soft-deleted: undelete it,
+    /// or ask for another version explicitly.
+    Deleted,
+    /// The version asked for (or, without a version, the newest) is destroyed: its value is
+    /// gone for good.
+    Destroyed,
     /// A compare-and-set condition did not hold.
     CasMismatch,
     /// The system is already initialized.
@@ -58,7 +64,7 @@ impl ErrorCode {
             Self::BadRequest | Self::InvalidPath | Self::InvalidPolicy => 400,
             Self::Unauthenticated => 401,
             Self::Forbidden => 403,
-            Self::NotFound | Self::NoShare => 404,
+            Self::NotFound | Self::Deleted | Self::Destroyed | Self::NoShare => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::CasMismatch | Self::AlreadyInitialized | Self::NotInitialized => 409,
@@ -89,6 +95,8 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Sealed => "sealed",
             Self::NoShare => "no_share",
+            Self::Deleted => "deleted",
+            Self::Destroyed => "destroyed",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
         }

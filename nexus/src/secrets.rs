@@ -65,14 +65,16 @@ impl VersionMeta {
 }
 
 impl SecretMeta {
+    /// The current version is the newest one while it is live, else none (0): deleting the
+    /// newest version never makes an older one current again, so a rotated-away (perhaps
+    /// leaked) credential cannot silently come back.
     fn recompute_current(&mut self) {
-        self.current = self
-            .versions
-            .iter()
-            .filter(|v| v.live())
-            .map(|v| v.v)
-            .max()
-            .unwrap_or(0);
+        self.current = self.newest().filter(|v| v.live()).map_or(0, |v| v.v);
+    }
+
+    /// The newest version kept.
+    fn newest(&self) -> Option<&VersionMeta> {
+        self.versions.iter().max_by_key(|v| v.v)
     }
 
     fn to_api(&self, path: &SecretPath) -> SecretMetadata {
@@ -675,16 +677,33 @@ impl Secrets {
     ) -> AppResult<GetSecretResponse> {
         let not_found = || AppError::new(ErrorCode::NotFound, "no such secret or version");
         let (meta, _) = self.load_meta(keys, path).await?.ok_or_else(not_found)?;
-        let v = match version {
-            Some(0) | None => meta.current,
-            Some(v) => v,
+        // Without a version: the newest, whatever its state; never an older one instead.
+        let explicit = version.filter(|&v| v > 0);
+        let vm = match explicit {
+            Some(v) => meta.versions.iter().find(|m| m.v == v),
+            None => meta.newest(),
+        }
+        .ok_or_else(not_found)?;
+        let v = vm.v;
+        let which = if explicit.is_some() {
+            format!("version {v}")
+        } else {
+            format!("the newest version ({v})")
         };
-        let vm = meta
-            .versions
-            .iter()
-            .find(|m| m.v == v)
-            .filter(|m| m.live())
-            .ok_or_else(not_found)?;
+        if vm.destroyed {
+            return Err(AppError::new(
+                ErrorCode::Destroyed,
+                format!(
+                    "{which} is destroyed: its value is gone for good; read another version explicitly"
+                ),
+            ));
+        }
+        if vm.deleted.is_some() {
+            return Err(AppError::new(
+                ErrorCode::Deleted,
+                format!("{which} is deleted: undelete it, or read another version explicitly"),
+            ));
+        }
         let data = self.read_version(keys, path, &meta, v).await?;
         Ok(GetSecretResponse {
             path: path.as_str().to_owned(),
@@ -735,11 +754,20 @@ impl Secrets {
             versions.to_vec()
         };
         for v in &targets {
-            if !meta.versions.iter().any(|m| m.v == *v) {
-                return Err(AppError::new(
-                    ErrorCode::NotFound,
-                    format!("version {v} does not exist (or is no longer kept)"),
-                ));
+            match meta.versions.iter().find(|m| m.v == *v) {
+                None => {
+                    return Err(AppError::new(
+                        ErrorCode::NotFound,
+                        format!("version {v} does not exist (or is no longer kept)"),
+                    ));
+                }
+                Some(m) if op == VersionOp::Undelete && m.destroyed => {
+                    return Err(AppError::new(
+                        ErrorCode::Destroyed,
+                        format!("version {v} is destroyed: that cannot be undone"),
+                    ));
+                }
+                Some(_) => {}
             }
         }
         let ts = now();

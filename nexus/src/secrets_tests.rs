@@ -268,8 +268,9 @@ async fn version_numbers_are_never_reused_after_destroy() {
     for i in 1..=3 {
         f.put("s", &[("k", &i.to_string())]).await.unwrap();
     }
+    // Destroying the newest leaves nothing current (version 2 does not come back).
     let (changed, current) = f.change("s", &[3], VersionOp::Destroy).await.unwrap();
-    assert_eq!((changed, current), (vec![3], 2));
+    assert_eq!((changed, current), (vec![3], 0));
     let r = f.put("s", &[("k", "new")]).await.unwrap();
     assert_eq!(r.version, Some(4));
 
@@ -278,7 +279,7 @@ async fn version_numbers_are_never_reused_after_destroy() {
     f.change("s", &[1, 2, 4], VersionOp::Destroy).await.unwrap();
     let m = f.engine.metadata(&f.keys, &path("s")).await.unwrap();
     assert_eq!((m.current_version, m.latest_version), (0, 4));
-    assert_eq!(code(f.value("s", None, "k").await), ErrorCode::NotFound);
+    assert_eq!(code(f.value("s", None, "k").await), ErrorCode::Destroyed);
     let r = f.put("s", &[("k", "new")]).await.unwrap();
     assert_eq!((r.version, r.unchanged), (Some(5), false));
 }
@@ -340,13 +341,15 @@ async fn delete_undelete_destroy() {
         f.put("s", &[("k", &i.to_string())]).await.unwrap();
     }
 
-    // Empty list: the current version.
+    // Empty list: the current version. Nothing older becomes current in its place.
     assert_eq!(
         f.change("s", &[], VersionOp::Delete).await.unwrap(),
-        (vec![3], 2)
+        (vec![3], 0)
     );
-    assert_eq!(code(f.value("s", Some(3), "k").await), ErrorCode::NotFound);
-    assert_eq!(f.value("s", None, "k").await.unwrap(), "2");
+    assert_eq!(code(f.value("s", Some(3), "k").await), ErrorCode::Deleted);
+    assert_eq!(code(f.value("s", None, "k").await), ErrorCode::Deleted);
+    // An older version is still there, asked for by number.
+    assert_eq!(f.value("s", Some(2), "k").await.unwrap(), "2");
     // Soft delete keeps the sealed value.
     assert!(
         raw(&*f.store, VERSIONS, &version_key(&path("s"), 3))
@@ -356,15 +359,15 @@ async fn delete_undelete_destroy() {
 
     assert_eq!(
         f.change("s", &[2], VersionOp::Delete).await.unwrap(),
-        (vec![2], 1)
+        (vec![2], 0)
     );
-    assert_eq!(f.value("s", None, "k").await.unwrap(), "1");
+    assert_eq!(code(f.value("s", Some(2), "k").await), ErrorCode::Deleted);
 
     // Deleting an already deleted version changes (and writes) nothing.
     let before = f.dump().await;
     assert_eq!(
         f.change("s", &[2], VersionOp::Delete).await.unwrap(),
-        (vec![], 1)
+        (vec![], 0)
     );
     assert_eq!(f.dump().await, before);
 
@@ -383,21 +386,23 @@ async fn delete_undelete_destroy() {
     // Destroy removes the sealed value for good.
     assert_eq!(
         f.change("s", &[3], VersionOp::Destroy).await.unwrap(),
-        (vec![3], 2)
+        (vec![3], 0)
     );
     assert!(
         raw(&*f.store, VERSIONS, &version_key(&path("s"), 3))
             .await
             .is_none()
     );
-    assert_eq!(code(f.value("s", Some(3), "k").await), ErrorCode::NotFound);
+    assert_eq!(code(f.value("s", Some(3), "k").await), ErrorCode::Destroyed);
+    assert_eq!(code(f.value("s", None, "k").await), ErrorCode::Destroyed);
+    // Undeleting a destroyed version says it cannot be undone.
     assert_eq!(
-        f.change("s", &[3], VersionOp::Undelete).await.unwrap(),
-        (vec![], 2)
+        code(f.change("s", &[3], VersionOp::Undelete).await),
+        ErrorCode::Destroyed
     );
     assert_eq!(
         f.change("s", &[3], VersionOp::Destroy).await.unwrap(),
-        (vec![], 2)
+        (vec![], 0)
     );
     let m = f.engine.metadata(&f.keys, &path("s")).await.unwrap();
     let v3 = m.versions.iter().find(|v| v.version == 3).unwrap();
@@ -407,7 +412,7 @@ async fn delete_undelete_destroy() {
     f.change("s", &[1], VersionOp::Delete).await.unwrap();
     assert_eq!(
         f.change("s", &[1], VersionOp::Destroy).await.unwrap(),
-        (vec![1], 2)
+        (vec![1], 0)
     );
     assert!(
         raw(&*f.store, VERSIONS, &version_key(&path("s"), 1))
@@ -416,9 +421,25 @@ async fn delete_undelete_destroy() {
     );
     assert_eq!(
         f.change("s", &[], VersionOp::Undelete).await.unwrap(),
-        (vec![], 2)
+        (vec![], 0)
     );
-    assert_eq!(code(f.value("s", Some(1), "k").await), ErrorCode::NotFound);
+    assert_eq!(code(f.value("s", Some(1), "k").await), ErrorCode::Destroyed);
+}
+
+/// Deleting the newest version (a rotated-in credential) never brings the one before it back:
+/// reading without a version says it is deleted, and a later write is a new version.
+#[tokio::test]
+async fn deleting_the_newest_version_never_makes_an_older_one_current() {
+    let f = fixture();
+    f.put("db", &[("pass", "leaked-old")]).await.unwrap();
+    f.put("db", &[("pass", "rotated-new")]).await.unwrap();
+    f.change("db", &[], VersionOp::Delete).await.unwrap();
+    assert_eq!(code(f.value("db", None, "pass").await), ErrorCode::Deleted);
+    let m = f.engine.metadata(&f.keys, &path("db")).await.unwrap();
+    assert_eq!((m.current_version, m.latest_version), (0, 2));
+    // Writing the old value again is a new version, not "unchanged" against version 1.
+    let r = f.put("db", &[("pass", "leaked-old")]).await.unwrap();
+    assert_eq!((r.version, r.unchanged), (Some(3), false));
 }
 
 #[tokio::test]
@@ -430,7 +451,7 @@ async fn deleting_every_version_leaves_current_zero() {
         f.change("s", &[1, 2], VersionOp::Delete).await.unwrap().1,
         0
     );
-    assert_eq!(code(f.value("s", None, "k").await), ErrorCode::NotFound);
+    assert_eq!(code(f.value("s", None, "k").await), ErrorCode::Deleted);
     // Nothing current: a delete with an empty list has nothing to do.
     assert_eq!(
         f.change("s", &[], VersionOp::Delete).await.unwrap(),
@@ -924,7 +945,8 @@ async fn redb_versions_survive_reopen_and_destroy_removes_the_value() {
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
     let secrets = Secrets::new(store.clone(), SecretLimits::default());
     let m = secrets.metadata(&keys, &p).await.unwrap();
-    assert_eq!((m.current_version, m.latest_version), (1, 3));
+    // The newest (3) is deleted: nothing is current, and version 1 does not come back.
+    assert_eq!((m.current_version, m.latest_version), (0, 3));
     assert!(m.versions.iter().any(|v| v.version == 2 && v.destroyed));
     assert!(
         store
@@ -933,7 +955,8 @@ async fn redb_versions_survive_reopen_and_destroy_removes_the_value() {
             .unwrap()
             .is_none()
     );
-    let got = secrets.get(&keys, &p, None).await.unwrap();
+    assert_eq!(code(secrets.get(&keys, &p, None).await), ErrorCode::Deleted);
+    let got = secrets.get(&keys, &p, Some(1)).await.unwrap();
     assert_eq!(got.data.get("k").unwrap().expose_secret(), "1");
     // Undelete survives too; the next number is 4.
     secrets

@@ -295,6 +295,33 @@ pub enum SecretCmd {
         #[arg(long)]
         cas: Option<u64>,
     },
+    /// Change some keys of the current version and keep the rest: a new version, written
+    /// only if the version read is still current (compare-and-set).
+    ///
+    /// Example:
+    ///   spike secret patch db/creds pass=new       # user= and every other key stay
+    #[command(verbatim_doc_comment)]
+    Patch {
+        /// Secret path.
+        #[arg(value_parser = secret_path)]
+        path: String,
+        /// KEY=VALUE pairs to set; VALUE `-` reads the value from stdin.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// Patch only if this version is current (default: the version just read).
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Make version N's content current again, as a new version (nothing is rewritten; the
+    /// versions after N stay, and can still be read by number).
+    Rollback {
+        /// Secret path.
+        #[arg(value_parser = secret_path)]
+        path: String,
+        /// The version whose content to bring back.
+        #[arg(long, value_name = "N")]
+        to: u64,
+    },
     /// Read a secret (the current version, or --version N). With KEY, print only that value.
     #[command(alias = "read")]
     Get {

@@ -98,7 +98,10 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             Self::Api { code, .. } => match code {
-                ErrorCode::NotFound | ErrorCode::NoShare => 3,
+                ErrorCode::NotFound
+                | ErrorCode::NoShare
+                | ErrorCode::Deleted
+                | ErrorCode::Destroyed => 3,
                 ErrorCode::Forbidden | ErrorCode::Unauthenticated => 4,
                 ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::NotInitialized => 5,
                 ErrorCode::CasMismatch | ErrorCode::AlreadyInitialized => 6,
@@ -129,6 +132,12 @@ an admin can see what applies to you with `spike policy test YOUR_SPIFFE_ID PATH
                 ErrorCode::CasMismatch => {
                     Some("read the current version with `spike secret metadata PATH` and retry")
                 }
+                ErrorCode::Deleted => Some(
+                    "`spike secret undelete PATH` restores it, or read another version with --version N (`spike secret metadata PATH` lists them)",
+                ),
+                ErrorCode::Destroyed => Some(
+                    "a destroyed version cannot be restored; `spike secret metadata PATH` lists the versions kept (read one with --version N)",
+                ),
                 ErrorCode::NotFound | ErrorCode::NoShare => Some(
                     "check the name: `spike secret list [PREFIX]` and `spike policy list` show what exists (and what you may see)",
                 ),

@@ -291,6 +291,47 @@ fn the_commands_people_type_first_work() {
     assert!(stdout.starts_with("NAME "), "{all}");
     assert!(stdout.contains("PERMISSIONS"), "{all}");
 
+    // Deleting a version never brings an older credential back; rollback and patch do what
+    // people mean.
+    for pass in ["leaked", "rotated"] {
+        let (code, _, all) = spike(&[
+            "secret",
+            "put",
+            "svc/db",
+            "user=app",
+            &format!("pass={pass}"),
+        ]);
+        assert_eq!(code, Some(0), "{all}");
+    }
+    let (code, _, all) = spike(&["secret", "delete", "svc/db"]);
+    assert_eq!(code, Some(0), "{all}");
+    let (code, stdout, all) = spike(&["secret", "get", "svc/db", "pass"]);
+    assert_eq!(code, Some(3), "{all}");
+    assert!(!stdout.contains("leaked"), "{all}");
+    assert!(all.contains("deleted"), "{all}");
+    assert!(all.contains("spike secret undelete"), "the hint: {all}");
+    let (code, _, all) = spike(&["secret", "destroy", "svc/db", "--versions", "2"]);
+    assert_eq!(code, Some(0), "{all}");
+    let (code, _, all) = spike(&["secret", "undelete", "svc/db", "--versions", "2"]);
+    assert_eq!(code, Some(3), "{all}");
+    assert!(all.contains("cannot be undone"), "{all}");
+    let (code, stdout, all) = spike(&["secret", "rollback", "svc/db", "--to", "1"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        stdout.contains("version 3 has the content of version 1"),
+        "{all}"
+    );
+    let (code, _, all) = spike(&["secret", "patch", "svc/db", "pass=fresh"]);
+    assert_eq!(code, Some(0), "{all}");
+    let (_, stdout, all) = spike(&["secret", "get", "svc/db"]);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["pass=fresh", "user=app"],
+        "{all}"
+    );
+    let (code, _, all) = spike(&["secret", "patch", "svc/db", "pass=x", "--cas", "3"]);
+    assert_eq!(code, Some(6), "a stale --cas: {all}");
+
     // A Vault-style address with a scheme works; plain http:// is refused with the fix.
     let out = Command::new(bins().spike)
         .args(["secret", "get", "database/password"])

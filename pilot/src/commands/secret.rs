@@ -24,29 +24,46 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
             cas,
         } => {
             let data = collect_pairs(&pairs, &names, &values)?;
-            let req = PutSecretRequest { data, cas };
-            let resp: PutSecretResponse = nexus
-                .call(Method::PUT, &format!("/v1/secrets/data/{path}"), Some(&req))
-                .await?;
-            match (out, resp.version) {
-                (Output::Text, Some(v)) if resp.unchanged => {
-                    println!("unchanged: {path} is already at version {v}");
-                }
-                (Output::Text, Some(v)) => println!("wrote {path} version {v}"),
-                // Nexus shows version numbers only to callers that may read or list the path.
-                (Output::Text, None) => println!("wrote {path} (a new version)"),
-                _ => print_structured(out, &resp),
-            }
+            let resp = write(nexus, &path, data, cas).await?;
+            print_written(out, &path, &resp);
         }
-        SecretCmd::Get { path, key, version } => {
-            let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
-            let resp: GetSecretResponse = nexus
+        SecretCmd::Patch { path, pairs, cas } => {
+            let current = read(nexus, &path, None).await?;
+            if let Some(expected) = cas
+                && expected != current.version
+            {
+                return Err(CliError::Api {
+                    code: spike_core::error::ErrorCode::CasMismatch,
+                    message: format!("current version is {}, not {expected}", current.version),
+                });
+            }
+            let mut data = current.data;
+            for (k, v) in collect_pairs(&pairs, &[], &[])?.iter() {
+                data.insert(k.to_owned(), v.clone());
+            }
+            let resp = write(nexus, &path, data, Some(current.version)).await?;
+            print_written(out, &path, &resp);
+        }
+        SecretCmd::Rollback { path, to } => {
+            let old = read(nexus, &path, Some(to)).await?;
+            let meta: SecretMetadata = nexus
                 .call(
                     Method::GET,
-                    &format!("/v1/secrets/data/{path}{q}"),
+                    &format!("/v1/secrets/metadata/{path}"),
                     None::<&()>,
                 )
                 .await?;
+            // Only if nothing was written since the metadata was read.
+            let resp = write(nexus, &path, old.data, Some(meta.current_version)).await?;
+            match (out, resp.version) {
+                (Output::Text, Some(v)) if !resp.unchanged => {
+                    println!("rolled back {path}: version {v} has the content of version {to}");
+                }
+                _ => print_written(out, &path, &resp),
+            }
+        }
+        SecretCmd::Get { path, key, version } => {
+            let resp = read(nexus, &path, version).await?;
             match (key, out) {
                 (Some(k), _) => {
                     let v = resp.data.get(&k).ok_or_else(|| CliError::Api {
@@ -191,6 +208,41 @@ async fn versions_op(
 
 /// Builds the secret's map from `KEY=VALUE` pairs and `--name/--value` pairs. A value of `-`
 /// is read from stdin (once), so credentials need not appear in the process list.
+async fn read(nexus: &Nexus, path: &str, version: Option<u64>) -> CliResult<GetSecretResponse> {
+    let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
+    nexus
+        .call(
+            Method::GET,
+            &format!("/v1/secrets/data/{path}{q}"),
+            None::<&()>,
+        )
+        .await
+}
+
+async fn write(
+    nexus: &Nexus,
+    path: &str,
+    data: SecretMap,
+    cas: Option<u64>,
+) -> CliResult<PutSecretResponse> {
+    let req = PutSecretRequest { data, cas };
+    nexus
+        .call(Method::PUT, &format!("/v1/secrets/data/{path}"), Some(&req))
+        .await
+}
+
+fn print_written(out: Output, path: &str, resp: &PutSecretResponse) {
+    match (out, resp.version) {
+        (Output::Text, Some(v)) if resp.unchanged => {
+            println!("unchanged: {path} is already at version {v}");
+        }
+        (Output::Text, Some(v)) => println!("wrote {path} version {v}"),
+        // Nexus shows version numbers only to callers that may read or list the path.
+        (Output::Text, None) => println!("wrote {path} (a new version)"),
+        _ => print_structured(out, resp),
+    }
+}
+
 /// The key a single bare value is stored under.
 const BARE_KEY: &str = "value";
 
