@@ -25,11 +25,25 @@ impl AppError {
         Self::new(ErrorCode::Internal, "internal error; see the Nexus log")
     }
 
-    /// 403 without saying which rule failed.
-    pub(crate) fn forbidden() -> Self {
+    /// `caller` may not use `perm` on `path`. Names only what the caller sent (its own ID, the
+    /// path) and what the route needs, never which policies exist.
+    pub(crate) fn forbidden_on(
+        caller: &spike_core::id::SpiffeId,
+        perm: spike_core::policy::Permission,
+        path: &spike_core::path::SecretPath,
+    ) -> Self {
         Self::new(
             ErrorCode::Forbidden,
-            "no policy grants this SPIFFE ID that permission on this path",
+            format!("{caller} may not `{perm}` {path}: no policy grants it"),
+        )
+    }
+
+    /// `caller` is not one of SPIKE's own identities allowed here, or not an administrator:
+    /// no policy on a path would help, so the message does not suggest one.
+    pub(crate) fn not_admin(caller: &spike_core::id::SpiffeId, who: &str) -> Self {
+        Self::new(
+            ErrorCode::Forbidden,
+            format!("this needs {who}; {caller} is not"),
         )
     }
 

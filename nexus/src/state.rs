@@ -135,6 +135,10 @@ pub struct Nexus {
     sealed_audit: std::sync::Mutex<SealedAudit>,
 }
 
+/// Who may administer policies, as refusals say it.
+const ADMINISTRATOR: &str =
+    "an administrator (the superuser, or a workload granted `super` on `**`)";
+
 impl Nexus {
     pub(crate) fn new(
         config: NexusConfig,
@@ -379,9 +383,12 @@ impl Nexus {
     ) -> AppResult<()> {
         match Builtin::of(caller, self.trust_domain()) {
             Some(Builtin::Superuser) => Ok(()),
-            Some(_) => Err(AppError::forbidden()),
+            Some(_) => Err(AppError::not_admin(
+                caller,
+                "a workload identity or the superuser (SPIKE's own identities have no data access)",
+            )),
             None if self.policies.engine().allows(caller, path, perm) => Ok(()),
-            None => Err(AppError::forbidden()),
+            None => Err(AppError::forbidden_on(caller, perm, path)),
         }
     }
 
@@ -389,9 +396,8 @@ impl Nexus {
     pub(crate) fn authorize_admin(&self, caller: &SpiffeId) -> AppResult<()> {
         match Builtin::of(caller, self.trust_domain()) {
             Some(Builtin::Superuser) => Ok(()),
-            Some(_) => Err(AppError::forbidden()),
             None if self.policies.is_admin(caller) => Ok(()),
-            None => Err(AppError::forbidden()),
+            _ => Err(AppError::not_admin(caller, ADMINISTRATOR)),
         }
     }
 

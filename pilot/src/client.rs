@@ -117,7 +117,12 @@ impl CliError {
     /// A hint about what to do next, when there is a useful one.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Self::Api { code, .. } => match code {
+            Self::Api { code, message } => match code {
+                // A route for administrators or one of SPIKE's own identities: no policy on a
+                // path helps.
+                ErrorCode::Forbidden if message.starts_with("this needs ") => Some(
+                    "run it with the identity the message names (`spike status` shows which one you have)",
+                ),
                 ErrorCode::Forbidden => Some(
                     "ask an admin for a policy (spike policy create NAME --spiffe-id-pattern ... --path-pattern ... --permissions ...); \
 an admin can see what applies to you with `spike policy test YOUR_SPIFFE_ID PATH` (`spike status` shows your ID)",

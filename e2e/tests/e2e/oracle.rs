@@ -207,3 +207,24 @@ fn a_blind_deleter_is_not_told_version_numbers() {
     // The newest is deleted: nothing is current (version 2 does not come back).
     assert_eq!(r["currentVersion"], 0, "{r}");
 }
+
+/// A refusal says who asked for what, with nothing the caller did not send; a route for
+/// administrators says so instead of suggesting a policy.
+#[test]
+fn refusals_name_the_caller_the_permission_and_the_path() {
+    let (c, _admin, writer) = cluster_with_blind_writer();
+    let out = c.spike(&writer, &["secret", "get", "apps/pay/key"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spiffe://spike.test/ns/ci/sa/deployer may not `read` apps/pay/key"),
+        "{err}"
+    );
+    assert!(!err.contains("pay-writer"), "names no policy: {err}");
+    assert!(err.contains("ask an admin for a policy"), "{err}");
+    let out = c.spike(&writer, &["policy", "list"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("this needs an administrator"), "{err}");
+    assert!(!err.contains("ask an admin for a policy"), "{err}");
+}

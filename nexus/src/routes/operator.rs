@@ -35,7 +35,10 @@ fn require(n: &Nexus, caller: &SpiffeId, role: Builtin) -> AppResult<()> {
     if Builtin::of(caller, n.trust_domain()) == Some(role) {
         Ok(())
     } else {
-        Err(AppError::forbidden())
+        Err(AppError::not_admin(
+            caller,
+            &format!("the {}", role.id(n.trust_domain())),
+        ))
     }
 }
 

@@ -42,7 +42,13 @@ fn report(
 fn require_builtin(n: &Nexus, c: &SpiffeId, allowed: &[Builtin]) -> AppResult<()> {
     match Builtin::of(c, n.trust_domain()) {
         Some(b) if allowed.contains(&b) => Ok(()),
-        _ => Err(AppError::forbidden()),
+        _ => {
+            let who: Vec<String> = allowed
+                .iter()
+                .map(|b| b.id(n.trust_domain()).to_string())
+                .collect();
+            Err(AppError::not_admin(c, &who.join(" or ")))
+        }
     }
 }
 
