@@ -7,6 +7,12 @@ use std::process::Output;
 use spike_agent::PemFiles;
 use spike_e2e::{Cluster, text};
 
+/// `spike status -o json` while sealed: the document, and exit status 5.
+fn sealed_status(out: &Output) -> serde_json::Value {
+    assert_eq!(out.status.code(), Some(5), "{}", text(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
 fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", text(out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
@@ -138,11 +144,11 @@ fn status_tells_a_workload_only_whether_nexus_serves() {
     c.start_nexus();
     let admin = c.pki.svid("/spike/pilot/role/superuser");
     let workload = c.pki.svid("/ns/web/sa/api");
-    let s = json(&c.spike(&workload, &["status", "-o", "json"]));
+    let s = sealed_status(&c.spike(&workload, &["status", "-o", "json"]));
     assert_eq!(s["sealed"], true, "{s}");
     assert!(s.get("reason").is_none(), "{s}");
     assert!(s.get("initialized").is_none(), "{s}");
-    let s = json(&c.spike(&admin, &["status", "-o", "json"]));
+    let s = sealed_status(&c.spike(&admin, &["status", "-o", "json"]));
     assert_eq!(
         (&s["sealed"], &s["initialized"]),
         (&true.into(), &false.into()),

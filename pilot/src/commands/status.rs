@@ -5,8 +5,9 @@ use serde::Serialize;
 use spike_core::api::StatusResponse;
 
 use crate::cli::Output;
-use crate::client::{CliResult, Nexus};
+use crate::client::{CliError, CliResult, Nexus};
 use crate::output::print_structured;
+use spike_core::error::ErrorCode;
 
 /// Prints Nexus's state and the caller's identity.
 pub async fn run(nexus: &Nexus, out: Output) -> CliResult<()> {
@@ -42,6 +43,13 @@ pub async fn run(nexus: &Nexus, out: Output) -> CliResult<()> {
             }
         }
         _ => print_structured(out, &s),
+    }
+    // Like a health check: a script can tell a serving Nexus by the exit status.
+    if s.sealed {
+        return Err(CliError::Api {
+            code: ErrorCode::Sealed,
+            message: "Nexus is sealed".into(),
+        });
     }
     Ok(())
 }
