@@ -239,6 +239,24 @@ fn the_commands_people_type_first_work() {
     let (code, _, all) = spike(&["policy", "attach", api, "onto", "database/*"]);
     assert_eq!(code, Some(2), "the word is `to`: {all}");
 
+    // A pattern that looks like a regex is a valid glob that means something else: warned.
+    let (code, _, all) = spike(&[
+        "policy",
+        "create",
+        "regex-like",
+        "--spiffe-id-pattern",
+        "spiffe://spike.dev/x/.*",
+        "--path-pattern",
+        "database/.*",
+        "--permissions",
+        "read",
+    ]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("looks like a regular expression"), "{all}");
+    assert!(all.contains("did you mean `database/**`"), "{all}");
+    let (code, _, all) = spike(&["policy", "delete", "regex-like"]);
+    assert_eq!(code, Some(0), "{all}");
+
     // The policies that apply to an ID.
     let (code, stdout, all) = spike(&["policy", "list", api]);
     assert_eq!(code, Some(0), "{all}");

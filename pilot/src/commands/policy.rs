@@ -147,7 +147,45 @@ fn parse_permissions(given: &[String]) -> CliResult<Vec<Permission>> {
         .collect()
 }
 
+/// The glob to write instead of a pattern that looks like a regular expression (`.*`, `^`,
+/// `$`), if it does: such a pattern is a valid glob that matches something else, or nothing.
+fn regex_lookalike(pattern: &str) -> Option<String> {
+    let looks = pattern.contains(".*") || pattern.starts_with('^') || pattern.ends_with('$');
+    looks.then(|| {
+        let glob = pattern
+            .trim_start_matches('^')
+            .trim_end_matches('$')
+            .replace(".*", "**");
+        // `**` stands for whole segments: `a/b**` is written `a/b*` or `a/b/**`.
+        glob.split('/')
+            .map(|seg| {
+                if seg.contains("**") && seg != "**" {
+                    seg.replace("**", "*")
+                } else {
+                    seg.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    })
+}
+
+fn warn_regex_lookalikes(req: &PutPolicyRequest) {
+    for (what, pattern) in [
+        ("SPIFFE-ID pattern", &req.spiffe_id_pattern),
+        ("path pattern", &req.path_pattern),
+    ] {
+        if let Some(glob) = regex_lookalike(pattern) {
+            eprintln!(
+                "warning: the {what} `{pattern}` looks like a regular expression; patterns are globs \
+                 (`*` within one segment, `**` any number of segments): did you mean `{glob}`?"
+            );
+        }
+    }
+}
+
 async fn put(nexus: &Nexus, out: Output, name: &str, req: &PutPolicyRequest) -> CliResult<()> {
+    warn_regex_lookalikes(req);
     let resp: PutPolicyResponse = nexus
         .call(Method::PUT, &format!("/v1/policies/{name}"), Some(req))
         .await?;
@@ -259,4 +297,25 @@ fn print_policy(p: &PolicyResponse) {
     println!("path-pattern:      {}", p.path_pattern);
     println!("permissions:       {}", permission_names(&p.permissions));
     println!("updated:           {}", p.updated_at);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_that_look_like_regexes_get_the_glob_to_write() {
+        assert_eq!(regex_lookalike("apps/.*").as_deref(), Some("apps/**"));
+        assert_eq!(
+            regex_lookalike("^apps/web/.*$").as_deref(),
+            Some("apps/web/**")
+        );
+        assert_eq!(regex_lookalike("apps/db.*").as_deref(), Some("apps/db*"));
+        assert_eq!(
+            regex_lookalike("spiffe://spike.dev/ns/web/.*").as_deref(),
+            Some("spiffe://spike.dev/ns/web/**")
+        );
+        assert_eq!(regex_lookalike("apps/**"), None);
+        assert_eq!(regex_lookalike("apps/*/db"), None);
+    }
 }
