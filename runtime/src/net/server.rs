@@ -405,6 +405,11 @@ async fn serve_connection(
     let idle = tokio::time::sleep_until(activity.idle_deadline(limits.idle_timeout));
     tokio::pin!(idle);
     let mut draining = false;
+    // Set when the peer's certificate expires: the graceful close gets this long to finish
+    // the requests in flight, then the connection is dropped, whatever the peer does.
+    let cut_off = tokio::time::sleep(MAX_TIMEOUT);
+    tokio::pin!(cut_off);
+    let mut expired = false;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -412,10 +417,18 @@ async fn serve_connection(
                 break;
             }
             // A connection must not outlive the certificate that authenticated it.
-            () = &mut expiry, if !draining => {
+            () = &mut expiry, if !expired => {
                 tracing::debug!(%remote, "peer certificate expired; closing connection");
-                conn.as_mut().graceful_shutdown();
-                draining = true;
+                expired = true;
+                if !draining {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                cut_off.as_mut().reset(tokio::time::Instant::now() + limits.drain_timeout);
+            }
+            () = &mut cut_off, if expired => {
+                tracing::debug!(%remote, "peer certificate expired and the connection did not close; dropping it");
+                break;
             }
             () = &mut idle, if !draining => {
                 let deadline = activity.idle_deadline(limits.idle_timeout);
