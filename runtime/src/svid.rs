@@ -674,13 +674,18 @@ async fn wait_for_socket(
     }
 }
 
+/// This process's real uid, as Unix attestation sees it: the owner of its `/proc` entry (no
+/// libc call needed). `None` without `/proc`.
+pub fn process_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
 /// What Unix attestation sees of this process: its executable and uid (its own facts, so
 /// nothing the agent knows is revealed by saying them).
 fn this_process() -> String {
-    use std::os::unix::fs::MetadataExt;
     let exe = std::env::current_exe().map_or_else(|_| "?".into(), |p| p.display().to_string());
-    // The owner of our /proc entry is our uid; no libc call needed.
-    let uid = std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string());
+    let uid = process_uid().map_or_else(|| "?".into(), |u| u.to_string());
     format!("executable {exe}, uid {uid}")
 }
 

@@ -58,7 +58,7 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
 
     // The agent: CLI processes run from this same `spike` binary get the superuser identity.
     let exe = std::env::current_exe().map_err(|e| other(&e))?;
-    let uid = rustix_uid();
+    let uid = spike_runtime::svid::process_uid().unwrap_or(0);
     let mut agent_cfg = AgentConfig::new(td.clone(), run_dir.join("agent").join("agent.sock"));
     // Workloads first: a `spike` started as a workload also matches the superuser entry, and a
     // client takes the first SVID it is given.
@@ -317,12 +317,4 @@ fn port_in_use(e: &spike_nexus::StartError, port: u16) -> Option<CliError> {
         }
         _ => None,
     }
-}
-
-fn rustix_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // The uid that owns our own /proc entry is our real uid; no unsafe libc call needed.
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0)
 }
