@@ -1,0 +1,65 @@
+//! The parts of SPIKE's late-binding gateway that keep real credentials away from AI agents:
+//! the response scrubber, the request value detector and the response decoder. The HTTP proxy
+//! is built around them; nothing here does I/O.
+//!
+//! # The pieces
+//!
+//! - [`ScrubSet`]: the real values resolved for one agent (each ≥ [`MIN_VALUE_LEN`] bytes,
+//!   in zeroizing buffers), each with its replacement, the reference token the agent holds.
+//! - [`Scrubber`]: scrubs a response body as it streams; every value is replaced by its
+//!   token, so the agent sees its own reference. [`scrub_header_value`] does the same for a
+//!   header value, and tells whether it changed.
+//! - [`find_known_value`] and [`Detector`]: find a real value in an agent's request, which
+//!   the gateway then refuses and audits.
+//! - [`decode`]: undoes `Content-Encoding` (gzip, deflate, brotli, zstd) with caps on size
+//!   and expansion, so compressed bodies are scrubbed too; the proxy serves the result
+//!   uncompressed, or refuses what cannot be decoded. Nothing passes unscanned.
+//!
+//! # What is found
+//!
+//! A value is found written in any of these [`Encoding`]s: raw, standard and URL-safe base64
+//! at each of the three byte alignments it can have inside a longer base64 string (padded or
+//! not), and hex in any case. Each of them is found under any of these [`Escaping`]s:
+//! none, percent-encoding, JSON string escapes (`\uXXXX` and surrogate pairs included) and
+//! HTML character references, each escaping possibly partial (any character may or may not
+//! be escaped, in either hex case). Matching is incremental, so a value split across chunks
+//! is found whatever the split; see `scan` for how, and `views` for exactly which
+//! escapes are decoded.
+//!
+//! # Limits, stated exactly
+//!
+//! - **Held-back bytes.** The scrubber holds back only input that is still a possible
+//!   partial match: after ordinary text, nothing, so an SSE event is passed on as soon as it
+//!   arrives. The worst case is [`ScrubSet::max_held_back`]: `(L + 2) · 12` bytes, `L` being
+//!   the longest pattern (a value's hex form, twice its length), 12 the longest escape
+//!   sequence; 984 bytes for a 40-byte key.
+//! - **Minimum length.** Values shorter than [`MIN_VALUE_LEN`] (8) bytes are refused with
+//!   [`ScrubSetError::ValueTooShort`]; the gateway must not substitute them.
+//! - **Base64 boundaries.** Inside a longer base64 string a value's encoding begins and ends
+//!   with characters that mix its bits with its neighbours'. The replacement covers those
+//!   boundary characters too, so no remaining character carries any bit of the value; only
+//!   padding (`=`, no bits) may remain next to the replacement.
+//!
+//! # What scrubbing cannot catch
+//!
+//! An upstream that transforms a value in any other way (encrypts it, reverses it, splits it
+//! with separators, wraps base64 across lines, escapes it twice, compresses it inside the
+//! body) defeats matching. Scrubbing is a safety net for echoes of a credential (error
+//! messages, debug output), which is why substitution locations are narrow by default.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod decode;
+mod detect;
+mod matcher;
+mod patterns;
+mod scan;
+mod scrub;
+mod set;
+mod views;
+
+pub use detect::{Detector, Match, find_known_value};
+pub use patterns::Encoding;
+pub use scrub::{Scrubber, scrub, scrub_header_value};
+pub use set::{MAX_REPLACEMENT_LEN, MAX_VALUE_LEN, MIN_VALUE_LEN, ScrubSet, ScrubSetError};
+pub use views::Escaping;
