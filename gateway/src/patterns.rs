@@ -44,38 +44,32 @@ pub enum Encoding {
     Hex,
 }
 
-/// Which base64 alphabet a pattern is written in; decides which neighbouring characters are
-/// boundary characters.
+/// Which base64 alphabet a pattern is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Alphabet {
+enum Alphabet {
     Standard,
     UrlSafe,
 }
 
-impl Alphabet {
-    /// Whether `b` is a (non-padding) character of this alphabet.
-    pub(crate) fn contains(self, b: u8) -> bool {
-        b.is_ascii_alphanumeric()
-            || match self {
-                Self::Standard => b == b'+' || b == b'/',
-                Self::UrlSafe => b == b'-' || b == b'_',
-            }
-    }
+/// Whether `b` can be a boundary character: a (non-padding) character of either base64
+/// alphabet. Both count, because an interior without `+ / - _` is one pattern for both
+/// alphabets; at worst one neighbouring `-`, `_`, `+` or `/` that is not base64 is replaced
+/// along with the value.
+pub(crate) fn is_base64_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
 }
 
 /// What a match of a pattern means and whether it must be widened over boundary characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Form {
     pub(crate) encoding: Encoding,
-    /// For base64: the alphabet, and whether a boundary character precedes / follows the
-    /// interior.
+    /// For base64: whether a boundary character precedes / follows the interior.
     pub(crate) boundary: Option<Boundary>,
 }
 
 /// The boundary characters around a base64 interior.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Boundary {
-    pub(crate) alphabet: Alphabet,
     pub(crate) before: bool,
     pub(crate) after: bool,
 }
@@ -162,7 +156,6 @@ fn base64_interior(
     let end = end_bit / 6;
     let interior = Zeroizing::new(encoded[first..end].to_vec());
     let boundary = Boundary {
-        alphabet,
         before: !first_bit.is_multiple_of(6),
         after: !end_bit.is_multiple_of(6),
     };
@@ -233,9 +226,8 @@ mod tests {
     }
 
     #[test]
-    fn alphabets_differ_only_in_two_characters() {
-        assert!(Alphabet::Standard.contains(b'+') && !Alphabet::Standard.contains(b'-'));
-        assert!(Alphabet::UrlSafe.contains(b'_') && !Alphabet::UrlSafe.contains(b'/'));
-        assert!(!Alphabet::Standard.contains(b'='));
+    fn boundary_characters_are_those_of_either_alphabet_without_padding() {
+        assert!(b"aZ09+/-_".iter().all(|&b| is_base64_char(b)));
+        assert!(b"=.~ \\\"%".iter().all(|&b| !is_base64_char(b)));
     }
 }

@@ -5,7 +5,7 @@
 //! steps two automata ([`crate::matcher`]): an exact one (raw values and base64 interiors) and
 //! a case-folding one (hex). A match in a view masks the input span of the decoded bytes it
 //! covers, widened over a base64 boundary character on either side when the pattern has one
-//! and the neighbouring decoded byte is a character of that alphabet ([`crate::patterns`]).
+//! and the neighbouring decoded byte is a base64 character ([`crate::patterns`]).
 //! The neighbour after a match has not arrived yet when the match completes, so such a match
 //! waits for the view's next decoded byte (or the end of the input) before it is reported.
 //!
@@ -26,7 +26,7 @@
 //! ([`ScrubSet::max_held_back`](crate::ScrubSet::max_held_back)).
 
 use crate::matcher::{Dfa, DfaBuilder, StateId};
-use crate::patterns::{self, Alphabet, Case, Encoding, Form};
+use crate::patterns::{self, Case, Encoding, Form, is_base64_char};
 use crate::views::{
     Decode, Escaping, Html, Identity, Json, LONGEST_ESCAPE, Percent, Unescape, UnitSink,
 };
@@ -107,13 +107,6 @@ impl Matchers {
     }
 }
 
-/// A match that waits for the decoded byte after it, which may be a boundary character.
-#[derive(Debug, Clone, Copy)]
-struct Waiting {
-    found: Found,
-    alphabet: Alphabet,
-}
-
 /// One view's matching state, apart from its decoder (so the decoder can feed it).
 #[derive(Debug)]
 struct ViewState {
@@ -125,7 +118,8 @@ struct ViewState {
     mask: u64,
     /// Decoded bytes so far.
     count: u64,
-    waiting: Vec<Waiting>,
+    /// Matches that wait for the decoded byte after them, a possible boundary character.
+    waiting: Vec<Found>,
 }
 
 /// The automata and the sink a view reports to while it decodes.
@@ -162,9 +156,8 @@ impl ViewState {
     #[inline]
     fn decoded(&mut self, m: &Matchers, b: u8, start: u64, end: u64, sink: &mut impl FoundSink) {
         if !self.waiting.is_empty() {
-            for w in self.waiting.drain(..) {
-                let mut found = w.found;
-                if w.alphabet.contains(b) {
+            for mut found in self.waiting.drain(..) {
+                if is_base64_char(b) {
                     found.end = end;
                 }
                 sink.found(found);
@@ -197,15 +190,12 @@ impl ViewState {
         };
         if boundary.before && first > 0 {
             let (start, byte) = self.history[((first - 1) & self.mask) as usize];
-            if boundary.alphabet.contains(byte) {
+            if is_base64_char(byte) {
                 found.start = start;
             }
         }
         if boundary.after {
-            self.waiting.push(Waiting {
-                found,
-                alphabet: boundary.alphabet,
-            });
+            self.waiting.push(found);
         } else {
             sink.found(found);
         }
@@ -213,14 +203,14 @@ impl ViewState {
 
     /// The end of the input: waiting matches have no right neighbour.
     fn finish(&mut self, sink: &mut impl FoundSink) {
-        for w in self.waiting.drain(..) {
-            sink.found(w.found);
+        for found in self.waiting.drain(..) {
+            sink.found(found);
         }
     }
 
     fn safe_point(&self, m: &Matchers, mut safe: u64) -> u64 {
-        for w in &self.waiting {
-            safe = safe.min(w.found.start);
+        for found in &self.waiting {
+            safe = safe.min(found.start);
         }
         let depth = m.exact.depth(self.exact).max(m.folded.depth(self.folded)) as u64;
         // The partial match, and the byte before it, which a base64 match starting there would
@@ -229,7 +219,7 @@ impl ViewState {
         let first = self.count - depth;
         if first > 0 {
             let (start, byte) = self.history[((first - 1) & self.mask) as usize];
-            if Alphabet::Standard.contains(byte) || Alphabet::UrlSafe.contains(byte) {
+            if is_base64_char(byte) {
                 return safe.min(start);
             }
         }
