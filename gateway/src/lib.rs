@@ -29,16 +29,23 @@
 //! # Limits, stated exactly
 //!
 //! - **Held-back bytes.** The scrubber holds back only input that is still a possible
-//!   partial match: after ordinary text, nothing, so an SSE event is passed on as soon as it
-//!   arrives. The worst case is [`ScrubSet::max_held_back`]: `(L + 2) · 12` bytes, `L` being
-//!   the longest pattern (a value's hex form, twice its length), 12 the longest escape
-//!   sequence; 984 bytes for a 40-byte key.
+//!   partial match, plus the last character if it is a base64 character (a base64 form
+//!   starting right after it would take it as its boundary character). After an SSE event,
+//!   which ends in a blank line, nothing is held, so events are passed on as they arrive.
+//!   The worst case is [`ScrubSet::max_held_back`]: `2 · (L + 2) · 12` bytes, `L` being the
+//!   longest pattern (a value's hex form, twice its length), 12 the longest escape sequence;
+//!   1,968 bytes for a 40-byte key.
 //! - **Minimum length.** Values shorter than [`MIN_VALUE_LEN`] (8) bytes are refused with
-//!   [`ScrubSetError::ValueTooShort`]; the gateway must not substitute them.
+//!   [`ScrubSetError::ValueTooShort`]; the gateway must not substitute them. Values are at
+//!   most [`MAX_VALUE_LEN`] (4 KiB), and a set holds at most [`MAX_SET_BYTES`] (16 KiB).
 //! - **Base64 boundaries.** Inside a longer base64 string a value's encoding begins and ends
 //!   with characters that mix its bits with its neighbours'. The replacement covers those
 //!   boundary characters too, so no remaining character carries any bit of the value; only
-//!   padding (`=`, no bits) may remain next to the replacement.
+//!   padding (`=`, no bits) may remain next to the replacement. A boundary character is any
+//!   character of either alphabet, so at worst one neighbouring `+ / - _` that was not part
+//!   of the encoding is replaced along with it.
+//! - **Escapes decoded.** One layer at a time; HTML references of at most 12 bytes (leading
+//!   zeros included) with their `;`, and a fixed list of named ones (see `views`).
 //!
 //! # What scrubbing cannot catch
 //!
@@ -61,5 +68,7 @@ mod views;
 pub use detect::{Detector, Match, find_known_value};
 pub use patterns::Encoding;
 pub use scrub::{Scrubber, scrub, scrub_header_value};
-pub use set::{MAX_REPLACEMENT_LEN, MAX_VALUE_LEN, MIN_VALUE_LEN, ScrubSet, ScrubSetError};
+pub use set::{
+    MAX_REPLACEMENT_LEN, MAX_SET_BYTES, MAX_VALUE_LEN, MIN_VALUE_LEN, ScrubSet, ScrubSetError,
+};
 pub use views::Escaping;

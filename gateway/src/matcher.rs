@@ -9,8 +9,9 @@
 //! breadth-first failure links, full transition table), and the transition table is built over
 //! byte classes so that its size is (states × distinct pattern bytes), not (states × 256).
 //!
-//! Case-insensitive matching (for hex) is a property of the whole automaton: upper- and
-//! lowercase ASCII letters share one byte class, so folding costs nothing at match time.
+//! Case-insensitive matching is a property of the whole automaton: with folding, upper- and
+//! lowercase ASCII letters share one byte class, so it costs nothing at match time. (The
+//! scanner folds every pattern and checks the exact ones when they are reported.)
 //!
 //! The transition table encodes the patterns, which are encodings of secret values, so it is
 //! held in zeroizing buffers and the type's `Debug` shows only sizes.
@@ -19,8 +20,13 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-/// A state of a [`Dfa`]. The start state is [`Dfa::START`].
+/// A state of a [`Dfa`]: its row's offset in the transition table, with [`MATCH`] set when
+/// patterns end in it, so the per-byte path tests one bit instead of loading match lists.
+/// The start state is [`Dfa::START`].
 pub(crate) type StateId = u32;
+
+/// The flag of a [`StateId`] in which some pattern ends.
+const MATCH: StateId = 1 << 31;
 
 /// Builds a [`Dfa`] from patterns added one by one.
 pub(crate) struct DfaBuilder {
@@ -143,6 +149,15 @@ impl DfaBuilder {
             }
         }
 
+        // Premultiply the targets and flag the matching ones. The scrub set's size limits keep
+        // `states * stride` far below 2^31.
+        debug_assert!(states * stride < MATCH as usize);
+        for entry in trans.iter_mut() {
+            let target = *entry as usize;
+            let flag = if outputs[target].is_empty() { 0 } else { MATCH };
+            *entry = (target * stride) as StateId | flag;
+        }
+
         let mut match_start = Vec::with_capacity(states + 1);
         let mut match_ids = Vec::new();
         for out in &outputs {
@@ -163,7 +178,8 @@ impl DfaBuilder {
     }
 }
 
-/// A compiled automaton; see the module docs. Stepping is one table look-up per byte.
+/// A compiled automaton; see the module docs. Stepping is two table look-ups per byte (byte
+/// class, transition).
 pub(crate) struct Dfa {
     classes: Zeroizing<Vec<u8>>,
     stride: usize,
@@ -182,21 +198,33 @@ impl Dfa {
     #[inline]
     pub(crate) fn next(&self, state: StateId, byte: u8) -> StateId {
         let class = usize::from(self.classes[usize::from(byte)]);
-        self.trans[state as usize * self.stride + class]
+        self.trans[(state & !MATCH) as usize + class]
+    }
+
+    /// Whether some pattern ends in `state`.
+    #[inline]
+    pub(crate) fn is_match(state: StateId) -> bool {
+        state & MATCH != 0
+    }
+
+    /// The state's index in the per-state tables.
+    fn index(&self, state: StateId) -> usize {
+        (state & !MATCH) as usize / self.stride
     }
 
     /// The length of the partial match `state` stands for: the longest suffix of the input
     /// so far that is a prefix of (or equal to) some pattern.
     #[inline]
     pub(crate) fn depth(&self, state: StateId) -> usize {
-        self.depth[state as usize] as usize
+        self.depth[self.index(state)] as usize
     }
 
     /// The ids of the patterns that end at the input position that led to `state`.
     #[inline]
     pub(crate) fn matches(&self, state: StateId) -> &[u32] {
-        let start = self.match_start[state as usize] as usize;
-        let end = self.match_start[state as usize + 1] as usize;
+        let index = self.index(state);
+        let start = self.match_start[index] as usize;
+        let end = self.match_start[index + 1] as usize;
         &self.match_ids[start..end]
     }
 

@@ -2,12 +2,26 @@
 //! each searched for every pattern of every value, incrementally.
 //!
 //! For each input byte, each view ([`crate::views`]) produces decoded units; each decoded byte
-//! steps two automata ([`crate::matcher`]): an exact one (raw values and base64 interiors) and
-//! a case-folding one (hex). A match in a view masks the input span of the decoded bytes it
-//! covers, widened over a base64 boundary character on either side when the pattern has one
+//! steps one case-folding automaton ([`crate::matcher`]) that holds every pattern. Hex matches
+//! in any case; a raw or base64 pattern, which must match exactly, is checked against the
+//! view's recent decoded bytes when the automaton reports it (rare outside real matches), so
+//! each decoded byte costs one table look-up. A match in a view masks the input span of the
+//! decoded bytes it covers, widened over a base64 boundary character on either side when the pattern has one
 //! and the neighbouring decoded byte is a base64 character ([`crate::patterns`]).
 //! The neighbour after a match has not arrived yet when the match completes, so such a match
 //! waits for the view's next decoded byte (or the end of the input) before it is reported.
+//!
+//! # Sleeping views
+//!
+//! An escaping view decodes to the same bytes as the identity view except around escape
+//! sequences, and a match in it that covers no escape is found by the identity view too. So
+//! an escaping view sleeps as soon as nothing is pending in it and its partial match (with
+//! the byte before it) lies within the literal bytes since its last escape: every match it
+//! could still report would be the identity view's. The byte that introduces its escapes
+//! (`%`, `\`, `&`) wakes it with the identity view's automaton state and recent history.
+//! That state may also carry a partial match over bytes the escaping view decoded otherwise;
+//! if it completes, the match is real in the identity view, so reporting it twice is
+//! harmless. Text without escapes is scanned once, not four times.
 //!
 //! # What may still become a match
 //!
@@ -22,8 +36,10 @@
 //! Bound: a partial match or a waiting match spans at most `L + 1` decoded bytes (`L` the
 //! longest pattern, plus a boundary character), each decoded from at most
 //! [`LONGEST_ESCAPE`] input bytes, and at most `LONGEST_ESCAPE - 1` bytes of an unfinished
-//! escape may follow; so the input held back is less than `(L + 2) · LONGEST_ESCAPE` bytes
-//! ([`ScrubSet::max_held_back`](crate::ScrubSet::max_held_back)).
+//! escape may follow; so the safe point lags the input by less than `(L + 2) · LONGEST_ESCAPE`
+//! bytes, and one match covers less than that too ([`Matchers::max_lag`]).
+
+use zeroize::Zeroizing;
 
 use crate::matcher::{Dfa, DfaBuilder, StateId};
 use crate::patterns::{self, Case, Encoding, Form, is_base64_char};
@@ -58,71 +74,66 @@ struct PatternInfo {
 /// The compiled patterns of a scrub set's values.
 #[derive(Debug)]
 pub(crate) struct Matchers {
-    exact: Dfa,
-    exact_info: Vec<PatternInfo>,
-    folded: Dfa,
-    folded_info: Vec<PatternInfo>,
+    dfa: Dfa,
+    info: Vec<PatternInfo>,
+    /// For each pattern that must match exactly (raw and base64), its bytes; empty for hex.
+    exact: Vec<Zeroizing<Vec<u8>>>,
     max_len: usize,
 }
 
 impl Matchers {
     /// Compiles the patterns of `values`, the n-th value being entry n.
     pub(crate) fn build<'a>(values: impl Iterator<Item = &'a [u8]>) -> Self {
-        let mut exact = DfaBuilder::new(false);
-        let mut folded = DfaBuilder::new(true);
-        let (mut exact_info, mut folded_info) = (Vec::new(), Vec::new());
+        let mut builder = DfaBuilder::new(true);
+        let (mut info, mut exact) = (Vec::new(), Vec::new());
         for (entry, value) in values.enumerate() {
             for pattern in patterns::expand(value) {
-                let info = PatternInfo {
+                info.push(PatternInfo {
                     entry: entry as u32,
                     form: pattern.form,
                     len: pattern.bytes.len() as u32,
-                };
-                match pattern.case {
-                    Case::Exact => {
-                        exact.add(pattern.bytes);
-                        exact_info.push(info);
-                    }
-                    Case::Folded => {
-                        folded.add(pattern.bytes);
-                        folded_info.push(info);
-                    }
-                }
+                });
+                exact.push(match pattern.case {
+                    Case::Exact => pattern.bytes.clone(),
+                    Case::Folded => Zeroizing::new(Vec::new()),
+                });
+                builder.add(pattern.bytes);
             }
         }
-        let (exact, folded) = (exact.build(), folded.build());
-        let max_len = exact.max_len().max(folded.max_len());
+        let dfa = builder.build();
+        let max_len = dfa.max_len();
         Self {
+            dfa,
+            info,
             exact,
-            exact_info,
-            folded,
-            folded_info,
             max_len,
         }
     }
 
-    /// The bound on [`Scanner::position`] minus [`Scanner::safe_point`]; see the module docs.
-    pub(crate) fn max_held_back(&self) -> usize {
+    /// The bound on [`Scanner::position`] minus [`Scanner::safe_point`], and on the input
+    /// one match covers; see the module docs.
+    pub(crate) fn max_lag(&self) -> usize {
         (self.max_len + 2) * LONGEST_ESCAPE
     }
 }
 
 /// One view's matching state, apart from its decoder (so the decoder can feed it).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ViewState {
     escaping: Escaping,
-    exact: StateId,
-    folded: StateId,
+    state: StateId,
     /// Start offset and value of the last decoded bytes, indexed by decoded count & mask.
     history: Vec<(u64, u8)>,
     mask: u64,
-    /// Decoded bytes so far.
+    /// Decoded bytes so far (since the view last woke, for an escaping view).
     count: u64,
     /// Matches that wait for the decoded byte after them, a possible boundary character.
     waiting: Vec<Found>,
+    /// Literal bytes decoded since the last escape sequence.
+    literal_run: u64,
 }
 
-/// The automata and the sink a view reports to while it decodes.
+/// The automaton and the sink a view reports to while it decodes.
 struct Feeding<'a, F> {
     state: &'a mut ViewState,
     matchers: &'a Matchers,
@@ -132,6 +143,11 @@ struct Feeding<'a, F> {
 impl<F: FoundSink> UnitSink for Feeding<'_, F> {
     #[inline]
     fn unit(&mut self, bytes: &[u8], start: u64, end: u64) {
+        if end - start == 1 {
+            self.state.literal_run += 1;
+        } else {
+            self.state.literal_run = 0;
+        }
         for &b in bytes {
             self.state.decoded(self.matchers, b, start, end, self.sink);
         }
@@ -144,35 +160,68 @@ impl ViewState {
         let capacity = (matchers.max_len + 2).next_power_of_two();
         Self {
             escaping,
-            exact: Dfa::START,
-            folded: Dfa::START,
+            state: Dfa::START,
             history: vec![(0, 0); capacity],
             mask: capacity as u64 - 1,
             count: 0,
             waiting: Vec::new(),
+            literal_run: 0,
         }
     }
 
-    #[inline]
+    /// Handles one decoded byte: the hot path of the scanner, kept to a ring write and one
+    /// table look-up; what is rare (matches, waiting matches) is out of line.
+    #[inline(always)]
     fn decoded(&mut self, m: &Matchers, b: u8, start: u64, end: u64, sink: &mut impl FoundSink) {
         if !self.waiting.is_empty() {
-            for mut found in self.waiting.drain(..) {
-                if is_base64_char(b) {
-                    found.end = end;
-                }
-                sink.found(found);
-            }
+            self.resolve_waiting(b, end, sink);
         }
         self.history[(self.count & self.mask) as usize] = (start, b);
         self.count += 1;
-        self.exact = m.exact.next(self.exact, b);
-        for &id in m.exact.matches(self.exact) {
-            self.matched(m.exact_info[id as usize], end, sink);
+        self.state = m.dfa.next(self.state, b);
+        if Dfa::is_match(self.state) {
+            self.report_matches(m, end, sink);
         }
-        self.folded = m.folded.next(self.folded, b);
-        for &id in m.folded.matches(self.folded) {
-            self.matched(m.folded_info[id as usize], end, sink);
+    }
+
+    /// Decodes literal input bytes starting at offset `pos` (the identity view's input).
+    fn literals(&mut self, m: &Matchers, bytes: &[u8], pos: u64, sink: &mut impl FoundSink) {
+        for (&b, pos) in bytes.iter().zip(pos..) {
+            self.decoded(m, b, pos, pos + 1, sink);
         }
+    }
+
+    /// The decoded byte after waiting matches: widens them over it if it is a base64 character.
+    #[cold]
+    #[inline(never)]
+    fn resolve_waiting(&mut self, b: u8, end: u64, sink: &mut impl FoundSink) {
+        for mut found in self.waiting.drain(..) {
+            if is_base64_char(b) {
+                found.end = end;
+            }
+            sink.found(found);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn report_matches(&mut self, m: &Matchers, end: u64, sink: &mut impl FoundSink) {
+        for &id in m.dfa.matches(self.state) {
+            let id = id as usize;
+            if self.spells(&m.exact[id]) {
+                self.matched(m.info[id], end, sink);
+            }
+        }
+    }
+
+    /// Whether the last decoded bytes are exactly `pattern` (any pattern when it is empty:
+    /// hex, which matches in any case, as the automaton already checked).
+    fn spells(&self, pattern: &[u8]) -> bool {
+        let first = self.count - pattern.len() as u64;
+        pattern
+            .iter()
+            .zip(first..)
+            .all(|(&p, i)| self.history[(i & self.mask) as usize].1 == p)
     }
 
     fn matched(&mut self, info: PatternInfo, end: u64, sink: &mut impl FoundSink) {
@@ -212,7 +261,7 @@ impl ViewState {
         for found in &self.waiting {
             safe = safe.min(found.start);
         }
-        let depth = m.exact.depth(self.exact).max(m.folded.depth(self.folded)) as u64;
+        let depth = m.dfa.depth(self.state) as u64;
         // The partial match, and the byte before it, which a base64 match starting there would
         // take as its boundary character. At depth 0 that byte is the last one: a match may
         // start right after it.
@@ -228,6 +277,25 @@ impl ViewState {
         }
         safe
     }
+
+    /// Whether the view's partial match, and the byte before it, lie within the literal bytes
+    /// since its last escape: then every match it can still report covers no escape.
+    fn only_literals_live(&self, m: &Matchers) -> bool {
+        self.waiting.is_empty() && (m.dfa.depth(self.state) as u64) < self.literal_run
+    }
+
+    /// Takes over `identity`'s automaton state and the history its partial match needs (with
+    /// the byte before it): an escaping view waking up.
+    fn wake_from(&mut self, m: &Matchers, identity: &Self) {
+        self.state = identity.state;
+        self.count = identity.count;
+        let needed = (m.dfa.depth(identity.state) as u64 + 1).min(identity.count);
+        for i in identity.count - needed..identity.count {
+            let slot = (i & self.mask) as usize;
+            self.history[slot] = identity.history[slot];
+        }
+        self.literal_run = 0;
+    }
 }
 
 /// A view: its decoder and its matching state.
@@ -235,6 +303,9 @@ impl ViewState {
 struct View<D> {
     decoder: D,
     state: ViewState,
+    /// Whether the view is scanning; see "Sleeping views" in the module docs. The identity
+    /// view never sleeps.
+    awake: bool,
 }
 
 impl<D: Decode> View<D> {
@@ -242,6 +313,7 @@ impl<D: Decode> View<D> {
         Self {
             decoder,
             state: ViewState::new(escaping, matchers),
+            awake: escaping == Escaping::None,
         }
     }
 
@@ -255,7 +327,32 @@ impl<D: Decode> View<D> {
         self.decoder.feed(byte, pos, &mut feeding);
     }
 
+    /// For an escaping view: wakes it, with the identity view's state from before `byte`,
+    /// when `byte` may start one of its escapes.
+    #[inline]
+    fn wake_for(&mut self, m: &Matchers, identity: &ViewState, byte: u8) {
+        if !self.awake && Some(byte) == D::INTRODUCER {
+            self.state.wake_from(m, identity);
+            self.awake = true;
+        }
+    }
+
+    /// For an escaping view: feeds it if it is awake, and lets it sleep when every match it
+    /// could still report would be the identity view's.
+    #[inline]
+    fn feed_if_awake(&mut self, m: &Matchers, byte: u8, pos: u64, sink: &mut impl FoundSink) {
+        if self.awake {
+            self.feed(m, byte, pos, sink);
+            if self.decoder.pending_start().is_none() && self.state.only_literals_live(m) {
+                self.awake = false;
+            }
+        }
+    }
+
     fn finish(&mut self, m: &Matchers, sink: &mut impl FoundSink) {
+        if !self.awake {
+            return;
+        }
         let mut feeding = Feeding {
             state: &mut self.state,
             matchers: m,
@@ -266,9 +363,19 @@ impl<D: Decode> View<D> {
     }
 
     fn safe_point(&self, m: &Matchers, end: u64) -> u64 {
+        if !self.awake {
+            // Asleep, it would hold back what the identity view holds back.
+            return end;
+        }
         let safe = self.state.safe_point(m, end);
         self.decoder.pending_start().map_or(safe, |p| safe.min(p))
     }
+}
+
+/// Whether `b` introduces an escape in some view.
+#[inline]
+fn is_introducer(b: u8) -> bool {
+    matches!(b, b'%' | b'\\' | b'&')
 }
 
 /// Scans a stream in every view; see the module docs.
@@ -298,15 +405,47 @@ impl Scanner {
 
     /// Scans `chunk`, the input that follows what was fed before.
     pub(crate) fn feed(&mut self, chunk: &[u8], sink: &mut impl FoundSink) {
-        let m = &*self.matchers;
-        for &b in chunk {
-            let pos = self.position;
-            self.identity.feed(m, b, pos, sink);
-            self.percent.feed(m, b, pos, sink);
-            self.json.feed(m, b, pos, sink);
-            self.html.feed(m, b, pos, sink);
-            self.position += 1;
+        // A handle of its own, so the views can be borrowed mutably next to it.
+        let matchers = std::sync::Arc::clone(&self.matchers);
+        let m = &*matchers;
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if !(self.percent.awake || self.json.awake || self.html.awake) {
+                // Only the identity view is scanning: run it up to the next byte that could
+                // wake another.
+                let run = rest
+                    .iter()
+                    .position(|&b| is_introducer(b))
+                    .unwrap_or(rest.len());
+                self.identity
+                    .state
+                    .literals(m, &rest[..run], self.position, sink);
+                self.position += run as u64;
+                rest = &rest[run..];
+                let Some(&b) = rest.first() else { break };
+                self.feed_all(m, b, sink);
+            } else {
+                self.feed_all(m, rest[0], sink);
+            }
+            rest = &rest[1..];
         }
+    }
+
+    /// Feeds one byte to every view that is, or wakes up, awake.
+    #[inline]
+    fn feed_all(&mut self, m: &Matchers, b: u8, sink: &mut impl FoundSink) {
+        let pos = self.position;
+        let identity = &self.identity.state;
+        self.percent.wake_for(m, identity, b);
+        self.json.wake_for(m, identity, b);
+        self.html.wake_for(m, identity, b);
+        // The identity view first, so that of two views finding a value at the same byte the
+        // one without escaping reports it first.
+        self.identity.state.decoded(m, b, pos, pos + 1, sink);
+        self.percent.feed_if_awake(m, b, pos, sink);
+        self.json.feed_if_awake(m, b, pos, sink);
+        self.html.feed_if_awake(m, b, pos, sink);
+        self.position += 1;
     }
 
     /// Ends the input, reporting the matches that were waiting for more of it.

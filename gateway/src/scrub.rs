@@ -7,11 +7,17 @@
 //! regions stay separate, each replaced by its own value's replacement.
 //!
 //! [`Scrubber::push`] releases all input before the scanner's safe point, the earliest offset
-//! a future match can start at. A region that starts before it is released whole, with its
-//! replacement, even if it reaches past the safe point; a match found later that begins inside
-//! such a released region is cut to begin where it ended (its first part was replaced
-//! already). So the output never depends on how the input was split, and no byte that can
-//! still be part of a value is released before that is known.
+//! a future match can start at, and every region that ends by then: no later match can
+//! overlap it. A region that reaches past the safe point may still grow (a run of a
+//! periodic value, `aaaaaaaa` in `aaaa…`, grows as long as the run), so to keep the
+//! hold-back bounded it is released in pieces of the longest single match
+//! ([`ScrubSet::longest_region`](crate::ScrubSet)), each replaced by its replacement, once
+//! it is known to cover them. Every region is replaced so: one replacement per piece, the
+//! last piece possibly shorter; a single occurrence of a value is shorter than a piece, so
+//! it gets exactly one. Pieces are
+//! counted from the region's start, which no later match can precede, so the output is the
+//! same however the input was split, and no byte that can still be part of a value is
+//! released before that is known.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -69,6 +75,8 @@ pub struct Scrubber {
     held: Vec<u8>,
     base: u64,
     regions: Regions,
+    /// A region longer than this is replaced piece by piece; see the module docs.
+    piece: u64,
     replaced: u64,
 }
 
@@ -77,6 +85,7 @@ impl Scrubber {
     pub fn new(set: Arc<ScrubSet>) -> Self {
         let scanner = set.matchers().map(|m| Scanner::new(Arc::clone(m)));
         Self {
+            piece: set.longest_region().max(1) as u64,
             set,
             scanner,
             held: Vec::new(),
@@ -124,13 +133,12 @@ impl Scrubber {
         self.replaced
     }
 
-    /// Releases the input before `limit`, and the whole of any region starting before it.
-    fn release(&mut self, limit: u64) -> Bytes {
-        // A released region may reach past the safe point, and a partial match may start
-        // inside it; what it covered is out already.
-        let limit = limit.max(self.base);
-        let regions = &mut self.regions.0;
-        if regions.is_empty() {
+    /// Releases the input before `limit` (the safe point, or the end of the input), with every
+    /// region that ends by then replaced, and the whole pieces of a region that reaches past it.
+    fn release(&mut self, safe: u64) -> Bytes {
+        // Pieces of a region may have been released past the safe point.
+        let limit = safe.max(self.base);
+        if self.regions.0.is_empty() {
             // The common case: nothing to replace, one copy.
             let len = (limit - self.base) as usize;
             let out = Bytes::copy_from_slice(&self.held[..len]);
@@ -138,34 +146,43 @@ impl Scrubber {
             self.base = limit;
             return out;
         }
-        regions.sort_unstable_by_key(|r| r.start);
+        self.merge_regions();
         let mut out = BytesMut::with_capacity((limit - self.base) as usize);
         let mut cursor = self.base;
-        let mut used = 0;
-        while let Some(first) = regions.get(used).copied() {
-            if first.start >= limit {
+        let mut done = 0;
+        let mut pending = false;
+        for region in &mut self.regions.0 {
+            if region.start >= limit {
                 break;
             }
-            used += 1;
-            let mut end = first.end;
-            while let Some(next) = regions.get(used).filter(|r| r.start < end) {
-                end = end.max(next.end);
-                used += 1;
+            let held = &self.held[(cursor - self.base) as usize..];
+            out.extend_from_slice(&held[..(region.start - cursor) as usize]);
+            let replacement = self.set.replacement(region.entry).as_bytes();
+            if region.end <= safe {
+                // No later match can reach into it: it is final. One replacement per piece,
+                // the last one possibly shorter.
+                let pieces = (region.end - region.start).div_ceil(self.piece);
+                for _ in 0..pieces {
+                    out.extend_from_slice(replacement);
+                }
+                self.replaced += pieces;
+                cursor = region.end;
+                done += 1;
+            } else {
+                // It may still grow: release its whole pieces, keep the rest.
+                let pieces = (region.end - region.start) / self.piece;
+                for _ in 0..pieces {
+                    out.extend_from_slice(replacement);
+                }
+                self.replaced += pieces;
+                region.start += pieces * self.piece;
+                cursor = region.start;
+                pending = true;
+                break;
             }
-            if end <= cursor {
-                // Inside what a released region replaced already.
-                continue;
-            }
-            let start = first.start.max(cursor);
-            out.extend_from_slice(
-                &self.held[(cursor - self.base) as usize..(start - self.base) as usize],
-            );
-            out.extend_from_slice(self.set.replacement(first.entry).as_bytes());
-            self.replaced += 1;
-            cursor = end;
         }
-        regions.drain(..used);
-        if cursor < limit {
+        self.regions.0.drain(..done);
+        if !pending && cursor < limit {
             out.extend_from_slice(
                 &self.held[(cursor - self.base) as usize..(limit - self.base) as usize],
             );
@@ -174,6 +191,30 @@ impl Scrubber {
         self.held.drain(..(cursor - self.base) as usize);
         self.base = cursor;
         out.freeze()
+    }
+
+    /// Sorts the regions and merges those that overlap (keeping the replacement of the one
+    /// that starts first). A match reaching into pieces released already is cut to begin
+    /// after them: it joins the region they were cut from.
+    fn merge_regions(&mut self) {
+        let base = self.base;
+        let regions = &mut self.regions.0;
+        regions.retain_mut(|r| {
+            r.start = r.start.max(base);
+            r.end > r.start
+        });
+        regions.sort_unstable_by_key(|r| r.start);
+        let mut kept = 0;
+        for i in 0..regions.len() {
+            let r = regions[i];
+            if kept > 0 && r.start < regions[kept - 1].end {
+                regions[kept - 1].end = regions[kept - 1].end.max(r.end);
+            } else {
+                regions[kept] = r;
+                kept += 1;
+            }
+        }
+        regions.truncate(kept);
     }
 }
 

@@ -19,6 +19,12 @@ pub const MIN_VALUE_LEN: usize = 8;
 /// bytes a stream may be held back ([`ScrubSet::max_held_back`]).
 pub const MAX_VALUE_LEN: usize = 4096;
 
+/// The most value bytes one set holds in all. The automaton has about 11 states per value
+/// byte (raw, hex and six base64 interiors), each a row of 4-byte transitions, one per
+/// distinct pattern byte: about 3 KiB per value byte with typical keys, so a set of five
+/// 40-byte keys takes about 600 KiB and a full set about 50 MiB.
+pub const MAX_SET_BYTES: usize = 16 << 10;
+
 /// The longest replacement accepted.
 pub const MAX_REPLACEMENT_LEN: usize = 256;
 
@@ -35,6 +41,9 @@ pub enum ScrubSetError {
     /// The value is longer than [`MAX_VALUE_LEN`].
     #[error("a value longer than {MAX_VALUE_LEN} bytes cannot be scrubbed")]
     ValueTooLong,
+    /// The set's values would exceed [`MAX_SET_BYTES`] in all.
+    #[error("the scrub set would hold more than {MAX_SET_BYTES} bytes of values")]
+    SetTooLarge,
     /// The replacement is empty, too long, or has a character outside the allowed set.
     #[error(
         "a replacement must be 1 to {MAX_REPLACEMENT_LEN} ASCII letters, digits or `$ {{ }} : _ - . /`"
@@ -96,6 +105,10 @@ impl ScrubSet {
         match next.entries.iter_mut().find(|e| *e.value == value) {
             Some(entry) => entry.replacement = replacement.into(),
             None => {
+                let total: usize = next.entries.iter().map(|e| e.value.len()).sum();
+                if total + value.len() > MAX_SET_BYTES {
+                    return Err(ScrubSetError::SetTooLarge);
+                }
                 next.entries.push(Entry {
                     value: Zeroizing::new(value.to_vec()),
                     replacement: replacement.into(),
@@ -127,12 +140,20 @@ impl ScrubSet {
     }
 
     /// The most input bytes a [`Scrubber`](crate::Scrubber) over this set holds back at any
-    /// time: `(L + 2) · 12`, with `L` the longest pattern of any value (its hex form, twice
-    /// the value's length) and 12 the longest escape sequence decoded. For a 40-byte API key
-    /// that is 984 bytes. This is the worst case, reached only while the stream's tail really
-    /// is a partial match; ordinary text is held back not at all (see [`crate::scrub`]).
+    /// time: `2 · (L + 2) · 12`, with `L` the longest pattern of any value (its hex form,
+    /// twice the value's length) and 12 the longest escape sequence decoded: the scanner's
+    /// lag behind the input, plus a region of replaced input that may still grow. For a
+    /// 40-byte API key that is 1,968 bytes. This is the worst case, reached only while the
+    /// stream's tail really is a partial match or a value; ordinary text is held back not at
+    /// all (see [`crate::scrub`]).
     pub fn max_held_back(&self) -> usize {
-        self.matchers.as_ref().map_or(0, |m| m.max_held_back())
+        2 * self.longest_region()
+    }
+
+    /// The most input one match can cover (`(L + 2) · 12`, as above); a region of
+    /// overlapping matches longer than this is replaced in pieces of this length.
+    pub fn longest_region(&self) -> usize {
+        self.matchers.as_ref().map_or(0, |m| m.max_lag())
     }
 
     /// The compiled patterns, or `None` for an empty set.
@@ -181,6 +202,20 @@ mod tests {
         assert!(set.is_empty());
         set.insert(b"zyxwvuts", TOKEN).unwrap();
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn refuses_values_beyond_the_set_limit() {
+        let mut set = ScrubSet::new();
+        for i in 0..MAX_SET_BYTES / MAX_VALUE_LEN {
+            set.insert(&vec![b'a' + i as u8; MAX_VALUE_LEN], &format!("$r{i}"))
+                .unwrap();
+        }
+        assert_eq!(
+            set.insert(b"one-more-value", "$more"),
+            Err(ScrubSetError::SetTooLarge)
+        );
+        assert_eq!(set.len(), MAX_SET_BYTES / MAX_VALUE_LEN);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub(crate) trait UnitSink {
 
 /// A streaming decoder for one view.
 pub(crate) trait Decode {
+    /// The byte that starts every escape sequence (none for the identity view).
+    const INTRODUCER: Option<u8>;
     /// Feeds the input byte at offset `pos`.
     fn feed(&mut self, byte: u8, pos: u64, sink: &mut impl UnitSink);
     /// Ends the input: whatever is pending is passed through undecoded.
@@ -65,6 +67,8 @@ pub(crate) trait Decode {
 pub(crate) struct Identity;
 
 impl Decode for Identity {
+    const INTRODUCER: Option<u8> = None;
+
     #[inline]
     fn feed(&mut self, byte: u8, pos: u64, sink: &mut impl UnitSink) {
         sink.unit(&[byte], pos, pos + 1);
@@ -149,6 +153,8 @@ impl<S: Scheme> Unescape<S> {
 }
 
 impl<S: Scheme> Decode for Unescape<S> {
+    const INTRODUCER: Option<u8> = Some(S::INTRODUCER);
+
     #[inline]
     fn feed(&mut self, byte: u8, pos: u64, sink: &mut impl UnitSink) {
         if self.len == 0 {

@@ -341,3 +341,31 @@ fn the_streaming_detector_finds_a_value_split_across_chunks() {
     assert_eq!(clean.push(b"{\"messages\":[\"hello\"]}"), None);
     assert_eq!(clean.finish(), None);
 }
+
+#[test]
+fn overlapping_values_and_periodic_runs_give_the_one_shot_output_for_every_chunking() {
+    let mut set = ScrubSet::new();
+    set.insert(b"first-secret", TOKEN).unwrap();
+    set.insert(b"secret-overlap", OTHER).unwrap();
+    set.insert(b"aaaaaaaa", "$SPIKE{ref:3}").unwrap();
+    let set = Arc::new(set);
+    let run = "a".repeat(3 * set.longest_region() + 17);
+    let input = format!("x first-secret-overlap y {run} z first-secretsecret-overlap!");
+    let one_shot = scrub(&set, input.as_bytes()).into_owned();
+    // The run is cut into pieces of the longest region, each replaced.
+    let pieces = run.len().div_ceil(set.longest_region());
+    assert_eq!(
+        String::from_utf8(one_shot.clone()).unwrap(),
+        format!(
+            "x {TOKEN} y {} z {TOKEN}{OTHER}!",
+            "$SPIKE{ref:3}".repeat(pieces)
+        )
+    );
+    for size in 1..64 {
+        assert_eq!(
+            scrubbed_in_chunks(&set, input.as_bytes(), size),
+            one_shot,
+            "size {size}"
+        );
+    }
+}
