@@ -96,9 +96,7 @@ impl ErrorCode {
             | Self::PathNotAllowed
             | Self::SecretUnavailable
             | Self::UsesExhausted => 403,
-            Self::NotFound | Self::Deleted | Self::Destroyed | Self::Expired | Self::NoShare => {
-                404
-            }
+            Self::NotFound | Self::Deleted | Self::Destroyed | Self::Expired | Self::NoShare => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::CasMismatch | Self::AlreadyInitialized | Self::NotInitialized => 409,

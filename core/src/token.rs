@@ -64,13 +64,30 @@ impl TokenRef {
             .and_then(|r| r.strip_suffix(REF_SUFFIX))
             .ok_or(BadTokenRef)?;
         if hex_part.len() != 2 * REF_LEN
-            || !hex_part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            || !hex_part
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
             return Err(BadTokenRef);
         }
         let mut b = Zeroizing::new([0u8; REF_LEN]);
         hex::decode_to_slice(hex_part, &mut b[..]).map_err(|_| BadTokenRef)?;
         Ok(Self(b))
+    }
+}
+
+/// Domain label of the keyed hash a reference is stored under.
+const HASH_LABEL: &[u8] = b"spike/v1/token-ref\0";
+
+impl TokenRef {
+    /// The keyed hash Nexus stores the token under: HMAC-SHA256 under the store's token-hash
+    /// key ([`crate::crypto::KeyRing::token_hash_key`]) over a domain label and the bits.
+    pub fn keyed_hash(&self, key: &[u8; crate::crypto::KEY_LEN]) -> [u8; 32] {
+        use hmac::Mac;
+        let mut m = crate::crypto::hmac_sha256(key);
+        m.update(HASH_LABEL);
+        m.update(&self.0[..]);
+        m.finalize().into_bytes().into()
     }
 }
 
@@ -210,7 +227,9 @@ const MAX_HOST_LEN: usize = 253;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DestinationError {
     /// Empty, a URL, or otherwise not `host[:port]`.
-    #[error("destination `{0}`: write a host name or host:port, e.g. api.groq.com or api.groq.com:8443 (no scheme, path or user)")]
+    #[error(
+        "destination `{0}`: write a host name or host:port, e.g. api.groq.com or api.groq.com:8443 (no scheme, path or user)"
+    )]
     Syntax(String),
     /// The port is not 1 to 65535.
     #[error("destination `{0}`: the port must be 1 to 65535")]
@@ -246,7 +265,10 @@ impl Destination {
                 // An IPv6 literal must be bracketed so its port is unambiguous.
                 return Err(syntax());
             }
-            (normalize_host(h).ok_or_else(|| DestinationError::Host(s.to_owned()))?, port)
+            (
+                normalize_host(h).ok_or_else(|| DestinationError::Host(s.to_owned()))?,
+                port,
+            )
         };
         let port = match port {
             None => 443,

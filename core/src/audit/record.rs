@@ -171,7 +171,7 @@ pub struct AuditRecord {
 /// the reference) and, for a resolution, the agent the gateway acted for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct TokenSubject {
-    id: String,
+    id: Option<String>,
     agent: Option<SpiffeId>,
 }
 
@@ -190,13 +190,12 @@ impl AuditRecord {
         }
     }
 
-    /// Names the reference token a request was about by its id, and the agent a gateway
-    /// resolved it for. Only the id: a line never holds a reference.
-    pub fn with_token(mut self, id: impl Into<String>, agent: Option<SpiffeId>) -> Self {
-        self.token = Some(TokenSubject {
-            id: id.into(),
-            agent,
-        });
+    /// Names the reference token a request was about by its id (when known), and the agent
+    /// a gateway resolved it for. Only the id: a line never holds a reference.
+    pub fn with_token(mut self, id: Option<String>, agent: Option<SpiffeId>) -> Self {
+        if id.is_some() || agent.is_some() {
+            self.token = Some(TokenSubject { id, agent });
+        }
         self
     }
 
@@ -509,7 +508,7 @@ impl Chain {
                 .as_ref()
                 .and_then(|t| t.agent.as_ref())
                 .map(|a| a.as_str().to_owned()),
-            token: record.token.map(|t| t.id),
+            token: record.token.and_then(|t| t.id),
             prev: self.head.mac,
             mac: AuditMac::ZERO,
         };
@@ -588,7 +587,7 @@ mod tests {
         let r = AuditRecord::new("token.resolve", Decision::Error, "token_unknown")
             .with_caller(gw)
             .with_path("ai/groq")
-            .with_token("0123456789abcdef", Some(agent));
+            .with_token(Some("0123456789abcdef".into()), Some(agent));
         let line = chain.seal(r);
         let parsed = AuditLine::parse(line.to_json_line().trim_end()).unwrap();
         assert_eq!(parsed.token.as_deref(), Some("0123456789abcdef"));

@@ -368,7 +368,9 @@ mod tests {
     #[test]
     fn a_format_1_ring_takes_its_current_token_hash_subkey_and_keeps_it() {
         let root = RootKey::generate().unwrap();
-        let ring = KeyRing::single(DataKey::generate().unwrap()).rotated().unwrap();
+        let ring = KeyRing::single(DataKey::generate().unwrap())
+            .rotated()
+            .unwrap();
         // The format-1 plaintext: the format-2 one without the token-hash key.
         let mut plain = ring.encode();
         plain.drain(KEY_LEN..2 * KEY_LEN);

@@ -1,0 +1,299 @@
+//! Reference-token routes: create, list, inspect, revoke (callers holding `token` on the
+//! secret's path) and resolve (gateway identities holding `resolve` on it).
+//!
+//! Every line these routes audit names the token by its id (a prefix of its keyed hash), never
+//! by its reference. A resolution's line keeps the true reason of a refusal, which the answer
+//! hides where it must (a token of another agent is `token_unknown` to the gateway).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use spike_core::api::{
+    CreateTokenRequest, CreateTokenResponse, ListTokensResponse, ResolveRequest, ResolveResponse,
+};
+use spike_core::audit::{AuditRecord, Decision};
+use spike_core::error::ErrorCode;
+use spike_core::id::SpiffeId;
+use spike_core::path::SecretPath;
+use spike_core::policy::{CallerClass, Permission};
+use spike_core::token::Destination;
+
+use super::{N, query};
+use crate::clock::{rfc3339, unix_now};
+use crate::error::{AppError, AppResult};
+use crate::extract::{Caller, JsonBody};
+use crate::ratelimit::RateClass;
+use crate::state::Nexus;
+use crate::tokens::{Refusal, ResolveAsk, Tokens, binding_for};
+
+/// The token routes, merged into the `/v1` router.
+pub(super) fn routes() -> Router<Arc<Nexus>> {
+    Router::new()
+        .route("/v1/tokens", post(create).get(list))
+        .route("/v1/tokens/resolve", post(resolve))
+        .route("/v1/tokens/{id}", get(inspect))
+        .route("/v1/tokens/{id}/revoke", post(revoke))
+}
+
+/// `GET /v1/tokens` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListTokensQuery {
+    /// Only tokens for this secret.
+    secret: Option<String>,
+}
+
+impl Nexus {
+    /// True when `caller` may mint (and so see and revoke) tokens for `path`.
+    fn may_mint(&self, caller: &SpiffeId, path: &SecretPath) -> bool {
+        self.authorize(caller, path, Permission::Token).is_ok()
+    }
+
+    /// Answers a token route, auditing `record` (filled in with the outcome).
+    async fn token_answer<T: serde::Serialize>(
+        &self,
+        action: &'static str,
+        caller: &SpiffeId,
+        path: Option<&str>,
+        token: Option<String>,
+        agent: Option<SpiffeId>,
+        result: Result<T, Refusal>,
+    ) -> Response {
+        let outcome = result.as_ref().map(|_| ()).map_err(|r| r.error.code());
+        let mut record = match &result {
+            Ok(_) => AuditRecord::new(action, Decision::Allow, "ok"),
+            Err(r)
+                if r.error.code() == ErrorCode::Forbidden || is_token_refusal(r.error.code()) =>
+            {
+                AuditRecord::new(action, Decision::Deny, r.reason)
+            }
+            Err(r) => AuditRecord::new(action, Decision::Error, r.reason),
+        }
+        .with_caller(caller.clone());
+        if let Some(p) = path {
+            record = record.with_path(p);
+        }
+        let hidden = result.as_ref().err().and_then(|r| r.hidden_id.clone());
+        record = record.with_token(token.or(hidden), agent);
+        let result = result.map(|v| Json(v).into_response()).map_err(|r| r.error);
+        self.finish_audited(action, result, record, &outcome).await
+    }
+}
+
+/// The refusal codes of a resolution (a `deny`, not an error, in the audit log).
+fn is_token_refusal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::TokenUnknown
+            | ErrorCode::TokenExpired
+            | ErrorCode::TokenRevoked
+            | ErrorCode::DestinationNotAllowed
+            | ErrorCode::ActionNotAllowed
+            | ErrorCode::LocationNotAllowed
+            | ErrorCode::PathNotAllowed
+            | ErrorCode::SecretUnavailable
+            | ErrorCode::UsesExhausted
+    )
+}
+
+async fn create(
+    State(n): N,
+    Caller(c): Caller,
+    body: Result<JsonBody<CreateTokenRequest>, AppError>,
+) -> Response {
+    let mut audited_path = None;
+    let result: AppResult<CreateTokenResponse> = async {
+        let o = n.opened()?;
+        let JsonBody(req) = body?;
+        audited_path = Some(req.secret.clone());
+        let path = n.parse_path(&req.secret)?;
+        n.authorize(&c, &path, Permission::Token)?;
+        let at = unix_now();
+        let live = n
+            .secrets()
+            .newest_live(&o.keys, &path, at)
+            .await?
+            .ok_or_else(|| {
+                AppError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "{path} has no readable version (missing, deleted, destroyed or expired): write one first"
+                    ),
+                )
+            })?;
+        let binding = binding_for(&req, path.as_str(), &live, n.trust_domain(), c.as_str(), at)?;
+        let (reference, key) = n.tokens().mint(&o.keys, &binding).await?;
+        Ok(CreateTokenResponse {
+            token: reference.to_token_string(),
+            binding: binding.info(&key, at),
+        })
+    }
+    .await;
+    let token = result.as_ref().ok().map(|r| r.binding.id.clone());
+    n.token_answer(
+        "token.create",
+        &c,
+        audited_path.as_deref(),
+        token,
+        None,
+        result.map_err(Refusal::from),
+    )
+    .await
+}
+
+async fn list(
+    State(n): N,
+    Caller(c): Caller,
+    q: Result<Query<ListTokensQuery>, QueryRejection>,
+) -> Response {
+    let result: AppResult<ListTokensResponse> = async {
+        let o = n.opened()?;
+        let q = query(q)?;
+        let only = q.secret.as_deref().map(|p| n.parse_path(p)).transpose()?;
+        let tokens = n
+            .tokens()
+            .list(
+                &o.keys,
+                |p| only.as_ref().is_none_or(|o| o == p) && n.may_mint(&c, p),
+                unix_now(),
+            )
+            .await?;
+        Ok(ListTokensResponse { tokens })
+    }
+    .await;
+    n.token_answer(
+        "token.list",
+        &c,
+        None,
+        None,
+        None,
+        result.map_err(Refusal::from),
+    )
+    .await
+}
+
+async fn inspect(State(n): N, Caller(c): Caller, Path(id): Path<String>) -> Response {
+    let mut found = None;
+    let result: AppResult<_> = async {
+        let o = n.opened()?;
+        let (key, _, binding) = n
+            .tokens()
+            .find_by_id(&o.keys, &id, |p| n.may_mint(&c, p))
+            .await?;
+        let info = binding.info(&key, unix_now());
+        found = Some((info.id.clone(), info.secret.clone()));
+        Ok(info)
+    }
+    .await;
+    let (token, path) = found.unzip();
+    n.token_answer(
+        "token.inspect",
+        &c,
+        path.as_deref(),
+        token,
+        None,
+        result.map_err(Refusal::from),
+    )
+    .await
+}
+
+async fn revoke(State(n): N, Caller(c): Caller, Path(id): Path<String>) -> Response {
+    let mut found = None;
+    let result: AppResult<_> = async {
+        let o = n.opened()?;
+        let (key, raw, binding) = n
+            .tokens()
+            .find_by_id(&o.keys, &id, |p| n.may_mint(&c, p))
+            .await?;
+        found = Some((binding.info(&key, 0).id, binding.secret.clone()));
+        n.tokens()
+            .revoke(&o.keys, &key, raw, binding, unix_now())
+            .await
+    }
+    .await;
+    let (token, path) = found.unzip();
+    n.token_answer(
+        "token.revoke",
+        &c,
+        path.as_deref(),
+        token,
+        None,
+        result.map_err(Refusal::from),
+    )
+    .await
+}
+
+async fn resolve(
+    State(n): N,
+    Caller(c): Caller,
+    body: Result<JsonBody<ResolveRequest>, AppError>,
+) -> Response {
+    // What the audit line names once known: the secret's path, the token id, the agent.
+    let mut path = None;
+    let mut token = None;
+    let mut agent = None;
+    let result: Result<ResolveResponse, Refusal> = async {
+        let o = n.opened()?;
+        only_gateways(&n, &c)?;
+        n.limiter().check(RateClass::Resolve, &c)?;
+        let JsonBody(req) = body?;
+        let agent_id = SpiffeId::new(&req.agent_spiffe_id)
+            .map_err(|e| AppError::new(ErrorCode::BadRequest, format!("agentSpiffeId: {e}")))?;
+        agent = Some(agent_id.clone());
+        let destination = Destination::parse(&req.destination)
+            .map_err(|e| AppError::new(ErrorCode::BadRequest, e.to_string()))?;
+        let ask = ResolveAsk {
+            agent: &agent_id,
+            destination: &destination,
+            action: req.action,
+            path: &req.path,
+            location: &req.location,
+        };
+        let found = n
+            .tokens()
+            .find_for_agent(&o.keys, &req.token, &agent_id)
+            .await?;
+        token = Some(found.id());
+        path = Some(found.binding.secret.clone());
+        let secret = n
+            .parse_path(&found.binding.secret)
+            .map_err(|_| AppError::internal("token binding", "stored secret path is invalid"))?;
+        n.authorize(&c, &secret, Permission::Resolve)?;
+        let at = unix_now();
+        Tokens::check(&found, &ask, at)?;
+        let live = n.secrets().newest_live(&o.keys, &secret, at).await?;
+        let (value, secret_expires) = Tokens::value_of(&found, live, &ask)?;
+        n.tokens().count_use(&o.keys, &found).await?;
+        let expires =
+            secret_expires.map_or(found.binding.expires, |e| e.min(found.binding.expires));
+        Ok(ResolveResponse {
+            value,
+            token_id: found.id(),
+            expires_at: rfc3339(expires),
+            cacheable: found.binding.max_uses.is_none(),
+        })
+    }
+    .await;
+    n.token_answer("token.resolve", &c, path.as_deref(), token, agent, result)
+        .await
+}
+
+/// Only gateway identities (`spiffe://<td>/spike/gateway/<name>`) resolve: a workload that
+/// calls itself a gateway has no such SVID, and no workload policy grants `resolve`.
+fn only_gateways(n: &Nexus, caller: &SpiffeId) -> AppResult<()> {
+    if caller.is_member_of(n.trust_domain()) && CallerClass::of(caller) == CallerClass::Gateway {
+        return Ok(());
+    }
+    Err(AppError::not_admin(
+        caller,
+        &format!(
+            "a gateway identity (spiffe://{}/spike/gateway/<name>)",
+            n.trust_domain()
+        ),
+    ))
+}
