@@ -103,6 +103,10 @@ pub enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Mint, list, inspect and revoke reference tokens: opaque stand-ins for a secret that an
+    /// agent can hold instead of the credential (a gateway puts the value in).
+    #[command(subcommand)]
+    Token(crate::commands::token::TokenCmd),
     /// Encrypt and decrypt data with Nexus's cipher key (for workloads that keep their own data).
     #[command(subcommand)]
     Cipher(crate::commands::cipher::CipherCmd),
@@ -270,30 +274,41 @@ pub enum SecretCmd {
     ///
     /// Examples:
     ///   spike secret put db/creds user=alice pass=s3cret
-    ///   spike secret put db/creds --name user --value alice --name pass --value s3cret
+    ///   spike secret put db/creds --key user --value alice --key pass --value s3cret
     ///   spike secret put db/creds pass=new --cas 3     # only if version 3 is current
     ///   spike secret put db/password s3cret            # one bare value, under key "value"
+    ///   spike secret put --name groq-api-key --value gsk_... --ttl 3600 \
+    ///     --allowed-spiffe-ids 'spiffe://poc.local/agents/**' --allowed-destinations api.groq.com
     ///
-    /// Writing the same content as the current version changes nothing ("unchanged").
+    /// `--name NAME` is the secret's path (like the positional PATH) and a lone `--value` is
+    /// its one value, under the key `value`. Writing the same content and scope as the current
+    /// version changes nothing ("unchanged"). The scope flags (--ttl, --allowed-spiffe-ids,
+    /// --allowed-destinations) are kept by later writes that leave them out.
     /// Values given as arguments are visible in the process list: for real credentials
-    /// prefer stdin (`KEY=-` reads that value from stdin).
+    /// prefer stdin (`KEY=-` or `--value -` reads that value from stdin).
     #[command(verbatim_doc_comment)]
     Put {
-        /// Secret path, e.g. `apps/web/db`.
-        #[arg(value_parser = secret_path)]
-        path: String,
+        /// Secret path, e.g. `apps/web/db` (or give it with --name).
+        #[arg(value_parser = secret_path, required_unless_present = "name")]
+        path: Option<String>,
         /// KEY=VALUE pairs; VALUE `-` reads the value from stdin. One bare VALUE (no `=`) is
         /// stored under the key `value`, and `get` prints it back bare.
         pairs: Vec<String>,
-        /// A key name (pair each with --value).
-        #[arg(long = "name")]
-        names: Vec<String>,
-        /// A value (pair each with --name).
+        /// The secret's path, as the positional PATH.
+        #[arg(long, value_parser = secret_path, conflicts_with = "path")]
+        name: Option<String>,
+        /// A key name (pair each with a --value).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// A value: paired with each --key, or alone the secret's one value (key `value`).
         #[arg(long = "value")]
         values: Vec<String>,
         /// Write only if this version is current (0: only if the secret does not exist).
         #[arg(long)]
         cas: Option<u64>,
+        /// The secret's scope.
+        #[command(flatten)]
+        scope: ScopeArgs,
     },
     /// Change some keys of the current version and keep the rest: a new version, written
     /// only if the version read is still current (compare-and-set).
@@ -344,7 +359,8 @@ pub enum SecretCmd {
         #[arg(long, default_value_t = 500)]
         page_size: usize,
     },
-    /// Show a secret's versions and timestamps (never values).
+    /// Show a secret's versions, timestamps and scope (TTL, allowed SPIFFE IDs and
+    /// destinations); never values.
     Metadata {
         /// Secret path.
         #[arg(value_parser = secret_path)]
@@ -378,6 +394,56 @@ pub enum SecretCmd {
         #[arg(long, value_delimiter = ',', required = true)]
         versions: Vec<u64>,
     },
+}
+
+/// A secret's scope, as `secret put` sets it; each flag left out keeps what is set.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ScopeArgs {
+    /// Each version expires this long after it is written (seconds, or a duration such as
+    /// 30m or 1h); reads and token resolutions fail after it. A new version starts it again.
+    #[arg(long, value_name = "DURATION", value_parser = ttl_seconds)]
+    pub ttl: Option<u64>,
+    /// Remove the TTL.
+    #[arg(long, conflicts_with = "ttl")]
+    pub no_ttl: bool,
+    /// SPIFFE-ID patterns that may read the secret and be bound by its tokens (they narrow
+    /// what policies grant); comma-separated or repeated; '' removes the restriction.
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub allowed_spiffe_ids: Option<Vec<String>>,
+    /// Hosts (host or host:port; a bare host means port 443) that tokens for the secret may
+    /// be sent to; comma-separated or repeated; '' removes them.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub allowed_destinations: Option<Vec<String>>,
+}
+
+impl ScopeArgs {
+    /// The scope change these flags ask for, if any.
+    pub fn update(&self) -> Option<spike_core::api::ScopeUpdate> {
+        let list = |l: &Option<Vec<String>>| {
+            l.as_ref()
+                .map(|v| v.iter().filter(|s| !s.is_empty()).cloned().collect())
+        };
+        let u = spike_core::api::ScopeUpdate {
+            ttl_seconds: if self.no_ttl { Some(0) } else { self.ttl },
+            allowed_spiffe_ids: list(&self.allowed_spiffe_ids),
+            allowed_destinations: list(&self.allowed_destinations),
+        };
+        (!u.is_empty()).then_some(u)
+    }
+}
+
+/// A TTL: whole seconds (`3600`) or a duration (`30m`, `1h30m`); at least one second.
+pub fn ttl_seconds(s: &str) -> Result<u64, String> {
+    let secs = match s.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}`: give seconds or a duration such as 30m ({e})"))?
+            .as_secs(),
+    };
+    if secs == 0 {
+        return Err(format!("`{s}`: a TTL must be at least one second"));
+    }
+    Ok(secs)
 }
 
 /// `spike policy ...`
@@ -568,7 +634,7 @@ mod tests {
             "put",
             "db/creds",
             "user=alice",
-            "--name",
+            "--key",
             "pass",
             "--value",
             "x",
@@ -578,16 +644,57 @@ mod tests {
             Some(Command::Secret(SecretCmd::Put {
                 path,
                 pairs,
-                names,
+                keys,
                 values,
                 ..
             })) => {
-                assert_eq!(path, "db/creds");
+                assert_eq!(path.as_deref(), Some("db/creds"));
                 assert_eq!(pairs, ["user=alice"]);
-                assert_eq!(names, ["pass"]);
+                assert_eq!(keys, ["pass"]);
                 assert_eq!(values, ["x"]);
             }
             other => panic!("unexpected {other:?}"),
+        }
+        // The agent-platform form: --name is the secret, --value its one value, with a scope.
+        let cli = Cli::try_parse_from([
+            "spike",
+            "secret",
+            "put",
+            "--name",
+            "groq-api-key",
+            "--value",
+            "gsk",
+            "--ttl",
+            "1h",
+            "--allowed-spiffe-ids",
+            "spiffe://poc.local/agents/**",
+            "--allowed-destinations",
+            "api.groq.com",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Secret(SecretCmd::Put {
+                path, name, scope, ..
+            })) => {
+                assert_eq!((path, name.as_deref()), (None, Some("groq-api-key")));
+                let u = scope.update().unwrap();
+                assert_eq!(u.ttl_seconds, Some(3600));
+                assert_eq!(u.allowed_destinations.unwrap(), ["api.groq.com"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for bad in [
+            &["put"][..],
+            &["put", "a", "--name", "b", "--value", "v"],
+            &["put", "a", "v", "--ttl", "0"],
+            &["put", "a", "v", "--ttl", "soon"],
+        ] {
+            let args = ["spike", "secret"].into_iter().chain(bad.iter().copied());
+            assert_eq!(
+                Cli::try_parse_from(args).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
         }
         let cli =
             Cli::try_parse_from(["spike", "secret", "get", "a/b", "k", "--version", "3"]).unwrap();

@@ -86,6 +86,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     match command {
         Command::Secret(c) => commands::secret::run(&nexus, out, c).await,
         Command::Policy(c) => commands::policy::run(&nexus, out, c).await,
+        Command::Token(c) => commands::token::run(&nexus, out, c).await,
         Command::Audit(c) => commands::audit::run(&nexus, out, c).await,
         Command::Cipher(c) => commands::cipher::run(&nexus, out, c).await,
         Command::Operator(c) => commands::operator::run(&nexus, out, c).await,

@@ -56,6 +56,44 @@ pub struct SecretSpec {
     pub path: String,
     /// Keys and their values (literal, or `valueFrom`).
     pub data: BTreeMap<String, SeedValue>,
+    /// Each version's TTL: seconds (`3600`) or a duration (`30m`).
+    #[serde(default)]
+    pub ttl: Option<SeedTtl>,
+    /// SPIFFE-ID patterns allowed to read it and be bound by its tokens.
+    #[serde(default)]
+    pub allowed_spiffe_ids: Option<Vec<String>>,
+    /// Destinations its tokens may be sent to.
+    #[serde(default)]
+    pub allowed_destinations: Option<Vec<String>>,
+}
+
+/// A TTL as a seed file writes it: a number of seconds or a duration string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SeedTtl {
+    /// Seconds.
+    Seconds(u64),
+    /// A duration such as `30m` (or seconds, quoted).
+    Text(String),
+}
+
+impl SecretSpec {
+    /// The scope the entry sets, if it sets any (what it leaves out is kept by Nexus).
+    fn scope(&self, origin: &str) -> CliResult<Option<spike_core::api::ScopeUpdate>> {
+        let ttl_seconds = match &self.ttl {
+            None => None,
+            Some(SeedTtl::Seconds(n)) => Some(crate::cli::ttl_seconds(&n.to_string())),
+            Some(SeedTtl::Text(t)) => Some(crate::cli::ttl_seconds(t)),
+        }
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("{origin}: secret `{}` ttl {e}", self.path)))?;
+        let u = spike_core::api::ScopeUpdate {
+            ttl_seconds,
+            allowed_spiffe_ids: self.allowed_spiffe_ids.clone(),
+            allowed_destinations: self.allowed_destinations.clone(),
+        };
+        Ok((!u.is_empty()).then_some(u))
+    }
 }
 
 /// One value of a seed file: a literal string, or where to read it from.
@@ -307,6 +345,7 @@ pub fn resolve_secrets(
                 path.as_str()
             )));
         }
+        let scope = s.scope(origin)?;
         let mut data = SecretMap::new();
         for (k, v) in s.data {
             let where_ = || format!("{origin}: secret `{}` key `{k}`", path.as_str());
@@ -349,6 +388,7 @@ pub fn resolve_secrets(
             path: path.as_str().to_owned(),
             data,
             cas: None,
+            scope,
         });
     }
     Ok(out)

@@ -126,6 +126,45 @@ secrets:
     }
 
     #[test]
+    fn a_seed_entry_carries_the_secrets_scope() {
+        let yaml = r#"
+secrets:
+  - path: groq-api-key
+    data: {value: gsk_x}
+    ttl: 30m
+    allowedSpiffeIds: ["spiffe://poc.local/agents/**"]
+    allowedDestinations: [api.groq.com]
+  - path: plain
+    data: {value: x}
+    ttl: 3600
+  - path: untouched
+    data: {value: zz}
+"#;
+        let seed = parse_seed(yaml, "seed.yaml").unwrap();
+        let env = |_: &str| None;
+        let items = resolve_secrets(seed.secrets, Path::new("."), "seed.yaml", &env).unwrap();
+        let scope = items[0].scope.as_ref().unwrap();
+        assert_eq!(scope.ttl_seconds, Some(1800));
+        assert_eq!(
+            scope.allowed_spiffe_ids.as_deref().unwrap(),
+            ["spiffe://poc.local/agents/**"]
+        );
+        assert_eq!(
+            scope.allowed_destinations.as_deref().unwrap(),
+            ["api.groq.com"]
+        );
+        assert_eq!(items[1].scope.as_ref().unwrap().ttl_seconds, Some(3600));
+        assert!(
+            items[2].scope.is_none(),
+            "what a file leaves out, Nexus keeps"
+        );
+        let bad = "secrets:\n  - path: a\n    data: {value: x}\n    ttl: soon\n";
+        let seed = parse_seed(bad, "seed.yaml").unwrap();
+        let e = resolve_secrets(seed.secrets, Path::new("."), "seed.yaml", &env).unwrap_err();
+        assert!(e.to_string().contains("secret `a` ttl"), "{e}");
+    }
+
+    #[test]
     fn errors_point_at_the_place_and_never_quote_values() {
         for (yaml, expect) in [
             (
@@ -202,6 +241,7 @@ secrets:
             path: format!("p/{i}"),
             data: [("k", "v".repeat(len).as_str())].into_iter().collect(),
             cas: None,
+            scope: None,
         };
         let chunks = split((0..1001).map(|i| item(i, 10)).collect(), 500);
         assert_eq!(
