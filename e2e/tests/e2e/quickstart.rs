@@ -6,11 +6,18 @@ use std::time::Duration;
 
 use spike_e2e::{Proc, bins, free_port, text, wait_until};
 
-/// The `sh` lines of the quick start, without the ones that start `spike dev` or set PATH
-/// (the test does both itself), each with its `# prints:` expectation.
-fn tutorial_lines(md: &str) -> Vec<(String, Option<String>)> {
-    let mut out = Vec::new();
+/// One `spike dev` of the quick start: the arguments its `cargo run` line gives after `dev`,
+/// and the `sh` lines run against it (up to the next `cargo run` line), each with its
+/// `# prints:` expectation. A line ending in `\` continues on the next one.
+struct Section {
+    dev_args: Vec<String>,
+    lines: Vec<(String, Option<String>)>,
+}
+
+fn tutorial_sections(md: &str) -> Vec<Section> {
+    let mut out: Vec<Section> = Vec::new();
     let mut in_sh = false;
+    let mut pending = String::new();
     for line in md.lines() {
         if line.starts_with("```") {
             in_sh = !in_sh && line.trim() == "```sh";
@@ -19,20 +26,57 @@ fn tutorial_lines(md: &str) -> Vec<(String, Option<String>)> {
         if !in_sh || line.trim().is_empty() {
             continue;
         }
-        if line.starts_with("cargo run") || line.starts_with("export PATH") {
+        if let Some(rest) = line.strip_prefix("cargo run --bin spike -- dev") {
+            out.push(Section {
+                dev_args: rest.split_whitespace().map(str::to_owned).collect(),
+                lines: Vec::new(),
+            });
             continue;
         }
-        let (cmd, expect) = match line.split_once("# prints:") {
+        if line.starts_with("export PATH") {
+            continue;
+        }
+        if let Some(head) = line.trim_end().strip_suffix('\\') {
+            pending.push_str(head);
+            continue;
+        }
+        let whole = std::mem::take(&mut pending) + line;
+        let (cmd, expect) = match whole.split_once("# prints:") {
             Some((c, e)) => (c.trim().to_owned(), Some(e.trim().to_owned())),
-            None => (line.trim().to_owned(), None),
+            None => (whole.trim().to_owned(), None),
         };
-        out.push((cmd, expect));
+        let section = out
+            .last_mut()
+            .expect("the quick start starts `spike dev` first");
+        section.lines.push((cmd, expect));
     }
     out
 }
 
 #[test]
 fn quickstart_works_as_written() {
+    let md_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/quickstart.md");
+    let md = std::fs::read_to_string(md_path).unwrap();
+    let sections = tutorial_sections(&md);
+    assert!(
+        sections
+            .iter()
+            .any(|s| s.dev_args.iter().any(|a| a == "--workload")),
+        "the quick start shows a workload"
+    );
+    assert!(
+        sections.iter().map(|s| s.lines.len()).sum::<usize>() >= 10,
+        "the quick start lost its commands"
+    );
+    // Each `spike dev` line is a fresh system, as a reader who stopped the last one gets.
+    for section in sections.iter().filter(|s| !s.lines.is_empty()) {
+        run_section(section);
+    }
+}
+
+/// Starts the section's `spike dev` (on free ports, its files in a temp dir) and runs its
+/// lines as written from the repository's root.
+fn run_section(section: &Section) {
     let bins = bins();
     let dir = tempfile::Builder::new()
         .prefix("spike-qs-")
@@ -44,9 +88,6 @@ fn quickstart_works_as_written() {
         .find(|p| *p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
         .expect("free port pair");
     let log = dir.path().join("dev.log");
-    let md_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/quickstart.md");
-    let md = std::fs::read_to_string(md_path).unwrap();
-    // One system for the whole tutorial, with every workload its `spike dev` lines register.
     let mut args: Vec<String> = vec![
         "dev".into(),
         "--port".into(),
@@ -54,16 +95,19 @@ fn quickstart_works_as_written() {
         "--run-dir".into(),
         dir.path().join("run").display().to_string(),
     ];
-    for line in md.lines().filter(|l| l.starts_with("cargo run")) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        for pair in words.windows(2).filter(|w| w[0] == "--workload") {
-            args.extend(["--workload".into(), pair[1].to_owned()]);
+    let mut given = section.dev_args.iter();
+    while let Some(a) = given.next() {
+        // A data directory the reader would make in the clone goes to the temp dir instead.
+        if a == "--data-dir" {
+            given.next();
+            args.extend([
+                "--data-dir".into(),
+                dir.path().join("data").display().to_string(),
+            ]);
+        } else {
+            args.push(a.clone());
         }
     }
-    assert!(
-        args.iter().any(|a| a == "--workload"),
-        "the quick start shows a workload"
-    );
     let _dev = Proc::spawn(&bins.spike, &args, log.clone(), "info");
     assert!(
         wait_until(Duration::from_secs(60), || std::fs::read_to_string(&log)
@@ -98,12 +142,10 @@ fn quickstart_works_as_written() {
     env.push(("PATH".into(), path));
     env.push(("RUST_LOG".into(), "warn".into()));
 
-    let lines = tutorial_lines(&md);
-    assert!(lines.len() >= 10, "the quick start lost its commands");
-    for (cmd, expect) in lines {
+    for (cmd, expect) in &section.lines {
         // From the repository's root, as the tutorial says (no line writes a file there).
         let out = Command::new("sh")
-            .args(["-c", &cmd])
+            .args(["-c", cmd])
             .current_dir(&root)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
@@ -111,7 +153,7 @@ fn quickstart_works_as_written() {
         assert!(out.status.success(), "`{cmd}` failed: {}", text(&out));
         if let Some(e) = expect {
             assert!(
-                String::from_utf8_lossy(&out.stdout).contains(&e),
+                String::from_utf8_lossy(&out.stdout).contains(e.as_str()),
                 "`{cmd}` should print {e:?}: {}",
                 text(&out)
             );
