@@ -62,6 +62,24 @@ async fn overwrite(store: &dyn Store, table: Table, key: &[u8], value: Vec<u8>) 
     store.commit(b).await.unwrap();
 }
 
+/// Reads `path` now, as a caller the secrets' (empty) scopes admit.
+async fn read_now(
+    secrets: &Secrets,
+    keys: &OpenKeys,
+    path: &SecretPath,
+    version: Option<u64>,
+) -> AppResult<spike_core::api::GetSecretResponse> {
+    secrets
+        .get(
+            keys,
+            path,
+            version,
+            &crate::fixtures::reader(),
+            crate::clock::unix_now(),
+        )
+        .await
+}
+
 impl Fixture {
     async fn put(
         &self,
@@ -86,16 +104,7 @@ impl Fixture {
 
     /// The value of key `k` in version `v` (current when `None`).
     async fn value(&self, p: &str, v: Option<u64>, k: &str) -> AppResult<String> {
-        let got = self
-            .engine
-            .get(
-                &self.keys,
-                &path(p),
-                v,
-                &crate::fixtures::reader(),
-                crate::clock::unix_now(),
-            )
-            .await?;
+        let got = read_now(&self.engine, &self.keys, &path(p), v).await?;
         Ok(got.data.get(k).unwrap().expose_secret().to_owned())
     }
 
@@ -791,17 +800,7 @@ async fn values_and_metadata_from_another_nexus_key_do_not_open() {
     f.put("s", &[("k", "v")]).await.unwrap();
     let other = keys();
     assert_eq!(
-        code(
-            f.engine
-                .get(
-                    &other,
-                    &path("s"),
-                    None,
-                    &crate::fixtures::reader(),
-                    crate::clock::unix_now()
-                )
-                .await
-        ),
+        code(read_now(&f.engine, &other, &path("s"), None).await),
         ErrorCode::Internal
     );
 }
@@ -919,14 +918,7 @@ async fn two_engines_on_one_store_lose_no_update() {
         .iter()
         .filter(|(v, _)| m.versions.iter().any(|k| k.version == *v))
     {
-        let got = engines[1]
-            .get(
-                &keys,
-                &path("hot"),
-                Some(*v),
-                &crate::fixtures::reader(),
-                crate::clock::unix_now(),
-            )
+        let got = read_now(&engines[1], &keys, &path("hot"), Some(*v))
             .await
             .unwrap();
         assert_eq!(
@@ -984,29 +976,10 @@ async fn redb_versions_survive_reopen_and_destroy_removes_the_value() {
             .is_none()
     );
     assert_eq!(
-        code(
-            secrets
-                .get(
-                    &keys,
-                    &p,
-                    None,
-                    &crate::fixtures::reader(),
-                    crate::clock::unix_now()
-                )
-                .await
-        ),
+        code(read_now(&secrets, &keys, &p, None).await),
         ErrorCode::Deleted
     );
-    let got = secrets
-        .get(
-            &keys,
-            &p,
-            Some(1),
-            &crate::fixtures::reader(),
-            crate::clock::unix_now(),
-        )
-        .await
-        .unwrap();
+    let got = read_now(&secrets, &keys, &p, Some(1)).await.unwrap();
     assert_eq!(got.data.get("k").unwrap().expose_secret(), "1");
     // Undelete survives too; the next number is 4.
     secrets
@@ -1014,17 +987,7 @@ async fn redb_versions_survive_reopen_and_destroy_removes_the_value() {
         .await
         .unwrap();
     assert_eq!(
-        secrets
-            .get(
-                &keys,
-                &p,
-                None,
-                &crate::fixtures::reader(),
-                crate::clock::unix_now()
-            )
-            .await
-            .unwrap()
-            .version,
+        read_now(&secrets, &keys, &p, None).await.unwrap().version,
         3
     );
     let r = secrets

@@ -11,18 +11,11 @@ use spike_e2e::{Cluster, text};
 use spike_runtime::net::MtlsClient;
 
 use crate::lifecycle::restart_nexus_and_wait;
+use crate::limits::runtime;
 
 const WAIT: Duration = Duration::from_secs(20);
 const VALUE: &str = "gsk_real_credential_here";
 const AGENT: &str = "spiffe://spike.test/agents/mcp-client/dspy-researcher/dev";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "{}", text(out));

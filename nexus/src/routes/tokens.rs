@@ -178,31 +178,23 @@ async fn list(
 }
 
 async fn inspect(State(n): N, Caller(c): Caller, Path(id): Path<String>) -> Response {
-    let mut found = None;
-    let result: AppResult<_> = async {
-        let o = n.opened()?;
-        let (key, _, binding) = n
-            .tokens()
-            .find_by_id(&o.keys, &id, |p| n.may_mint(&c, p))
-            .await?;
-        let info = binding.info(&key, unix_now());
-        found = Some((info.id.clone(), info.secret.clone()));
-        Ok(info)
-    }
-    .await;
-    let (token, path) = found.unzip();
-    n.token_answer(
-        "token.inspect",
-        &c,
-        path.as_deref(),
-        token,
-        None,
-        result.map_err(Refusal::from),
-    )
-    .await
+    by_id(n, c, id, ByIdOp::Inspect).await
 }
 
 async fn revoke(State(n): N, Caller(c): Caller, Path(id): Path<String>) -> Response {
+    by_id(n, c, id, ByIdOp::Revoke).await
+}
+
+/// What a route on one token (by id) does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ByIdOp {
+    Inspect,
+    Revoke,
+}
+
+/// Finds the one token `id` names among those the caller may mint for, and shows or revokes
+/// it; the audit line names its id and secret once found.
+async fn by_id(n: Arc<Nexus>, c: SpiffeId, id: String, op: ByIdOp) -> Response {
     let mut found = None;
     let result: AppResult<_> = async {
         let o = n.opened()?;
@@ -210,15 +202,22 @@ async fn revoke(State(n): N, Caller(c): Caller, Path(id): Path<String>) -> Respo
             .tokens()
             .find_by_id(&o.keys, &id, |p| n.may_mint(&c, p))
             .await?;
-        found = Some((binding.info(&key, 0).id, binding.secret.clone()));
-        n.tokens()
-            .revoke(&o.keys, &key, raw, binding, unix_now())
-            .await
+        let at = unix_now();
+        let info = binding.info(&key, at);
+        found = Some((info.id.clone(), info.secret.clone()));
+        match op {
+            ByIdOp::Inspect => Ok(info),
+            ByIdOp::Revoke => n.tokens().revoke(&o.keys, &key, raw, binding, at).await,
+        }
     }
     .await;
+    let action = match op {
+        ByIdOp::Inspect => "token.inspect",
+        ByIdOp::Revoke => "token.revoke",
+    };
     let (token, path) = found.unzip();
     n.token_answer(
-        "token.revoke",
+        action,
         &c,
         path.as_deref(),
         token,

@@ -59,6 +59,18 @@ pub(crate) async fn call(
     )
 }
 
+/// A secret's metadata, as the superuser sees it.
+async fn metadata(r: &Router, path: &str) -> (StatusCode, Value) {
+    call(
+        r,
+        SUPER,
+        Method::GET,
+        &format!("/v1/secrets/metadata/{path}"),
+        Value::Null,
+    )
+    .await
+}
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
@@ -654,14 +666,7 @@ async fn allowed_ids_narrow_direct_reads_and_the_ttl_restarts_with_each_version(
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // The metadata shows the scope; each version's expiry is its write time plus the TTL.
-    let (_, m) = call(
-        &f.router,
-        SUPER,
-        Method::GET,
-        "/v1/secrets/metadata/ai/groq",
-        Value::Null,
-    )
-    .await;
+    let (_, m) = metadata(&f.router, "ai/groq").await;
     assert_eq!(m["ttlSeconds"], 3600);
     assert_eq!(
         m["allowedSpiffeIds"],
@@ -683,14 +688,7 @@ async fn allowed_ids_narrow_direct_reads_and_the_ttl_restarts_with_each_version(
         (StatusCode::OK, Some(2), Some(false)),
         "{v}"
     );
-    let (_, m) = call(
-        &f.router,
-        SUPER,
-        Method::GET,
-        "/v1/secrets/metadata/ai/groq",
-        Value::Null,
-    )
-    .await;
+    let (_, m) = metadata(&f.router, "ai/groq").await;
     assert_eq!(m["ttlSeconds"], 7200);
     assert_eq!(
         m["allowedDestinations"],
@@ -714,13 +712,6 @@ async fn allowed_ids_narrow_direct_reads_and_the_ttl_restarts_with_each_version(
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{scope}: {v}");
     }
-    let (_, m2) = call(
-        &f.router,
-        SUPER,
-        Method::GET,
-        "/v1/secrets/metadata/ai/groq",
-        Value::Null,
-    )
-    .await;
+    let (_, m2) = metadata(&f.router, "ai/groq").await;
     assert_eq!(m2, m);
 }
