@@ -125,20 +125,27 @@ impl Nexus {
         path: Option<&str>,
         body: impl Future<Output = AppResult<T>>,
     ) -> Response {
-        // A caller over its refusal rate is answered before anything runs, and only counted:
-        // a flood of refused requests then costs neither work nor audit log.
-        if self.refusals_exhausted(caller) {
-            let mut response = AppError::new(
-                ErrorCode::RateLimited,
-                "too many refused requests from this SPIFFE ID; slow down and retry",
-            )
-            .into_response();
-            no_store(&mut response);
-            self.metrics().record(action, response.status().as_u16());
-            return response;
+        if let Some(refused) = self.over_refusal_rate(action, caller) {
+            return refused;
         }
         let result = body.await.map(|v| Json(v).into_response());
         self.finish(action, caller, path, result).await
+    }
+
+    /// The answer to a caller over its refusal rate, if it is: answered before anything runs,
+    /// and only counted, so a flood of refused requests costs neither work nor audit log.
+    fn over_refusal_rate(&self, action: &'static str, caller: &SpiffeId) -> Option<Response> {
+        if !self.refusals_exhausted(caller) {
+            return None;
+        }
+        let mut response = AppError::new(
+            ErrorCode::RateLimited,
+            "too many refused requests from this SPIFFE ID; slow down and retry",
+        )
+        .into_response();
+        no_store(&mut response);
+        self.metrics().record(action, response.status().as_u16());
+        Some(response)
     }
 
     /// Audits a finished handler's outcome (fail closed: if the line cannot be written the

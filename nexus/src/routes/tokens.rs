@@ -5,6 +5,7 @@
 //! by its reference. A resolution's line keeps the true reason of a refusal, which the answer
 //! hides where it must (a token of another agent is `token_unknown` to the gateway).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
@@ -54,16 +55,18 @@ impl Nexus {
         self.authorize(caller, path, Permission::Token).is_ok()
     }
 
-    /// Answers a token route, auditing `record` (filled in with the outcome).
+    /// Runs a token route's handler and answers, auditing its outcome with what it names
+    /// (the caller over its refusal rate is answered before anything runs, as on every route).
     async fn token_answer<T: serde::Serialize>(
         &self,
         action: &'static str,
         caller: &SpiffeId,
-        path: Option<&str>,
-        token: Option<String>,
-        agent: Option<SpiffeId>,
-        result: Result<T, Refusal>,
+        body: impl Future<Output = (Result<T, Refusal>, Subject)>,
     ) -> Response {
+        if let Some(refused) = self.over_refusal_rate(action, caller) {
+            return refused;
+        }
+        let (result, subject) = body.await;
         let outcome = result.as_ref().map(|_| ()).map_err(|r| r.error.code());
         let mut record = match &result {
             Ok(_) => AuditRecord::new(action, Decision::Allow, "ok"),
@@ -75,14 +78,26 @@ impl Nexus {
             Err(r) => AuditRecord::new(action, Decision::Error, r.reason),
         }
         .with_caller(caller.clone());
-        if let Some(p) = path {
-            record = record.with_path(p);
-        }
+        record = match (subject.path, outcome) {
+            // Caller data of any size and bytes: a short escaped prefix and a hash only.
+            (Some(p), Err(ErrorCode::InvalidPath)) => record.with_raw_path(&p),
+            (Some(p), _) => record.with_path(p),
+            (None, _) => record,
+        };
         let hidden = result.as_ref().err().and_then(|r| r.hidden_id.clone());
-        record = record.with_token(token.or(hidden), agent);
+        record = record.with_token(subject.token.or(hidden), subject.agent);
         let result = result.map(|v| Json(v).into_response()).map_err(|r| r.error);
         self.finish_audited(action, result, record, &outcome).await
     }
+}
+
+/// What a token route's audit line names, as far as its handler got: the secret's path, the
+/// token's id, the agent a gateway resolved for.
+#[derive(Default)]
+struct Subject {
+    path: Option<String>,
+    token: Option<String>,
+    agent: Option<SpiffeId>,
 }
 
 /// The refusal codes of a resolution (a `deny`, not an error, in the audit log).
@@ -106,43 +121,39 @@ async fn create(
     Caller(c): Caller,
     body: Result<JsonBody<CreateTokenRequest>, AppError>,
 ) -> Response {
-    let mut audited_path = None;
-    let result: AppResult<CreateTokenResponse> = async {
-        let o = n.opened()?;
-        let JsonBody(req) = body?;
-        audited_path = Some(req.secret.clone());
-        let path = n.parse_path(&req.secret)?;
-        n.authorize(&c, &path, Permission::Token)?;
-        let at = unix_now();
-        let live = n
-            .secrets()
-            .newest_live(&o.keys, &path, at)
-            .await?
-            .ok_or_else(|| {
-                AppError::new(
-                    ErrorCode::NotFound,
-                    format!(
-                        "{path} has no readable version (missing, deleted, destroyed or expired): write one first"
-                    ),
-                )
-            })?;
-        let binding = binding_for(&req, path.as_str(), &live, n.trust_domain(), c.as_str(), at)?;
-        let (reference, key) = n.tokens().mint(&o.keys, &binding).await?;
-        Ok(CreateTokenResponse {
-            token: reference.to_token_string(),
-            binding: binding.info(&key, at),
-        })
-    }
-    .await;
-    let token = result.as_ref().ok().map(|r| r.binding.id.clone());
-    n.token_answer(
-        "token.create",
-        &c,
-        audited_path.as_deref(),
-        token,
-        None,
-        result.map_err(Refusal::from),
-    )
+    n.token_answer("token.create", &c, async {
+        let mut subject = Subject::default();
+        let result: AppResult<CreateTokenResponse> = async {
+            let o = n.opened()?;
+            let JsonBody(req) = body?;
+            subject.path = Some(req.secret.clone());
+            let path = n.parse_path(&req.secret)?;
+            n.authorize(&c, &path, Permission::Token)?;
+            let at = unix_now();
+            let live = n
+                .secrets()
+                .newest_live(&o.keys, &path, at)
+                .await?
+                .ok_or_else(|| {
+                    AppError::new(
+                        ErrorCode::NotFound,
+                        format!(
+                            "{path} has no readable version (missing, deleted, destroyed or expired): write one first"
+                        ),
+                    )
+                })?;
+            let binding =
+                binding_for(&req, path.as_str(), &live, n.trust_domain(), c.as_str(), at)?;
+            let (reference, key) = n.tokens().mint(&o.keys, &binding).await?;
+            Ok(CreateTokenResponse {
+                token: reference.to_token_string(),
+                binding: binding.info(&key, at),
+            })
+        }
+        .await;
+        subject.token = result.as_ref().ok().map(|r| r.binding.id.clone());
+        (result.map_err(Refusal::from), subject)
+    })
     .await
 }
 
@@ -151,29 +162,24 @@ async fn list(
     Caller(c): Caller,
     q: Result<Query<ListTokensQuery>, QueryRejection>,
 ) -> Response {
-    let result: AppResult<ListTokensResponse> = async {
-        let o = n.opened()?;
-        let q = query(q)?;
-        let only = q.secret.as_deref().map(|p| n.parse_path(p)).transpose()?;
-        let tokens = n
-            .tokens()
-            .list(
-                &o.keys,
-                |p| only.as_ref().is_none_or(|o| o == p) && n.may_mint(&c, p),
-                unix_now(),
-            )
-            .await?;
-        Ok(ListTokensResponse { tokens })
-    }
-    .await;
-    n.token_answer(
-        "token.list",
-        &c,
-        None,
-        None,
-        None,
-        result.map_err(Refusal::from),
-    )
+    n.token_answer("token.list", &c, async {
+        let result: AppResult<ListTokensResponse> = async {
+            let o = n.opened()?;
+            let q = query(q)?;
+            let only = q.secret.as_deref().map(|p| n.parse_path(p)).transpose()?;
+            let tokens = n
+                .tokens()
+                .list(
+                    &o.keys,
+                    |p| only.as_ref().is_none_or(|o| o == p) && n.may_mint(&c, p),
+                    unix_now(),
+                )
+                .await?;
+            Ok(ListTokensResponse { tokens })
+        }
+        .await;
+        (result.map_err(Refusal::from), Subject::default())
+    })
     .await
 }
 
@@ -195,35 +201,30 @@ enum ByIdOp {
 /// Finds the one token `id` names among those the caller may mint for, and shows or revokes
 /// it; the audit line names its id and secret once found.
 async fn by_id(n: Arc<Nexus>, c: SpiffeId, id: String, op: ByIdOp) -> Response {
-    let mut found = None;
-    let result: AppResult<_> = async {
-        let o = n.opened()?;
-        let (key, raw, binding) = n
-            .tokens()
-            .find_by_id(&o.keys, &id, |p| n.may_mint(&c, p))
-            .await?;
-        let at = unix_now();
-        let info = binding.info(&key, at);
-        found = Some((info.id.clone(), info.secret.clone()));
-        match op {
-            ByIdOp::Inspect => Ok(info),
-            ByIdOp::Revoke => n.tokens().revoke(&o.keys, &key, raw, binding, at).await,
-        }
-    }
-    .await;
     let action = match op {
         ByIdOp::Inspect => "token.inspect",
         ByIdOp::Revoke => "token.revoke",
     };
-    let (token, path) = found.unzip();
-    n.token_answer(
-        action,
-        &c,
-        path.as_deref(),
-        token,
-        None,
-        result.map_err(Refusal::from),
-    )
+    n.token_answer(action, &c, async {
+        let mut subject = Subject::default();
+        let result: AppResult<_> = async {
+            let o = n.opened()?;
+            let (key, raw, binding) = n
+                .tokens()
+                .find_by_id(&o.keys, &id, |p| n.may_mint(&c, p))
+                .await?;
+            let at = unix_now();
+            let info = binding.info(&key, at);
+            subject.token = Some(info.id.clone());
+            subject.path = Some(info.secret.clone());
+            match op {
+                ByIdOp::Inspect => Ok(info),
+                ByIdOp::Revoke => n.tokens().revoke(&o.keys, &key, raw, binding, at).await,
+            }
+        }
+        .await;
+        (result.map_err(Refusal::from), subject)
+    })
     .await
 }
 
@@ -232,54 +233,59 @@ async fn resolve(
     Caller(c): Caller,
     body: Result<JsonBody<ResolveRequest>, AppError>,
 ) -> Response {
-    // What the audit line names once known: the secret's path, the token id, the agent.
-    let mut path = None;
-    let mut token = None;
-    let mut agent = None;
-    let result: Result<ResolveResponse, Refusal> = async {
-        let o = n.opened()?;
-        only_gateways(&n, &c)?;
-        n.limiter().check(RateClass::Resolve, &c)?;
-        let JsonBody(req) = body?;
-        let agent_id = SpiffeId::new(&req.agent_spiffe_id)
-            .map_err(|e| AppError::new(ErrorCode::BadRequest, format!("agentSpiffeId: {e}")))?;
-        agent = Some(agent_id.clone());
-        let destination = Destination::parse(&req.destination)
-            .map_err(|e| AppError::new(ErrorCode::BadRequest, e.to_string()))?;
-        let ask = ResolveAsk {
-            agent: &agent_id,
-            destination: &destination,
-            action: req.action,
-            path: &req.path,
-            location: &req.location,
-        };
-        let found = n
-            .tokens()
-            .find_for_agent(&o.keys, &req.token, &agent_id)
-            .await?;
-        token = Some(found.id());
-        path = Some(found.binding.secret.clone());
-        let secret = n
-            .parse_path(&found.binding.secret)
-            .map_err(|_| AppError::internal("token binding", "stored secret path is invalid"))?;
-        n.authorize(&c, &secret, Permission::Resolve)?;
-        let at = unix_now();
-        Tokens::check(&found, &ask, at)?;
-        let live = n.secrets().newest_live(&o.keys, &secret, at).await?;
-        let (value, secret_expires) = Tokens::value_of(&found, live, &ask)?;
-        n.tokens().count_use(&o.keys, &found).await?;
-        let expires =
-            secret_expires.map_or(found.binding.expires, |e| e.min(found.binding.expires));
-        Ok(ResolveResponse {
-            value,
-            token_id: found.id(),
-            expires_at: rfc3339(expires),
-            cacheable: found.binding.max_uses.is_none(),
-        })
-    }
-    .await;
-    n.token_answer("token.resolve", &c, path.as_deref(), token, agent, result)
-        .await
+    n.token_answer("token.resolve", &c, async {
+        let mut subject = Subject::default();
+        let result = resolve_for(&n, &c, body, &mut subject).await;
+        (result, subject)
+    })
+    .await
+}
+
+/// A resolution's checks, in the documented order, and the value if all pass.
+async fn resolve_for(
+    n: &Nexus,
+    c: &SpiffeId,
+    body: Result<JsonBody<ResolveRequest>, AppError>,
+    subject: &mut Subject,
+) -> Result<ResolveResponse, Refusal> {
+    let o = n.opened()?;
+    only_gateways(n, c)?;
+    n.limiter().check(RateClass::Resolve, c)?;
+    let JsonBody(req) = body?;
+    let agent = SpiffeId::new(&req.agent_spiffe_id)
+        .map_err(|e| AppError::new(ErrorCode::BadRequest, format!("agentSpiffeId: {e}")))?;
+    subject.agent = Some(agent.clone());
+    let destination = Destination::parse(&req.destination)
+        .map_err(|e| AppError::new(ErrorCode::BadRequest, e.to_string()))?;
+    let ask = ResolveAsk {
+        agent: &agent,
+        destination: &destination,
+        action: req.action,
+        path: &req.path,
+        location: &req.location,
+    };
+    let found = n
+        .tokens()
+        .find_for_agent(&o.keys, &req.token, &agent)
+        .await?;
+    subject.token = Some(found.id());
+    subject.path = Some(found.binding.secret.clone());
+    let secret = n
+        .parse_path(&found.binding.secret)
+        .map_err(|_| AppError::internal("token binding", "stored secret path is invalid"))?;
+    n.authorize(c, &secret, Permission::Resolve)?;
+    let at = unix_now();
+    Tokens::check(&found, &ask, at)?;
+    let live = n.secrets().newest_live(&o.keys, &secret, at).await?;
+    let (value, secret_expires) = Tokens::value_of(&found, live, &ask)?;
+    n.tokens().count_use(&o.keys, &found).await?;
+    let expires = secret_expires.map_or(found.binding.expires, |e| e.min(found.binding.expires));
+    Ok(ResolveResponse {
+        value,
+        token_id: found.id(),
+        expires_at: rfc3339(expires),
+        cacheable: found.binding.max_uses.is_none(),
+    })
 }
 
 /// Only gateway identities (`spiffe://<td>/spike/gateway/<name>`) resolve: a workload that

@@ -39,6 +39,9 @@ pub(crate) use mint::binding_for;
 /// Token bindings, keyed by the hex of the reference's keyed hash.
 pub(crate) const TOKENS: Table = Table::new("tokens");
 
+/// Most bindings read for one id prefix; a prefix matching this many is too short.
+const ID_SCAN: usize = 64;
+
 /// Most times a use is counted again after losing a compare-and-set to a concurrent writer.
 const USE_ATTEMPTS: usize = 16;
 
@@ -243,8 +246,13 @@ impl Tokens {
                     .map_err(|e| AppError::internal("token binding", e))?,
             ),
             None => {
-                // The same MAC work as verifying a found binding, so a miss is not quicker.
-                let _ = records::verify::<Binding>(keys, Kind::TokenBinding, &key, MISS_RECORD);
+                // An HMAC over a record-sized body, as verifying a found binding computes, so
+                // a miss is not markedly quicker than a hit for another agent.
+                let _ = keys.record_tag(
+                    spike_core::crypto::RecordType::TokenBinding,
+                    &key,
+                    MISS_BODY,
+                );
                 None
             }
         };
@@ -448,9 +456,15 @@ impl Tokens {
         }
         let rows = self
             .store
-            .scan(TOKENS, prefix.as_bytes(), None, 16)
+            .scan(TOKENS, prefix.as_bytes(), None, ID_SCAN)
             .await
             .map_err(store_err)?;
+        if rows.len() == ID_SCAN {
+            return Err(AppError::new(
+                ErrorCode::BadRequest,
+                format!("many tokens have ids starting with {prefix}; give more digits"),
+            ));
+        }
         let mut hits = Vec::new();
         for (key, raw) in rows {
             let b: Binding = records::verify(keys, Kind::TokenBinding, &key, &raw)
@@ -525,8 +539,8 @@ impl Tokens {
     }
 }
 
-/// What a miss verifies instead of a found record: a record-sized buffer that never verifies.
-const MISS_RECORD: &[u8] = &[0u8; 256];
+/// What a miss computes a tag over instead of a found record's body (a typical body's size).
+const MISS_BODY: &[u8] = &[0u8; 384];
 
 fn uses_exhausted() -> Refusal {
     Refusal::new(
