@@ -715,3 +715,47 @@ async fn allowed_ids_narrow_direct_reads_and_the_ttl_restarts_with_each_version(
     let (_, m2) = metadata(&f.router, "ai/groq").await;
     assert_eq!(m2, m);
 }
+
+#[tokio::test]
+async fn resolution_is_rate_limited_per_gateway() {
+    let f = served(
+        |c| {
+            c.rate_limits.resolve = crate::ratelimit::Rate {
+                per_minute: 1,
+                burst: 2,
+            }
+        },
+        true,
+    )
+    .await;
+    setup_on(&f.router).await;
+    let (s, v) = call(
+        &f.router,
+        SUPER,
+        Method::PUT,
+        "/v1/policies/gw2",
+        json!({"spiffeIdPattern": "spiffe://spike.test/spike/gateway/gw2", "pathPattern": "ai/**", "permissions": ["resolve"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = mint(&f.router, json!({})).await;
+    let token = v["token"].as_str().unwrap();
+    for _ in 0..2 {
+        let (s, v) = resolve_as(&f.router, GATEWAY, token, json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, v) = resolve_as(&f.router, GATEWAY, token, json!({})).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    // Another gateway has its own budget.
+    let (s, v) = resolve_as(
+        &f.router,
+        "spiffe://spike.test/spike/gateway/gw2",
+        token,
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
