@@ -383,7 +383,8 @@ pub enum SecretCmd {
 /// `spike policy ...`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
-    /// Create or replace a policy.
+    /// Create a policy; one of that name must not exist yet unless --replace is given
+    /// (`policy apply` is the idempotent way to keep policies as declared).
     ///
     /// Patterns are segment-aware globs: `*` matches within one segment, `**` matches zero or
     /// more whole segments. Example:
@@ -403,6 +404,9 @@ pub enum PolicyCmd {
         /// Comma-separated: read, write, list, delete, token, resolve, cipher, super.
         #[arg(long, value_delimiter = ',', required = true)]
         permissions: Vec<String>,
+        /// Replace a policy of the same name instead of failing (exit 6) when one exists.
+        #[arg(long)]
+        replace: bool,
     },
     /// Show one policy.
     Get {

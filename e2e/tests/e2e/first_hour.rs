@@ -254,6 +254,40 @@ fn the_commands_people_type_first_work() {
     assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("looks like a regular expression"), "{all}");
     assert!(all.contains("did you mean `database/**`"), "{all}");
+
+    // `create` creates: a second one of the same name is refused (exit 6), even identical,
+    // until `--replace` says so; the refused one changed nothing.
+    let create = |path: &str, extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "create",
+            "regex-like",
+            "--spiffe-id-pattern",
+            "spiffe://spike.dev/x/*",
+            "--path-pattern",
+            path,
+            "--permissions",
+            "read",
+        ];
+        args.extend_from_slice(extra);
+        spike(&args)
+    };
+    let (code, _, all) = create("other/**", &[]);
+    assert_eq!(code, Some(6), "{all}");
+    assert!(all.contains("policy regex-like already exists"), "{all}");
+    assert!(all.contains("--replace"), "{all}");
+    let (_, stdout, _) = spike(&["-o", "json", "policy", "get", "regex-like"]);
+    assert!(
+        stdout.contains("database/.*"),
+        "the refused create changed it: {stdout}"
+    );
+    let (code, _, all) = create("other/**", &["--replace"]);
+    assert_eq!(code, Some(0), "{all}");
+    let (_, stdout, _) = spike(&["-o", "json", "policy", "get", "regex-like"]);
+    assert!(
+        stdout.contains("other/**"),
+        "--replace did not replace: {stdout}"
+    );
     let (code, _, all) = spike(&["policy", "delete", "regex-like"]);
     assert_eq!(code, Some(0), "{all}");
 
