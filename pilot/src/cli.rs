@@ -148,9 +148,14 @@ pub struct UploadArgs {
     /// Only show what would change (create, update, unchanged per item); write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print only failures and the summary, not one line per item.
+    /// Print only failures: no line per item and no summary (the exit code still says whether
+    /// everything was applied).
     #[arg(short, long)]
     pub quiet: bool,
+    /// No progress line (shown on a terminal's stderr for 10,000 secrets or more), with or
+    /// without --quiet.
+    #[arg(long)]
+    pub no_progress: bool,
     /// Secrets per batch request (Nexus refuses more than its `max_batch_items`, 500 by default).
     #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS, value_parser = at_least_one())]
     pub batch_size: usize,
@@ -548,6 +553,7 @@ mod tests {
                 "2",
                 "-q",
                 "--dry-run",
+                "--no-progress",
             ]))
             .unwrap();
             let upload = match cli.command {
@@ -556,7 +562,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             };
             assert_eq!((upload.batch_size, upload.parallel), (7, 2));
-            assert!(upload.quiet && upload.dry_run);
+            assert!(upload.quiet && upload.dry_run && upload.no_progress);
             for zero in [["--batch-size", "0"], ["--parallel", "0"]] {
                 let e = Cli::try_parse_from(args(&zero)).unwrap_err();
                 assert_eq!(e.exit_code(), 2, "{e}");

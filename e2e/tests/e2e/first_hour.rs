@@ -81,6 +81,37 @@ fn invalid_paths_and_names_are_usage_errors_before_any_request() {
     let (out, _) = spike(&["policy", "get", "web read"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("policy name"), "{}", text(&out));
+
+    // A seed file is checked whole before any server is asked (no socket here), and each
+    // error says its position once.
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, want) in [
+        (
+            "secrets:\n  - path: a\n    data: {k: [1]}\n",
+            "line 3 column 15: a value must be a string",
+        ),
+        (
+            "secrets:\n  - path: a\n    data:\n      k: x\n      k: y\n",
+            "line 5 column 7: duplicate key `k`",
+        ),
+        (
+            "secrets:\n  - {path: a, data: {k: v}}\n  - {path: 'b c', data: {k: v}}\n",
+            "secret 2: path `b c`",
+        ),
+    ] {
+        let file = dir.path().join("seed.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let (out, _) = spike(&["seed", "-f", file.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {}", text(&out));
+        let err = stderr(&out);
+        assert!(err.contains(want), "{yaml}: {err}");
+        assert_eq!(
+            err.matches("line ").count().min(1),
+            err.matches("line ").count(),
+            "{err}"
+        );
+        assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+    }
 }
 
 #[test]
