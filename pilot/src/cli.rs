@@ -536,6 +536,34 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// An option the environment (or the configuration file) can give must not look required
+    /// in a usage line: whoever set `SPIKE_NEXUS_ADDR` would think they still have to pass it.
+    #[test]
+    fn no_usage_line_demands_an_option_the_environment_gives() {
+        fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_env().is_some() && a.is_required_set() {
+                    found.push(format!("{path} --{}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), found);
+            }
+        }
+        let cmd = crate::settings::command().unwrap();
+        let mut found = Vec::new();
+        walk(&cmd, "spike", &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        let usage = cmd
+            .find_subcommand("secret")
+            .and_then(|c| c.find_subcommand("get"))
+            .unwrap()
+            .clone()
+            .render_usage()
+            .to_string();
+        assert!(!usage.contains("--nexus"), "{usage}");
+    }
+
     #[test]
     fn seed_and_import_share_the_upload_flags_and_refuse_zero() {
         for cmd in [&["seed", "-f", "x.yaml"][..], &["import", "openbao"][..]] {

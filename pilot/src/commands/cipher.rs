@@ -49,10 +49,13 @@ pub enum CipherCmd {
 /// Where the data comes from and goes, and the context.
 #[derive(Debug, Args)]
 pub struct CipherIo {
-    /// The context: a path-shaped name you hold the `cipher` permission on (e.g.
-    /// `apps/billing/cards`). The ciphertext opens only under the same context.
+    /// The context (required, here or in SPIKE_CIPHER_CONTEXT): a path-shaped name you hold
+    /// the `cipher` permission on (e.g. `apps/billing/cards`). The ciphertext opens only under
+    /// the same context.
+    // Not `required` for clap: its usage line would then demand the flag even of whoever set
+    // the variable.
     #[arg(long, env = "SPIKE_CIPHER_CONTEXT", value_name = "PATH")]
-    pub context: String,
+    pub context: Option<String>,
     /// Read the input from this file (default, or `-`: stdin).
     #[arg(short = 'f', long = "file", value_name = "IN")]
     pub file: Option<PathBuf>,
@@ -84,14 +87,26 @@ pub struct DecryptArgs {
     pub io: CipherIo,
 }
 
+impl CipherIo {
+    /// The context, from the flag or the environment.
+    fn take_context(&mut self) -> CliResult<String> {
+        self.context.take().ok_or_else(|| {
+            CliError::Usage(
+                "a context is needed: give --context PATH or set SPIKE_CIPHER_CONTEXT".into(),
+            )
+        })
+    }
+}
+
 /// Runs a cipher subcommand.
 pub async fn run(nexus: &Nexus, out: Output, cmd: CipherCmd) -> CliResult<()> {
     let json = wants_json(out)?;
     match cmd {
-        CipherCmd::Encrypt(args) => {
+        CipherCmd::Encrypt(mut args) => {
+            let context = args.io.take_context()?;
             let mut input = read_input(args.io.file.as_deref())?;
             let req = EncryptRequest {
-                context: args.io.context,
+                context,
                 // Moved, not copied: the request now owns (and wipes) the only copy.
                 plaintext: SecretBytes::new(std::mem::take(&mut *input)),
                 bind_caller: args.bind_caller,
@@ -112,11 +127,12 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: CipherCmd) -> CliResult<()> {
             };
             write_output(args.io.out.as_deref(), &bytes)
         }
-        CipherCmd::Decrypt(args) => {
+        CipherCmd::Decrypt(mut args) => {
+            let context = args.io.take_context()?;
             let input = read_input(args.io.file.as_deref())?;
             let ciphertext = ciphertext_of(&input)?;
             let req = DecryptRequest {
-                context: args.io.context,
+                context,
                 ciphertext,
             };
             let resp: DecryptResponse = nexus
@@ -329,14 +345,20 @@ mod tests {
         let Some(Command::Cipher(CipherCmd::Encrypt(a))) = cli.command else {
             panic!("not an encrypt");
         };
-        assert_eq!(a.io.context, "apps/x");
+        assert_eq!(a.io.context.as_deref(), Some("apps/x"));
         assert_eq!(a.io.file.as_deref(), Some(Path::new("in")));
         assert_eq!(a.io.out.as_deref(), Some(Path::new("out")));
         assert!(a.bind_caller && a.base64);
         assert_eq!(cli.global.output, Some(Output::Json));
-        // The context is required (flag or SPIKE_CIPHER_CONTEXT).
+        // The context is required (flag or SPIKE_CIPHER_CONTEXT), checked by `take_context`.
+        let cli = Cli::try_parse_from(["spike", "cipher", "decrypt"]).unwrap();
+        let Some(Command::Cipher(CipherCmd::Decrypt(mut a))) = cli.command else {
+            panic!("not a decrypt");
+        };
         if std::env::var_os("SPIKE_CIPHER_CONTEXT").is_none() {
-            assert!(Cli::try_parse_from(["spike", "cipher", "decrypt"]).is_err());
+            let e = a.io.take_context().unwrap_err();
+            assert_eq!(e.exit_code(), std::process::ExitCode::from(2));
+            assert!(e.to_string().contains("SPIKE_CIPHER_CONTEXT"), "{e}");
         }
     }
 }
