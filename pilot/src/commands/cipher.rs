@@ -5,7 +5,7 @@
 //! line of base64 with `--base64`; decrypt takes either form (and the JSON that `-o json`
 //! prints). See `docs/cipher.md`.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -59,7 +59,8 @@ pub struct CipherIo {
     /// Read the input from this file (default, or `-`: stdin).
     #[arg(short = 'f', long = "file", value_name = "IN")]
     pub file: Option<PathBuf>,
-    /// Write the output to this file (default, or `-`: stdout). Replaced atomically, mode 0600.
+    /// Write the output to this file (default: stdout). Replaced atomically, mode 0600.
+    /// Binary output is not written to a terminal unless this is `-`.
     #[arg(long = "out", value_name = "OUT")]
     pub out: Option<PathBuf>,
 }
@@ -238,6 +239,15 @@ fn write_output(out: Option<&Path>, bytes: &[u8]) -> CliResult<()> {
     let io_err = |what: &str, e: std::io::Error| CliError::Other(anyhow::anyhow!("{what}: {e}"));
     match out.filter(|p| p.as_os_str() != "-") {
         None => {
+            // Binary on a terminal garbles it (and may drive it with escape sequences): only
+            // when `--out -` says so explicitly.
+            if out.is_none() && is_binary(bytes) && std::io::stdout().is_terminal() {
+                return Err(CliError::Usage(
+                    "the output is binary and stdout is a terminal: write it to a file with --out FILE (or pipe it), \
+give --out - to print it anyway, or --base64 when encrypting"
+                        .into(),
+                ));
+            }
             let mut stdout = std::io::stdout().lock();
             stdout
                 .write_all(bytes)
@@ -264,6 +274,15 @@ fn write_output(out: Option<&Path>, bytes: &[u8]) -> CliResult<()> {
     }
 }
 
+/// Whether `bytes` are not text a terminal shows as it is: not UTF-8, or holding control
+/// characters other than newline, carriage return and tab.
+fn is_binary(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).map_or(true, |s| {
+        s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -271,6 +290,15 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+
+    #[test]
+    fn binary_is_what_a_terminal_would_not_show_as_it_is() {
+        assert!(!is_binary(b"plain text\nline two\ttab\r\n"));
+        assert!(!is_binary("caf\u{e9}".as_bytes()));
+        assert!(is_binary(&[0xff, 0xfe]));
+        assert!(is_binary(b"nul\0"));
+        assert!(is_binary(b"\x1b[31mred"));
+    }
 
     #[test]
     fn ciphertext_input_forms() {

@@ -11,7 +11,7 @@ use spike_core::secret::{SecretMap, SecretString};
 
 use crate::cli::{Output, SecretCmd};
 use crate::client::{CliError, CliResult, Nexus, query_escape};
-use crate::output::{age, print_structured, print_table};
+use crate::output::{age, key_value_line, print_structured, print_table, timestamp};
 
 /// Runs a secret subcommand.
 pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
@@ -80,7 +80,7 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                     Some(v) if resp.data.len() == 1 => println!("{}", v.expose_secret()),
                     _ => {
                         for (k, v) in resp.data.iter() {
-                            println!("{k}={}", v.expose_secret());
+                            println!("{}", key_value_line(k, v.expose_secret()).as_str());
                         }
                     }
                 },
@@ -144,17 +144,25 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                     println!("current version: {}", m.current_version);
                     println!("latest version:  {}", m.latest_version);
                     println!("max versions:    {}", m.max_versions);
-                    println!("created:         {}", m.created_at);
-                    println!("updated:         {}", m.updated_at);
-                    for v in &m.versions {
-                        let state = if v.destroyed {
-                            "destroyed".to_owned()
-                        } else if let Some(d) = &v.deleted_at {
-                            format!("deleted {d}")
-                        } else {
-                            "live".to_owned()
-                        };
-                        println!("  v{:<6} {}  {state}", v.version, v.created_at);
+                    println!("created:         {}", timestamp(&m.created_at));
+                    println!("updated:         {}", timestamp(&m.updated_at));
+                    let rows: Vec<[String; 3]> = m
+                        .versions
+                        .iter()
+                        .map(|v| {
+                            let state = if v.destroyed {
+                                "destroyed".to_owned()
+                            } else if let Some(d) = &v.deleted_at {
+                                format!("deleted {}", timestamp(d))
+                            } else {
+                                "live".to_owned()
+                            };
+                            [v.version.to_string(), timestamp(&v.created_at), state]
+                        })
+                        .collect();
+                    if !rows.is_empty() {
+                        println!();
+                        print_table(["VERSION", "CREATED", "STATE"], &rows);
                     }
                 }
             }
