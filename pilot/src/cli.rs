@@ -14,8 +14,9 @@ use spike_runtime::svid::IdentityArgs;
 #[derive(Debug, Parser)]
 #[command(name = "spike", version)]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 forbidden, \
-5 unavailable or sealed, 6 conflict (compare-and-set failed)."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found (or deleted), 4 forbidden, \
+5 unavailable or sealed, 6 conflict (compare-and-set failed, or the name exists). \
+Logs go to stderr at level warn (RUST_LOG changes it). Details: docs/cli.md."
 )]
 pub struct Cli {
     /// Global options.
@@ -66,10 +67,11 @@ pub struct GlobalArgs {
     /// Set any configuration key, e.g. `--set timeout=1m`; repeatable.
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Nexus address (host:port).
+    /// Nexus address (host:port; https://host:port is accepted too).
     #[arg(long, global = true, env = "SPIKE_NEXUS_ADDR", value_name = "ADDR")]
     pub nexus: Option<String>,
-    /// Output format of read commands.
+    /// Output format of every command that prints a result (not `dev` or `completions`;
+    /// `cipher` takes only json).
     #[arg(short, long, global = true, value_enum)]
     pub output: Option<Output>,
     /// Identity flags.
