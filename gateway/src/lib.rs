@@ -6,8 +6,14 @@
 //!
 //! - [`egress`]: where a request may go (resolution, address checks, dialing exactly the
 //!   checked address, upstream TLS, pooling).
+//! - [`inbound`]: what an agent's request addresses (a named route or an absolute URI), with
+//!   the checks that come before anything else (one destination, no tunnels, no ambiguous
+//!   paths).
+//! - [`refusal`]: the JSON refusals with their reason codes.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod egress;
+pub mod inbound;
+pub mod refusal;
