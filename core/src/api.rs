@@ -218,6 +218,10 @@ pub struct PutPolicyRequest {
     pub path_pattern: String,
     /// What it allows.
     pub permissions: Vec<Permission>,
+    /// Refuse with `409 already_exists` when a policy of this name exists (even an identical
+    /// one), instead of replacing it: `spike policy create` without `--replace`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_only: bool,
 }
 
 /// A stored policy.

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     Expired,
     /// A compare-and-set condition did not hold.
     CasMismatch,
+    /// A create-only write found the object already there.
+    AlreadyExists,
     /// The system is already initialized.
     AlreadyInitialized,
     /// The system has not been initialized yet.
@@ -99,7 +101,10 @@ impl ErrorCode {
             Self::NotFound | Self::Deleted | Self::Destroyed | Self::Expired | Self::NoShare => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
-            Self::CasMismatch | Self::AlreadyInitialized | Self::NotInitialized => 409,
+            Self::CasMismatch
+            | Self::AlreadyExists
+            | Self::AlreadyInitialized
+            | Self::NotInitialized => 409,
             Self::TooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
@@ -118,6 +123,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::CasMismatch => "cas_mismatch",
+            Self::AlreadyExists => "already_exists",
             Self::AlreadyInitialized => "already_initialized",
             Self::NotInitialized => "not_initialized",
             Self::RequestTimeout => "request_timeout",

@@ -14,8 +14,9 @@ use spike_runtime::svid::IdentityArgs;
 #[derive(Debug, Parser)]
 #[command(name = "spike", version)]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 forbidden, \
-5 unavailable or sealed, 6 conflict (compare-and-set failed)."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found (or deleted), 4 forbidden, \
+5 unavailable or sealed, 6 conflict (compare-and-set failed, or the name exists). \
+Logs go to stderr at level warn (RUST_LOG changes it). Details: docs/cli.md."
 )]
 pub struct Cli {
     /// Global options.
@@ -66,10 +67,11 @@ pub struct GlobalArgs {
     /// Set any configuration key, e.g. `--set timeout=1m`; repeatable.
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Nexus address (host:port).
+    /// Nexus address (host:port; https://host:port is accepted too).
     #[arg(long, global = true, env = "SPIKE_NEXUS_ADDR", value_name = "ADDR")]
     pub nexus: Option<String>,
-    /// Output format of read commands.
+    /// Output format of every command that prints a result (not `dev` or `completions`;
+    /// `cipher` takes only json).
     #[arg(short, long, global = true, value_enum)]
     pub output: Option<Output>,
     /// Identity flags.
@@ -152,9 +154,14 @@ pub struct UploadArgs {
     /// Only show what would change (create, update, unchanged per item); write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print only failures and the summary, not one line per item.
+    /// Print only failures: no line per item and no summary (the exit code still says whether
+    /// everything was applied).
     #[arg(short, long)]
     pub quiet: bool,
+    /// No progress line (shown on a terminal's stderr for 10,000 secrets or more), with or
+    /// without --quiet.
+    #[arg(long)]
+    pub no_progress: bool,
     /// Secrets per batch request (Nexus refuses more than its `max_batch_items`, 500 by default).
     #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS, value_parser = at_least_one())]
     pub batch_size: usize,
@@ -449,7 +456,8 @@ pub fn ttl_seconds(s: &str) -> Result<u64, String> {
 /// `spike policy ...`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
-    /// Create or replace a policy.
+    /// Create a policy; one of that name must not exist yet unless --replace is given
+    /// (`policy apply` is the idempotent way to keep policies as declared).
     ///
     /// Patterns are segment-aware globs: `*` matches within one segment, `**` matches zero or
     /// more whole segments. Example:
@@ -469,6 +477,9 @@ pub enum PolicyCmd {
         /// Comma-separated: read, write, list, delete, token, resolve, cipher, super.
         #[arg(long, value_delimiter = ',', required = true)]
         permissions: Vec<String>,
+        /// Replace a policy of the same name instead of failing (exit 6) when one exists.
+        #[arg(long)]
+        replace: bool,
     },
     /// Show one policy.
     Get {
@@ -593,6 +604,34 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// An option the environment (or the configuration file) can give must not look required
+    /// in a usage line: whoever set `SPIKE_NEXUS_ADDR` would think they still have to pass it.
+    #[test]
+    fn no_usage_line_demands_an_option_the_environment_gives() {
+        fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_env().is_some() && a.is_required_set() {
+                    found.push(format!("{path} --{}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), found);
+            }
+        }
+        let cmd = crate::settings::command().unwrap();
+        let mut found = Vec::new();
+        walk(&cmd, "spike", &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        let usage = cmd
+            .find_subcommand("secret")
+            .and_then(|c| c.find_subcommand("get"))
+            .unwrap()
+            .clone()
+            .render_usage()
+            .to_string();
+        assert!(!usage.contains("--nexus"), "{usage}");
+    }
+
     #[test]
     fn seed_and_import_share_the_upload_flags_and_refuse_zero() {
         for cmd in [&["seed", "-f", "x.yaml"][..], &["import", "openbao"][..]] {
@@ -610,6 +649,7 @@ mod tests {
                 "2",
                 "-q",
                 "--dry-run",
+                "--no-progress",
             ]))
             .unwrap();
             let upload = match cli.command {
@@ -618,7 +658,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             };
             assert_eq!((upload.batch_size, upload.parallel), (7, 2));
-            assert!(upload.quiet && upload.dry_run);
+            assert!(upload.quiet && upload.dry_run && upload.no_progress);
             for zero in [["--batch-size", "0"], ["--parallel", "0"]] {
                 let e = Cli::try_parse_from(args(&zero)).unwrap_err();
                 assert_eq!(e.exit_code(), 2, "{e}");

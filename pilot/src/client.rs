@@ -105,7 +105,9 @@ impl CliError {
                 | ErrorCode::Expired => 3,
                 ErrorCode::Forbidden | ErrorCode::Unauthenticated => 4,
                 ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::NotInitialized => 5,
-                ErrorCode::CasMismatch | ErrorCode::AlreadyInitialized => 6,
+                ErrorCode::CasMismatch
+                | ErrorCode::AlreadyExists
+                | ErrorCode::AlreadyInitialized => 6,
                 _ => 1,
             },
             Self::Transport(_) | Self::OwnSvid(_) => 5,

@@ -6,16 +6,17 @@ use std::time::Duration;
 
 use spike_e2e::{Proc, bins, free_port, text, wait_until};
 
-/// One `spike dev` of the quick start: the arguments its `cargo run` line gives after `dev`,
-/// and the `sh` lines run against it (up to the next `cargo run` line), each with its
-/// `# prints:` expectation. A line ending in `\` continues on the next one.
-struct Section {
-    dev_args: Vec<String>,
-    lines: Vec<(String, Option<String>)>,
+/// One step of the quick start.
+enum Step {
+    /// A `cargo run --bin spike -- dev ...` line: (re)start `spike dev` with these arguments.
+    Dev(Vec<String>),
+    /// A shell line, with its `# prints:` expectation.
+    Sh(String, Option<String>),
 }
 
-fn tutorial_sections(md: &str) -> Vec<Section> {
-    let mut out: Vec<Section> = Vec::new();
+/// The `sh` lines of the quick start, in order. A line ending in `\` continues on the next.
+fn tutorial_steps(md: &str) -> Vec<Step> {
+    let mut out = Vec::new();
     let mut in_sh = false;
     let mut pending = String::new();
     for line in md.lines() {
@@ -26,134 +27,119 @@ fn tutorial_sections(md: &str) -> Vec<Section> {
         if !in_sh || line.trim().is_empty() {
             continue;
         }
-        if let Some(rest) = line.strip_prefix("cargo run --bin spike -- dev") {
-            out.push(Section {
-                dev_args: rest.split_whitespace().map(str::to_owned).collect(),
-                lines: Vec::new(),
-            });
-            continue;
-        }
-        if line.starts_with("export PATH") {
+        if let Some(args) = line.trim().strip_prefix("cargo run --bin spike -- ") {
+            let args = args.split('#').next().unwrap_or_default();
+            out.push(Step::Dev(
+                args.split_whitespace().map(str::to_owned).collect(),
+            ));
             continue;
         }
         if let Some(head) = line.trim_end().strip_suffix('\\') {
             pending.push_str(head);
             continue;
         }
-        let whole = std::mem::take(&mut pending) + line;
-        let (cmd, expect) = match whole.split_once("# prints:") {
+        let line = std::mem::take(&mut pending) + line;
+        let (cmd, expect) = match line.split_once("# prints:") {
             Some((c, e)) => (c.trim().to_owned(), Some(e.trim().to_owned())),
-            None => (whole.trim().to_owned(), None),
+            None => (line.trim().to_owned(), None),
         };
-        let section = out
-            .last_mut()
-            .expect("the quick start starts `spike dev` first");
-        section.lines.push((cmd, expect));
+        out.push(Step::Sh(cmd, expect));
     }
     out
 }
 
-#[test]
-fn quickstart_works_as_written() {
-    let md_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/quickstart.md");
-    let md = std::fs::read_to_string(md_path).unwrap();
-    let sections = tutorial_sections(&md);
-    assert!(
-        sections
-            .iter()
-            .any(|s| s.dev_args.iter().any(|a| a == "--workload")),
-        "the quick start shows a workload"
-    );
-    assert!(
-        sections.iter().map(|s| s.lines.len()).sum::<usize>() >= 10,
-        "the quick start lost its commands"
-    );
-    // Each `spike dev` line is a fresh system, as a reader who stopped the last one gets.
-    for section in sections.iter().filter(|s| !s.lines.is_empty()) {
-        run_section(section);
-    }
-}
-
-/// Starts the section's `spike dev` (on free ports, its files in a temp dir) and runs its
-/// lines as written from the repository's root.
-fn run_section(section: &Section) {
-    let bins = bins();
-    let dir = tempfile::Builder::new()
-        .prefix("spike-qs-")
-        .tempdir()
-        .unwrap();
-    // Two free consecutive ports are needed (API and health): retry a few candidates.
+/// Starts `spike dev` with a quick-start line's `args` (on a free port pair, which the printed
+/// export lines carry) and returns it with the export lines it printed, verbatim.
+fn start_tutorial_dev(args: &[String], log: &Path) -> (Proc, String) {
+    assert_eq!(args.first().map(String::as_str), Some("dev"), "{args:?}");
     let port = (0..20)
         .map(|_| free_port())
         .find(|p| *p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
         .expect("free port pair");
-    let log = dir.path().join("dev.log");
-    let mut args: Vec<String> = vec![
-        "dev".into(),
-        "--port".into(),
-        port.to_string(),
-        "--run-dir".into(),
-        dir.path().join("run").display().to_string(),
-    ];
-    let mut given = section.dev_args.iter();
-    while let Some(a) = given.next() {
-        // A data directory the reader would make in the clone goes to the temp dir instead.
-        if a == "--data-dir" {
-            given.next();
-            args.extend([
-                "--data-dir".into(),
-                dir.path().join("data").display().to_string(),
-            ]);
-        } else {
-            args.push(a.clone());
-        }
-    }
-    let _dev = Proc::spawn(&bins.spike, &args, log.clone(), "info");
+    let _ = std::fs::remove_file(log);
+    let mut args = args.to_vec();
+    args.extend(["--port".into(), port.to_string()]);
+    let dev = Proc::spawn(&bins().spike, &args, log.to_path_buf(), "info");
     assert!(
-        wait_until(Duration::from_secs(60), || std::fs::read_to_string(&log)
-            .is_ok_and(|s| s.contains("export SPIKE_NEXUS_ADDR"))),
+        wait_until(Duration::from_secs(60), || std::fs::read_to_string(log)
+            .is_ok_and(|s| s.contains("export PATH="))),
         "spike dev did not come up: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        std::fs::read_to_string(log).unwrap_or_default()
     );
-    let printed = std::fs::read_to_string(&log).unwrap();
-    let mut env: Vec<(String, String)> = printed
+    let printed = std::fs::read_to_string(log).unwrap();
+    let exports: Vec<&str> = printed
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("export "))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(str::trim)
+        .filter(|l| l.starts_with("export "))
         .collect();
-    assert!(
-        env.iter().any(|(k, _)| k == "SPIFFE_ENDPOINT_SOCKET"),
-        "{printed}"
-    );
-    // `spike` from this build, and `python3` with py-spiffe from the venv ./test.sh makes.
+    for var in ["SPIFFE_ENDPOINT_SOCKET=", "SPIKE_NEXUS_ADDR=", "PATH="] {
+        assert!(
+            exports
+                .iter()
+                .any(|l| l.starts_with(&format!("export {var}"))),
+            "{var} {printed}"
+        );
+    }
+    (dev, exports.join("\n"))
+}
+
+#[test]
+fn quickstart_works_as_written() {
+    let dir = tempfile::Builder::new()
+        .prefix("spike-qs-")
+        .tempdir()
+        .unwrap();
+    let log = dir.path().join("dev.log");
+    let md_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/quickstart.md");
+    let md = std::fs::read_to_string(md_path).unwrap();
+    // `python3` with py-spiffe from the venv ./test.sh makes (the quick start says to pip
+    // install it); no `spike` on this PATH but the one spike dev's export line adds.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let venv = root.join(".venv/bin");
     assert!(
         venv.join("python3").exists(),
         "the quick start runs a py-spiffe program: run ./test.sh once to create .venv"
     );
-    let bin_dir = bins.spike.parent().unwrap().display().to_string();
-    let path = format!(
-        "{bin_dir}:{}:{}",
-        venv.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    env.push(("PATH".into(), path));
-    env.push(("RUST_LOG".into(), "warn".into()));
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", venv.display());
+    let env = [("PATH", path.as_str()), ("RUST_LOG", "warn")];
 
-    for (cmd, expect) in &section.lines {
-        // From the repository's root, as the tutorial says (no line writes a file there).
+    let steps = tutorial_steps(&md);
+    let devs = steps.iter().filter(|s| matches!(s, Step::Dev(_))).count();
+    assert!(
+        devs >= 2,
+        "the quick start starts spike dev, then again with a workload"
+    );
+    assert!(steps.len() >= 10, "the quick start lost its commands");
+    let mut dev: Option<(Proc, String)> = None;
+    for step in steps {
+        let (cmd, expect) = match step {
+            Step::Dev(args) => {
+                // Ctrl-C, as the quick start says, then the new line.
+                if let Some((old, _)) = dev.take() {
+                    assert!(
+                        old.terminate(Duration::from_secs(20)),
+                        "spike dev did not stop"
+                    );
+                }
+                dev = Some(start_tutorial_dev(&args, &log));
+                continue;
+            }
+            Step::Sh(cmd, expect) => (cmd, expect),
+        };
+        let pasted = &dev.as_ref().expect("a command before spike dev started").1;
+        // From the repository's root, as the tutorial says (no line writes a file there),
+        // in a shell where the printed export lines were pasted.
         let out = Command::new("sh")
-            .args(["-c", cmd])
+            .args(["-c", &format!("{pasted}\n{cmd}")])
             .current_dir(&root)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_clear()
+            .envs(env)
             .output()
             .unwrap();
         assert!(out.status.success(), "`{cmd}` failed: {}", text(&out));
         if let Some(e) = expect {
             assert!(
-                String::from_utf8_lossy(&out.stdout).contains(e.as_str()),
+                String::from_utf8_lossy(&out.stdout).contains(&e),
                 "`{cmd}` should print {e:?}: {}",
                 text(&out)
             );

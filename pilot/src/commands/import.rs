@@ -145,7 +145,7 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
     let opts = |dry_run| UploadOptions {
         dry_run,
         batch_size: args.upload.batch_size,
-        progress: out == Output::Text && !args.upload.quiet,
+        progress: out == Output::Text && !args.upload.no_progress,
         parallel: args.upload.parallel,
     };
     // Compare each secret's current source version with SPIKE, writing nothing: this decides

@@ -11,7 +11,7 @@ use spike_core::secret::{SecretMap, SecretString};
 
 use crate::cli::{Output, SecretCmd};
 use crate::client::{CliError, CliResult, Nexus, query_escape};
-use crate::output::{age, print_structured, print_table};
+use crate::output::{age, key_value_line, print_structured, print_table, timestamp};
 
 /// Runs a secret subcommand.
 pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
@@ -85,7 +85,7 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                     Some(v) if resp.data.len() == 1 => println!("{}", v.expose_secret()),
                     _ => {
                         for (k, v) in resp.data.iter() {
-                            println!("{k}={}", v.expose_secret());
+                            println!("{}", key_value_line(k, v.expose_secret()).as_str());
                         }
                     }
                 },
@@ -149,23 +149,42 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                     println!("current version: {}", m.current_version);
                     println!("latest version:  {}", m.latest_version);
                     println!("max versions:    {}", m.max_versions);
-                    println!("created:         {}", m.created_at);
-                    println!("updated:         {}", m.updated_at);
+                    println!("created:         {}", timestamp(&m.created_at));
+                    println!("updated:         {}", timestamp(&m.updated_at));
                     print_scope(&m);
-                    for v in &m.versions {
-                        let state = if v.destroyed {
+                    let state = |v: &spike_core::api::VersionMetadata| {
+                        if v.destroyed {
                             "destroyed".to_owned()
                         } else if let Some(d) = &v.deleted_at {
-                            format!("deleted {d}")
+                            format!("deleted {}", timestamp(d))
                         } else {
                             "live".to_owned()
-                        };
-                        let expiry = v
-                            .expires_at
-                            .as_ref()
-                            .map(|e| format!("  expires {e}"))
-                            .unwrap_or_default();
-                        println!("  v{:<6} {}  {state}{expiry}", v.version, v.created_at);
+                        }
+                    };
+                    if m.versions.iter().any(|v| v.expires_at.is_some()) {
+                        // A secret with a TTL: each version's expiry in a column of its own.
+                        let rows: Vec<[String; 4]> = m
+                            .versions
+                            .iter()
+                            .map(|v| {
+                                [
+                                    v.version.to_string(),
+                                    timestamp(&v.created_at),
+                                    state(v),
+                                    v.expires_at.as_deref().map_or("-".into(), timestamp),
+                                ]
+                            })
+                            .collect();
+                        println!();
+                        print_table(["VERSION", "CREATED", "STATE", "EXPIRES"], &rows);
+                    } else if !m.versions.is_empty() {
+                        let rows: Vec<[String; 3]> = m
+                            .versions
+                            .iter()
+                            .map(|v| [v.version.to_string(), timestamp(&v.created_at), state(v)])
+                            .collect();
+                        println!();
+                        print_table(["VERSION", "CREATED", "STATE"], &rows);
                     }
                 }
             }

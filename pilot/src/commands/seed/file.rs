@@ -235,8 +235,17 @@ pub(super) fn safe_yaml_error(e: &serde_saphyr::Error) -> String {
             .trim_start_matches("error: "),
         _ => first.trim_start_matches("error: "),
     };
+    // The position is said once, in front: the library repeats it at the end.
+    let msg = without_trailing_position(msg);
     if let Some(own) = msg.find(OWN) {
         return format!("{at}{}", &msg[own + OWN.len()..]);
+    }
+    if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+        // "k, set DuplicateKeyPolicy in Options if acceptable": the advice is for the
+        // library's callers, not for whoever wrote the file.
+        let name = rest.split(", set ").next().unwrap_or(rest);
+        let name: String = name.chars().take(64).collect();
+        return format!("{at}duplicate key `{}`", name.escape_debug());
     }
     for marker in [
         "unknown field",
@@ -259,6 +268,21 @@ pub(super) fn safe_yaml_error(e: &serde_saphyr::Error) -> String {
         return format!("{at}{msg}");
     }
     format!("{at}a value has the wrong type or the YAML is malformed (see docs/seeding.md)")
+}
+
+/// `msg` without a trailing " at line N, column M".
+fn without_trailing_position(msg: &str) -> &str {
+    let Some(i) = msg.rfind(" at line ") else {
+        return msg;
+    };
+    let tail = &msg[i + " at line ".len()..];
+    let positional = tail.split_once(", column ").is_some_and(|(l, c)| {
+        !l.is_empty()
+            && !c.is_empty()
+            && l.bytes().all(|b| b.is_ascii_digit())
+            && c.bytes().all(|b| b.is_ascii_digit())
+    });
+    if positional { &msg[..i] } else { msg }
 }
 
 /// Reads the seed file (`-` = stdin) into a buffer wiped on drop.
@@ -406,13 +430,28 @@ pub(super) fn base_dir(file: &Path) -> PathBuf {
 }
 
 /// Reads, checks and resolves a seed file.
-pub fn load(file: &Path) -> CliResult<(Vec<PolicySpec>, Vec<Policy>, Vec<BatchPutItem>)> {
+pub fn load(file: &Path) -> CliResult<Loaded> {
     let origin = file.display().to_string();
     let text = read_input(file)?;
     let seed = parse_seed(&text, &origin)?;
     drop(text);
     let parsed = check_policies(&seed.policies, &origin)?;
     let env = |name: &str| std::env::var(name).ok();
-    let items = resolve_secrets(seed.secrets, &base_dir(file), &origin, &env)?;
-    Ok((seed.policies, parsed, items))
+    let secrets = resolve_secrets(seed.secrets, &base_dir(file), &origin, &env)?;
+    Ok(Loaded {
+        specs: seed.policies,
+        parsed,
+        secrets,
+    })
+}
+
+/// A seed file read and checked whole, ready to send.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The policies as written.
+    pub specs: Vec<PolicySpec>,
+    /// The same, parsed (one per spec).
+    pub parsed: Vec<Policy>,
+    /// The secrets, with every value source read.
+    pub secrets: Vec<BatchPutItem>,
 }

@@ -22,9 +22,14 @@ use std::path::Path;
 use crate::cli::{Output, SeedArgs};
 use crate::client::{CliError, CliResult, Nexus};
 
-/// `spike seed -f FILE`.
-pub async fn run(nexus: &Nexus, out: Output, args: SeedArgs) -> CliResult<()> {
-    let (specs, parsed, items) = load(&args.file)?;
+/// `spike seed -f FILE`, with the file already read and checked by [`load`] (before any
+/// SVID is fetched, so the file's mistakes show even without a server).
+pub async fn run(nexus: &Nexus, out: Output, args: SeedArgs, seed: Loaded) -> CliResult<()> {
+    let Loaded {
+        specs,
+        parsed,
+        secrets: items,
+    } = seed;
     let policies = apply_policies(nexus, &specs, &parsed, args.upload.dry_run).await?;
     let secrets = if items.is_empty() {
         Vec::new()
@@ -35,7 +40,7 @@ pub async fn run(nexus: &Nexus, out: Output, args: SeedArgs) -> CliResult<()> {
             UploadOptions {
                 dry_run: args.upload.dry_run,
                 batch_size: args.upload.batch_size,
-                progress: out == Output::Text && !args.upload.quiet,
+                progress: out == Output::Text && !args.upload.no_progress,
                 parallel: args.upload.parallel,
             },
         )
@@ -189,12 +194,19 @@ secrets:
             ),
             (
                 "secrets:\n  - path: a\n    data:\n      k: s3cretvalue\n      k: s3cretvalue2\n",
-                "line 5",
+                "line 5 column 7: duplicate key `k`",
             ),
             ("version: 2\n", "version 2"),
         ] {
             let e = parse_seed(yaml, "f.yaml").unwrap_err().to_string();
             assert!(!e.contains("s3cret"), "{e}");
+            // The position once, not again at the end; no advice meant for the library's users.
+            assert_eq!(
+                e.matches("line ").count().min(1),
+                e.matches("line ").count(),
+                "{e}"
+            );
+            assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
             assert!(!e.contains("12345678"), "{e}");
             assert!(e.contains(expect), "{e:?} lacks {expect:?}");
         }

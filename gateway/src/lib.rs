@@ -1,0 +1,19 @@
+//! `spike-gateway`: the late-binding egress gateway.
+//!
+//! AI agents hold only opaque references (`$SPIKE{ref:…}`); the gateway resolves them with
+//! Nexus and puts the real value into the request at the very last step before it leaves, then
+//! takes it out of everything that comes back. This crate grows in layers:
+//!
+//! - [`egress`]: where a request may go (resolution, address checks, dialing exactly the
+//!   checked address, upstream TLS, pooling).
+//! - [`inbound`]: what an agent's request addresses (a named route or an absolute URI), with
+//!   the checks that come before anything else (one destination, no tunnels, no ambiguous
+//!   paths).
+//! - [`refusal`]: the JSON refusals with their reason codes.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod egress;
+pub mod inbound;
+pub mod refusal;
