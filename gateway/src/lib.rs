@@ -10,10 +10,12 @@
 //!   the checks that come before anything else (one destination, no tunnels, no ambiguous
 //!   paths).
 //! - [`refusal`]: the JSON refusals with their reason codes.
+//! - [`dev_upstream`]: an OpenAI-style mock upstream for `spike dev --gateway` and tests.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dev_upstream;
 pub mod egress;
 pub mod inbound;
 pub mod refusal;
