@@ -215,6 +215,7 @@ fn item(i: usize, value_len: usize) -> BatchPutItem {
         path: format!("bench/{:04}/s{i:08}", i / 1000),
         data,
         cas: None,
+        scope: None,
     }
 }
 

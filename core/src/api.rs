@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::Share;
 use crate::policy::Permission;
-use crate::secret::SecretMap;
+use crate::secret::{SecretMap, SecretString};
+use crate::token::{TokenAction, TokenLocation};
 
 /// Path prefix of every versioned route.
 pub const V1: &str = "/v1";
@@ -25,6 +26,38 @@ pub struct PutSecretRequest {
     /// (`0` = the secret must not exist or have no live version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cas: Option<u64>,
+    /// Changes to the secret's scope (TTL, allowed SPIFFE IDs, allowed destinations); what it
+    /// leaves out stays as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeUpdate>,
+}
+
+/// Changes to a secret's scope, carried by a put. Each field left out keeps its current
+/// setting; a scope is kept across versions until a put changes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScopeUpdate {
+    /// Each version expires this many seconds after it is written (a new version starts the
+    /// TTL again, like a lease); `0` removes the TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// SPIFFE-ID patterns that may read the secret directly and that its tokens may be bound
+    /// to (they narrow what policies grant); `[]` removes the restriction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_spiffe_ids: Option<Vec<String>>,
+    /// Hosts (`host` or `host:port`) that tokens for the secret may be sent to; `[]` removes
+    /// them (and then every token needs its own destinations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_destinations: Option<Vec<String>>,
+}
+
+impl ScopeUpdate {
+    /// True when it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ttl_seconds.is_none()
+            && self.allowed_spiffe_ids.is_none()
+            && self.allowed_destinations.is_none()
+    }
 }
 
 /// Answer to a put.
@@ -116,6 +149,9 @@ pub struct VersionMetadata {
     /// True once destroyed: the value is gone for good.
     #[serde(default)]
     pub destroyed: bool,
+    /// When it expires (its write time plus the secret's TTL then), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// `GET /v1/secrets/metadata/{path}`.
@@ -136,6 +172,16 @@ pub struct SecretMetadata {
     pub updated_at: String,
     /// The kept versions, oldest first.
     pub versions: Vec<VersionMetadata>,
+    /// The TTL each new version gets, in seconds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// SPIFFE-ID patterns allowed to read it and to be bound by its tokens (empty: any that a
+    /// policy allows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_spiffe_ids: Vec<String>,
+    /// Destinations its tokens may be sent to, normalized (`host:port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_destinations: Vec<String>,
 }
 
 /// Body of `POST /v1/secrets/delete/{path}`, `POST /v1/secrets/undelete/{path}` and
@@ -172,6 +218,10 @@ pub struct PutPolicyRequest {
     pub path_pattern: String,
     /// What it allows.
     pub permissions: Vec<Permission>,
+    /// Refuse with `409 already_exists` when a policy of this name exists (even an identical
+    /// one), instead of replacing it: `spike policy create` without `--replace`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_only: bool,
 }
 
 /// A stored policy.
@@ -367,6 +417,9 @@ pub struct BatchPutItem {
     /// Compare-and-set, as in [`PutSecretRequest::cas`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cas: Option<u64>,
+    /// Scope changes, as in [`PutSecretRequest::scope`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeUpdate>,
 }
 
 /// What happened (or, in a dry run, would happen) to one item of a batch.
@@ -656,4 +709,155 @@ mod tests {
         assert_eq!(back.to_json().unwrap(), json);
         assert!(ShareBody::from_json(b"{\"share\":1}".to_vec()).is_err());
     }
+}
+
+/// `POST /v1/tokens`: mint a reference token for one key of a secret (needs `token` on the
+/// secret's path). A token is never wider than its secret's scope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// The secret's path.
+    pub secret: String,
+    /// The key whose value the token stands for; without it the secret must have one key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The agent's SPIFFE ID, or a pattern of IDs (one of the secret's own patterns).
+    pub spiffe_id: String,
+    /// Where the token may be sent (`host` or `host:port`); empty: the secret's allowed
+    /// destinations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
+    /// How long the token lives, in seconds.
+    pub ttl_seconds: u64,
+    /// The one action it allows.
+    pub action: TokenAction,
+    /// Request paths it is limited to (segment-wise prefixes such as `/openai/v1/chat`);
+    /// empty: any path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_prefixes: Vec<String>,
+    /// Where the gateway may substitute it; empty: the `Authorization` header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<TokenLocation>,
+    /// Most resolutions it allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u64>,
+}
+
+/// What a token is bound to: everything about it but the reference (which Nexus does not
+/// keep).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenInfo {
+    /// The token's id: a prefix of its keyed hash (not secret; `token inspect` and `token
+    /// revoke` take it, or a prefix of it).
+    pub id: String,
+    /// The secret's path.
+    pub secret: String,
+    /// The key of the secret the token stands for.
+    pub key: String,
+    /// The agent ID or pattern it is bound to.
+    pub spiffe_id: String,
+    /// The destinations it may be sent to, normalized (`host:port`).
+    pub destinations: Vec<String>,
+    /// The action it allows.
+    pub action: TokenAction,
+    /// Request path prefixes it is limited to (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_prefixes: Vec<String>,
+    /// Where it may be substituted.
+    pub locations: Vec<TokenLocation>,
+    /// Most resolutions, if limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u64>,
+    /// Resolutions so far.
+    pub uses: u64,
+    /// Who minted it.
+    pub created_by: String,
+    /// When it was minted (RFC 3339).
+    pub created_at: String,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+    /// When it was revoked, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// `active`, `expired`, `revoked` or `exhausted`, as of the answer.
+    pub state: TokenState,
+}
+
+/// Whether a token can still resolve, as of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    /// It can resolve.
+    Active,
+    /// Past its TTL.
+    Expired,
+    /// Revoked.
+    Revoked,
+    /// Its maximum uses are spent.
+    Exhausted,
+}
+
+impl TokenState {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// Answer to `POST /v1/tokens`: the token, shown this once (Nexus keeps only its hash).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTokenResponse {
+    /// The token, `$SPIKE{ref:<32 hex>}`.
+    pub token: SecretString,
+    /// Its binding.
+    pub binding: TokenInfo,
+}
+
+/// `GET /v1/tokens[?secret=PATH]`: the bindings of the tokens the caller may mint for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListTokensResponse {
+    /// The tokens, by id.
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// `POST /v1/tokens/resolve` (gateways only): the value a token stands for, if every check of
+/// the request against the token's binding passes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// The token as the agent sent it.
+    pub token: SecretString,
+    /// The agent's SPIFFE ID, from its connection to the gateway.
+    pub agent_spiffe_id: String,
+    /// The host (and port) the gateway will connect to.
+    pub destination: String,
+    /// The request's action, by the gateway's route rules.
+    pub action: TokenAction,
+    /// The request's path (without the query).
+    pub path: String,
+    /// Where the gateway found the token.
+    pub location: TokenLocation,
+}
+
+/// Answer to a resolution. Holds the value: never log it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResolveResponse {
+    /// The value to substitute.
+    pub value: SecretString,
+    /// The token's id (for the gateway's audit line).
+    pub token_id: String,
+    /// When the token expires (RFC 3339); a gateway never caches past it.
+    pub expires_at: String,
+    /// True when the gateway may cache this answer briefly: false for tokens with a use
+    /// limit, whose every use must reach Nexus.
+    pub cacheable: bool,
 }

@@ -31,8 +31,13 @@ pub enum ErrorCode {
     /// The version asked for (or, without a version, the newest) is destroyed: its value is
     /// gone for good.
     Destroyed,
+    /// The version asked for (or, without a version, the newest) is past the secret's TTL:
+    /// write a new version (each write starts the TTL again).
+    Expired,
     /// A compare-and-set condition did not hold.
     CasMismatch,
+    /// A create-only write found the object already there.
+    AlreadyExists,
     /// The system is already initialized.
     AlreadyInitialized,
     /// The system has not been initialized yet.
@@ -55,6 +60,26 @@ pub enum ErrorCode {
     Internal,
     /// A dependency (storage, audit log, keeper) is unavailable.
     Unavailable,
+    /// Token resolution: no such token for this agent (also what a caller that is not the
+    /// token's bound agent gets, whatever the token).
+    TokenUnknown,
+    /// Token resolution: the token is past its TTL.
+    TokenExpired,
+    /// Token resolution: the token was revoked.
+    TokenRevoked,
+    /// Token resolution: the destination is not one the token is bound to.
+    DestinationNotAllowed,
+    /// Token resolution: the request's action is not the token's.
+    ActionNotAllowed,
+    /// Token resolution: the token was found where its binding does not allow substitution.
+    LocationNotAllowed,
+    /// Token resolution: the request's path is outside the token's path prefixes.
+    PathNotAllowed,
+    /// Token resolution: the secret cannot be used (gone, deleted, expired, or the token no
+    /// longer fits its scope).
+    SecretUnavailable,
+    /// Token resolution: the token's maximum uses are spent.
+    UsesExhausted,
 }
 
 impl ErrorCode {
@@ -63,11 +88,23 @@ impl ErrorCode {
         match self {
             Self::BadRequest | Self::InvalidPath | Self::InvalidPolicy => 400,
             Self::Unauthenticated => 401,
-            Self::Forbidden => 403,
-            Self::NotFound | Self::Deleted | Self::Destroyed | Self::NoShare => 404,
+            Self::Forbidden
+            | Self::TokenUnknown
+            | Self::TokenExpired
+            | Self::TokenRevoked
+            | Self::DestinationNotAllowed
+            | Self::ActionNotAllowed
+            | Self::LocationNotAllowed
+            | Self::PathNotAllowed
+            | Self::SecretUnavailable
+            | Self::UsesExhausted => 403,
+            Self::NotFound | Self::Deleted | Self::Destroyed | Self::Expired | Self::NoShare => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
-            Self::CasMismatch | Self::AlreadyInitialized | Self::NotInitialized => 409,
+            Self::CasMismatch
+            | Self::AlreadyExists
+            | Self::AlreadyInitialized
+            | Self::NotInitialized => 409,
             Self::TooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
@@ -86,6 +123,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::CasMismatch => "cas_mismatch",
+            Self::AlreadyExists => "already_exists",
             Self::AlreadyInitialized => "already_initialized",
             Self::NotInitialized => "not_initialized",
             Self::RequestTimeout => "request_timeout",
@@ -99,6 +137,16 @@ impl ErrorCode {
             Self::Destroyed => "destroyed",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
+            Self::Expired => "expired",
+            Self::TokenUnknown => "token_unknown",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::DestinationNotAllowed => "destination_not_allowed",
+            Self::ActionNotAllowed => "action_not_allowed",
+            Self::LocationNotAllowed => "location_not_allowed",
+            Self::PathNotAllowed => "path_not_allowed",
+            Self::SecretUnavailable => "secret_unavailable",
+            Self::UsesExhausted => "uses_exhausted",
         }
     }
 }
@@ -164,6 +212,10 @@ mod tests {
             ErrorCode::TooLarge,
             ErrorCode::RateLimited,
             ErrorCode::Sealed,
+            ErrorCode::Expired,
+            ErrorCode::TokenUnknown,
+            ErrorCode::UsesExhausted,
+            ErrorCode::DestinationNotAllowed,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

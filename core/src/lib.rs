@@ -19,3 +19,4 @@ pub mod path;
 pub mod pattern;
 pub mod policy;
 pub mod secret;
+pub mod token;

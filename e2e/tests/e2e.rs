@@ -42,5 +42,7 @@ mod rotation_faults;
 mod rotation_revokes;
 #[path = "e2e/seed.rs"]
 mod seed;
+#[path = "e2e/tokens.rs"]
+mod tokens;
 #[path = "e2e/workload_api.rs"]
 mod workload_api;

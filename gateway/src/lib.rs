@@ -1,8 +1,23 @@
-//! The parts of SPIKE's late-binding gateway that keep real credentials away from AI agents:
-//! the response scrubber, the request value detector and the response decoder. The HTTP proxy
-//! is built around them; nothing here does I/O.
+//! `spike-gateway`: the late-binding egress gateway.
 //!
-//! # The pieces
+//! AI agents hold only opaque references (`$SPIKE{ref:…}`); the gateway resolves them with
+//! Nexus and puts the real value into the request at the very last step before it leaves, then
+//! takes it out of everything that comes back. This crate grows in layers:
+//!
+//! - [`egress`]: where a request may go (resolution, address checks, dialing exactly the
+//!   checked address, upstream TLS, pooling).
+//! - [`inbound`]: what an agent's request addresses (a named route or an absolute URI), with
+//!   the checks that come before anything else (one destination, no tunnels, no ambiguous
+//!   paths).
+//! - [`refusal`]: the JSON refusals with their reason codes.
+//! - [`dev_upstream`]: an OpenAI-style mock upstream for `spike dev --gateway` and tests.
+//! - Scrubbing ([`ScrubSet`], [`Scrubber`], [`Detector`], [`decode`]): keeping real values
+//!   out of what reaches the agent, and refusing requests that carry one; below. These parts
+//!   do no I/O: the proxy feeds them headers and body chunks.
+//!
+//! # Scrubbing
+//!
+//! ## The pieces
 //!
 //! - [`ScrubSet`]: the real values resolved for one agent (each ≥ [`MIN_VALUE_LEN`] bytes,
 //!   in zeroizing buffers), each with its replacement, the reference token the agent holds.
@@ -15,7 +30,7 @@
 //!   and expansion, so compressed bodies are scrubbed too; the proxy serves the result
 //!   uncompressed, or refuses what cannot be decoded. Nothing passes unscanned.
 //!
-//! # What is found
+//! ## What is found
 //!
 //! A value is found written in any of these [`Encoding`]s: raw, standard and URL-safe base64
 //! at each of the three byte alignments it can have inside a longer base64 string (padded or
@@ -26,7 +41,7 @@
 //! is found whatever the split; see `scan` for how, and `views` for exactly which
 //! escapes are decoded.
 //!
-//! # Limits, stated exactly
+//! ## Limits, stated exactly
 //!
 //! - **Held-back bytes.** The scrubber holds back only input that is still a possible
 //!   partial match, plus the last character if it is a base64 character (a base64 form
@@ -47,19 +62,24 @@
 //! - **Escapes decoded.** One layer at a time; HTML references of at most 12 bytes (leading
 //!   zeros included) with their `;`, and a fixed list of named ones (see `views`).
 //!
-//! # What scrubbing cannot catch
+//! ## What scrubbing cannot catch
 //!
 //! An upstream that transforms a value in any other way (encrypts it, reverses it, splits it
 //! with separators, wraps base64 across lines, escapes it twice, compresses it inside the
 //! body) defeats matching. Scrubbing is a safety net for echoes of a credential (error
 //! messages, debug output), which is why substitution locations are narrow by default.
-#![warn(missing_docs)]
+
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod decode;
 mod detect;
+pub mod dev_upstream;
+pub mod egress;
+pub mod inbound;
 mod matcher;
 mod patterns;
+pub mod refusal;
 mod scan;
 mod scrub;
 mod set;

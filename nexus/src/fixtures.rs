@@ -126,6 +126,24 @@ pub(crate) async fn restart(
     (n, result.map_err(|e| e.to_string()))
 }
 
+/// Restarts `old` as a clean stop would: its audit log closed, then a new Nexus with the same
+/// configuration (so the same audit log) on the same store, unsealed with `answers`.
+pub(crate) async fn restart_cleanly(
+    old: &Nexus,
+    store: &Arc<dyn Store>,
+    answers: &[(u8, ShareBody)],
+) -> Arc<Nexus> {
+    if let Ok(o) = old.opened() {
+        o.audit.close().await;
+    }
+    old.seal_for_shutdown();
+    let n = nexus(old.config().clone(), store.clone());
+    n.load_init_state().await;
+    let (raw, record) = n.read_init().await.unwrap();
+    unseal_with(&n, &raw, &record, answers).await.unwrap();
+    n
+}
+
 /// A Nexus without keepers behind its API router, on a memory store, optionally open.
 pub(crate) struct Served {
     pub(crate) router: Router,
@@ -148,4 +166,10 @@ pub(crate) async fn served(edit: impl FnOnce(&mut NexusConfig), open: bool) -> S
         nexus,
         dir,
     }
+}
+
+/// A caller that reads secrets in engine tests (scopes that name IDs are tested on their own).
+pub(crate) fn reader() -> spike_core::id::SpiffeId {
+    spike_core::id::SpiffeId::new("spiffe://spike.dev/test/reader")
+        .unwrap_or_else(|_| unreachable!())
 }

@@ -26,10 +26,56 @@ const KEEPER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// What one keeper holds, as fetched.
 #[derive(Debug, Default)]
 pub(crate) struct Held {
+    /// Whether it answered as itself (with a share or without one).
+    pub(crate) answered: bool,
     /// Its share of the split it was last given.
     pub(crate) current: Option<ShareBody>,
     /// The share of the split it keeps while a rotation or rekey is unconfirmed.
     pub(crate) previous: Option<ShareBody>,
+}
+
+/// How a round of fetches found the keepers, for the sealed reason: an operator must tell
+/// keepers that are only unreachable (they still hold their shares: fix the network) from
+/// keepers that answer empty (they restarted; a sealed Nexus cannot refill them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Census {
+    /// Keepers holding a share of split `epoch`.
+    pub(crate) holding: usize,
+    /// Keepers that answered but hold no share of that split.
+    pub(crate) empty: usize,
+    /// Keepers that did not answer as themselves.
+    pub(crate) unreachable: usize,
+}
+
+impl Census {
+    /// Counts `held` against split `epoch`.
+    pub(crate) fn of(held: &[(u8, Held)], epoch: u32) -> Self {
+        let holds = |h: &Held| {
+            h.current
+                .iter()
+                .chain(&h.previous)
+                .any(|b| b.epoch == epoch)
+        };
+        let count = |f: &dyn Fn(&Held) -> bool| held.iter().filter(|(_, h)| f(h)).count();
+        Self {
+            holding: count(&|h| h.answered && holds(h)),
+            empty: count(&|h| h.answered && !holds(h)),
+            unreachable: count(&|h| !h.answered),
+        }
+    }
+}
+
+impl std::fmt::Display for Census {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} keepers: {} holding a share, {} reachable but holding none, {} unreachable",
+            self.holding + self.empty + self.unreachable,
+            self.holding,
+            self.empty,
+            self.unreachable
+        )
+    }
 }
 
 /// The last thing a keeper's answers showed.
@@ -158,7 +204,11 @@ impl Keeper {
         } else {
             None
         };
-        Held { current, previous }
+        Held {
+            answered: true,
+            current,
+            previous,
+        }
     }
 
     async fn push(&self, share: &Share, epoch: u32, keep: Option<u32>) -> bool {

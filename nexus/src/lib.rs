@@ -50,9 +50,12 @@ mod refusals;
 mod restore_shares;
 mod rotation;
 mod routes;
+mod scope;
 mod sealed_audit;
 mod secrets;
 mod state;
+mod stripes;
+mod tokens;
 mod unseal;
 
 use std::sync::Arc;

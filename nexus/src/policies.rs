@@ -133,6 +133,7 @@ impl Policies {
         let ts = now();
         let mut batch = Batch::new();
         let (stored, created) = match &old {
+            Some(_) if req.create_only => return Err(already_exists(&name)),
             Some(raw) => {
                 let prev: Stored = records::verify(keys, Kind::Policy, &key, raw)
                     .map_err(|e| AppError::internal("policy record", e))?;
@@ -169,7 +170,13 @@ impl Policies {
             key.clone(),
             records::tag(keys, Kind::Policy, &key, &stored),
         );
-        self.commit(batch).await?;
+        match self.commit(batch).await {
+            // Lost a race with another create of the same name.
+            Err(e) if req.create_only && e.code() == ErrorCode::CasMismatch => {
+                return Err(already_exists(&name));
+            }
+            r => r?,
+        }
         self.reload(keys).await?;
         Ok(PutPolicyResponse {
             created,
@@ -258,3 +265,12 @@ fn valid_name(name: &str) -> AppResult<&str> {
 #[cfg(test)]
 #[path = "policies_tests.rs"]
 mod tests;
+
+fn already_exists(name: &spike_core::policy::PolicyName) -> AppError {
+    AppError::new(
+        ErrorCode::AlreadyExists,
+        format!(
+            "policy {name} already exists: replace it with `spike policy create --replace`, or change it declaratively with `spike policy apply`"
+        ),
+    )
+}

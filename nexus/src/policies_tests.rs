@@ -27,6 +27,7 @@ fn req(id: &str, path: &str, perms: &[Permission]) -> PutPolicyRequest {
         spiffe_id_pattern: id.to_owned(),
         path_pattern: path.to_owned(),
         permissions: perms.to_vec(),
+        create_only: false,
     }
 }
 
@@ -522,4 +523,38 @@ async fn concurrent_puts_of_one_name_create_it_once() {
         engine.policies()[0].path_pattern().as_str(),
         stored.path_pattern
     );
+}
+
+#[tokio::test]
+async fn create_only_refuses_an_existing_name_and_changes_nothing() {
+    let f = fixture();
+    let create = |path: &str| PutPolicyRequest {
+        create_only: true,
+        ..req(WEB, path, &[Permission::Read])
+    };
+    let r = f.engine.put(&f.keys, "web", create("apps/web/**")).await;
+    assert!(r.unwrap().created);
+    let before = f.raw("web").await;
+    for path in ["apps/web/**", "apps/other/**"] {
+        let e = f
+            .engine
+            .put(&f.keys, "web", create(path))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AlreadyExists, "{path}");
+        assert!(e.0.message.contains("--replace"), "{}", e.0);
+    }
+    assert_eq!(f.raw("web").await, before);
+    assert!(!f.allows(&format!("{WEB}/a"), "apps/other/x", Permission::Read));
+    // Without create_only the same request replaces it.
+    let r = f
+        .engine
+        .put(
+            &f.keys,
+            "web",
+            req(WEB, "apps/other/**", &[Permission::Read]),
+        )
+        .await
+        .unwrap();
+    assert!(!r.created && !r.unchanged);
 }

@@ -22,10 +22,7 @@ const MAX_BUCKETS: usize = 10_000;
 pub(crate) enum RateClass {
     /// `/v1/cipher/*`
     Cipher,
-    /// Reference-token resolution (gateway).
-    // The resolve route (reference tokens, for the gateway) comes later; its limit is
-    // configurable already.
-    #[allow(dead_code)]
+    /// `/v1/tokens/resolve`, per gateway.
     Resolve,
     /// Break-glass restore.
     Restore,

@@ -19,6 +19,8 @@ pub(crate) enum Kind {
     SecretMeta,
     /// A policy, keyed by name.
     Policy,
+    /// A reference token's binding, keyed by the hex of the reference's keyed hash.
+    TokenBinding,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
         match self {
             Self::SecretMeta => RecordType::SecretMetadata,
             Self::Policy => RecordType::Policy,
+            Self::TokenBinding => RecordType::TokenBinding,
         }
     }
 

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::keepers;
+use crate::keepers::{self, Census};
 use crate::keys::OpenKeys;
 use crate::state::{Nexus, Status};
 use crate::unseal::{self, UnsealError};
@@ -65,12 +65,16 @@ async fn try_unseal(nexus: &Nexus) {
     };
     // A keeper keeps its previous share only while the record has a previous split.
     let held = nexus.keepers().fetch(record.previous().is_some()).await;
+    let census = Census::of(&held, record.epoch());
     let fetched = keepers::flatten(held);
     match unseal::unseal_with(nexus, &raw, &record, &fetched).await {
         Ok(()) => {}
         Err(e) => {
             // Logged once per reason, not on every round.
-            let reason = e.to_string();
+            let reason = match e {
+                UnsealError::Waiting { holding, needed } => waiting_reason(holding, needed, census),
+                _ => e.to_string(),
+            };
             if nexus.seal_reason().as_deref() != Some(reason.as_str()) {
                 match e {
                     UnsealError::Waiting { .. } | UnsealError::WrongShares => tracing::warn!(
@@ -85,6 +89,21 @@ async fn try_unseal(nexus: &Nexus) {
             nexus.set_status(Status::Sealed(reason));
         }
     }
+}
+
+/// The sealed reason while too few shares answer: what the keepers look like, and what to do
+/// when waiting cannot help because too many of them restarted empty.
+fn waiting_reason(holding: usize, needed: u8, census: Census) -> String {
+    let needed_n = usize::from(needed);
+    let mut reason = format!("{} ({census})", UnsealError::Waiting { holding, needed });
+    if census.empty > 0 {
+        reason.push_str(if census.holding + census.unreachable < needed_n {
+            "; too few keepers can still hold a share: recover the root key from the break-glass shares (see the all-keepers-lost runbook)"
+        } else {
+            "; restarted keepers come back empty and only an open Nexus refills them: bring back the unreachable ones"
+        });
+    }
+    reason
 }
 
 /// Re-sends shares to keepers that lost theirs (or hold an older split's), tells keepers to
@@ -132,5 +151,61 @@ async fn replenish(nexus: &Nexus, keys: &OpenKeys) {
         && let Err(e) = unseal::finish_if_confirmed(nexus, epoch, confirmed).await
     {
         tracing::warn!(error = %e, "cannot finish the pending root-key change yet");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spike_core::api::ShareBody;
+    use spike_core::crypto::Share;
+
+    use super::*;
+    use crate::keepers::Held;
+
+    fn keeper(answered: bool, epoch: Option<u32>) -> Held {
+        Held {
+            answered,
+            current: epoch.map(|epoch| ShareBody {
+                share: Share::new(1, &[7; 32]).unwrap(),
+                epoch,
+            }),
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn the_sealed_reason_tells_empty_keepers_from_unreachable_ones() {
+        // One holds, one restarted (empty), one holds a share of an older split, one is down.
+        let held = vec![
+            (0, keeper(true, Some(2))),
+            (1, keeper(true, None)),
+            (2, keeper(true, Some(1))),
+            (3, keeper(false, None)),
+        ];
+        let census = Census::of(&held, 2);
+        assert_eq!(
+            census,
+            Census {
+                holding: 1,
+                empty: 2,
+                unreachable: 1
+            }
+        );
+        let r = waiting_reason(1, 3, census);
+        assert!(
+            r.starts_with("waiting for keeper shares: 1 of 3 needed (4 keepers: 1 holding a share, 2 reachable but holding none, 1 unreachable)"),
+            "{r}"
+        );
+        assert!(r.contains("break-glass"), "{r}");
+        // Waiting can still help when enough of the missing ones are only unreachable.
+        let r = waiting_reason(1, 2, census);
+        assert!(r.contains("bring back the unreachable ones"), "{r}");
+        // Only unreachable keepers: the plain reason.
+        let census = Census::of(&[(0, keeper(false, None)), (1, keeper(true, Some(2)))], 2);
+        let r = waiting_reason(1, 2, census);
+        assert_eq!(
+            r,
+            "waiting for keeper shares: 1 of 2 needed (2 keepers: 1 holding a share, 0 reachable but holding none, 1 unreachable)"
+        );
     }
 }

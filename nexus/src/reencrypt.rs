@@ -38,6 +38,7 @@ use crate::fault;
 use crate::policies::POLICIES;
 use crate::secrets::SECRETS;
 use crate::state::{InitStoreError, META, Nexus, Opened};
+use crate::tokens::TOKENS;
 
 /// Where the cursor is kept (in `meta`).
 const CURSOR_KEY: &[u8] = b"reencrypt";
@@ -63,8 +64,9 @@ pub(crate) enum ReencryptError {
     Key(#[from] CryptoError),
 }
 
-/// The tables re-encryption walks, in order.
-const TABLES: [Table; 2] = [SECRETS, POLICIES];
+/// The tables re-encryption walks, in order (new tables go last, so a stored cursor's table
+/// index keeps its meaning).
+const TABLES: [Table; 3] = [SECRETS, POLICIES, TOKENS];
 
 /// The position in the current pass, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,8 +235,10 @@ async fn step(
     for (key, _) in &page {
         let moved = if table == SECRETS {
             nexus.secrets().reseal(keys, key).await
-        } else {
+        } else if table == POLICIES {
             nexus.policies().retag(keys, key).await
+        } else {
+            nexus.tokens().retag(keys, key).await
         }
         .map_err(ReencryptError::Record)?;
         if moved {
@@ -416,6 +420,7 @@ mod tests {
                 &SecretPath::parse(p).unwrap(),
                 &value(v),
                 None,
+                None,
                 crate::secrets::Sight::Read,
             )
             .await
@@ -425,7 +430,13 @@ mod tests {
     async fn read(n: &Nexus, p: &str) -> SecretMap {
         let keys = &n.opened().unwrap().keys;
         n.secrets()
-            .get(keys, &SecretPath::parse(p).unwrap(), None)
+            .get(
+                keys,
+                &SecretPath::parse(p).unwrap(),
+                None,
+                &crate::fixtures::reader(),
+                crate::clock::unix_now(),
+            )
             .await
             .unwrap()
             .data
@@ -457,6 +468,53 @@ mod tests {
             }
         }
         panic!("re-encryption did not finish");
+    }
+
+    /// Token bindings are found by a keyed hash Nexus cannot recompute without the reference,
+    /// under a key the ring keeps for the store's life: a token minted before a rotation still
+    /// resolves once its binding moved to the new generation and the old one is destroyed, and
+    /// after a restart on the rotated keys.
+    #[tokio::test]
+    async fn tokens_resolve_after_a_rotation_retires_the_old_key_and_after_a_restart() {
+        use crate::tokens::tests::{mint, resolve_as, setup_on};
+        use axum::http::StatusCode;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, n) = open_nexus(dir.path()).await;
+        let router = crate::routes::api_router(n.clone());
+        setup_on(&router).await;
+        let (_, v) = mint(&router, serde_json::json!({"maxUses": 3})).await;
+        let token = v["token"].as_str().unwrap().to_owned();
+        let gw = "spiffe://spike.test/spike/gateway/gw";
+        let before = n.opened().unwrap().keys.current_generation();
+        rotate(&n).await;
+        let mut cursor = None;
+        run_until_idle(&n, &mut cursor).await;
+        assert_eq!(
+            n.opened().unwrap().keys.older_generations(),
+            0,
+            "old key destroyed"
+        );
+        let (_, raw) = n
+            .store()
+            .scan(TOKENS, b"", None, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_ne!(stamped_id(&raw), Some(before), "the binding moved");
+        let (s, got) = resolve_as(&router, gw, &token, serde_json::json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{got}");
+        assert_eq!(got["value"], "gsk_real_credential_here");
+        // A restart on the same store, unsealed by the keepers' new shares.
+        let answers = keeper_answers(&n.opened().unwrap().keys);
+        let again = crate::fixtures::restart_cleanly(&n, &store, &answers).await;
+        let router = crate::routes::api_router(again);
+        let (s, got) = resolve_as(&router, gw, &token, serde_json::json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{got}");
+        // Its uses were counted across both: the third is the last.
+        let (s, _) = resolve_as(&router, gw, &token, serde_json::json!({})).await;
+        assert_eq!(s, StatusCode::OK);
+        let (_, spent) = resolve_as(&router, gw, &token, serde_json::json!({})).await;
+        assert_eq!(spent["error"]["code"], "uses_exhausted");
     }
 
     #[tokio::test]

@@ -27,10 +27,12 @@ use spike_core::pattern::PathSpan;
 use spike_core::secret::SecretMap;
 use spike_store::{Batch, Store, StoreError, Table};
 
-use crate::clock::now;
+use crate::clock::{now, rfc3339, unix_now};
 use crate::error::{AppError, AppResult};
 use crate::keys::OpenKeys;
 use crate::records::{self, Kind};
+use crate::scope::{Scope, ScopeChange};
+use crate::stripes::Stripes;
 
 /// Secret metadata, keyed by path.
 pub(crate) const SECRETS: Table = Table::new("secrets");
@@ -46,6 +48,8 @@ struct SecretMeta {
     created: String,
     updated: String,
     versions: Vec<VersionMeta>,
+    #[serde(default, skip_serializing_if = "Scope::is_unrestricted")]
+    scope: Scope,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,12 +60,44 @@ struct VersionMeta {
     deleted: Option<String>,
     #[serde(default)]
     destroyed: bool,
+    /// Unix seconds after which it may no longer be read (its write time plus the TTL then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<i64>,
 }
 
 impl VersionMeta {
     fn live(&self) -> bool {
         self.deleted.is_none() && !self.destroyed
     }
+
+    /// Why it cannot be read at `at` (unix seconds), if it cannot.
+    fn gone(&self, at: i64) -> Option<Gone> {
+        if self.destroyed {
+            Some(Gone::Destroyed)
+        } else if self.deleted.is_some() {
+            Some(Gone::Deleted)
+        } else {
+            self.expires.filter(|&e| at >= e).map(Gone::Expired)
+        }
+    }
+}
+
+/// Why a version cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    Destroyed,
+    Deleted,
+    /// Since these unix seconds.
+    Expired(i64),
+}
+
+/// The newest version of a secret as a token resolution uses it: its value and the scope the
+/// token is checked against again.
+pub(crate) struct LiveSecret {
+    pub(crate) data: SecretMap,
+    pub(crate) scope: Scope,
+    /// When the version expires (unix seconds), if it does.
+    pub(crate) expires: Option<i64>,
 }
 
 impl SecretMeta {
@@ -93,8 +129,12 @@ impl SecretMeta {
                     created_at: v.created.clone(),
                     deleted_at: v.deleted.clone(),
                     destroyed: v.destroyed,
+                    expires_at: v.expires.map(rfc3339),
                 })
                 .collect(),
+            ttl_seconds: self.scope.ttl,
+            allowed_spiffe_ids: self.scope.ids.clone(),
+            allowed_destinations: self.scope.destinations.clone(),
         }
     }
 }
@@ -177,6 +217,8 @@ pub(crate) struct BatchEntry<'a> {
     pub(crate) path: &'a SecretPath,
     pub(crate) data: &'a SecretMap,
     pub(crate) cas: Option<u64>,
+    /// Scope changes, validated.
+    pub(crate) scope: Option<&'a ScopeChange>,
     /// What the item's writer may see of the path.
     pub(crate) sight: Sight,
 }
@@ -298,7 +340,7 @@ pub(crate) struct Secrets {
     store: Arc<dyn Store>,
     limits: SecretLimits,
     batch_limits: BatchLimits,
-    locks: Vec<tokio::sync::Mutex<()>>,
+    locks: Stripes,
 }
 
 impl Secrets {
@@ -308,7 +350,7 @@ impl Secrets {
             store,
             limits,
             batch_limits: BatchLimits::default(),
-            locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            locks: Stripes::new(),
         }
     }
 
@@ -329,12 +371,7 @@ impl Secrets {
 
     /// The lock of the path stored under `key` (its bytes).
     fn lock_for_key(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
-        // FNV-1a: a stable, cheap spread over the stripes.
-        let h = key.iter().copied().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        let n = self.locks.len() as u64;
-        &self.locks[usize::try_from(h % n).unwrap_or(0)]
+        self.locks.for_key(key)
     }
 
     async fn load_meta(
@@ -392,9 +429,10 @@ impl Secrets {
         path: &SecretPath,
         data: &SecretMap,
         cas: Option<u64>,
+        scope: Option<&ScopeChange>,
         sight: Sight,
     ) -> AppResult<PutSecretResponse> {
-        let outcome = self.put_locked(keys, path, data, cas, sight).await?;
+        let outcome = self.put_locked(keys, path, data, cas, scope, sight).await?;
         Ok(PutSecretResponse {
             version: outcome.version,
             unchanged: outcome.status == BatchItemStatus::Unchanged,
@@ -411,6 +449,7 @@ impl Secrets {
         path: &SecretPath,
         data: &SecretMap,
         cas: Option<u64>,
+        scope: Option<&ScopeChange>,
         sight: Sight,
     ) -> AppResult<PutOutcome> {
         self.check_data(data)?;
@@ -418,7 +457,7 @@ impl Secrets {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let w = match self.plan_put(keys, path, data, cas, sight).await? {
+            let w = match self.plan_put(keys, path, data, cas, scope, sight).await? {
                 PutPlan::Unchanged { version } => {
                     return Ok(PutOutcome {
                         version: Some(version),
@@ -446,10 +485,17 @@ impl Secrets {
         path: &SecretPath,
         data: &SecretMap,
         cas: Option<u64>,
+        scope: Option<&ScopeChange>,
         sight: Sight,
     ) -> AppResult<PutPlan> {
         let existing = self.load_meta(keys, path).await?;
         let current = existing.as_ref().map_or(0, |(m, _)| m.current);
+        let old_scope = existing
+            .as_ref()
+            .map(|(m, _)| m.scope.clone())
+            .unwrap_or_default();
+        let new_scope = scope.map_or_else(|| old_scope.clone(), |c| c.apply(&old_scope));
+        let at = unix_now();
         if let Some(expected) = cas
             && expected != current
         {
@@ -464,10 +510,16 @@ impl Secrets {
             return Err(AppError::new(ErrorCode::CasMismatch, message));
         }
         // Only a writer that may read learns that its content equals the stored one: for any
-        // other, `unchanged` would confirm a guessed value.
+        // other, `unchanged` would confirm a guessed value. A scope change, or a current
+        // version past its TTL, is a change: the write mints a version (and so a new lease).
         if sight == Sight::Read
+            && new_scope == old_scope
             && let Some((meta, _)) = &existing
             && meta.current > 0
+            && meta
+                .versions
+                .iter()
+                .any(|v| v.v == meta.current && v.gone(at).is_none())
         {
             let old = self.read_version(keys, path, meta, meta.current).await?;
             if old == *data {
@@ -491,6 +543,7 @@ impl Secrets {
                     created: ts.clone(),
                     updated: ts.clone(),
                     versions: Vec::new(),
+                    scope: Scope::default(),
                 },
                 None,
             ),
@@ -513,7 +566,9 @@ impl Secrets {
             created: ts,
             deleted: None,
             destroyed: false,
+            expires: new_scope.expiry(at),
         });
+        meta.scope = new_scope;
         // Keep at most max_versions; the dropped ones are gone for good.
         let keep = usize::try_from(meta.max_versions.max(1)).unwrap_or(usize::MAX);
         let mut dropped = Vec::new();
@@ -615,7 +670,9 @@ impl Secrets {
                     // under its lock, which re-reads, re-compares and re-checks `cas`.
                     let redone = futures::future::join_all(chunk.iter().map(|(i, _)| {
                         let item = &items[*i];
-                        self.put_locked(keys, item.path, item.data, item.cas, item.sight)
+                        self.put_locked(
+                            keys, item.path, item.data, item.cas, item.scope, item.sight,
+                        )
                     }))
                     .await;
                     for ((i, _), r) in chunk.iter().zip(redone) {
@@ -638,7 +695,7 @@ impl Secrets {
 
     async fn plan_item(&self, keys: &OpenKeys, item: BatchEntry<'_>) -> AppResult<PutPlan> {
         self.check_data(item.data)?;
-        self.plan_put(keys, item.path, item.data, item.cas, item.sight)
+        self.plan_put(keys, item.path, item.data, item.cas, item.scope, item.sight)
             .await
     }
 
@@ -668,15 +725,20 @@ impl Secrets {
             .map_err(|e| AppError::internal("secret value", e))
     }
 
-    /// Reads the current version, or `version`.
+    /// Reads the current version, or `version`, for `reader` (who must be among the secret's
+    /// allowed IDs, if it has any), at `at` (unix seconds: versions past their TTL are not
+    /// read).
     pub(crate) async fn get(
         &self,
         keys: &OpenKeys,
         path: &SecretPath,
         version: Option<u64>,
+        reader: &spike_core::id::SpiffeId,
+        at: i64,
     ) -> AppResult<GetSecretResponse> {
         let not_found = || AppError::new(ErrorCode::NotFound, "no such secret or version");
         let (meta, _) = self.load_meta(keys, path).await?.ok_or_else(not_found)?;
+        meta.scope.check_reader(reader, path.as_str())?;
         // Without a version: the newest, whatever its state; never an older one instead.
         let explicit = version.filter(|&v| v > 0);
         let vm = match explicit {
@@ -690,19 +752,31 @@ impl Secrets {
         } else {
             format!("the newest version ({v})")
         };
-        if vm.destroyed {
-            return Err(AppError::new(
-                ErrorCode::Destroyed,
-                format!(
-                    "{which} is destroyed: its value is gone for good; read another version explicitly"
-                ),
-            ));
-        }
-        if vm.deleted.is_some() {
-            return Err(AppError::new(
-                ErrorCode::Deleted,
-                format!("{which} is deleted: undelete it, or read another version explicitly"),
-            ));
+        match vm.gone(at) {
+            Some(Gone::Destroyed) => {
+                return Err(AppError::new(
+                    ErrorCode::Destroyed,
+                    format!(
+                        "{which} is destroyed: its value is gone for good; read another version explicitly"
+                    ),
+                ));
+            }
+            Some(Gone::Deleted) => {
+                return Err(AppError::new(
+                    ErrorCode::Deleted,
+                    format!("{which} is deleted: undelete it, or read another version explicitly"),
+                ));
+            }
+            Some(Gone::Expired(since)) => {
+                return Err(AppError::new(
+                    ErrorCode::Expired,
+                    format!(
+                        "{which} expired at {}: write a new version (each write starts the secret's TTL again)",
+                        rfc3339(since)
+                    ),
+                ));
+            }
+            None => {}
         }
         let data = self.read_version(keys, path, &meta, v).await?;
         Ok(GetSecretResponse {
@@ -711,6 +785,29 @@ impl Secrets {
             data,
             created_at: vm.created.clone(),
         })
+    }
+
+    /// The newest version for a token resolution at `at`, or `None` when the secret has
+    /// none that can be read (missing, deleted, destroyed or expired): a resolution then
+    /// answers `secret_unavailable`, whichever it is.
+    pub(crate) async fn newest_live(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        at: i64,
+    ) -> AppResult<Option<LiveSecret>> {
+        let Some((meta, _)) = self.load_meta(keys, path).await? else {
+            return Ok(None);
+        };
+        let Some(vm) = meta.newest().filter(|v| v.gone(at).is_none()) else {
+            return Ok(None);
+        };
+        let data = self.read_version(keys, path, &meta, vm.v).await?;
+        Ok(Some(LiveSecret {
+            data,
+            expires: vm.expires,
+            scope: meta.scope,
+        }))
     }
 
     /// The secret's metadata.

@@ -62,6 +62,24 @@ async fn overwrite(store: &dyn Store, table: Table, key: &[u8], value: Vec<u8>) 
     store.commit(b).await.unwrap();
 }
 
+/// Reads `path` now, as a caller the secrets' (empty) scopes admit.
+async fn read_now(
+    secrets: &Secrets,
+    keys: &OpenKeys,
+    path: &SecretPath,
+    version: Option<u64>,
+) -> AppResult<spike_core::api::GetSecretResponse> {
+    secrets
+        .get(
+            keys,
+            path,
+            version,
+            &crate::fixtures::reader(),
+            crate::clock::unix_now(),
+        )
+        .await
+}
+
 impl Fixture {
     async fn put(
         &self,
@@ -69,7 +87,7 @@ impl Fixture {
         d: &[(&str, &str)],
     ) -> AppResult<spike_core::api::PutSecretResponse> {
         self.engine
-            .put(&self.keys, &path(p), &data(d), None, Sight::Read)
+            .put(&self.keys, &path(p), &data(d), None, None, Sight::Read)
             .await
     }
 
@@ -80,13 +98,13 @@ impl Fixture {
         cas: u64,
     ) -> AppResult<spike_core::api::PutSecretResponse> {
         self.engine
-            .put(&self.keys, &path(p), &data(d), Some(cas), Sight::Read)
+            .put(&self.keys, &path(p), &data(d), Some(cas), None, Sight::Read)
             .await
     }
 
     /// The value of key `k` in version `v` (current when `None`).
     async fn value(&self, p: &str, v: Option<u64>, k: &str) -> AppResult<String> {
-        let got = self.engine.get(&self.keys, &path(p), v).await?;
+        let got = read_now(&self.engine, &self.keys, &path(p), v).await?;
         Ok(got.data.get(k).unwrap().expose_secret().to_owned())
     }
 
@@ -500,7 +518,7 @@ async fn content_limits_are_enforced_and_nothing_is_written() {
     assert_eq!(
         code(
             f.engine
-                .put(&f.keys, &p, &SecretMap::new(), None, Sight::Read)
+                .put(&f.keys, &p, &SecretMap::new(), None, None, Sight::Read)
                 .await
         ),
         ErrorCode::BadRequest
@@ -512,7 +530,7 @@ async fn content_limits_are_enforced_and_nothing_is_written() {
     assert_eq!(
         code(
             f.engine
-                .put(&f.keys, &p, &too_many, None, Sight::Read)
+                .put(&f.keys, &p, &too_many, None, None, Sight::Read)
                 .await
         ),
         ErrorCode::TooLarge
@@ -535,7 +553,7 @@ async fn content_limits_are_enforced_and_nothing_is_written() {
         .map(|i| (format!("k{i}"), "v"))
         .collect();
     f.engine
-        .put(&f.keys, &p, &at_limit, None, Sight::Read)
+        .put(&f.keys, &p, &at_limit, None, None, Sight::Read)
         .await
         .unwrap();
     let max_value = "x".repeat(limits.max_value_len);
@@ -782,7 +800,7 @@ async fn values_and_metadata_from_another_nexus_key_do_not_open() {
     f.put("s", &[("k", "v")]).await.unwrap();
     let other = keys();
     assert_eq!(
-        code(f.engine.get(&other, &path("s"), None).await),
+        code(read_now(&f.engine, &other, &path("s"), None).await),
         ErrorCode::Internal
     );
 }
@@ -870,7 +888,7 @@ async fn two_engines_on_one_store_lose_no_update() {
         tasks.spawn(async move {
             let d = data(&[("writer", &i.to_string())]);
             engine
-                .put(&keys, &path("hot"), &d, None, Sight::Read)
+                .put(&keys, &path("hot"), &d, None, None, Sight::Read)
                 .await
                 .map(|r| (r.version.unwrap(), i))
                 .map_err(|e| e.code())
@@ -900,7 +918,9 @@ async fn two_engines_on_one_store_lose_no_update() {
         .iter()
         .filter(|(v, _)| m.versions.iter().any(|k| k.version == *v))
     {
-        let got = engines[1].get(&keys, &path("hot"), Some(*v)).await.unwrap();
+        let got = read_now(&engines[1], &keys, &path("hot"), Some(*v))
+            .await
+            .unwrap();
         assert_eq!(
             got.data.get("writer").unwrap().expose_secret(),
             i.to_string()
@@ -920,7 +940,7 @@ async fn redb_versions_survive_reopen_and_destroy_removes_the_value() {
         let secrets = Secrets::new(store.clone(), SecretLimits::default());
         for v in ["1", "2", "3"] {
             secrets
-                .put(&keys, &p, &data(&[("k", v)]), None, Sight::Read)
+                .put(&keys, &p, &data(&[("k", v)]), None, None, Sight::Read)
                 .await
                 .unwrap();
         }
@@ -955,17 +975,23 @@ async fn redb_versions_survive_reopen_and_destroy_removes_the_value() {
             .unwrap()
             .is_none()
     );
-    assert_eq!(code(secrets.get(&keys, &p, None).await), ErrorCode::Deleted);
-    let got = secrets.get(&keys, &p, Some(1)).await.unwrap();
+    assert_eq!(
+        code(read_now(&secrets, &keys, &p, None).await),
+        ErrorCode::Deleted
+    );
+    let got = read_now(&secrets, &keys, &p, Some(1)).await.unwrap();
     assert_eq!(got.data.get("k").unwrap().expose_secret(), "1");
     // Undelete survives too; the next number is 4.
     secrets
         .change_versions(&keys, &p, &[], VersionOp::Undelete)
         .await
         .unwrap();
-    assert_eq!(secrets.get(&keys, &p, None).await.unwrap().version, 3);
+    assert_eq!(
+        read_now(&secrets, &keys, &p, None).await.unwrap().version,
+        3
+    );
     let r = secrets
-        .put(&keys, &p, &data(&[("k", "4")]), None, Sight::Read)
+        .put(&keys, &p, &data(&[("k", "4")]), None, None, Sight::Read)
         .await
         .unwrap();
     assert_eq!(r.version, Some(4));
@@ -984,7 +1010,7 @@ async fn redb_concurrent_puts_lose_no_update() {
         tasks.spawn(async move {
             let d = data(&[("writer", &i.to_string())]);
             secrets
-                .put(&keys, &path("hot"), &d, None, Sight::Read)
+                .put(&keys, &path("hot"), &d, None, None, Sight::Read)
                 .await
                 .unwrap()
                 .version
@@ -1028,6 +1054,7 @@ async fn batch(
             path: p,
             data: d,
             cas: *cas,
+            scope: None,
             sight: Sight::Read,
         })
         .collect();
@@ -1254,6 +1281,7 @@ async fn writer_without_read_cannot_confirm_a_guess() {
                     &path("pay/key"),
                     &data(&[("pass", value)]),
                     None,
+                    None,
                     sight,
                 )
                 .await
@@ -1293,7 +1321,7 @@ async fn cas_mismatch_does_not_tell_a_blind_writer_the_current_version() {
             let d = data(&[("pass", "x")]);
             let e = f
                 .engine
-                .put(&f.keys, &path("pay/key"), &d, Some(7), sight)
+                .put(&f.keys, &path("pay/key"), &d, Some(7), None, sight)
                 .await
                 .unwrap_err();
             assert_eq!(e.code(), ErrorCode::CasMismatch);
@@ -1321,18 +1349,21 @@ async fn blind_batch_items_reveal_neither_equality_nor_versions() {
             path: &existing,
             data: &same,
             cas: None,
+            scope: None,
             sight: Sight::Blind,
         },
         BatchEntry {
             path: &fresh,
             data: &same,
             cas: None,
+            scope: None,
             sight: Sight::Blind,
         },
         BatchEntry {
             path: &cas,
             data: &same,
             cas: Some(5),
+            scope: None,
             sight: Sight::Blind,
         },
     ];
@@ -1360,7 +1391,14 @@ async fn a_put_without_cas_retries_a_commit_a_batch_got_to_first() {
     let secrets = Secrets::new(store, SecretLimits::default());
     let keys = keys();
     let r = secrets
-        .put(&keys, &path("hot"), &data(&[("k", "v")]), None, Sight::Read)
+        .put(
+            &keys,
+            &path("hot"),
+            &data(&[("k", "v")]),
+            None,
+            None,
+            Sight::Read,
+        )
         .await
         .unwrap();
     assert_eq!((r.version, r.unchanged), (Some(1), false));
@@ -1380,7 +1418,7 @@ async fn concurrent_puts_and_batches_to_one_path_never_fail_a_put_without_cas() 
             let d = data(&[("writer", &i.to_string())]);
             if i % 2 == 0 {
                 f.engine
-                    .put(&f.keys, &path("hot"), &d, None, Sight::Read)
+                    .put(&f.keys, &path("hot"), &d, None, None, Sight::Read)
                     .await
                     .map(|_| ())
             } else {
@@ -1389,6 +1427,7 @@ async fn concurrent_puts_and_batches_to_one_path_never_fail_a_put_without_cas() 
                     path: &p,
                     data: &d,
                     cas: None,
+                    scope: None,
                     sight: Sight::Read,
                 };
                 let mut got = f.engine.put_batch(&f.keys, &[entry], false).await;
@@ -1475,7 +1514,14 @@ async fn list_as(
     names.extend((0..hidden).map(|i| format!("apps/ax/h{i:04}")));
     for n in &names {
         secrets
-            .put(&keys, &path(n), &data(&[("k", "v")]), None, Sight::Read)
+            .put(
+                &keys,
+                &path(n),
+                &data(&[("k", "v")]),
+                None,
+                None,
+                Sight::Read,
+            )
             .await
             .unwrap();
     }

@@ -119,6 +119,7 @@ pub struct Nexus {
     init: RwLock<Option<InitRecord>>,
     secrets: Secrets,
     policies: Policies,
+    tokens: crate::tokens::Tokens,
     keepers: Keepers,
     metrics: Metrics,
     limiter: RateLimiter,
@@ -154,6 +155,7 @@ impl Nexus {
                 },
             ),
             policies: Policies::new(store.clone()),
+            tokens: crate::tokens::Tokens::new(store.clone()),
             limiter: RateLimiter::new(config.rate_limits),
             config,
             store,
@@ -183,6 +185,10 @@ impl Nexus {
 
     pub(crate) fn policies(&self) -> &Policies {
         &self.policies
+    }
+
+    pub(crate) fn tokens(&self) -> &crate::tokens::Tokens {
+        &self.tokens
     }
 
     pub(crate) fn keepers(&self) -> &Keepers {
@@ -412,6 +418,17 @@ impl Nexus {
         path: Option<&str>,
         outcome: &Result<(), ErrorCode>,
     ) -> AppResult<()> {
+        let record = Self::audit_line(caller, action, path, outcome);
+        self.audit_record(opened, record, outcome).await
+    }
+
+    /// The audit line of a request by `caller` with `outcome`.
+    pub(crate) fn audit_line(
+        caller: &SpiffeId,
+        action: &'static str,
+        path: Option<&str>,
+        outcome: &Result<(), ErrorCode>,
+    ) -> AuditRecord {
         let (decision, reason) = match outcome {
             Ok(()) => (Decision::Allow, "ok"),
             Err(ErrorCode::Forbidden) => (Decision::Deny, "forbidden"),
@@ -426,8 +443,20 @@ impl Nexus {
                 _ => record.with_path(p),
             };
         }
+        record
+    }
+
+    /// Writes `record`, the line of a request with `outcome` (see [`Nexus::audit`]).
+    pub(crate) async fn audit_record(
+        &self,
+        opened: Option<&Opened>,
+        record: AuditRecord,
+        outcome: &Result<(), ErrorCode>,
+    ) -> AppResult<()> {
         let Some(opened) = opened else {
-            tracing::info!(caller = %caller, action, ?decision, %reason, "request while sealed; audited once the chain opens");
+            let caller = record.caller().map(ToString::to_string).unwrap_or_default();
+            let (action, decision, reason) = (record.action(), record.decision(), record.reason());
+            tracing::info!(%caller, action, ?decision, %reason, "request while sealed; audited once the chain opens");
             self.sealed_audit
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

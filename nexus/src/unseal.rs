@@ -17,10 +17,10 @@ use crate::state::{InitStoreError, Nexus, OpenError};
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UnsealError {
     /// Fewer than `threshold` shares of the current split (and of the previous one) answer.
-    #[error("waiting for keeper shares: {reachable} of {needed} needed are reachable")]
+    #[error("waiting for keeper shares: {holding} of {needed} needed")]
     Waiting {
         /// Shares of the current split that answered.
-        reachable: usize,
+        holding: usize,
         /// The current split's threshold.
         needed: u8,
     },
@@ -86,7 +86,7 @@ pub(crate) async fn unseal_with(
         UnsealError::WrongShares
     } else {
         UnsealError::Waiting {
-            reachable: of_epoch(record.epoch()).len(),
+            holding: of_epoch(record.epoch()).len(),
             needed: record.threshold(),
         }
     })

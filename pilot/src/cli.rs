@@ -14,8 +14,9 @@ use spike_runtime::svid::IdentityArgs;
 #[derive(Debug, Parser)]
 #[command(name = "spike", version)]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 forbidden, \
-5 unavailable or sealed, 6 conflict (compare-and-set failed)."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found (or deleted), 4 forbidden, \
+5 unavailable or sealed, 6 conflict (compare-and-set failed, or the name exists). \
+Logs go to stderr at level warn (RUST_LOG changes it). Details: docs/cli.md."
 )]
 pub struct Cli {
     /// Global options.
@@ -66,10 +67,11 @@ pub struct GlobalArgs {
     /// Set any configuration key, e.g. `--set timeout=1m`; repeatable.
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Nexus address (host:port).
+    /// Nexus address (host:port; https://host:port is accepted too).
     #[arg(long, global = true, env = "SPIKE_NEXUS_ADDR", value_name = "ADDR")]
     pub nexus: Option<String>,
-    /// Output format of read commands.
+    /// Output format of every command that prints a result (not `dev` or `completions`;
+    /// `cipher` takes only json).
     #[arg(short, long, global = true, value_enum)]
     pub output: Option<Output>,
     /// Identity flags.
@@ -103,6 +105,10 @@ pub enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Mint, list, inspect and revoke reference tokens: opaque stand-ins for a secret that an
+    /// agent can hold instead of the credential (a gateway puts the value in).
+    #[command(subcommand)]
+    Token(crate::commands::token::TokenCmd),
     /// Encrypt and decrypt data with Nexus's cipher key (for workloads that keep their own data).
     #[command(subcommand)]
     Cipher(crate::commands::cipher::CipherCmd),
@@ -148,9 +154,14 @@ pub struct UploadArgs {
     /// Only show what would change (create, update, unchanged per item); write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print only failures and the summary, not one line per item.
+    /// Print only failures: no line per item and no summary (the exit code still says whether
+    /// everything was applied).
     #[arg(short, long)]
     pub quiet: bool,
+    /// No progress line (shown on a terminal's stderr for 10,000 secrets or more), with or
+    /// without --quiet.
+    #[arg(long)]
+    pub no_progress: bool,
     /// Secrets per batch request (Nexus refuses more than its `max_batch_items`, 500 by default).
     #[arg(long, default_value_t = spike_core::api::DEFAULT_MAX_BATCH_ITEMS, value_parser = at_least_one())]
     pub batch_size: usize,
@@ -270,30 +281,41 @@ pub enum SecretCmd {
     ///
     /// Examples:
     ///   spike secret put db/creds user=alice pass=s3cret
-    ///   spike secret put db/creds --name user --value alice --name pass --value s3cret
+    ///   spike secret put db/creds --key user --value alice --key pass --value s3cret
     ///   spike secret put db/creds pass=new --cas 3     # only if version 3 is current
     ///   spike secret put db/password s3cret            # one bare value, under key "value"
+    ///   spike secret put --name groq-api-key --value gsk_... --ttl 3600 \
+    ///     --allowed-spiffe-ids 'spiffe://poc.local/agents/**' --allowed-destinations api.groq.com
     ///
-    /// Writing the same content as the current version changes nothing ("unchanged").
+    /// `--name NAME` is the secret's path (like the positional PATH) and a lone `--value` is
+    /// its one value, under the key `value`. Writing the same content and scope as the current
+    /// version changes nothing ("unchanged"). The scope flags (--ttl, --allowed-spiffe-ids,
+    /// --allowed-destinations) are kept by later writes that leave them out.
     /// Values given as arguments are visible in the process list: for real credentials
-    /// prefer stdin (`KEY=-` reads that value from stdin).
+    /// prefer stdin (`KEY=-` or `--value -` reads that value from stdin).
     #[command(verbatim_doc_comment)]
     Put {
-        /// Secret path, e.g. `apps/web/db`.
-        #[arg(value_parser = secret_path)]
-        path: String,
+        /// Secret path, e.g. `apps/web/db` (or give it with --name).
+        #[arg(value_parser = secret_path, required_unless_present = "name")]
+        path: Option<String>,
         /// KEY=VALUE pairs; VALUE `-` reads the value from stdin. One bare VALUE (no `=`) is
         /// stored under the key `value`, and `get` prints it back bare.
         pairs: Vec<String>,
-        /// A key name (pair each with --value).
-        #[arg(long = "name")]
-        names: Vec<String>,
-        /// A value (pair each with --name).
+        /// The secret's path, as the positional PATH.
+        #[arg(long, value_parser = secret_path, conflicts_with = "path")]
+        name: Option<String>,
+        /// A key name (pair each with a --value).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// A value: paired with each --key, or alone the secret's one value (key `value`).
         #[arg(long = "value")]
         values: Vec<String>,
         /// Write only if this version is current (0: only if the secret does not exist).
         #[arg(long)]
         cas: Option<u64>,
+        /// The secret's scope.
+        #[command(flatten)]
+        scope: ScopeArgs,
     },
     /// Change some keys of the current version and keep the rest: a new version, written
     /// only if the version read is still current (compare-and-set).
@@ -344,7 +366,8 @@ pub enum SecretCmd {
         #[arg(long, default_value_t = 500)]
         page_size: usize,
     },
-    /// Show a secret's versions and timestamps (never values).
+    /// Show a secret's versions, timestamps and scope (TTL, allowed SPIFFE IDs and
+    /// destinations); never values.
     Metadata {
         /// Secret path.
         #[arg(value_parser = secret_path)]
@@ -380,10 +403,61 @@ pub enum SecretCmd {
     },
 }
 
+/// A secret's scope, as `secret put` sets it; each flag left out keeps what is set.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ScopeArgs {
+    /// Each version expires this long after it is written (seconds, or a duration such as
+    /// 30m or 1h); reads and token resolutions fail after it. A new version starts it again.
+    #[arg(long, value_name = "DURATION", value_parser = ttl_seconds)]
+    pub ttl: Option<u64>,
+    /// Remove the TTL.
+    #[arg(long, conflicts_with = "ttl")]
+    pub no_ttl: bool,
+    /// SPIFFE-ID patterns that may read the secret and be bound by its tokens (they narrow
+    /// what policies grant); comma-separated or repeated; '' removes the restriction.
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub allowed_spiffe_ids: Option<Vec<String>>,
+    /// Hosts (host or host:port; a bare host means port 443) that tokens for the secret may
+    /// be sent to; comma-separated or repeated; '' removes them.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub allowed_destinations: Option<Vec<String>>,
+}
+
+impl ScopeArgs {
+    /// The scope change these flags ask for, if any.
+    pub fn update(&self) -> Option<spike_core::api::ScopeUpdate> {
+        let list = |l: &Option<Vec<String>>| {
+            l.as_ref()
+                .map(|v| v.iter().filter(|s| !s.is_empty()).cloned().collect())
+        };
+        let u = spike_core::api::ScopeUpdate {
+            ttl_seconds: if self.no_ttl { Some(0) } else { self.ttl },
+            allowed_spiffe_ids: list(&self.allowed_spiffe_ids),
+            allowed_destinations: list(&self.allowed_destinations),
+        };
+        (!u.is_empty()).then_some(u)
+    }
+}
+
+/// A TTL: whole seconds (`3600`) or a duration (`30m`, `1h30m`); at least one second.
+pub fn ttl_seconds(s: &str) -> Result<u64, String> {
+    let secs = match s.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}`: give seconds or a duration such as 30m ({e})"))?
+            .as_secs(),
+    };
+    if secs == 0 {
+        return Err(format!("`{s}`: a TTL must be at least one second"));
+    }
+    Ok(secs)
+}
+
 /// `spike policy ...`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
-    /// Create or replace a policy.
+    /// Create a policy; one of that name must not exist yet unless --replace is given
+    /// (`policy apply` is the idempotent way to keep policies as declared).
     ///
     /// Patterns are segment-aware globs: `*` matches within one segment, `**` matches zero or
     /// more whole segments. Example:
@@ -403,6 +477,9 @@ pub enum PolicyCmd {
         /// Comma-separated: read, write, list, delete, token, resolve, cipher, super.
         #[arg(long, value_delimiter = ',', required = true)]
         permissions: Vec<String>,
+        /// Replace a policy of the same name instead of failing (exit 6) when one exists.
+        #[arg(long)]
+        replace: bool,
     },
     /// Show one policy.
     Get {
@@ -527,6 +604,34 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// An option the environment (or the configuration file) can give must not look required
+    /// in a usage line: whoever set `SPIKE_NEXUS_ADDR` would think they still have to pass it.
+    #[test]
+    fn no_usage_line_demands_an_option_the_environment_gives() {
+        fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_env().is_some() && a.is_required_set() {
+                    found.push(format!("{path} --{}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), found);
+            }
+        }
+        let cmd = crate::settings::command().unwrap();
+        let mut found = Vec::new();
+        walk(&cmd, "spike", &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        let usage = cmd
+            .find_subcommand("secret")
+            .and_then(|c| c.find_subcommand("get"))
+            .unwrap()
+            .clone()
+            .render_usage()
+            .to_string();
+        assert!(!usage.contains("--nexus"), "{usage}");
+    }
+
     #[test]
     fn seed_and_import_share_the_upload_flags_and_refuse_zero() {
         for cmd in [&["seed", "-f", "x.yaml"][..], &["import", "openbao"][..]] {
@@ -544,6 +649,7 @@ mod tests {
                 "2",
                 "-q",
                 "--dry-run",
+                "--no-progress",
             ]))
             .unwrap();
             let upload = match cli.command {
@@ -552,7 +658,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             };
             assert_eq!((upload.batch_size, upload.parallel), (7, 2));
-            assert!(upload.quiet && upload.dry_run);
+            assert!(upload.quiet && upload.dry_run && upload.no_progress);
             for zero in [["--batch-size", "0"], ["--parallel", "0"]] {
                 let e = Cli::try_parse_from(args(&zero)).unwrap_err();
                 assert_eq!(e.exit_code(), 2, "{e}");
@@ -568,7 +674,7 @@ mod tests {
             "put",
             "db/creds",
             "user=alice",
-            "--name",
+            "--key",
             "pass",
             "--value",
             "x",
@@ -578,16 +684,57 @@ mod tests {
             Some(Command::Secret(SecretCmd::Put {
                 path,
                 pairs,
-                names,
+                keys,
                 values,
                 ..
             })) => {
-                assert_eq!(path, "db/creds");
+                assert_eq!(path.as_deref(), Some("db/creds"));
                 assert_eq!(pairs, ["user=alice"]);
-                assert_eq!(names, ["pass"]);
+                assert_eq!(keys, ["pass"]);
                 assert_eq!(values, ["x"]);
             }
             other => panic!("unexpected {other:?}"),
+        }
+        // The agent-platform form: --name is the secret, --value its one value, with a scope.
+        let cli = Cli::try_parse_from([
+            "spike",
+            "secret",
+            "put",
+            "--name",
+            "groq-api-key",
+            "--value",
+            "gsk",
+            "--ttl",
+            "1h",
+            "--allowed-spiffe-ids",
+            "spiffe://poc.local/agents/**",
+            "--allowed-destinations",
+            "api.groq.com",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Secret(SecretCmd::Put {
+                path, name, scope, ..
+            })) => {
+                assert_eq!((path, name.as_deref()), (None, Some("groq-api-key")));
+                let u = scope.update().unwrap();
+                assert_eq!(u.ttl_seconds, Some(3600));
+                assert_eq!(u.allowed_destinations.unwrap(), ["api.groq.com"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for bad in [
+            &["put"][..],
+            &["put", "a", "--name", "b", "--value", "v"],
+            &["put", "a", "v", "--ttl", "0"],
+            &["put", "a", "v", "--ttl", "soon"],
+        ] {
+            let args = ["spike", "secret"].into_iter().chain(bad.iter().copied());
+            assert_eq!(
+                Cli::try_parse_from(args).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
         }
         let cli =
             Cli::try_parse_from(["spike", "secret", "get", "a/b", "k", "--version", "3"]).unwrap();

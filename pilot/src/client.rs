@@ -101,10 +101,13 @@ impl CliError {
                 ErrorCode::NotFound
                 | ErrorCode::NoShare
                 | ErrorCode::Deleted
-                | ErrorCode::Destroyed => 3,
+                | ErrorCode::Destroyed
+                | ErrorCode::Expired => 3,
                 ErrorCode::Forbidden | ErrorCode::Unauthenticated => 4,
                 ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::NotInitialized => 5,
-                ErrorCode::CasMismatch | ErrorCode::AlreadyInitialized => 6,
+                ErrorCode::CasMismatch
+                | ErrorCode::AlreadyExists
+                | ErrorCode::AlreadyInitialized => 6,
                 _ => 1,
             },
             Self::Transport(_) | Self::OwnSvid(_) => 5,
@@ -120,6 +123,9 @@ impl CliError {
             Self::Api { code, message } => match code {
                 // A route for administrators or one of SPIKE's own identities: no policy on a
                 // path helps.
+                ErrorCode::Forbidden if message.contains("SPIFFE IDs allowed to read") => Some(
+                    "the secret's scope does not include your ID: `spike secret metadata PATH` shows its allowed IDs; a writer can change them with `spike secret put ... --allowed-spiffe-ids`",
+                ),
                 ErrorCode::Forbidden if message.starts_with("this needs ") => Some(
                     "run it with the identity the message names (`spike status` shows which one you have)",
                 ),
@@ -139,6 +145,9 @@ an admin can see what applies to you with `spike policy test YOUR_SPIFFE_ID PATH
                 }
                 ErrorCode::Deleted => Some(
                     "`spike secret undelete PATH` restores it, or read another version with --version N (`spike secret metadata PATH` lists them)",
+                ),
+                ErrorCode::Expired => Some(
+                    "the version is past the secret's TTL: write a new version (`spike secret put`) to start it again; `spike secret metadata PATH` shows expiries",
                 ),
                 ErrorCode::Destroyed => Some(
                     "a destroyed version cannot be restored; `spike secret metadata PATH` lists the versions kept (read one with --version N)",

@@ -74,27 +74,44 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             // Reading a source into an export file does not involve Nexus.
             return commands::import::run(None, s.output, c).await;
         }
+        Command::Seed(a) => {
+            // The whole file is checked before an SVID is fetched: its mistakes show (exit 2)
+            // without a server.
+            let seed = commands::seed::load(&a.file)?;
+            let nexus = connect(identity, &s).await?;
+            return commands::seed::run(&nexus, s.output, a, seed).await;
+        }
         other => other,
     };
-    let source = identity
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .open_with(Patience::Command)
-        .await
-        .map_err(CliError::own_svid)?;
-    let nexus = Nexus::new(&s.nexus, source, s.timeout)?;
+    let nexus = connect(identity, &s).await?;
     let out = s.output;
     match command {
         Command::Secret(c) => commands::secret::run(&nexus, out, c).await,
         Command::Policy(c) => commands::policy::run(&nexus, out, c).await,
+        Command::Token(c) => commands::token::run(&nexus, out, c).await,
         Command::Audit(c) => commands::audit::run(&nexus, out, c).await,
         Command::Cipher(c) => commands::cipher::run(&nexus, out, c).await,
         Command::Operator(c) => commands::operator::run(&nexus, out, c).await,
         Command::Bootstrap(a) => commands::bootstrap::run(&nexus, out, a).await,
         Command::Status => commands::status::run(&nexus, out).await,
-        Command::Seed(a) => commands::seed::run(&nexus, out, a).await,
         Command::Import(c) => commands::import::run(Some(&nexus), out, c).await,
-        Command::Dev(_) | Command::Completions { .. } | Command::Version => Ok(()),
+        Command::Dev(_) | Command::Completions { .. } | Command::Version | Command::Seed(_) => {
+            Ok(())
+        }
     }
+}
+
+/// Fetches the CLI's SVID and makes the one pooled client to Nexus.
+async fn connect(
+    identity: Result<spike_runtime::svid::IdentityArgs, spike_runtime::config::ConfigError>,
+    s: &settings::CliSettings,
+) -> CliResult<Nexus> {
+    let source = identity
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .open_with(Patience::Command)
+        .await
+        .map_err(CliError::own_svid)?;
+    Nexus::new(&s.nexus, source, s.timeout)
 }
 
 /// `spike version` waits at most this long for Nexus.

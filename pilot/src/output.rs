@@ -74,6 +74,51 @@ fn table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> String {
     out
 }
 
+/// Prints one `KEY=VALUE` line of a secret: the value as it is when it is one plain line,
+/// else quoted and escaped as a JSON string (`"line1\nline2"`), so a reader can tell where it
+/// ends and a terminal is never driven by control characters in it.
+pub fn print_key_value(key: &str, value: &str) {
+    let plain =
+        !value.starts_with('"') && value.trim() == value && !value.chars().any(char::is_control);
+    if plain {
+        println!("{key}={value}");
+    } else {
+        // A JSON string encoding cannot fail; the copy holds the value, so it is wiped.
+        let quoted = zeroize::Zeroizing::new(serde_json::to_string(value).unwrap_or_default());
+        println!("{key}={}", quoted.as_str());
+    }
+}
+
+/// One `KEY=VALUE` line of a secret: the value as it is when it is one plain line, else
+/// quoted and escaped as a JSON string (`"line1\nline2"`), so a reader can tell where it ends
+/// and a terminal is never driven by control characters in it. The line holds the value, so
+/// it is wiped on drop.
+pub fn key_value_line(key: &str, value: &str) -> zeroize::Zeroizing<String> {
+    let plain =
+        !value.starts_with('"') && value.trim() == value && !value.chars().any(char::is_control);
+    let mut line = zeroize::Zeroizing::new(String::with_capacity(key.len() + value.len() + 3));
+    line.push_str(key);
+    line.push('=');
+    if plain {
+        line.push_str(value);
+    } else {
+        // Encoding a string as JSON cannot fail.
+        let quoted = zeroize::Zeroizing::new(serde_json::to_string(value).unwrap_or_default());
+        line.push_str(&quoted);
+    }
+    line
+}
+
+/// An RFC 3339 time for people, to the second and always as wide
+/// (`2026-12-01T23:25:28Z`), so columns of times align; the text itself when it does not
+/// parse.
+pub fn timestamp(time: &str) -> String {
+    match humantime::parse_rfc3339_weak(time) {
+        Ok(t) => humantime::format_rfc3339_seconds(t).to_string(),
+        Err(_) => time.to_owned(),
+    }
+}
+
 /// How long ago an RFC 3339 `time` was, for people ("3m ago"); the time itself when it does
 /// not parse.
 pub fn age(time: &str, now: std::time::SystemTime) -> String {
@@ -113,6 +158,22 @@ mod tests {
         assert_eq!(age("2025-01-01T23:00:00Z", now), "1h ago");
         assert_eq!(age("2024-12-30T00:00:00Z", now), "3d ago");
         assert_eq!(age("not a time", now), "not a time");
+        assert_eq!(
+            timestamp("2025-01-01T23:59:30.123456789Z"),
+            "2025-01-01T23:59:30Z"
+        );
+        assert_eq!(timestamp("2025-01-01T23:59:30Z"), "2025-01-01T23:59:30Z");
+        assert_eq!(timestamp("not a time"), "not a time");
+    }
+
+    #[test]
+    fn values_that_are_not_one_plain_line_are_quoted() {
+        assert_eq!(*key_value_line("k", "plain value"), "k=plain value");
+        assert_eq!(*key_value_line("k", ""), "k=");
+        assert_eq!(*key_value_line("k", "line1\nline2"), r#"k="line1\nline2""#);
+        assert_eq!(*key_value_line("k", " padded"), r#"k=" padded""#);
+        assert_eq!(*key_value_line("k", "\"q\""), r#"k="\"q\"""#);
+        assert_eq!(*key_value_line("k", "esc\x1b[2J"), r#"k="esc\u001b[2J""#);
     }
 
     #[test]

@@ -164,6 +164,15 @@ pub struct AuditRecord {
     reason: &'static str,
     status: Option<u16>,
     counts: BTreeMap<&'static str, u64>,
+    token: Option<TokenSubject>,
+}
+
+/// Who a reference-token request was about: the token's id (a prefix of its keyed hash, never
+/// the reference) and, for a resolution, the agent the gateway acted for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TokenSubject {
+    id: Option<String>,
+    agent: Option<SpiffeId>,
 }
 
 impl AuditRecord {
@@ -177,7 +186,17 @@ impl AuditRecord {
             reason,
             status: None,
             counts: BTreeMap::new(),
+            token: None,
         }
+    }
+
+    /// Names the reference token a request was about by its id (when known), and the agent
+    /// a gateway resolved it for. Only the id: a line never holds a reference.
+    pub fn with_token(mut self, id: Option<String>, agent: Option<SpiffeId>) -> Self {
+        if id.is_some() || agent.is_some() {
+            self.token = Some(TokenSubject { id, agent });
+        }
+        self
     }
 
     /// Sets the caller's SPIFFE ID.
@@ -285,6 +304,12 @@ pub struct AuditLine {
     /// Counts per reason code, on a summary line only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<BTreeMap<String, u64>>,
+    /// The reference token's id, on token lines only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The agent a gateway resolved a token for, on resolution lines only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// The previous line's MAC (zeros on the first line).
     pub prev: AuditMac,
     /// HMAC-SHA256 over the other fields.
@@ -329,7 +354,8 @@ impl AuditLine {
     /// then its bytes, and each optional field is a 0 byte when absent or a 1 byte then the
     /// field. `counts`, present on summary lines only, is appended after `prev` as a 1 byte,
     /// the number of entries (u32 BE), then each code (string) and count (u64 BE) in code
-    /// order; lines without it keep exactly the original encoding.
+    /// order; lines without it keep exactly the original encoding. `token` and `agent`, on
+    /// token lines only, follow as a 2 byte then the id, and a 3 byte then the agent's ID.
     pub fn compute_mac(&self, key: &AuditKey) -> AuditMac {
         let mut m = key.hmac();
         m.update(DOMAIN);
@@ -356,6 +382,14 @@ impl AuditLine {
                 put_str(&mut m, code);
                 m.update(&count.to_be_bytes());
             }
+        }
+        if let Some(token) = &self.token {
+            m.update(&[2]);
+            put_str(&mut m, token);
+        }
+        if let Some(agent) = &self.agent {
+            m.update(&[3]);
+            put_str(&mut m, agent);
         }
         AuditMac(m.finalize().into_bytes().into())
     }
@@ -469,6 +503,12 @@ impl Chain {
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect()
             }),
+            agent: record
+                .token
+                .as_ref()
+                .and_then(|t| t.agent.as_ref())
+                .map(|a| a.as_str().to_owned()),
+            token: record.token.and_then(|t| t.id),
             prev: self.head.mac,
             mac: AuditMac::ZERO,
         };
@@ -536,5 +576,28 @@ mod tests {
         let mut dropped = parsed;
         dropped.counts = None;
         assert!(!dropped.mac_is_valid(&key));
+    }
+
+    #[test]
+    fn a_token_line_names_the_token_and_agent_under_the_mac() {
+        let key = AuditKey::new(&[4; 32]);
+        let mut chain = Chain::new(key.clone());
+        let gw = SpiffeId::new("spiffe://spike.dev/spike/gateway/gw").unwrap();
+        let agent = SpiffeId::new("spiffe://spike.dev/agents/a").unwrap();
+        let r = AuditRecord::new("token.resolve", Decision::Error, "token_unknown")
+            .with_caller(gw)
+            .with_path("ai/groq")
+            .with_token(Some("0123456789abcdef".into()), Some(agent));
+        let line = chain.seal(r);
+        let parsed = AuditLine::parse(line.to_json_line().trim_end()).unwrap();
+        assert_eq!(parsed.token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(parsed.agent.as_deref(), Some("spiffe://spike.dev/agents/a"));
+        assert!(parsed.mac_is_valid(&key));
+        let mut other_agent = parsed.clone();
+        other_agent.agent = Some("spiffe://spike.dev/agents/b".into());
+        assert!(!other_agent.mac_is_valid(&key));
+        let mut no_token = parsed;
+        no_token.token = None;
+        assert!(!no_token.mac_is_valid(&key));
     }
 }

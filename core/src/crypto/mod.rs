@@ -38,6 +38,7 @@ pub use aad::{Aad, RecordType};
 pub use cipher::{CIPHER_FORMAT, CIPHER_OVERHEAD, CipherAad, CipherBinding, CipherKey};
 pub use envelope::{ENVELOPE_FORMAT, ENVELOPE_OVERHEAD, EnvelopeKey};
 pub use error::CryptoError;
+pub(crate) use keys::hmac_sha256;
 pub use keys::{
     DataKey, KEY_LEN, KeyId, KeyPurpose, ParseKeyIdError, RootKey, SubKey, fill_random,
 };

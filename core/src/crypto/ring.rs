@@ -16,12 +16,18 @@
 //!   and an old backup already has that generation's data key.
 //! - The audit chain key is fixed when the ring is first made (the first data key's audit
 //!   subkey) and never changes, so the audit chain continues across rotations.
+//! - The token-hash key is fixed the same way (the first data key's token-hash subkey): Nexus
+//!   keeps only a keyed hash of each reference token, which cannot be recomputed under a new
+//!   key without the reference, so tokens outlive rotations only if this key does. A ring
+//!   sealed before tokens existed (format 1) takes its current generation's token-hash
+//!   subkey, and keeps it from then on (every ring made from it carries it, in format 2).
 //!
-//! Sealed form (format 1):
+//! Sealed form (format 2; format 1 lacks the token-hash key):
 //!
 //! ```text
-//! format (1) ‖ root key id (4) ‖ nonce (12) ‖ AES-256-GCM(plaintext) ‖ tag (16)
-//! plaintext = audit key (32) ‖ live count (u16 BE) ‖ live keys (32 each, current first)
+//! format (2) ‖ root key id (4) ‖ nonce (12) ‖ AES-256-GCM(plaintext) ‖ tag (16)
+//! plaintext = audit key (32) ‖ token-hash key (32) ‖ live count (u16 BE)
+//!             ‖ live keys (32 each, current first)
 //!             ‖ retired count (u16 BE) ‖ retired: data key id (4) ‖ cipher subkey (32)
 //! ```
 //!
@@ -41,7 +47,10 @@ use super::keys::{DataKey, KEY_LEN, KeyId, KeyPurpose, RootKey, SubKey, fill_ran
 use super::stamped::HEADER_LEN;
 
 /// The sealed key-ring format this build writes, and the newest it reads.
-pub const RING_FORMAT: u8 = 1;
+pub const RING_FORMAT: u8 = 2;
+
+/// The format before the token-hash key, still read.
+const RING_FORMAT_V1: u8 = 1;
 
 /// HKDF info for the root key's ring-sealing key (never the data-key wrapping key).
 const RING_KEY_INFO: &[u8] = b"spike/v1/root/seal-key-ring";
@@ -54,6 +63,7 @@ pub const MAX_GENERATIONS: usize = 1024;
 /// Every data-key generation a store needs. Wiped on drop; `Debug` shows only key ids.
 pub struct KeyRing {
     audit: Zeroizing<[u8; KEY_LEN]>,
+    token_hash: Zeroizing<[u8; KEY_LEN]>,
     /// Current first.
     live: Vec<DataKey>,
     retired: Vec<SubKey>,
@@ -64,8 +74,10 @@ impl KeyRing {
     /// rings existed): its audit key is `data`'s audit subkey.
     pub fn single(data: DataKey) -> Self {
         let audit = Zeroizing::new(*data.derive(KeyPurpose::AuditChain).expose_secret());
+        let token_hash = Zeroizing::new(*data.derive(KeyPurpose::TokenHash).expose_secret());
         Self {
             audit,
+            token_hash,
             live: vec![data],
             retired: Vec::new(),
         }
@@ -92,6 +104,11 @@ impl KeyRing {
         &self.audit
     }
 
+    /// The key reference tokens are hashed under, the same for the life of the store.
+    pub fn token_hash_key(&self) -> &[u8; KEY_LEN] {
+        &self.token_hash
+    }
+
     /// A copy of this ring with a fresh current generation; every earlier live generation stays
     /// live until [`KeyRing::retire_older`].
     pub fn rotated(&self) -> Result<Self, CryptoError> {
@@ -105,6 +122,7 @@ impl KeyRing {
         live.extend(self.live.iter().map(DataKey::duplicate));
         Ok(Self {
             audit: self.audit.clone(),
+            token_hash: self.token_hash.clone(),
             live,
             retired: self.retired.iter().map(SubKey::duplicate).collect(),
         })
@@ -122,6 +140,7 @@ impl KeyRing {
         retired.extend(self.retired.iter().map(SubKey::duplicate));
         Self {
             audit: self.audit.clone(),
+            token_hash: self.token_hash.clone(),
             live: vec![self.current().duplicate()],
             retired,
         }
@@ -129,9 +148,10 @@ impl KeyRing {
 
     fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(
-            KEY_LEN + 4 + self.live.len() * KEY_LEN + self.retired.len() * (4 + KEY_LEN),
+            2 * KEY_LEN + 4 + self.live.len() * KEY_LEN + self.retired.len() * (4 + KEY_LEN),
         ));
         out.extend_from_slice(self.audit.as_ref());
+        out.extend_from_slice(self.token_hash.as_ref());
         // Both counts are bounded by MAX_GENERATIONS, far below u16::MAX.
         out.extend_from_slice(&(self.live.len() as u16).to_be_bytes());
         for k in &self.live {
@@ -145,10 +165,14 @@ impl KeyRing {
         out
     }
 
-    fn decode(plain: &[u8]) -> Result<Self, CryptoError> {
+    fn decode(format: u8, plain: &[u8]) -> Result<Self, CryptoError> {
         let malformed = |reason| CryptoError::Malformed { what: WHAT, reason };
         let mut r = Reader(plain);
         let audit = r.key().ok_or(malformed("truncated"))?;
+        let token_hash = match format {
+            RING_FORMAT_V1 => None,
+            _ => Some(r.key().ok_or(malformed("truncated"))?),
+        };
         let n = r.count().ok_or(malformed("truncated"))?;
         let mut live = Vec::with_capacity(n.min(MAX_GENERATIONS));
         for _ in 0..n {
@@ -164,8 +188,12 @@ impl KeyRing {
         if live.is_empty() || !r.0.is_empty() {
             return Err(malformed("wrong length"));
         }
+        let token_hash = token_hash.unwrap_or_else(|| {
+            Zeroizing::new(*live[0].derive(KeyPurpose::TokenHash).expose_secret())
+        });
         Ok(Self {
             audit,
+            token_hash,
             live,
             retired,
         })
@@ -246,7 +274,11 @@ impl RootKey {
     /// Opens a ring sealed by [`RootKey::seal_ring`]. Fails with [`CryptoError::KeyMismatch`]
     /// for a ring sealed under another root key, [`CryptoError::Unauthentic`] for altered bytes.
     pub fn open_ring(&self, sealed: &[u8]) -> Result<KeyRing, CryptoError> {
-        let parts = framed::split::<HEADER_LEN>(sealed, RING_FORMAT, WHAT)?;
+        let format = match sealed.first() {
+            Some(&RING_FORMAT_V1) => RING_FORMAT_V1,
+            _ => RING_FORMAT,
+        };
+        let parts = framed::split::<HEADER_LEN>(sealed, format, WHAT)?;
         let h = parts.header;
         let found = KeyId::from_bytes([h[1], h[2], h[3], h[4]]);
         let expected = self.key_id();
@@ -256,7 +288,7 @@ impl RootKey {
         let key = super::keys::hkdf_sha256(self.expose(), RING_KEY_INFO);
         let cipher = Aes256Gcm::new((&*key).into());
         let plain = framed::open(&cipher, &parts, associated_data(h).as_bytes())?;
-        KeyRing::decode(plain.expose_secret())
+        KeyRing::decode(format, plain.expose_secret())
     }
 }
 
@@ -316,6 +348,56 @@ mod tests {
         let plain = retired.encode();
         let old = ring.older()[0].expose();
         assert!(!plain.windows(KEY_LEN).any(|w| w == old));
+    }
+
+    #[test]
+    fn the_token_hash_key_outlives_rotation_and_retirement() {
+        let first = DataKey::generate().unwrap();
+        let expected = *first.derive(KeyPurpose::TokenHash).expose_secret();
+        let ring = KeyRing::single(first);
+        assert_eq!(*ring.token_hash_key(), expected);
+        let retired = ring.rotated().unwrap().rotated().unwrap().retire_older();
+        assert_eq!(*retired.token_hash_key(), expected);
+        let root = RootKey::generate().unwrap();
+        let back = root.open_ring(&root.seal_ring(&retired).unwrap()).unwrap();
+        assert_eq!(*back.token_hash_key(), expected);
+        // Its own key: not the audit key, nor any working key of the current generation.
+        assert_ne!(*back.token_hash_key(), *back.audit_key());
+    }
+
+    #[test]
+    fn a_format_1_ring_takes_its_current_token_hash_subkey_and_keeps_it() {
+        let root = RootKey::generate().unwrap();
+        let ring = KeyRing::single(DataKey::generate().unwrap())
+            .rotated()
+            .unwrap();
+        // The format-1 plaintext: the format-2 one without the token-hash key.
+        let mut plain = ring.encode();
+        plain.drain(KEY_LEN..2 * KEY_LEN);
+        let key = super::super::keys::hkdf_sha256(root.expose(), RING_KEY_INFO);
+        let cipher = Aes256Gcm::new((&*key).into());
+        let id = root.key_id().to_bytes();
+        let header = [RING_FORMAT_V1, id[0], id[1], id[2], id[3]];
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce).unwrap();
+        let v1 = framed::seal(
+            &cipher,
+            &header,
+            nonce,
+            associated_data(&header).as_bytes(),
+            &plain,
+            aes_gcm::P_MAX,
+        )
+        .unwrap();
+        let old = root.open_ring(&v1).unwrap();
+        let expected = *ring.current().derive(KeyPurpose::TokenHash).expose_secret();
+        assert_eq!(*old.token_hash_key(), expected);
+        assert_eq!(*old.audit_key(), *ring.audit_key());
+        // Rings made from it carry that key on, through a rotation and format 2.
+        let next = root
+            .open_ring(&root.seal_ring(&old.rotated().unwrap()).unwrap())
+            .unwrap();
+        assert_eq!(*next.token_hash_key(), expected);
     }
 
     #[test]

@@ -81,6 +81,37 @@ fn invalid_paths_and_names_are_usage_errors_before_any_request() {
     let (out, _) = spike(&["policy", "get", "web read"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("policy name"), "{}", text(&out));
+
+    // A seed file is checked whole before any server is asked (no socket here), and each
+    // error says its position once.
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, want) in [
+        (
+            "secrets:\n  - path: a\n    data: {k: [1]}\n",
+            "line 3 column 15: a value must be a string",
+        ),
+        (
+            "secrets:\n  - path: a\n    data:\n      k: x\n      k: y\n",
+            "line 5 column 7: duplicate key `k`",
+        ),
+        (
+            "secrets:\n  - {path: a, data: {k: v}}\n  - {path: 'b c', data: {k: v}}\n",
+            "secret 2: path `b c`",
+        ),
+    ] {
+        let file = dir.path().join("seed.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let (out, _) = spike(&["seed", "-f", file.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {}", text(&out));
+        let err = stderr(&out);
+        assert!(err.contains(want), "{yaml}: {err}");
+        assert_eq!(
+            err.matches("line ").count().min(1),
+            err.matches("line ").count(),
+            "{err}"
+        );
+        assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+    }
 }
 
 #[test]
@@ -254,6 +285,40 @@ fn the_commands_people_type_first_work() {
     assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("looks like a regular expression"), "{all}");
     assert!(all.contains("did you mean `database/**`"), "{all}");
+
+    // `create` creates: a second one of the same name is refused (exit 6), even identical,
+    // until `--replace` says so; the refused one changed nothing.
+    let create = |path: &str, extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "create",
+            "regex-like",
+            "--spiffe-id-pattern",
+            "spiffe://spike.dev/x/*",
+            "--path-pattern",
+            path,
+            "--permissions",
+            "read",
+        ];
+        args.extend_from_slice(extra);
+        spike(&args)
+    };
+    let (code, _, all) = create("other/**", &[]);
+    assert_eq!(code, Some(6), "{all}");
+    assert!(all.contains("policy regex-like already exists"), "{all}");
+    assert!(all.contains("--replace"), "{all}");
+    let (_, stdout, _) = spike(&["-o", "json", "policy", "get", "regex-like"]);
+    assert!(
+        stdout.contains("database/.*"),
+        "the refused create changed it: {stdout}"
+    );
+    let (code, _, all) = create("other/**", &["--replace"]);
+    assert_eq!(code, Some(0), "{all}");
+    let (_, stdout, _) = spike(&["-o", "json", "policy", "get", "regex-like"]);
+    assert!(
+        stdout.contains("other/**"),
+        "--replace did not replace: {stdout}"
+    );
     let (code, _, all) = spike(&["policy", "delete", "regex-like"]);
     assert_eq!(code, Some(0), "{all}");
 
@@ -377,4 +442,85 @@ fn the_commands_people_type_first_work() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("give host:port"), "{}", text(&out));
+}
+
+#[test]
+fn output_for_people_aligns_quotes_and_keeps_binary_off_terminals() {
+    let dir = tempfile::Builder::new()
+        .prefix("spike-out-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("dev.log");
+    let (_dev, port) = start_dev(dir.path(), &data, &log, true);
+    let run_dir = data.join("run");
+    let spike = |args: &[&str]| {
+        let out = cli_as(&bins().spike, port, &run_dir, args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            text(&out),
+        )
+    };
+
+    // `metadata`: the versions as a table whose timestamps are all as wide.
+    for i in 1..=11 {
+        let (code, _, all) = spike(&["secret", "put", "out/db", &format!("pass=p{i}")]);
+        assert_eq!(code, Some(0), "{all}");
+    }
+    let (code, _, all) = spike(&["secret", "delete", "out/db", "--versions", "3"]);
+    assert_eq!(code, Some(0), "{all}");
+    let (code, stdout, all) = spike(&["secret", "metadata", "out/db"]);
+    assert_eq!(code, Some(0), "{all}");
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("VERSION"))
+        .collect();
+    assert_eq!(table.len(), 11, "header and 10 kept versions: {stdout}");
+    let state_at = table[0].find("STATE").unwrap();
+    for row in &table[1..] {
+        assert!(row.len() >= state_at, "{stdout}");
+        let (_, state) = row.split_at(state_at);
+        assert!(
+            state == "live" || state.starts_with("deleted 20"),
+            "{stdout}"
+        );
+        let created = row.split_whitespace().nth(1).unwrap();
+        assert_eq!(created.len(), "2026-12-01T23:25:28Z".len(), "{stdout}");
+    }
+
+    // A value with a newline is quoted in the KEY=VALUE listing, printed as it is with KEY.
+    let (code, _, all) = spike(&["secret", "put", "out/multi", "k=line1\nline2", "o=plain"]);
+    assert_eq!(code, Some(0), "{all}");
+    let (_, stdout, _) = spike(&["secret", "get", "out/multi"]);
+    assert_eq!(stdout, "k=\"line1\\nline2\"\no=plain\n");
+    let (_, stdout, _) = spike(&["secret", "get", "out/multi", "k"]);
+    assert_eq!(stdout, "line1\nline2\n");
+
+    // Binary output is refused on a terminal (a pseudo-terminal made by script(1)) unless
+    // `--out -` asks for it; through a pipe it flows.
+    // (The dev superuser holds `cipher` everywhere.)
+    let on_tty = |extra: &str| {
+        let cmd = format!(
+            "printf data | {} cipher encrypt --context out/c {extra}",
+            bins().spike.display()
+        );
+        Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env(
+                "SPIFFE_ENDPOINT_SOCKET",
+                format!("unix://{}", run_dir.join("agent/agent.sock").display()),
+            )
+            .env("SPIKE_NEXUS_ADDR", format!("127.0.0.1:{port}"))
+            .output()
+            .unwrap()
+    };
+    let out = on_tty("");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("binary"), "{}", text(&out));
+    assert!(text(&out).contains("--out -"), "{}", text(&out));
+    let out = on_tty("--out -");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = on_tty("--base64");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -197,6 +197,15 @@ fn imports_a_real_openbao_kv_with_versions() {
         "apps/web/api",
         serde_json::json!({"port": 8080, "tls": true}),
     );
+    // Its versions are deleted an hour after their write: SPIKE keeps that as its TTL.
+    let (s, b) = bao
+        .req(
+            "POST",
+            "/v1/secret/metadata/apps/web/api",
+            Some(&serde_json::json!({"delete_version_after": "1h"})),
+        )
+        .unwrap();
+    assert_eq!(s, 204, "{b}");
     bao.put("team/a/b/c", serde_json::json!({"k": "deep"}));
     bao.put("odd%20name/x", serde_json::json!({"k": "v"}));
     let addr = bao.addr();
@@ -235,6 +244,14 @@ fn imports_a_real_openbao_kv_with_versions() {
     assert_eq!(value(&c, &admin, "apps/db", 2, "pass"), "bao-p3");
     assert_eq!(value(&c, &admin, "apps/web/api", 1, "port"), "8080");
     assert_eq!(value(&c, &admin, "apps/web/api", 1, "tls"), "true");
+    let meta = json(&c.spike(
+        &admin,
+        &["secret", "metadata", "apps/web/api", "-o", "json"],
+    ));
+    assert_eq!(meta["ttlSeconds"], 3600, "{meta}");
+    assert!(meta["versions"][0]["expiresAt"].is_string(), "{meta}");
+    let meta = json(&c.spike(&admin, &["secret", "metadata", "apps/db", "-o", "json"]));
+    assert!(meta.get("ttlSeconds").is_none(), "{meta}");
 
     // Again: nothing changes.
     let out = spike_bao(

@@ -26,7 +26,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 const SUPERUSER: &str = "/spike/pilot/role/superuser";
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A runtime for the clients these tests drive directly (other modules use it too).
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

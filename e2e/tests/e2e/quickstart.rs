@@ -6,11 +6,19 @@ use std::time::Duration;
 
 use spike_e2e::{Proc, bins, free_port, text, wait_until};
 
-/// The `sh` lines of the quick start, without the ones that start `spike dev` or set PATH
-/// (the test does both itself), each with its `# prints:` expectation.
-fn tutorial_lines(md: &str) -> Vec<(String, Option<String>)> {
+/// One step of the quick start.
+enum Step {
+    /// A `cargo run --bin spike -- dev ...` line: (re)start `spike dev` with these arguments.
+    Dev(Vec<String>),
+    /// A shell line, with its `# prints:` expectation.
+    Sh(String, Option<String>),
+}
+
+/// The `sh` lines of the quick start, in order. A line ending in `\` continues on the next.
+fn tutorial_steps(md: &str) -> Vec<Step> {
     let mut out = Vec::new();
     let mut in_sh = false;
+    let mut pending = String::new();
     for line in md.lines() {
         if line.starts_with("```") {
             in_sh = !in_sh && line.trim() == "```sh";
@@ -19,93 +27,113 @@ fn tutorial_lines(md: &str) -> Vec<(String, Option<String>)> {
         if !in_sh || line.trim().is_empty() {
             continue;
         }
-        if line.starts_with("cargo run") || line.starts_with("export PATH") {
+        if let Some(args) = line.trim().strip_prefix("cargo run --bin spike -- ") {
+            let args = args.split('#').next().unwrap_or_default();
+            out.push(Step::Dev(
+                args.split_whitespace().map(str::to_owned).collect(),
+            ));
             continue;
         }
+        if let Some(head) = line.trim_end().strip_suffix('\\') {
+            pending.push_str(head);
+            continue;
+        }
+        let line = std::mem::take(&mut pending) + line;
         let (cmd, expect) = match line.split_once("# prints:") {
             Some((c, e)) => (c.trim().to_owned(), Some(e.trim().to_owned())),
             None => (line.trim().to_owned(), None),
         };
-        out.push((cmd, expect));
+        out.push(Step::Sh(cmd, expect));
     }
     out
 }
 
-#[test]
-fn quickstart_works_as_written() {
-    let bins = bins();
-    let dir = tempfile::Builder::new()
-        .prefix("spike-qs-")
-        .tempdir()
-        .unwrap();
-    // Two free consecutive ports are needed (API and health): retry a few candidates.
+/// Starts `spike dev` with a quick-start line's `args` (on a free port pair, which the printed
+/// export lines carry) and returns it with the export lines it printed, verbatim.
+fn start_tutorial_dev(args: &[String], log: &Path) -> (Proc, String) {
+    assert_eq!(args.first().map(String::as_str), Some("dev"), "{args:?}");
     let port = (0..20)
         .map(|_| free_port())
         .find(|p| *p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
         .expect("free port pair");
+    let _ = std::fs::remove_file(log);
+    let mut args = args.to_vec();
+    args.extend(["--port".into(), port.to_string()]);
+    let dev = Proc::spawn(&bins().spike, &args, log.to_path_buf(), "info");
+    assert!(
+        wait_until(Duration::from_secs(60), || std::fs::read_to_string(log)
+            .is_ok_and(|s| s.contains("export PATH="))),
+        "spike dev did not come up: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    let printed = std::fs::read_to_string(log).unwrap();
+    let exports: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("export "))
+        .collect();
+    for var in ["SPIFFE_ENDPOINT_SOCKET=", "SPIKE_NEXUS_ADDR=", "PATH="] {
+        assert!(
+            exports
+                .iter()
+                .any(|l| l.starts_with(&format!("export {var}"))),
+            "{var} {printed}"
+        );
+    }
+    (dev, exports.join("\n"))
+}
+
+#[test]
+fn quickstart_works_as_written() {
+    let dir = tempfile::Builder::new()
+        .prefix("spike-qs-")
+        .tempdir()
+        .unwrap();
     let log = dir.path().join("dev.log");
     let md_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/quickstart.md");
     let md = std::fs::read_to_string(md_path).unwrap();
-    // One system for the whole tutorial, with every workload its `spike dev` lines register.
-    let mut args: Vec<String> = vec![
-        "dev".into(),
-        "--port".into(),
-        port.to_string(),
-        "--run-dir".into(),
-        dir.path().join("run").display().to_string(),
-    ];
-    for line in md.lines().filter(|l| l.starts_with("cargo run")) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        for pair in words.windows(2).filter(|w| w[0] == "--workload") {
-            args.extend(["--workload".into(), pair[1].to_owned()]);
-        }
-    }
-    assert!(
-        args.iter().any(|a| a == "--workload"),
-        "the quick start shows a workload"
-    );
-    let _dev = Proc::spawn(&bins.spike, &args, log.clone(), "info");
-    assert!(
-        wait_until(Duration::from_secs(60), || std::fs::read_to_string(&log)
-            .is_ok_and(|s| s.contains("export SPIKE_NEXUS_ADDR"))),
-        "spike dev did not come up: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let printed = std::fs::read_to_string(&log).unwrap();
-    let mut env: Vec<(String, String)> = printed
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("export "))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    assert!(
-        env.iter().any(|(k, _)| k == "SPIFFE_ENDPOINT_SOCKET"),
-        "{printed}"
-    );
-    // `spike` from this build, and `python3` with py-spiffe from the venv ./test.sh makes.
+    // `python3` with py-spiffe from the venv ./test.sh makes (the quick start says to pip
+    // install it); no `spike` on this PATH but the one spike dev's export line adds.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let venv = root.join(".venv/bin");
     assert!(
         venv.join("python3").exists(),
         "the quick start runs a py-spiffe program: run ./test.sh once to create .venv"
     );
-    let bin_dir = bins.spike.parent().unwrap().display().to_string();
-    let path = format!(
-        "{bin_dir}:{}:{}",
-        venv.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    env.push(("PATH".into(), path));
-    env.push(("RUST_LOG".into(), "warn".into()));
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", venv.display());
+    let env = [("PATH", path.as_str()), ("RUST_LOG", "warn")];
 
-    let lines = tutorial_lines(&md);
-    assert!(lines.len() >= 10, "the quick start lost its commands");
-    for (cmd, expect) in lines {
-        // From the repository's root, as the tutorial says (no line writes a file there).
+    let steps = tutorial_steps(&md);
+    let devs = steps.iter().filter(|s| matches!(s, Step::Dev(_))).count();
+    assert!(
+        devs >= 2,
+        "the quick start starts spike dev, then again with a workload"
+    );
+    assert!(steps.len() >= 10, "the quick start lost its commands");
+    let mut dev: Option<(Proc, String)> = None;
+    for step in steps {
+        let (cmd, expect) = match step {
+            Step::Dev(args) => {
+                // Ctrl-C, as the quick start says, then the new line.
+                if let Some((old, _)) = dev.take() {
+                    assert!(
+                        old.terminate(Duration::from_secs(20)),
+                        "spike dev did not stop"
+                    );
+                }
+                dev = Some(start_tutorial_dev(&args, &log));
+                continue;
+            }
+            Step::Sh(cmd, expect) => (cmd, expect),
+        };
+        let pasted = &dev.as_ref().expect("a command before spike dev started").1;
+        // From the repository's root, as the tutorial says (no line writes a file there),
+        // in a shell where the printed export lines were pasted.
         let out = Command::new("sh")
-            .args(["-c", &cmd])
+            .args(["-c", &format!("{pasted}\n{cmd}")])
             .current_dir(&root)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_clear()
+            .envs(env)
             .output()
             .unwrap();
         assert!(out.status.success(), "`{cmd}` failed: {}", text(&out));

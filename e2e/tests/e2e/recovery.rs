@@ -129,8 +129,8 @@ fn below_threshold_nexus_stays_sealed_says_why_and_opens_when_keepers_return() {
     let (status, body) = c.readyz().expect("readyz");
     assert_eq!(status, 503, "{body}");
     assert!(
-        body.contains("1 of 2"),
-        "readyz should count reachable shares: {body}"
+        body.contains("1 of 2 needed (3 keepers: 1 holding a share, 0 reachable but holding none, 2 unreachable)"),
+        "readyz should count the shares and tell unreachable keepers: {body}"
     );
 
     // The keepers come back: Nexus opens with no human step.
@@ -230,4 +230,30 @@ fn nexus_says_when_a_keeper_goes_away_comes_back_or_has_the_wrong_identity() {
     )));
     let (_, metrics) = http_get(c.nexus_health, "/metrics").unwrap();
     assert!(metrics.contains("spike_nexus_keepers 3\n"), "{metrics}");
+}
+
+#[test]
+fn keepers_that_restarted_empty_are_told_from_unreachable_ones() {
+    let mut c = Cluster::new(3);
+    c.start_all(2);
+    // Nexus down, then two keepers lose their memory (kill -9 and start again, empty).
+    c.kill_nexus();
+    for i in [1usize, 2] {
+        c.kill_keeper(i);
+        c.start_keeper(i);
+    }
+    c.start_nexus();
+    let want =
+        "1 of 2 needed (3 keepers: 1 holding a share, 2 reachable but holding none, 0 unreachable)";
+    assert!(
+        wait_until(Duration::from_secs(20), || c
+            .readyz()
+            .is_some_and(|(_, body)| body.contains(want))),
+        "{:?}",
+        c.readyz()
+    );
+    let (status, body) = c.readyz().expect("readyz");
+    assert_eq!(status, 503, "{body}");
+    // Waiting cannot help: the reason says where the key comes back from.
+    assert!(body.contains("break-glass"), "{body}");
 }

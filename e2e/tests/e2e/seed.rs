@@ -435,11 +435,23 @@ fn a_large_seed_goes_in_batches_and_splits_when_nexus_says_413() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(json(&out)["summary"]["secrets"]["created"], 1200);
-    let out = c.spike(&admin, &["seed", "-f", &file, "-q"]);
+    let out = c.spike(&admin, &["seed", "-f", &file]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .ends_with("secrets: 0 created, 0 updated, 1200 unchanged, 0 failed"),
+        "{}",
+        text(&out)
+    );
+    // -q prints only failures: nothing here, not even the summary.
+    let out = c.spike(&admin, &["seed", "-f", &file, "-q", "--no-progress"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "secrets: 0 created, 0 updated, 1200 unchanged, 0 failed"
+        "",
+        "{}",
+        text(&out)
     );
     let out = c.spike(&admin, &["secret", "get", "bulk/s01199", "k"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "value-1199");

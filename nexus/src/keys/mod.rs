@@ -63,12 +63,17 @@ pub(crate) struct OpenKeys {
     generations: RwLock<Arc<Generations>>,
     /// The ring's audit chain key: the same for the life of the store.
     audit: Zeroizing<[u8; 32]>,
+    /// The ring's token-hash key: the same for the life of the store, so token bindings
+    /// (found by the keyed hash of a reference Nexus never keeps) outlive rotations.
+    token_hash: Zeroizing<[u8; 32]>,
 }
 
 impl OpenKeys {
     pub(crate) fn from_parts(root: RootKey, ring: KeyRing, params: ShareParams) -> Self {
         let audit = Zeroizing::new(*ring.audit_key());
+        let token_hash = Zeroizing::new(*ring.token_hash_key());
         Self {
+            token_hash,
             split: RwLock::new(RootSplit { root, params }),
             generations: RwLock::new(Arc::new(Generations::new(ring))),
             audit,
@@ -271,6 +276,12 @@ impl OpenKeys {
         let mut b = [0u8; 8];
         spike_core::crypto::fill_random(&mut b)?;
         Ok(u64::from_be_bytes(b))
+    }
+
+    /// The keyed hash a reference token is stored under, under the ring's token-hash key
+    /// (unchanged by rotations).
+    pub(crate) fn token_hash(&self, reference: &spike_core::token::TokenRef) -> [u8; 32] {
+        reference.keyed_hash(&self.token_hash)
     }
 
     /// The audit chain key. It is the ring's, unchanged by rotations, so the chain continues.

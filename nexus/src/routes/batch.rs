@@ -24,6 +24,7 @@ use spike_core::policy::Permission;
 use super::N;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Caller, parse_json};
+use crate::scope::ScopeChange;
 use crate::secrets::{BatchEntry, Sight};
 use crate::state::Nexus;
 
@@ -73,25 +74,26 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
             }
         }
         // Parse and authorize each item; the valid ones go to the engine together.
-        let checked: Vec<AppResult<(SecretPath, Sight)>> = req
+        let checked: Vec<AppResult<(SecretPath, Sight, Option<ScopeChange>)>> = req
             .items
             .iter()
             .map(|item| {
                 let path = n.parse_path(&item.path)?;
                 n.authorize(&c, &path, Permission::Write)?;
+                let scope = n.scope_change(item.scope.as_ref())?;
                 // A dry run answers whether the content equals what is stored, writing
                 // nothing: without `read` that would be a free, repeatable guessing oracle.
                 if req.dry_run {
                     n.authorize(&c, &path, Permission::Read)?;
                 }
                 let sight = n.put_sight(&c, &path);
-                Ok((path, sight))
+                Ok((path, sight, scope))
             })
             .collect();
         // Two spellings of one path would parse to the same path: refuse those too.
         let mut canonical: HashMap<&str, usize> = HashMap::new();
         for (i, p) in checked.iter().enumerate() {
-            if let Ok((p, _)) = p
+            if let Ok((p, _, _)) = p
                 && let Some(first) = canonical.insert(p.as_str(), i)
             {
                 return Err(AppError::new(
@@ -109,12 +111,13 @@ async fn put(State(n): N, Caller(c): Caller, headers: HeaderMap, body: Body) -> 
         let mut slots = Vec::with_capacity(checked.len());
         for (item, p) in req.items.iter().zip(&checked) {
             match p {
-                Ok((path, sight)) => {
+                Ok((path, sight, scope)) => {
                     slots.push(Ok(entries.len()));
                     entries.push(BatchEntry {
                         path,
                         data: &item.data,
                         cas: item.cas,
+                        scope: scope.as_ref(),
                         sight: *sight,
                     });
                 }

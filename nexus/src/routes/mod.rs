@@ -9,6 +9,7 @@ mod operator;
 mod policies;
 mod secrets;
 mod system;
+mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub(crate) fn api_router(nexus: Arc<Nexus>) -> Router {
         .merge(batch::routes())
         .merge(cipher::routes())
         .merge(operator::routes())
+        .merge(tokens::routes())
         .fallback(|| async { AppError::new(ErrorCode::NotFound, "no such route; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             AppError::new(
@@ -123,20 +125,27 @@ impl Nexus {
         path: Option<&str>,
         body: impl Future<Output = AppResult<T>>,
     ) -> Response {
-        // A caller over its refusal rate is answered before anything runs, and only counted:
-        // a flood of refused requests then costs neither work nor audit log.
-        if self.refusals_exhausted(caller) {
-            let mut response = AppError::new(
-                ErrorCode::RateLimited,
-                "too many refused requests from this SPIFFE ID; slow down and retry",
-            )
-            .into_response();
-            no_store(&mut response);
-            self.metrics().record(action, response.status().as_u16());
-            return response;
+        if let Some(refused) = self.over_refusal_rate(action, caller) {
+            return refused;
         }
         let result = body.await.map(|v| Json(v).into_response());
         self.finish(action, caller, path, result).await
+    }
+
+    /// The answer to a caller over its refusal rate, if it is: answered before anything runs,
+    /// and only counted, so a flood of refused requests costs neither work nor audit log.
+    fn over_refusal_rate(&self, action: &'static str, caller: &SpiffeId) -> Option<Response> {
+        if !self.refusals_exhausted(caller) {
+            return None;
+        }
+        let mut response = AppError::new(
+            ErrorCode::RateLimited,
+            "too many refused requests from this SPIFFE ID; slow down and retry",
+        )
+        .into_response();
+        no_store(&mut response);
+        self.metrics().record(action, response.status().as_u16());
+        Some(response)
     }
 
     /// Audits a finished handler's outcome (fail closed: if the line cannot be written the
@@ -150,10 +159,21 @@ impl Nexus {
         result: AppResult<Response>,
     ) -> Response {
         let outcome = result.as_ref().map(|_| ()).map_err(AppError::code);
+        let record = Self::audit_line(caller, action, path, &outcome);
+        self.finish_audited(action, result, record, &outcome).await
+    }
+
+    /// [`Nexus::finish`] with an audit line of the handler's own making (token routes name
+    /// the token, and a resolution's line keeps a reason its answer does not tell).
+    async fn finish_audited(
+        &self,
+        action: &'static str,
+        result: AppResult<Response>,
+        record: spike_core::audit::AuditRecord,
+        outcome: &Result<(), ErrorCode>,
+    ) -> Response {
         let opened = self.opened().ok();
-        let audited = self
-            .audit(opened.as_deref(), caller, action, path, &outcome)
-            .await;
+        let audited = self.audit_record(opened.as_deref(), record, outcome).await;
         let mut response = match (result, audited) {
             (_, Err(e)) | (Err(e), _) => e.into_response(),
             (Ok(r), Ok(())) => r,
@@ -183,6 +203,16 @@ impl Nexus {
         } else {
             Sight::Blind
         }
+    }
+
+    /// Validates a put's scope changes for the trust domain this Nexus serves.
+    pub(crate) fn scope_change(
+        &self,
+        update: Option<&spike_core::api::ScopeUpdate>,
+    ) -> AppResult<Option<crate::scope::ScopeChange>> {
+        update
+            .map(|u| crate::scope::ScopeChange::parse(u, self.trust_domain()))
+            .transpose()
     }
 
     /// Parses a secret path from a request under the configured `[limits]` `max_path_len` and

@@ -32,8 +32,9 @@ pub(super) async fn put(
         n.authorize(&c, &path, Permission::Write)?;
         let sight = n.put_sight(&c, &path);
         let JsonBody(req) = body?;
+        let scope = n.scope_change(req.scope.as_ref())?;
         n.secrets()
-            .put(&o.keys, &path, &req.data, req.cas, sight)
+            .put(&o.keys, &path, &req.data, req.cas, scope.as_ref(), sight)
             .await
     })
     .await
@@ -50,7 +51,9 @@ pub(super) async fn get(
         let path = n.parse_path(&p)?;
         n.authorize(&c, &path, Permission::Read)?;
         let q = query(q)?;
-        n.secrets().get(&o.keys, &path, q.version).await
+        n.secrets()
+            .get(&o.keys, &path, q.version, &c, crate::clock::unix_now())
+            .await
     })
     .await
 }

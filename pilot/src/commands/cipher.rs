@@ -5,7 +5,7 @@
 //! line of base64 with `--base64`; decrypt takes either form (and the JSON that `-o json`
 //! prints). See `docs/cipher.md`.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -49,14 +49,18 @@ pub enum CipherCmd {
 /// Where the data comes from and goes, and the context.
 #[derive(Debug, Args)]
 pub struct CipherIo {
-    /// The context: a path-shaped name you hold the `cipher` permission on (e.g.
-    /// `apps/billing/cards`). The ciphertext opens only under the same context.
+    /// The context (required, here or in SPIKE_CIPHER_CONTEXT): a path-shaped name you hold
+    /// the `cipher` permission on (e.g. `apps/billing/cards`). The ciphertext opens only under
+    /// the same context.
+    // Not `required` for clap: its usage line would then demand the flag even of whoever set
+    // the variable.
     #[arg(long, env = "SPIKE_CIPHER_CONTEXT", value_name = "PATH")]
-    pub context: String,
+    pub context: Option<String>,
     /// Read the input from this file (default, or `-`: stdin).
     #[arg(short = 'f', long = "file", value_name = "IN")]
     pub file: Option<PathBuf>,
-    /// Write the output to this file (default, or `-`: stdout). Replaced atomically, mode 0600.
+    /// Write the output to this file (default: stdout). Replaced atomically, mode 0600.
+    /// Binary output is not written to a terminal unless this is `-`.
     #[arg(long = "out", value_name = "OUT")]
     pub out: Option<PathBuf>,
 }
@@ -84,14 +88,26 @@ pub struct DecryptArgs {
     pub io: CipherIo,
 }
 
+impl CipherIo {
+    /// The context, from the flag or the environment.
+    fn take_context(&mut self) -> CliResult<String> {
+        self.context.take().ok_or_else(|| {
+            CliError::Usage(
+                "a context is needed: give --context PATH or set SPIKE_CIPHER_CONTEXT".into(),
+            )
+        })
+    }
+}
+
 /// Runs a cipher subcommand.
 pub async fn run(nexus: &Nexus, out: Output, cmd: CipherCmd) -> CliResult<()> {
     let json = wants_json(out)?;
     match cmd {
-        CipherCmd::Encrypt(args) => {
+        CipherCmd::Encrypt(mut args) => {
+            let context = args.io.take_context()?;
             let mut input = read_input(args.io.file.as_deref())?;
             let req = EncryptRequest {
-                context: args.io.context,
+                context,
                 // Moved, not copied: the request now owns (and wipes) the only copy.
                 plaintext: SecretBytes::new(std::mem::take(&mut *input)),
                 bind_caller: args.bind_caller,
@@ -112,11 +128,12 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: CipherCmd) -> CliResult<()> {
             };
             write_output(args.io.out.as_deref(), &bytes)
         }
-        CipherCmd::Decrypt(args) => {
+        CipherCmd::Decrypt(mut args) => {
+            let context = args.io.take_context()?;
             let input = read_input(args.io.file.as_deref())?;
             let ciphertext = ciphertext_of(&input)?;
             let req = DecryptRequest {
-                context: args.io.context,
+                context,
                 ciphertext,
             };
             let resp: DecryptResponse = nexus
@@ -222,6 +239,15 @@ fn write_output(out: Option<&Path>, bytes: &[u8]) -> CliResult<()> {
     let io_err = |what: &str, e: std::io::Error| CliError::Other(anyhow::anyhow!("{what}: {e}"));
     match out.filter(|p| p.as_os_str() != "-") {
         None => {
+            // Binary on a terminal garbles it (and may drive it with escape sequences): only
+            // when `--out -` says so explicitly.
+            if out.is_none() && is_binary(bytes) && std::io::stdout().is_terminal() {
+                return Err(CliError::Usage(
+                    "the output is binary and stdout is a terminal: write it to a file with --out FILE (or pipe it), \
+give --out - to print it anyway, or --base64 when encrypting"
+                        .into(),
+                ));
+            }
             let mut stdout = std::io::stdout().lock();
             stdout
                 .write_all(bytes)
@@ -248,6 +274,15 @@ fn write_output(out: Option<&Path>, bytes: &[u8]) -> CliResult<()> {
     }
 }
 
+/// Whether `bytes` are not text a terminal shows as it is: not UTF-8, or holding control
+/// characters other than newline, carriage return and tab.
+fn is_binary(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).map_or(true, |s| {
+        s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -255,6 +290,15 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+
+    #[test]
+    fn binary_is_what_a_terminal_would_not_show_as_it_is() {
+        assert!(!is_binary(b"plain text\nline two\ttab\r\n"));
+        assert!(!is_binary("caf\u{e9}".as_bytes()));
+        assert!(is_binary(&[0xff, 0xfe]));
+        assert!(is_binary(b"nul\0"));
+        assert!(is_binary(b"\x1b[31mred"));
+    }
 
     #[test]
     fn ciphertext_input_forms() {
@@ -329,14 +373,20 @@ mod tests {
         let Some(Command::Cipher(CipherCmd::Encrypt(a))) = cli.command else {
             panic!("not an encrypt");
         };
-        assert_eq!(a.io.context, "apps/x");
+        assert_eq!(a.io.context.as_deref(), Some("apps/x"));
         assert_eq!(a.io.file.as_deref(), Some(Path::new("in")));
         assert_eq!(a.io.out.as_deref(), Some(Path::new("out")));
         assert!(a.bind_caller && a.base64);
         assert_eq!(cli.global.output, Some(Output::Json));
-        // The context is required (flag or SPIKE_CIPHER_CONTEXT).
+        // The context is required (flag or SPIKE_CIPHER_CONTEXT), checked by `take_context`.
+        let cli = Cli::try_parse_from(["spike", "cipher", "decrypt"]).unwrap();
+        let Some(Command::Cipher(CipherCmd::Decrypt(mut a))) = cli.command else {
+            panic!("not a decrypt");
+        };
         if std::env::var_os("SPIKE_CIPHER_CONTEXT").is_none() {
-            assert!(Cli::try_parse_from(["spike", "cipher", "decrypt"]).is_err());
+            let e = a.io.take_context().unwrap_err();
+            assert_eq!(e.exit_code(), std::process::ExitCode::from(2));
+            assert!(e.to_string().contains("SPIKE_CIPHER_CONTEXT"), "{e}");
         }
     }
 }

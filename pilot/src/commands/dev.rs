@@ -170,6 +170,11 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
     println!("  export SPIFFE_ENDPOINT_SOCKET={}", agent.endpoint());
     println!("  export SPIKE_NEXUS_ADDR={nexus_addr}");
     println!("  export SPIKE_TRUST_DOMAIN={td}");
+    // The agent trusts this very executable, so the shell must find this one first (from any
+    // directory, whatever the build profile).
+    if let Some(line) = exe.parent().and_then(path_export) {
+        println!("  {line}");
+    }
     println!();
     println!("  spike secret put demo/hello greeting=world");
     println!("  spike secret get demo/hello");
@@ -316,5 +321,37 @@ fn port_in_use(e: &spike_nexus::StartError, port: u16) -> Option<CliError> {
             )))
         }
         _ => None,
+    }
+}
+
+/// `export PATH=DIR:"$PATH"` with DIR quoted for a POSIX shell; None when DIR is not UTF-8 or
+/// cannot be quoted (a NUL), and the user is better told nothing than something wrong.
+fn path_export(dir: &Path) -> Option<String> {
+    let quoted = shlex::try_quote(dir.to_str()?).ok()?;
+    Some(format!("export PATH={quoted}:\"$PATH\""))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The printed line, run by a real shell, puts the directory first, spaces and quotes
+    /// included.
+    #[test]
+    fn the_path_line_survives_a_shell() {
+        for dir in ["/opt/spike/target/debug", "/tmp/it's a dir/bin"] {
+            let line = path_export(Path::new(dir)).unwrap();
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("{line}; printf %s \"$PATH\"")])
+                .env("PATH", "/usr/bin:/bin")
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                format!("{dir}:/usr/bin:/bin"),
+                "{line}"
+            );
+        }
     }
 }

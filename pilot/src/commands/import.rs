@@ -84,6 +84,10 @@ pub struct ExportSecret {
     pub path: String,
     /// Its versions.
     pub versions: Vec<ExportVersion>,
+    /// The source's `delete_version_after` in seconds, if set: each version is removed that
+    /// long after its write, which SPIKE keeps as the secret's TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
 }
 
 /// One version of an [`ExportSecret`].
@@ -141,7 +145,7 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
     let opts = |dry_run| UploadOptions {
         dry_run,
         batch_size: args.upload.batch_size,
-        progress: out == Output::Text && !args.upload.quiet,
+        progress: out == Output::Text && !args.upload.no_progress,
         parallel: args.upload.parallel,
     };
     // Compare each secret's current source version with SPIKE, writing nothing: this decides
@@ -153,6 +157,7 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
                 path: s.path.clone(),
                 data: d.clone(),
                 cas: None,
+                scope: s.scope(),
             })
         })
         .collect();
@@ -182,10 +187,12 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
         let items: Vec<BatchPutItem> = update
             .into_iter()
             .filter_map(|mut s| {
+                let scope = s.scope();
                 s.versions.pop().map(|d| BatchPutItem {
                     path: s.path,
                     data: d,
                     cas: None,
+                    scope,
                 })
             })
             .collect();
@@ -199,10 +206,21 @@ pub async fn run(nexus: Option<&Nexus>, out: Output, cmd: ImportCmd) -> CliResul
     report(out, args.upload.dry_run, args.upload.quiet, &[], &results)
 }
 
-/// A secret to import: its SPIKE path and its readable versions, oldest first.
+/// A secret to import: its SPIKE path, its readable versions, oldest first, and its TTL.
 struct Source {
     path: String,
     versions: Vec<SecretMap>,
+    ttl_seconds: Option<u64>,
+}
+
+impl Source {
+    /// The scope the source has: its TTL (KV v2 has no allowed IDs or destinations).
+    fn scope(&self) -> Option<spike_core::api::ScopeUpdate> {
+        self.ttl_seconds.map(|t| spike_core::api::ScopeUpdate {
+            ttl_seconds: Some(t),
+            ..spike_core::api::ScopeUpdate::default()
+        })
+    }
 }
 
 /// Writes the full history of secrets new to SPIKE, one round per version depth, each write
@@ -234,6 +252,7 @@ async fn import_histories(
                     path: src.path.clone(),
                     data: d.clone(),
                     cas,
+                    scope: src.scope(),
                 });
             }
         }
@@ -304,6 +323,7 @@ fn to_sources(export: ExportFile, into: Option<&str>) -> (Vec<Source>, Vec<Batch
         ok.push(Source {
             path: target,
             versions: maps,
+            ttl_seconds: s.ttl_seconds,
         });
     }
     (ok, failed)
@@ -430,6 +450,9 @@ struct ListData {
 struct MetaData {
     #[serde(default)]
     versions: BTreeMap<String, VersionMeta>,
+    /// A Go duration such as `1h0m0s`; `0s` (the default) means never.
+    #[serde(default)]
+    delete_version_after: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -601,9 +624,15 @@ impl KvClient {
             }
             versions.push(v);
         }
+        let ttl_seconds = meta
+            .data
+            .delete_version_after
+            .as_deref()
+            .and_then(go_duration_seconds);
         Ok(Some(ExportSecret {
             path: path.to_owned(),
             versions,
+            ttl_seconds,
         }))
     }
 
@@ -614,6 +643,12 @@ impl KvClient {
             query_escape(path)
         )
     }
+}
+
+/// Whole seconds of a Go duration (`1h30m0s`, `45s`); `None` for zero or what does not parse.
+fn go_duration_seconds(d: &str) -> Option<u64> {
+    let secs = humantime::parse_duration(d).ok()?.as_secs();
+    (secs > 0).then_some(secs)
 }
 
 fn path_only(path_and_query: &str) -> &str {

@@ -11,3 +11,4 @@ pub mod policy;
 pub mod secret;
 pub mod seed;
 pub mod status;
+pub mod token;

@@ -20,11 +20,13 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
             spiffe_id_pattern,
             path_pattern,
             permissions,
+            replace,
         } => {
             let req = PutPolicyRequest {
                 spiffe_id_pattern,
                 path_pattern,
                 permissions: parse_permissions(&permissions)?,
+                create_only: !replace,
             };
             put(nexus, out, &name, &req).await?;
         }
@@ -40,6 +42,7 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: PolicyCmd) -> CliResult<()> {
                 spiffe_id_pattern: spiffe_id,
                 path_pattern,
                 permissions: parse_permissions(&permissions)?,
+                create_only: false,
             };
             put(nexus, out, &name, &req).await?;
         }

@@ -4,14 +4,14 @@ use std::io::Read;
 
 use http::Method;
 use spike_core::api::{
-    GetSecretResponse, ListSecretsResponse, PutSecretRequest, PutSecretResponse, SecretMetadata,
-    VersionsRequest, VersionsResponse,
+    GetSecretResponse, ListSecretsResponse, PutSecretRequest, PutSecretResponse, ScopeUpdate,
+    SecretMetadata, VersionsRequest, VersionsResponse,
 };
 use spike_core::secret::{SecretMap, SecretString};
 
 use crate::cli::{Output, SecretCmd};
 use crate::client::{CliError, CliResult, Nexus, query_escape};
-use crate::output::{age, print_structured, print_table};
+use crate::output::{age, key_value_line, print_structured, print_table, timestamp};
 
 /// Runs a secret subcommand.
 pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
@@ -19,12 +19,17 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
         SecretCmd::Put {
             path,
             pairs,
-            names,
+            name,
+            keys,
             values,
             cas,
+            scope,
         } => {
-            let data = collect_pairs(&pairs, &names, &values)?;
-            let resp = write(nexus, &path, data, cas).await?;
+            let path = path
+                .or(name)
+                .ok_or_else(|| CliError::Usage("name the secret: a PATH, or --name NAME".into()))?;
+            let data = collect_pairs(&pairs, &keys, &values)?;
+            let resp = write(nexus, &path, data, cas, scope.update()).await?;
             print_written(out, &path, &resp);
         }
         SecretCmd::Patch { path, pairs, cas } => {
@@ -41,7 +46,7 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
             for (k, v) in collect_pairs(&pairs, &[], &[])?.iter() {
                 data.insert(k.to_owned(), v.clone());
             }
-            let resp = write(nexus, &path, data, Some(current.version)).await?;
+            let resp = write(nexus, &path, data, Some(current.version), None).await?;
             print_written(out, &path, &resp);
         }
         SecretCmd::Rollback { path, to } => {
@@ -54,7 +59,7 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                 )
                 .await?;
             // Only if nothing was written since the metadata was read.
-            let resp = write(nexus, &path, old.data, Some(meta.current_version)).await?;
+            let resp = write(nexus, &path, old.data, Some(meta.current_version), None).await?;
             match (out, resp.version) {
                 (Output::Text, Some(v)) if !resp.unchanged => {
                     println!("rolled back {path}: version {v} has the content of version {to}");
@@ -80,7 +85,7 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                     Some(v) if resp.data.len() == 1 => println!("{}", v.expose_secret()),
                     _ => {
                         for (k, v) in resp.data.iter() {
-                            println!("{k}={}", v.expose_secret());
+                            println!("{}", key_value_line(k, v.expose_secret()).as_str());
                         }
                     }
                 },
@@ -144,17 +149,42 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                     println!("current version: {}", m.current_version);
                     println!("latest version:  {}", m.latest_version);
                     println!("max versions:    {}", m.max_versions);
-                    println!("created:         {}", m.created_at);
-                    println!("updated:         {}", m.updated_at);
-                    for v in &m.versions {
-                        let state = if v.destroyed {
+                    println!("created:         {}", timestamp(&m.created_at));
+                    println!("updated:         {}", timestamp(&m.updated_at));
+                    print_scope(&m);
+                    let state = |v: &spike_core::api::VersionMetadata| {
+                        if v.destroyed {
                             "destroyed".to_owned()
                         } else if let Some(d) = &v.deleted_at {
-                            format!("deleted {d}")
+                            format!("deleted {}", timestamp(d))
                         } else {
                             "live".to_owned()
-                        };
-                        println!("  v{:<6} {}  {state}", v.version, v.created_at);
+                        }
+                    };
+                    if m.versions.iter().any(|v| v.expires_at.is_some()) {
+                        // A secret with a TTL: each version's expiry in a column of its own.
+                        let rows: Vec<[String; 4]> = m
+                            .versions
+                            .iter()
+                            .map(|v| {
+                                [
+                                    v.version.to_string(),
+                                    timestamp(&v.created_at),
+                                    state(v),
+                                    v.expires_at.as_deref().map_or("-".into(), timestamp),
+                                ]
+                            })
+                            .collect();
+                        println!();
+                        print_table(["VERSION", "CREATED", "STATE", "EXPIRES"], &rows);
+                    } else if !m.versions.is_empty() {
+                        let rows: Vec<[String; 3]> = m
+                            .versions
+                            .iter()
+                            .map(|v| [v.version.to_string(), timestamp(&v.created_at), state(v)])
+                            .collect();
+                        println!();
+                        print_table(["VERSION", "CREATED", "STATE"], &rows);
                     }
                 }
             }
@@ -170,6 +200,19 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
         }
     }
     Ok(())
+}
+
+/// The scope lines of `secret metadata` (none for an unrestricted secret).
+fn print_scope(m: &SecretMetadata) {
+    if let Some(t) = m.ttl_seconds {
+        println!("ttl:             {t}s (each version expires that long after its write)");
+    }
+    if !m.allowed_spiffe_ids.is_empty() {
+        println!("allowed ids:     {}", m.allowed_spiffe_ids.join(", "));
+    }
+    if !m.allowed_destinations.is_empty() {
+        println!("destinations:    {}", m.allowed_destinations.join(", "));
+    }
 }
 
 async fn versions_op(
@@ -206,8 +249,6 @@ async fn versions_op(
     Ok(())
 }
 
-/// Builds the secret's map from `KEY=VALUE` pairs and `--name/--value` pairs. A value of `-`
-/// is read from stdin (once), so credentials need not appear in the process list.
 async fn read(nexus: &Nexus, path: &str, version: Option<u64>) -> CliResult<GetSecretResponse> {
     let q = version.map(|v| format!("?version={v}")).unwrap_or_default();
     nexus
@@ -224,8 +265,9 @@ async fn write(
     path: &str,
     data: SecretMap,
     cas: Option<u64>,
+    scope: Option<ScopeUpdate>,
 ) -> CliResult<PutSecretResponse> {
-    let req = PutSecretRequest { data, cas };
+    let req = PutSecretRequest { data, cas, scope };
     nexus
         .call(Method::PUT, &format!("/v1/secrets/data/{path}"), Some(&req))
         .await
@@ -246,11 +288,17 @@ fn print_written(out: Output, path: &str, resp: &PutSecretResponse) {
 /// The key a single bare value is stored under.
 const BARE_KEY: &str = "value";
 
-fn collect_pairs(pairs: &[String], names: &[String], values: &[String]) -> CliResult<SecretMap> {
-    if names.len() != values.len() {
+/// Builds the secret's map from `KEY=VALUE` pairs and `--key/--value` pairs (one `--value`
+/// without `--key` is the secret's one value, under `value`). A value of `-` is read from
+/// stdin (once), so credentials need not appear in the process list.
+fn collect_pairs(pairs: &[String], keys: &[String], values: &[String]) -> CliResult<SecretMap> {
+    if let ([], [only], []) = (keys, values, pairs) {
+        return collect_pairs(&[], &[BARE_KEY.to_owned()], std::slice::from_ref(only));
+    }
+    if keys.len() != values.len() {
         return Err(CliError::Usage(format!(
-            "give one --value for each --name ({} names, {} values)",
-            names.len(),
+            "give one --value for each --key ({} keys, {} values); a single --value alone is the secret's one value",
+            keys.len(),
             values.len()
         )));
     }
@@ -285,7 +333,7 @@ fn collect_pairs(pairs: &[String], names: &[String], values: &[String]) -> CliRe
     // One bare value (`spike secret put db/password s3cret`, or `-` for stdin) is stored
     // under the key `value`, as other tools do; `get` prints it back bare.
     if let [only] = pairs
-        && names.is_empty()
+        && keys.is_empty()
         && !only.contains('=')
     {
         add(BARE_KEY, only)?;
@@ -301,12 +349,12 @@ fn collect_pairs(pairs: &[String], names: &[String], values: &[String]) -> CliRe
         })?;
         add(k, v)?;
     }
-    for (k, v) in names.iter().zip(values) {
+    for (k, v) in keys.iter().zip(values) {
         add(k, v)?;
     }
     if map.is_empty() {
         return Err(CliError::Usage(
-            "nothing to write: give KEY=VALUE pairs or --name/--value".into(),
+            "nothing to write: give KEY=VALUE pairs, --key K --value V, or one --value".into(),
         ));
     }
     Ok(map)

@@ -100,6 +100,7 @@ pub async fn apply_policies(
             spiffe_id_pattern: spec.spiffe_id_pattern.clone(),
             path_pattern: spec.path_pattern.clone(),
             permissions: policy.permissions().iter().collect(),
+            create_only: false,
         };
         let r: CliResult<PutPolicyResponse> = nexus
             .call(

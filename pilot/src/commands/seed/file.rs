@@ -56,6 +56,44 @@ pub struct SecretSpec {
     pub path: String,
     /// Keys and their values (literal, or `valueFrom`).
     pub data: BTreeMap<String, SeedValue>,
+    /// Each version's TTL: seconds (`3600`) or a duration (`30m`).
+    #[serde(default)]
+    pub ttl: Option<SeedTtl>,
+    /// SPIFFE-ID patterns allowed to read it and be bound by its tokens.
+    #[serde(default)]
+    pub allowed_spiffe_ids: Option<Vec<String>>,
+    /// Destinations its tokens may be sent to.
+    #[serde(default)]
+    pub allowed_destinations: Option<Vec<String>>,
+}
+
+/// A TTL as a seed file writes it: a number of seconds or a duration string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SeedTtl {
+    /// Seconds.
+    Seconds(u64),
+    /// A duration such as `30m` (or seconds, quoted).
+    Text(String),
+}
+
+impl SecretSpec {
+    /// The scope the entry sets, if it sets any (what it leaves out is kept by Nexus).
+    fn scope(&self, origin: &str) -> CliResult<Option<spike_core::api::ScopeUpdate>> {
+        let ttl_seconds = match &self.ttl {
+            None => None,
+            Some(SeedTtl::Seconds(n)) => Some(crate::cli::ttl_seconds(&n.to_string())),
+            Some(SeedTtl::Text(t)) => Some(crate::cli::ttl_seconds(t)),
+        }
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("{origin}: secret `{}` ttl {e}", self.path)))?;
+        let u = spike_core::api::ScopeUpdate {
+            ttl_seconds,
+            allowed_spiffe_ids: self.allowed_spiffe_ids.clone(),
+            allowed_destinations: self.allowed_destinations.clone(),
+        };
+        Ok((!u.is_empty()).then_some(u))
+    }
 }
 
 /// One value of a seed file: a literal string, or where to read it from.
@@ -197,8 +235,17 @@ pub(super) fn safe_yaml_error(e: &serde_saphyr::Error) -> String {
             .trim_start_matches("error: "),
         _ => first.trim_start_matches("error: "),
     };
+    // The position is said once, in front: the library repeats it at the end.
+    let msg = without_trailing_position(msg);
     if let Some(own) = msg.find(OWN) {
         return format!("{at}{}", &msg[own + OWN.len()..]);
+    }
+    if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+        // "k, set DuplicateKeyPolicy in Options if acceptable": the advice is for the
+        // library's callers, not for whoever wrote the file.
+        let name = rest.split(", set ").next().unwrap_or(rest);
+        let name: String = name.chars().take(64).collect();
+        return format!("{at}duplicate key `{}`", name.escape_debug());
     }
     for marker in [
         "unknown field",
@@ -221,6 +268,21 @@ pub(super) fn safe_yaml_error(e: &serde_saphyr::Error) -> String {
         return format!("{at}{msg}");
     }
     format!("{at}a value has the wrong type or the YAML is malformed (see docs/seeding.md)")
+}
+
+/// `msg` without a trailing " at line N, column M".
+fn without_trailing_position(msg: &str) -> &str {
+    let Some(i) = msg.rfind(" at line ") else {
+        return msg;
+    };
+    let tail = &msg[i + " at line ".len()..];
+    let positional = tail.split_once(", column ").is_some_and(|(l, c)| {
+        !l.is_empty()
+            && !c.is_empty()
+            && l.bytes().all(|b| b.is_ascii_digit())
+            && c.bytes().all(|b| b.is_ascii_digit())
+    });
+    if positional { &msg[..i] } else { msg }
 }
 
 /// Reads the seed file (`-` = stdin) into a buffer wiped on drop.
@@ -307,6 +369,7 @@ pub fn resolve_secrets(
                 path.as_str()
             )));
         }
+        let scope = s.scope(origin)?;
         let mut data = SecretMap::new();
         for (k, v) in s.data {
             let where_ = || format!("{origin}: secret `{}` key `{k}`", path.as_str());
@@ -349,6 +412,7 @@ pub fn resolve_secrets(
             path: path.as_str().to_owned(),
             data,
             cas: None,
+            scope,
         });
     }
     Ok(out)
@@ -366,13 +430,28 @@ pub(super) fn base_dir(file: &Path) -> PathBuf {
 }
 
 /// Reads, checks and resolves a seed file.
-pub fn load(file: &Path) -> CliResult<(Vec<PolicySpec>, Vec<Policy>, Vec<BatchPutItem>)> {
+pub fn load(file: &Path) -> CliResult<Loaded> {
     let origin = file.display().to_string();
     let text = read_input(file)?;
     let seed = parse_seed(&text, &origin)?;
     drop(text);
     let parsed = check_policies(&seed.policies, &origin)?;
     let env = |name: &str| std::env::var(name).ok();
-    let items = resolve_secrets(seed.secrets, &base_dir(file), &origin, &env)?;
-    Ok((seed.policies, parsed, items))
+    let secrets = resolve_secrets(seed.secrets, &base_dir(file), &origin, &env)?;
+    Ok(Loaded {
+        specs: seed.policies,
+        parsed,
+        secrets,
+    })
+}
+
+/// A seed file read and checked whole, ready to send.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The policies as written.
+    pub specs: Vec<PolicySpec>,
+    /// The same, parsed (one per spec).
+    pub parsed: Vec<Policy>,
+    /// The secrets, with every value source read.
+    pub secrets: Vec<BatchPutItem>,
 }

@@ -22,9 +22,14 @@ use std::path::Path;
 use crate::cli::{Output, SeedArgs};
 use crate::client::{CliError, CliResult, Nexus};
 
-/// `spike seed -f FILE`.
-pub async fn run(nexus: &Nexus, out: Output, args: SeedArgs) -> CliResult<()> {
-    let (specs, parsed, items) = load(&args.file)?;
+/// `spike seed -f FILE`, with the file already read and checked by [`load`] (before any
+/// SVID is fetched, so the file's mistakes show even without a server).
+pub async fn run(nexus: &Nexus, out: Output, args: SeedArgs, seed: Loaded) -> CliResult<()> {
+    let Loaded {
+        specs,
+        parsed,
+        secrets: items,
+    } = seed;
     let policies = apply_policies(nexus, &specs, &parsed, args.upload.dry_run).await?;
     let secrets = if items.is_empty() {
         Vec::new()
@@ -35,7 +40,7 @@ pub async fn run(nexus: &Nexus, out: Output, args: SeedArgs) -> CliResult<()> {
             UploadOptions {
                 dry_run: args.upload.dry_run,
                 batch_size: args.upload.batch_size,
-                progress: out == Output::Text && !args.upload.quiet,
+                progress: out == Output::Text && !args.upload.no_progress,
                 parallel: args.upload.parallel,
             },
         )
@@ -126,6 +131,45 @@ secrets:
     }
 
     #[test]
+    fn a_seed_entry_carries_the_secrets_scope() {
+        let yaml = r#"
+secrets:
+  - path: groq-api-key
+    data: {value: gsk_x}
+    ttl: 30m
+    allowedSpiffeIds: ["spiffe://poc.local/agents/**"]
+    allowedDestinations: [api.groq.com]
+  - path: plain
+    data: {value: x}
+    ttl: 3600
+  - path: untouched
+    data: {value: zz}
+"#;
+        let seed = parse_seed(yaml, "seed.yaml").unwrap();
+        let env = |_: &str| None;
+        let items = resolve_secrets(seed.secrets, Path::new("."), "seed.yaml", &env).unwrap();
+        let scope = items[0].scope.as_ref().unwrap();
+        assert_eq!(scope.ttl_seconds, Some(1800));
+        assert_eq!(
+            scope.allowed_spiffe_ids.as_deref().unwrap(),
+            ["spiffe://poc.local/agents/**"]
+        );
+        assert_eq!(
+            scope.allowed_destinations.as_deref().unwrap(),
+            ["api.groq.com"]
+        );
+        assert_eq!(items[1].scope.as_ref().unwrap().ttl_seconds, Some(3600));
+        assert!(
+            items[2].scope.is_none(),
+            "what a file leaves out, Nexus keeps"
+        );
+        let bad = "secrets:\n  - path: a\n    data: {value: x}\n    ttl: soon\n";
+        let seed = parse_seed(bad, "seed.yaml").unwrap();
+        let e = resolve_secrets(seed.secrets, Path::new("."), "seed.yaml", &env).unwrap_err();
+        assert!(e.to_string().contains("secret `a` ttl"), "{e}");
+    }
+
+    #[test]
     fn errors_point_at_the_place_and_never_quote_values() {
         for (yaml, expect) in [
             (
@@ -150,12 +194,19 @@ secrets:
             ),
             (
                 "secrets:\n  - path: a\n    data:\n      k: s3cretvalue\n      k: s3cretvalue2\n",
-                "line 5",
+                "line 5 column 7: duplicate key `k`",
             ),
             ("version: 2\n", "version 2"),
         ] {
             let e = parse_seed(yaml, "f.yaml").unwrap_err().to_string();
             assert!(!e.contains("s3cret"), "{e}");
+            // The position once, not again at the end; no advice meant for the library's users.
+            assert_eq!(
+                e.matches("line ").count().min(1),
+                e.matches("line ").count(),
+                "{e}"
+            );
+            assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
             assert!(!e.contains("12345678"), "{e}");
             assert!(e.contains(expect), "{e:?} lacks {expect:?}");
         }
@@ -202,6 +253,7 @@ secrets:
             path: format!("p/{i}"),
             data: [("k", "v".repeat(len).as_str())].into_iter().collect(),
             cas: None,
+            scope: None,
         };
         let chunks = split((0..1001).map(|i| item(i, 10)).collect(), 500);
         assert_eq!(

@@ -110,7 +110,7 @@ pub fn report(
     };
     match out {
         Output::Text => {
-            if dry_run {
+            if dry_run && !quiet {
                 println!("dry run: nothing is written");
             }
             for p in policies {
@@ -137,10 +137,10 @@ pub fn report(
                     s.error.as_ref(),
                 );
             }
-            if !policies.is_empty() {
+            if !quiet && !policies.is_empty() {
                 println!("policies: {}", summary.policies.line(dry_run));
             }
-            if !secrets.is_empty() || policies.is_empty() {
+            if !quiet && (!secrets.is_empty() || policies.is_empty()) {
                 println!("secrets: {}", summary.secrets.line(dry_run));
             }
         }
