@@ -39,7 +39,9 @@
 //! escape may follow; so the safe point lags the input by less than `(L + 2) · LONGEST_ESCAPE`
 //! bytes, and one match covers less than that too ([`Matchers::max_lag`]).
 
-use zeroize::Zeroizing;
+use std::fmt;
+
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::matcher::{Dfa, DfaBuilder, StateId};
 use crate::patterns::{self, Case, Encoding, Form, is_base64_char};
@@ -71,8 +73,8 @@ struct PatternInfo {
     len: u32,
 }
 
-/// The compiled patterns of a scrub set's values.
-#[derive(Debug)]
+/// The compiled patterns of a scrub set's values. `Debug` shows only sizes: the patterns are
+/// encodings of the values.
 pub(crate) struct Matchers {
     dfa: Dfa,
     info: Vec<PatternInfo>,
@@ -117,8 +119,8 @@ impl Matchers {
     }
 }
 
-/// One view's matching state, apart from its decoder (so the decoder can feed it).
-#[derive(Debug, Clone)]
+/// One view's matching state, apart from its decoder (so the decoder can feed it). Its history
+/// holds decoded input, which may be a value: no `Debug`, and wiped on drop.
 struct ViewState {
     escaping: Escaping,
     state: StateId,
@@ -299,7 +301,6 @@ impl ViewState {
 }
 
 /// A view: its decoder and its matching state.
-#[derive(Debug)]
 struct View<D> {
     decoder: D,
     state: ViewState,
@@ -378,8 +379,8 @@ fn is_introducer(b: u8) -> bool {
     matches!(b, b'%' | b'\\' | b'&')
 }
 
-/// Scans a stream in every view; see the module docs.
-#[derive(Debug)]
+/// Scans a stream in every view; see the module docs. `Debug` shows only the position: the
+/// views hold recent input.
 pub(crate) struct Scanner {
     matchers: std::sync::Arc<Matchers>,
     identity: View<Identity>,
@@ -471,5 +472,30 @@ impl Scanner {
             .min(self.percent.safe_point(m, end))
             .min(self.json.safe_point(m, end))
             .min(self.html.safe_point(m, end))
+    }
+}
+
+impl fmt::Debug for Matchers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Matchers")
+            .field("patterns", &self.info.len())
+            .field("dfa", &self.dfa)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scanner")
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ViewState {
+    fn drop(&mut self) {
+        for (_, byte) in &mut self.history {
+            byte.zeroize();
+        }
     }
 }

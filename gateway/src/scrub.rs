@@ -23,6 +23,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use zeroize::Zeroizing;
 
 use crate::ScrubSet;
 use crate::scan::{Found, FoundSink, Scanner};
@@ -66,13 +67,15 @@ impl FoundSink for Regions {
 /// assert_eq!(out, b"data: {\"key\":\"$SPIKE{ref:9f2c0000000000000000000000000000}\"}\n\n");
 /// # Ok::<(), spike_gateway::ScrubSetError>(())
 /// ```
-#[derive(Debug)]
+///
+/// `Debug` shows only counts: the held-back input may be part of a value. It is wiped when
+/// the scrubber is dropped.
 pub struct Scrubber {
     set: Arc<ScrubSet>,
     /// `None` when the set is empty: everything passes.
     scanner: Option<Scanner>,
     /// The input from `base` to the scanner's position, not yet released.
-    held: Vec<u8>,
+    held: Zeroizing<Vec<u8>>,
     base: u64,
     regions: Regions,
     /// A region longer than this is replaced piece by piece; see the module docs.
@@ -88,7 +91,7 @@ impl Scrubber {
             piece: set.longest_region().max(1) as u64,
             set,
             scanner,
-            held: Vec::new(),
+            held: Zeroizing::new(Vec::new()),
             base: 0,
             regions: Regions::default(),
             replaced: 0,
@@ -215,6 +218,16 @@ impl Scrubber {
             }
         }
         regions.truncate(kept);
+    }
+}
+
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("set", &self.set)
+            .field("held_back", &self.held.len())
+            .field("replacements", &self.replaced)
+            .finish_non_exhaustive()
     }
 }
 

@@ -120,8 +120,8 @@ pub(crate) trait Scheme {
     fn parse(seq: &[u8]) -> Parsed;
 }
 
-/// A [`Decode`] for an escaping [`Scheme`].
-#[derive(Debug)]
+/// A [`Decode`] for an escaping [`Scheme`]. No `Debug`: the pending bytes are input, which
+/// may be part of a value.
 pub(crate) struct Unescape<S> {
     pending: [u8; LONGEST_ESCAPE],
     len: usize,

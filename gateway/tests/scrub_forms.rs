@@ -369,3 +369,27 @@ fn overlapping_values_and_periodic_runs_give_the_one_shot_output_for_every_chunk
         );
     }
 }
+
+#[test]
+fn debug_output_shows_no_held_back_value() {
+    let set = set();
+    let mut scrubber = Scrubber::new(Arc::clone(&set));
+    let _ = scrubber.push(&VALUE[..VALUE.len() - 1]);
+    assert!(scrubber.held_back() >= VALUE.len() - 1);
+    let mut detector = Detector::new(set);
+    let _ = detector.push(&VALUE[..VALUE.len() - 1]);
+    for shown in [format!("{scrubber:?}"), format!("{detector:?}")] {
+        assert!(!shown.contains("live"), "{shown}");
+        assert!(!shown.contains("115, 107"), "{shown}"); // "sk" as a byte list
+    }
+}
+
+#[test]
+fn scrubbers_and_detectors_can_move_between_threads() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<ScrubSet>();
+    send_and_sync::<Scrubber>();
+    send_and_sync::<Detector>();
+    fn send<T: Send>() {}
+    send::<spike_gateway::decode::Decoder>();
+}

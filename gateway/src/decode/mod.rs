@@ -164,8 +164,8 @@ impl Allowance {
     }
 }
 
-/// A stage's decoded output, counted against its allowance as it is produced.
-#[derive(Debug)]
+/// A stage's decoded output, counted against its allowance as it is produced. `Debug` shows
+/// only counts: the output is body content.
 pub(crate) struct Output {
     buf: Vec<u8>,
     produced: u64,
@@ -213,6 +213,15 @@ impl Output {
     /// The output produced since the last call.
     pub(crate) fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)
+    }
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("produced", &self.produced)
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
     }
 }
 
