@@ -186,10 +186,36 @@ impl ViewState {
         }
     }
 
-    /// Decodes literal input bytes starting at offset `pos` (the identity view's input).
+    /// Decodes literal input bytes starting at offset `pos` (the identity view's input): the
+    /// steps of [`decoded`](Self::decoded) in a loop that keeps its state in registers and
+    /// leaves it only for a match.
     fn literals(&mut self, m: &Matchers, bytes: &[u8], pos: u64, sink: &mut impl FoundSink) {
-        for (&b, pos) in bytes.iter().zip(pos..) {
-            self.decoded(m, b, pos, pos + 1, sink);
+        let mut i = 0;
+        while i < bytes.len() {
+            if !self.waiting.is_empty() {
+                let at = pos + i as u64;
+                self.decoded(m, bytes[i], at, at + 1, sink);
+                i += 1;
+                continue;
+            }
+            let (mut state, mut count, mask) = (self.state, self.count, self.mask);
+            let history = &mut self.history[..];
+            let mut matched = false;
+            while let Some(&b) = bytes.get(i) {
+                history[(count & mask) as usize] = (pos + i as u64, b);
+                count += 1;
+                state = m.dfa.next(state, b);
+                i += 1;
+                if Dfa::is_match(state) {
+                    matched = true;
+                    break;
+                }
+            }
+            self.state = state;
+            self.count = count;
+            if matched {
+                self.report_matches(m, pos + i as u64, sink);
+            }
         }
     }
 
@@ -373,12 +399,6 @@ impl<D: Decode> View<D> {
     }
 }
 
-/// Whether `b` introduces an escape in some view.
-#[inline]
-fn is_introducer(b: u8) -> bool {
-    matches!(b, b'%' | b'\\' | b'&')
-}
-
 /// Scans a stream in every view; see the module docs. `Debug` shows only the position: the
 /// views hold recent input.
 pub(crate) struct Scanner {
@@ -414,10 +434,7 @@ impl Scanner {
             if !(self.percent.awake || self.json.awake || self.html.awake) {
                 // Only the identity view is scanning: run it up to the next byte that could
                 // wake another.
-                let run = rest
-                    .iter()
-                    .position(|&b| is_introducer(b))
-                    .unwrap_or(rest.len());
+                let run = memchr::memchr3(b'%', b'\\', b'&', rest).unwrap_or(rest.len());
                 self.identity
                     .state
                     .literals(m, &rest[..run], self.position, sink);
