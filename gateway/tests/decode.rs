@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use flate2::Compression;
 use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
+use proptest::prelude::*;
 use spike_gateway::decode::{ContentCoding, DecodeError, Decoder, Limits, parse_content_encoding};
 use spike_gateway::{ScrubSet, Scrubber};
 
@@ -365,5 +366,32 @@ fn a_value_inside_a_compressed_body_is_scrubbed() {
             out.ends_with(format!(r#"{{"error":"invalid key {token}"}}"#).as_bytes()),
             "{header}"
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Any body, compressible or not, decodes to itself in every coding whatever the chunking.
+    #[test]
+    fn any_body_round_trips_whatever_the_chunking(
+        body in (prop::collection::vec(any::<u8>(), 0..6000), 1usize..5)
+            .prop_map(|(noise, repeat)| noise.repeat(repeat)),
+        cuts in prop::collection::vec(any::<usize>(), 0..10),
+    ) {
+        for (header, encode) in encoders() {
+            let encoded = encode(&body);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (encoded.len() + 1)).collect();
+            points.sort_unstable();
+            let mut decoder = Decoder::from_header(header.as_bytes(), Limits::default()).unwrap();
+            let mut out = Vec::new();
+            let mut from = 0;
+            for cut in points.into_iter().chain([encoded.len()]) {
+                out.extend_from_slice(&decoder.push(&encoded[from..cut]).unwrap());
+                from = cut;
+            }
+            out.extend_from_slice(&decoder.finish().unwrap());
+            prop_assert_eq!(&out, &body, "{}", header);
+        }
     }
 }
