@@ -5,9 +5,10 @@
 //! steps one case-folding automaton ([`crate::matcher`]) that holds every pattern. Hex matches
 //! in any case; a raw or base64 pattern, which must match exactly, is checked against the
 //! view's recent decoded bytes when the automaton reports it (rare outside real matches), so
-//! each decoded byte costs one table look-up. A match in a view masks the input span of the
-//! decoded bytes it covers, widened over a base64 boundary character on either side when the pattern has one
-//! and the neighbouring decoded byte is a base64 character ([`crate::patterns`]).
+//! each decoded byte costs one transition. A match in a view masks the input span of the
+//! decoded bytes it covers, widened over a base64 boundary character on either side when the
+//! pattern has one and the neighbouring decoded byte is a base64 character
+//! ([`crate::patterns`]).
 //! The neighbour after a match has not arrived yet when the match completes, so such a match
 //! waits for the view's next decoded byte (or the end of the input) before it is reported.
 //!
@@ -26,12 +27,13 @@
 //! # What may still become a match
 //!
 //! [`Scanner::safe_point`] is the smallest input offset at which a match reported in the
-//! future can start. In each view it is the earliest of: the start of an escape sequence still
-//! being read, the start of a match waiting for its right neighbour, and the start of the
-//! decoded byte just before the automata's current partial match (whose length is the depth
-//! of the automaton state; the byte before it is the possible left boundary character).
-//! Input before the safe point can be released; when nothing is partially matched, the safe
-//! point is the end of the input, so nothing is held.
+//! future can start. In each awake view it is the earliest of: the start of an escape
+//! sequence still being read, the start of a match waiting for its right neighbour, and the
+//! start of the automaton's current partial match (its length is the depth of the automaton
+//! state) or, if the decoded byte before that is a base64 character, of that byte, which a
+//! base64 match would take as its left boundary character. Input before the safe point can
+//! be released: after text that is no partial match and does not end in a base64 character
+//! (an SSE event ends in a blank line), nothing at all is held.
 //!
 //! Bound: a partial match or a waiting match spans at most `L + 1` decoded bytes (`L` the
 //! longest pattern, plus a boundary character), each decoded from at most
