@@ -16,9 +16,11 @@ use zeroize::Zeroizing;
 /// Bytes of randomness in a reference.
 pub const REF_LEN: usize = 16;
 /// What a reference starts with.
-const REF_PREFIX: &str = "$SPIKE{ref:";
+pub const REF_PREFIX: &str = "$SPIKE{ref:";
 /// What it ends with.
 const REF_SUFFIX: &str = "}";
+/// Length of a token's text, `$SPIKE{ref:<32 hex>}`.
+pub const TOKEN_TEXT_LEN: usize = REF_PREFIX.len() + 2 * REF_LEN + REF_SUFFIX.len();
 /// Hex digits of the token id: a prefix of the keyed hash, shown in listings and audit lines.
 pub const TOKEN_ID_LEN: usize = 16;
 /// Fewest hex digits `token inspect` and `token revoke` take as an id prefix.

@@ -181,12 +181,32 @@ impl Proc {
         log: PathBuf,
         rust_log: &str,
     ) -> Self {
+        Self::spawn_full(bin, args, env, None, log, rust_log)
+    }
+
+    /// As [`Proc::spawn`], in working directory `cwd` (so relative paths in `args` land there).
+    pub fn spawn_in(bin: &Path, args: &[String], cwd: &Path, log: PathBuf, rust_log: &str) -> Self {
+        Self::spawn_full(bin, args, &[], Some(cwd), log, rust_log)
+    }
+
+    fn spawn_full(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+        log: PathBuf,
+        rust_log: &str,
+    ) -> Self {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let child = cmd
             .args(args)
             .env("RUST_LOG", rust_log)
             .env_remove("SPIFFE_ENDPOINT_SOCKET")

@@ -9,6 +9,9 @@
 //! - [`inbound`]: what an agent's request addresses (a named route or an absolute URI), with
 //!   the checks that come before anything else (one destination, no tunnels, no ambiguous
 //!   paths).
+//! - [`locate`]: reference tokens in a request head (headers, `Basic` credentials, the query)
+//!   and putting values in their place without injection.
+//! - [`route`]: action rules of named routes.
 //! - [`refusal`]: the JSON refusals with their reason codes.
 //! - [`dev_upstream`]: an OpenAI-style mock upstream for `spike dev --gateway` and tests.
 //! - Scrubbing ([`ScrubSet`], [`Scrubber`], [`Detector`], [`decode`]): keeping real values
@@ -77,9 +80,11 @@ mod detect;
 pub mod dev_upstream;
 pub mod egress;
 pub mod inbound;
+pub mod locate;
 mod matcher;
 mod patterns;
 pub mod refusal;
+pub mod route;
 mod scan;
 mod scrub;
 mod set;

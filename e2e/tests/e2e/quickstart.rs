@@ -59,7 +59,9 @@ fn start_tutorial_dev(args: &[String], log: &Path) -> (Proc, String) {
     let _ = std::fs::remove_file(log);
     let mut args = args.to_vec();
     args.extend(["--port".into(), port.to_string()]);
-    let dev = Proc::spawn(&bins().spike, &args, log.to_path_buf(), "info");
+    // In a scratch directory: `--data-dir ./spike-data` must not land in the repository.
+    let cwd = log.parent().expect("the log is in the test's directory");
+    let dev = Proc::spawn_in(&bins().spike, &args, cwd, log.to_path_buf(), "info");
     assert!(
         wait_until(Duration::from_secs(60), || std::fs::read_to_string(log)
             .is_ok_and(|s| s.contains("export PATH="))),
