@@ -85,18 +85,24 @@ fn json_decode(s: &[u8]) -> Vec<u8> {
             }
             _ => char::from_u32(unit).map(|c| (c, 6)),
         });
-        match decoded {
-            Some((c, len)) => {
-                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
-                i += len;
-            }
-            None => {
-                out.push(s[i]);
-                i += 1;
-            }
-        }
+        i += push_decoded(&mut out, decoded, s[i]);
     }
     out
+}
+
+/// Appends what an escape at the current position decoded to, or else the byte there, and
+/// says how far to move on.
+fn push_decoded(out: &mut Vec<u8>, decoded: Option<(char, usize)>, byte: u8) -> usize {
+    match decoded {
+        Some((c, len)) => {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            len
+        }
+        None => {
+            out.push(byte);
+            1
+        }
+    }
 }
 
 fn html_decode(s: &[u8]) -> Vec<u8> {
@@ -118,25 +124,19 @@ fn html_decode(s: &[u8]) -> Vec<u8> {
             .flatten()
             .and_then(|semi| {
                 let name = std::str::from_utf8(&s[i + 1..i + 1 + semi]).ok()?;
+                // Digits only: `from_str_radix` and `parse` would also take a sign.
                 let c = if let Some(hex) = name.strip_prefix("#x").or(name.strip_prefix("#X")) {
+                    hex.bytes().all(|b| b.is_ascii_hexdigit()).then_some(())?;
                     char::from_u32(u32::from_str_radix(hex, 16).ok()?)?
                 } else if let Some(dec) = name.strip_prefix('#') {
+                    dec.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
                     char::from_u32(dec.parse().ok()?)?
                 } else {
                     NAMED.iter().find(|(n, _)| *n == name)?.1
                 };
                 Some((c, semi + 2))
             });
-        match reference {
-            Some((c, len)) => {
-                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
-                i += len;
-            }
-            None => {
-                out.push(s[i]);
-                i += 1;
-            }
-        }
+        i += push_decoded(&mut out, reference, s[i]);
     }
     out
 }
