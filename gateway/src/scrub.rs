@@ -112,6 +112,26 @@ impl Scrubber {
         self.release(safe)
     }
 
+    /// [`push`](Self::push) for a chunk the caller owns as `Bytes` (a body frame): when
+    /// nothing was held back, nothing is found and nothing needs holding back, the chunk
+    /// itself is returned, without a copy. Same output as `push` in every case.
+    pub fn push_bytes(&mut self, chunk: Bytes) -> Bytes {
+        let Some(scanner) = self.scanner.as_mut() else {
+            return chunk;
+        };
+        if !self.held.is_empty() {
+            return self.push(&chunk);
+        }
+        scanner.feed(&chunk, &mut self.regions);
+        let safe = scanner.safe_point();
+        if self.regions.0.is_empty() && safe == scanner.position() {
+            self.base = safe;
+            return chunk;
+        }
+        self.held.extend_from_slice(&chunk);
+        self.release(safe)
+    }
+
     /// Ends the stream and returns the rest of the output.
     pub fn finish(mut self) -> Bytes {
         self.end()

@@ -393,3 +393,34 @@ fn scrubbers_and_detectors_can_move_between_threads() {
     fn send<T: Send>() {}
     send::<spike_gateway::decode::Decoder>();
 }
+
+#[test]
+fn push_bytes_passes_clean_frames_without_a_copy_and_otherwise_matches_push() {
+    let set = set();
+    let frames: Vec<Vec<u8>> = vec![
+        b"data: {\"a\":\"hello\"}\n\n".to_vec(),
+        [b"data: {\"k\":\"".as_slice(), &VALUE[..5]].concat(),
+        [&VALUE[5..], b"\"}\n\n".as_slice()].concat(),
+        b"data: [DONE]\n\n".to_vec(),
+    ];
+    let mut by_slice = Scrubber::new(Arc::clone(&set));
+    let mut by_bytes = Scrubber::new(set);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, frame) in frames.iter().enumerate() {
+        a.extend_from_slice(&by_slice.push(frame));
+        let frame = bytes::Bytes::from(frame.clone());
+        let out = by_bytes.push_bytes(frame.clone());
+        if i == 0 || i == 3 {
+            assert_eq!(out.as_ptr(), frame.as_ptr(), "frame {i} was copied");
+        }
+        b.extend_from_slice(&out);
+    }
+    a.extend_from_slice(&by_slice.finish());
+    b.extend_from_slice(&by_bytes.finish());
+    assert_eq!(a, b);
+    assert_eq!(
+        a,
+        format!("data: {{\"a\":\"hello\"}}\n\ndata: {{\"k\":\"{TOKEN}\"}}\n\ndata: [DONE]\n\n")
+            .as_bytes()
+    );
+}

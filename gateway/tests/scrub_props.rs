@@ -430,15 +430,22 @@ fn scrub_set(values: &[Vec<u8>]) -> Option<Arc<ScrubSet>> {
     Some(Arc::new(set))
 }
 
-/// Scrubs `input` split at `cuts` (offsets, any order), checking the hold-back bound.
+/// Scrubs `input` split at `cuts` (offsets, any order), with `push` and `push_bytes` in turn,
+/// checking the hold-back bound.
 fn scrub_chunked(set: &Arc<ScrubSet>, input: &[u8], cuts: &[usize]) -> Vec<u8> {
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
     cuts.sort_unstable();
     let mut scrubber = Scrubber::new(Arc::clone(set));
     let mut out = Vec::new();
     let mut from = 0;
-    for cut in cuts.into_iter().chain([input.len()]) {
-        out.extend_from_slice(&scrubber.push(&input[from..cut]));
+    for (i, cut) in cuts.into_iter().chain([input.len()]).enumerate() {
+        // Both ways in, alternately: they must give the same output.
+        let chunk = &input[from..cut];
+        if i % 2 == 0 {
+            out.extend_from_slice(&scrubber.push(chunk));
+        } else {
+            out.extend_from_slice(&scrubber.push_bytes(bytes::Bytes::copy_from_slice(chunk)));
+        }
         assert!(scrubber.held_back() <= set.max_held_back());
         from = cut;
     }
