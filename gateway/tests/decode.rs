@@ -394,4 +394,23 @@ proptest! {
             prop_assert_eq!(&out, &body, "{}", header);
         }
     }
+
+    /// Garbage, or damaged real data, is an error or some output, never a panic.
+    #[test]
+    fn damaged_data_never_panics(
+        noise in prop::collection::vec(any::<u8>(), 0..3000),
+        flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+        real in any::<bool>(),
+    ) {
+        for (header, encode) in encoders() {
+            let mut data = if real { encode(&noise) } else { noise.clone() };
+            for &(at, mask) in &flips {
+                if !data.is_empty() {
+                    let at = at % data.len();
+                    data[at] ^= mask;
+                }
+            }
+            let _ = decode(header, &data, 97, Limits::default());
+        }
+    }
 }
