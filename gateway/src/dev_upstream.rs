@@ -143,7 +143,7 @@ impl DevUpstream {
             }
             Some((Ok::<_, BoxError>(Frame::data(Bytes::from(e))), it))
         });
-        let mut resp = Response::new(StreamBody::new(s).boxed());
+        let mut resp = Response::new(StreamBody::new(s).boxed_unsync());
         resp.headers_mut().insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),
@@ -160,7 +160,7 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(
         Full::new(Bytes::from(v.to_string()))
             .map_err(|e| match e {})
-            .boxed(),
+            .boxed_unsync(),
     );
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -192,7 +192,7 @@ mod tests {
     fn body(s: &str) -> Body {
         Full::new(Bytes::from(s.to_owned()))
             .map_err(|e| match e {})
-            .boxed()
+            .boxed_unsync()
     }
 
     #[tokio::test]

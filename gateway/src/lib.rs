@@ -12,6 +12,9 @@
 //! - [`locate`]: reference tokens in a request head (headers, `Basic` credentials, the query)
 //!   and putting values in their place without injection.
 //! - [`route`]: action rules of named routes.
+//! - [`proxy`]: the chain every request goes through, ending in substitution, and the
+//!   streamed, scrubbed response.
+//! - [`resolve`]: asking Nexus for a token's value.
 //! - [`refusal`]: the JSON refusals with their reason codes.
 //! - [`dev_upstream`]: an OpenAI-style mock upstream for `spike dev --gateway` and tests.
 //! - Scrubbing ([`ScrubSet`], [`Scrubber`], [`Detector`], [`decode`]): keeping real values
@@ -83,7 +86,9 @@ pub mod inbound;
 pub mod locate;
 mod matcher;
 mod patterns;
+pub mod proxy;
 pub mod refusal;
+pub mod resolve;
 pub mod route;
 mod scan;
 mod scrub;

@@ -33,6 +33,17 @@ pub enum Reason {
     AddressNotAllowed,
     /// The upstream could not be reached or failed.
     UpstreamUnavailable,
+    /// The agent's request carries a real value the gateway knows: the agent should never
+    /// have it.
+    ValueInRequest,
+    /// A token would be substituted into plain `http://`, which the route does not allow.
+    PlainHttp,
+    /// The response could not be scrubbed (an unknown or broken `Content-Encoding`).
+    Unscrubbable,
+    /// Nexus refused the token (`token_unknown`, `destination_not_allowed`, ...).
+    Token(spike_core::error::ErrorCode),
+    /// Nexus could not be asked.
+    NexusUnavailable,
 }
 
 impl Reason {
@@ -47,6 +58,11 @@ impl Reason {
             Self::TooLarge => "too_large",
             Self::AddressNotAllowed => "address_not_allowed",
             Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::ValueInRequest => "value_in_request",
+            Self::PlainHttp => "plain_http_not_allowed",
+            Self::Unscrubbable => "response_not_scrubbable",
+            Self::Token(code) => code.as_str(),
+            Self::NexusUnavailable => "nexus_unavailable",
         }
     }
 
@@ -58,8 +74,11 @@ impl Reason {
             Self::ConnectNotSupported => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpgradeNotSupported => StatusCode::NOT_IMPLEMENTED,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::AddressNotAllowed => StatusCode::FORBIDDEN,
-            Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::AddressNotAllowed | Self::ValueInRequest | Self::PlainHttp | Self::Token(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::UpstreamUnavailable | Self::Unscrubbable => StatusCode::BAD_GATEWAY,
+            Self::NexusUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -97,7 +116,7 @@ impl Refusal {
         let mut resp = Response::new(
             Full::new(Bytes::from(body.to_string()))
                 .map_err(|e| match e {})
-                .boxed(),
+                .boxed_unsync(),
         );
         *resp.status_mut() = self.reason.status();
         resp.headers_mut().insert(

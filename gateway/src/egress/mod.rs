@@ -38,7 +38,7 @@ pub use resolve::{Resolve, StaticResolver, SystemResolver};
 /// A boxed error for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type the gateway sends upstream.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// Where one request goes: a normalized host (IPv6 literals in brackets), a port, and whether
 /// the connection is TLS.

@@ -66,7 +66,7 @@ async fn upstream(ip: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream 
 }
 
 fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
+    Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync()
 }
 
 fn get(path: &str) -> Request<Body> {

@@ -1,0 +1,363 @@
+//! The proxy chain in process: a table stands in for Nexus, real upstreams listen on
+//! loopback, and every byte the agent gets back is checked for the real value.
+
+#![allow(clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use spike_core::api::{ResolveRequest, ResolveResponse};
+use spike_core::error::ErrorCode;
+use spike_core::id::SpiffeId;
+use spike_core::secret::SecretString;
+use spike_core::token::{TokenLocation, TokenRef};
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+use super::*;
+use crate::dev_upstream::DevUpstream;
+use crate::egress::{AddressPolicy, EgressLimits, StaticResolver, tls};
+use crate::resolve::{ResolveError, ResolveTokens};
+
+const REAL: &str = "sk-live-0123456789abcdefREAL";
+const AGENT: &str = "spiffe://poc.local/agents/a";
+
+fn token(n: u8) -> String {
+    format!("$SPIKE{{ref:{}}}", hex::encode([n; 16]))
+}
+
+/// Nexus in a table: token 1 is bound to AGENT, header:authorization, for `value`.
+struct Table {
+    value: String,
+    location: TokenLocation,
+    resolutions: AtomicUsize,
+}
+
+impl ResolveTokens for Table {
+    fn resolve(&self, req: ResolveRequest) -> BoxFuture<'_, Result<ResolveResponse, ResolveError>> {
+        self.resolutions.fetch_add(1, Ordering::SeqCst);
+        let known =
+            TokenRef::parse(req.token.expose_secret()).ok() == TokenRef::parse(&token(1)).ok();
+        let out = if !known || req.agent_spiffe_id != AGENT {
+            Err(ResolveError::Refused {
+                code: ErrorCode::TokenUnknown,
+                message: "unknown token".into(),
+            })
+        } else if req.location != self.location {
+            Err(ResolveError::Refused {
+                code: ErrorCode::LocationNotAllowed,
+                message: "put the token in the Authorization header".into(),
+            })
+        } else {
+            Ok(ResolveResponse {
+                value: SecretString::new(self.value.clone()),
+                token_id: "0123456789abcdef".into(),
+                expires_at: "2099-01-01T00:00:00Z".into(),
+                cacheable: true,
+            })
+        };
+        Box::pin(async move { out })
+    }
+}
+
+/// An upstream that reflects the Authorization header it got: raw, base64, hex, in a header
+/// and a redirect, split into one-byte frames.
+async fn reflector() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .map(|v| v.as_bytes().to_vec())
+                        .unwrap_or_default();
+                    let key = auth.strip_prefix(b"Bearer ").unwrap_or(&auth).to_vec();
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(&key);
+                    let text = format!(
+                        "raw={} b64={b64} hex={} HEX={}",
+                        String::from_utf8_lossy(&key),
+                        hex::encode(&key),
+                        hex::encode_upper(&key)
+                    );
+                    let frames: Vec<Result<hyper::body::Frame<Bytes>, Infallible>> = text
+                        .into_bytes()
+                        .into_iter()
+                        .map(|b| Ok(hyper::body::Frame::data(Bytes::from(vec![b]))))
+                        .collect();
+                    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+                    let resp = Response::builder()
+                        .status(302)
+                        .header(
+                            "location",
+                            format!(
+                                "https://elsewhere.test/?k={}",
+                                String::from_utf8_lossy(&key)
+                            ),
+                        )
+                        .header("x-echo", key)
+                        .body(body)
+                        .unwrap();
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn route(name: &str, port: u16) -> Route {
+    Route {
+        name: name.into(),
+        tls: false,
+        host: "upstream.test".into(),
+        port,
+        base_path: String::new(),
+        rules: Vec::new(),
+        policy: RoutePolicy {
+            addresses: AddressPolicy {
+                allowed: vec!["127.0.0.1/32".parse().unwrap()],
+            },
+            tls: tls::client_config(rustls::RootCertStore::empty()).unwrap(),
+        },
+        // The test upstreams are plain HTTP on loopback.
+        allow_plain_http: true,
+        substitute_in_body: false,
+    }
+}
+
+fn proxy(routes: Vec<Route>, table: Arc<Table>) -> Proxy {
+    let r = StaticResolver::new();
+    r.answer("upstream.test", vec![vec!["127.0.0.1".parse().unwrap()]]);
+    Proxy::new(
+        routes,
+        None,
+        Egress::new(Arc::new(r), EgressLimits::default()),
+        table,
+        ProxyLimits::default(),
+    )
+}
+
+fn table() -> Arc<Table> {
+    Arc::new(Table {
+        value: REAL.into(),
+        location: TokenLocation::Header("authorization".into()),
+        resolutions: AtomicUsize::new(0),
+    })
+}
+
+fn agent() -> SpiffeId {
+    SpiffeId::new(AGENT).unwrap()
+}
+
+fn req(uri: &str, auth: &str, body: &str) -> Request<Full<Bytes>> {
+    Request::post(uri)
+        .header("authorization", auth)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+/// Everything the agent receives: status, headers and body, as one string.
+async fn seen(resp: Response<Body>) -> (StatusCode, String) {
+    let status = resp.status();
+    let (head, body) = resp.into_parts();
+    let mut all = String::new();
+    for (k, v) in &head.headers {
+        all.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+    }
+    let b = body.collect().await.unwrap().to_bytes();
+    all.push_str(&String::from_utf8_lossy(&b));
+    (status, all)
+}
+
+fn assert_no_value(all: &str) {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(REAL);
+    for form in [
+        REAL.to_owned(),
+        b64,
+        hex::encode(REAL),
+        hex::encode_upper(REAL),
+    ] {
+        assert!(!all.contains(&form), "the agent saw {form}: {all}");
+    }
+}
+
+#[tokio::test]
+async fn the_value_goes_upstream_and_the_stream_comes_back_incremental() {
+    let up = DevUpstream::new(Zeroizing::new(REAL.into()))
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(vec![route("llm", up.port())], table());
+    let resp = p
+        .handle(
+            &agent(),
+            req(
+                "/r/llm/v1/chat/completions",
+                &format!("Bearer {}", token(1)),
+                r#"{"stream":true}"#,
+            ),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut frames = 0;
+    let mut all = String::new();
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            frames += 1;
+            all.push_str(std::str::from_utf8(&d).unwrap());
+        }
+    }
+    assert!(frames >= 6, "streamed, not buffered: {frames} frames");
+    assert!(all.ends_with("data: [DONE]\n\n"), "{all}");
+    assert_no_value(&all);
+}
+
+#[tokio::test]
+async fn a_reflected_value_comes_back_as_the_agents_token_in_every_form() {
+    let up = reflector().await;
+    let p = proxy(vec![route("echo", up.port())], table());
+    let resp = p
+        .handle(
+            &agent(),
+            req("/r/echo/x", &format!("Bearer {}", token(1)), ""),
+        )
+        .await;
+    let (status, all) = seen(resp).await;
+    assert_eq!(
+        status,
+        StatusCode::FOUND,
+        "redirects are passed back, not followed"
+    );
+    assert_no_value(&all);
+    assert!(all.contains(&format!("raw={}", token(1))), "{all}");
+    assert!(all.contains(&format!("x-echo: {}", token(1))), "{all}");
+}
+
+#[tokio::test]
+async fn refusals_carry_the_code_and_nothing_is_sent() {
+    let up = reflector().await;
+    let t = table();
+    let p = proxy(vec![route("echo", up.port())], t.clone());
+    let code = |resp: Response<Body>| async move {
+        let (status, all) = seen(resp).await;
+        let json = all.lines().last().unwrap_or_default().to_owned();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (status, v["error"]["code"].as_str().unwrap().to_owned())
+    };
+    // A token of another agent, a made-up one.
+    let other = SpiffeId::new("spiffe://poc.local/agents/b").unwrap();
+    let r = p
+        .handle(
+            &other,
+            req("/r/echo/x", &format!("Bearer {}", token(1)), ""),
+        )
+        .await;
+    assert_eq!(
+        code(r).await,
+        (StatusCode::FORBIDDEN, "token_unknown".into())
+    );
+    let r = p
+        .handle(
+            &agent(),
+            req("/r/echo/x", &format!("Bearer {}", token(2)), ""),
+        )
+        .await;
+    assert_eq!(
+        code(r).await,
+        (StatusCode::FORBIDDEN, "token_unknown".into())
+    );
+    // In the query where the binding says header.
+    let r = p
+        .handle(
+            &agent(),
+            req(
+                &format!("/r/echo/x?key={}", locate::encode_query_value(&token(1))),
+                "none",
+                "",
+            ),
+        )
+        .await;
+    assert_eq!(
+        code(r).await,
+        (StatusCode::FORBIDDEN, "location_not_allowed".into())
+    );
+    // Unknown route.
+    let r = p.handle(&agent(), req("/r/nope/x", "none", "")).await;
+    assert_eq!(code(r).await.1, "route_unknown");
+    // After one good use, the real value in the agent's own request is refused.
+    let ok = p
+        .handle(
+            &agent(),
+            req("/r/echo/x", &format!("Bearer {}", token(1)), ""),
+        )
+        .await;
+    assert_eq!(ok.status(), StatusCode::FOUND);
+    for (auth, body) in [
+        (format!("Bearer {REAL}"), String::new()),
+        (
+            "none".to_owned(),
+            format!("{{\"k\":\"{}\"}}", hex::encode(REAL)),
+        ),
+        (
+            "none".to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(format!("x{REAL}")),
+        ),
+    ] {
+        let r = p.handle(&agent(), req("/r/echo/x", &auth, &body)).await;
+        assert_eq!(
+            code(r).await,
+            (StatusCode::FORBIDDEN, "value_in_request".into())
+        );
+    }
+    // Plain http without the route's allowance: refused before resolving.
+    let mut strict = route("strict", up.port());
+    strict.allow_plain_http = false;
+    let before = t.resolutions.load(Ordering::SeqCst);
+    let p = proxy(vec![strict], t.clone());
+    let r = p
+        .handle(
+            &agent(),
+            req("/r/strict/x", &format!("Bearer {}", token(1)), ""),
+        )
+        .await;
+    assert_eq!(code(r).await.1, "plain_http_not_allowed");
+    assert_eq!(t.resolutions.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn a_value_that_would_inject_headers_is_not_sent() {
+    let up = reflector().await;
+    let t = Arc::new(Table {
+        value: "sk-abcdefgh\r\nX-Evil: 1".into(),
+        location: TokenLocation::Header("authorization".into()),
+        resolutions: AtomicUsize::new(0),
+    });
+    let p = proxy(vec![route("echo", up.port())], t);
+    let r = p
+        .handle(
+            &agent(),
+            req("/r/echo/x", &format!("Bearer {}", token(1)), ""),
+        )
+        .await;
+    let (status, all) = seen(r).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{all}");
+    assert!(all.contains("secret_unavailable"), "{all}");
+    assert!(!all.contains("X-Evil"), "{all}");
+}
