@@ -16,6 +16,7 @@
 //!   streamed, scrubbed response.
 //! - [`resolve`]: asking Nexus for a token's value.
 //! - [`refusal`]: the JSON refusals with their reason codes.
+//! - [`config`] and [`server`]: the `spike-gateway` binary's settings and listeners.
 //! - [`dev_upstream`]: an OpenAI-style mock upstream for `spike dev --gateway` and tests.
 //! - Scrubbing ([`ScrubSet`], [`Scrubber`], [`Detector`], [`decode`]): keeping real values
 //!   out of what reaches the agent, and refusing requests that carry one; below. These parts
@@ -78,6 +79,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod decode;
 mod detect;
 pub mod dev_upstream;
@@ -92,6 +94,7 @@ pub mod resolve;
 pub mod route;
 mod scan;
 mod scrub;
+pub mod server;
 mod set;
 mod views;
 

@@ -158,7 +158,7 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
         )
         .unwrap();
-        let tables: [(&str, Vec<KeyDoc>); 4] = [
+        let tables: [(&str, Vec<KeyDoc>); 5] = [
             (
                 "spike-nexus",
                 spike_nexus::config::spec()
@@ -176,6 +176,14 @@ mod tests {
                 spike_agent::config::spec()
                     .reference::<spike_agent::config::AgentSettings>(
                         &spike_agent::config::AgentArgs::command(),
+                    )
+                    .unwrap(),
+            ),
+            (
+                "spike-gateway",
+                spike_gateway::config::spec()
+                    .reference::<spike_gateway::config::GatewaySettings>(
+                        &spike_gateway::config::GatewayArgs::command(),
                     )
                     .unwrap(),
             ),

@@ -1,0 +1,170 @@
+//! Running the gateway: the agent listener (mTLS with the agents' SVIDs, or plain loopback in
+//! sidecar mode), the health listener, and graceful shutdown that lets streams drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use spike_core::id::{Builtin, SpiffeId, TrustDomain};
+use spike_runtime::net::{ConnLimits, MtlsClient, serve_mtls, serve_plain_bounded};
+use spike_runtime::svid::SvidSource;
+use spike_runtime::tls::{PeerIdentity, PeerRule, server_config};
+use tokio::net::TcpListener;
+
+use crate::config::Checked;
+use crate::egress::{Egress, EgressLimits, SystemResolver};
+use crate::proxy::Proxy;
+use crate::refusal::{Reason, Refusal};
+use crate::resolve::NexusResolver;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gateway's SVID is not a gateway identity.
+    #[error(
+        "this process's SVID {0} is not a gateway identity (spiffe://<td>/spike/gateway/<name>): Nexus resolves tokens only for those"
+    )]
+    NotAGateway(String),
+    /// TLS configuration failed.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+#[derive(Clone)]
+struct App {
+    proxy: Arc<Proxy>,
+    sidecar: Option<SpiffeId>,
+}
+
+/// The running gateway's bound addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Agents connect here.
+    pub listen: SocketAddr,
+    /// `/healthz`, `/readyz`.
+    pub health: SocketAddr,
+}
+
+/// Starts the gateway with `checked` settings and SVID `source`; runs until `shutdown`.
+pub async fn start(
+    checked: Checked,
+    source: Arc<dyn SvidSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Bound, tokio::task::JoinHandle<()>), StartError> {
+    let own = source.current().id().clone();
+    if !own.path().starts_with("/spike/gateway/") {
+        return Err(StartError::NotAGateway(own.to_string()));
+    }
+    let td: TrustDomain = own.trust_domain();
+    let nexus = MtlsClient::new(
+        checked.nexus.clone(),
+        Builtin::Nexus.id(&td),
+        source.clone(),
+    )?;
+    let proxy = Arc::new(Proxy::new(
+        checked.routes,
+        checked.forward,
+        Egress::new(Arc::new(SystemResolver), EgressLimits::default()),
+        Arc::new(NexusResolver::new(nexus)),
+        checked.limits,
+    ));
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let api = bind(checked.listen).await?;
+    let health = bind(checked.health_listen).await?;
+    let bound = Bound {
+        listen: api.local_addr().map_err(|source| StartError::Bind {
+            addr: checked.listen,
+            source,
+        })?,
+        health: health.local_addr().map_err(|source| StartError::Bind {
+            addr: checked.health_listen,
+            source,
+        })?,
+    };
+    let app = App {
+        proxy,
+        sidecar: checked.sidecar_agent,
+    };
+    let router = Router::new().fallback(forward).with_state(app.clone());
+    let health_router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let limits: ConnLimits = checked.server;
+    let api_task: tokio::task::JoinHandle<()> = match app.sidecar {
+        // Sidecar: the pod's loopback, one agent, no TLS (the agent's container must not see
+        // the gateway's SPIFFE socket or files; docs/gateway.md says why).
+        Some(_) => tokio::spawn({
+            let stop = stopped();
+            async move {
+                if let Err(e) = serve_plain_bounded(api, router, limits.drain_timeout, stop).await {
+                    tracing::error!(error = %e, "agent listener failed");
+                }
+            }
+        }),
+        None => {
+            let tls = Arc::new(server_config(source.clone(), PeerRule::AnyInTrustDomain)?);
+            tokio::spawn(serve_mtls(api, tls, router, limits, stopped()))
+        }
+    };
+    let health_task = tokio::spawn({
+        let stop = stopped();
+        async move {
+            if let Err(e) =
+                serve_plain_bounded(health, health_router, limits.drain_timeout, stop).await
+            {
+                tracing::error!(error = %e, "health listener failed");
+            }
+        }
+    });
+    tracing::info!(listen = %bound.listen, health = %bound.health, gateway = %own, "gateway listening");
+    let task = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let _ = api_task.await;
+        let _ = health_task.await;
+    });
+    Ok((bound, task))
+}
+
+async fn forward(State(app): State<App>, req: Request) -> Response {
+    let agent = match &app.sidecar {
+        Some(id) => Some(id.clone()),
+        None => req.extensions().get::<PeerIdentity>().map(|p| p.id.clone()),
+    };
+    let Some(agent) = agent else {
+        return Refusal::new(Reason::BadRequest, "no agent identity on this connection")
+            .to_response()
+            .map(axum::body::Body::new)
+            .into_response();
+    };
+    app.proxy
+        .handle(&agent, req)
+        .await
+        .map(axum::body::Body::new)
+        .into_response()
+}
