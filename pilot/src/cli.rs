@@ -591,6 +591,11 @@ pub struct DevArgs {
     /// else a fresh temp dir, removed on exit).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Also start the egress gateway on 127.0.0.1:PORT+2 (health PORT+3), in sidecar mode for
+    /// the dev agent, with a route `llm` to a mock LLM on loopback that streams SSE; prints how
+    /// to call it with a reference token. See docs/gateway.md.
+    #[arg(long)]
+    pub gateway: bool,
 }
 
 #[cfg(test)]

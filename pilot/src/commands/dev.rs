@@ -163,6 +163,25 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
     if let Some(dir) = &args.data_dir {
         write_share_file(dir, &keeper_handles)?;
     }
+    let gateway = if args.gateway {
+        let admin = Nexus::new(
+            &nexus_addr,
+            ca_source(&agent, &mut rotations, Builtin::Superuser.id(&td))?,
+            Duration::from_secs(30),
+        )?;
+        let g = super::dev_gateway::start(
+            &admin,
+            &nexus_addr,
+            &td,
+            ([127, 0, 0, 1], args.port.saturating_add(2)).into(),
+            ca_source(&agent, &mut rotations, super::dev_gateway::gateway_id(&td)?)?,
+            stop(stop_rx.clone()),
+        )
+        .await?;
+        Some(g)
+    } else {
+        None
+    };
 
     println!();
     println!("SPIKE dev is running (trust domain {td}). In another shell:");
@@ -186,6 +205,11 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
     for (name, id) in &args.workloads {
         println!("Processes started with {WORKLOAD_ENV}={name} get {id}.");
     }
+    if let Some(g) = &gateway {
+        println!();
+        print!("{}", g.instructions());
+        println!();
+    }
     println!(
         "Health: http://127.0.0.1:{}/readyz   Press Ctrl-C to stop.",
         args.port.saturating_add(1)
@@ -198,6 +222,9 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
         write_share_file(dir, &keeper_handles)?;
     }
     let _ = stop_tx.send(true);
+    if let Some(g) = gateway {
+        tasks.push(g.task);
+    }
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }

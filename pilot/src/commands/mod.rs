@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod cipher;
 pub mod completions;
 pub mod dev;
+pub mod dev_gateway;
 pub mod import;
 pub mod operator;
 pub mod policy;
