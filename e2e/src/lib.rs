@@ -28,6 +28,8 @@ pub struct Bins {
     pub keeper: PathBuf,
     /// `spike-agent`
     pub agent: PathBuf,
+    /// `spike-gateway`
+    pub gateway: PathBuf,
 }
 
 /// Finds the workspace's built binaries next to the test executable.
@@ -53,6 +55,7 @@ pub fn bins() -> Bins {
         nexus: find("spike-nexus"),
         keeper: find("spike-keeper"),
         agent: find("spike-agent"),
+        gateway: find("spike-gateway"),
     }
 }
 

@@ -22,6 +22,8 @@ mod client_refusals;
 mod deploy;
 #[path = "e2e/first_hour.rs"]
 mod first_hour;
+#[path = "e2e/gateway.rs"]
+mod gateway;
 #[path = "e2e/import.rs"]
 mod import;
 #[path = "e2e/lifecycle.rs"]

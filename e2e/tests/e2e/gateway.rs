@@ -1,0 +1,278 @@
+//! The egress gateway with real processes: `spike dev --gateway` used exactly as it prints,
+//! and the `spike-gateway` binary in shared mode, reached over mutual TLS by agents with
+//! their SVIDs (curl presents them), resolving through a real Nexus.
+
+use std::process::Command;
+use std::time::Duration;
+
+use spike_agent::PemFiles;
+use spike_e2e::{Cluster, Proc, bins, free_port, text, wait_until};
+use zeroize::Zeroizing;
+
+use crate::limits::runtime;
+
+const KEY: &str = "sk-e2e-0123456789abcdefREAL";
+const AGENT: &str = "/agents/researcher";
+const OTHER: &str = "/agents/other";
+
+/// Two consecutive free ports.
+fn port_pair() -> u16 {
+    (0..50)
+        .map(|_| free_port())
+        .find(|p| *p < u16::MAX - 4 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+        .expect("free port pair")
+}
+
+#[test]
+fn dev_gateway_serves_a_token_as_it_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("dev.log");
+    // Nexus, its health port, the gateway and its health port.
+    let port = (0..50)
+        .map(|_| free_port())
+        .find(|p| {
+            *p < u16::MAX - 4
+                && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        })
+        .expect("four free ports");
+    let args: Vec<String> = ["dev", "--gateway", "--port", &port.to_string()]
+        .map(String::from)
+        .to_vec();
+    let _dev = Proc::spawn_in(&bins().spike, &args, dir.path(), log.clone(), "info");
+    assert!(
+        wait_until(Duration::from_secs(60), || std::fs::read_to_string(&log)
+            .is_ok_and(|s| s.contains("curl -sN"))),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let printed = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("export ") || l.starts_with("TOKEN=") || l.starts_with("curl -sN")
+        })
+        .collect();
+    assert_eq!(lines.len(), 6, "{printed}");
+    let out = Command::new("sh")
+        .args(["-c", &lines.join("\n")])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout.contains(r#""content":" gateway""#), "{}", text(&out));
+    assert!(stdout.ends_with("data: [DONE]\n\n"), "{}", text(&out));
+    // The mock's key never reaches the agent or the log.
+    assert!(!stdout.contains("sk-dev-"), "{stdout}");
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("sk-dev-"));
+}
+
+/// A shared gateway in front of a mock LLM, with a token minted for AGENT.
+struct Shared {
+    c: Cluster,
+    admin: PemFiles,
+    gateway: Option<Proc>,
+    port: u16,
+    token: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn shared() -> Shared {
+    let mut c = Cluster::new(3);
+    c.start_all(2);
+    let admin = c.pki.svid("/spike/pilot/role/superuser");
+    let td = c.nexus_id().trust_domain().to_string();
+    let rt = runtime();
+    let upstream = rt
+        .block_on(
+            spike_gateway::dev_upstream::DevUpstream::new(Zeroizing::new(KEY.into()))
+                .spawn("127.0.0.1:0".parse().unwrap()),
+        )
+        .unwrap();
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    ok(c.spike(
+        &admin,
+        &[
+            "policy",
+            "create",
+            "gw",
+            "--spiffe-id-pattern",
+            &format!("spiffe://{td}/spike/gateway/e2e"),
+            "--path-pattern",
+            "ai/**",
+            "--permissions",
+            "resolve",
+        ],
+    ));
+    ok(c.spike(
+        &admin,
+        &[
+            "secret",
+            "put",
+            "--name",
+            "ai/llm",
+            "--value",
+            KEY,
+            "--allowed-spiffe-ids",
+            &format!("spiffe://{td}/agents/**"),
+            "--allowed-destinations",
+            &upstream.to_string(),
+        ],
+    ));
+    let token = ok(c.spike(
+        &admin,
+        &[
+            "token",
+            "create",
+            "--secret",
+            "ai/llm",
+            "--spiffe-id",
+            &format!("spiffe://{td}{AGENT}"),
+            "--ttl",
+            "10m",
+            "--action",
+            "read",
+        ],
+    ));
+    assert!(token.starts_with("$SPIKE{ref:"), "{token}");
+    let port = port_pair();
+    let config = c.dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+listen = "127.0.0.1:{port}"
+health_listen = "127.0.0.1:{health}"
+nexus = "127.0.0.1:{nexus}"
+
+[[routes]]
+name = "llm"
+upstream = "http://{upstream}"
+allow_networks = ["127.0.0.1/32"]
+allow_plain_http = true
+rules = [{{ method = "POST", path_prefix = "/v1/chat/completions", action = "read" }}]
+"#,
+            health = port + 1,
+            nexus = c.nexus_port,
+        ),
+    )
+    .unwrap();
+    let gw = c.pki.svid("/spike/gateway/e2e");
+    let mut args = vec!["--config".to_owned(), config.display().to_string()];
+    args.extend(spike_e2e::identity_args(&gw));
+    let log = c.dir.path().join("gateway.log");
+    let gateway = Proc::spawn(&bins().gateway, &args, log.clone(), "info");
+    assert!(
+        wait_until(Duration::from_secs(30), || std::fs::read_to_string(&log)
+            .is_ok_and(|s| s.contains("gateway listening"))),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    Shared {
+        c,
+        admin,
+        gateway: Some(gateway),
+        port,
+        token,
+        _rt: rt,
+    }
+}
+
+impl Shared {
+    /// curl as `who` (an SVID path, or None for no client certificate): status line and body.
+    fn call(&self, who: Option<&str>, auth: &str, body: &str) -> (Option<i32>, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-N",
+            "-k",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_code}",
+        ]);
+        if let Some(w) = who {
+            let files = self.c.pki.svid(w);
+            cmd.arg("--cert")
+                .arg(&files.cert)
+                .arg("--key")
+                .arg(&files.key);
+        }
+        let out = cmd
+            .args(["-H", &format!("Authorization: {auth}"), "-d", body])
+            .arg(format!(
+                "https://127.0.0.1:{}/r/llm/v1/chat/completions",
+                self.port
+            ))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.c.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+}
+
+fn has_curl() -> bool {
+    Command::new("curl").arg("--version").output().is_ok()
+}
+
+#[test]
+fn a_shared_gateway_substitutes_for_the_bound_agent_only() {
+    if !has_curl() {
+        eprintln!("curl is missing (./test.sh installs it): skipped");
+        return;
+    }
+    let s = shared();
+    let bearer = format!("Bearer {}", s.token);
+    // The bound agent: the stream comes back, the key never.
+    let (code, out) = s.call(Some(AGENT), &bearer, r#"{"stream":true}"#);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.ends_with("data: [DONE]\n\n\n200"), "{out}");
+    assert!(!out.contains(KEY), "{out}");
+    // Another agent of the same trust domain holding the stolen token: unknown.
+    let (_, out) = s.call(Some(OTHER), &bearer, "{}");
+    assert!(
+        out.contains(r#""code":"token_unknown""#) && out.ends_with("403"),
+        "{out}"
+    );
+    // No client certificate: the TLS handshake is refused, nothing is resolved.
+    let (code, out) = s.call(None, &bearer, "{}");
+    assert_ne!(code, Some(0), "{out}");
+    // The real key sent by the agent itself is refused (the gateway resolved it for it).
+    let (_, out) = s.call(Some(AGENT), &format!("Bearer {KEY}"), "{}");
+    assert!(out.contains(r#""code":"value_in_request""#), "{out}");
+    // Revoked: refused with its reason.
+    let list = s.c.spike(&s.admin, &["-o", "json", "token", "list"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = v[0]["id"]
+        .as_str()
+        .or(v["tokens"][0]["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let out = s.c.spike(&s.admin, &["token", "revoke", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, out) = s.call(Some(AGENT), &bearer, "{}");
+    assert!(out.contains(r#""code":"token_revoked""#), "{out}");
+    // Neither the key nor a token reference is in the gateway's log.
+    let log = s.log();
+    assert!(!log.contains(KEY), "{log}");
+    assert!(!log.contains(&s.token), "{log}");
+    assert!(log.contains("decision=\"refused\""), "{log}");
+    // A clean stop (SIGTERM) drains and exits.
+    let gateway = s.gateway.unwrap();
+    assert!(
+        gateway.terminate(Duration::from_secs(20)),
+        "the gateway did not stop"
+    );
+}
