@@ -87,6 +87,7 @@ pub mod egress;
 pub mod inbound;
 pub mod locate;
 mod matcher;
+pub mod metrics;
 mod patterns;
 pub mod proxy;
 pub mod refusal;

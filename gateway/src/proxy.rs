@@ -28,6 +28,7 @@ use crate::decode::{self, Decoder};
 use crate::egress::{Body, BoxError, Egress, EgressError, RoutePolicy, Target};
 use crate::inbound::{self, Addressed};
 use crate::locate::{self, SubstituteError};
+use crate::metrics::Metrics;
 use crate::refusal::{Reason, Refusal};
 use crate::resolve::{ResolveError, ResolveTokens};
 use crate::route::{ActionRule, classify};
@@ -84,6 +85,7 @@ pub struct Proxy {
     limits: ProxyLimits,
     /// Every value resolved for an agent, by agent ID, with the token it is replaced by.
     sets: Mutex<HashMap<String, Arc<ScrubSet>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -151,7 +153,13 @@ impl Proxy {
             tokens,
             limits,
             sets: Mutex::new(HashMap::new()),
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Serves one request of `agent`.
@@ -170,6 +178,8 @@ impl Proxy {
         };
         match self.serve(agent, head, body, &mut decision).await {
             Ok(resp) => {
+                self.metrics
+                    .decision(self.route_label(decision.route), "allowed", "");
                 tracing::info!(
                     target: "spike_gateway::decision",
                     agent = decision.agent,
@@ -183,6 +193,11 @@ impl Proxy {
                 resp
             }
             Err(refusal) => {
+                self.metrics.decision(
+                    self.route_label(decision.route),
+                    "refused",
+                    refusal.reason.as_str(),
+                );
                 tracing::info!(
                     target: "spike_gateway::decision",
                     agent = decision.agent,
@@ -344,12 +359,23 @@ impl Proxy {
                 .map_err(|e| match e {})
                 .boxed_unsync(),
         );
+        let started = std::time::Instant::now();
         let sent = self
             .egress
             .send(plan.target(), plan.policy, out)
             .await
             .map_err(egress_refusal)?;
+        self.metrics.upstream(started.elapsed());
         self.respond(sent.response, set)
+    }
+
+    /// A bounded metrics label: a configured route, `forward`, or `-`.
+    fn route_label<'r>(&self, route: &'r str) -> &'r str {
+        if route == "forward" || self.routes.contains_key(route) {
+            route
+        } else {
+            "-"
+        }
     }
 
     /// The route, destination, path and action of `head`.
@@ -495,6 +521,7 @@ impl Proxy {
             decoder: Some(decoder),
             scrubber: Some(Scrubber::new(set)),
             done: false,
+            metrics: self.metrics.clone(),
         };
         Ok(Response::from_parts(head, body.boxed_unsync()))
     }
@@ -578,6 +605,7 @@ struct ScrubBody {
     decoder: Option<Decoder>,
     scrubber: Option<Scrubber>,
     done: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl HttpBody for ScrubBody {
@@ -624,6 +652,7 @@ impl HttpBody for ScrubBody {
                         Ok(t) => s.push_bytes(t),
                         Err(e) => return Poll::Ready(Some(Err(e.into()))),
                     };
+                    self.metrics.scrubbed(s.replacements());
                     let mut out = tail.to_vec();
                     out.extend_from_slice(&s.finish());
                     return Poll::Ready(if out.is_empty() {

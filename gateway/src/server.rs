@@ -104,9 +104,11 @@ pub async fn start(
         sidecar: checked.sidecar_agent,
     };
     let router = Router::new().fallback(forward).with_state(app.clone());
+    let metrics = app.proxy.metrics().clone();
     let health_router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }));
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/metrics", get(move || async move { metrics.render() }));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

@@ -269,6 +269,18 @@ fn a_shared_gateway_substitutes_for_the_bound_agent_only() {
     assert!(!log.contains(KEY), "{log}");
     assert!(!log.contains(&s.token), "{log}");
     assert!(log.contains("decision=\"refused\""), "{log}");
+    // Metrics count decisions by route and reason, with no token or value in them.
+    let (status, metrics) = spike_e2e::http_get(s.port + 1, "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"spike_gateway_requests_total{route="llm",decision="refused",reason="token_unknown"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"decision="allowed""#), "{metrics}");
+    assert!(
+        !metrics.contains("SPIKE{ref") && !metrics.contains(KEY),
+        "{metrics}"
+    );
     // A clean stop (SIGTERM) drains and exits.
     let gateway = s.gateway.unwrap();
     assert!(
