@@ -361,3 +361,106 @@ async fn a_value_that_would_inject_headers_is_not_sent() {
     assert!(all.contains("secret_unavailable"), "{all}");
     assert!(!all.contains("X-Evil"), "{all}");
 }
+
+/// An upstream that remembers the Authorization it got on `/store` and returns it, gzipped,
+/// on `/read` (and with an encoding the gateway cannot decode on `/odd`).
+async fn hoarder() -> std::net::SocketAddr {
+    use std::io::Write as _;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stored = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let stored = stored.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let stored = stored.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        if path == "/store"
+                            && let Some(a) = req.headers().get("authorization")
+                        {
+                            *stored.lock().unwrap() = a.as_bytes().to_vec();
+                        }
+                        let kept = stored.lock().unwrap().clone();
+                        let mut gz =
+                            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                        gz.write_all(b"you sent: ").unwrap();
+                        gz.write_all(&kept).unwrap();
+                        let body = gz.finish().unwrap();
+                        let encoding = if path == "/odd" { "x-custom" } else { "gzip" };
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("content-encoding", encoding)
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_value_stored_and_returned_later_compressed_comes_back_as_the_token() {
+    let up = hoarder().await;
+    let p = proxy(vec![route("h", up.port())], table());
+    let r = p
+        .handle(
+            &agent(),
+            req("/r/h/store", &format!("Bearer {}", token(1)), ""),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // A later request without any token: the upstream returns what it stored, gzipped.
+    let r = p.handle(&agent(), req("/r/h/read", "none", "")).await;
+    assert!(
+        r.headers().get("content-encoding").is_none(),
+        "served decoded"
+    );
+    let (status, all) = seen(r).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_no_value(&all);
+    assert!(
+        all.contains(&format!("you sent: Bearer {}", token(1))),
+        "{all}"
+    );
+    // An encoding the gateway cannot decode is refused, not passed through.
+    let r = p.handle(&agent(), req("/r/h/odd", "none", "")).await;
+    let (status, all) = seen(r).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{all}");
+    assert!(all.contains("response_not_scrubbable"), "{all}");
+    assert_no_value(&all);
+}
+
+#[tokio::test]
+async fn oversized_and_compressed_request_bodies_are_refused() {
+    let up = reflector().await;
+    let t = table();
+    let mut p = proxy(vec![route("echo", up.port())], t.clone());
+    p.limits.max_request_body = 1024;
+    let big = "x".repeat(2048);
+    let r = p
+        .handle(
+            &agent(),
+            req("/r/echo/x", &format!("Bearer {}", token(1)), &big),
+        )
+        .await;
+    let (status, all) = seen(r).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{all}");
+    let mut gz = req("/r/echo/x", &format!("Bearer {}", token(1)), "x");
+    gz.headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
+    let (status, all) = seen(p.handle(&agent(), gz).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{all}");
+    assert_eq!(
+        t.resolutions.load(Ordering::SeqCst),
+        0,
+        "refused before resolving"
+    );
+}
