@@ -92,6 +92,13 @@ fn shared() -> Shared {
                 .spawn("127.0.0.1:0".parse().unwrap()),
         )
         .unwrap();
+    // A second upstream the token is not bound to.
+    let elsewhere = rt
+        .block_on(
+            spike_gateway::dev_upstream::DevUpstream::new(Zeroizing::new(KEY.into()))
+                .spawn("127.0.0.1:0".parse().unwrap()),
+        )
+        .unwrap();
     let ok = |out: std::process::Output| {
         assert!(out.status.success(), "{}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -157,6 +164,12 @@ upstream = "http://{upstream}"
 allow_networks = ["127.0.0.1/32"]
 allow_plain_http = true
 rules = [{{ method = "POST", path_prefix = "/v1/chat/completions", action = "read" }}]
+
+[[routes]]
+name = "elsewhere"
+upstream = "http://{elsewhere}"
+allow_networks = ["127.0.0.1/32"]
+allow_plain_http = true
 "#,
             health = port + 1,
             nexus = c.nexus_port,
@@ -187,6 +200,16 @@ rules = [{{ method = "POST", path_prefix = "/v1/chat/completions", action = "rea
 impl Shared {
     /// curl as `who` (an SVID path, or None for no client certificate): status line and body.
     fn call(&self, who: Option<&str>, auth: &str, body: &str) -> (Option<i32>, String) {
+        self.call_path(who, "/r/llm/v1/chat/completions", auth, body)
+    }
+
+    fn call_path(
+        &self,
+        who: Option<&str>,
+        path: &str,
+        auth: &str,
+        body: &str,
+    ) -> (Option<i32>, String) {
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
@@ -206,10 +229,7 @@ impl Shared {
         }
         let out = cmd
             .args(["-H", &format!("Authorization: {auth}"), "-d", body])
-            .arg(format!(
-                "https://127.0.0.1:{}/r/llm/v1/chat/completions",
-                self.port
-            ))
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
             .output()
             .unwrap();
         (
@@ -240,6 +260,17 @@ fn a_shared_gateway_substitutes_for_the_bound_agent_only() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.ends_with("data: [DONE]\n\n\n200"), "{out}");
     assert!(!out.contains(KEY), "{out}");
+    // Outside its binding: another action (a POST the route does not call `read`), another
+    // destination (a route to a host the token is not for).
+    let (_, out) = s.call_path(Some(AGENT), "/r/llm/v1/files", &bearer, "{}");
+    assert!(out.contains(r#""code":"action_not_allowed""#), "{out}");
+    let (_, out) = s.call_path(
+        Some(AGENT),
+        "/r/elsewhere/v1/chat/completions",
+        &bearer,
+        "{}",
+    );
+    assert!(out.contains(r#""code":"destination_not_allowed""#), "{out}");
     // Another agent of the same trust domain holding the stolen token: unknown.
     let (_, out) = s.call(Some(OTHER), &bearer, "{}");
     assert!(
