@@ -68,6 +68,62 @@ fn dev_gateway_serves_a_token_as_it_prints() {
     // The mock's key never reaches the agent or the log.
     assert!(!stdout.contains("sk-dev-"), "{stdout}");
     assert!(!std::fs::read_to_string(&log).unwrap().contains("sk-dev-"));
+
+    // Request smuggling: ambiguous framing is refused, or answered once and the connection
+    // closed, so a second request hidden in the body never runs (the gateway also re-frames
+    // every request it sends upstream).
+    let gateway = port + 2;
+    for (name, raw, want) in [
+        (
+            "CL.TE",
+            "POST /r/llm/v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /r/llm/smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+            None,
+        ),
+        (
+            "TE.TE",
+            "POST /r/llm/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n0\r\n\r\n",
+            Some("400"),
+        ),
+        (
+            "obfuscated TE",
+            "POST /r/llm/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+            Some("400"),
+        ),
+        (
+            "obs-fold",
+            "GET /r/llm/x HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+            Some("400"),
+        ),
+        (
+            "two Content-Length",
+            "POST /r/llm/x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            Some("400"),
+        ),
+    ] {
+        let answer = raw_exchange(gateway, raw);
+        let statuses: Vec<&str> = answer
+            .lines()
+            .filter(|l| l.starts_with("HTTP/1.1 "))
+            .collect();
+        assert_eq!(statuses.len(), 1, "{name}: one answer only: {answer}");
+        if let Some(code) = want {
+            assert!(
+                statuses[0].starts_with(&format!("HTTP/1.1 {code}")),
+                "{name}: {answer}"
+            );
+        }
+    }
+}
+
+/// Writes `raw` to 127.0.0.1:`port` and reads until the peer closes (or 5 s pass).
+fn raw_exchange(port: u16, raw: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A shared gateway in front of a mock LLM, with a token minted for AGENT.
