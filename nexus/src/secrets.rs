@@ -243,6 +243,9 @@ enum PutPlan {
     Unchanged { version: u64 },
     /// A new version to write.
     Write(WritePlan),
+    /// Another writer changed the secret while it was being read (the current version's
+    /// value was pruned after its metadata was read): plan again.
+    Stale,
 }
 
 /// A prepared write of one new version: the store operations, not yet committed.
@@ -465,6 +468,13 @@ impl Secrets {
                     });
                 }
                 PutPlan::Write(w) => w,
+                PutPlan::Stale if attempt < PUT_ATTEMPTS => continue,
+                PutPlan::Stale => {
+                    return Err(AppError::new(
+                        ErrorCode::CasMismatch,
+                        "the secret changed concurrently; retry",
+                    ));
+                }
             };
             let mut batch = Batch::new();
             w.add_to(&mut batch);
@@ -521,7 +531,13 @@ impl Secrets {
                 .iter()
                 .any(|v| v.v == meta.current && v.gone(at).is_none())
         {
-            let old = self.read_version(keys, path, meta, meta.current).await?;
+            let Some(old) = self
+                .read_version_if_kept(keys, path, meta, meta.current)
+                .await?
+            else {
+                // Pruned by a writer (of another Nexus on the store) since the metadata was read.
+                return Ok(PutPlan::Stale);
+            };
             if old == *data {
                 return Ok(PutPlan::Unchanged {
                     version: meta.current,
@@ -622,6 +638,20 @@ impl Secrets {
         for (i, plan) in plans.into_iter().enumerate() {
             match plan {
                 Err(e) => results.push(Some(Err(e))),
+                Ok(PutPlan::Stale) if dry_run => results.push(Some(Err(AppError::new(
+                    ErrorCode::CasMismatch,
+                    "the secret changed concurrently; compare again",
+                )))),
+                // Changed while it was read: redone under its lock, as a conflicting chunk is.
+                Ok(PutPlan::Stale) => {
+                    let item = &items[i];
+                    results.push(Some(
+                        self.put_locked(
+                            keys, item.path, item.data, item.cas, item.scope, item.sight,
+                        )
+                        .await,
+                    ));
+                }
                 Ok(PutPlan::Unchanged { version }) => results.push(Some(Ok(PutOutcome {
                     version: Some(version),
                     status: BatchItemStatus::Unchanged,
@@ -710,18 +740,32 @@ impl Secrets {
         meta: &SecretMeta,
         v: u64,
     ) -> AppResult<SecretMap> {
-        let raw = self
+        self.read_version_if_kept(keys, path, meta, v)
+            .await?
+            .ok_or_else(|| AppError::internal("secret value", "metadata names a missing version"))
+    }
+
+    /// Version `v`'s value, or `None` when the store no longer holds it.
+    async fn read_version_if_kept(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        meta: &SecretMeta,
+        v: u64,
+    ) -> AppResult<Option<SecretMap>> {
+        let Some(raw) = self
             .store
             .get(VERSIONS, &version_key(path, v))
             .await
             .map_err(store_err)?
-            .ok_or_else(|| {
-                AppError::internal("secret value", "metadata names a missing version")
-            })?;
+        else {
+            return Ok(None);
+        };
         let plain = keys
             .decrypt_value(path.as_str(), v, meta.incarnation, &raw)
             .map_err(|e| AppError::internal("secret value", e))?;
         SecretMap::from_json_bytes(plain.expose_secret())
+            .map(Some)
             .map_err(|e| AppError::internal("secret value", e))
     }
 

@@ -898,11 +898,10 @@ async fn two_engines_on_one_store_lose_no_update() {
         .await
         .expect("puts did not finish");
     let mut won: Vec<(u64, u64)> = results.iter().filter_map(|r| r.ok()).collect();
+    let errors: Vec<ErrorCode> = results.iter().filter_map(|r| r.err()).collect();
     assert!(
-        results
-            .iter()
-            .filter_map(|r| r.err())
-            .all(|c| c == ErrorCode::CasMismatch)
+        errors.iter().all(|c| *c == ErrorCode::CasMismatch),
+        "{errors:?}"
     );
     won.sort_unstable();
     let n = u64::try_from(won.len()).unwrap();
