@@ -89,6 +89,10 @@ pub struct GatewaySettings {
     pub forward_proxy: bool,
     /// Largest request body, bytes: every body is read whole and checked before it leaves.
     pub max_request_body: usize,
+    /// How long a resolution may be reused (never for tokens with a use limit); a revocation
+    /// takes effect within it. `0s`: every request asks Nexus.
+    #[serde(with = "spike_runtime::config::duration")]
+    pub resolve_cache: std::time::Duration,
     /// Log line format.
     #[serde(with = "spike_runtime::config::log_format")]
     pub log_format: LogFormat,
@@ -109,6 +113,7 @@ impl Default for GatewaySettings {
             sidecar_agent: String::new(),
             forward_proxy: false,
             max_request_body: ProxyLimits::default().max_request_body,
+            resolve_cache: std::time::Duration::from_secs(2),
             log_format: LogFormat::Text,
             identity: IdentityConfig::default(),
             server: ConnLimits {
@@ -143,6 +148,8 @@ pub struct Checked {
     pub forward: Option<RoutePolicy>,
     /// Proxy limits.
     pub limits: ProxyLimits,
+    /// How long resolutions are reused.
+    pub resolve_cache: std::time::Duration,
     /// The agent listener's limits.
     pub server: ConnLimits,
     /// Where the SVID comes from.
@@ -167,6 +174,11 @@ impl GatewaySettings {
                 Some(id)
             }
         };
+        if self.resolve_cache > std::time::Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "resolve_cache is at most 1m: it bounds how long a revoked token keeps working",
+            ));
+        }
         if self.max_request_body == 0 {
             return Err(ConfigError::invalid("max_request_body must be at least 1"));
         }
@@ -215,6 +227,7 @@ impl GatewaySettings {
                 max_request_body: self.max_request_body,
                 ..ProxyLimits::default()
             },
+            resolve_cache: self.resolve_cache,
             server: self.server,
             identity: self.identity.to_args()?,
         })

@@ -19,7 +19,7 @@ use crate::config::Checked;
 use crate::egress::{Egress, EgressLimits, SystemResolver};
 use crate::proxy::Proxy;
 use crate::refusal::{Reason, Refusal};
-use crate::resolve::NexusResolver;
+use crate::resolve::{CachedResolver, NexusResolver};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,10 @@ pub async fn start(
         checked.routes,
         checked.forward,
         Egress::new(Arc::new(SystemResolver), EgressLimits::default()),
-        Arc::new(NexusResolver::new(nexus)),
+        Arc::new(CachedResolver::new(
+            Arc::new(NexusResolver::new(nexus)),
+            checked.resolve_cache,
+        )),
         checked.limits,
     ));
     let bind = |addr: SocketAddr| async move {
