@@ -252,12 +252,17 @@ impl Proxy {
             })?
             .to_bytes();
         let body = Zeroizing::new(body.to_vec());
-        let known = self.set_of(agent);
-        if head_carries(&head, &known) || find_known_value(&known, &body).is_some() {
+        // Any value the gateway resolved, for this agent or another: an agent holding one
+        // means it leaked somewhere.
+        let carried = self
+            .all_sets()
+            .iter()
+            .any(|known| head_carries(&head, known) || find_known_value(known, &body).is_some());
+        if carried {
             tracing::warn!(
                 target: "spike_gateway::decision",
                 agent = agent.as_str(),
-                "an agent's request carried a real value the gateway resolved for it",
+                "an agent's request carried a real value the gateway resolved",
             );
             return Err(Refusal::new(
                 Reason::ValueInRequest,
@@ -456,11 +461,11 @@ impl Proxy {
         })
     }
 
-    fn set_of(&self, agent: &SpiffeId) -> Arc<ScrubSet> {
+    /// Every agent's set (snapshots, scanned without the lock).
+    fn all_sets(&self) -> Vec<Arc<ScrubSet>> {
         self.sets
             .lock()
-            .ok()
-            .and_then(|s| s.get(agent.as_str()).cloned())
+            .map(|s| s.values().cloned().collect())
             .unwrap_or_default()
     }
 

@@ -326,6 +326,14 @@ async fn refusals_carry_the_code_and_nothing_is_sent() {
             (StatusCode::FORBIDDEN, "value_in_request".into())
         );
     }
+    // Another agent sending this agent's real value is refused too.
+    let r = p
+        .handle(&other, req("/r/echo/x", &format!("Bearer {REAL}"), ""))
+        .await;
+    assert_eq!(
+        code(r).await,
+        (StatusCode::FORBIDDEN, "value_in_request".into())
+    );
     // Plain http without the route's allowance: refused before resolving.
     let mut strict = route("strict", up.port());
     strict.allow_plain_http = false;
