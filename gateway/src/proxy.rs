@@ -479,11 +479,20 @@ impl Proxy {
             .sets
             .lock()
             .map_err(|_| Refusal::new(Reason::UpstreamUnavailable, "internal error"))?;
-        let mut set = sets
-            .get(agent.as_str())
-            .map(|s| (**s).clone())
-            .unwrap_or_default();
-        for r in resolved {
+        let current = sets.get(agent.as_str()).cloned().unwrap_or_default();
+        // The usual case, an agent using a token it used before: nothing to add, no copy.
+        let fresh: Vec<&Resolved> = resolved
+            .filter(|r| {
+                let text = r.token.to_token_string();
+                current.replacement_of(r.value.expose_secret().as_bytes())
+                    != Some(text.expose_secret())
+            })
+            .collect();
+        if fresh.is_empty() {
+            return Ok(current);
+        }
+        let mut set = (*current).clone();
+        for r in fresh {
             let text = r.token.to_token_string();
             set.insert(r.value.expose_secret().as_bytes(), text.expose_secret())
                 .map_err(|e| {

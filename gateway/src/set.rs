@@ -129,6 +129,14 @@ impl ScrubSet {
         Ok(())
     }
 
+    /// The replacement `value` has in the set, if it is in it.
+    pub fn replacement_of(&self, value: &[u8]) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|e| *e.value == value)
+            .map(|e| &*e.replacement)
+    }
+
     /// Number of values.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -187,6 +195,16 @@ mod tests {
     use super::*;
 
     const TOKEN: &str = "$SPIKE{ref:0123456789abcdef0123456789abcdef}";
+
+    #[test]
+    fn a_value_knows_its_replacement() {
+        let mut set = ScrubSet::new();
+        assert_eq!(set.replacement_of(b"sk-value-123"), None);
+        set.insert(b"sk-value-123", TOKEN)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(set.replacement_of(b"sk-value-123"), Some(TOKEN));
+        assert_eq!(set.replacement_of(b"sk-value-12"), None);
+    }
 
     #[test]
     fn refuses_short_and_long_values() {
