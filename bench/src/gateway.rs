@@ -14,7 +14,6 @@ use spike_core::policy::Permission;
 use spike_core::secret::{SecretMap, SecretString};
 use spike_core::token::TokenAction;
 use spike_gateway::config::{GatewaySettings, RouteSettings};
-use spike_gateway::route::ActionRule;
 
 use crate::Stack;
 
@@ -97,19 +96,7 @@ impl Stack {
             health_listen: SocketAddr::from((listen.ip(), 0)),
             nexus: self.nexus_addr().to_owned(),
             sidecar_agent: agent.to_string(),
-            routes: vec![RouteSettings {
-                name: "up".into(),
-                upstream: format!("http://{upstream}"),
-                rules: vec![ActionRule {
-                    method: "POST".into(),
-                    path_prefix: "/v1/chat/completions".into(),
-                    action: TokenAction::Read,
-                }],
-                allow_networks: vec!["127.0.0.1/32".into()],
-                ca_file: String::new(),
-                allow_plain_http: true,
-                substitute_in_body: false,
-            }],
+            routes: vec![RouteSettings::loopback_chat("up", upstream)],
             ..GatewaySettings::default()
         };
         let checked = settings.check()?;

@@ -71,6 +71,27 @@ pub struct RouteSettings {
     pub substitute_in_body: bool,
 }
 
+impl RouteSettings {
+    /// A route `name` to a plain-HTTP, OpenAI-style upstream at `upstream` on this host,
+    /// whose chat completions are `read` (what `spike dev --gateway` and the benchmark use).
+    pub fn loopback_chat(name: &str, upstream: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            upstream: format!("http://{upstream}"),
+            rules: vec![ActionRule {
+                method: "POST".into(),
+                path_prefix: "/v1/chat/completions".into(),
+                action: spike_core::token::TokenAction::Read,
+            }],
+            allow_networks: vec![format!("{}/32", upstream.ip())],
+            ca_file: String::new(),
+            // On this host: no network between the gateway and the upstream.
+            allow_plain_http: true,
+            substitute_in_body: false,
+        }
+    }
+}
+
 /// The gateway's settings file. Every key has a default; unknown keys are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

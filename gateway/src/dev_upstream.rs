@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use crate::egress::{Body, BoxError};
+use crate::refusal::json_response;
 
 /// Words of the streamed answer, one event each.
 const WORDS: [&str; 6] = ["The", " gateway", " kept", " the", " key", "."];
@@ -107,7 +108,7 @@ impl DevUpstream {
         if streamed {
             self.stream()
         } else {
-            json(
+            json_response(
                 StatusCode::OK,
                 &serde_json::json!({
                     "id": "chatcmpl-dev",
@@ -156,22 +157,8 @@ impl DevUpstream {
     }
 }
 
-fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(v.to_string()))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json(
+    json_response(
         status,
         &serde_json::json!({ "error": { "code": code, "message": message } }),
     )

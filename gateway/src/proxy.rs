@@ -176,41 +176,25 @@ impl Proxy {
             action: None,
             tokens: Vec::new(),
         };
-        match self.serve(agent, head, body, &mut decision).await {
-            Ok(resp) => {
-                self.metrics
-                    .decision(self.route_label(decision.route), "allowed", "");
-                tracing::info!(
-                    target: "spike_gateway::decision",
-                    agent = decision.agent,
-                    route = decision.route,
-                    destination = %decision.destination,
-                    action = decision.action.map(TokenAction::as_str),
-                    tokens = ?decision.tokens,
-                    status = resp.status().as_u16(),
-                    decision = "allowed",
-                );
-                resp
-            }
-            Err(refusal) => {
-                self.metrics.decision(
-                    self.route_label(decision.route),
-                    "refused",
-                    refusal.reason.as_str(),
-                );
-                tracing::info!(
-                    target: "spike_gateway::decision",
-                    agent = decision.agent,
-                    route = decision.route,
-                    destination = %decision.destination,
-                    action = decision.action.map(TokenAction::as_str),
-                    tokens = ?decision.tokens,
-                    decision = "refused",
-                    reason = refusal.reason.as_str(),
-                );
-                refusal.to_response()
-            }
-        }
+        let outcome = self.serve(agent, head, body, &mut decision).await;
+        let (verdict, reason, status) = match &outcome {
+            Ok(resp) => ("allowed", "", resp.status().as_u16()),
+            Err(r) => ("refused", r.reason.as_str(), r.reason.status().as_u16()),
+        };
+        self.metrics
+            .decision(self.route_label(decision.route), verdict, reason);
+        tracing::info!(
+            target: "spike_gateway::decision",
+            agent = decision.agent,
+            route = decision.route,
+            destination = %decision.destination,
+            action = decision.action.map(TokenAction::as_str),
+            tokens = ?decision.tokens,
+            status,
+            decision = verdict,
+            reason,
+        );
+        outcome.unwrap_or_else(|refusal| refusal.to_response())
     }
 
     async fn serve<'a, B>(

@@ -110,21 +110,28 @@ impl Refusal {
 
     /// The HTTP response.
     pub fn to_response(&self) -> Response<Body> {
-        let body = serde_json::json!({
-            "error": { "code": self.reason.as_str(), "message": self.message }
-        });
-        let mut resp = Response::new(
-            Full::new(Bytes::from(body.to_string()))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-        );
-        *resp.status_mut() = self.reason.status();
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        resp
+        json_response(
+            self.reason.status(),
+            &serde_json::json!({
+                "error": { "code": self.reason.as_str(), "message": self.message }
+            }),
+        )
     }
+}
+
+/// A JSON response with `status`.
+pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(v.to_string()))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 #[cfg(test)]

@@ -15,10 +15,8 @@ use spike_core::api::{PutPolicyRequest, PutSecretRequest, ScopeUpdate};
 use spike_core::id::{SpiffeId, TrustDomain};
 use spike_core::policy::Permission;
 use spike_core::secret::{SecretMap, SecretString};
-use spike_core::token::TokenAction;
 use spike_gateway::config::{GatewaySettings, RouteSettings};
 use spike_gateway::dev_upstream::DevUpstream;
-use spike_gateway::route::ActionRule;
 use spike_runtime::svid::SvidSource;
 use zeroize::Zeroizing;
 
@@ -101,20 +99,7 @@ pub async fn start(
         health_listen: SocketAddr::from((listen.ip(), listen.port().saturating_add(1))),
         nexus: nexus_addr.to_owned(),
         sidecar_agent: agent.to_string(),
-        routes: vec![RouteSettings {
-            name: "llm".into(),
-            upstream: format!("http://{upstream}"),
-            rules: vec![ActionRule {
-                method: "POST".into(),
-                path_prefix: "/v1/chat/completions".into(),
-                action: TokenAction::Read,
-            }],
-            allow_networks: vec!["127.0.0.1/32".into()],
-            ca_file: String::new(),
-            // The mock is on loopback, in this process.
-            allow_plain_http: true,
-            substitute_in_body: false,
-        }],
+        routes: vec![RouteSettings::loopback_chat("llm", upstream)],
         ..GatewaySettings::default()
     };
     let checked = settings.check().map_err(|e| other(&e))?;
