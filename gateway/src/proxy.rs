@@ -25,6 +25,7 @@ use spike_core::token::{TokenAction, TokenLocation, TokenRef};
 use zeroize::Zeroizing;
 
 use crate::decode::{self, Decoder};
+use crate::detect::Finder;
 use crate::egress::{Body, BoxError, Egress, EgressError, RoutePolicy, Target};
 use crate::inbound::{self, Addressed};
 use crate::locate::{self, SubstituteError};
@@ -32,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::refusal::{Reason, Refusal};
 use crate::resolve::{ResolveError, ResolveTokens};
 use crate::route::{ActionRule, classify};
-use crate::{ScrubSet, Scrubber, find_known_value, scrub_header_value};
+use crate::{ScrubSet, Scrubber, scrub_header_value};
 
 /// One named route, ready to serve.
 #[derive(Debug, Clone)]
@@ -241,7 +242,7 @@ impl Proxy {
         let carried = self
             .all_sets()
             .iter()
-            .any(|known| head_carries(&head, known) || find_known_value(known, &body).is_some());
+            .any(|known| carries_known_value(&head, &body, known));
         if carried {
             tracing::warn!(
                 target: "spike_gateway::decision",
@@ -525,23 +526,33 @@ impl Proxy {
     }
 }
 
-/// Whether a header value or the query carries a known value.
-fn head_carries(head: &Parts, set: &ScrubSet) -> bool {
+/// Whether a header value, the path and query, or the body carries a known value, each
+/// scanned on its own.
+fn carries_known_value(head: &Parts, body: &[u8], set: &ScrubSet) -> bool {
     if set.is_empty() {
         return false;
     }
+    let mut finder = Finder::new(set);
     head.headers
         .values()
-        .any(|v| find_known_value(set, v.as_bytes()).is_some())
+        .any(|v| finder.find(v.as_bytes()).is_some())
         || head
             .uri
             .path_and_query()
-            .is_some_and(|p| find_known_value(set, p.as_str().as_bytes()).is_some())
+            .is_some_and(|p| finder.find(p.as_str().as_bytes()).is_some())
+        || finder.find(body).is_some()
 }
 
+/// Replaces every known value in the header values. Most hold none: one scanner finds
+/// those that do, and only they are scrubbed (which finds the same matches again).
 fn scrub_headers(headers: &mut HeaderMap, set: &Arc<ScrubSet>) {
+    if set.is_empty() {
+        return;
+    }
+    let mut finder = Finder::new(set);
     for v in headers.values_mut() {
-        if let std::borrow::Cow::Owned(clean) = scrub_header_value(set, v.as_bytes())
+        if finder.find(v.as_bytes()).is_some()
+            && let std::borrow::Cow::Owned(clean) = scrub_header_value(set, v.as_bytes())
             && let Ok(nv) = HeaderValue::from_bytes(&clean)
         {
             *v = nv;

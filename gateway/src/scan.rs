@@ -159,18 +159,39 @@ impl<F: FoundSink> UnitSink for Feeding<'_, F> {
 }
 
 impl ViewState {
+    /// A view's state; its history is allocated at once for the identity view and on first
+    /// waking for an escaping one, as most input (a header, a JSON body without escapes)
+    /// never wakes one.
     fn new(escaping: Escaping, matchers: &Matchers) -> Self {
-        // The partial match plus the possible boundary character before it.
-        let capacity = (matchers.max_len + 2).next_power_of_two();
-        Self {
+        let mut state = Self {
             escaping,
             state: Dfa::START,
-            history: vec![(0, 0); capacity],
-            mask: capacity as u64 - 1,
+            history: Vec::new(),
+            mask: 0,
             count: 0,
             waiting: Vec::new(),
             literal_run: 0,
+        };
+        if escaping == Escaping::None {
+            state.allocate_history(matchers);
         }
+        state
+    }
+
+    fn allocate_history(&mut self, matchers: &Matchers) {
+        // The partial match plus the possible boundary character before it.
+        let capacity = (matchers.max_len + 2).next_power_of_two();
+        self.history = vec![(0, 0); capacity];
+        self.mask = capacity as u64 - 1;
+    }
+
+    /// Back to the start of a new input. The history is kept (and overwritten): only the
+    /// entries decoded since the reset are ever read, and it is wiped on drop.
+    fn reset(&mut self) {
+        self.state = Dfa::START;
+        self.count = 0;
+        self.waiting.clear();
+        self.literal_run = 0;
     }
 
     /// Handles one decoded byte: the hot path of the scanner, kept to a ring write and one
@@ -317,6 +338,9 @@ impl ViewState {
     /// Takes over `identity`'s automaton state and the history its partial match needs (with
     /// the byte before it): an escaping view waking up.
     fn wake_from(&mut self, m: &Matchers, identity: &Self) {
+        if self.history.is_empty() {
+            self.allocate_history(m);
+        }
         self.state = identity.state;
         self.count = identity.count;
         let needed = (m.dfa.depth(identity.state) as u64 + 1).min(identity.count);
@@ -337,13 +361,19 @@ struct View<D> {
     awake: bool,
 }
 
-impl<D: Decode> View<D> {
-    fn new(decoder: D, escaping: Escaping, matchers: &Matchers) -> Self {
+impl<D: Decode + Default> View<D> {
+    fn new(escaping: Escaping, matchers: &Matchers) -> Self {
         Self {
-            decoder,
+            decoder: D::default(),
             state: ViewState::new(escaping, matchers),
             awake: escaping == Escaping::None,
         }
+    }
+
+    fn reset(&mut self) {
+        self.decoder = D::default();
+        self.state.reset();
+        self.awake = self.state.escaping == Escaping::None;
     }
 
     #[inline]
@@ -417,13 +447,23 @@ impl Scanner {
     pub(crate) fn new(matchers: std::sync::Arc<Matchers>) -> Self {
         let m = &*matchers;
         Self {
-            identity: View::new(Identity, Escaping::None, m),
-            percent: View::new(Unescape::default(), Escaping::Percent, m),
-            json: View::new(Unescape::default(), Escaping::Json, m),
-            html: View::new(Unescape::default(), Escaping::Html, m),
+            identity: View::new(Escaping::None, m),
+            percent: View::new(Escaping::Percent, m),
+            json: View::new(Escaping::Json, m),
+            html: View::new(Escaping::Html, m),
             position: 0,
             matchers,
         }
+    }
+
+    /// Starts a new, separate input (the next header value, say): the same state as a new
+    /// scanner, without allocating one.
+    pub(crate) fn reset(&mut self) {
+        self.identity.reset();
+        self.percent.reset();
+        self.json.reset();
+        self.html.reset();
+        self.position = 0;
     }
 
     /// Scans `chunk`, the input that follows what was fed before.
