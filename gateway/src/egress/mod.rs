@@ -351,7 +351,10 @@ impl Egress {
         }
         let mut last = None;
         for key in keys {
-            match self.dial(target, key.addr, policy).await {
+            // Boxed: the dial (TCP, TLS, HTTP/2 handshakes) is a large future, and inline it
+            // would make every request's future that large, pooled connection or not; every
+            // request's future is moved several times on its way to the runtime.
+            match Box::pin(self.dial(target, key.addr, policy)).await {
                 Ok(s) => return Ok((key, s)),
                 Err(e @ EgressError::Connect { .. }) => last = Some(e),
                 Err(e) => return Err(e),
