@@ -122,6 +122,8 @@ impl Plan<'_> {
 /// A token found and resolved.
 struct Resolved {
     token: TokenRef,
+    /// The token as the agent wrote it (`$SPIKE{ref:…}`), formatted once.
+    text: SecretString,
     location: TokenLocation,
     value: SecretString,
     token_id: String,
@@ -326,10 +328,9 @@ impl Proxy {
             }
         }
         let body: Zeroizing<Vec<u8>> = body_resolved.iter().fold(body, |b, r| {
-            let text = r.token.to_token_string();
             Zeroizing::new(locate::replace_all(
                 &b,
-                text.expose_secret().as_bytes(),
+                r.text.expose_secret().as_bytes(),
                 r.value.expose_secret().as_bytes(),
             ))
         });
@@ -427,8 +428,9 @@ impl Proxy {
         token: TokenRef,
         location: TokenLocation,
     ) -> Result<Resolved, ResolveError> {
+        let text = token.to_token_string();
         let req = ResolveRequest {
-            token: token.to_token_string(),
+            token: text.clone(),
             agent_spiffe_id: agent.as_str().to_owned(),
             destination: destination.to_owned(),
             action: plan.action,
@@ -440,6 +442,7 @@ impl Proxy {
         } = self.tokens.resolve(req).await?;
         Ok(Resolved {
             token,
+            text,
             location,
             value,
             token_id,
@@ -468,9 +471,8 @@ impl Proxy {
         // The usual case, an agent using a token it used before: nothing to add, no copy.
         let fresh: Vec<&Resolved> = resolved
             .filter(|r| {
-                let text = r.token.to_token_string();
                 current.replacement_of(r.value.expose_secret().as_bytes())
-                    != Some(text.expose_secret())
+                    != Some(r.text.expose_secret())
             })
             .collect();
         if fresh.is_empty() {
@@ -478,8 +480,7 @@ impl Proxy {
         }
         let mut set = (*current).clone();
         for r in fresh {
-            let text = r.token.to_token_string();
-            set.insert(r.value.expose_secret().as_bytes(), text.expose_secret())
+            set.insert(r.value.expose_secret().as_bytes(), r.text.expose_secret())
                 .map_err(|e| {
                     Refusal::new(
                         Reason::Token(spike_core::error::ErrorCode::SecretUnavailable),
@@ -560,32 +561,42 @@ fn scrub_headers(headers: &mut HeaderMap, set: &Arc<ScrubSet>) {
     }
 }
 
-/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), and those the
-/// `Connection` header names.
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+];
+
+/// Removes the hop-by-hop headers and those the `Connection` header names. One pass over the
+/// names finds those present (a message carries one or none, usually), rather than a
+/// look-up for each name of the list.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    let mut present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| HOP_BY_HOP.contains(&n.as_str()))
+        .cloned()
         .collect();
-    for n in named {
+    if present.is_empty() {
+        return;
+    }
+    present.extend(
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+    );
+    for n in present {
         headers.remove(n);
     }
-    for n in [
-        http::header::CONNECTION,
-        http::header::PROXY_AUTHENTICATE,
-        http::header::PROXY_AUTHORIZATION,
-        http::header::TE,
-        http::header::TRAILER,
-        http::header::TRANSFER_ENCODING,
-        http::header::UPGRADE,
-    ] {
-        headers.remove(n);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 fn refusal_of(e: ResolveError) -> Refusal {

@@ -472,3 +472,44 @@ async fn oversized_and_compressed_request_bodies_are_refused() {
         "refused before resolving"
     );
 }
+
+#[test]
+fn hop_by_hop_headers_and_those_connection_names_are_stripped() {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in [
+        ("connection", "x-hop, keep-alive"),
+        ("connection", "x-other"),
+        ("x-hop", "1"),
+        ("x-other", "2"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+        ("trailer", "x"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "h2c"),
+        ("proxy-authenticate", "Basic"),
+        ("proxy-authorization", "Basic eA=="),
+        ("proxy-connection", "keep-alive"),
+        ("content-type", "application/json"),
+        ("x-kept", "3"),
+    ] {
+        h.append(
+            http::HeaderName::from_static(k),
+            http::HeaderValue::from_static(v),
+        );
+    }
+    super::strip_hop_by_hop(&mut h);
+    let mut left: Vec<&str> = h.keys().map(http::HeaderName::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["content-type", "x-kept"]);
+
+    // One hop-by-hop header without `Connection` goes too; a message without any is unchanged.
+    let mut h = http::HeaderMap::new();
+    h.insert("te", http::HeaderValue::from_static("trailers"));
+    h.insert("x-kept", http::HeaderValue::from_static("1"));
+    super::strip_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 1);
+    assert!(h.contains_key("x-kept"));
+    let before = h.clone();
+    super::strip_hop_by_hop(&mut h);
+    assert_eq!(h, before);
+}
