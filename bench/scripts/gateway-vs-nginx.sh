@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The gateway benchmark of docs/benchmarks.md: agent → spike-gateway (resolve, substitute,
 # scrub) → upstream, against agent → nginx reverse proxy → the same upstream, with the same
-# load client (oha) in one run. Everything is on loopback and bounded in time.
+# load client (oha) in one run; then SSE latency through the gateway against a direct
+# connection (spike-bench sse). Everything is on loopback and bounded in time.
 #
 # Needs: nginx (Debian), oha (cargo install oha), and a release build:
 #   cargo build --release -p spike-bench
@@ -78,3 +79,5 @@ done
 # The agent's side never holds the key.
 curl -s -X POST -H "Authorization: Bearer $token" -d "$body" http://127.0.0.1:8490/r/up/v1/chat/completions | grep -q "$key" && { echo "key leaked" >&2; exit 1; }
 echo "ok: the key never reached the client"
+# SSE: first byte and per-event latency through the gateway against a direct connection.
+"$bench" sse --streams 200 --events 20 --gap 5ms
