@@ -11,8 +11,8 @@ use zeroize::Zeroizing;
 
 use crate::limits::runtime;
 
-const KEY: &str = "sk-e2e-0123456789abcdefREAL";
-const AGENT: &str = "/agents/researcher";
+pub(super) const KEY: &str = "sk-e2e-0123456789abcdefREAL";
+pub(super) const AGENT: &str = "/agents/researcher";
 const OTHER: &str = "/agents/other";
 
 /// Two consecutive free ports.
@@ -126,17 +126,18 @@ fn raw_exchange(port: u16, raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A shared gateway in front of a mock LLM, with a token minted for AGENT.
-struct Shared {
-    c: Cluster,
-    admin: PemFiles,
+/// A shared gateway in front of a mock LLM, with a token minted for AGENT; it also forwards
+/// absolute-form requests.
+pub(super) struct Shared {
+    pub(super) c: Cluster,
+    pub(super) admin: PemFiles,
     gateway: Option<Proc>,
-    port: u16,
+    pub(super) port: u16,
     token: String,
     _rt: tokio::runtime::Runtime,
 }
 
-fn shared() -> Shared {
+pub(super) fn shared() -> Shared {
     let mut c = Cluster::new(3);
     c.start_all(2);
     let admin = c.pki.svid("/spike/pilot/role/superuser");
@@ -213,6 +214,7 @@ fn shared() -> Shared {
 listen = "127.0.0.1:{port}"
 health_listen = "127.0.0.1:{health}"
 nexus = "127.0.0.1:{nexus}"
+forward_proxy = true
 
 [[routes]]
 name = "llm"
@@ -294,12 +296,12 @@ impl Shared {
         )
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(self.c.dir.path().join("gateway.log")).unwrap_or_default()
     }
 }
 
-fn has_curl() -> bool {
+pub(super) fn has_curl() -> bool {
     Command::new("curl").arg("--version").output().is_ok()
 }
 
