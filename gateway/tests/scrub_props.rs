@@ -10,8 +10,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use proptest::prelude::*;
 use scrub_oracle::{
-    Escaping, Form, Occurrence, assemble, check_scrubbed, check_unchanged, leaks, scrub_chunked,
-    scrub_set,
+    Escaping, Form, Occurrence, assemble, check_scrubbed, check_unchanged, leaks, may_leak,
+    scrub_chunked, scrub_set,
 };
 use spike_gateway::find_known_value;
 
@@ -99,7 +99,7 @@ proptest! {
         let set = scrub_set(&values);
         prop_assume!(set.is_some());
         let set = set.unwrap();
-        prop_assume!(values.iter().all(|v| !leaks(&text, v)));
+        prop_assume!(values.iter().all(|v| !may_leak(&text, v)));
         check_unchanged(&set, &text, &cuts);
     }
 }

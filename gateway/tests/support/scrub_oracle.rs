@@ -178,16 +178,41 @@ fn holds_value(text: &[u8], value: &[u8]) -> bool {
     false
 }
 
-/// Whether `text`, in any of the escapings decoded, holds `value` in any encoding.
-pub(crate) fn leaks(text: &[u8], value: &[u8]) -> bool {
+fn views(text: &[u8]) -> [Vec<u8>; 4] {
     [
         text.to_vec(),
         percent_decode(text),
         json_decode(text),
         html_decode(text),
     ]
-    .iter()
-    .any(|view| holds_value(view, value))
+}
+
+/// Whether `text`, in any of the escapings decoded, holds `value` in any encoding.
+pub(crate) fn leaks(text: &[u8], value: &[u8]) -> bool {
+    views(text).iter().any(|view| holds_value(view, value))
+}
+
+/// Whether `text`, in any view, holds what the scrubber counts as a base64 occurrence of
+/// `value`: the characters of its encoding made of its bits alone, at any alignment. Those at
+/// either end also carry a neighbour's bits, which the scrubber cannot know, so it matches
+/// without them (and replaces them when present): text holding all but those few bits of a
+/// value counts as holding it. A superset of [`leaks`], for what must pass unchanged.
+pub(crate) fn may_leak(text: &[u8], value: &[u8]) -> bool {
+    let cores: Vec<Vec<u8>> = (0..3usize)
+        .flat_map(|lead| {
+            let padded = [&vec![0; lead][..], value, &[0, 0]].concat();
+            let (first, end) = ((8 * lead).div_ceil(6), 8 * (lead + value.len()) / 6);
+            [
+                STANDARD_NO_PAD.encode(&padded),
+                URL_SAFE_NO_PAD.encode(&padded),
+            ]
+            .map(|e| e.as_bytes()[first..end].to_vec())
+        })
+        .collect();
+    leaks(text, value)
+        || views(text)
+            .iter()
+            .any(|view| cores.iter().any(|core| contains(view, core)))
 }
 
 // ---- the generator ---------------------------------------------------------------------------
@@ -384,10 +409,28 @@ pub(crate) fn occurrence_text(values: &[Vec<u8>], occurrence: &Occurrence) -> Ve
     escape(&formed, occurrence.escaping, &mut bits)
 }
 
+/// A set of `values`, the n-th replaced by a token ending in n; `None` when the set refuses
+/// them, or when a value overlaps a replacement (holds one, or begins with the end of one, or
+/// ends with the start of one): the text beside a replacement could then spell that value
+/// again, which shows the agent only what it sent and holds, yet breaks "no value survives".
 pub(crate) fn scrub_set(values: &[Vec<u8>]) -> Option<Arc<ScrubSet>> {
+    let replacements: Vec<String> = (0..values.len())
+        .map(|i| format!("$SPIKE{{ref:{i:032x}}}"))
+        .collect();
+    let overlaps = |v: &[u8], r: &[u8]| {
+        contains(v, r)
+            || (1..v.len().min(r.len()))
+                .any(|k| v[v.len() - k..] == r[..k] || v[..k] == r[r.len() - k..])
+    };
+    if values
+        .iter()
+        .any(|v| replacements.iter().any(|r| overlaps(v, r.as_bytes())))
+    {
+        return None;
+    }
     let mut set = ScrubSet::new();
-    for (i, value) in values.iter().enumerate() {
-        set.insert(value, &format!("$SPIKE{{ref:{i:032x}}}")).ok()?;
+    for (value, replacement) in values.iter().zip(&replacements) {
+        set.insert(value, replacement).ok()?;
     }
     Some(Arc::new(set))
 }
@@ -451,14 +494,15 @@ fn detect_chunked(set: &Arc<ScrubSet>, input: &[u8], cuts: &[usize]) -> bool {
 
 /// Asserts that no value of `set` (built from `values`) survives scrubbing `input`, in any
 /// view, that every chunking gives the same output (`cuts` and one byte at a time), and that
-/// the detectors, one-shot and streaming, find a value exactly when the oracle sees one.
+/// the detectors, one-shot and streaming, find a value when the oracle sees one; text in
+/// which the oracle sees nothing like one passes unchanged.
 pub(crate) fn check_scrubbed(
     set: &Arc<ScrubSet>,
     values: &[Vec<u8>],
     input: &[u8],
     cuts: &[usize],
 ) {
-    if !values.iter().any(|v| leaks(input, v)) {
+    if !values.iter().any(|v| may_leak(input, v)) {
         return check_unchanged(set, input, cuts);
     }
     let one_shot = scrub(set, input).into_owned();
@@ -476,18 +520,19 @@ pub(crate) fn check_scrubbed(
         one_shot,
         "byte chunks changed the output"
     );
-    assert!(
-        find_known_value(set, input).is_some(),
-        "the detector missed a value"
-    );
-    assert!(
+    let found = find_known_value(set, input).is_some();
+    if values.iter().any(|v| leaks(input, v)) {
+        assert!(found, "the detector missed a value");
+    }
+    assert_eq!(
         detect_chunked(set, input, cuts),
-        "the streaming detector missed a value"
+        found,
+        "streaming detection differs"
     );
 }
 
-/// Asserts that `text`, in which the oracle sees no value of `set`, passes unchanged and
-/// undetected, whatever the chunking.
+/// Asserts that `text`, in which the oracle sees nothing like a value of `set` (see
+/// [`may_leak`]), passes unchanged and undetected, whatever the chunking.
 pub(crate) fn check_unchanged(set: &Arc<ScrubSet>, text: &[u8], cuts: &[usize]) {
     assert_eq!(
         scrub_chunked(set, text, cuts),
