@@ -131,7 +131,7 @@ type Entry = (AuditRecord, Option<OffsetDateTime>);
 type Reply = oneshot::Sender<Result<Checkpoint, AuditError>>;
 
 enum Msg {
-    Append(Entry, Reply),
+    Append(Box<Entry>, Reply),
     Close(oneshot::Sender<()>),
 }
 
@@ -219,7 +219,7 @@ impl AuditWriter {
     async fn append_entry(&self, entry: Entry) -> Result<Checkpoint, AuditError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Append(entry, tx))
+            .send(Msg::Append(Box::new(entry), tx))
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?
@@ -304,13 +304,13 @@ impl<F: LogFile> Committer<F> {
         while let Some(msg) = rx.blocking_recv() {
             let mut close = None;
             match msg {
-                Msg::Append(e, tx) => batch.push((e, tx)),
+                Msg::Append(e, tx) => batch.push((*e, tx)),
                 Msg::Close(tx) => close = Some(tx),
             }
             // Group commit: take whatever else is already waiting.
             while close.is_none() && batch.len() < max_batch {
                 match rx.try_recv() {
-                    Ok(Msg::Append(e, tx)) => batch.push((e, tx)),
+                    Ok(Msg::Append(e, tx)) => batch.push((*e, tx)),
                     Ok(Msg::Close(tx)) => close = Some(tx),
                     Err(_) => break,
                 }

@@ -27,6 +27,7 @@ fn report(
             problem: None,
             head: Some(r.head),
             checkpoint,
+            gateway: None,
         },
         Err((first_bad_line, problem)) => AuditVerifyResponse {
             ok: false,
@@ -35,6 +36,7 @@ fn report(
             problem: Some(problem),
             head: None,
             checkpoint,
+            gateway: None,
         },
     }
 }
