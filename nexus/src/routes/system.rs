@@ -9,7 +9,7 @@ use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId};
 
 use super::N;
-use crate::audit_log::{Anchor, verify_files};
+use crate::audit_log::{store_anchor, verify_files};
 use crate::error::{AppError, AppResult};
 use crate::extract::{Caller, JsonBody};
 use crate::state::Nexus;
@@ -140,7 +140,7 @@ pub(super) async fn audit_verify(
             }
             Err(e) if e.code() == ErrorCode::UnsupportedMediaType => {
                 let files = o.audit.files().clone();
-                let anchor = Anchor::new(n.store().clone());
+                let anchor = store_anchor(n.store().clone());
                 tokio::task::spawn_blocking(move || {
                     let stored = anchor.load(&key).map_err(|e| (None, e.to_string()));
                     let result = match stored {
