@@ -44,6 +44,19 @@ pub const UNUSABLE_CHECKPOINT: u64 = u64::MAX;
 /// Default size at which the live file is rotated (64 MiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 
+/// Smallest rotation size: one longest line.
+pub const MIN_FILE_BYTES: u64 = MAX_LINE_LEN as u64;
+
+/// Checks a configured rotation size; `key` names the setting in the error.
+pub fn check_max_file_bytes(key: &str, bytes: u64) -> Result<(), crate::config::ConfigError> {
+    if bytes < MIN_FILE_BYTES {
+        return Err(crate::config::ConfigError::invalid(format!(
+            "{key} must be at least {MIN_FILE_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 /// Why the audit writer failed. When `append` fails, the request fails closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
