@@ -38,8 +38,8 @@
 //! the JSON text, so JSON formatting never matters; a future format would add a `v` field and
 //! a new domain tag, and lines without `v` stay version 1.
 //!
-//! Nexus's audit writer appends lines durably with group commit; this module is the format it
-//! writes and the check that reads it back.
+//! The audit writer (`spike_runtime::audit_log`, used by Nexus and each gateway) appends lines
+//! with group commit; this module is the format it writes and the check that reads it back.
 
 mod checkpoint;
 mod record;
