@@ -253,20 +253,30 @@ pub(crate) const AUDIT_LOG: &str = "gateway-audit.log";
 /// Starts the shared gateway (its settings in `gateway.toml`), logging to `log`, and waits
 /// until it serves: listening, with its audit log open.
 pub(crate) fn spawn_gateway(c: &Cluster, log: &str) -> Proc {
+    let gateway = spawn_unaudited_gateway(c, log);
+    wait_for_log(c, log, "gateway audit log open");
+    gateway
+}
+
+/// Starts the shared gateway and waits until it listens (its audit log may not be open yet).
+pub(crate) fn spawn_unaudited_gateway(c: &Cluster, log: &str) -> Proc {
     let config = c.dir.path().join("gateway.toml");
     let mut args = vec!["--config".to_owned(), config.display().to_string()];
     args.extend(spike_e2e::identity_args(&c.pki.svid(GATEWAY)));
+    let gateway = Proc::spawn(&bins().gateway, &args, c.dir.path().join(log), "info");
+    wait_for_log(c, log, "gateway listening");
+    gateway
+}
+
+/// Waits until the gateway's log `log` (in the cluster's directory) says `what`.
+pub(crate) fn wait_for_log(c: &Cluster, log: &str, what: &str) {
     let log = c.dir.path().join(log);
-    let gateway = Proc::spawn(&bins().gateway, &args, log.clone(), "info");
     assert!(
         wait_until(Duration::from_secs(30), || std::fs::read_to_string(&log)
-            .is_ok_and(
-                |s| s.contains("gateway listening") && s.contains("gateway audit log open")
-            )),
-        "{}",
+            .is_ok_and(|s| s.contains(what))),
+        "no `{what}` in {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    gateway
 }
 
 impl Shared {

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use spike_e2e::text;
 
-use crate::gateway::{AGENT, AUDIT_LOG, GATEWAY, KEY, OTHER, has_curl, shared, spawn_gateway};
+use crate::gateway::{
+    AGENT, AUDIT_LOG, GATEWAY, KEY, OTHER, has_curl, shared, spawn_gateway,
+    spawn_unaudited_gateway, wait_for_log,
+};
 
 /// `spike audit verify --file` on `path`: exit code and stdout.
 fn verify(s: &crate::gateway::Shared, path: &std::path::Path) -> (Option<i32>, String) {
@@ -115,4 +118,23 @@ fn the_gateways_decisions_form_a_chain_nexus_verifies_across_restarts() {
     let (code, out) = verify(&s, &log);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.starts_with("ok: 5 lines verify"), "{out}");
+
+    // Started while Nexus is down, the gateway has no key: it serves nothing (503
+    // audit_unavailable, nothing resolved or sent) until Nexus is back and unsealed.
+    s.c.kill_nexus();
+    s.gateway = Some(spawn_unaudited_gateway(&s.c, "gateway-3.log"));
+    let (_, out) = s.call(Some(AGENT), &bearer, "{}");
+    assert!(
+        out.contains(r#""code":"audit_unavailable""#) && out.ends_with("503"),
+        "{out}"
+    );
+    s.c.start_nexus();
+    assert!(s.c.wait_ready(Duration::from_secs(30)), "nexus not ready");
+    wait_for_log(&s.c, "gateway-3.log", "gateway audit log open");
+    let (_, out) = s.call(Some(AGENT), &bearer, "{}");
+    assert!(out.ends_with("200"), "{out}");
+    assert!(s.gateway.take().unwrap().terminate(Duration::from_secs(20)));
+    let (code, out) = verify(&s, &log);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("ok: 6 lines verify"), "{out}");
 }
