@@ -26,6 +26,8 @@ mod first_hour;
 mod gateway;
 #[path = "e2e/gateway_audit.rs"]
 mod gateway_audit;
+#[path = "e2e/gateway_names.rs"]
+mod gateway_names;
 #[path = "e2e/import.rs"]
 mod import;
 #[path = "e2e/lifecycle.rs"]
