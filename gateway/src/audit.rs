@@ -22,6 +22,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use spike_core::api::AuditChainKeyResponse;
 use spike_core::audit::{AuditKey, AuditRecord, Decision as Verdict};
+use spike_core::error::ErrorCode;
 use spike_core::id::SpiffeId;
 use spike_core::token::TokenAction;
 use spike_runtime::audit_log::{AuditWriter, WriterOptions};
@@ -133,6 +134,7 @@ impl AuditTrail {
                 | Reason::NexusUnavailable
                 | Reason::Unscrubbable
                 | Reason::AuditUnavailable
+                | Reason::Token(ErrorCode::Sealed | ErrorCode::Internal | ErrorCode::Unavailable)
         );
         let verdict = if d.allowed || failure {
             Verdict::Error
@@ -232,5 +234,70 @@ pub async fn open_when_keyed(
                 wait = (wait * 2).min(MAX_RETRY);
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refusals_are_deny_and_failures_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let trail = AuditTrail::new(SpiffeId::new("spiffe://t.test/spike/gateway/g").unwrap());
+        trail.attach(
+            AuditWriter::open(&path, AuditKey::new(&[1; 32]))
+                .await
+                .unwrap(),
+        );
+        let agent = SpiffeId::new("spiffe://t.test/agents/a").unwrap();
+        let d = Decision::new(&agent);
+        for reason in [
+            Reason::Token(ErrorCode::TokenUnknown),
+            Reason::Token(ErrorCode::Sealed),
+            Reason::Token(ErrorCode::Unavailable),
+            Reason::NexusUnavailable,
+            Reason::BadPath,
+        ] {
+            trail
+                .refused(&d, &Refusal::new(reason, "hint"))
+                .await
+                .unwrap();
+        }
+        // After an allow line, any refusal is a failure of what was allowed.
+        let mut allowed = Decision::new(&agent);
+        trail.allowed(&mut allowed).await.unwrap();
+        trail
+            .refused(&allowed, &Refusal::new(Reason::BadRequest, "hint"))
+            .await
+            .unwrap();
+        trail.close().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let got: Vec<(String, String)> = text
+            .lines()
+            .map(|l| {
+                let l = spike_core::audit::AuditLine::parse(l).unwrap();
+                (l.decision.as_str().to_owned(), l.reason)
+            })
+            .collect();
+        let want = [
+            ("deny", "token_unknown"),
+            ("error", "sealed"),
+            ("error", "unavailable"),
+            ("error", "nexus_unavailable"),
+            ("deny", "bad_path"),
+            ("allow", "ok"),
+            ("error", "bad_request"),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(d, r)| (d.to_owned(), r.to_owned())),
+            "{text}"
+        );
+        // The hint an agent sees is not in the line; the line names the gateway as caller.
+        assert!(!text.contains("hint"));
+        assert!(text.contains(r#""caller":"spiffe://t.test/spike/gateway/g""#));
     }
 }
