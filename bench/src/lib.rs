@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod audit;
 mod gateway;
 
+pub use audit::{AppendReport, audit_append};
 pub use gateway::{GatewayBench, UPSTREAM_KEY};
 
 use anyhow::{Context, bail};

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters the writer updates after each durable batch.
 #[derive(Debug)]
-pub(crate) struct AuditStats {
+pub struct AuditStats {
     bytes: AtomicU64,
     lines_written: AtomicU64,
     bytes_written: AtomicU64,
@@ -34,12 +34,12 @@ impl AuditStats {
     }
 
     /// Bytes of every file of the log (as this writer found and grew them).
-    pub(crate) fn bytes(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// The Prometheus text of these counters.
-    pub(crate) fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let mut out = String::new();
         for (name, kind, help, v) in [
             (
@@ -51,19 +51,19 @@ impl AuditStats {
             (
                 "spike_audit_lines_written_total",
                 "counter",
-                "Audit lines written since Nexus opened.",
+                "Audit lines written since this process opened it.",
                 self.lines_written.load(Ordering::Relaxed),
             ),
             (
                 "spike_audit_bytes_written_total",
                 "counter",
-                "Audit log bytes written since Nexus opened (its growth).",
+                "Audit log bytes written since this process opened it (its growth).",
                 self.bytes_written.load(Ordering::Relaxed),
             ),
             (
                 "spike_audit_rotations_total",
                 "counter",
-                "Audit log files rotated by size since Nexus opened.",
+                "Audit log files rotated by size since this process opened it.",
                 self.rotations.load(Ordering::Relaxed),
             ),
         ] {

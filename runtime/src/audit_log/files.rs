@@ -1,10 +1,10 @@
 //! The files of one audit log: the live file, the files rotated out of it, its lock, and
 //! reading the chain's head back from their tails.
 //!
-//! `audit.log` is the live file. When it reaches the size limit it is renamed to
-//! `audit.log.000001` (then `.000002`, ...: the number only grows, so names sort in chain
+//! The live file (Nexus's `audit.log`) is the one written. When it reaches the size limit it is renamed to
+//! `<live>.000001` (then `.000002`, ...: the number only grows, so names sort in chain
 //! order) and a new live file starts; the chain continues across them. A lock file,
-//! `audit.log.lock`, is held for the writer's lifetime, so a second writer cannot fork the
+//! `<live>.lock`, is held for the writer's lifetime, so a second writer cannot fork the
 //! chain even while the live file is being replaced.
 
 use std::fs::{File, OpenOptions};
@@ -21,16 +21,18 @@ const ROTATED_DIGITS: usize = 6;
 
 /// The files of the log whose live file is `live`.
 #[derive(Debug, Clone)]
-pub(crate) struct LogFiles {
+pub struct LogFiles {
     live: PathBuf,
 }
 
 impl LogFiles {
-    pub(crate) fn new(live: impl Into<PathBuf>) -> Self {
+    /// The log whose live file is `live`.
+    pub fn new(live: impl Into<PathBuf>) -> Self {
         Self { live: live.into() }
     }
 
-    pub(crate) fn live(&self) -> &Path {
+    /// The live file.
+    pub fn live(&self) -> &Path {
         &self.live
     }
 
@@ -41,7 +43,7 @@ impl LogFiles {
     }
 
     /// The rotated files, oldest first, with their numbers.
-    pub(crate) fn rotated(&self) -> io::Result<Vec<(u64, PathBuf)>> {
+    pub fn rotated(&self) -> io::Result<Vec<(u64, PathBuf)>> {
         let (Some(dir), Some(base)) = (self.live.parent(), self.live.file_name()) else {
             return Ok(Vec::new());
         };
@@ -77,7 +79,7 @@ impl LogFiles {
 
     /// Every file of the chain in order: rotated ones, oldest first, then the live one (if it
     /// exists).
-    pub(crate) fn all(&self) -> io::Result<Vec<PathBuf>> {
+    pub fn all(&self) -> io::Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = self.rotated()?.into_iter().map(|(_, p)| p).collect();
         if self.live.exists() {
             files.push(self.live.clone());
@@ -86,7 +88,7 @@ impl LogFiles {
     }
 
     /// Total bytes of every file of the chain.
-    pub(crate) fn total_len(&self) -> io::Result<u64> {
+    pub fn total_len(&self) -> io::Result<u64> {
         let mut total = 0;
         for f in self.all()? {
             total += std::fs::metadata(f)?.len();
@@ -235,7 +237,7 @@ fn last_line(
 
 /// Verifies every file of the chain in order, streaming, against `checkpoint` when given.
 /// A bad line is reported with its file and its line number in that file.
-pub(crate) fn verify_files(
+pub fn verify_files(
     files: &LogFiles,
     key: &AuditKey,
     checkpoint: Option<Checkpoint>,
@@ -286,12 +288,12 @@ impl LogFiles {
     Some((path, line)) => format!(" (file {}, its line {line})", path.display()),
     None => String::new(),
 })]
-pub(crate) struct FilesVerifyError {
+pub struct FilesVerifyError {
     /// Where the bad line is: its file and line number within that file.
-    pub(crate) file: Option<(PathBuf, u64)>,
+    pub file: Option<(PathBuf, u64)>,
     /// What is wrong; its line number counts across all files.
     #[source]
-    pub(crate) error: VerifyError,
+    pub error: VerifyError,
 }
 
 impl From<VerifyError> for FilesVerifyError {
