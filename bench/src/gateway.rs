@@ -99,6 +99,7 @@ impl Stack {
             nexus: self.nexus_addr().to_owned(),
             sidecar_agent: agent.to_string(),
             routes: vec![RouteSettings::loopback_chat("up", upstream)],
+            audit_log: Some(self.data_dir.join("gateway-audit.log")),
             ..GatewaySettings::default()
         };
         let checked = settings.check()?;

@@ -20,9 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod audit;
 mod gateway;
 mod sse;
 
+pub use audit::{AppendReport, audit_append};
 pub use gateway::{GatewayBench, UPSTREAM_KEY};
 pub use sse::{MAX_SSE, PathLatency, SseOptions, SseReport, sse};
 

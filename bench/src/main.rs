@@ -5,6 +5,7 @@
 //! spike-bench seed --count 1000000            # the figure in docs/benchmarks.md (release)
 //! spike-bench bao --count 100000 --storage raft --bao .venv/bin/bao
 //! spike-bench sse --streams 200 --events 20 --gap 5ms    # SSE via the gateway vs direct
+//! spike-bench audit-append --dir /var/lib/spike   # a gateway audit line: fdatasync or write
 //! ```
 
 use std::path::PathBuf;
@@ -78,6 +79,16 @@ enum Cmd {
         /// Pause between two events.
         #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
         gap: Duration,
+    },
+    /// Append gateway audit lines one at a time, waiting for each line's fdatasync, then for
+    /// its write only: what a gateway request waits for.
+    AuditAppend {
+        /// Lines per mode.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Directory on the disk to measure (default: a temp dir in the current one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Write secrets to a real OpenBao KV v2, one request each, for comparison.
     Bao {
@@ -202,6 +213,22 @@ async fn main() -> anyhow::Result<()> {
                         p.ttfb_p99_us,
                         p.event_p50_us,
                         p.event_p99_us
+                    );
+                }
+            }
+        }
+        Cmd::AuditAppend { count, dir } => {
+            let tmp = tempfile::Builder::new()
+                .prefix("spike-bench-audit-")
+                .tempdir_in(dir.unwrap_or_else(|| PathBuf::from(".")))?;
+            let reports = spike_bench::audit_append(tmp.path(), count).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                for r in reports {
+                    println!(
+                        "audit append ({}): {} lines, p50 {:.0} µs, p99 {:.0} µs",
+                        r.durability, r.lines, r.p50_us, r.p99_us
                     );
                 }
             }

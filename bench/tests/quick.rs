@@ -27,3 +27,17 @@ async fn quick_seed_loads_then_changes_nothing() {
     assert_eq!(r.unchanged, 10_000);
     assert!(r.disk_bytes > 0);
 }
+
+/// The audit-append measurement runs both modes to the end; its times are printed only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_append_measures_both_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = spike_bench::audit_append(dir.path(), 20).await.unwrap();
+    eprintln!("{}", serde_json::to_string(&r).unwrap());
+    let modes: Vec<_> = r.iter().map(|m| (m.durability, m.lines)).collect();
+    assert_eq!(modes, [("synced", 20), ("batched", 20)]);
+    for m in ["synced", "batched"] {
+        let log = std::fs::read_to_string(dir.path().join(format!("audit-{m}.log"))).unwrap();
+        assert_eq!(log.lines().count(), 20, "{m}");
+    }
+}

@@ -15,6 +15,7 @@
 //! - [`proxy`]: the chain every request goes through, ending in substitution, and the
 //!   streamed, scrubbed response.
 //! - [`resolve`]: asking Nexus for a token's value.
+//! - [`audit`]: the HMAC-chained audit line of every decision, under a key from Nexus.
 //! - [`refusal`]: the JSON refusals with their reason codes.
 //! - [`config`] and [`server`]: the `spike-gateway` binary's settings and listeners.
 //! - [`dev_upstream`]: an OpenAI-style mock upstream for `spike dev --gateway` and tests.
@@ -79,6 +80,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod config;
 pub mod decode;
 mod detect;

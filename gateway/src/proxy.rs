@@ -24,6 +24,7 @@ use spike_core::secret::SecretString;
 use spike_core::token::{TokenAction, TokenLocation, TokenRef};
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditTrail, Decision};
 use crate::decode::{self, Decoder};
 use crate::detect::Finder;
 use crate::egress::{Body, BoxError, Egress, EgressError, RoutePolicy, Target};
@@ -87,6 +88,7 @@ pub struct Proxy {
     /// Every value resolved for an agent, by agent ID, with the token it is replaced by.
     sets: Mutex<HashMap<String, Arc<ScrubSet>>>,
     metrics: Arc<Metrics>,
+    audit: Arc<AuditTrail>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -129,25 +131,16 @@ struct Resolved {
     token_id: String,
 }
 
-/// What was decided, for the one log line per request.
-#[derive(Debug)]
-struct Decision<'a> {
-    agent: &'a str,
-    route: &'a str,
-    destination: String,
-    action: Option<TokenAction>,
-    tokens: Vec<String>,
-}
-
 impl Proxy {
     /// A gateway serving `routes`, forwarding absolute-form requests under `forward` when
-    /// given, resolving with `tokens`.
+    /// given, resolving with `tokens`, recording every decision in `audit`.
     pub fn new(
         routes: Vec<Route>,
         forward: Option<RoutePolicy>,
         egress: Egress,
         tokens: Arc<dyn ResolveTokens>,
         limits: ProxyLimits,
+        audit: Arc<AuditTrail>,
     ) -> Self {
         Self {
             routes: routes.into_iter().map(|r| (r.name.clone(), r)).collect(),
@@ -157,6 +150,7 @@ impl Proxy {
             limits,
             sets: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::default()),
+            audit,
         }
     }
 
@@ -172,14 +166,23 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let (head, body) = req.into_parts();
-        let mut decision = Decision {
-            agent: agent.as_str(),
-            route: "",
-            destination: String::new(),
-            action: None,
-            tokens: Vec::new(),
+        let mut decision = Decision::new(agent);
+        // Nothing is served unaudited: not before the log is open, and a refusal whose line
+        // cannot be written becomes `audit_unavailable`.
+        let outcome = if self.audit.is_open() {
+            self.serve(agent, head, body, &mut decision).await
+        } else {
+            Err(AuditTrail::unavailable())
         };
-        let outcome = self.serve(agent, head, body, &mut decision).await;
+        let outcome = match outcome {
+            Err(r) if r.reason != Reason::AuditUnavailable => {
+                match self.audit.refused(&decision, &r).await {
+                    Ok(()) => Err(r),
+                    Err(unaudited) => Err(unaudited),
+                }
+            }
+            other => other,
+        };
         let (verdict, reason, status) = match &outcome {
             Ok(resp) => ("allowed", "", resp.status().as_u16()),
             Err(r) => ("refused", r.reason.as_str(), r.reason.status().as_u16()),
@@ -188,7 +191,7 @@ impl Proxy {
             .decision(self.route_label(decision.route), verdict, reason);
         tracing::info!(
             target: "spike_gateway::decision",
-            agent = decision.agent,
+            agent = decision.agent.as_str(),
             route = decision.route,
             destination = %decision.destination,
             action = decision.action.map(TokenAction::as_str),
@@ -350,6 +353,8 @@ impl Proxy {
                 .map_err(|e| match e {})
                 .boxed_unsync(),
         );
+        // The decision, recorded before anything leaves.
+        self.audit.allowed(decision).await?;
         let started = std::time::Instant::now();
         let sent = self
             .egress

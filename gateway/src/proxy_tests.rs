@@ -141,7 +141,32 @@ fn route(name: &str, port: u16) -> Route {
     }
 }
 
-fn proxy(routes: Vec<Route>, table: Arc<Table>) -> Proxy {
+const GATEWAY: &str = "spiffe://poc.local/spike/gateway/test";
+
+/// A proxy with its audit log open in a directory of its own.
+struct Gw {
+    proxy: Proxy,
+    trail: Arc<AuditTrail>,
+    key: spike_core::audit::AuditKey,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Gw {
+    type Target = Proxy;
+    fn deref(&self) -> &Proxy {
+        &self.proxy
+    }
+}
+
+impl std::ops::DerefMut for Gw {
+    fn deref_mut(&mut self) -> &mut Proxy {
+        &mut self.proxy
+    }
+}
+
+/// A proxy whose audit log is not open (yet).
+fn unaudited(routes: Vec<Route>, table: Arc<Table>, trail: Arc<AuditTrail>) -> Proxy {
     let r = StaticResolver::new();
     r.answer("upstream.test", vec![vec!["127.0.0.1".parse().unwrap()]]);
     Proxy::new(
@@ -150,7 +175,27 @@ fn proxy(routes: Vec<Route>, table: Arc<Table>) -> Proxy {
         Egress::new(Arc::new(r), EgressLimits::default()),
         table,
         ProxyLimits::default(),
+        trail,
     )
+}
+
+async fn proxy(routes: Vec<Route>, table: Arc<Table>) -> Gw {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gateway-audit.log");
+    let key = spike_core::audit::AuditKey::new(&[3; 32]);
+    let trail = Arc::new(AuditTrail::new(SpiffeId::new(GATEWAY).unwrap()));
+    trail.attach(
+        spike_runtime::audit_log::AuditWriter::open(&log, key.clone())
+            .await
+            .unwrap(),
+    );
+    Gw {
+        proxy: unaudited(routes, table, trail.clone()),
+        trail,
+        key,
+        log,
+        _dir: dir,
+    }
 }
 
 fn table() -> Arc<Table> {
@@ -203,7 +248,7 @@ async fn the_value_goes_upstream_and_the_stream_comes_back_incremental() {
         .spawn("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let p = proxy(vec![route("llm", up.port())], table());
+    let p = proxy(vec![route("llm", up.port())], table()).await;
     let resp = p
         .handle(
             &agent(),
@@ -232,7 +277,7 @@ async fn the_value_goes_upstream_and_the_stream_comes_back_incremental() {
 #[tokio::test]
 async fn a_reflected_value_comes_back_as_the_agents_token_in_every_form() {
     let up = reflector().await;
-    let p = proxy(vec![route("echo", up.port())], table());
+    let p = proxy(vec![route("echo", up.port())], table()).await;
     let resp = p
         .handle(
             &agent(),
@@ -254,7 +299,7 @@ async fn a_reflected_value_comes_back_as_the_agents_token_in_every_form() {
 async fn refusals_carry_the_code_and_nothing_is_sent() {
     let up = reflector().await;
     let t = table();
-    let p = proxy(vec![route("echo", up.port())], t.clone());
+    let p = proxy(vec![route("echo", up.port())], t.clone()).await;
     let code = |resp: Response<Body>| async move {
         let (status, all) = seen(resp).await;
         let json = all.lines().last().unwrap_or_default().to_owned();
@@ -338,7 +383,7 @@ async fn refusals_carry_the_code_and_nothing_is_sent() {
     let mut strict = route("strict", up.port());
     strict.allow_plain_http = false;
     let before = t.resolutions.load(Ordering::SeqCst);
-    let p = proxy(vec![strict], t.clone());
+    let p = proxy(vec![strict], t.clone()).await;
     let r = p
         .handle(
             &agent(),
@@ -357,7 +402,7 @@ async fn a_value_that_would_inject_headers_is_not_sent() {
         location: TokenLocation::Header("authorization".into()),
         resolutions: AtomicUsize::new(0),
     });
-    let p = proxy(vec![route("echo", up.port())], t);
+    let p = proxy(vec![route("echo", up.port())], t).await;
     let r = p
         .handle(
             &agent(),
@@ -417,7 +462,7 @@ async fn hoarder() -> std::net::SocketAddr {
 #[tokio::test]
 async fn a_value_stored_and_returned_later_compressed_comes_back_as_the_token() {
     let up = hoarder().await;
-    let p = proxy(vec![route("h", up.port())], table());
+    let p = proxy(vec![route("h", up.port())], table()).await;
     let r = p
         .handle(
             &agent(),
@@ -450,7 +495,7 @@ async fn a_value_stored_and_returned_later_compressed_comes_back_as_the_token() 
 async fn oversized_and_compressed_request_bodies_are_refused() {
     let up = reflector().await;
     let t = table();
-    let mut p = proxy(vec![route("echo", up.port())], t.clone());
+    let mut p = proxy(vec![route("echo", up.port())], t.clone()).await;
     p.limits.max_request_body = 1024;
     let big = "x".repeat(2048);
     let r = p
@@ -513,3 +558,6 @@ fn hop_by_hop_headers_and_those_connection_names_are_stripped() {
     super::strip_hop_by_hop(&mut h);
     assert_eq!(h, before);
 }
+
+#[path = "proxy_audit_tests.rs"]
+mod audit;

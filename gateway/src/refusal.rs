@@ -44,6 +44,8 @@ pub enum Reason {
     Token(spike_core::error::ErrorCode),
     /// Nexus could not be asked.
     NexusUnavailable,
+    /// The gateway's audit log is not open or cannot be written: nothing is served unaudited.
+    AuditUnavailable,
 }
 
 impl Reason {
@@ -63,6 +65,7 @@ impl Reason {
             Self::Unscrubbable => "response_not_scrubbable",
             Self::Token(code) => code.as_str(),
             Self::NexusUnavailable => "nexus_unavailable",
+            Self::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -78,7 +81,7 @@ impl Reason {
                 StatusCode::FORBIDDEN
             }
             Self::UpstreamUnavailable | Self::Unscrubbable => StatusCode::BAD_GATEWAY,
-            Self::NexusUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NexusUnavailable | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

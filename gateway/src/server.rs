@@ -15,6 +15,7 @@ use spike_runtime::svid::SvidSource;
 use spike_runtime::tls::{PeerIdentity, PeerRule, server_config};
 use tokio::net::TcpListener;
 
+use crate::audit::{AuditTrail, open_when_keyed};
 use crate::config::Checked;
 use crate::egress::{Egress, EgressLimits, SystemResolver};
 use crate::proxy::Proxy;
@@ -75,6 +76,13 @@ pub async fn start(
         Builtin::Nexus.id(&td),
         source.clone(),
     )?;
+    let audit = Arc::new(AuditTrail::new(own.clone()));
+    let opening = tokio::spawn(open_when_keyed(
+        audit.clone(),
+        nexus.clone(),
+        checked.audit_log,
+        checked.audit,
+    ));
     let proxy = Arc::new(Proxy::new(
         checked.routes,
         checked.forward,
@@ -84,6 +92,7 @@ pub async fn start(
             checked.resolve_cache,
         )),
         checked.limits,
+        audit.clone(),
     ));
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -152,6 +161,9 @@ pub async fn start(
         let _ = stop_tx.send(true);
         let _ = api_task.await;
         let _ = health_task.await;
+        // After the last request: the log's last lines are synced and its lock released.
+        opening.abort();
+        audit.close().await;
     });
     Ok((bound, task))
 }
