@@ -140,6 +140,13 @@ impl<S> Default for Unescape<S> {
     }
 }
 
+/// The pending bytes may be the start of an escaped value.
+impl<S> Drop for Unescape<S> {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.pending);
+    }
+}
+
 impl<S: Scheme> Unescape<S> {
     /// Passes the first pending byte through as a literal and reads the rest again.
     fn reject_first(&mut self, sink: &mut impl UnitSink) {
