@@ -18,7 +18,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::tls::PeerIdentity;
+use rustls::pki_types::CertificateDer;
+
+use crate::tls::{ClientAuth, OptionalClientAuth, PeerIdentity};
 
 /// The smallest `max_header_bytes` hyper accepts (its read buffer cannot be smaller).
 pub const MIN_HEADER_BYTES: usize = 8192;
@@ -274,6 +276,61 @@ pub async fn serve_mtls(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    serve_tls(listener, tls, PeerCheck::AtHandshake, app, limits, shutdown).await;
+}
+
+/// Like [`serve_mtls`], but a client without a valid SVID still completes its handshake: each
+/// request carries either the verified [`PeerIdentity`] or
+/// [`Unauthenticated`](crate::tls::Unauthenticated), never both,
+/// and the application refuses the latter itself. Only for the gateway, which must answer such
+/// callers as it answers a stolen token; every other service refuses them at the handshake.
+pub async fn serve_tls_optional_client_auth(
+    listener: TcpListener,
+    auth: Arc<OptionalClientAuth>,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let tls = auth.config();
+    serve_tls(
+        listener,
+        tls,
+        PeerCheck::AfterHandshake(auth),
+        app,
+        limits,
+        shutdown,
+    )
+    .await;
+}
+
+/// Where a listener checks its clients' certificates.
+#[derive(Clone)]
+enum PeerCheck {
+    /// In the handshake (a refused certificate fails it): [`serve_mtls`].
+    AtHandshake,
+    /// Once the handshake is done: [`serve_tls_optional_client_auth`].
+    AfterHandshake(Arc<OptionalClientAuth>),
+}
+
+impl PeerCheck {
+    /// The peer of a completed handshake, or `None` to close the connection.
+    fn peer(&self, certs: Option<&[CertificateDer<'_>]>) -> Option<ClientAuth> {
+        match self {
+            // The verifier has accepted the chain, so this only parses it.
+            Self::AtHandshake => PeerIdentity::from_certs(certs).map(ClientAuth::Verified),
+            Self::AfterHandshake(auth) => Some(auth.authenticate(certs)),
+        }
+    }
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    check: PeerCheck,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let max_connections = limits.max_connections.max(1);
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -296,11 +353,12 @@ pub async fn serve_mtls(
             () = &mut shutdown => break,
         };
         let acceptor = acceptor.clone();
+        let check = check.clone();
         let app = app.clone();
         let stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(acceptor, tcp, remote, app, limits, stop_rx).await;
+            serve_connection(acceptor, check, tcp, remote, app, limits, stop_rx).await;
         });
     }
     // Refuse new connections at once rather than leaving them in the backlog while draining.
@@ -323,6 +381,7 @@ pub async fn serve_mtls(
 /// expires, or the server stops.
 async fn serve_connection(
     acceptor: TlsAcceptor,
+    check: PeerCheck,
     tcp: TcpStream,
     remote: SocketAddr,
     app: Router,
@@ -341,18 +400,31 @@ async fn serve_connection(
             return;
         }
     };
-    let Some(peer) = PeerIdentity::from_certs(tls.get_ref().1.peer_certificates()) else {
+    let Some(peer) = check.peer(tls.get_ref().1.peer_certificates()) else {
         return;
     };
-    let expires_in = peer
-        .not_after
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
+    // An unauthenticated peer has no certificate to outlive; the idle timeout still applies.
+    let expires_in = match &peer {
+        ClientAuth::Verified(p) => p
+            .not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or_default(),
+        ClientAuth::Unauthenticated(_) => MAX_TIMEOUT,
+    };
     let activity = Arc::new(Activity::new());
     let in_flight = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let refused = head_over_limits(&req, &limits);
-        req.extensions_mut().insert(peer.clone());
+        // One or the other, never both: an application that reads `PeerIdentity` never sees
+        // an unverified peer.
+        match &peer {
+            ClientAuth::Verified(p) => {
+                req.extensions_mut().insert(p.clone());
+            }
+            ClientAuth::Unauthenticated(u) => {
+                req.extensions_mut().insert(*u);
+            }
+        }
         req.extensions_mut().insert(RemoteAddr(remote));
         let guard = InFlight::new(in_flight.clone());
         let call = app.clone().oneshot(req.map(axum::body::Body::new));
