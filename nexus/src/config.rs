@@ -17,7 +17,7 @@ use spike_runtime::net::ConnLimits;
 use spike_runtime::svid::IdentityArgs;
 use spike_runtime::telemetry::LogFormat;
 
-use crate::ratelimit::{Rate, RateLimits};
+use crate::ratelimit::RateLimits;
 use crate::secrets::SecretLimits;
 
 /// Everything Nexus needs to run besides its SVID source and listeners.
@@ -326,7 +326,7 @@ impl NexusSettings {
             ("recover", self.rate_limits.recover),
             ("refused", self.rate_limits.refused),
         ] {
-            check_rate(name, rate)?;
+            rate.validate(&format!("rate_limits.{name}"))?;
         }
         if self.audit.max_file_bytes < MIN_AUDIT_FILE_BYTES {
             return Err(ConfigError::invalid(format!(
@@ -365,15 +365,6 @@ impl NexusSettings {
             log_format: self.log_format,
         })
     }
-}
-
-fn check_rate(name: &str, rate: Rate) -> Result<(), ConfigError> {
-    if rate.burst == 0 || rate.per_minute == 0 {
-        return Err(ConfigError::invalid(format!(
-            "rate_limits.{name}: per_minute and burst must be at least 1"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

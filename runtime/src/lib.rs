@@ -3,7 +3,8 @@
 //! - Identity: SVID sources ([`svid`]: the SPIFFE Workload API and PEM files, reloaded on
 //!   change) and rustls configs that verify peers against the trust bundle and authorize them
 //!   by SPIFFE ID ([`tls`]).
-//! - The network: the mTLS serve loop with its limits and the one mTLS client ([`net`]).
+//! - The network: the mTLS serve loop with its limits and the one mTLS client ([`net`]), and
+//!   per-key token buckets ([`ratelimit`]).
 //! - Settings: one TOML format for every binary, with environment and flag overrides
 //!   ([`config`]), and logging ([`telemetry`]).
 #![warn(missing_docs)]
@@ -11,6 +12,7 @@
 
 pub mod config;
 pub mod net;
+pub mod ratelimit;
 pub mod svid;
 pub mod telemetry;
 pub mod tls;
