@@ -23,6 +23,7 @@ use spike_runtime::telemetry::LogFormat;
 
 use crate::egress::{AddressPolicy, RoutePolicy, tls};
 use crate::proxy::{ProxyLimits, Route};
+use crate::ratelimit::RateLimits;
 use crate::route::ActionRule;
 
 /// The `spike-gateway` command line. Every flag overrides the configuration file and the
@@ -121,6 +122,8 @@ pub struct GatewaySettings {
     pub identity: IdentityConfig,
     /// `[server]`: connection limits of the agent listener.
     pub server: ConnLimits,
+    /// `[rate_limits]`: requests per agent, and of callers without a valid SVID together.
+    pub rate_limits: RateLimits,
     /// `[[routes]]`.
     pub routes: Vec<RouteSettings>,
 }
@@ -142,6 +145,7 @@ impl Default for GatewaySettings {
                 idle_timeout: std::time::Duration::from_secs(300),
                 ..ConnLimits::default()
             },
+            rate_limits: RateLimits::default(),
             routes: Vec::new(),
         }
     }
@@ -181,6 +185,7 @@ impl GatewaySettings {
     /// Checks the settings.
     pub fn check(&self) -> Result<Checked, ConfigError> {
         self.server.validate().map_err(ConfigError::Invalid)?;
+        self.rate_limits.validate()?;
         let sidecar_agent = match self.sidecar_agent.as_str() {
             "" => None,
             id => {
@@ -246,6 +251,7 @@ impl GatewaySettings {
             forward,
             limits: ProxyLimits {
                 max_request_body: self.max_request_body,
+                rate: self.rate_limits,
                 ..ProxyLimits::default()
             },
             resolve_cache: self.resolve_cache,
