@@ -1329,6 +1329,14 @@ async fn every_refused_handshake_is_counted_by_its_precise_reason() {
 /// `serve_tls_optional_client_auth` with an app that says what each request carries:
 /// `verified <id>`, `unauthenticated <reason>`, or `both`/`neither` (which must never happen).
 async fn optional_server(src: Arc<dyn SvidSource>, rule: PeerRule) -> Server {
+    optional_server_with(src, rule, ConnLimits::default()).await
+}
+
+async fn optional_server_with(
+    src: Arc<dyn SvidSource>,
+    rule: PeerRule,
+    limits: ConnLimits,
+) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let auth = Arc::new(OptionalClientAuth::new(src, rule).unwrap());
@@ -1357,7 +1365,7 @@ async fn optional_server(src: Arc<dyn SvidSource>, rule: PeerRule) -> Server {
         listener,
         auth,
         app,
-        ConnLimits::default(),
+        limits,
         async move {
             let _ = rx.await;
         },
@@ -1491,6 +1499,57 @@ async fn optional_client_auth_still_applies_the_rule_and_leaves_serve_mtls_stric
         .unwrap();
     assert_eq!(status, 200);
     strict.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_connections_cannot_take_the_agents_slots() {
+    let ca = ca();
+    let limits = ConnLimits {
+        max_connections: 4,
+        ..ConnLimits::default()
+    };
+    let server = optional_server_with(
+        source_for(&ca, "/spike/gateway/gw"),
+        PeerRule::AnyInTrustDomain,
+        limits,
+    )
+    .await;
+    let anonymous = anonymous_connector();
+    let good = svid_connector(&ca.issue(&id("/agents/a"), HOUR).unwrap());
+    // A quarter of 4: one unauthenticated connection at a time.
+    let (held, status, _) = bounded("first", raw_whoami(&anonymous, server.addr))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let second = bounded("second", raw_whoami(&anonymous, server.addr)).await;
+    assert!(
+        second.is_err(),
+        "a second unauthenticated connection was served"
+    );
+    // Agents still get in.
+    let (_agent, status, body) = bounded("agent", raw_whoami(&good, server.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "verified spiffe://spike.test/agents/a")
+    );
+    // Closing the unauthenticated connection gives its slot back.
+    drop(held);
+    assert!(
+        bounded("slot freed", async {
+            for _ in 0..100 {
+                if raw_whoami(&anonymous, server.addr).await.is_ok() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        })
+        .await,
+        "the slot was not given back"
+    );
+    server.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------------------------

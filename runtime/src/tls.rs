@@ -88,7 +88,9 @@ pub struct PeerIdentity {
 
 impl PeerIdentity {
     /// Reads the peer identity from a completed handshake. The certificate was verified by
-    /// this module's verifiers, so this only parses.
+    /// this module's verifiers, so this only parses: never call it for a connection of
+    /// [`OptionalClientAuth`], whose handshake verifies nothing (use
+    /// [`OptionalClientAuth::authenticate`]).
     pub fn from_certs(certs: Option<&[CertificateDer<'_>]>) -> Option<Self> {
         let leaf = certs?.first()?;
         let (id, not_after) = leaf_identity(leaf).ok()?;

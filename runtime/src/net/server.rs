@@ -14,7 +14,7 @@ use http::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -284,6 +284,11 @@ pub async fn serve_mtls(
 /// [`Unauthenticated`](crate::tls::Unauthenticated), never both,
 /// and the application refuses the latter itself. Only for the gateway, which must answer such
 /// callers as it answers a stolen token; every other service refuses them at the handshake.
+///
+/// Unauthenticated connections may hold at most a quarter of `max_connections` at once (a
+/// further one is closed after its handshake) and are closed after `header_timeout` without a
+/// request rather than `idle_timeout`, so callers that are not agents cannot take the
+/// agents' connection slots.
 pub async fn serve_tls_optional_client_auth(
     listener: TcpListener,
     auth: Arc<OptionalClientAuth>,
@@ -292,15 +297,12 @@ pub async fn serve_tls_optional_client_auth(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let tls = auth.config();
-    serve_tls(
-        listener,
-        tls,
-        PeerCheck::AfterHandshake(auth),
-        app,
-        limits,
-        shutdown,
-    )
-    .await;
+    let unauthenticated = Arc::new(Semaphore::new((limits.max_connections / 4).max(1)));
+    let check = PeerCheck::AfterHandshake {
+        auth,
+        unauthenticated,
+    };
+    serve_tls(listener, tls, check, app, limits, shutdown).await;
 }
 
 /// Where a listener checks its clients' certificates.
@@ -308,17 +310,36 @@ pub async fn serve_tls_optional_client_auth(
 enum PeerCheck {
     /// In the handshake (a refused certificate fails it): [`serve_mtls`].
     AtHandshake,
-    /// Once the handshake is done: [`serve_tls_optional_client_auth`].
-    AfterHandshake(Arc<OptionalClientAuth>),
+    /// Once the handshake is done: [`serve_tls_optional_client_auth`], with the slots of
+    /// unauthenticated connections.
+    AfterHandshake {
+        auth: Arc<OptionalClientAuth>,
+        unauthenticated: Arc<Semaphore>,
+    },
 }
 
 impl PeerCheck {
-    /// The peer of a completed handshake, or `None` to close the connection.
-    fn peer(&self, certs: Option<&[CertificateDer<'_>]>) -> Option<ClientAuth> {
+    /// The peer of a completed handshake, with the slot an unauthenticated one holds while
+    /// connected; `None` to close the connection.
+    fn peer(
+        &self,
+        certs: Option<&[CertificateDer<'_>]>,
+    ) -> Option<(ClientAuth, Option<OwnedSemaphorePermit>)> {
         match self {
             // The verifier has accepted the chain, so this only parses it.
-            Self::AtHandshake => PeerIdentity::from_certs(certs).map(ClientAuth::Verified),
-            Self::AfterHandshake(auth) => Some(auth.authenticate(certs)),
+            Self::AtHandshake => {
+                PeerIdentity::from_certs(certs).map(|p| (ClientAuth::Verified(p), None))
+            }
+            Self::AfterHandshake {
+                auth,
+                unauthenticated,
+            } => match auth.authenticate(certs) {
+                verified @ ClientAuth::Verified(_) => Some((verified, None)),
+                anon @ ClientAuth::Unauthenticated(_) => {
+                    let slot = unauthenticated.clone().try_acquire_owned().ok()?;
+                    Some((anon, Some(slot)))
+                }
+            },
         }
     }
 }
@@ -400,16 +421,22 @@ async fn serve_connection(
             return;
         }
     };
-    let Some(peer) = check.peer(tls.get_ref().1.peer_certificates()) else {
+    let Some((peer, _slot)) = check.peer(tls.get_ref().1.peer_certificates()) else {
+        tracing::debug!(%remote, "no slot for another unauthenticated connection; closing it");
         return;
     };
-    // An unauthenticated peer has no certificate to outlive; the idle timeout still applies.
-    let expires_in = match &peer {
-        ClientAuth::Verified(p) => p
-            .not_after
-            .duration_since(SystemTime::now())
-            .unwrap_or_default(),
-        ClientAuth::Unauthenticated(_) => MAX_TIMEOUT,
+    // An unauthenticated peer has no certificate to outlive, and is let idle only as long as
+    // a request head may take.
+    let (expires_in, idle_timeout) = match &peer {
+        ClientAuth::Verified(p) => (
+            p.not_after
+                .duration_since(SystemTime::now())
+                .unwrap_or_default(),
+            limits.idle_timeout,
+        ),
+        ClientAuth::Unauthenticated(_) => {
+            (MAX_TIMEOUT, limits.idle_timeout.min(limits.header_timeout))
+        }
     };
     let activity = Arc::new(Activity::new());
     let in_flight = activity.clone();
@@ -474,7 +501,7 @@ async fn serve_connection(
     tokio::pin!(conn);
     let expiry = tokio::time::sleep(expires_in);
     tokio::pin!(expiry);
-    let idle = tokio::time::sleep_until(activity.idle_deadline(limits.idle_timeout));
+    let idle = tokio::time::sleep_until(activity.idle_deadline(idle_timeout));
     tokio::pin!(idle);
     let mut draining = false;
     // Set when the peer's certificate expires: the graceful close gets this long to finish
@@ -503,7 +530,7 @@ async fn serve_connection(
                 break;
             }
             () = &mut idle, if !draining => {
-                let deadline = activity.idle_deadline(limits.idle_timeout);
+                let deadline = activity.idle_deadline(idle_timeout);
                 if activity.in_flight.load(Ordering::Relaxed) == 0
                     && deadline <= tokio::time::Instant::now()
                 {
@@ -513,7 +540,7 @@ async fn serve_connection(
                 } else {
                     // Active since, or a request in flight: look again one idle period after
                     // the last bytes, and at least every quarter period while busy.
-                    let recheck = (limits.idle_timeout / 4).max(Duration::from_millis(50));
+                    let recheck = (idle_timeout / 4).max(Duration::from_millis(50));
                     let next = deadline.max(tokio::time::Instant::now() + recheck);
                     idle.as_mut().reset(next);
                 }
