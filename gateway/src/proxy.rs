@@ -1,8 +1,7 @@
 //! The chain a request goes through, in order: size limits → the agent's identity → route
 //! and action → checks on the request (no real value in it) → the agent's rate limit →
-//! resolution of its tokens →
-//! substitution, the last step before the bytes leave → the upstream → the response, scrubbed
-//! of every value resolved for this agent as it streams.
+//! resolution of its tokens → substitution, the last step before the bytes leave → the
+//! upstream → the response, scrubbed of every value resolved for this agent as it streams.
 //!
 //! Nothing before substitution holds a real value: the values live in the resolution answers
 //! and the agent's [`ScrubSet`] (both wiped on drop), and go into the request only once every

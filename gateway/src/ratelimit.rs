@@ -38,9 +38,12 @@ impl Default for RateLimits {
                 per_minute: 1200,
                 burst: 100,
             },
+            // Well under what Nexus lets a gateway be refused (`rate_limits.refused`, 30 at
+            // once and 60 a minute): every token these callers send is refused there, charged
+            // to the gateway, and past that budget Nexus refuses the gateway's resolutions too.
             unauthenticated: Rate {
-                per_minute: 60,
-                burst: 20,
+                per_minute: 20,
+                burst: 10,
             },
         }
     }
