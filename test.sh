@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (when missing) and runs every check and test:
-# formatting, clippy, the Rust unit/integration/end-to-end tests, and the py-spiffe interop test.
+# formatting, clippy, the Rust unit/integration/end-to-end tests, the py-spiffe interop test, and
+# the fuzz targets for a few seconds.
 # Prints each stage's duration so growth shows. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,14 +41,32 @@ rust_tests() {
   fi
 }
 
+# The fuzz targets (fuzz/README.md), for seconds: new inputs go to a scratch directory, the kept
+# corpus is only read. A debug build, like every other stage.
+fuzz_smoke() {
+  if ! cargo fuzz --version 2>/dev/null | grep -q '0.13.2'; then
+    cargo install cargo-fuzz --locked --version 0.13.2
+  fi
+  local scratch; scratch=$(mktemp -d)
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --dev scrubber "$scratch" corpus/scrubber -- \
+    -max_total_time="${SPIKE_FUZZ_SECONDS:-20}" -len_control=0 -max_len=2048)
+  rm -rf "$scratch"
+}
+
 py_tests() {
   SPIKE_AGENT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/spike-agent" .venv/bin/python -m pytest -q agent/tests/py
 }
 
 stage "install test tools" install_tools
-stage "cargo fmt --check" cargo fmt --all -- --check
+fmt_check() {
+  cargo fmt --all -- --check
+  cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+}
+
+stage "cargo fmt --check" fmt_check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 stage "cargo build (binaries for e2e)" cargo build --workspace --bins
 stage "rust tests" rust_tests
 stage "py-spiffe interop" py_tests
+stage "fuzz (seconds)" fuzz_smoke
 echo "all checks passed in $(( $(date +%s) - started ))s"

@@ -59,6 +59,7 @@ impl Stack {
             sidecar_agent: p.agent.to_string(),
             routes: vec![RouteSettings::loopback_chat("up", upstream)],
             rate_limits: unlimited(),
+            audit_log: Some(self.data_dir.join("gateway-audit.log")),
             ..GatewaySettings::default()
         };
         let (bound, task) = self.start_gateway(&settings, &p.gateway).await?;

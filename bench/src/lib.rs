@@ -20,9 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod audit;
 mod gateway;
 mod refusals;
 
+pub use audit::{AppendReport, audit_append};
 pub use gateway::{GatewayBench, UPSTREAM_KEY};
 pub use refusals::{Distribution, RefusalOptions, RefusalReport, gateway_refusals};
 

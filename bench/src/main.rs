@@ -5,6 +5,7 @@
 //! spike-bench seed --count 1000000            # the figure in docs/benchmarks.md (release)
 //! spike-bench bao --count 100000 --storage raft --bao .venv/bin/bao
 //! spike-bench gateway-refusals --requests 2000 --connections 300
+//! spike-bench audit-append --dir /var/lib/spike   # a gateway audit line: fdatasync or write
 //! ```
 
 use std::path::PathBuf;
@@ -79,6 +80,16 @@ enum Cmd {
         /// Stop starting new rounds after this long.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         max_time: Duration,
+    },
+    /// Append gateway audit lines one at a time, waiting for each line's fdatasync, then for
+    /// its write only: what a gateway request waits for.
+    AuditAppend {
+        /// Lines per mode.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Directory on the disk to measure (default: a temp dir in the current one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Write secrets to a real OpenBao KV v2, one request each, for comparison.
     Bao {
@@ -216,6 +227,22 @@ async fn main() -> anyhow::Result<()> {
                             d.mean_us
                         );
                     }
+                }
+            }
+        }
+        Cmd::AuditAppend { count, dir } => {
+            let tmp = tempfile::Builder::new()
+                .prefix("spike-bench-audit-")
+                .tempdir_in(dir.unwrap_or_else(|| PathBuf::from(".")))?;
+            let reports = spike_bench::audit_append(tmp.path(), count).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                for r in reports {
+                    println!(
+                        "audit append ({}): {} lines, p50 {:.0} µs, p99 {:.0} µs",
+                        r.durability, r.lines, r.p50_us, r.p99_us
+                    );
                 }
             }
         }

@@ -106,6 +106,7 @@ async fn measure(stack: &Stack, opts: &RefusalOptions) -> anyhow::Result<Refusal
         // Every answer is a refusal: none may be reused.
         resolve_cache: Duration::ZERO,
         rate_limits: unlimited(),
+        audit_log: Some(stack.data_dir.join("gateway-refusals-audit.log")),
         ..GatewaySettings::default()
     };
     let (bound, _task) = stack.start_gateway(&settings, &p.gateway).await?;

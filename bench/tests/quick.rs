@@ -52,3 +52,17 @@ async fn gateway_refusals_answer_every_case_alike() {
     assert!(r.kept_alive.iter().all(|d| d.count == 20));
     assert!(r.new_connection.iter().all(|d| d.count == 5));
 }
+
+/// The audit-append measurement runs both modes to the end; its times are printed only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_append_measures_both_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = spike_bench::audit_append(dir.path(), 20).await.unwrap();
+    eprintln!("{}", serde_json::to_string(&r).unwrap());
+    let modes: Vec<_> = r.iter().map(|m| (m.durability, m.lines)).collect();
+    assert_eq!(modes, [("synced", 20), ("batched", 20)]);
+    for m in ["synced", "batched"] {
+        let log = std::fs::read_to_string(dir.path().join(format!("audit-{m}.log"))).unwrap();
+        assert_eq!(log.lines().count(), 20, "{m}");
+    }
+}

@@ -354,6 +354,21 @@ pub struct AuditVerifyResponse {
     /// The checkpoint stored with the data that the live log was checked against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<crate::audit::Checkpoint>,
+    /// The gateway whose chain a copy is (verified under that gateway's key); absent for
+    /// Nexus's own log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+/// `POST /v1/audit/chain-key` (gateway identities only): the calling gateway's audit-chain
+/// key, derived by Nexus for that gateway's SPIFFE ID alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditChainKeyResponse {
+    /// The gateway the key is for (the caller).
+    pub gateway: String,
+    /// The key, 64 hex digits.
+    pub key: SecretString,
 }
 
 /// Keeper `PUT /v1/share` (Nexus only).

@@ -24,6 +24,10 @@ mod deploy;
 mod first_hour;
 #[path = "e2e/gateway.rs"]
 mod gateway;
+#[path = "e2e/gateway_audit.rs"]
+mod gateway_audit;
+#[path = "e2e/gateway_names.rs"]
+mod gateway_names;
 #[path = "e2e/import.rs"]
 mod import;
 #[path = "e2e/lifecycle.rs"]

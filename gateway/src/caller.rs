@@ -6,7 +6,7 @@
 //! used: the listener keeps only why it failed. A token it sends is resolved as for
 //! [`NO_AGENT`], an ID no token can be bound to, so Nexus refuses it `token_unknown` through
 //! the same code path, with the same answer and the same work, as a token stolen by another
-//! agent. Only the decision line and the metrics say what really happened.
+//! agent. Only the decision line, the audit line and the metrics say what really happened.
 
 use std::sync::LazyLock;
 
@@ -65,11 +65,6 @@ impl Caller {
         self.agent().unwrap_or(&NO_AGENT)
     }
 
-    /// How log lines name the caller: the agent's ID, or `-`.
-    pub fn log_name(&self) -> &str {
-        self.agent().map_or("-", SpiffeId::as_str)
-    }
-
     /// The reason the decision line and the metrics record for a refusal: the refusal's own,
     /// except that a token refused as unknown to an unauthenticated caller is recorded as
     /// what it was (`unauthenticated`: no certificate; `foreign_trust_domain`; or
@@ -118,7 +113,6 @@ mod tests {
             let c = anon(label);
             assert_eq!(c.agent(), None);
             assert_eq!(c.resolves_as(), &*NO_AGENT);
-            assert_eq!(c.log_name(), "-");
             assert_eq!(c.decision_reason(unknown), recorded);
             assert_eq!(c.decision_reason(Reason::RateLimited), "rate_limited");
         }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use spike_core::id::SpiffeId;
 use spike_core::token::Destination;
+use spike_runtime::audit_log::{self, Durability, WriterOptions};
 use spike_runtime::config::service::ServerArgs;
 use spike_runtime::config::{ConfigError, IdentityConfig, Spec};
 use spike_runtime::net::ConnLimits;
@@ -124,9 +125,39 @@ pub struct GatewaySettings {
     pub server: ConnLimits,
     /// `[rate_limits]`: requests per agent, and of callers without a valid SVID together.
     pub rate_limits: RateLimits,
+    /// The gateway's audit log (one chained line per decision). Required: the gateway
+    /// serves nothing unaudited.
+    #[serde(with = "spike_runtime::config::opt_path")]
+    pub audit_log: Option<PathBuf>,
+    /// `[audit]`: the audit log's rotation and syncing.
+    pub audit: AuditSettings,
     /// `[[routes]]`.
     pub routes: Vec<RouteSettings>,
 }
+
+/// The `[audit]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Rotate the live audit file once it holds this many bytes.
+    pub max_file_bytes: u64,
+    /// Longest time a written line waits to be synced to disk (requests do not wait for
+    /// it); `0s` makes every request wait for its line's `fdatasync`.
+    #[serde(with = "spike_runtime::config::duration")]
+    pub sync_interval: std::time::Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: audit_log::DEFAULT_MAX_FILE_BYTES,
+            sync_interval: std::time::Duration::from_millis(100),
+        }
+    }
+}
+
+/// Longest `audit.sync_interval`: it bounds what a machine crash can lose.
+const MAX_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for GatewaySettings {
     fn default() -> Self {
@@ -146,6 +177,8 @@ impl Default for GatewaySettings {
                 ..ConnLimits::default()
             },
             rate_limits: RateLimits::default(),
+            audit_log: None,
+            audit: AuditSettings::default(),
             routes: Vec::new(),
         }
     }
@@ -153,7 +186,7 @@ impl Default for GatewaySettings {
 
 /// How the gateway's keys map to environment variables.
 pub fn spec() -> Spec {
-    Spec::service("spike-gateway", "SPIKE_GATEWAY_")
+    Spec::service("spike-gateway", "SPIKE_GATEWAY_").path("audit_log")
 }
 
 /// What the gateway starts with, checked.
@@ -179,6 +212,10 @@ pub struct Checked {
     pub server: ConnLimits,
     /// Where the SVID comes from.
     pub identity: spike_runtime::svid::IdentityArgs,
+    /// The audit log file.
+    pub audit_log: PathBuf,
+    /// How it is written.
+    pub audit: WriterOptions,
 }
 
 impl GatewaySettings {
@@ -205,6 +242,26 @@ impl GatewaySettings {
                 "resolve_cache is at most 1m: it bounds how long a revoked token keeps working",
             ));
         }
+        let audit_log = self.audit_log.clone().ok_or_else(|| {
+            ConfigError::invalid(
+                "give an audit log (`audit_log`, SPIKE_GATEWAY_AUDIT_LOG): the gateway serves nothing unaudited",
+            )
+        })?;
+        audit_log::check_max_file_bytes("audit.max_file_bytes", self.audit.max_file_bytes)?;
+        if self.audit.sync_interval > MAX_SYNC_INTERVAL {
+            return Err(ConfigError::invalid(
+                "audit.sync_interval is at most 10s: it bounds what a machine crash can lose",
+            ));
+        }
+        let audit = WriterOptions {
+            max_file_bytes: self.audit.max_file_bytes,
+            durability: if self.audit.sync_interval.is_zero() {
+                Durability::Synced
+            } else {
+                Durability::Batched(self.audit.sync_interval)
+            },
+            ..WriterOptions::default()
+        };
         if self.max_request_body == 0 {
             return Err(ConfigError::invalid("max_request_body must be at least 1"));
         }
@@ -257,6 +314,8 @@ impl GatewaySettings {
             resolve_cache: self.resolve_cache,
             server: self.server,
             identity: self.identity.to_args()?,
+            audit_log,
+            audit,
         })
     }
 }
@@ -351,8 +410,39 @@ mod tests {
     fn with_route(r: RouteSettings) -> GatewaySettings {
         GatewaySettings {
             routes: vec![r],
+            ..audited()
+        }
+    }
+
+    fn audited() -> GatewaySettings {
+        GatewaySettings {
+            audit_log: Some("gw-audit.log".into()),
             ..GatewaySettings::default()
         }
+    }
+
+    #[test]
+    fn the_audit_log_is_required_and_its_settings_bounded() {
+        let e = GatewaySettings::default().check().unwrap_err().to_string();
+        assert!(e.contains("audit_log"), "{e}");
+        let c = audited().check().unwrap();
+        assert_eq!(
+            c.audit.durability,
+            Durability::Batched(std::time::Duration::from_millis(100))
+        );
+        let mut s = audited();
+        s.audit.sync_interval = std::time::Duration::ZERO;
+        assert_eq!(s.check().unwrap().audit.durability, Durability::Synced);
+        s.audit.sync_interval = std::time::Duration::from_secs(11);
+        assert!(s.check().unwrap_err().to_string().contains("sync_interval"));
+        s.audit.sync_interval = std::time::Duration::from_secs(1);
+        s.audit.max_file_bytes = 10;
+        assert!(
+            s.check()
+                .unwrap_err()
+                .to_string()
+                .contains("max_file_bytes")
+        );
     }
 
     fn route(upstream: &str) -> RouteSettings {
@@ -397,7 +487,7 @@ mod tests {
     fn a_sidecar_listens_on_loopback_only() {
         let mut s = GatewaySettings {
             sidecar_agent: "spiffe://poc.local/agents/a".into(),
-            ..GatewaySettings::default()
+            ..audited()
         };
         assert!(s.check().unwrap_err().to_string().contains("loopback"));
         s.listen = "127.0.0.1:8480".parse().unwrap();

@@ -18,6 +18,7 @@
 //!   streamed, scrubbed response.
 //! - [`ratelimit`]: the per-agent rate limit, before resolution.
 //! - [`resolve`]: asking Nexus for a token's value.
+//! - [`audit`]: the HMAC-chained audit line of every decision, under a key from Nexus.
 //! - [`refusal`]: the JSON refusals with their reason codes.
 //! - [`config`] and [`server`]: the `spike-gateway` binary's settings and listeners.
 //! - [`dev_upstream`]: an OpenAI-style mock upstream for `spike dev --gateway` and tests.
@@ -82,6 +83,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod caller;
 pub mod config;
 pub mod decode;

@@ -29,6 +29,7 @@ use spike_core::secret::SecretString;
 use spike_core::token::{TokenAction, TokenLocation, TokenRef};
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditTrail, Decision};
 use crate::caller::Caller;
 use crate::decode::{self, Decoder};
 use crate::egress::{Body, BoxError, Egress, EgressError, RoutePolicy, Target};
@@ -97,6 +98,7 @@ pub struct Proxy {
     sets: Mutex<HashMap<String, Arc<ScrubSet>>>,
     rate: RateLimiter,
     metrics: Arc<Metrics>,
+    audit: Arc<AuditTrail>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -137,25 +139,16 @@ struct Resolved {
     token_id: String,
 }
 
-/// What was decided, for the one log line per request.
-#[derive(Debug)]
-struct Decision<'a> {
-    agent: &'a str,
-    route: &'a str,
-    destination: String,
-    action: Option<TokenAction>,
-    tokens: Vec<String>,
-}
-
 impl Proxy {
     /// A gateway serving `routes`, forwarding absolute-form requests under `forward` when
-    /// given, resolving with `tokens`.
+    /// given, resolving with `tokens`, recording every decision in `audit`.
     pub fn new(
         routes: Vec<Route>,
         forward: Option<RoutePolicy>,
         egress: Egress,
         tokens: Arc<dyn ResolveTokens>,
         limits: ProxyLimits,
+        audit: Arc<AuditTrail>,
     ) -> Self {
         Self {
             routes: routes.into_iter().map(|r| (r.name.clone(), r)).collect(),
@@ -166,6 +159,7 @@ impl Proxy {
             sets: Mutex::new(HashMap::new()),
             rate: RateLimiter::new(limits.rate),
             metrics: Arc::new(Metrics::default()),
+            audit,
         }
     }
 
@@ -181,14 +175,24 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let (head, body) = req.into_parts();
-        let mut decision = Decision {
-            agent: caller.log_name(),
-            route: "",
-            destination: String::new(),
-            action: None,
-            tokens: Vec::new(),
+        let mut decision = Decision::new(caller.resolves_as());
+        // Nothing is served unaudited: not before the log is open, and a refusal whose line
+        // cannot be written becomes `audit_unavailable`.
+        let outcome = if self.audit.is_open() {
+            self.serve(caller, head, body, &mut decision).await
+        } else {
+            Err(AuditTrail::unavailable())
         };
-        let outcome = self.serve(caller, head, body, &mut decision).await;
+        let outcome = match outcome {
+            Err(r) if r.reason != Reason::AuditUnavailable => {
+                let recorded = caller.decision_reason(r.reason);
+                match self.audit.refused(&decision, &r, recorded).await {
+                    Ok(()) => Err(r),
+                    Err(unaudited) => Err(unaudited),
+                }
+            }
+            other => other,
+        };
         let (verdict, reason, status) = match &outcome {
             Ok(resp) => ("allowed", "", resp.status().as_u16()),
             Err(r) => (
@@ -201,7 +205,7 @@ impl Proxy {
             .decision(self.route_label(decision.route), verdict, reason);
         tracing::info!(
             target: "spike_gateway::decision",
-            agent = decision.agent,
+            agent = decision.agent.as_str(),
             route = decision.route,
             destination = %decision.destination,
             action = decision.action.map(TokenAction::as_str),
@@ -262,7 +266,7 @@ impl Proxy {
         if carried {
             tracing::warn!(
                 target: "spike_gateway::decision",
-                agent = caller.log_name(),
+                agent = agent.as_str(),
                 "an agent's request carried a real value the gateway resolved",
             );
             return Err(Refusal::new(
@@ -374,6 +378,8 @@ impl Proxy {
                 .map_err(|e| match e {})
                 .boxed_unsync(),
         );
+        // The decision, recorded before anything leaves.
+        self.audit.allowed(decision).await?;
         let started = std::time::Instant::now();
         let sent = self
             .egress

@@ -147,11 +147,41 @@ fn route(name: &str, port: u16) -> Route {
     }
 }
 
-fn proxy(routes: Vec<Route>, table: Arc<Table>) -> Proxy {
-    proxy_with(routes, table, ProxyLimits::default())
+const GATEWAY: &str = "spiffe://poc.local/spike/gateway/test";
+
+/// A proxy with its audit log open in a directory of its own.
+struct Gw {
+    proxy: Proxy,
+    trail: Arc<AuditTrail>,
+    key: spike_core::audit::AuditKey,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
-fn proxy_with(routes: Vec<Route>, table: Arc<Table>, limits: ProxyLimits) -> Proxy {
+impl std::ops::Deref for Gw {
+    type Target = Proxy;
+    fn deref(&self) -> &Proxy {
+        &self.proxy
+    }
+}
+
+impl std::ops::DerefMut for Gw {
+    fn deref_mut(&mut self) -> &mut Proxy {
+        &mut self.proxy
+    }
+}
+
+/// A proxy whose audit log is not open (yet).
+fn unaudited(routes: Vec<Route>, table: Arc<Table>, trail: Arc<AuditTrail>) -> Proxy {
+    unaudited_with(routes, table, trail, ProxyLimits::default())
+}
+
+fn unaudited_with(
+    routes: Vec<Route>,
+    table: Arc<Table>,
+    trail: Arc<AuditTrail>,
+    limits: ProxyLimits,
+) -> Proxy {
     let r = StaticResolver::new();
     r.answer("upstream.test", vec![vec!["127.0.0.1".parse().unwrap()]]);
     Proxy::new(
@@ -160,7 +190,31 @@ fn proxy_with(routes: Vec<Route>, table: Arc<Table>, limits: ProxyLimits) -> Pro
         Egress::new(Arc::new(r), EgressLimits::default()),
         table,
         limits,
+        trail,
     )
+}
+
+async fn proxy(routes: Vec<Route>, table: Arc<Table>) -> Gw {
+    proxy_with(routes, table, ProxyLimits::default()).await
+}
+
+async fn proxy_with(routes: Vec<Route>, table: Arc<Table>, limits: ProxyLimits) -> Gw {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gateway-audit.log");
+    let key = spike_core::audit::AuditKey::new(&[3; 32]);
+    let trail = Arc::new(AuditTrail::new(SpiffeId::new(GATEWAY).unwrap()));
+    trail.attach(
+        spike_runtime::audit_log::AuditWriter::open(&log, key.clone())
+            .await
+            .unwrap(),
+    );
+    Gw {
+        proxy: unaudited_with(routes, table, trail.clone(), limits),
+        trail,
+        key,
+        log,
+        _dir: dir,
+    }
 }
 
 fn table() -> Arc<Table> {
@@ -214,7 +268,7 @@ async fn the_value_goes_upstream_and_the_stream_comes_back_incremental() {
         .spawn("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let p = proxy(vec![route("llm", up.port())], table());
+    let p = proxy(vec![route("llm", up.port())], table()).await;
     let resp = p
         .handle(
             &agent(),
@@ -243,7 +297,7 @@ async fn the_value_goes_upstream_and_the_stream_comes_back_incremental() {
 #[tokio::test]
 async fn a_reflected_value_comes_back_as_the_agents_token_in_every_form() {
     let up = reflector().await;
-    let p = proxy(vec![route("echo", up.port())], table());
+    let p = proxy(vec![route("echo", up.port())], table()).await;
     let resp = p
         .handle(
             &agent(),
@@ -265,7 +319,7 @@ async fn a_reflected_value_comes_back_as_the_agents_token_in_every_form() {
 async fn refusals_carry_the_code_and_nothing_is_sent() {
     let up = reflector().await;
     let t = table();
-    let p = proxy(vec![route("echo", up.port())], t.clone());
+    let p = proxy(vec![route("echo", up.port())], t.clone()).await;
     let code = |resp: Response<Body>| async move {
         let (status, all) = seen(resp).await;
         let json = all.lines().last().unwrap_or_default().to_owned();
@@ -349,7 +403,7 @@ async fn refusals_carry_the_code_and_nothing_is_sent() {
     let mut strict = route("strict", up.port());
     strict.allow_plain_http = false;
     let before = t.resolutions.load(Ordering::SeqCst);
-    let p = proxy(vec![strict], t.clone());
+    let p = proxy(vec![strict], t.clone()).await;
     let r = p
         .handle(
             &agent(),
@@ -369,7 +423,7 @@ async fn a_value_that_would_inject_headers_is_not_sent() {
         resolutions: AtomicUsize::new(0),
         asked_for: std::sync::Mutex::new(Vec::new()),
     });
-    let p = proxy(vec![route("echo", up.port())], t);
+    let p = proxy(vec![route("echo", up.port())], t).await;
     let r = p
         .handle(
             &agent(),
@@ -429,7 +483,7 @@ async fn hoarder() -> std::net::SocketAddr {
 #[tokio::test]
 async fn a_value_stored_and_returned_later_compressed_comes_back_as_the_token() {
     let up = hoarder().await;
-    let p = proxy(vec![route("h", up.port())], table());
+    let p = proxy(vec![route("h", up.port())], table()).await;
     let r = p
         .handle(
             &agent(),
@@ -462,7 +516,7 @@ async fn a_value_stored_and_returned_later_compressed_comes_back_as_the_token() 
 async fn oversized_and_compressed_request_bodies_are_refused() {
     let up = reflector().await;
     let t = table();
-    let mut p = proxy(vec![route("echo", up.port())], t.clone());
+    let mut p = proxy(vec![route("echo", up.port())], t.clone()).await;
     p.limits.max_request_body = 1024;
     let big = "x".repeat(2048);
     let r = p
@@ -499,7 +553,7 @@ fn unauthenticated(reason: &'static str) -> Caller {
 async fn an_unauthenticated_caller_gets_what_a_stolen_token_gets_and_is_never_served() {
     let up = reflector().await;
     let t = table();
-    let p = proxy(vec![route("echo", up.port())], t.clone());
+    let p = proxy(vec![route("echo", up.port())], t.clone()).await;
     let bearer = format!("Bearer {}", token(1));
     let thief = Caller::from(SpiffeId::new("spiffe://poc.local/agents/b").unwrap());
     let stolen = answer(p.handle(&thief, req("/r/echo/x", &bearer, "")).await).await;
@@ -553,7 +607,20 @@ async fn an_unauthenticated_caller_gets_what_a_stolen_token_gets_and_is_never_se
     )
     .await;
     assert!(String::from_utf8_lossy(&body).contains("value_in_request"));
-    // The metrics (and the decision line) keep the true reason.
+    // The audit log, the metrics (and the decision line) keep the true reason.
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    for reason in [
+        "unauthenticated",
+        "foreign_trust_domain",
+        "unverified_certificate",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("\"reason\":\"{reason}\""))
+                    && l.contains(crate::caller::NO_AGENT.as_str())),
+            "{reason}: {log}"
+        );
+    }
     let m = p.metrics().render();
     for reason in [
         "token_unknown",
@@ -588,7 +655,7 @@ async fn the_rate_limit_refuses_past_the_burst_before_asking_nexus() {
         },
         ..ProxyLimits::default()
     };
-    let p = proxy_with(vec![route("echo", up.port())], t.clone(), limits);
+    let p = proxy_with(vec![route("echo", up.port())], t.clone(), limits).await;
     let bearer = format!("Bearer {}", token(1));
     for _ in 0..3 {
         let r = p.handle(&agent(), req("/r/echo/x", &bearer, "")).await;
@@ -635,3 +702,6 @@ async fn the_rate_limit_refuses_past_the_burst_before_asking_nexus() {
         "{m}"
     );
 }
+
+#[path = "proxy_audit_tests.rs"]
+mod audit;

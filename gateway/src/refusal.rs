@@ -49,6 +49,8 @@ pub enum Reason {
     Token(spike_core::error::ErrorCode),
     /// Nexus could not be asked.
     NexusUnavailable,
+    /// The gateway's audit log is not open or cannot be written: nothing is served unaudited.
+    AuditUnavailable,
 }
 
 impl Reason {
@@ -70,6 +72,7 @@ impl Reason {
             Self::RateLimited => "rate_limited",
             Self::Token(code) => code.as_str(),
             Self::NexusUnavailable => "nexus_unavailable",
+            Self::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -88,7 +91,7 @@ impl Reason {
             | Self::Token(_) => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable | Self::Unscrubbable => StatusCode::BAD_GATEWAY,
-            Self::NexusUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NexusUnavailable | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! Every match the scanner reports ([`crate::scan`]) becomes a *region* of input to replace.
 //! Overlapping regions (the same value found in two views, or two values that overlap) are
-//! merged and replaced once, by the replacement of the region that starts first; adjacent
-//! regions stay separate, each replaced by its own value's replacement.
+//! merged and replaced once, by the replacement of the region that starts first, and of
+//! regions that start together, the one of the value inserted first into the set (so the
+//! choice never depends on the order matches were found in); adjacent regions stay separate,
+//! each replaced by its own value's replacement.
 //!
 //! [`Scrubber::push`] releases all input before the scanner's safe point, the earliest offset
 //! a future match can start at, and every region that ends by then: no later match can
@@ -34,6 +36,9 @@ struct Region {
     start: u64,
     end: u64,
     entry: u32,
+    /// Pieces of it were released already: its replacement is chosen, and matches cut to
+    /// begin where it now begins join it rather than compete with it.
+    carried: bool,
 }
 
 /// The regions found and not yet released.
@@ -46,6 +51,7 @@ impl FoundSink for Regions {
             start: found.start,
             end: found.end,
             entry: found.entry,
+            carried: false,
         });
     }
 }
@@ -199,6 +205,7 @@ impl Scrubber {
                 }
                 self.replaced += pieces;
                 region.start += pieces * self.piece;
+                region.carried |= pieces > 0;
                 cursor = region.start;
                 pending = true;
                 break;
@@ -217,8 +224,9 @@ impl Scrubber {
     }
 
     /// Sorts the regions and merges those that overlap (keeping the replacement of the one
-    /// that starts first). A match reaching into pieces released already is cut to begin
-    /// after them: it joins the region they were cut from.
+    /// that starts first, or of the same start, of the carried region, else of the first
+    /// value). A match reaching into pieces released already is cut to begin after them: it
+    /// joins the region they were cut from.
     fn merge_regions(&mut self) {
         let base = self.base;
         let regions = &mut self.regions.0;
@@ -226,7 +234,7 @@ impl Scrubber {
             r.start = r.start.max(base);
             r.end > r.start
         });
-        regions.sort_unstable_by_key(|r| r.start);
+        regions.sort_unstable_by_key(|r| (r.start, !r.carried, r.entry));
         let mut kept = 0;
         for i in 0..regions.len() {
             let r = regions[i];
@@ -271,4 +279,42 @@ pub fn scrub<'a>(set: &Arc<ScrubSet>, input: &'a [u8]) -> Cow<'a, [u8]> {
 /// are visible ASCII, so a scrubbed value is still a valid header value.
 pub fn scrub_header_value<'a>(set: &Arc<ScrubSet>, value: &'a [u8]) -> Cow<'a, [u8]> {
     scrub(set, value)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn scrub_split(set: &Arc<ScrubSet>, input: &[u8], at: usize) -> Vec<u8> {
+        let mut s = Scrubber::new(Arc::clone(set));
+        let mut out = s.push(&input[..at]).to_vec();
+        out.extend_from_slice(&s.push(&input[at..]));
+        out.extend_from_slice(&s.finish());
+        out
+    }
+
+    /// Found by the fuzz target: two values that match at the same offset (one a prefix of
+    /// the other) merged into one region whose replacement depended on where the input was
+    /// split.
+    #[test]
+    fn values_matching_at_the_same_offset_get_the_same_replacement_however_split() {
+        for values in [
+            ["x".repeat(8), "x".repeat(14)],
+            ["x".repeat(14), "x".repeat(8)],
+        ] {
+            let mut set = ScrubSet::new();
+            for (i, v) in values.iter().enumerate() {
+                set.insert(v.as_bytes(), &format!("$SPIKE{{ref:{i:032x}}}"))
+                    .unwrap();
+            }
+            let set = Arc::new(set);
+            let input = format!("{}\0\0\0", "x".repeat(65));
+            let one_shot = scrub(&set, input.as_bytes()).into_owned();
+            assert!(one_shot.starts_with(b"$SPIKE{ref:00000000000000000000000000000000}"));
+            for at in 0..=input.len() {
+                assert_eq!(scrub_split(&set, input.as_bytes(), at), one_shot, "{at}");
+            }
+        }
+    }
 }

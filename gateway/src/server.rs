@@ -21,6 +21,7 @@ use spike_runtime::svid::SvidSource;
 use spike_runtime::tls::{OptionalClientAuth, PeerRule};
 use tokio::net::TcpListener;
 
+use crate::audit::{AuditTrail, open_when_keyed};
 use crate::caller::Caller;
 use crate::config::Checked;
 use crate::egress::{Egress, EgressLimits, SystemResolver};
@@ -82,6 +83,13 @@ pub async fn start(
         Builtin::Nexus.id(&td),
         source.clone(),
     )?;
+    let audit = Arc::new(AuditTrail::new(own.clone()));
+    let opening = tokio::spawn(open_when_keyed(
+        audit.clone(),
+        nexus.clone(),
+        checked.audit_log,
+        checked.audit,
+    ));
     let proxy = Arc::new(Proxy::new(
         checked.routes,
         checked.forward,
@@ -91,6 +99,7 @@ pub async fn start(
             checked.resolve_cache,
         )),
         checked.limits,
+        audit.clone(),
     ));
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -168,6 +177,9 @@ pub async fn start(
         let _ = stop_tx.send(true);
         let _ = api_task.await;
         let _ = health_task.await;
+        // After the last request: the log's last lines are synced and its lock released.
+        opening.abort();
+        audit.close().await;
     });
     Ok((bound, task))
 }

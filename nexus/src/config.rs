@@ -171,9 +171,6 @@ pub struct AuditSettings {
     pub accept_loss_at: u64,
 }
 
-/// Smallest `audit.max_file_bytes`: one longest line.
-const MIN_AUDIT_FILE_BYTES: u64 = spike_core::audit::MAX_LINE_LEN as u64;
-
 impl Default for AuditSettings {
     fn default() -> Self {
         Self {
@@ -328,11 +325,7 @@ impl NexusSettings {
         ] {
             rate.validate(&format!("rate_limits.{name}"))?;
         }
-        if self.audit.max_file_bytes < MIN_AUDIT_FILE_BYTES {
-            return Err(ConfigError::invalid(format!(
-                "audit.max_file_bytes must be at least {MIN_AUDIT_FILE_BYTES}"
-            )));
-        }
+        crate::audit_log::check_max_file_bytes("audit.max_file_bytes", self.audit.max_file_bytes)?;
         let identity = self.identity.to_args()?;
         let config = NexusConfig {
             trust_domain: self.identity.trust_domain.clone(),

@@ -11,7 +11,7 @@ use spike_runtime::svid::SvidSource;
 use spike_store::{Batch, Store, StoreError, Table};
 
 use crate::StartError;
-use crate::audit_log::{Anchor, AuditWriter, WriterOptions};
+use crate::audit_log::{AuditWriter, WriterOptions, store_anchor};
 use crate::config::NexusConfig;
 use crate::error::{AppError, AppResult};
 use crate::keepers::Keepers;
@@ -351,7 +351,7 @@ impl Nexus {
             &self.config.audit_log,
             AuditKey::new(keys.audit_key()),
             options,
-            Some(Anchor::new(self.store.clone())),
+            Some(store_anchor(self.store.clone())),
         )
         .await?;
         let buffered = self

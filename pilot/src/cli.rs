@@ -551,7 +551,7 @@ pub enum PolicyCmd {
 pub enum AuditCmd {
     /// Verify an audit log's HMAC chain. Without --file, Nexus checks its own log (superuser).
     Verify {
-        /// Have Nexus verify this copy of the log instead of its live file.
+        /// Have Nexus verify this copy of its log, or a gateway's log (under that gateway's key).
         #[arg(long)]
         file: Option<PathBuf>,
     },

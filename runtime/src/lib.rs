@@ -5,11 +5,14 @@
 //!   by SPIFFE ID ([`tls`]).
 //! - The network: the mTLS serve loop with its limits and the one mTLS client ([`net`]), and
 //!   per-key token buckets ([`ratelimit`]).
+//! - The audit log writer ([`audit_log`]): group commit, rotation, locking, an optional
+//!   checkpoint anchor, for Nexus and each gateway.
 //! - Settings: one TOML format for every binary, with environment and flag overrides
 //!   ([`config`]), and logging ([`telemetry`]).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod audit_log;
 pub mod config;
 pub mod net;
 pub mod ratelimit;

@@ -23,6 +23,13 @@
 //! - The log may span several files (rotated by size); the chain simply continues, and
 //!   [`ChainVerifier`] checks the files in order, streaming.
 //!
+//! - A gateway keeps a chain of its own, one line per decision, in the same format: `caller`
+//!   is the gateway, `agent` the agent it acted for, `token` the ids of the tokens used
+//!   (joined by `,`), `action` `gateway.read|write|admin|request`, and two fields of their
+//!   own, `route` and `destination`. Its key is [`AuditKey::for_gateway`], which Nexus
+//!   derives from its own, so Nexus verifies the chain ([`ChainOwner`]) and a line of
+//!   another chain in it is found.
+//!
 //! A line can never hold a secret value: [`AuditRecord`] has no field that could, its
 //! `action` and `reason` are `&'static str` codes chosen in code, never caller data, and its
 //! only free-form field is the (non-secret, length-capped) path.
@@ -31,8 +38,8 @@
 //! the JSON text, so JSON formatting never matters; a future format would add a `v` field and
 //! a new domain tag, and lines without `v` stay version 1.
 //!
-//! Nexus's audit writer appends lines durably with group commit; this module is the format it
-//! writes and the check that reads it back.
+//! The audit writer (`spike_runtime::audit_log`, used by Nexus and each gateway) appends lines
+//! with group commit; this module is the format it writes and the check that reads it back.
 
 mod checkpoint;
 mod record;

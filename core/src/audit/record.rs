@@ -24,6 +24,10 @@ pub const MAX_AUDIT_PATH_LEN: usize = 1024;
 pub const RAW_PATH_PREFIX_LEN: usize = 32;
 /// Domain separation tag of the version-1 MAC input.
 const DOMAIN: &[u8] = b"spike-audit-v1\0";
+/// Domain separation of a gateway's chain key, derived from Nexus's audit-chain key.
+const GATEWAY_KEY_DOMAIN: &[u8] = b"spike-gateway-audit-v1\0";
+/// Separates the token ids of one gateway line (ids are lowercase hex, never a comma).
+pub const TOKEN_ID_SEPARATOR: char = ',';
 
 pub(super) type HmacSha256 = Hmac<Sha256>;
 
@@ -36,6 +40,30 @@ impl AuditKey {
     /// Copies `bytes` into a zeroizing key.
     pub fn new(bytes: &[u8; 32]) -> Self {
         Self(Zeroizing::new(*bytes))
+    }
+
+    /// The chain key of the gateway `gateway`: HMAC-SHA256 under this (Nexus's) key over
+    /// `"spike-gateway-audit-v1\0" ‖ gateway's SPIFFE ID`. Each gateway gets its own key, so
+    /// one gateway cannot forge lines of another's chain or of Nexus's, and it is as stable as
+    /// Nexus's key (which survives rotation and rekeying).
+    pub fn for_gateway(&self, gateway: &SpiffeId) -> Self {
+        let mut m = self.hmac();
+        m.update(GATEWAY_KEY_DOMAIN);
+        m.update(gateway.as_str().as_bytes());
+        Self(Zeroizing::new(m.finalize().into_bytes().into()))
+    }
+
+    /// The key as 64 lowercase hex digits, in a zeroizing string (for the one answer that
+    /// hands a gateway its key).
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(&self.0[..]))
+    }
+
+    /// Parses 64 hex digits; the input is not echoed in the error.
+    pub fn from_hex(s: &str) -> Result<Self, BadKeyHex> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(s, &mut out[..]).map_err(|_| BadKeyHex)?;
+        Ok(Self(out))
     }
 
     pub(super) fn hmac(&self) -> HmacSha256 {
@@ -89,6 +117,12 @@ impl AuditMac {
         hex::encode(self.0)
     }
 }
+
+/// An audit key that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an audit key must be 64 hex digits")]
+#[non_exhaustive]
+pub struct BadKeyHex;
 
 /// A MAC that is not 64 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,6 +199,8 @@ pub struct AuditRecord {
     status: Option<u16>,
     counts: BTreeMap<&'static str, u64>,
     token: Option<TokenSubject>,
+    route: Option<String>,
+    destination: Option<String>,
 }
 
 /// Who a reference-token request was about: the token's id (a prefix of its keyed hash, never
@@ -187,7 +223,38 @@ impl AuditRecord {
             status: None,
             counts: BTreeMap::new(),
             token: None,
+            route: None,
+            destination: None,
         }
+    }
+
+    /// Names the tokens a gateway request used by their ids, in order, each once, joined by
+    /// [`TOKEN_ID_SEPARATOR`], and the agent it acted for. Ids are Nexus's (hex prefixes of
+    /// its keyed hash of a reference): a line never holds a reference.
+    pub fn with_tokens<'a>(self, ids: impl IntoIterator<Item = &'a str>, agent: SpiffeId) -> Self {
+        let mut joined = String::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for id in ids {
+            if seen.insert(id) {
+                if !joined.is_empty() {
+                    joined.push(TOKEN_ID_SEPARATOR);
+                }
+                joined.push_str(id);
+            }
+        }
+        self.with_token((!joined.is_empty()).then_some(joined), Some(agent))
+    }
+
+    /// Sets the gateway route a request addressed (a configured name, or `forward`).
+    pub fn with_route(mut self, route: impl Into<String>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+
+    /// Sets where a gateway request goes (`host:port`).
+    pub fn with_destination(mut self, destination: impl Into<String>) -> Self {
+        self.destination = Some(destination.into());
+        self
     }
 
     /// Names the reference token a request was about by its id (when known), and the agent
@@ -310,6 +377,12 @@ pub struct AuditLine {
     /// The agent a gateway resolved a token for, on resolution lines only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The gateway route addressed, on gateway lines only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Where a gateway request goes (`host:port`), on gateway lines only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     /// The previous line's MAC (zeros on the first line).
     pub prev: AuditMac,
     /// HMAC-SHA256 over the other fields.
@@ -355,7 +428,10 @@ impl AuditLine {
     /// field. `counts`, present on summary lines only, is appended after `prev` as a 1 byte,
     /// the number of entries (u32 BE), then each code (string) and count (u64 BE) in code
     /// order; lines without it keep exactly the original encoding. `token` and `agent`, on
-    /// token lines only, follow as a 2 byte then the id, and a 3 byte then the agent's ID.
+    /// token lines only, follow as a 2 byte then the id, and a 3 byte then the agent's ID;
+    /// `route` and `destination`, on gateway lines only, as a 4 byte then the route and a 5
+    /// byte then the destination. Lines without a tagged field keep exactly the encoding
+    /// they had before it existed.
     pub fn compute_mac(&self, key: &AuditKey) -> AuditMac {
         let mut m = key.hmac();
         m.update(DOMAIN);
@@ -387,9 +463,11 @@ impl AuditLine {
             m.update(&[2]);
             put_str(&mut m, token);
         }
-        if let Some(agent) = &self.agent {
-            m.update(&[3]);
-            put_str(&mut m, agent);
+        for (tag, field) in [(3, &self.agent), (4, &self.route), (5, &self.destination)] {
+            if let Some(v) = field {
+                m.update(&[tag]);
+                put_str(&mut m, v);
+            }
         }
         AuditMac(m.finalize().into_bytes().into())
     }
@@ -509,6 +587,8 @@ impl Chain {
                 .and_then(|t| t.agent.as_ref())
                 .map(|a| a.as_str().to_owned()),
             token: record.token.and_then(|t| t.id),
+            route: record.route,
+            destination: record.destination,
             prev: self.head.mac,
             mac: AuditMac::ZERO,
         };
@@ -531,6 +611,38 @@ impl fmt::Debug for Chain {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A Nexus line sealed under a fixed key and time: its MAC is pinned, so a change to the
+    /// encoding (new fields, new tags) cannot silently change what old lines verify as.
+    #[test]
+    fn a_nexus_line_keeps_its_pinned_mac() {
+        let key = AuditKey::new(&[7; 32]);
+        let mut chain = Chain::new(key);
+        let at = time::macros::datetime!(2025-01-31 12:00:00.000001 UTC);
+        let caller = SpiffeId::new("spiffe://spike.dev/app").unwrap();
+        let first = chain.seal_at(
+            AuditRecord::new("secret.get", Decision::Allow, "ok")
+                .with_caller(caller.clone())
+                .with_path("db/x")
+                .with_status(200),
+            at,
+        );
+        let second = chain.seal_at(
+            AuditRecord::new("token.resolve", Decision::Deny, "token_unknown")
+                .with_caller(caller)
+                .with_token(Some("0123456789abcdef".into()), None)
+                .with_count("forbidden", 2),
+            at,
+        );
+        assert_eq!(
+            first.mac.to_hex(),
+            "90030ad8e4d9496143d5f22cb35367829d2991a629e31a20db41d354741692b4"
+        );
+        assert_eq!(
+            second.mac.to_hex(),
+            "699921aff5565f41e87f84cb28c228a20d20c56079302bf525128658dce4f4dd"
+        );
+    }
 
     #[test]
     fn invalid_raw_paths_are_kept_as_a_short_escaped_prefix_and_a_hash() {
@@ -599,5 +711,63 @@ mod tests {
         let mut no_token = parsed;
         no_token.token = None;
         assert!(!no_token.mac_is_valid(&key));
+    }
+
+    fn gateway_line(chain: &mut Chain) -> AuditLine {
+        let gw = SpiffeId::new("spiffe://spike.dev/spike/gateway/gw").unwrap();
+        let agent = SpiffeId::new("spiffe://spike.dev/agents/a").unwrap();
+        chain.seal(
+            AuditRecord::new("gateway.read", Decision::Allow, "ok")
+                .with_caller(gw)
+                .with_tokens(["00aa", "11bb", "00aa"], agent)
+                .with_route("llm")
+                .with_destination("api.example:443"),
+        )
+    }
+
+    #[test]
+    fn a_gateway_line_covers_route_destination_and_tokens_under_the_mac() {
+        let key = AuditKey::new(&[5; 32]);
+        let line = gateway_line(&mut Chain::new(key.clone()));
+        let parsed = AuditLine::parse(line.to_json_line().trim_end()).unwrap();
+        // Each token once, in order of use.
+        assert_eq!(parsed.token.as_deref(), Some("00aa,11bb"));
+        assert_eq!(parsed.route.as_deref(), Some("llm"));
+        assert_eq!(parsed.destination.as_deref(), Some("api.example:443"));
+        assert!(parsed.mac_is_valid(&key));
+        let edits: [fn(&mut AuditLine); 5] = [
+            |l| l.route = Some("other".into()),
+            |l| l.route = None,
+            |l| l.destination = Some("evil.example:443".into()),
+            |l| l.destination = None,
+            // The route's bytes moved into the destination: the tags keep them apart.
+            |l| {
+                l.destination = l.route.take();
+            },
+        ];
+        for edit in edits {
+            let mut e = parsed.clone();
+            edit(&mut e);
+            assert!(!e.mac_is_valid(&key), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn each_gateway_has_its_own_chain_key() {
+        let nexus = AuditKey::new(&[6; 32]);
+        let a = SpiffeId::new("spiffe://spike.dev/spike/gateway/a").unwrap();
+        let b = SpiffeId::new("spiffe://spike.dev/spike/gateway/b").unwrap();
+        let (ka, kb) = (nexus.for_gateway(&a), nexus.for_gateway(&b));
+        assert_ne!(ka.0[..], kb.0[..]);
+        assert_ne!(ka.0[..], nexus.0[..]);
+        // Stable, and carried as hex without loss.
+        assert_eq!(nexus.for_gateway(&a).0[..], ka.0[..]);
+        assert_eq!(AuditKey::from_hex(&ka.to_hex()).unwrap().0[..], ka.0[..]);
+        assert!(AuditKey::from_hex("zz").is_err());
+        // A line sealed under one gateway's key does not verify under another's.
+        let line = gateway_line(&mut Chain::new(ka.clone()));
+        assert!(line.mac_is_valid(&ka));
+        assert!(!line.mac_is_valid(&kb));
+        assert!(!line.mac_is_valid(&nexus));
     }
 }

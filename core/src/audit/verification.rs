@@ -5,6 +5,57 @@ use std::io::{self, BufRead, BufReader, Read};
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::id::SpiffeId;
+use crate::policy::CallerClass;
+
+/// The action code of every gateway line starts with this (`gateway.read`, ...).
+pub const GATEWAY_ACTION_PREFIX: &str = "gateway.";
+
+/// Whose chain a log is: Nexus's own, or one gateway's (under that gateway's key, see
+/// [`AuditKey::for_gateway`]). A line of another chain is refused by its owner before its
+/// MAC is even checked, so the report says what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainOwner {
+    /// Nexus's log: no line is a gateway's.
+    Nexus,
+    /// A gateway's log: every line's caller is this gateway and its action `gateway.*`.
+    Gateway(SpiffeId),
+}
+
+impl ChainOwner {
+    /// The chain `line` claims to be part of: a gateway's when its action is `gateway.*` and
+    /// its caller a gateway identity (`spiffe://<td>/spike/gateway/<name>`), Nexus's
+    /// otherwise. A claim only: the line's MAC under the owner's key decides.
+    pub fn claimed_by(line: &AuditLine) -> Self {
+        let gateway = line
+            .caller
+            .as_deref()
+            .filter(|_| line.action.starts_with(GATEWAY_ACTION_PREFIX))
+            .and_then(|c| SpiffeId::new(c).ok())
+            .filter(|id| CallerClass::of(id) == CallerClass::Gateway);
+        match gateway {
+            Some(id) => Self::Gateway(id),
+            None => Self::Nexus,
+        }
+    }
+
+    fn owns(&self, line: &AuditLine) -> bool {
+        let gateway_action = line.action.starts_with(GATEWAY_ACTION_PREFIX);
+        match self {
+            Self::Nexus => !gateway_action,
+            Self::Gateway(id) => gateway_action && line.caller.as_deref() == Some(id.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for ChainOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Nexus => f.write_str("Nexus"),
+            Self::Gateway(id) => write!(f, "gateway {id}"),
+        }
+    }
+}
 
 /// What is wrong with one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +97,13 @@ pub enum LineProblem {
     /// `prev` is not the previous line's MAC.
     #[error("prev does not match the previous line's MAC: the chain is broken here")]
     PrevMismatch,
+    /// The line belongs to another chain (a Nexus line in a gateway's log, another
+    /// gateway's line).
+    #[error("not a line of {owner}'s chain: a line of another log was inserted")]
+    ForeignLine {
+        /// Whose chain is being verified.
+        owner: String,
+    },
     /// The line at the checkpoint's `seq` has a different MAC.
     #[error("the line at seq {seq} differs from the checkpoint: the log was rewritten")]
     CheckpointMismatch {
@@ -131,6 +189,7 @@ pub fn verify_against<R: Read>(
 #[derive(Debug)]
 pub struct ChainVerifier<'k> {
     key: &'k AuditKey,
+    owner: ChainOwner,
     checkpoint: Option<Checkpoint>,
     head: Checkpoint,
     lines: u64,
@@ -142,6 +201,7 @@ impl<'k> ChainVerifier<'k> {
     pub fn new(key: &'k AuditKey) -> Self {
         Self {
             key,
+            owner: ChainOwner::Nexus,
             checkpoint: None,
             head: Checkpoint::GENESIS,
             lines: 0,
@@ -167,6 +227,13 @@ impl<'k> ChainVerifier<'k> {
             lines,
             ..Self::new(key)
         }
+    }
+
+    /// Verifies `owner`'s chain (Nexus's by default): a line of another chain is
+    /// [`LineProblem::ForeignLine`]. `key` must be the owner's.
+    pub fn owned_by(mut self, owner: ChainOwner) -> Self {
+        self.owner = owner;
+        self
     }
 
     /// Lines verified so far.
@@ -196,6 +263,11 @@ impl<'k> ChainVerifier<'k> {
     }
 
     fn check(&self, line: &AuditLine) -> Result<(), LineProblem> {
+        if !self.owner.owns(line) {
+            return Err(LineProblem::ForeignLine {
+                owner: self.owner.to_string(),
+            });
+        }
         if !line.mac_is_valid(self.key) {
             return Err(LineProblem::BadMac);
         }
@@ -274,6 +346,79 @@ fn read_line_bounded<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<Opt
                 buf.extend_from_slice(avail);
                 r.consume(n);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::new(s).unwrap()
+    }
+
+    fn gateway_log(key: &AuditKey, gateway: &SpiffeId, n: usize) -> (Chain, String) {
+        let mut chain = Chain::new(key.clone());
+        let mut log = String::new();
+        for _ in 0..n {
+            let r = AuditRecord::new("gateway.read", Decision::Allow, "ok")
+                .with_caller(gateway.clone())
+                .with_tokens(["ab"], id("spiffe://spike.dev/agents/a"));
+            log.push_str(&chain.seal(r).to_json_line());
+        }
+        (chain, log)
+    }
+
+    #[test]
+    fn a_gateway_chain_is_claimed_by_its_lines_and_refuses_foreign_ones() {
+        let gw = id("spiffe://spike.dev/spike/gateway/gw");
+        let key = AuditKey::new(&[1; 32]).for_gateway(&gw);
+        let (chain, log) = gateway_log(&key, &gw, 2);
+        let first = AuditLine::parse(log.lines().next().unwrap()).unwrap();
+        let owner = ChainOwner::claimed_by(&first);
+        assert_eq!(owner, ChainOwner::Gateway(gw.clone()));
+        let mut v = ChainVerifier::new(&key).owned_by(owner.clone());
+        v.read(log.as_bytes()).unwrap();
+        assert_eq!(v.finish().unwrap().lines, 2);
+
+        // A line of another caller (even sealed under this key, as by a thief of it) or a
+        // non-gateway action in this gateway's chain: refused at its line.
+        for record in [
+            AuditRecord::new("secret.get", Decision::Allow, "ok").with_caller(gw),
+            AuditRecord::new("gateway.read", Decision::Allow, "ok")
+                .with_caller(id("spiffe://spike.dev/spike/gateway/other")),
+        ] {
+            let mut c = Chain::resume(key.clone(), chain.head());
+            let mut bad = log.clone();
+            bad.push_str(&c.seal(record).to_json_line());
+            let mut v = ChainVerifier::new(&key).owned_by(owner.clone());
+            let e = v.read(bad.as_bytes()).unwrap_err();
+            assert_eq!(e.first_bad_line(), Some(3), "{e}");
+            assert!(e.to_string().contains("not a line of gateway"), "{e}");
+        }
+        // Nexus's own chain takes no gateway line.
+        let mut v = ChainVerifier::new(&key);
+        let e = v.read(log.as_bytes()).unwrap_err();
+        assert_eq!(e.first_bad_line(), Some(1), "{e}");
+    }
+
+    #[test]
+    fn only_gateway_identities_with_gateway_actions_claim_a_gateway_chain() {
+        let key = AuditKey::new(&[2; 32]);
+        for (caller, action) in [
+            ("spiffe://spike.dev/app", "gateway.read"),
+            ("spiffe://spike.dev/spike/gateway/gw", "token.resolve"),
+            ("spiffe://spike.dev/spike/gateway/gw/x", "gateway.read"),
+        ] {
+            let line = Chain::new(key.clone())
+                .seal(AuditRecord::new(action, Decision::Allow, "ok").with_caller(id(caller)));
+            assert_eq!(
+                ChainOwner::claimed_by(&line),
+                ChainOwner::Nexus,
+                "{caller} {action}"
+            );
         }
     }
 }

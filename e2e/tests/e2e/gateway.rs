@@ -11,9 +11,11 @@ use zeroize::Zeroizing;
 
 use crate::limits::runtime;
 
-const KEY: &str = "sk-e2e-0123456789abcdefREAL";
-const AGENT: &str = "/agents/researcher";
-const OTHER: &str = "/agents/other";
+pub(super) const KEY: &str = "sk-e2e-0123456789abcdefREAL";
+pub(super) const AGENT: &str = "/agents/researcher";
+pub(super) const OTHER: &str = "/agents/other";
+/// The shared gateway's identity.
+pub(super) const GATEWAY: &str = "/spike/gateway/e2e";
 
 /// Two consecutive free ports.
 fn port_pair() -> u16 {
@@ -126,17 +128,18 @@ fn raw_exchange(port: u16, raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A shared gateway in front of a mock LLM, with a token minted for AGENT.
-struct Shared {
-    c: Cluster,
-    admin: PemFiles,
-    gateway: Option<Proc>,
-    port: u16,
-    token: String,
+/// A shared gateway in front of a mock LLM, with a token minted for AGENT; it also forwards
+/// absolute-form requests.
+pub(super) struct Shared {
+    pub(super) c: Cluster,
+    pub(super) admin: PemFiles,
+    pub(super) gateway: Option<Proc>,
+    pub(super) port: u16,
+    pub(super) token: String,
     _rt: tokio::runtime::Runtime,
 }
 
-fn shared() -> Shared {
+pub(super) fn shared() -> Shared {
     shared_with("")
 }
 
@@ -171,7 +174,7 @@ fn shared_with(settings: &str) -> Shared {
             "create",
             "gw",
             "--spiffe-id-pattern",
-            &format!("spiffe://{td}/spike/gateway/e2e"),
+            &format!("spiffe://{td}{GATEWAY}"),
             "--path-pattern",
             "ai/**",
             "--permissions",
@@ -218,6 +221,8 @@ fn shared_with(settings: &str) -> Shared {
 listen = "127.0.0.1:{port}"
 health_listen = "127.0.0.1:{health}"
 nexus = "127.0.0.1:{nexus}"
+audit_log = "{audit_log}"
+forward_proxy = true
 {settings}
 
 [[routes]]
@@ -235,20 +240,11 @@ allow_plain_http = true
 "#,
             health = port + 1,
             nexus = c.nexus_port,
+            audit_log = c.dir.path().join(AUDIT_LOG).display(),
         ),
     )
     .unwrap();
-    let gw = c.pki.svid("/spike/gateway/e2e");
-    let mut args = vec!["--config".to_owned(), config.display().to_string()];
-    args.extend(spike_e2e::identity_args(&gw));
-    let log = c.dir.path().join("gateway.log");
-    let gateway = Proc::spawn(&bins().gateway, &args, log.clone(), "info");
-    assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read_to_string(&log)
-            .is_ok_and(|s| s.contains("gateway listening"))),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    let gateway = spawn_gateway(&c, "gateway.log");
     Shared {
         c,
         admin,
@@ -259,13 +255,45 @@ allow_plain_http = true
     }
 }
 
+/// The shared gateway's audit log, in the cluster's directory.
+pub(super) const AUDIT_LOG: &str = "gateway-audit.log";
+
+/// Starts the shared gateway (its settings in `gateway.toml`), logging to `log`, and waits
+/// until it serves: listening, with its audit log open.
+pub(super) fn spawn_gateway(c: &Cluster, log: &str) -> Proc {
+    let gateway = spawn_unaudited_gateway(c, log);
+    wait_for_log(c, log, "gateway audit log open");
+    gateway
+}
+
+/// Starts the shared gateway and waits until it listens (its audit log may not be open yet).
+pub(super) fn spawn_unaudited_gateway(c: &Cluster, log: &str) -> Proc {
+    let config = c.dir.path().join("gateway.toml");
+    let mut args = vec!["--config".to_owned(), config.display().to_string()];
+    args.extend(spike_e2e::identity_args(&c.pki.svid(GATEWAY)));
+    let gateway = Proc::spawn(&bins().gateway, &args, c.dir.path().join(log), "info");
+    wait_for_log(c, log, "gateway listening");
+    gateway
+}
+
+/// Waits until the gateway's log `log` (in the cluster's directory) says `what`.
+pub(super) fn wait_for_log(c: &Cluster, log: &str, what: &str) {
+    let log = c.dir.path().join(log);
+    assert!(
+        wait_until(Duration::from_secs(30), || std::fs::read_to_string(&log)
+            .is_ok_and(|s| s.contains(what))),
+        "no `{what}` in {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
 impl Shared {
     /// curl as `who` (an SVID path, or None for no client certificate): status line and body.
-    fn call(&self, who: Option<&str>, auth: &str, body: &str) -> (Option<i32>, String) {
+    pub(super) fn call(&self, who: Option<&str>, auth: &str, body: &str) -> (Option<i32>, String) {
         self.call_path(who, "/r/llm/v1/chat/completions", auth, body)
     }
 
-    fn call_path(
+    pub(super) fn call_path(
         &self,
         who: Option<&str>,
         path: &str,
@@ -311,19 +339,27 @@ impl Shared {
         )
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(self.c.dir.path().join("gateway.log")).unwrap_or_default()
     }
 }
 
-fn has_curl() -> bool {
+pub(super) fn has_curl() -> bool {
     Command::new("curl").arg("--version").output().is_ok()
+}
+
+/// True (and says so) when curl is missing and the test is skipped.
+fn curl_missing() -> bool {
+    let missing = !has_curl();
+    if missing {
+        eprintln!("curl is missing (./test.sh installs it): skipped");
+    }
+    missing
 }
 
 #[test]
 fn a_shared_gateway_substitutes_for_the_bound_agent_only() {
-    if !has_curl() {
-        eprintln!("curl is missing (./test.sh installs it): skipped");
+    if curl_missing() {
         return;
     }
     let s = shared();
@@ -470,8 +506,7 @@ fn issued_files(
 
 #[test]
 fn the_gateway_limits_each_agent_and_recovers() {
-    if !has_curl() {
-        eprintln!("curl is missing (./test.sh installs it): skipped");
+    if curl_missing() {
         return;
     }
     // Three at once, then one a second.
@@ -510,8 +545,7 @@ fn the_gateway_limits_each_agent_and_recovers() {
 
 #[test]
 fn nexus_and_keepers_still_refuse_callers_without_an_svid_in_the_handshake() {
-    if !has_curl() {
-        eprintln!("curl is missing (./test.sh installs it): skipped");
+    if curl_missing() {
         return;
     }
     let s = shared();

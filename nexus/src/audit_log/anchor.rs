@@ -1,172 +1,41 @@
-//! The audit checkpoint kept in the store: written after every durable batch of lines, and
-//! compared with the log's head when the log is opened, so a tail cut off, a file removed or
-//! replaced by a shorter chain while Nexus was stopped is noticed.
+//! Nexus's audit checkpoint lives in its store, next to the data it describes: a log cut
+//! short, removed or replaced while Nexus was stopped no longer reaches it.
 
 use std::sync::Arc;
 
-use spike_core::audit::{AuditKey, Checkpoint};
+use spike_runtime::audit_log::{Anchor, CheckpointStore, CheckpointStoreError};
 use spike_store::{Batch, Store, Table};
-
-use super::AuditError;
 
 /// The store table of the audit checkpoint.
 pub(crate) const AUDIT: Table = Table::new("audit");
 /// Its only key.
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 
-/// The store the checkpoint lives in, and a runtime handle to reach it from the writer's
-/// own thread.
-#[derive(Clone)]
-pub(crate) struct Anchor {
+/// The checkpoint in the store, reached from the writer's own threads through a runtime
+/// handle. The store's own group commit shares each write with concurrent secret writes.
+struct StoreCheckpoints {
     store: Arc<dyn Store>,
     runtime: tokio::runtime::Handle,
 }
 
-impl Anchor {
-    /// Call from within the runtime.
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            runtime: tokio::runtime::Handle::current(),
-        }
-    }
-
-    /// The stored checkpoint, if any. Blocking: call from the writer's thread.
-    pub(crate) fn load(&self, key: &AuditKey) -> Result<Option<Checkpoint>, AuditError> {
-        let raw = self
+impl CheckpointStore for StoreCheckpoints {
+    fn load(&self) -> Result<Option<Vec<u8>>, CheckpointStoreError> {
+        Ok(self
             .runtime
-            .block_on(self.store.get(AUDIT, CHECKPOINT_KEY))
-            .map_err(AuditError::Checkpoint)?;
-        raw.map(|r| Checkpoint::open(&r, key).map_err(AuditError::BadCheckpoint))
-            .transpose()
+            .block_on(self.store.get(AUDIT, CHECKPOINT_KEY))?)
     }
 
-    /// Stores `head` durably. Blocking: call from a thread outside the runtime. The store's
-    /// own group commit shares this write with concurrent secret writes.
-    pub(crate) fn save(&self, key: &AuditKey, head: Checkpoint) -> Result<(), AuditError> {
+    fn save(&self, sealed: Vec<u8>) -> Result<(), CheckpointStoreError> {
         let mut batch = Batch::new();
-        batch.put(AUDIT, CHECKPOINT_KEY.to_vec(), head.seal(key));
-        self.runtime
-            .block_on(self.store.commit(batch))
-            .map_err(AuditError::Checkpoint)
+        batch.put(AUDIT, CHECKPOINT_KEY.to_vec(), sealed);
+        Ok(self.runtime.block_on(self.store.commit(batch))?)
     }
 }
 
-/// Stores the newest head behind the log, off the request path: the committer hands it each
-/// head once the lines are durable, and one thread writes the latest (heads that arrive while
-/// a write is in flight are coalesced), so no request waits for a store commit on top of the
-/// log's own sync. The stored checkpoint therefore trails the log by at most the writes in
-/// flight: after a crash the log is ahead of it (accepted on open, once the chain is checked
-/// to contain it), never behind. [`Checkpointer::finish`] writes the last head before
-/// returning, so a clean stop leaves the checkpoint at the log's end.
-pub(crate) struct Checkpointer {
-    shared: Arc<(std::sync::Mutex<Latest>, std::sync::Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct Latest {
-    head: Option<Checkpoint>,
-    stop: bool,
-}
-
-impl Checkpointer {
-    /// Starts the writing thread.
-    pub(crate) fn spawn(anchor: Anchor, key: AuditKey) -> std::io::Result<Self> {
-        let shared = Arc::new((
-            std::sync::Mutex::new(Latest::default()),
-            std::sync::Condvar::new(),
-        ));
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("spike-audit-checkpoint".into())
-            .spawn(move || write_latest(&anchor, &key, &s))?;
-        Ok(Self {
-            shared,
-            thread: Some(thread),
-        })
-    }
-
-    /// Makes `head` (durable in the log) the next checkpoint to store.
-    pub(crate) fn advance(&self, head: Checkpoint) {
-        let (lock, wake) = &*self.shared;
-        lock.lock().unwrap_or_else(|p| p.into_inner()).head = Some(head);
-        wake.notify_one();
-    }
-
-    /// Stores the last head handed over, then stops.
-    pub(crate) fn finish(&mut self) {
-        let (lock, wake) = &*self.shared;
-        lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
-        wake.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-/// The thread: waits for a head, stores it, repeats; on stop, stores what is left first. A
-/// failed write is logged and retried with the next head (or, stopping, once more).
-fn write_latest(
-    anchor: &Anchor,
-    key: &AuditKey,
-    shared: &(std::sync::Mutex<Latest>, std::sync::Condvar),
-) {
-    let (lock, wake) = shared;
-    loop {
-        let (head, stop) = {
-            let mut l = lock.lock().unwrap_or_else(|p| p.into_inner());
-            while l.head.is_none() && !l.stop {
-                l = wake.wait(l).unwrap_or_else(|p| p.into_inner());
-            }
-            (l.head.take(), l.stop)
-        };
-        if let Some(h) = head
-            && let Err(e) = anchor.save(key, h)
-        {
-            tracing::error!(error = %e, seq = h.seq, "cannot store the audit checkpoint; the log itself is durable");
-            if stop {
-                // One more try: a clean stop should leave the checkpoint at the log's end.
-                let _ = anchor.save(key, h);
-            } else {
-                // Retried with the next head, or this one if none comes.
-                let mut l = lock.lock().unwrap_or_else(|p| p.into_inner());
-                l.head.get_or_insert(h);
-                drop(l);
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        }
-        if stop {
-            return;
-        }
-    }
-}
-
-/// How the log's head stands against the stored checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Standing {
-    /// The head is the checkpoint, or no checkpoint exists yet.
-    Reaches,
-    /// The head is past the checkpoint (a crash between the log's sync and the store's):
-    /// the chain must be checked to contain the checkpoint.
-    Ahead,
-    /// The log ends before the checkpoint, or at its seq with another MAC: lines were cut,
-    /// a file removed, or the log replaced.
-    Lost,
-}
-
-/// Compares the log's `head` with the `stored` checkpoint.
-pub(crate) fn standing(head: Checkpoint, stored: Option<Checkpoint>) -> Standing {
-    match stored {
-        None => Standing::Reaches,
-        Some(cp) if cp == head => Standing::Reaches,
-        Some(cp) if head.seq > cp.seq => Standing::Ahead,
-        Some(_) => Standing::Lost,
-    }
+/// The audit log's anchor in `store`. Call from within the runtime.
+pub(crate) fn store_anchor(store: Arc<dyn Store>) -> Anchor {
+    Anchor::new(Arc::new(StoreCheckpoints {
+        store,
+        runtime: tokio::runtime::Handle::current(),
+    }))
 }

@@ -3,6 +3,7 @@
 //! One module per area; this one assembles the router and holds what every handler shares:
 //! [`Nexus::respond`] (audit, metrics, answer) and the path and query parsers.
 
+mod audit;
 mod batch;
 mod cipher;
 mod operator;
@@ -57,7 +58,8 @@ pub(crate) fn api_router(nexus: Arc<Nexus>) -> Router {
         .route("/v1/bootstrap/init", post(system::init))
         .route("/v1/bootstrap/verify", post(system::verify))
         .route("/v1/status", get(system::status))
-        .route("/v1/audit/verify", post(system::audit_verify))
+        .route("/v1/audit/verify", post(audit::audit_verify))
+        .route("/v1/audit/chain-key", post(audit::chain_key))
         .merge(batch::routes())
         .merge(cipher::routes())
         .merge(operator::routes())

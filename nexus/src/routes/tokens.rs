@@ -290,7 +290,7 @@ async fn resolve_for(
 
 /// Only gateway identities (`spiffe://<td>/spike/gateway/<name>`) resolve: a workload that
 /// calls itself a gateway has no such SVID, and no workload policy grants `resolve`.
-fn only_gateways(n: &Nexus, caller: &SpiffeId) -> AppResult<()> {
+pub(super) fn only_gateways(n: &Nexus, caller: &SpiffeId) -> AppResult<()> {
     if caller.is_member_of(n.trust_domain()) && CallerClass::of(caller) == CallerClass::Gateway {
         return Ok(());
     }

@@ -12,7 +12,8 @@ use crate::output::print_structured;
 /// continuation of the ones before, so a copy of any size is verified holding one piece.
 const PIECE: usize = 256 << 10;
 
-/// Has Nexus verify a copy of the log, piece by piece.
+/// Has Nexus verify a copy of a log (Nexus's or a gateway's: Nexus tells them apart by
+/// their lines), piece by piece.
 async fn verify_copy(nexus: &Nexus, path: &std::path::Path) -> CliResult<AuditVerifyResponse> {
     use std::io::BufRead;
     let cannot =
@@ -20,6 +21,9 @@ async fn verify_copy(nexus: &Nexus, path: &std::path::Path) -> CliResult<AuditVe
     let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(cannot)?);
     let mut after = None;
     let mut lines_before = 0;
+    // Whose chain the first piece was (a gateway's, or Nexus's when `None`): every later
+    // piece must continue it.
+    let mut gateway: Option<String> = None;
     let mut piece = Vec::with_capacity(PIECE);
     loop {
         piece.clear();
@@ -35,6 +39,7 @@ async fn verify_copy(nexus: &Nexus, path: &std::path::Path) -> CliResult<AuditVe
             "log": String::from_utf8_lossy(&piece),
             "after": after,
             "linesBefore": lines_before,
+            "gateway": gateway,
         });
         let report: AuditVerifyResponse = nexus
             .call(Method::POST, "/v1/audit/verify", Some(&body))
@@ -44,6 +49,7 @@ async fn verify_copy(nexus: &Nexus, path: &std::path::Path) -> CliResult<AuditVe
         }
         after = report.head;
         lines_before = report.lines;
+        gateway = report.gateway.clone();
     }
 }
 
@@ -60,7 +66,13 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: AuditCmd) -> CliResult<()> {
     };
     match out {
         Output::Text if report.ok => {
-            println!("ok: {} lines verify", report.lines);
+            match &report.gateway {
+                Some(g) => println!(
+                    "ok: {} lines verify as the chain of gateway {g}",
+                    report.lines
+                ),
+                None => println!("ok: {} lines verify", report.lines),
+            }
             // The head, to keep outside this machine: a later verify that ends before it
             // means lines were removed, even if the stored checkpoint was rolled back too.
             if let Some(h) = report.head {

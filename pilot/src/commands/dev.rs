@@ -123,11 +123,8 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
     }
 
     // Nexus.
-    let audit_log = args
-        .data_dir
-        .as_deref()
-        .unwrap_or(&run_dir)
-        .join("audit.log");
+    let logs_dir = args.data_dir.as_deref().unwrap_or(&run_dir).to_owned();
+    let audit_log = logs_dir.join("audit.log");
     let mut config = NexusConfig::new(td.clone(), keeper_addrs, audit_log);
     config.data_dir = args.data_dir.clone();
     let nexus_source = ca_source(&agent, &mut rotations, Builtin::Nexus.id(&td))?;
@@ -174,6 +171,7 @@ pub async fn run(args: DevArgs, td: TrustDomain) -> CliResult<()> {
             &nexus_addr,
             &td,
             ([127, 0, 0, 1], args.port.saturating_add(2)).into(),
+            logs_dir.join(super::dev_gateway::AUDIT_LOG),
             ca_source(&agent, &mut rotations, super::dev_gateway::gateway_id(&td)?)?,
             stop(stop_rx.clone()),
         )

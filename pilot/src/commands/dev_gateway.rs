@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::Method;
@@ -22,6 +23,9 @@ use zeroize::Zeroizing;
 
 use crate::client::{CliError, CliResult, Nexus};
 
+/// The gateway's audit log, in the dev data directory (beside Nexus's).
+pub const AUDIT_LOG: &str = "gateway-audit.log";
+
 /// The secret holding the mock's key.
 pub const SECRET: &str = "dev/llm";
 
@@ -34,6 +38,8 @@ pub struct DevGateway {
     pub agent: SpiffeId,
     /// The mock upstream.
     pub upstream: SocketAddr,
+    /// The gateway's audit log.
+    pub audit_log: PathBuf,
     /// The gateway's task.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -48,13 +54,15 @@ pub fn gateway_id(td: &TrustDomain) -> CliResult<SpiffeId> {
     SpiffeId::new(&format!("spiffe://{td}/spike/gateway/dev")).map_err(|e| other(&e))
 }
 
-/// Starts the mock upstream and the gateway on `listen`, after provisioning the secret and
-/// the gateway's policy through `admin` (a superuser client of Nexus at `nexus_addr`).
+/// Starts the mock upstream and the gateway on `listen`, auditing to `audit_log`, after
+/// provisioning the secret and the gateway's policy through `admin` (a superuser client of
+/// Nexus at `nexus_addr`).
 pub async fn start(
     admin: &Nexus,
     nexus_addr: &str,
     td: &TrustDomain,
     listen: SocketAddr,
+    audit_log: PathBuf,
     source: Arc<dyn SvidSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> CliResult<DevGateway> {
@@ -100,6 +108,7 @@ pub async fn start(
         nexus: nexus_addr.to_owned(),
         sidecar_agent: agent.to_string(),
         routes: vec![RouteSettings::loopback_chat("llm", upstream)],
+        audit_log: Some(audit_log.clone()),
         ..GatewaySettings::default()
     };
     let checked = settings.check().map_err(|e| other(&e))?;
@@ -110,6 +119,7 @@ pub async fn start(
         listen: bound.listen,
         agent,
         upstream,
+        audit_log,
         task,
     })
 }
@@ -120,10 +130,12 @@ impl DevGateway {
         format!(
             "Gateway (sidecar mode, for agent {agent}): http://{listen}/r/llm/ -> a mock LLM at {up} that accepts only the key in {SECRET}.\n\
              \n  TOKEN=$(spike token create --secret {SECRET} --spiffe-id {agent} --ttl 30m --action read)\n  \
-             curl -sN http://{listen}/r/llm/v1/chat/completions -H \"Authorization: Bearer $TOKEN\" -d '{{\"stream\":true}}'\n",
+             curl -sN http://{listen}/r/llm/v1/chat/completions -H \"Authorization: Bearer $TOKEN\" -d '{{\"stream\":true}}'\n\
+             \nIts audit log (one chained line per decision): spike audit verify --file {log}\n",
             agent = self.agent,
             listen = self.listen,
             up = self.upstream,
+            log = self.audit_log.display(),
         )
     }
 }
