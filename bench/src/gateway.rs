@@ -14,6 +14,8 @@ use spike_core::policy::Permission;
 use spike_core::secret::{SecretMap, SecretString};
 use spike_core::token::TokenAction;
 use spike_gateway::config::{GatewaySettings, RouteSettings};
+use spike_gateway::ratelimit::RateLimits;
+use spike_runtime::ratelimit::Rate;
 
 use crate::Stack;
 
@@ -33,6 +35,16 @@ pub struct GatewayBench {
 /// The value the upstream is given (for nginx's upstream to check, as a real API would).
 pub const UPSTREAM_KEY: &str = "sk-bench-0123456789abcdefghij";
 
+/// What [`Stack::provision_gateway`] set up.
+pub(crate) struct Provisioned {
+    /// The agent the token is for.
+    pub(crate) agent: SpiffeId,
+    /// The gateway's identity, which may resolve it.
+    pub(crate) gateway: SpiffeId,
+    /// The token.
+    pub(crate) token: SecretString,
+}
+
 impl Stack {
     /// Provisions a secret, a policy for the gateway and a token, and starts the gateway on
     /// `listen` in front of `upstream` (plain HTTP on loopback).
@@ -41,6 +53,45 @@ impl Stack {
         upstream: SocketAddr,
         listen: SocketAddr,
     ) -> anyhow::Result<GatewayBench> {
+        let p = self.provision_gateway(upstream).await?;
+        let settings = GatewaySettings {
+            listen,
+            health_listen: SocketAddr::from((listen.ip(), 0)),
+            nexus: self.nexus_addr().to_owned(),
+            sidecar_agent: p.agent.to_string(),
+            routes: vec![RouteSettings::loopback_chat("up", upstream)],
+            rate_limits: unlimited(),
+            audit_log: Some(self.data_dir.join("gateway-audit.log")),
+            ..GatewaySettings::default()
+        };
+        let (bound, task) = self.start_gateway(&settings, &p.gateway).await?;
+        Ok(GatewayBench {
+            base: format!("http://{}/r/up", bound.listen),
+            listen: bound.listen,
+            token: p.token,
+            task,
+        })
+    }
+
+    /// Starts `spike-gateway` with `settings` as `gateway`, until the stack stops.
+    pub(crate) async fn start_gateway(
+        &self,
+        settings: &GatewaySettings,
+        gateway: &SpiffeId,
+    ) -> anyhow::Result<(spike_gateway::server::Bound, tokio::task::JoinHandle<()>)> {
+        let checked = settings.check()?;
+        Ok(
+            spike_gateway::server::start(checked, self.svid_source(gateway)?, self.stopped())
+                .await?,
+        )
+    }
+
+    /// A secret whose value `upstream` expects, a policy letting the gateway resolve it, and
+    /// a token for one agent.
+    pub(crate) async fn provision_gateway(
+        &self,
+        upstream: SocketAddr,
+    ) -> anyhow::Result<Provisioned> {
         let td = self.trust_domain().clone();
         let agent = SpiffeId::new(&format!("spiffe://{td}/agents/bench"))?;
         let gateway = SpiffeId::new(&format!("spiffe://{td}/spike/gateway/bench"))?;
@@ -93,24 +144,22 @@ impl Stack {
                 }),
             )
             .await?;
-        let settings = GatewaySettings {
-            listen,
-            health_listen: SocketAddr::from((listen.ip(), 0)),
-            nexus: self.nexus_addr().to_owned(),
-            sidecar_agent: agent.to_string(),
-            routes: vec![RouteSettings::loopback_chat("up", upstream)],
-            audit_log: Some(self.data_dir.join("gateway-audit.log")),
-            ..GatewaySettings::default()
-        };
-        let checked = settings.check()?;
-        let (bound, task) =
-            spike_gateway::server::start(checked, self.svid_source(&gateway)?, self.stopped())
-                .await?;
-        Ok(GatewayBench {
-            base: format!("http://{}/r/up", bound.listen),
-            listen: bound.listen,
+        Ok(Provisioned {
+            agent,
+            gateway,
             token: minted.token,
-            task,
         })
+    }
+}
+
+/// Rate limits no load run reaches: the benchmark measures the gateway, not its limit.
+pub(crate) fn unlimited() -> RateLimits {
+    let rate = Rate {
+        per_minute: u32::MAX,
+        burst: u32::MAX,
+    };
+    RateLimits {
+        agent: rate,
+        unauthenticated: rate,
     }
 }

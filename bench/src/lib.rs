@@ -10,6 +10,9 @@
 //!   client (`oha`) against nginx, and SSE time to first byte and per-event latency through
 //!   the gateway against a direct connection.
 //!
+//! - [`gateway_refusals`]: the latency of a shared gateway's `token_unknown` refusals for a
+//!   stolen token, no client certificate, another trust domain and an unknown token.
+//!
 //! Every loop is bounded by its count and by a deadline, and every address is loopback.
 
 #![warn(missing_docs)]
@@ -22,10 +25,12 @@ use std::time::{Duration, Instant};
 
 mod audit;
 mod gateway;
+mod refusals;
 mod sse;
 
 pub use audit::{AppendReport, audit_append};
 pub use gateway::{GatewayBench, UPSTREAM_KEY};
+pub use refusals::{Distribution, RefusalOptions, RefusalReport, gateway_refusals};
 pub use sse::{MAX_SSE, PathLatency, SseOptions, SseReport, sse};
 
 use anyhow::{Context, bail};
@@ -107,6 +112,14 @@ impl Stack {
         }
         let mut config = spike_nexus::NexusConfig::new(td.clone(), keepers, dir.join("audit.log"));
         config.data_dir = Some(dir.join("data"));
+        // The gateway benchmarks resolve (and are refused) far more than one gateway is let
+        // in production: they measure the path, not Nexus's limits.
+        let unlimited = spike_nexus::Rate {
+            per_minute: u32::MAX,
+            burst: u32::MAX,
+        };
+        config.rate_limits.resolve = unlimited;
+        config.rate_limits.refused = unlimited;
         let store = spike_nexus::open_store(&config)?;
         let listeners = spike_nexus::NexusListeners::bind(spike_nexus::NexusAddrs {
             api: "127.0.0.1:0".parse()?,
@@ -167,6 +180,12 @@ impl Stack {
     /// Nexus's address.
     pub fn nexus_addr(&self) -> &str {
         &self.nexus_addr
+    }
+
+    /// An SVID for `id` from the stack's CA: its chain (DER, leaf first) and PKCS#8 key.
+    pub fn svid_chain(&self, id: &SpiffeId) -> anyhow::Result<(Vec<Vec<u8>>, Vec<u8>)> {
+        let svid = self.ca.issue(id, Duration::from_secs(24 * 3600))?;
+        Ok((svid.chain_der.clone(), svid.key_der.to_vec()))
     }
 
     /// An SVID source for `id`, from the stack's CA.

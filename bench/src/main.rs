@@ -5,6 +5,7 @@
 //! spike-bench seed --count 1000000            # the figure in docs/benchmarks.md (release)
 //! spike-bench bao --count 100000 --storage raft --bao .venv/bin/bao
 //! spike-bench sse --streams 200 --events 20 --gap 5ms    # SSE via the gateway vs direct
+//! spike-bench gateway-refusals --requests 2000 --connections 300
 //! spike-bench audit-append --dir /var/lib/spike   # a gateway audit line: fdatasync or write
 //! ```
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use spike_bench::{BaoOptions, BaoStorage, SeedOptions, SseOptions, Stack};
+use spike_bench::{BaoOptions, BaoStorage, RefusalOptions, SeedOptions, SseOptions, Stack};
 
 #[derive(Debug, Parser)]
 #[command(name = "spike-bench", version)]
@@ -79,6 +80,20 @@ enum Cmd {
         /// Pause between two events.
         #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
         gap: Duration,
+    },
+    /// Start Nexus and a shared `spike-gateway`, and measure how long it takes to refuse a
+    /// stolen token, a token without a client certificate, one with a certificate of another
+    /// trust domain, and an unknown token.
+    GatewayRefusals {
+        /// Requests per case on a kept-alive connection.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Requests per case on a new connection each.
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+        /// Stop starting new rounds after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        max_time: Duration,
     },
     /// Append gateway audit lines one at a time, waiting for each line's fdatasync, then for
     /// its write only: what a gateway request waits for.
@@ -214,6 +229,51 @@ async fn main() -> anyhow::Result<()> {
                         p.event_p50_us,
                         p.event_p99_us
                     );
+                }
+            }
+        }
+        Cmd::GatewayRefusals {
+            requests,
+            connections,
+            max_time,
+        } => {
+            let r = spike_bench::gateway_refusals(&RefusalOptions {
+                requests,
+                connections,
+                max_time,
+            })
+            .await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let build = if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                };
+                println!("every case answered: {}", r.body);
+                for (phase, rows) in [
+                    ("kept-alive connection", &r.kept_alive),
+                    ("new connection per request", &r.new_connection),
+                ] {
+                    println!("{phase} ({build} build), microseconds:");
+                    println!(
+                        "  {:<40} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                        "case", "n", "p50", "p90", "p99", "min", "max", "mean"
+                    );
+                    for d in rows {
+                        println!(
+                            "  {:<40} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                            d.case,
+                            d.count,
+                            d.p50_us,
+                            d.p90_us,
+                            d.p99_us,
+                            d.min_us,
+                            d.max_us,
+                            d.mean_us
+                        );
+                    }
                 }
             }
         }

@@ -28,6 +28,31 @@ async fn quick_seed_loads_then_changes_nothing() {
     assert!(r.disk_bytes > 0);
 }
 
+/// The refusal benchmark in miniature: every case (stolen token, no certificate, another
+/// trust domain, unknown token) is answered the same `token_unknown`, which the run itself
+/// checks; the latencies are printed, never asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_refusals_answer_every_case_alike() {
+    spike_runtime::tls::install_crypto_provider();
+    let opts = spike_bench::RefusalOptions {
+        requests: 20,
+        connections: 5,
+        max_time: std::time::Duration::from_secs(300),
+    };
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(600),
+        spike_bench::gateway_refusals(&opts),
+    )
+    .await
+    .expect("the refusal benchmark did not finish in time")
+    .unwrap();
+    eprintln!("{}", serde_json::to_string(&r).unwrap());
+    assert!(r.body.contains(r#""code":"token_unknown""#), "{}", r.body);
+    assert_eq!(r.kept_alive.len(), 4);
+    assert!(r.kept_alive.iter().all(|d| d.count == 20));
+    assert!(r.new_connection.iter().all(|d| d.count == 5));
+}
+
 /// The audit-append measurement runs both modes to the end; its times are printed only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_append_measures_both_modes() {

@@ -33,11 +33,14 @@ use spike_agent::{AgentConfig, CertificateAuthority, IssuedSvid, Registration};
 use spike_core::id::{SpiffeId, TrustDomain};
 use spike_runtime::net::{
     ClientError, ConnLimits, MtlsClient, handshake_failures, render_handshake_metrics, serve_mtls,
+    serve_tls_optional_client_auth,
 };
 use spike_runtime::svid::{
     Identity, PemFileSource, PemPaths, StaticSource, SvidError, SvidSource, WorkloadApiSource,
 };
-use spike_runtime::tls::{PeerIdentity, PeerRule, server_config};
+use spike_runtime::tls::{
+    OptionalClientAuth, PeerIdentity, PeerRule, Unauthenticated, server_config,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -1316,6 +1319,236 @@ async fn every_refused_handshake_is_counted_by_its_precise_reason() {
         .unwrap();
     assert_eq!(status, 200);
     assert_eq!(total(&render_handshake_metrics()), total(&metrics));
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optional client authentication (the gateway's listener only)
+// ---------------------------------------------------------------------------------------------
+
+/// `serve_tls_optional_client_auth` with an app that says what each request carries:
+/// `verified <id>`, `unauthenticated <reason>`, or `both`/`neither` (which must never happen).
+async fn optional_server(src: Arc<dyn SvidSource>, rule: PeerRule) -> Server {
+    optional_server_with(src, rule, ConnLimits::default()).await
+}
+
+async fn optional_server_with(
+    src: Arc<dyn SvidSource>,
+    rule: PeerRule,
+    limits: ConnLimits,
+) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let auth = Arc::new(OptionalClientAuth::new(src, rule).unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = Router::new().route(
+        "/whoami",
+        get(
+            move |peer: Option<Extension<PeerIdentity>>,
+                  anon: Option<Extension<Unauthenticated>>| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    match (peer, anon) {
+                        (Some(Extension(p)), None) => format!("verified {}", p.id),
+                        (None, Some(Extension(u))) => format!("unauthenticated {}", u.reason),
+                        (Some(_), Some(_)) => "both".to_owned(),
+                        (None, None) => "neither".to_owned(),
+                    }
+                }
+            },
+        ),
+    );
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_tls_optional_client_auth(
+        listener,
+        auth,
+        app,
+        limits,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Server {
+        addr,
+        hits,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// A TLS 1.3 client that presents no certificate and trusts any server.
+fn anonymous_connector() -> TlsConnector {
+    TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder_with_provider(ring())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(
+                ring().signature_verification_algorithms,
+            )))
+            .with_no_client_auth(),
+    ))
+}
+
+/// A self-signed certificate claiming `spiffe_id` (anyone can make one).
+fn self_signed(spiffe_id: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![uri(spiffe_id)];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.der().to_vec(), key.serialize_der())
+}
+
+#[tokio::test]
+async fn optional_client_auth_completes_the_handshake_but_never_trusts_an_unverified_certificate() {
+    let ca = ca();
+    let server = optional_server(
+        source_for(&ca, "/spike/gateway/gw"),
+        PeerRule::AnyInTrustDomain,
+    )
+    .await;
+    let now = SystemTime::now();
+    let evil_td = TrustDomain::new("evil.test").unwrap();
+    let evil = CertificateAuthority::new(&evil_td)
+        .unwrap()
+        .issue(&evil_td.id("/agents/a").unwrap(), HOUR)
+        .unwrap();
+    // Certificates that claim one of our own agents' IDs without being issued for it.
+    let forged = CertificateAuthority::new(&td())
+        .unwrap()
+        .issue(&id("/agents/a"), HOUR)
+        .unwrap();
+    let expired = ca
+        .issue_with_validity(&id("/agents/a"), now - 2 * HOUR, now - HOUR)
+        .unwrap();
+    let (own_der, own_key) = self_signed("spiffe://spike.test/agents/a");
+    let (ca_der, ca_key) = custom_cert(&ca, "spiffe://spike.test/agents/a", Defect::IsCa);
+    let cases = [
+        ("no_certificate", anonymous_connector()),
+        ("other_trust_domain", svid_connector(&evil)),
+        ("unknown_issuer", svid_connector(&forged)),
+        ("unknown_issuer", raw_connector(vec![own_der], own_key)),
+        ("expired", svid_connector(&expired)),
+        ("not_svid", raw_connector(vec![ca_der], ca_key)),
+    ];
+    for (reason, connector) in &cases {
+        let (_, status, body) = bounded(reason, raw_whoami(connector, server.addr))
+            .await
+            .unwrap_or_else(|e| panic!("{reason}: the handshake failed: {e}"));
+        // Only the label: the ID the certificate claims is nowhere.
+        assert_eq!(
+            (status, body.as_str()),
+            (200, format!("unauthenticated {reason}").as_str())
+        );
+    }
+    // Positive control: a valid SVID is verified, with its ID.
+    let good = ca.issue(&id("/agents/a"), HOUR).unwrap();
+    let (_, status, body) = bounded("good", raw_whoami(&svid_connector(&good), server.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "verified spiffe://spike.test/agents/a")
+    );
+    assert_eq!(server.hits(), cases.len() + 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn optional_client_auth_still_applies_the_rule_and_leaves_serve_mtls_strict() {
+    let ca = ca();
+    let rule = PeerRule::exactly(id("/agents/a"));
+    let optional = optional_server(source_for(&ca, "/spike/gateway/gw"), rule.clone()).await;
+    let other = ca.issue(&id("/agents/b"), HOUR).unwrap();
+    let (_, status, body) = bounded("other", raw_whoami(&svid_connector(&other), optional.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "unauthenticated id_not_allowed")
+    );
+    optional.shutdown().await;
+
+    // The accept loop of Nexus and the keepers still refuses the same callers in the
+    // handshake: no certificate, another trust domain, a self-signed one.
+    let strict = Server::start(source_for(&ca, "/spike/nexus"), PeerRule::AnyInTrustDomain).await;
+    let evil_td = TrustDomain::new("evil.test").unwrap();
+    let evil = CertificateAuthority::new(&evil_td)
+        .unwrap()
+        .issue(&evil_td.id("/agents/a").unwrap(), HOUR)
+        .unwrap();
+    let (own_der, own_key) = self_signed("spiffe://spike.test/agents/a");
+    for (what, connector) in [
+        ("no certificate", anonymous_connector()),
+        ("another trust domain", svid_connector(&evil)),
+        ("self-signed", raw_connector(vec![own_der], own_key)),
+    ] {
+        let r = bounded(what, raw_whoami(&connector, strict.addr)).await;
+        assert!(r.is_err(), "{what}: serve_mtls answered");
+    }
+    assert_eq!(strict.hits(), 0);
+    // Positive control.
+    let good = ca.issue(&id("/agents/a"), HOUR).unwrap();
+    let (_, status, _) = bounded("good", raw_whoami(&svid_connector(&good), strict.addr))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    strict.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_connections_cannot_take_the_agents_slots() {
+    let ca = ca();
+    let limits = ConnLimits {
+        max_connections: 4,
+        ..ConnLimits::default()
+    };
+    let server = optional_server_with(
+        source_for(&ca, "/spike/gateway/gw"),
+        PeerRule::AnyInTrustDomain,
+        limits,
+    )
+    .await;
+    let anonymous = anonymous_connector();
+    let good = svid_connector(&ca.issue(&id("/agents/a"), HOUR).unwrap());
+    // A quarter of 4: one unauthenticated connection at a time.
+    let (held, status, _) = bounded("first", raw_whoami(&anonymous, server.addr))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let second = bounded("second", raw_whoami(&anonymous, server.addr)).await;
+    assert!(
+        second.is_err(),
+        "a second unauthenticated connection was served"
+    );
+    // Agents still get in.
+    let (_agent, status, body) = bounded("agent", raw_whoami(&good, server.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "verified spiffe://spike.test/agents/a")
+    );
+    // Closing the unauthenticated connection gives its slot back.
+    drop(held);
+    assert!(
+        bounded("slot freed", async {
+            for _ in 0..100 {
+                if raw_whoami(&anonymous, server.addr).await.is_ok() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        })
+        .await,
+        "the slot was not given back"
+    );
     server.shutdown().await;
 }
 

@@ -124,10 +124,17 @@ impl AuditTrail {
         Ok(())
     }
 
-    /// Writes the line of `refusal`: `error` for a failure (after an allow line, or when a
-    /// service the gateway needs is down), `deny` otherwise. If it cannot be written, the
-    /// answer becomes `503 audit_unavailable`.
-    pub(crate) async fn refused(&self, d: &Decision<'_>, refusal: &Refusal) -> Result<(), Refusal> {
+    /// Writes the line of `refusal` with the true `reason` (its own code, or what a
+    /// `token_unknown` of an unauthenticated caller really was: see
+    /// [`Caller::decision_reason`](crate::caller::Caller::decision_reason)): `error` for a
+    /// failure (after an allow line, or when a service the gateway needs is down), `deny`
+    /// otherwise. If it cannot be written, the answer becomes `503 audit_unavailable`.
+    pub(crate) async fn refused(
+        &self,
+        d: &Decision<'_>,
+        refusal: &Refusal,
+        reason: &'static str,
+    ) -> Result<(), Refusal> {
         let failure = matches!(
             refusal.reason,
             Reason::UpstreamUnavailable
@@ -142,7 +149,7 @@ impl AuditTrail {
             Verdict::Deny
         };
         let record = d
-            .record(verdict, refusal.reason.as_str())
+            .record(verdict, reason)
             .with_status(refusal.reason.status().as_u16());
         self.write(record).await
     }
@@ -262,7 +269,7 @@ mod tests {
             Reason::BadPath,
         ] {
             trail
-                .refused(&d, &Refusal::new(reason, "hint"))
+                .refused(&d, &Refusal::new(reason, "hint"), reason.as_str())
                 .await
                 .unwrap();
         }
@@ -270,7 +277,11 @@ mod tests {
         let mut allowed = Decision::new(&agent);
         trail.allowed(&mut allowed).await.unwrap();
         trail
-            .refused(&allowed, &Refusal::new(Reason::BadRequest, "hint"))
+            .refused(
+                &allowed,
+                &Refusal::new(Reason::BadRequest, "hint"),
+                "bad_request",
+            )
             .await
             .unwrap();
         trail.close().await;

@@ -24,6 +24,7 @@ use spike_runtime::telemetry::LogFormat;
 
 use crate::egress::{AddressPolicy, RoutePolicy, tls};
 use crate::proxy::{ProxyLimits, Route};
+use crate::ratelimit::RateLimits;
 use crate::route::ActionRule;
 
 /// The `spike-gateway` command line. Every flag overrides the configuration file and the
@@ -122,6 +123,8 @@ pub struct GatewaySettings {
     pub identity: IdentityConfig,
     /// `[server]`: connection limits of the agent listener.
     pub server: ConnLimits,
+    /// `[rate_limits]`: requests per agent, and of callers without a valid SVID together.
+    pub rate_limits: RateLimits,
     /// The gateway's audit log (one chained line per decision). Required: the gateway
     /// serves nothing unaudited.
     #[serde(with = "spike_runtime::config::opt_path")]
@@ -173,6 +176,7 @@ impl Default for GatewaySettings {
                 idle_timeout: std::time::Duration::from_secs(300),
                 ..ConnLimits::default()
             },
+            rate_limits: RateLimits::default(),
             audit_log: None,
             audit: AuditSettings::default(),
             routes: Vec::new(),
@@ -218,6 +222,7 @@ impl GatewaySettings {
     /// Checks the settings.
     pub fn check(&self) -> Result<Checked, ConfigError> {
         self.server.validate().map_err(ConfigError::Invalid)?;
+        self.rate_limits.validate()?;
         let sidecar_agent = match self.sidecar_agent.as_str() {
             "" => None,
             id => {
@@ -303,6 +308,7 @@ impl GatewaySettings {
             forward,
             limits: ProxyLimits {
                 max_request_body: self.max_request_body,
+                rate: self.rate_limits,
                 ..ProxyLimits::default()
             },
             resolve_cache: self.resolve_cache,

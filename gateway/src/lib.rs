@@ -11,9 +11,12 @@
 //!   paths).
 //! - [`locate`]: reference tokens in a request head (headers, `Basic` credentials, the query)
 //!   and putting values in their place without injection.
+//! - [`caller`]: who sent a request, an agent or an unauthenticated caller (no valid SVID),
+//!   which never acts as one.
 //! - [`route`]: action rules of named routes.
 //! - [`proxy`]: the chain every request goes through, ending in substitution, and the
 //!   streamed, scrubbed response.
+//! - [`ratelimit`]: the per-agent rate limit, before resolution.
 //! - [`resolve`]: asking Nexus for a token's value.
 //! - [`audit`]: the HMAC-chained audit line of every decision, under a key from Nexus.
 //! - [`refusal`]: the JSON refusals with their reason codes.
@@ -81,6 +84,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod caller;
 pub mod config;
 pub mod decode;
 mod detect;
@@ -92,6 +96,7 @@ mod matcher;
 pub mod metrics;
 mod patterns;
 pub mod proxy;
+pub mod ratelimit;
 pub mod refusal;
 pub mod resolve;
 pub mod route;

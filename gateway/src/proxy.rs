@@ -1,11 +1,16 @@
 //! The chain a request goes through, in order: size limits → the agent's identity → route
-//! and action → checks on the request (no real value in it) → resolution of its tokens →
-//! substitution, the last step before the bytes leave → the upstream → the response, scrubbed
-//! of every value resolved for this agent as it streams.
+//! and action → checks on the request (no real value in it) → the agent's rate limit →
+//! resolution of its tokens → substitution, the last step before the bytes leave → the
+//! upstream → the response, scrubbed of every value resolved for this agent as it streams.
 //!
 //! Nothing before substitution holds a real value: the values live in the resolution answers
 //! and the agent's [`ScrubSet`] (both wiped on drop), and go into the request only once every
 //! check has passed. Refusals and log lines name tokens by nothing but their Nexus id.
+//!
+//! A caller without a valid SVID ([`Caller::Unauthenticated`]) goes through the same chain
+//! as an agent up to resolution, where its tokens are resolved for an ID no token is bound
+//! to, so it gets the answer a stolen token gets; it is never served. Without a token in the
+//! request head it is refused `agent_identity_required` before the rate limit.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -25,12 +30,14 @@ use spike_core::token::{TokenAction, TokenLocation, TokenRef};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditTrail, Decision};
+use crate::caller::Caller;
 use crate::decode::{self, Decoder};
 use crate::detect::Finder;
 use crate::egress::{Body, BoxError, Egress, EgressError, RoutePolicy, Target};
 use crate::inbound::{self, Addressed};
 use crate::locate::{self, SubstituteError};
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimiter, RateLimits};
 use crate::refusal::{Reason, Refusal};
 use crate::resolve::{ResolveError, ResolveTokens};
 use crate::route::{ActionRule, classify};
@@ -66,6 +73,8 @@ pub struct ProxyLimits {
     pub max_request_body: usize,
     /// Response decompression caps.
     pub decode: decode::Limits,
+    /// Requests per agent, and of unauthenticated callers together.
+    pub rate: RateLimits,
 }
 
 impl Default for ProxyLimits {
@@ -73,6 +82,7 @@ impl Default for ProxyLimits {
         Self {
             max_request_body: 8 << 20,
             decode: decode::Limits::default(),
+            rate: RateLimits::default(),
         }
     }
 }
@@ -87,6 +97,7 @@ pub struct Proxy {
     limits: ProxyLimits,
     /// Every value resolved for an agent, by agent ID, with the token it is replaced by.
     sets: Mutex<HashMap<String, Arc<ScrubSet>>>,
+    rate: RateLimiter,
     metrics: Arc<Metrics>,
     audit: Arc<AuditTrail>,
 }
@@ -149,6 +160,7 @@ impl Proxy {
             tokens,
             limits,
             sets: Mutex::new(HashMap::new()),
+            rate: RateLimiter::new(limits.rate),
             metrics: Arc::new(Metrics::default()),
             audit,
         }
@@ -159,24 +171,25 @@ impl Proxy {
         &self.metrics
     }
 
-    /// Serves one request of `agent`.
-    pub async fn handle<B>(&self, agent: &SpiffeId, req: Request<B>) -> Response<Body>
+    /// Serves one request of `caller`.
+    pub async fn handle<B>(&self, caller: &Caller, req: Request<B>) -> Response<Body>
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let (head, body) = req.into_parts();
-        let mut decision = Decision::new(agent);
+        let mut decision = Decision::new(caller.resolves_as());
         // Nothing is served unaudited: not before the log is open, and a refusal whose line
         // cannot be written becomes `audit_unavailable`.
         let outcome = if self.audit.is_open() {
-            self.serve(agent, head, body, &mut decision).await
+            self.serve(caller, head, body, &mut decision).await
         } else {
             Err(AuditTrail::unavailable())
         };
         let outcome = match outcome {
             Err(r) if r.reason != Reason::AuditUnavailable => {
-                match self.audit.refused(&decision, &r).await {
+                let recorded = caller.decision_reason(r.reason);
+                match self.audit.refused(&decision, &r, recorded).await {
                     Ok(()) => Err(r),
                     Err(unaudited) => Err(unaudited),
                 }
@@ -185,7 +198,11 @@ impl Proxy {
         };
         let (verdict, reason, status) = match &outcome {
             Ok(resp) => ("allowed", "", resp.status().as_u16()),
-            Err(r) => ("refused", r.reason.as_str(), r.reason.status().as_u16()),
+            Err(r) => (
+                "refused",
+                caller.decision_reason(r.reason),
+                r.reason.status().as_u16(),
+            ),
         };
         self.metrics
             .decision(self.route_label(decision.route), verdict, reason);
@@ -205,7 +222,7 @@ impl Proxy {
 
     async fn serve<'a, B>(
         &'a self,
-        agent: &SpiffeId,
+        caller: &Caller,
         mut head: Parts,
         body: B,
         decision: &mut Decision<'a>,
@@ -214,6 +231,7 @@ impl Proxy {
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let agent = caller.resolves_as();
         let plan = self.plan(&head)?;
         decision.route = plan.route.map_or("forward", |r| r.name.as_str());
         decision.destination = format!("{}:{}", plan.host, plan.port);
@@ -266,6 +284,10 @@ impl Proxy {
                 "tokens are substituted only into https:// requests on this route",
             ));
         }
+        if caller.agent().is_none() && found.is_empty() {
+            return Err(no_agent());
+        }
+        self.rate.admit(caller)?;
         let dest = decision.destination.clone();
         let mut resolved = Vec::new();
         for f in found {
@@ -275,6 +297,11 @@ impl Proxy {
                 .map_err(refusal_of)?;
             decision.tokens.push(r.token_id.clone());
             resolved.push(r);
+        }
+        // Nexus binds no token to the ID an unauthenticated caller resolves as, so the loop
+        // above has refused it; were it ever to resolve one, nothing is sent all the same.
+        if caller.agent().is_none() {
+            return Err(no_agent());
         }
         // Body tokens only where the route looks for them; one the binding does not allow
         // in a body stays as it is (agents re-send histories that quote their references).
@@ -602,6 +629,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in present {
         headers.remove(n);
     }
+}
+
+/// The refusal of a caller without a valid SVID and without a token.
+fn no_agent() -> Refusal {
+    Refusal::new(
+        Reason::AgentIdentityRequired,
+        "this connection has no client certificate that verifies as an SVID of this trust domain: connect with the agent's SVID",
+    )
 }
 
 fn refusal_of(e: ResolveError) -> Refusal {

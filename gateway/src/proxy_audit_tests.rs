@@ -40,7 +40,9 @@ async fn every_decision_is_one_chained_line_without_the_value() {
     let (_, all) = seen(ok).await;
     assert_no_value(&all);
     let other = SpiffeId::new("spiffe://poc.local/agents/b").unwrap();
-    let unknown = gw.handle(&other, req("/r/echo/x", &bearer, "")).await;
+    let unknown = gw
+        .handle(&Caller::from(other.clone()), req("/r/echo/x", &bearer, ""))
+        .await;
     assert_eq!(unknown.status(), StatusCode::FORBIDDEN);
     let no_route = gw.handle(&agent(), req("/r/nope/x", "none", "")).await;
     assert_eq!(no_route.status(), StatusCode::NOT_FOUND);

@@ -41,11 +41,17 @@ struct Table {
     value: String,
     location: TokenLocation,
     resolutions: AtomicUsize,
+    /// The agent ID of every resolution asked.
+    asked_for: std::sync::Mutex<Vec<String>>,
 }
 
 impl ResolveTokens for Table {
     fn resolve(&self, req: ResolveRequest) -> BoxFuture<'_, Result<ResolveResponse, ResolveError>> {
         self.resolutions.fetch_add(1, Ordering::SeqCst);
+        self.asked_for
+            .lock()
+            .unwrap()
+            .push(req.agent_spiffe_id.clone());
         let known =
             TokenRef::parse(req.token.expose_secret()).ok() == TokenRef::parse(&token(1)).ok();
         let out = if !known || req.agent_spiffe_id != AGENT {
@@ -167,6 +173,15 @@ impl std::ops::DerefMut for Gw {
 
 /// A proxy whose audit log is not open (yet).
 fn unaudited(routes: Vec<Route>, table: Arc<Table>, trail: Arc<AuditTrail>) -> Proxy {
+    unaudited_with(routes, table, trail, ProxyLimits::default())
+}
+
+fn unaudited_with(
+    routes: Vec<Route>,
+    table: Arc<Table>,
+    trail: Arc<AuditTrail>,
+    limits: ProxyLimits,
+) -> Proxy {
     let r = StaticResolver::new();
     r.answer("upstream.test", vec![vec!["127.0.0.1".parse().unwrap()]]);
     Proxy::new(
@@ -174,12 +189,16 @@ fn unaudited(routes: Vec<Route>, table: Arc<Table>, trail: Arc<AuditTrail>) -> P
         None,
         Egress::new(Arc::new(r), EgressLimits::default()),
         table,
-        ProxyLimits::default(),
+        limits,
         trail,
     )
 }
 
 async fn proxy(routes: Vec<Route>, table: Arc<Table>) -> Gw {
+    proxy_with(routes, table, ProxyLimits::default()).await
+}
+
+async fn proxy_with(routes: Vec<Route>, table: Arc<Table>, limits: ProxyLimits) -> Gw {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("gateway-audit.log");
     let key = spike_core::audit::AuditKey::new(&[3; 32]);
@@ -190,7 +209,7 @@ async fn proxy(routes: Vec<Route>, table: Arc<Table>) -> Gw {
             .unwrap(),
     );
     Gw {
-        proxy: unaudited(routes, table, trail.clone()),
+        proxy: unaudited_with(routes, table, trail.clone(), limits),
         trail,
         key,
         log,
@@ -203,11 +222,12 @@ fn table() -> Arc<Table> {
         value: REAL.into(),
         location: TokenLocation::Header("authorization".into()),
         resolutions: AtomicUsize::new(0),
+        asked_for: std::sync::Mutex::new(Vec::new()),
     })
 }
 
-fn agent() -> SpiffeId {
-    SpiffeId::new(AGENT).unwrap()
+fn agent() -> Caller {
+    Caller::from(SpiffeId::new(AGENT).unwrap())
 }
 
 fn req(uri: &str, auth: &str, body: &str) -> Request<Full<Bytes>> {
@@ -307,7 +327,7 @@ async fn refusals_carry_the_code_and_nothing_is_sent() {
         (status, v["error"]["code"].as_str().unwrap().to_owned())
     };
     // A token of another agent, a made-up one.
-    let other = SpiffeId::new("spiffe://poc.local/agents/b").unwrap();
+    let other = Caller::from(SpiffeId::new("spiffe://poc.local/agents/b").unwrap());
     let r = p
         .handle(
             &other,
@@ -401,6 +421,7 @@ async fn a_value_that_would_inject_headers_is_not_sent() {
         value: "sk-abcdefgh\r\nX-Evil: 1".into(),
         location: TokenLocation::Header("authorization".into()),
         resolutions: AtomicUsize::new(0),
+        asked_for: std::sync::Mutex::new(Vec::new()),
     });
     let p = proxy(vec![route("echo", up.port())], t).await;
     let r = p
@@ -557,6 +578,170 @@ fn hop_by_hop_headers_and_those_connection_names_are_stripped() {
     let before = h.clone();
     super::strip_hop_by_hop(&mut h);
     assert_eq!(h, before);
+}
+
+/// Status and body of a response, as the agent reads them.
+async fn answer(resp: Response<Body>) -> (StatusCode, Bytes) {
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+fn unauthenticated(reason: &'static str) -> Caller {
+    Caller::Unauthenticated(spike_runtime::tls::Unauthenticated { reason })
+}
+
+#[tokio::test]
+async fn an_unauthenticated_caller_gets_what_a_stolen_token_gets_and_is_never_served() {
+    let up = reflector().await;
+    let t = table();
+    let p = proxy(vec![route("echo", up.port())], t.clone()).await;
+    let bearer = format!("Bearer {}", token(1));
+    let thief = Caller::from(SpiffeId::new("spiffe://poc.local/agents/b").unwrap());
+    let stolen = answer(p.handle(&thief, req("/r/echo/x", &bearer, "")).await).await;
+    assert_eq!(stolen.0, StatusCode::FORBIDDEN);
+    for reason in ["no_certificate", "other_trust_domain", "unknown_issuer"] {
+        let r = p
+            .handle(&unauthenticated(reason), req("/r/echo/x", &bearer, ""))
+            .await;
+        // Byte for byte the stolen token's answer, headers too.
+        assert_eq!(
+            r.headers(),
+            &http::HeaderMap::from_iter([(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json")
+            )])
+        );
+        assert_eq!(answer(r).await, stolen, "{reason}");
+    }
+    // Nexus was asked each time, as for the thief, but for the ID no token is bound to.
+    let asked = t.asked_for.lock().unwrap().clone();
+    assert_eq!(asked.len(), 4);
+    assert_eq!(asked[0], "spiffe://poc.local/agents/b");
+    assert!(
+        asked[1..]
+            .iter()
+            .all(|a| a == crate::caller::NO_AGENT.as_str()),
+        "{asked:?}"
+    );
+    // Without a token: refused with what it lacks, and Nexus is not asked.
+    let (status, body) = answer(
+        p.handle(
+            &unauthenticated("no_certificate"),
+            req("/r/echo/x", "none", ""),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "agent_identity_required");
+    assert_eq!(t.resolutions.load(Ordering::SeqCst), 4);
+    // A real value it carries is still caught, like anyone's.
+    let ok = p.handle(&agent(), req("/r/echo/x", &bearer, "")).await;
+    assert_eq!(ok.status(), StatusCode::FOUND);
+    let (_, body) = answer(
+        p.handle(
+            &unauthenticated("no_certificate"),
+            req("/r/echo/x", &format!("Bearer {REAL}"), ""),
+        )
+        .await,
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&body).contains("value_in_request"));
+    // The audit log, the metrics (and the decision line) keep the true reason.
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    for reason in [
+        "unauthenticated",
+        "foreign_trust_domain",
+        "unverified_certificate",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("\"reason\":\"{reason}\""))
+                    && l.contains(crate::caller::NO_AGENT.as_str())),
+            "{reason}: {log}"
+        );
+    }
+    let m = p.metrics().render();
+    for reason in [
+        "token_unknown",
+        "unauthenticated",
+        "foreign_trust_domain",
+        "unverified_certificate",
+    ] {
+        assert!(
+            m.contains(&format!(
+                "route=\"echo\",decision=\"refused\",reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_refuses_past_the_burst_before_asking_nexus() {
+    let up = reflector().await;
+    let t = table();
+    let limits = ProxyLimits {
+        rate: crate::ratelimit::RateLimits {
+            // One a minute: nothing refills while the test runs.
+            agent: spike_runtime::ratelimit::Rate {
+                per_minute: 1,
+                burst: 3,
+            },
+            unauthenticated: spike_runtime::ratelimit::Rate {
+                per_minute: 1,
+                burst: 1,
+            },
+        },
+        ..ProxyLimits::default()
+    };
+    let p = proxy_with(vec![route("echo", up.port())], t.clone(), limits).await;
+    let bearer = format!("Bearer {}", token(1));
+    for _ in 0..3 {
+        let r = p.handle(&agent(), req("/r/echo/x", &bearer, "")).await;
+        assert_eq!(r.status(), StatusCode::FOUND);
+    }
+    let asked = t.resolutions.load(Ordering::SeqCst);
+    let (status, body) = answer(p.handle(&agent(), req("/r/echo/x", &bearer, "")).await).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited");
+    assert_eq!(
+        t.resolutions.load(Ordering::SeqCst),
+        asked,
+        "Nexus was asked"
+    );
+    // Requests refused before the limit do not spend it, and another agent has its own.
+    let other = Caller::from(SpiffeId::new("spiffe://poc.local/agents/b").unwrap());
+    let r = p.handle(&other, req("/r/nope/x", &bearer, "")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = p.handle(&other, req("/r/echo/x", &bearer, "")).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "token_unknown, not limited"
+    );
+    // Unauthenticated callers share one bucket, whatever their certificate.
+    let r = p
+        .handle(
+            &unauthenticated("no_certificate"),
+            req("/r/echo/x", &bearer, ""),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = p
+        .handle(
+            &unauthenticated("other_trust_domain"),
+            req("/r/echo/x", &bearer, ""),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let m = p.metrics().render();
+    assert!(
+        m.contains(r#"route="echo",decision="refused",reason="rate_limited"} 2"#),
+        "{m}"
+    );
 }
 
 #[path = "proxy_audit_tests.rs"]

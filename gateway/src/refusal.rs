@@ -40,6 +40,11 @@ pub enum Reason {
     PlainHttp,
     /// The response could not be scrubbed (an unknown or broken `Content-Encoding`).
     Unscrubbable,
+    /// The connection presented no SVID that verifies, and the request has no token to refuse
+    /// (a caller that is not an agent is never served).
+    AgentIdentityRequired,
+    /// The agent (or, together, the callers without a valid SVID) is over its rate.
+    RateLimited,
     /// Nexus refused the token (`token_unknown`, `destination_not_allowed`, ...).
     Token(spike_core::error::ErrorCode),
     /// Nexus could not be asked.
@@ -63,6 +68,8 @@ impl Reason {
             Self::ValueInRequest => "value_in_request",
             Self::PlainHttp => "plain_http_not_allowed",
             Self::Unscrubbable => "response_not_scrubbable",
+            Self::AgentIdentityRequired => "agent_identity_required",
+            Self::RateLimited => "rate_limited",
             Self::Token(code) => code.as_str(),
             Self::NexusUnavailable => "nexus_unavailable",
             Self::AuditUnavailable => "audit_unavailable",
@@ -77,9 +84,12 @@ impl Reason {
             Self::ConnectNotSupported => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpgradeNotSupported => StatusCode::NOT_IMPLEMENTED,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::AddressNotAllowed | Self::ValueInRequest | Self::PlainHttp | Self::Token(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::AddressNotAllowed
+            | Self::ValueInRequest
+            | Self::PlainHttp
+            | Self::AgentIdentityRequired
+            | Self::Token(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable | Self::Unscrubbable => StatusCode::BAD_GATEWAY,
             Self::NexusUnavailable | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -1,5 +1,9 @@
-//! Running the gateway: the agent listener (mTLS with the agents' SVIDs, or plain loopback in
+//! Running the gateway: the agent listener (TLS with the agents' SVIDs, or plain loopback in
 //! sidecar mode), the health listener, and graceful shutdown that lets streams drain.
+//!
+//! The shared listener lets a client without a valid SVID complete its handshake (the
+//! runtime's optional client authentication) so that the proxy can refuse it per request the
+//! way it refuses a stolen token, instead of telling it apart at the TLS layer.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,12 +14,15 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
-use spike_runtime::net::{ConnLimits, MtlsClient, serve_mtls, serve_plain_bounded};
+use spike_runtime::net::{
+    ConnLimits, MtlsClient, serve_plain_bounded, serve_tls_optional_client_auth,
+};
 use spike_runtime::svid::SvidSource;
-use spike_runtime::tls::{PeerIdentity, PeerRule, server_config};
+use spike_runtime::tls::{OptionalClientAuth, PeerRule};
 use tokio::net::TcpListener;
 
 use crate::audit::{AuditTrail, open_when_keyed};
+use crate::caller::Caller;
 use crate::config::Checked;
 use crate::egress::{Egress, EgressLimits, SystemResolver};
 use crate::proxy::Proxy;
@@ -141,8 +148,17 @@ pub async fn start(
             }
         }),
         None => {
-            let tls = Arc::new(server_config(source.clone(), PeerRule::AnyInTrustDomain)?);
-            tokio::spawn(serve_mtls(api, tls, router, limits, stopped()))
+            let auth = Arc::new(OptionalClientAuth::new(
+                source.clone(),
+                PeerRule::AnyInTrustDomain,
+            )?);
+            tokio::spawn(serve_tls_optional_client_auth(
+                api,
+                auth,
+                router,
+                limits,
+                stopped(),
+            ))
         }
     };
     let health_task = tokio::spawn({
@@ -169,18 +185,18 @@ pub async fn start(
 }
 
 async fn forward(State(app): State<App>, req: Request) -> Response {
-    let agent = match &app.sidecar {
-        Some(id) => Some(id.clone()),
-        None => req.extensions().get::<PeerIdentity>().map(|p| p.id.clone()),
+    let caller = match &app.sidecar {
+        Some(id) => Some(Caller::Agent(id.clone())),
+        None => Caller::of(req.extensions()),
     };
-    let Some(agent) = agent else {
+    let Some(caller) = caller else {
         return Refusal::new(Reason::BadRequest, "no agent identity on this connection")
             .to_response()
             .map(axum::body::Body::new)
             .into_response();
     };
     app.proxy
-        .handle(&agent, req)
+        .handle(&caller, req)
         .await
         .map(axum::body::Body::new)
         .into_response()

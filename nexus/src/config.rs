@@ -17,7 +17,7 @@ use spike_runtime::net::ConnLimits;
 use spike_runtime::svid::IdentityArgs;
 use spike_runtime::telemetry::LogFormat;
 
-use crate::ratelimit::{Rate, RateLimits};
+use crate::ratelimit::RateLimits;
 use crate::secrets::SecretLimits;
 
 /// Everything Nexus needs to run besides its SVID source and listeners.
@@ -323,7 +323,7 @@ impl NexusSettings {
             ("recover", self.rate_limits.recover),
             ("refused", self.rate_limits.refused),
         ] {
-            check_rate(name, rate)?;
+            rate.validate(&format!("rate_limits.{name}"))?;
         }
         crate::audit_log::check_max_file_bytes("audit.max_file_bytes", self.audit.max_file_bytes)?;
         let identity = self.identity.to_args()?;
@@ -358,15 +358,6 @@ impl NexusSettings {
             log_format: self.log_format,
         })
     }
-}
-
-fn check_rate(name: &str, rate: Rate) -> Result<(), ConfigError> {
-    if rate.burst == 0 || rate.per_minute == 0 {
-        return Err(ConfigError::invalid(format!(
-            "rate_limits.{name}: per_minute and burst must be at least 1"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,16 +1,15 @@
 //! Per-caller rate limits on the expensive or sensitive routes.
 //!
 //! A token bucket per (route class, SPIFFE ID): `burst` requests at once, refilled at
-//! `per_minute`. The table is bounded; when full, idle buckets (which would be full again
-//! anyway) are dropped first, so a flood of distinct IDs cannot grow memory without bound.
+//! `per_minute`, in the runtime's bounded table ([`TokenBuckets`]).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use spike_core::error::ErrorCode;
 use spike_core::id::SpiffeId;
+pub use spike_runtime::ratelimit::Rate;
+use spike_runtime::ratelimit::TokenBuckets;
 
 use crate::error::AppError;
 
@@ -31,16 +30,6 @@ pub(crate) enum RateClass {
     /// Audit lines of refused requests (see `Nexus::audit`), on every route: beyond it a
     /// caller's refusals are answered `429` and counted instead of written one by one.
     Refused,
-}
-
-/// One limit: `burst` requests at once, refilled at `per_minute`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rate {
-    /// Sustained requests per minute.
-    pub per_minute: u32,
-    /// Requests allowed at once.
-    pub burst: u32,
 }
 
 /// The limits of every class.
@@ -89,30 +78,16 @@ impl Default for RateLimits {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    /// The tokens this bucket holds at `now`, refilled at `rate` and capped at its burst.
-    fn refilled(&self, rate: Rate, now: Instant) -> f64 {
-        let per_sec = f64::from(rate.per_minute) / 60.0;
-        (self.tokens + now.duration_since(self.at).as_secs_f64() * per_sec)
-            .min(f64::from(rate.burst.max(1)))
-    }
-}
-
 pub(crate) struct RateLimiter {
     limits: RateLimits,
-    buckets: Mutex<HashMap<(RateClass, SpiffeId), Bucket>>,
+    buckets: TokenBuckets<(RateClass, SpiffeId)>,
 }
 
 impl RateLimiter {
     pub(crate) fn new(limits: RateLimits) -> Self {
         Self {
             limits,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: TokenBuckets::new(MAX_BUCKETS),
         }
     }
 
@@ -133,36 +108,15 @@ impl RateLimiter {
 
     /// True when `caller` has no token left in `class` now (nothing is taken).
     pub(crate) fn exhausted(&self, class: RateClass, caller: &SpiffeId) -> bool {
-        let rate = self.rate(class);
-        let now = Instant::now();
-        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        buckets
-            .get(&(class, caller.clone()))
-            .is_some_and(|b| b.refilled(rate, now) < 1.0)
+        self.buckets
+            .exhausted(&(class, caller.clone()), Instant::now())
     }
 
     fn check_at(&self, class: RateClass, caller: &SpiffeId, now: Instant) -> Result<(), AppError> {
-        let rate = self.rate(class);
-        let burst = f64::from(rate.burst.max(1));
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&(class, caller.clone())) {
-            // Drop buckets that have refilled completely: forgetting them changes nothing.
-            buckets.retain(|(c, _), b| {
-                let r = self.rate(*c);
-                b.refilled(r, now) < f64::from(r.burst.max(1))
-            });
-            if buckets.len() >= MAX_BUCKETS {
-                return Err(limited());
-            }
-        }
-        let b = buckets.entry((class, caller.clone())).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        b.tokens = b.refilled(rate, now);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        if self
+            .buckets
+            .take(&(class, caller.clone()), self.rate(class), now)
+        {
             Ok(())
         } else {
             Err(limited())

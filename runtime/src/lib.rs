@@ -3,7 +3,8 @@
 //! - Identity: SVID sources ([`svid`]: the SPIFFE Workload API and PEM files, reloaded on
 //!   change) and rustls configs that verify peers against the trust bundle and authorize them
 //!   by SPIFFE ID ([`tls`]).
-//! - The network: the mTLS serve loop with its limits and the one mTLS client ([`net`]).
+//! - The network: the mTLS serve loop with its limits and the one mTLS client ([`net`]), and
+//!   per-key token buckets ([`ratelimit`]).
 //! - The audit log writer ([`audit_log`]): group commit, rotation, locking, an optional
 //!   checkpoint anchor, for Nexus and each gateway.
 //! - Settings: one TOML format for every binary, with environment and flag overrides
@@ -14,6 +15,7 @@
 pub mod audit_log;
 pub mod config;
 pub mod net;
+pub mod ratelimit;
 pub mod svid;
 pub mod telemetry;
 pub mod tls;

@@ -88,7 +88,9 @@ pub struct PeerIdentity {
 
 impl PeerIdentity {
     /// Reads the peer identity from a completed handshake. The certificate was verified by
-    /// this module's verifiers, so this only parses.
+    /// this module's verifiers, so this only parses: never call it for a connection of
+    /// [`OptionalClientAuth`], whose handshake verifies nothing (use
+    /// [`OptionalClientAuth::authenticate`]).
     pub fn from_certs(certs: Option<&[CertificateDer<'_>]>) -> Option<Self> {
         let leaf = certs?.first()?;
         let (id, not_after) = leaf_identity(leaf).ok()?;
@@ -387,6 +389,14 @@ pub fn server_config(
     rule: PeerRule,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let verifier = Arc::new(SpiffeVerifier::new(source.clone(), rule));
+    build_server_config(verifier, source)
+}
+
+/// The server configuration of every listener, around its client-certificate verifier.
+fn build_server_config(
+    verifier: Arc<dyn ClientCertVerifier>,
+    source: Arc<dyn SvidSource>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -398,6 +408,124 @@ pub fn server_config(
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(config)
+}
+
+/// What a listener with optional client authentication learned about a connection's peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A certificate that verified as for [`server_config`]: the peer is this SPIFFE ID.
+    Verified(PeerIdentity),
+    /// No certificate, or one that does not verify.
+    Unauthenticated(Unauthenticated),
+}
+
+/// A peer that presented no certificate, or one that did not verify. Nothing the certificate
+/// claims is kept (not even its SPIFFE ID, which anyone can write into a self-signed one):
+/// only the bounded label of why it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unauthenticated {
+    /// [`refusal_reason`]'s label: `no_certificate`, `other_trust_domain`, `unknown_issuer`,
+    /// `expired`, `not_svid`, ...
+    pub reason: &'static str,
+}
+
+/// The server side of optional client authentication, for a listener that must answer
+/// callers without a valid SVID itself (the gateway refuses them per request, the same way it
+/// refuses a stolen token) instead of failing their handshake.
+///
+/// The handshake asks for a client certificate but accepts any, or none; rustls still checks
+/// that the client holds the key of the certificate it presents. The chain and SPIFFE rules
+/// are checked once the handshake is done, by [`OptionalClientAuth::authenticate`], with the
+/// same verifier as [`server_config`], so the handshake does the same work whatever the
+/// certificate, and the result is only ever a verified identity or a label. Its rustls
+/// configuration is not exposed: a listener that verifies at the handshake cannot be given
+/// one that does not.
+pub struct OptionalClientAuth {
+    config: Arc<rustls::ServerConfig>,
+    verifier: Arc<SpiffeVerifier>,
+}
+
+impl fmt::Debug for OptionalClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OptionalClientAuth")
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OptionalClientAuth {
+    /// A listener configuration that serves the source's SVID and authenticates clients
+    /// whose SVID passes `rule`, and lets others through as [`Unauthenticated`].
+    pub fn new(source: Arc<dyn SvidSource>, rule: PeerRule) -> Result<Self, rustls::Error> {
+        let verifier = Arc::new(SpiffeVerifier::new(source.clone(), rule));
+        let deferred = Arc::new(DeferredVerifier {
+            algs: verifier.algs,
+        });
+        Ok(Self {
+            config: Arc::new(build_server_config(deferred, source)?),
+            verifier,
+        })
+    }
+
+    /// The rustls configuration, for this crate's accept loop only.
+    pub(crate) fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.clone()
+    }
+
+    /// Verifies the certificates a client presented in a completed handshake (`None` or
+    /// empty: it presented none), against the current trust bundle and the rule.
+    pub fn authenticate(&self, certs: Option<&[CertificateDer<'_>]>) -> ClientAuth {
+        let unauthenticated = |reason| ClientAuth::Unauthenticated(Unauthenticated { reason });
+        let Some((leaf, intermediates)) = certs.and_then(<[_]>::split_first) else {
+            return unauthenticated("no_certificate");
+        };
+        let now = UnixTime::now();
+        let verified =
+            self.verifier
+                .verify(leaf, intermediates, now, webpki::KeyUsage::client_auth());
+        match verified {
+            Err(e) => unauthenticated(refusal_reason(&e)),
+            Ok(()) => match PeerIdentity::from_certs(certs) {
+                Some(p) => ClientAuth::Verified(p),
+                None => unauthenticated("not_svid"),
+            },
+        }
+    }
+}
+
+/// The handshake half of [`OptionalClientAuth`]: asks for a certificate, accepts any or none
+/// (the chain is checked after the handshake), and checks the handshake's signatures as usual.
+#[derive(Debug)]
+struct DeferredVerifier {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for DeferredVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Deliberately no check here: `OptionalClientAuth::authenticate` verifies the chain
+        // once the handshake is done, and nothing reads this connection's peer identity
+        // but it.
+        Ok(ClientCertVerified::assertion())
+    }
+
+    tls13_signatures_only!();
 }
 
 /// A client configuration that presents the source's SVID and accepts only a server whose
@@ -417,4 +545,89 @@ pub fn client_config(
     // skips verifying the server's current certificate.
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+
+    use super::*;
+    use crate::svid::{Identity, StaticSource};
+
+    fn leaf_params(id: &str) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p
+    }
+
+    /// A CA of `spike.test`, a verifier built on it, and a leaf it issued for `/agents/a`.
+    fn setup() -> (OptionalClientAuth, CertificateDer<'static>) {
+        let td = TrustDomain::new("spike.test").unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let issue = |id: &str| {
+            let key = KeyPair::generate().unwrap();
+            (leaf_params(id).signed_by(&key, &issuer).unwrap(), key)
+        };
+        let (own, own_key) = issue("spiffe://spike.test/spike/gateway/gw");
+        let identity = Identity::from_pem(
+            &td,
+            own.pem().as_bytes(),
+            own_key.serialize_pem().as_bytes(),
+            ca_cert.pem().as_bytes(),
+        )
+        .unwrap();
+        let auth = OptionalClientAuth::new(
+            Arc::new(StaticSource::new(td, identity)),
+            PeerRule::AnyInTrustDomain,
+        )
+        .unwrap();
+        let (agent, _) = issue("spiffe://spike.test/agents/a");
+        (auth, agent.der().clone())
+    }
+
+    #[test]
+    fn only_a_verified_chain_gives_an_identity() {
+        crate::tls::install_crypto_provider();
+        let (auth, agent) = setup();
+        let reason = |certs: Option<&[CertificateDer<'_>]>| match auth.authenticate(certs) {
+            ClientAuth::Unauthenticated(u) => u.reason,
+            ClientAuth::Verified(p) => panic!("verified as {}", p.id),
+        };
+        assert_eq!(reason(None), "no_certificate");
+        assert_eq!(reason(Some(&[])), "no_certificate");
+        // The same ID, self-signed: the claim is worth nothing.
+        let key = KeyPair::generate().unwrap();
+        let forged = leaf_params("spiffe://spike.test/agents/a")
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(reason(Some(&[forged.der().clone()])), "unknown_issuer");
+        let key = KeyPair::generate().unwrap();
+        let foreign = leaf_params("spiffe://evil.test/agents/a")
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(reason(Some(&[foreign.der().clone()])), "other_trust_domain");
+        assert_eq!(
+            reason(Some(&[CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])])),
+            "not_svid"
+        );
+        match auth.authenticate(Some(&[agent])) {
+            ClientAuth::Verified(p) => assert_eq!(p.id.as_str(), "spiffe://spike.test/agents/a"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

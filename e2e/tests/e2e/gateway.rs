@@ -140,6 +140,11 @@ pub(super) struct Shared {
 }
 
 pub(super) fn shared() -> Shared {
+    shared_with("")
+}
+
+/// [`shared`] with `settings` added to the top of the gateway's settings file.
+fn shared_with(settings: &str) -> Shared {
     let mut c = Cluster::new(3);
     c.start_all(2);
     let admin = c.pki.svid("/spike/pilot/role/superuser");
@@ -218,6 +223,7 @@ health_listen = "127.0.0.1:{health}"
 nexus = "127.0.0.1:{nexus}"
 audit_log = "{audit_log}"
 forward_proxy = true
+{settings}
 
 [[routes]]
 name = "llm"
@@ -294,6 +300,18 @@ impl Shared {
         auth: &str,
         body: &str,
     ) -> (Option<i32>, String) {
+        let files = who.map(|w| self.c.pki.svid(w));
+        self.call_with(files.as_ref(), path, auth, body)
+    }
+
+    /// curl presenting the certificate and key `files` (None: no client certificate).
+    fn call_with(
+        &self,
+        files: Option<&PemFiles>,
+        path: &str,
+        auth: &str,
+        body: &str,
+    ) -> (Option<i32>, String) {
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
@@ -304,8 +322,7 @@ impl Shared {
             "-w",
             "\n%{http_code}",
         ]);
-        if let Some(w) = who {
-            let files = self.c.pki.svid(w);
+        if let Some(files) = files {
             cmd.arg("--cert")
                 .arg(&files.cert)
                 .arg("--key")
@@ -331,10 +348,18 @@ pub(super) fn has_curl() -> bool {
     Command::new("curl").arg("--version").output().is_ok()
 }
 
+/// True (and says so) when curl is missing and the test is skipped.
+fn curl_missing() -> bool {
+    let missing = !has_curl();
+    if missing {
+        eprintln!("curl is missing (./test.sh installs it): skipped");
+    }
+    missing
+}
+
 #[test]
 fn a_shared_gateway_substitutes_for_the_bound_agent_only() {
-    if !has_curl() {
-        eprintln!("curl is missing (./test.sh installs it): skipped");
+    if curl_missing() {
         return;
     }
     let s = shared();
@@ -361,9 +386,38 @@ fn a_shared_gateway_substitutes_for_the_bound_agent_only() {
         out.contains(r#""code":"token_unknown""#) && out.ends_with("403"),
         "{out}"
     );
-    // No client certificate: the TLS handshake is refused, nothing is resolved.
-    let (code, out) = s.call(None, &bearer, "{}");
-    assert_ne!(code, Some(0), "{out}");
+    // Callers without a valid SVID: no client certificate, one from another trust domain, and
+    // one that claims the bound agent's own ID but was issued by another CA. Each completes
+    // the handshake and gets exactly what the stolen token got.
+    let foreign_td = spike_core::id::TrustDomain::new("evil.test").unwrap();
+    let foreign = issued_files(
+        &s,
+        "foreign",
+        &spike_agent::CertificateAuthority::new(&foreign_td).unwrap(),
+        &foreign_td.id(AGENT).unwrap(),
+    );
+    let forged = issued_files(
+        &s,
+        "forged",
+        &spike_agent::CertificateAuthority::new(&s.c.pki.td).unwrap(),
+        &s.c.pki.id(AGENT),
+    );
+    let path = "/r/llm/v1/chat/completions";
+    for (what, files) in [
+        ("no certificate", None),
+        ("another trust domain", Some(&foreign)),
+        ("a forged SVID", Some(&forged)),
+    ] {
+        let (code, got) = s.call_with(files, path, &bearer, "{}");
+        assert_eq!(code, Some(0), "{what}: {got}");
+        assert_eq!(got, out, "{what}: not the stolen token's answer");
+        // Without a token: refused for what it lacks.
+        let (_, got) = s.call_with(files, path, "none", "{}");
+        assert!(
+            got.contains(r#""code":"agent_identity_required""#) && got.ends_with("403"),
+            "{what}: {got}"
+        );
+    }
     // The real key sent by the agent itself is refused (the gateway resolved it for it).
     let (_, out) = s.call(Some(AGENT), &format!("Bearer {KEY}"), "{}");
     assert!(out.contains(r#""code":"value_in_request""#), "{out}");
@@ -391,6 +445,18 @@ fn a_shared_gateway_substitutes_for_the_bound_agent_only() {
     assert!(!log.contains(KEY), "{log}");
     assert!(!log.contains(&s.token), "{log}");
     assert!(log.contains("decision=\"refused\""), "{log}");
+    // The decision lines keep the true reasons; the caller's claimed ID is nowhere.
+    for reason in [
+        "unauthenticated",
+        "foreign_trust_domain",
+        "unverified_certificate",
+    ] {
+        assert!(
+            log.contains(&format!("reason=\"{reason}\"")),
+            "{reason}: {log}"
+        );
+    }
+    assert!(!log.contains("evil.test"), "{log}");
     // Metrics count decisions by route and reason, with no token or value in them.
     let (status, metrics) = spike_e2e::http_get(s.port + 1, "/metrics").expect("metrics");
     assert_eq!(status, 200);
@@ -398,6 +464,18 @@ fn a_shared_gateway_substitutes_for_the_bound_agent_only() {
         metrics.contains(r#"spike_gateway_requests_total{route="llm",decision="refused",reason="token_unknown"} 1"#),
         "{metrics}"
     );
+    for reason in [
+        "unauthenticated",
+        "foreign_trust_domain",
+        "unverified_certificate",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                r#"spike_gateway_requests_total{{route="llm",decision="refused",reason="{reason}"}} 1"#
+            )),
+            "{reason}: {metrics}"
+        );
+    }
     assert!(metrics.contains(r#"decision="allowed""#), "{metrics}");
     assert!(
         !metrics.contains("SPIKE{ref") && !metrics.contains(KEY),
@@ -409,4 +487,122 @@ fn a_shared_gateway_substitutes_for_the_bound_agent_only() {
         gateway.terminate(Duration::from_secs(20)),
         "the gateway did not stop"
     );
+}
+
+/// An SVID for `id` from `ca` (not the cluster's), written under the test's directory.
+fn issued_files(
+    s: &Shared,
+    name: &str,
+    ca: &spike_agent::CertificateAuthority,
+    id: &spike_core::id::SpiffeId,
+) -> PemFiles {
+    let dir = s.c.dir.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    ca.issue(id, Duration::from_secs(3600))
+        .unwrap()
+        .write_pem_files(&dir)
+        .unwrap()
+}
+
+#[test]
+fn the_gateway_limits_each_agent_and_recovers() {
+    if curl_missing() {
+        return;
+    }
+    // Three at once, then one a second.
+    let s = shared_with("[rate_limits.agent]\nper_minute = 60\nburst = 3\n");
+    let bearer = format!("Bearer {}", s.token);
+    for i in 0..3 {
+        let (_, out) = s.call(Some(AGENT), &bearer, "{}");
+        assert!(out.ends_with("200"), "request {i}: {out}");
+    }
+    let (_, out) = s.call(Some(AGENT), &bearer, "{}");
+    assert!(
+        out.contains(r#""code":"rate_limited""#) && out.ends_with("429"),
+        "{out}"
+    );
+    // Another agent has its own bucket (its token_unknown is the token's answer, not the
+    // limit's).
+    let (_, out) = s.call(Some(OTHER), &bearer, "{}");
+    assert!(out.contains(r#""code":"token_unknown""#), "{out}");
+    // The bucket refills: the agent is served again within a few seconds.
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .call(Some(AGENT), &bearer, "{}")
+            .1
+            .ends_with("200")),
+        "the limit did not recover"
+    );
+    let (status, metrics) = spike_e2e::http_get(s.port + 1, "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            r#"spike_gateway_requests_total{route="llm",decision="refused",reason="rate_limited"}"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn nexus_and_keepers_still_refuse_callers_without_an_svid_in_the_handshake() {
+    if curl_missing() {
+        return;
+    }
+    let s = shared();
+    let foreign_td = spike_core::id::TrustDomain::new("evil.test").unwrap();
+    let foreign = issued_files(
+        &s,
+        "foreign",
+        &spike_agent::CertificateAuthority::new(&foreign_td).unwrap(),
+        &foreign_td.id(AGENT).unwrap(),
+    );
+    let curl = |port: u16, files: Option<&PemFiles>| {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-k",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ]);
+        if let Some(f) = files {
+            cmd.arg("--cert").arg(&f.cert).arg("--key").arg(&f.key);
+        }
+        let out = cmd
+            .arg(format!(
+                "https://127.0.0.1:{port}/v1/secrets/metadata/ai/llm"
+            ))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let keeper = s.c.keeper_ports[0].api;
+    for (service, port) in [("nexus", s.c.nexus_port), ("keeper", keeper)] {
+        for (what, files) in [
+            ("no certificate", None),
+            ("another trust domain", Some(&foreign)),
+        ] {
+            let (code, status) = curl(port, files);
+            // curl fails (a refused handshake: exit 35, or 56 when the alert comes after
+            // the client's side of the handshake is done); never an HTTP status.
+            assert!(
+                code != Some(0) && status == "000",
+                "{service}, {what}: curl exit {code:?}, status {status}"
+            );
+        }
+        // Positive control: an SVID the service accepts gets an HTTP answer.
+        let allowed = match service {
+            "nexus" => s.c.pki.svid("/spike/pilot/role/superuser"),
+            _ => s.c.pki.svid("/spike/nexus"),
+        };
+        let (code, status) = curl(port, Some(&allowed));
+        assert_eq!(code, Some(0), "{service}: {status}");
+        assert_ne!(status, "000", "{service}");
+    }
 }

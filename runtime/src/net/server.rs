@@ -14,11 +14,13 @@ use http::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::tls::PeerIdentity;
+use rustls::pki_types::CertificateDer;
+
+use crate::tls::{ClientAuth, OptionalClientAuth, PeerIdentity};
 
 /// The smallest `max_header_bytes` hyper accepts (its read buffer cannot be smaller).
 pub const MIN_HEADER_BYTES: usize = 8192;
@@ -274,6 +276,82 @@ pub async fn serve_mtls(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    serve_tls(listener, tls, PeerCheck::AtHandshake, app, limits, shutdown).await;
+}
+
+/// Like [`serve_mtls`], but a client without a valid SVID still completes its handshake: each
+/// request carries either the verified [`PeerIdentity`] or
+/// [`Unauthenticated`](crate::tls::Unauthenticated), never both,
+/// and the application refuses the latter itself. Only for the gateway, which must answer such
+/// callers as it answers a stolen token; every other service refuses them at the handshake.
+///
+/// Unauthenticated connections may hold at most a quarter of `max_connections` at once (a
+/// further one is closed after its handshake) and are closed after `header_timeout` without a
+/// request rather than `idle_timeout`, so callers that are not agents cannot take the
+/// agents' connection slots.
+pub async fn serve_tls_optional_client_auth(
+    listener: TcpListener,
+    auth: Arc<OptionalClientAuth>,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let tls = auth.config();
+    let unauthenticated = Arc::new(Semaphore::new((limits.max_connections / 4).max(1)));
+    let check = PeerCheck::AfterHandshake {
+        auth,
+        unauthenticated,
+    };
+    serve_tls(listener, tls, check, app, limits, shutdown).await;
+}
+
+/// Where a listener checks its clients' certificates.
+#[derive(Clone)]
+enum PeerCheck {
+    /// In the handshake (a refused certificate fails it): [`serve_mtls`].
+    AtHandshake,
+    /// Once the handshake is done: [`serve_tls_optional_client_auth`], with the slots of
+    /// unauthenticated connections.
+    AfterHandshake {
+        auth: Arc<OptionalClientAuth>,
+        unauthenticated: Arc<Semaphore>,
+    },
+}
+
+impl PeerCheck {
+    /// The peer of a completed handshake, with the slot an unauthenticated one holds while
+    /// connected; `None` to close the connection.
+    fn peer(
+        &self,
+        certs: Option<&[CertificateDer<'_>]>,
+    ) -> Option<(ClientAuth, Option<OwnedSemaphorePermit>)> {
+        match self {
+            // The verifier has accepted the chain, so this only parses it.
+            Self::AtHandshake => {
+                PeerIdentity::from_certs(certs).map(|p| (ClientAuth::Verified(p), None))
+            }
+            Self::AfterHandshake {
+                auth,
+                unauthenticated,
+            } => match auth.authenticate(certs) {
+                verified @ ClientAuth::Verified(_) => Some((verified, None)),
+                anon @ ClientAuth::Unauthenticated(_) => {
+                    let slot = unauthenticated.clone().try_acquire_owned().ok()?;
+                    Some((anon, Some(slot)))
+                }
+            },
+        }
+    }
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    check: PeerCheck,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let max_connections = limits.max_connections.max(1);
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -296,11 +374,12 @@ pub async fn serve_mtls(
             () = &mut shutdown => break,
         };
         let acceptor = acceptor.clone();
+        let check = check.clone();
         let app = app.clone();
         let stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(acceptor, tcp, remote, app, limits, stop_rx).await;
+            serve_connection(acceptor, check, tcp, remote, app, limits, stop_rx).await;
         });
     }
     // Refuse new connections at once rather than leaving them in the backlog while draining.
@@ -323,6 +402,7 @@ pub async fn serve_mtls(
 /// expires, or the server stops.
 async fn serve_connection(
     acceptor: TlsAcceptor,
+    check: PeerCheck,
     tcp: TcpStream,
     remote: SocketAddr,
     app: Router,
@@ -341,18 +421,37 @@ async fn serve_connection(
             return;
         }
     };
-    let Some(peer) = PeerIdentity::from_certs(tls.get_ref().1.peer_certificates()) else {
+    let Some((peer, _slot)) = check.peer(tls.get_ref().1.peer_certificates()) else {
+        tracing::debug!(%remote, "no slot for another unauthenticated connection; closing it");
         return;
     };
-    let expires_in = peer
-        .not_after
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
+    // An unauthenticated peer has no certificate to outlive, and is let idle only as long as
+    // a request head may take.
+    let (expires_in, idle_timeout) = match &peer {
+        ClientAuth::Verified(p) => (
+            p.not_after
+                .duration_since(SystemTime::now())
+                .unwrap_or_default(),
+            limits.idle_timeout,
+        ),
+        ClientAuth::Unauthenticated(_) => {
+            (MAX_TIMEOUT, limits.idle_timeout.min(limits.header_timeout))
+        }
+    };
     let activity = Arc::new(Activity::new());
     let in_flight = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let refused = head_over_limits(&req, &limits);
-        req.extensions_mut().insert(peer.clone());
+        // One or the other, never both: an application that reads `PeerIdentity` never sees
+        // an unverified peer.
+        match &peer {
+            ClientAuth::Verified(p) => {
+                req.extensions_mut().insert(p.clone());
+            }
+            ClientAuth::Unauthenticated(u) => {
+                req.extensions_mut().insert(*u);
+            }
+        }
         req.extensions_mut().insert(RemoteAddr(remote));
         let guard = InFlight::new(in_flight.clone());
         let call = app.clone().oneshot(req.map(axum::body::Body::new));
@@ -402,7 +501,7 @@ async fn serve_connection(
     tokio::pin!(conn);
     let expiry = tokio::time::sleep(expires_in);
     tokio::pin!(expiry);
-    let idle = tokio::time::sleep_until(activity.idle_deadline(limits.idle_timeout));
+    let idle = tokio::time::sleep_until(activity.idle_deadline(idle_timeout));
     tokio::pin!(idle);
     let mut draining = false;
     // Set when the peer's certificate expires: the graceful close gets this long to finish
@@ -431,7 +530,7 @@ async fn serve_connection(
                 break;
             }
             () = &mut idle, if !draining => {
-                let deadline = activity.idle_deadline(limits.idle_timeout);
+                let deadline = activity.idle_deadline(idle_timeout);
                 if activity.in_flight.load(Ordering::Relaxed) == 0
                     && deadline <= tokio::time::Instant::now()
                 {
@@ -441,7 +540,7 @@ async fn serve_connection(
                 } else {
                     // Active since, or a request in flight: look again one idle period after
                     // the last bytes, and at least every quarter period while busy.
-                    let recheck = (limits.idle_timeout / 4).max(Duration::from_millis(50));
+                    let recheck = (idle_timeout / 4).max(Duration::from_millis(50));
                     let next = deadline.max(tokio::time::Instant::now() + recheck);
                     idle.as_mut().reset(next);
                 }
