@@ -67,6 +67,18 @@ pub struct Bound {
     pub health: SocketAddr,
 }
 
+/// `/readyz`: ready once the audit log is open, since until then every request is refused.
+async fn ready(audit: Arc<AuditTrail>) -> (http::StatusCode, &'static str) {
+    if audit.is_open() {
+        (http::StatusCode::OK, "ready\n")
+    } else {
+        (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the audit log is not open yet (waiting for its chain key from Nexus)\n",
+        )
+    }
+}
+
 /// Starts the gateway with `checked` settings and SVID `source`; runs until `shutdown`.
 pub async fn start(
     checked: Checked,
@@ -124,9 +136,10 @@ pub async fn start(
     };
     let router = Router::new().fallback(forward).with_state(app.clone());
     let metrics = app.proxy.metrics().clone();
+    let ready_audit = audit.clone();
     let health_router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", get(move || ready(ready_audit.clone())))
         .route("/metrics", get(move || async move { metrics.render() }));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

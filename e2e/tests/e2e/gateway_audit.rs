@@ -128,9 +128,13 @@ fn the_gateways_decisions_form_a_chain_nexus_verifies_across_restarts() {
         out.contains(r#""code":"audit_unavailable""#) && out.ends_with("503"),
         "{out}"
     );
+    // Not ready meanwhile, so a load balancer sends it nothing; ready once the log is open.
+    let ready = || spike_e2e::http_get(s.port + 1, "/readyz").map(|(status, _)| status);
+    assert_eq!(ready(), Some(503));
     s.c.start_nexus();
     assert!(s.c.wait_ready(Duration::from_secs(30)), "nexus not ready");
     wait_for_log(&s.c, "gateway-3.log", "gateway audit log open");
+    assert_eq!(ready(), Some(200));
     let (_, out) = s.call(Some(AGENT), &bearer, "{}");
     assert!(out.ends_with("200"), "{out}");
     assert!(s.gateway.take().unwrap().terminate(Duration::from_secs(20)));
