@@ -703,7 +703,10 @@ async fn the_rate_limit_refuses_past_the_burst_before_asking_nexus() {
         assert_eq!(r.status(), StatusCode::FOUND);
     }
     let asked = t.resolutions.load(Ordering::SeqCst);
-    let (status, body) = answer(p.handle(&agent(), req("/r/echo/x", &bearer, "")).await).await;
+    let limited = p.handle(&agent(), req("/r/echo/x", &bearer, "")).await;
+    // One request a minute refills one every 60 s.
+    assert_eq!(limited.headers()[http::header::RETRY_AFTER], "60");
+    let (status, body) = answer(limited).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], "rate_limited");

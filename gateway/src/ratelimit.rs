@@ -79,10 +79,17 @@ impl RateLimiter {
         if self.admit_at(caller, Instant::now()) {
             return Ok(());
         }
+        let rate = match caller.agent() {
+            Some(_) => self.limits.agent,
+            None => self.limits.unauthenticated,
+        };
+        // One request is refilled every 60 / per_minute seconds.
+        let refill = 60u64.div_ceil(u64::from(rate.per_minute.max(1)));
         Err(Refusal::new(
             Reason::RateLimited,
-            "too many requests from this caller: slow down and retry in a few seconds",
-        ))
+            "too many requests from this caller: slow down and retry after the Retry-After seconds",
+        )
+        .retry_after(refill))
     }
 
     fn admit_at(&self, caller: &Caller, now: Instant) -> bool {

@@ -110,6 +110,8 @@ pub struct Refusal {
     pub reason: Reason,
     /// What to do about it.
     pub message: String,
+    /// Seconds after which a retry may succeed (`Retry-After`), for refusals that pass.
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -118,17 +120,29 @@ impl Refusal {
         Self {
             reason,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same refusal, telling the client to retry after `seconds` (at least 1).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// The HTTP response.
     pub fn to_response(&self) -> Response<Body> {
-        json_response(
+        let mut resp = json_response(
             self.reason.status(),
             &serde_json::json!({
                 "error": { "code": self.reason.as_str(), "message": self.message }
             }),
-        )
+        );
+        if let Some(seconds) = self.retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        resp
     }
 }
 
