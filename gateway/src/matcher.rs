@@ -166,10 +166,18 @@ impl DfaBuilder {
         }
         match_start.push(match_ids.len() as u32);
 
+        // A transition from the start state back to it is 0 once premultiplied (row 0, no
+        // match flag), whatever the byte's class.
+        let mut starts = Zeroizing::new([false; 256]);
+        for b in 0..=255u8 {
+            starts[usize::from(b)] = trans[usize::from(classes[usize::from(b)])] != Dfa::START;
+        }
+
         Dfa {
             classes,
             stride,
             trans,
+            starts,
             depth,
             match_start,
             match_ids,
@@ -184,6 +192,10 @@ pub(crate) struct Dfa {
     classes: Zeroizing<Vec<u8>>,
     stride: usize,
     trans: Zeroizing<Vec<StateId>>,
+    /// For each byte, whether it leaves the start state: whether it is the first byte of
+    /// some pattern (in either case, with folding). Which bytes start a value's patterns is
+    /// about the value, so this is wiped too.
+    starts: Zeroizing<[bool; 256]>,
     depth: Vec<u32>,
     match_start: Vec<u32>,
     match_ids: Vec<u32>,
@@ -199,6 +211,16 @@ impl Dfa {
     pub(crate) fn next(&self, state: StateId, byte: u8) -> StateId {
         let class = usize::from(self.classes[usize::from(byte)]);
         self.trans[(state & !MATCH) as usize + class]
+    }
+
+    /// How many of the leading bytes of `bytes` keep the automaton in its start state: bytes
+    /// that begin no pattern, which one table look-up each can skip without stepping it.
+    #[inline]
+    pub(crate) fn stays_at_start(&self, bytes: &[u8]) -> usize {
+        bytes
+            .iter()
+            .position(|&b| self.starts[usize::from(b)])
+            .unwrap_or(bytes.len())
     }
 
     /// Whether some pattern ends in `state`.
@@ -292,6 +314,21 @@ mod tests {
         let exact = dfa(false, &[b"deadbeef"]);
         assert!(run(&exact, b"xDeAdBeEfx").is_empty());
         assert_eq!(run(&exact, b"deadbeef"), vec![(8, 0)]);
+    }
+
+    #[test]
+    fn stays_at_start_stops_at_any_first_byte_in_any_case() {
+        let d = dfa(true, &[b"deadbeef", b"cafe"]);
+        assert_eq!(d.stays_at_start(b"xyz-e!a?D..."), 8);
+        assert_eq!(d.stays_at_start(b"xxCafe"), 2);
+        assert_eq!(d.stays_at_start(b"efab"), 4);
+        // Every byte that stays at the start state is one the automaton steps to it on.
+        for b in 0..=255u8 {
+            let stays = d.stays_at_start(&[b]) == 1;
+            assert_eq!(stays, d.next(Dfa::START, b) == Dfa::START, "byte {b}");
+        }
+        let none = dfa(false, &[]);
+        assert_eq!(none.stays_at_start(b"anything"), 8);
     }
 
     #[test]

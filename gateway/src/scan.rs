@@ -24,6 +24,22 @@
 //! if it completes, the match is real in the identity view, so reporting it twice is
 //! harmless. Text without escapes is scanned once, not four times.
 //!
+//! # Skipping at the start state
+//!
+//! When only the identity view is scanning (the other views asleep, so the run holds no
+//! `%`, `\` or `&`: [`Scanner::feed`] stops at each), nothing waits for a right neighbour
+//! and the automaton is in its start state, a byte that starts no pattern (in no case) leaves
+//! it there: stepping it changes nothing but the view's history and count. Such runs are
+//! skipped with one table look-up a byte ([`Dfa::stays_at_start`]), advancing the count and
+//! writing only the run's last byte to the history. That misses nothing: every pattern of
+//! every form (raw, hex, either base64 alphabet at any alignment) begins with one of the
+//! bytes the automaton leaves the start state on, so the skipped bytes begin no partial
+//! match and end none either (the state before each is the start state, depth 0). And
+//! every reader of the history looks back at most one byte before the current partial match
+//! (its exact check, a base64 boundary character, the safe point, an escaping view waking):
+//! right after a run that is the run's last byte, written; every byte after it is written
+//! as before, until the automaton is back at its start state.
+//!
 //! # What may still become a match
 //!
 //! [`Scanner::safe_point`] is the smallest input offset at which a match reported in the
@@ -225,6 +241,17 @@ impl ViewState {
             let history = &mut self.history[..];
             let mut matched = false;
             while let Some(&b) = bytes.get(i) {
+                if state == Dfa::START {
+                    // See "Skipping at the start state" in the module docs.
+                    let skipped = m.dfa.stays_at_start(&bytes[i..]);
+                    if skipped > 0 {
+                        i += skipped;
+                        count += skipped as u64;
+                        let last = i - 1;
+                        history[((count - 1) & mask) as usize] = (pos + last as u64, bytes[last]);
+                        continue;
+                    }
+                }
                 history[(count & mask) as usize] = (pos + i as u64, b);
                 count += 1;
                 state = m.dfa.next(state, b);
@@ -556,5 +583,83 @@ impl Drop for ViewState {
         for (_, byte) in &mut self.history {
             byte.zeroize();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Vec<Found>);
+
+    impl FoundSink for Collect {
+        fn found(&mut self, found: Found) {
+            self.0.push(found);
+        }
+    }
+
+    const VALUE: &[u8] = b"sk-live-0123456789";
+
+    fn scanner() -> Scanner {
+        Scanner::new(std::sync::Arc::new(Matchers::build([VALUE].into_iter())))
+    }
+
+    /// Scans `input` in chunks of `chunk` bytes and returns the matches.
+    fn scan(input: &[u8], chunk: usize) -> Vec<Found> {
+        let mut scanner = scanner();
+        let mut found = Collect::default();
+        for piece in input.chunks(chunk) {
+            scanner.feed(piece, &mut found);
+        }
+        scanner.finish(&mut found);
+        found.0
+    }
+
+    /// The skip at the start state writes only a run's last byte to the history: a base64
+    /// match whose left boundary character ends a skipped run is still widened over it, the
+    /// safe point still holds that character back, and a value right after a run is found.
+    #[test]
+    fn skipped_runs_keep_the_boundary_character_and_every_match() {
+        // Base64 of one byte and the value: the value's interior at alignment 1, after one
+        // character that carries bits of both (its left boundary character).
+        let encoded =
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode([b"Q", VALUE].concat());
+        let matchers = Matchers::build([VALUE].into_iter());
+        // The case this test is about: the boundary character starts no pattern, so it is
+        // the last byte of a skipped run.
+        assert_eq!(matchers.dfa.stays_at_start(&encoded.as_bytes()[..2]), 2);
+
+        let prefix = "plain words without a pattern start ";
+        let input = format!(
+            "{prefix}{encoded} then {} end",
+            std::str::from_utf8(VALUE).unwrap()
+        );
+        for chunk in [1, 3, input.len()] {
+            let found = scan(input.as_bytes(), chunk);
+            let base64 = found
+                .iter()
+                .find(|f| f.encoding == Encoding::Base64)
+                .unwrap();
+            assert_eq!(base64.start, (prefix.len() + 1) as u64, "chunk {chunk}");
+            let raw_at = input.find(std::str::from_utf8(VALUE).unwrap()).unwrap();
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.encoding == Encoding::Raw && f.start == raw_at as u64),
+                "chunk {chunk}: {found:?}"
+            );
+        }
+
+        // After a run that ends in a base64 character, that character is held back.
+        let mut scanner = scanner();
+        scanner.feed(&encoded.as_bytes()[..2], &mut Collect::default());
+        assert_eq!(scanner.safe_point(), 1);
+        // After a run that ends in one that is not, nothing is.
+        scanner.feed(b" ", &mut Collect::default());
+        assert_eq!(scanner.safe_point(), 3);
     }
 }
