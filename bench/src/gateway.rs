@@ -80,10 +80,19 @@ impl Stack {
         gateway: &SpiffeId,
     ) -> anyhow::Result<(spike_gateway::server::Bound, tokio::task::JoinHandle<()>)> {
         let checked = settings.check()?;
-        Ok(
+        let (bound, task) =
             spike_gateway::server::start(checked, self.svid_source(gateway)?, self.stopped())
-                .await?,
-        )
+                .await?;
+        // Until its audit log is open (its chain key comes from Nexus) the gateway refuses
+        // every request: a run must not start before that.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !is_ready(bound.health).await {
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("the gateway was not ready within 30 s (its audit log did not open)");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok((bound, task))
     }
 
     /// A secret whose value `upstream` expects, a policy letting the gateway resolve it, and
@@ -150,6 +159,19 @@ impl Stack {
             token: minted.token,
         })
     }
+}
+
+/// Whether the gateway's `/readyz` on `health` answers 200.
+async fn is_ready(health: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut conn) = tokio::net::TcpStream::connect(health).await else {
+        return false;
+    };
+    let request = b"GET /readyz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n";
+    let mut head = [0; 12];
+    conn.write_all(request).await.is_ok()
+        && conn.read_exact(&mut head).await.is_ok()
+        && head.ends_with(b" 200")
 }
 
 /// Rate limits no load run reaches: the benchmark measures the gateway, not its limit.
