@@ -128,6 +128,11 @@ enum Cmd {
     },
 }
 
+// The same allocator as the `spike-gateway` binary, so that the gateway measured here is the
+// one that ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     spike_runtime::tls::install_crypto_provider();

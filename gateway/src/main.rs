@@ -6,6 +6,11 @@ use clap::CommandFactory;
 use spike_gateway::config::{GatewayArgs, GatewaySettings, spec};
 use spike_runtime::net::shutdown_signal;
 
+// Per request the gateway allocates and frees many small buffers across threads (request
+// heads, scanners, audit lines); mimalloc does that measurably faster than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     spike_runtime::config::service::main(
         GatewayArgs::command(),
