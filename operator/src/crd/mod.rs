@@ -1,0 +1,1 @@
+//! The custom resources of `spike.spiffe.io/v1alpha1`.

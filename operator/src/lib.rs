@@ -1,0 +1,8 @@
+//! SPIKE's Kubernetes operator.
+//!
+//! `crd`: the three custom resources (`SpikeCluster`, `SpikeSecret`, `SpikePolicy`) and their
+//! schemas, which `crdgen` writes to `crds/` and the chart. `nexus`: what the `SpikeSecret` and
+//! `SpikePolicy` controllers write to Nexus, as `/spike/operator`, with compare-and-set.
+
+pub mod crd;
+pub mod nexus;

@@ -1,0 +1,1 @@
+//! Declared secrets and policies, written to Nexus with compare-and-set.
