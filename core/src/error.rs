@@ -23,6 +23,9 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The caller is authenticated but not allowed to do this.
     Forbidden,
+    /// A scoped policy administrator (the Kubernetes operator) asked for a policy, or
+    /// touched an existing one, outside its path or SPIFFE-ID scope.
+    OutsideScope,
     /// The secret, version or policy does not exist (or the caller may not know it exists).
     NotFound,
     /// The version asked for (or, without a version, the newest) is soft-deleted: undelete it,
@@ -89,6 +92,7 @@ impl ErrorCode {
             Self::BadRequest | Self::InvalidPath | Self::InvalidPolicy => 400,
             Self::Unauthenticated => 401,
             Self::Forbidden
+            | Self::OutsideScope
             | Self::TokenUnknown
             | Self::TokenExpired
             | Self::TokenRevoked
@@ -121,6 +125,7 @@ impl ErrorCode {
             Self::InvalidPolicy => "invalid_policy",
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden => "forbidden",
+            Self::OutsideScope => "outside_scope",
             Self::NotFound => "not_found",
             Self::CasMismatch => "cas_mismatch",
             Self::AlreadyExists => "already_exists",
@@ -207,6 +212,7 @@ mod tests {
         for code in [
             ErrorCode::BadRequest,
             ErrorCode::Forbidden,
+            ErrorCode::OutsideScope,
             ErrorCode::NotFound,
             ErrorCode::CasMismatch,
             ErrorCode::TooLarge,

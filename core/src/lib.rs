@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin_scope;
 pub mod api;
 pub mod audit;
 pub mod crypto;

@@ -36,6 +36,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::id::{MAX_SPIFFE_ID_LEN, SpiffeId, TrustDomain};
+mod containment;
+
 use crate::path::{
     EscapedChar, MAX_PATH_DEPTH_CEILING, MAX_PATH_LEN_CEILING, PathLimits, PathPrefix, SecretPath,
     is_segment_byte,
@@ -242,32 +244,39 @@ impl Glob {
         self.close_any(&mut cur);
         let mut next = vec![false; n + 1];
         for s in segments {
-            next.iter_mut().for_each(|b| *b = false);
-            let mut any_live = false;
-            for i in 0..n {
-                if !cur[i] {
-                    continue;
-                }
-                match &self.0[i] {
-                    // `**` may swallow this segment and stay where it is.
-                    Seg::Any => {
-                        next[i] = true;
-                        any_live = true;
-                    }
-                    seg if seg.matches(s) => {
-                        next[i + 1] = true;
-                        any_live = true;
-                    }
-                    _ => {}
-                }
-            }
+            let any_live = self.advance(&cur, s, &mut next);
             std::mem::swap(&mut cur, &mut next);
             if !any_live {
                 break;
             }
-            self.close_any(&mut cur);
         }
         cur
+    }
+
+    /// One step of the DP: the positions reachable from `cur` after consuming segment `s`
+    /// (with `**` closure applied), written into `next`. Returns false when none is.
+    fn advance(&self, cur: &[bool], s: &str, next: &mut [bool]) -> bool {
+        next.iter_mut().for_each(|b| *b = false);
+        let mut any_live = false;
+        for (i, seg) in self.0.iter().enumerate() {
+            if !cur[i] {
+                continue;
+            }
+            match seg {
+                // `**` may swallow this segment and stay where it is.
+                Seg::Any => {
+                    next[i] = true;
+                    any_live = true;
+                }
+                seg if seg.matches(s) => {
+                    next[i + 1] = true;
+                    any_live = true;
+                }
+                _ => {}
+            }
+        }
+        self.close_any(next);
+        any_live
     }
 
     /// Lets each reachable `**` match zero segments: propagates reachability across it.
@@ -350,6 +359,12 @@ impl PathPattern {
     /// granted by this pattern may find something when listing `prefix`.
     pub fn could_match_under(&self, prefix: &PathPrefix) -> bool {
         self.glob.could_match_extending(prefix.segments())
+    }
+
+    /// True when every path this pattern matches is matched by `scope` as well (the pattern
+    /// lies within the scope): `k8s/web/**` lies within `k8s/**`; `k8s*/x` does not.
+    pub fn is_within(&self, scope: &Self) -> bool {
+        containment::within(&self.glob, &scope.glob, false)
     }
 
     /// True when this is `**`, which matches every path.
@@ -485,6 +500,14 @@ impl IdPattern {
         } else {
             self.glob.matches(path[1..].split('/'))
         }
+    }
+
+    /// True when every ID this pattern matches is matched by `scope` as well: the same trust
+    /// domain, and a glob within the scope's. The trust domain's own ID (an empty path) is
+    /// an ID like any other here.
+    pub fn is_within(&self, scope: &Self) -> bool {
+        self.trust_domain_name() == scope.trust_domain_name()
+            && containment::within(&self.glob, &scope.glob, true)
     }
 
     /// The literal segments at the start of the path glob, up to the first wildcard:
