@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use spike_core::admin_scope::AdminScope;
 use spike_core::id::TrustDomain;
 use spike_core::path::{MAX_PATH_DEPTH_CEILING, MAX_PATH_LEN_CEILING, PathLimits};
 use spike_runtime::config::service::ServerArgs;
@@ -52,6 +53,8 @@ pub struct NexusConfig {
     pub rate_limits: RateLimits,
     /// Connection limits of the mTLS API (timeouts, caps, header sizes, drain at shutdown).
     pub conn: ConnLimits,
+    /// The Kubernetes operator's (`/spike/operator`) scope; `None` gives it nothing.
+    pub operator_scope: Option<AdminScope>,
 }
 
 impl NexusConfig {
@@ -72,6 +75,7 @@ impl NexusConfig {
             max_batch_bytes: limits.max_batch_bytes,
             rate_limits: RateLimits::default(),
             conn: ConnLimits::default(),
+            operator_scope: None,
         }
     }
 }
@@ -124,6 +128,25 @@ pub struct NexusArgs {
         value_name = "SEQ"
     )]
     pub audit_accept_loss: Option<u64>,
+    /// The path pattern P within which the Kubernetes operator (spiffe://<td>/spike/operator)
+    /// may write, delete, list and mint tokens, and create, replace and delete policies, e.g.
+    /// "k8s/**". Set it with --operator-spiffe-id-scope; leave both unset to give the operator
+    /// nothing. It is never a superuser: "**" is refused.
+    #[arg(
+        id = "operator.path_scope",
+        long = "operator-path-scope",
+        value_name = "PATTERN"
+    )]
+    pub operator_path_scope: Option<String>,
+    /// The SPIFFE-ID pattern Q that every policy the operator writes must lie within, e.g.
+    /// "spiffe://<td>/ns/**". A scope that can reach SPIKE's own IDs (spiffe://<td>/spike/...)
+    /// is refused.
+    #[arg(
+        id = "operator.spiffe_id_scope",
+        long = "operator-spiffe-id-scope",
+        value_name = "PATTERN"
+    )]
+    pub operator_spiffe_id_scope: Option<String>,
 }
 
 /// The Nexus configuration file. Every key has a default; unknown keys are refused.
@@ -158,6 +181,36 @@ pub struct NexusSettings {
     pub rate_limits: RateLimits,
     /// `[audit]`: audit log rotation and loss acceptance.
     pub audit: AuditSettings,
+    /// `[operator]`: the Kubernetes operator's scope.
+    pub operator: OperatorSettings,
+}
+
+/// The `[operator]` section: what the Kubernetes operator (`/spike/operator`) may touch. Both
+/// empty (the default) give it nothing; both set give it the data permissions of
+/// [`spike_core::admin_scope::DATA_PERMISSIONS`] on `path_scope` and the administration of
+/// the policies within both scopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorSettings {
+    /// The path scope P, e.g. `k8s/**`.
+    pub path_scope: String,
+    /// The SPIFFE-ID scope Q, e.g. `spiffe://<td>/ns/**`.
+    pub spiffe_id_scope: String,
+}
+
+impl OperatorSettings {
+    /// The checked scope, or `None` when both are empty.
+    fn scope(&self, served: &TrustDomain) -> Result<Option<AdminScope>, ConfigError> {
+        match (self.path_scope.is_empty(), self.spiffe_id_scope.is_empty()) {
+            (true, true) => Ok(None),
+            (false, false) => AdminScope::parse(&self.path_scope, &self.spiffe_id_scope, served)
+                .map(Some)
+                .map_err(|e| ConfigError::invalid(format!("operator: {e}"))),
+            _ => Err(ConfigError::invalid(
+                "set both operator.path_scope and operator.spiffe_id_scope, or neither",
+            )),
+        }
+    }
 }
 
 /// The `[audit]` section.
@@ -195,6 +248,7 @@ impl Default for NexusSettings {
             limits: LimitSettings::default(),
             rate_limits: RateLimits::default(),
             audit: AuditSettings::default(),
+            operator: OperatorSettings::default(),
         }
     }
 }
@@ -327,6 +381,7 @@ impl NexusSettings {
         }
         crate::audit_log::check_max_file_bytes("audit.max_file_bytes", self.audit.max_file_bytes)?;
         let identity = self.identity.to_args()?;
+        let operator_scope = self.operator.scope(&self.identity.trust_domain)?;
         let config = NexusConfig {
             trust_domain: self.identity.trust_domain.clone(),
             keepers: self.keepers,
@@ -347,6 +402,7 @@ impl NexusSettings {
             max_batch_bytes: l.max_batch_bytes,
             rate_limits: self.rate_limits,
             conn: self.server,
+            operator_scope,
         };
         Ok(Runtime {
             config,
@@ -479,6 +535,10 @@ max_path_depth = 4
 
 [rate_limits.cipher]
 per_minute = 60
+
+[operator]
+path_scope = "k8s/**"
+spiffe_id_scope = "spiffe://example.org/ns/**"
 "#,
         )
         .unwrap();
@@ -502,5 +562,55 @@ per_minute = 60
             rt.config.rate_limits.cipher.burst,
             RateLimits::default().cipher.burst
         );
+        let scope = rt.config.operator_scope.unwrap();
+        assert_eq!(scope.path_scope().as_str(), "k8s/**");
+        assert_eq!(scope.id_scope().as_str(), "spiffe://example.org/ns/**");
+    }
+
+    #[test]
+    fn the_operator_scope_is_off_by_default_and_refused_when_unsound() {
+        let base = NexusSettings {
+            keepers: vec!["k:1".into()],
+            audit_log: Some("/a.log".into()),
+            ..NexusSettings::default()
+        };
+        assert!(
+            base.clone()
+                .into_runtime()
+                .unwrap()
+                .config
+                .operator_scope
+                .is_none()
+        );
+        let td = base.identity.trust_domain.to_string();
+        for (paths, ids, expect) in [
+            ("k8s/**", "", "or neither"),
+            ("", &*format!("spiffe://{td}/ns/**"), "or neither"),
+            ("**", &*format!("spiffe://{td}/ns/**"), "matches every path"),
+            (
+                "k8s/**",
+                &*format!("spiffe://{td}/**"),
+                "SPIKE's own identities",
+            ),
+            (
+                "k8s/**",
+                &*format!("spiffe://{td}/spike/**"),
+                "SPIKE's own identities",
+            ),
+            ("k8s/**", "spiffe://evil.dev/ns/**", "trust domain"),
+            (
+                "/k8s",
+                &*format!("spiffe://{td}/ns/**"),
+                "invalid path scope",
+            ),
+        ] {
+            let mut s = base.clone();
+            s.operator = OperatorSettings {
+                path_scope: paths.into(),
+                spiffe_id_scope: ids.into(),
+            };
+            let e = s.into_runtime().unwrap_err().to_string();
+            assert!(e.contains(expect), "{paths} {ids}: {e}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use spike_core::admin_scope::AdminScope;
 use spike_core::api::{PolicyResponse, PutPolicyRequest, PutPolicyResponse};
 use spike_core::error::ErrorCode;
 use spike_core::policy::{Policy, PolicyEngine};
@@ -32,6 +33,37 @@ impl Stored {
             created_at: self.created.clone(),
             updated_at: self.updated.clone(),
         }
+    }
+}
+
+/// Who administers policies: a full administrator, or a scoped one (the operator) whose every
+/// policy, new or existing, must lie within its scope.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PolicyAdmin<'a> {
+    /// The superuser, or a workload with `super` on `**`.
+    Full,
+    /// The operator, bounded by its scope.
+    Scoped(&'a AdminScope),
+}
+
+impl PolicyAdmin<'_> {
+    /// Refuses a policy outside the scope; `what` names it in the refusal ("the new policy",
+    /// "the existing policy web").
+    fn check(self, policy: &Policy, what: &str) -> AppResult<()> {
+        match self {
+            Self::Full => Ok(()),
+            Self::Scoped(scope) => scope.check(policy).map_err(|e| {
+                AppError::new(
+                    ErrorCode::OutsideScope,
+                    format!("{what} is outside the operator's scope: {e}"),
+                )
+            }),
+        }
+    }
+
+    /// True when the administrator may see `policy`.
+    fn sees(self, policy: &Policy) -> bool {
+        self.check(policy, "").is_ok()
     }
 }
 
@@ -112,6 +144,7 @@ impl Policies {
     pub(crate) async fn put(
         &self,
         keys: &OpenKeys,
+        admin: PolicyAdmin<'_>,
         name: &str,
         req: PutPolicyRequest,
     ) -> AppResult<PutPolicyResponse> {
@@ -122,6 +155,7 @@ impl Policies {
             req.permissions.iter().copied(),
         )
         .map_err(|e| AppError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
+        admin.check(&policy, "the policy")?;
         let name = policy.name().clone();
         let _guard = self.write.lock().await;
         let key = name.as_str().as_bytes().to_vec();
@@ -137,6 +171,9 @@ impl Policies {
             Some(raw) => {
                 let prev: Stored = records::verify(keys, Kind::Policy, &key, raw)
                     .map_err(|e| AppError::internal("policy record", e))?;
+                // Replacing needs the old policy within the scope too, or a scoped
+                // administrator could overwrite (and so remove) anyone's policy.
+                admin.check(&prev.policy, &format!("the existing policy {name}"))?;
                 if prev.policy == policy {
                     return Ok(PutPolicyResponse {
                         created: false,
@@ -220,7 +257,12 @@ impl Policies {
         }
     }
 
-    pub(crate) async fn get(&self, keys: &OpenKeys, name: &str) -> AppResult<PolicyResponse> {
+    pub(crate) async fn get(
+        &self,
+        keys: &OpenKeys,
+        admin: PolicyAdmin<'_>,
+        name: &str,
+    ) -> AppResult<PolicyResponse> {
         let key = valid_name(name)?.as_bytes();
         let raw = self
             .store
@@ -230,14 +272,31 @@ impl Policies {
             .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such policy"))?;
         let s: Stored = records::verify(keys, Kind::Policy, key, &raw)
             .map_err(|e| AppError::internal("policy record", e))?;
+        admin.check(&s.policy, &format!("policy {name}"))?;
         Ok(s.to_api())
     }
 
-    pub(crate) async fn list(&self, keys: &OpenKeys) -> AppResult<Vec<PolicyResponse>> {
-        Ok(self.all(keys).await?.iter().map(Stored::to_api).collect())
+    /// The policies `admin` may see: all of them, or those within its scope.
+    pub(crate) async fn list(
+        &self,
+        keys: &OpenKeys,
+        admin: PolicyAdmin<'_>,
+    ) -> AppResult<Vec<PolicyResponse>> {
+        Ok(self
+            .all(keys)
+            .await?
+            .iter()
+            .filter(|s| admin.sees(&s.policy))
+            .map(Stored::to_api)
+            .collect())
     }
 
-    pub(crate) async fn delete(&self, keys: &OpenKeys, name: &str) -> AppResult<()> {
+    pub(crate) async fn delete(
+        &self,
+        keys: &OpenKeys,
+        admin: PolicyAdmin<'_>,
+        name: &str,
+    ) -> AppResult<()> {
         let key = valid_name(name)?.as_bytes().to_vec();
         let _guard = self.write.lock().await;
         let raw = self
@@ -246,6 +305,11 @@ impl Policies {
             .await
             .map_err(|e| AppError::internal("store", e))?
             .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such policy"))?;
+        if let PolicyAdmin::Scoped(_) = admin {
+            let prev: Stored = records::verify(keys, Kind::Policy, &key, &raw)
+                .map_err(|e| AppError::internal("policy record", e))?;
+            admin.check(&prev.policy, &format!("policy {name}"))?;
+        }
         let mut batch = Batch::new();
         batch.require_value(POLICIES, key.clone(), raw);
         batch.delete(POLICIES, key);

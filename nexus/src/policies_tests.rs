@@ -11,7 +11,7 @@ use spike_core::path::SecretPath;
 use spike_core::policy::Permission;
 use spike_store::Batch;
 
-use super::{POLICIES, Policies};
+use super::{POLICIES, Policies, PolicyAdmin};
 use crate::fixtures::{Engine, code};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,12 +74,21 @@ async fn put_get_list_delete_round_trip() {
     let f = fixture();
     let r = f
         .engine
-        .put(&f.keys, "web", req(WEB, "apps/web/**", &[Permission::Read]))
+        .put(
+            &f.keys,
+            PolicyAdmin::Full,
+            "web",
+            req(WEB, "apps/web/**", &[Permission::Read]),
+        )
         .await
         .unwrap();
     assert!(r.created && !r.unchanged);
 
-    let got = f.engine.get(&f.keys, "web").await.unwrap();
+    let got = f
+        .engine
+        .get(&f.keys, PolicyAdmin::Full, "web")
+        .await
+        .unwrap();
     assert_eq!(got.name, "web");
     assert_eq!(got.spiffe_id_pattern, WEB);
     assert_eq!(got.path_pattern, "apps/web/**");
@@ -92,6 +101,7 @@ async fn put_get_list_delete_round_trip() {
         .engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "web",
             req(WEB, "apps/web/**", &[Permission::Read, Permission::Read]),
         )
@@ -99,20 +109,31 @@ async fn put_get_list_delete_round_trip() {
         .unwrap();
     assert!(!r.created && r.unchanged);
     assert_eq!(f.rows().await, before);
-    assert_eq!(f.engine.get(&f.keys, "web").await.unwrap(), got);
+    assert_eq!(
+        f.engine
+            .get(&f.keys, PolicyAdmin::Full, "web")
+            .await
+            .unwrap(),
+        got
+    );
 
     // A real change keeps the creation time.
     let r = f
         .engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "web",
             req(WEB, "apps/web/**", &[Permission::List, Permission::Read]),
         )
         .await
         .unwrap();
     assert!(!r.created && !r.unchanged);
-    let changed = f.engine.get(&f.keys, "web").await.unwrap();
+    let changed = f
+        .engine
+        .get(&f.keys, PolicyAdmin::Full, "web")
+        .await
+        .unwrap();
     assert_eq!(changed.created_at, got.created_at);
     assert_eq!(changed.permissions.len(), 2);
     assert!(changed.permissions.contains(&Permission::List));
@@ -120,6 +141,7 @@ async fn put_get_list_delete_round_trip() {
     f.engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "api",
             req(WEB, "apps/api/**", &[Permission::Write]),
         )
@@ -127,7 +149,7 @@ async fn put_get_list_delete_round_trip() {
         .unwrap();
     let names: Vec<String> = f
         .engine
-        .list(&f.keys)
+        .list(&f.keys, PolicyAdmin::Full)
         .await
         .unwrap()
         .into_iter()
@@ -135,16 +157,26 @@ async fn put_get_list_delete_round_trip() {
         .collect();
     assert_eq!(names, vec!["api", "web"]);
 
-    f.engine.delete(&f.keys, "web").await.unwrap();
+    f.engine
+        .delete(&f.keys, PolicyAdmin::Full, "web")
+        .await
+        .unwrap();
     assert_eq!(
-        code(f.engine.get(&f.keys, "web").await),
+        code(f.engine.get(&f.keys, PolicyAdmin::Full, "web").await),
         ErrorCode::NotFound
     );
     assert_eq!(
-        code(f.engine.delete(&f.keys, "web").await),
+        code(f.engine.delete(&f.keys, PolicyAdmin::Full, "web").await),
         ErrorCode::NotFound
     );
-    assert_eq!(f.engine.list(&f.keys).await.unwrap().len(), 1);
+    assert_eq!(
+        f.engine
+            .list(&f.keys, PolicyAdmin::Full)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -206,7 +238,7 @@ async fn invalid_policies_are_refused_and_nothing_is_stored() {
     for (name, r) in cases {
         let what = format!("{name:?} {r:?}");
         assert_eq!(
-            code(f.engine.put(&f.keys, name, r).await),
+            code(f.engine.put(&f.keys, PolicyAdmin::Full, name, r).await),
             ErrorCode::InvalidPolicy,
             "{what}"
         );
@@ -215,10 +247,17 @@ async fn invalid_policies_are_refused_and_nothing_is_stored() {
     assert!(f.engine.engine().policies().is_empty());
 
     // An invalid update leaves the stored policy as it was.
-    f.engine.put(&f.keys, "web", good()).await.unwrap();
+    f.engine
+        .put(&f.keys, PolicyAdmin::Full, "web", good())
+        .await
+        .unwrap();
     let before = f.rows().await;
     assert_eq!(
-        code(f.engine.put(&f.keys, "web", req(WEB, "/apps", &[])).await),
+        code(
+            f.engine
+                .put(&f.keys, PolicyAdmin::Full, "web", req(WEB, "/apps", &[]))
+                .await
+        ),
         ErrorCode::InvalidPolicy
     );
     assert_eq!(f.rows().await, before);
@@ -236,12 +275,12 @@ async fn get_and_delete_reject_impossible_names() {
         "..".to_owned(),
     ] {
         assert_eq!(
-            code(f.engine.get(&f.keys, &name).await),
+            code(f.engine.get(&f.keys, PolicyAdmin::Full, &name).await),
             ErrorCode::InvalidPolicy,
             "{name:.20}"
         );
         assert_eq!(
-            code(f.engine.delete(&f.keys, &name).await),
+            code(f.engine.delete(&f.keys, PolicyAdmin::Full, &name).await),
             ErrorCode::InvalidPolicy,
             "{name:.20}"
         );
@@ -257,7 +296,12 @@ async fn the_engine_follows_every_change() {
     );
 
     f.engine
-        .put(&f.keys, "web", req(WEB, "apps/web/**", &[Permission::Read]))
+        .put(
+            &f.keys,
+            PolicyAdmin::Full,
+            "web",
+            req(WEB, "apps/web/**", &[Permission::Read]),
+        )
         .await
         .unwrap();
     assert!(f.allows(WEB, "apps/web/db", Permission::Read));
@@ -270,6 +314,7 @@ async fn the_engine_follows_every_change() {
     f.engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "web",
             req(WEB, "apps/web/**", &[Permission::Read, Permission::Write]),
         )
@@ -291,7 +336,10 @@ async fn the_engine_follows_every_change() {
             .allows(&id(WEB), &sp("apps/web/db"), Permission::Write)
     );
 
-    f.engine.delete(&f.keys, "web").await.unwrap();
+    f.engine
+        .delete(&f.keys, PolicyAdmin::Full, "web")
+        .await
+        .unwrap();
     assert!(!f.allows(WEB, "apps/web/db", Permission::Read));
     assert!(f.engine.engine().policies().is_empty());
 }
@@ -302,6 +350,7 @@ async fn gateway_policies_grant_resolve_to_gateways_only() {
     f.engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "egress",
             req(
                 "spiffe://spike.dev/spike/gateway/*",
@@ -334,6 +383,7 @@ async fn is_admin_needs_super_on_every_path() {
     f.engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "almost",
             req("spiffe://spike.dev/ns/admin/*", "**", &all_but_super),
         )
@@ -342,6 +392,7 @@ async fn is_admin_needs_super_on_every_path() {
     f.engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "narrow",
             req(
                 "spiffe://spike.dev/ns/admin/*",
@@ -354,6 +405,7 @@ async fn is_admin_needs_super_on_every_path() {
     f.engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "star",
             req("spiffe://spike.dev/ns/admin/*", "*", &[Permission::Super]),
         )
@@ -364,6 +416,7 @@ async fn is_admin_needs_super_on_every_path() {
     f.engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "admins",
             req("spiffe://spike.dev/ns/admin/*", "**", &[Permission::Super]),
         )
@@ -374,7 +427,10 @@ async fn is_admin_needs_super_on_every_path() {
     assert!(!f.is_admin("spiffe://spike.dev/ns/admin/alice/x"));
     assert!(!f.is_admin("spiffe://other.dev/ns/admin/alice"));
 
-    f.engine.delete(&f.keys, "admins").await.unwrap();
+    f.engine
+        .delete(&f.keys, PolicyAdmin::Full, "admins")
+        .await
+        .unwrap();
     assert!(!f.is_admin(admin));
 }
 
@@ -387,6 +443,7 @@ async fn is_admin_never_applies_workload_policies_to_reserved_ids() {
     f.engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "everyone",
             req("spiffe://spike.dev/**", "**", &[Permission::Super]),
         )
@@ -412,7 +469,12 @@ async fn is_admin_never_applies_workload_policies_to_reserved_ids() {
 async fn a_tampered_policy_record_fails_closed() {
     let f = fixture();
     f.engine
-        .put(&f.keys, "web", req(WEB, "apps/**", &[Permission::Read]))
+        .put(
+            &f.keys,
+            PolicyAdmin::Full,
+            "web",
+            req(WEB, "apps/**", &[Permission::Read]),
+        )
         .await
         .unwrap();
     let good = f.raw("web").await;
@@ -423,10 +485,13 @@ async fn a_tampered_policy_record_fails_closed() {
         f.overwrite("web", bad).await;
         assert_eq!(code(f.engine.reload(&f.keys).await), ErrorCode::Internal);
         assert_eq!(
-            code(f.engine.get(&f.keys, "web").await),
+            code(f.engine.get(&f.keys, PolicyAdmin::Full, "web").await),
             ErrorCode::Internal
         );
-        assert_eq!(code(f.engine.list(&f.keys).await), ErrorCode::Internal);
+        assert_eq!(
+            code(f.engine.list(&f.keys, PolicyAdmin::Full).await),
+            ErrorCode::Internal
+        );
         // A fresh Nexus refuses to build an engine from it.
         let fresh = Policies::new(f.store.clone());
         assert_eq!(code(fresh.reload(&f.keys).await), ErrorCode::Internal);
@@ -436,7 +501,12 @@ async fn a_tampered_policy_record_fails_closed() {
     assert_eq!(
         code(
             f.engine
-                .put(&f.keys, "web", req(WEB, "**", &[Permission::Super]))
+                .put(
+                    &f.keys,
+                    PolicyAdmin::Full,
+                    "web",
+                    req(WEB, "**", &[Permission::Super])
+                )
                 .await
         ),
         ErrorCode::Internal
@@ -457,12 +527,18 @@ async fn a_tampered_policy_record_fails_closed() {
 async fn a_failed_reload_does_not_keep_revoked_grants() {
     let f = fixture();
     f.engine
-        .put(&f.keys, "web", req(WEB, "apps/**", &[Permission::Read]))
+        .put(
+            &f.keys,
+            PolicyAdmin::Full,
+            "web",
+            req(WEB, "apps/**", &[Permission::Read]),
+        )
         .await
         .unwrap();
     f.engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "other",
             req("spiffe://spike.dev/ns/other", "x/**", &[Permission::Read]),
         )
@@ -476,20 +552,33 @@ async fn a_failed_reload_does_not_keep_revoked_grants() {
 
     // The delete is committed, but the reload fails on "other".
     assert_eq!(
-        code(f.engine.delete(&f.keys, "web").await),
+        code(f.engine.delete(&f.keys, PolicyAdmin::Full, "web").await),
         ErrorCode::Internal
     );
-    assert!(f.engine.get(&f.keys, "web").await.is_err());
+    assert!(
+        f.engine
+            .get(&f.keys, PolicyAdmin::Full, "web")
+            .await
+            .is_err()
+    );
     assert!(
         !f.allows(WEB, "apps/x", Permission::Read),
         "the revoked policy still grants"
     );
 
     // Deleting the bad record (it need not verify to be removed) brings the engine back.
-    f.engine.delete(&f.keys, "other").await.unwrap();
+    f.engine
+        .delete(&f.keys, PolicyAdmin::Full, "other")
+        .await
+        .unwrap();
     assert!(f.engine.engine().policies().is_empty());
     f.engine
-        .put(&f.keys, "web", req(WEB, "apps/**", &[Permission::Read]))
+        .put(
+            &f.keys,
+            PolicyAdmin::Full,
+            "web",
+            req(WEB, "apps/**", &[Permission::Read]),
+        )
         .await
         .unwrap();
     assert!(f.allows(WEB, "apps/x", Permission::Read));
@@ -504,7 +593,12 @@ async fn concurrent_puts_of_one_name_create_it_once() {
         tasks.spawn(async move {
             let path = format!("apps/a{i}/**");
             f.engine
-                .put(&f.keys, "race", req(WEB, &path, &[Permission::Read]))
+                .put(
+                    &f.keys,
+                    PolicyAdmin::Full,
+                    "race",
+                    req(WEB, &path, &[Permission::Read]),
+                )
                 .await
                 .unwrap()
         });
@@ -516,7 +610,11 @@ async fn concurrent_puts_of_one_name_create_it_once() {
     assert!(results.iter().all(|r| !r.unchanged));
     assert_eq!(f.rows().await.len(), 1);
     // The engine holds the policy the store holds.
-    let stored = f.engine.get(&f.keys, "race").await.unwrap();
+    let stored = f
+        .engine
+        .get(&f.keys, PolicyAdmin::Full, "race")
+        .await
+        .unwrap();
     let engine = f.engine.engine();
     assert_eq!(engine.policies().len(), 1);
     assert_eq!(
@@ -532,13 +630,16 @@ async fn create_only_refuses_an_existing_name_and_changes_nothing() {
         create_only: true,
         ..req(WEB, path, &[Permission::Read])
     };
-    let r = f.engine.put(&f.keys, "web", create("apps/web/**")).await;
+    let r = f
+        .engine
+        .put(&f.keys, PolicyAdmin::Full, "web", create("apps/web/**"))
+        .await;
     assert!(r.unwrap().created);
     let before = f.raw("web").await;
     for path in ["apps/web/**", "apps/other/**"] {
         let e = f
             .engine
-            .put(&f.keys, "web", create(path))
+            .put(&f.keys, PolicyAdmin::Full, "web", create(path))
             .await
             .unwrap_err();
         assert_eq!(e.code(), ErrorCode::AlreadyExists, "{path}");
@@ -551,10 +652,134 @@ async fn create_only_refuses_an_existing_name_and_changes_nothing() {
         .engine
         .put(
             &f.keys,
+            PolicyAdmin::Full,
             "web",
             req(WEB, "apps/other/**", &[Permission::Read]),
         )
         .await
         .unwrap();
     assert!(!r.created && !r.unchanged);
+}
+
+/// The operator's scope of the Kubernetes examples: paths under `k8s/`, IDs of namespaces.
+fn scope() -> spike_core::admin_scope::AdminScope {
+    let td = spike_core::id::TrustDomain::new("spike.dev").unwrap();
+    spike_core::admin_scope::AdminScope::parse("k8s/**", "spiffe://spike.dev/ns/**", &td).unwrap()
+}
+
+#[tokio::test]
+async fn a_scoped_admin_writes_only_within_its_scope_and_changes_nothing_else() {
+    let f = fixture();
+    let s = scope();
+    let op = PolicyAdmin::Scoped(&s);
+    // An administrator's policy, outside the scope.
+    f.engine
+        .put(
+            &f.keys,
+            PolicyAdmin::Full,
+            "admins",
+            req(WEB, "**", &[Permission::Super]),
+        )
+        .await
+        .unwrap();
+    let inside = req(
+        "spiffe://spike.dev/ns/a/**",
+        "k8s/a/**",
+        &[Permission::Read],
+    );
+    assert!(
+        f.engine
+            .put(&f.keys, op, "a-read", inside)
+            .await
+            .unwrap()
+            .created
+    );
+    let before = f.rows().await;
+    for (paths, ids, perms) in [
+        (
+            "apps/**",
+            "spiffe://spike.dev/ns/a/**",
+            vec![Permission::Read],
+        ),
+        ("**", "spiffe://spike.dev/ns/a/**", vec![Permission::Read]),
+        (
+            "k8s*/x",
+            "spiffe://spike.dev/ns/a/**",
+            vec![Permission::Read],
+        ),
+        ("*/x", "spiffe://spike.dev/ns/a/**", vec![Permission::Read]),
+        ("**", "spiffe://spike.dev/ns/a/**", vec![Permission::Super]),
+        ("k8s/a/**", "spiffe://spike.dev/**", vec![Permission::Read]),
+        (
+            "k8s/a/**",
+            "spiffe://spike.dev/*/a/**",
+            vec![Permission::Read],
+        ),
+    ] {
+        let r = req(ids, paths, &perms);
+        assert_eq!(
+            code(f.engine.put(&f.keys, op, "escape", r).await),
+            ErrorCode::OutsideScope,
+            "{paths} {ids}"
+        );
+    }
+    // Gateway policies and SPIKE's own IDs: refused by policy validation or by the scope.
+    let gw = req(
+        "spiffe://spike.dev/spike/gateway/g",
+        "k8s/a/**",
+        &[Permission::Resolve],
+    );
+    assert_eq!(
+        code(f.engine.put(&f.keys, op, "gw", gw).await),
+        ErrorCode::OutsideScope
+    );
+    let own = req(
+        "spiffe://spike.dev/spike/operator",
+        "k8s/**",
+        &[Permission::Super],
+    );
+    assert_eq!(
+        code(f.engine.put(&f.keys, op, "own", own).await),
+        ErrorCode::InvalidPolicy
+    );
+    // Replacing or deleting the administrator's policy: refused, even with an in-scope body.
+    let in_scope = req(
+        "spiffe://spike.dev/ns/a/**",
+        "k8s/a/**",
+        &[Permission::List],
+    );
+    assert_eq!(
+        code(f.engine.put(&f.keys, op, "admins", in_scope).await),
+        ErrorCode::OutsideScope
+    );
+    assert_eq!(
+        code(f.engine.delete(&f.keys, op, "admins").await),
+        ErrorCode::OutsideScope
+    );
+    assert_eq!(
+        code(f.engine.get(&f.keys, op, "admins").await),
+        ErrorCode::OutsideScope
+    );
+    assert_eq!(f.rows().await, before, "a refusal changed the store");
+    assert!(f.is_admin(WEB));
+    // It sees only its own policies, and may delete them.
+    let seen: Vec<String> = f
+        .engine
+        .list(&f.keys, op)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(seen, ["a-read"]);
+    assert_eq!(
+        f.engine
+            .list(&f.keys, PolicyAdmin::Full)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    f.engine.delete(&f.keys, op, "a-read").await.unwrap();
+    assert!(!f.allows("spiffe://spike.dev/ns/a/sa/x", "k8s/a/db", Permission::Read));
 }

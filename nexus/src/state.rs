@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use spike_core::admin_scope::AdminScope;
 use spike_core::audit::{AuditKey, AuditRecord, Decision};
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId, TrustDomain};
@@ -17,7 +18,7 @@ use crate::error::{AppError, AppResult};
 use crate::keepers::Keepers;
 use crate::keys::{InitRecord, OpenKeys};
 use crate::metrics::Metrics;
-use crate::policies::Policies;
+use crate::policies::{Policies, PolicyAdmin};
 use crate::ratelimit::{RateClass, RateLimiter};
 use crate::refusals::Suppressed;
 use crate::restore_shares::PendingRestore;
@@ -389,6 +390,22 @@ impl Nexus {
     ) -> AppResult<()> {
         match Builtin::of(caller, self.trust_domain()) {
             Some(Builtin::Superuser) => Ok(()),
+            Some(Builtin::Operator) => match &self.config.operator_scope {
+                Some(scope) if scope.allows(path, perm) => Ok(()),
+                Some(scope) => Err(AppError::new(
+                    ErrorCode::OutsideScope,
+                    format!(
+                        "{caller} may not `{perm}` {path}: the operator holds only list, write, delete and token, on the paths operator.path_scope ({}) matches",
+                        scope.path_scope()
+                    ),
+                )),
+                None => Err(AppError::new(
+                    ErrorCode::OutsideScope,
+                    format!(
+                        "{caller} may not `{perm}` {path}: this Nexus gives the operator no scope (operator.path_scope and operator.spiffe_id_scope are unset)"
+                    ),
+                )),
+            },
             Some(_) => Err(AppError::not_admin(
                 caller,
                 "a workload identity or the superuser (SPIKE's own identities have no data access)",
@@ -398,13 +415,32 @@ impl Nexus {
         }
     }
 
-    /// Policy administration: the superuser, or a workload with `super` on every path.
+    /// Full administration: the superuser, or a workload with `super` on every path.
     pub(crate) fn authorize_admin(&self, caller: &SpiffeId) -> AppResult<()> {
         match Builtin::of(caller, self.trust_domain()) {
             Some(Builtin::Superuser) => Ok(()),
             None if self.policies.is_admin(caller) => Ok(()),
             _ => Err(AppError::not_admin(caller, ADMINISTRATOR)),
         }
+    }
+
+    /// Policy administration: a full administrator, or the operator within its scope (when
+    /// this Nexus gives it one).
+    pub(crate) fn authorize_policy_admin(&self, caller: &SpiffeId) -> AppResult<PolicyAdmin<'_>> {
+        match (
+            Builtin::of(caller, self.trust_domain()),
+            &self.config.operator_scope,
+        ) {
+            (Some(Builtin::Operator), Some(scope)) => Ok(PolicyAdmin::Scoped(scope)),
+            _ => self.authorize_admin(caller).map(|()| PolicyAdmin::Full),
+        }
+    }
+
+    /// The operator's scope when `caller` is the operator and this Nexus gives it one.
+    pub(crate) fn operator_scope_of(&self, caller: &SpiffeId) -> Option<&AdminScope> {
+        (Builtin::of(caller, self.trust_domain()) == Some(Builtin::Operator))
+            .then_some(self.config.operator_scope.as_ref())
+            .flatten()
     }
 
     /// Writes one audit line; fails closed. While sealed the record is kept and appended once
@@ -432,6 +468,7 @@ impl Nexus {
         let (decision, reason) = match outcome {
             Ok(()) => (Decision::Allow, "ok"),
             Err(ErrorCode::Forbidden) => (Decision::Deny, "forbidden"),
+            Err(ErrorCode::OutsideScope) => (Decision::Deny, "outside_scope"),
             Err(code) => (Decision::Error, code.as_str()),
         };
         let mut record = AuditRecord::new(action, decision, reason).with_caller(caller.clone());

@@ -133,6 +133,9 @@ impl CliError {
                     "ask an admin for a policy (spike policy create NAME --spiffe-id-pattern ... --path-pattern ... --permissions ...); \
 an admin can see what applies to you with `spike policy test YOUR_SPIFFE_ID PATH` (`spike status` shows your ID)",
                 ),
+                ErrorCode::OutsideScope => Some(
+                    "the operator may touch only the paths and SPIFFE IDs Nexus's operator.path_scope and operator.spiffe_id_scope give it: the superuser handles anything wider",
+                ),
                 ErrorCode::Unauthenticated => Some(
                     "Nexus saw no valid client SVID: check SPIFFE_ENDPOINT_SOCKET, or --svid-cert/--svid-key/--svid-bundle",
                 ),

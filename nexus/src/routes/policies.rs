@@ -1,4 +1,5 @@
-//! Policy routes (superuser, or a workload with `super` on every path).
+//! Policy routes: the superuser, a workload with `super` on every path, or the operator within
+//! its scope (`operator.path_scope`, `operator.spiffe_id_scope`; see `PolicyAdmin`).
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -18,11 +19,11 @@ pub(super) async fn put(
 ) -> Response {
     n.respond("policy.put", &c, Some(&name), async {
         let o = n.opened()?;
-        n.authorize_admin(&c)?;
+        let admin = n.authorize_policy_admin(&c)?;
         let JsonBody(req) = body?;
         spike_core::policy::check_pattern_trust_domain(&req.spiffe_id_pattern, n.trust_domain())
             .map_err(|e| AppError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
-        n.policies().put(&o.keys, &name, req).await
+        n.policies().put(&o.keys, admin, &name, req).await
     })
     .await
 }
@@ -30,8 +31,8 @@ pub(super) async fn put(
 pub(super) async fn get(State(n): N, Caller(c): Caller, Path(name): Path<String>) -> Response {
     n.respond("policy.get", &c, Some(&name), async {
         let o = n.opened()?;
-        n.authorize_admin(&c)?;
-        n.policies().get(&o.keys, &name).await
+        let admin = n.authorize_policy_admin(&c)?;
+        n.policies().get(&o.keys, admin, &name).await
     })
     .await
 }
@@ -39,9 +40,9 @@ pub(super) async fn get(State(n): N, Caller(c): Caller, Path(name): Path<String>
 pub(super) async fn list(State(n): N, Caller(c): Caller) -> Response {
     n.respond("policy.list", &c, None, async {
         let o = n.opened()?;
-        n.authorize_admin(&c)?;
+        let admin = n.authorize_policy_admin(&c)?;
         Ok(ListPoliciesResponse {
-            policies: n.policies().list(&o.keys).await?,
+            policies: n.policies().list(&o.keys, admin).await?,
         })
     })
     .await
@@ -50,8 +51,8 @@ pub(super) async fn list(State(n): N, Caller(c): Caller) -> Response {
 pub(super) async fn delete(State(n): N, Caller(c): Caller, Path(name): Path<String>) -> Response {
     n.respond("policy.delete", &c, Some(&name), async {
         let o = n.opened()?;
-        n.authorize_admin(&c)?;
-        n.policies().delete(&o.keys, &name).await?;
+        let admin = n.authorize_policy_admin(&c)?;
+        n.policies().delete(&o.keys, admin, &name).await?;
         Ok(serde_json::json!({ "deleted": name }))
     })
     .await

@@ -94,17 +94,26 @@ pub(super) async fn list(
         let mine = engine.for_caller(&c);
         let under = prefix.map_or(PathPrefix::ROOT, PathPrefix::from);
         let is_superuser = Builtin::of(&c, n.trust_domain()) == Some(Builtin::Superuser);
+        let operator = n.operator_scope_of(&c);
         // Scan only where the caller's list grants reach (built-in identities other than the
-        // superuser have none), so a listing's cost tells nothing of the secrets it hides.
-        let spans = if is_superuser {
-            vec![PathSpan::Under(under)]
-        } else {
-            mine.list_spans(&under)
+        // superuser and the operator have none), so a listing's cost tells nothing of the
+        // secrets it hides.
+        let spans = match operator {
+            _ if is_superuser => vec![PathSpan::Under(under)],
+            Some(scope) => scope
+                .path_scope()
+                .span()
+                .within(&under)
+                .into_iter()
+                .collect(),
+            None => mine.list_spans(&under),
         };
         let (secrets, next) = n
             .secrets()
             .list(&o.keys, &spans, q.after.as_deref(), limit, |path| {
-                is_superuser || mine.may_list(path)
+                is_superuser
+                    || operator.is_some_and(|s| s.allows(path, Permission::List))
+                    || mine.may_list(path)
             })
             .await?;
         Ok(ListSecretsResponse { secrets, next })
