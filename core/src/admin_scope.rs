@@ -13,7 +13,7 @@
 use crate::id::TrustDomain;
 use crate::path::SecretPath;
 use crate::pattern::{IdPattern, PathPattern, PatternError};
-use crate::policy::{Permission, Permissions, Policy, PolicyKind};
+use crate::policy::{Permission, Permissions, Policy};
 
 /// What a scoped administrator may do itself on P: see metadata and list (`list`), write
 /// versions, delete them, mint reference tokens. Never `read` (values), `cipher`, `resolve`
@@ -79,9 +79,9 @@ pub enum OutsideScope {
         /// Q.
         scope: String,
     },
-    /// A gateway policy (`resolve`): never within a scope.
-    #[error("a scoped administrator cannot write gateway policies ('resolve')")]
-    Gateway,
+    /// The policy grants `resolve` (a gateway policy): never within a scope.
+    #[error("a scoped administrator cannot grant 'resolve': gateway policies are the superuser's")]
+    Resolve,
 }
 
 /// A validated scope (P, Q).
@@ -128,20 +128,36 @@ impl AdminScope {
 
     /// Refuses a policy that does not lie within the scope.
     pub fn check(&self, policy: &Policy) -> Result<(), OutsideScope> {
-        if policy.kind() == PolicyKind::Gateway {
-            return Err(OutsideScope::Gateway);
-        }
-        if !policy.path_pattern().is_within(&self.paths) {
+        self.check_parts(
+            policy.path_pattern(),
+            policy.spiffe_id_pattern(),
+            policy.permissions(),
+        )
+    }
+
+    /// Refuses a policy's parts that do not lie within the scope, before the policy itself is
+    /// validated: a scoped administrator asking for SPIKE's own IDs hears "outside your scope"
+    /// (what it is), not only "invalid".
+    pub fn check_parts(
+        &self,
+        paths: &PathPattern,
+        ids: &IdPattern,
+        permissions: Permissions,
+    ) -> Result<(), OutsideScope> {
+        if !paths.is_within(&self.paths) {
             return Err(OutsideScope::Path {
-                pattern: policy.path_pattern().as_str().to_owned(),
+                pattern: paths.as_str().to_owned(),
                 scope: self.paths.as_str().to_owned(),
             });
         }
-        if !policy.spiffe_id_pattern().is_within(&self.ids) {
+        if !ids.is_within(&self.ids) {
             return Err(OutsideScope::Id {
-                pattern: policy.spiffe_id_pattern().as_str().to_owned(),
+                pattern: ids.as_str().to_owned(),
                 scope: self.ids.as_str().to_owned(),
             });
+        }
+        if permissions.contains(Permission::Resolve) {
+            return Err(OutsideScope::Resolve);
         }
         Ok(())
     }
@@ -239,7 +255,22 @@ mod tests {
             "k8s/a/**",
             &[Permission::Resolve],
         );
-        assert_eq!(s.check(&gw), Err(OutsideScope::Gateway));
+        assert!(matches!(s.check(&gw), Err(OutsideScope::Id { .. })));
+        let resolve = |ids: &str| {
+            s.check_parts(
+                &PathPattern::parse("k8s/a/**").unwrap(),
+                &IdPattern::parse(ids).unwrap(),
+                Permissions::only(Permission::Resolve),
+            )
+        };
+        assert_eq!(
+            resolve("spiffe://spike.dev/ns/a/**"),
+            Err(OutsideScope::Resolve)
+        );
+        assert!(matches!(
+            resolve("spiffe://spike.dev/spike/operator"),
+            Err(OutsideScope::Id { .. })
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use spike_core::admin_scope::AdminScope;
 use spike_core::api::{PolicyResponse, PutPolicyRequest, PutPolicyResponse};
 use spike_core::error::ErrorCode;
+use spike_core::pattern::{IdPattern, PathPattern};
 use spike_core::policy::{Policy, PolicyEngine};
 use spike_store::{Batch, Store, StoreError, Table};
 
@@ -52,19 +53,39 @@ impl PolicyAdmin<'_> {
     fn check(self, policy: &Policy, what: &str) -> AppResult<()> {
         match self {
             Self::Full => Ok(()),
-            Self::Scoped(scope) => scope.check(policy).map_err(|e| {
-                AppError::new(
-                    ErrorCode::OutsideScope,
-                    format!("{what} is outside the operator's scope: {e}"),
-                )
-            }),
+            Self::Scoped(scope) => scope.check(policy).map_err(|e| outside(what, &e)),
         }
+    }
+
+    /// Refuses a request whose patterns or permissions lie outside the scope, before the
+    /// policy is validated. Patterns that do not parse pass here: validation says why.
+    fn check_request(self, req: &PutPolicyRequest) -> AppResult<()> {
+        let Self::Scoped(scope) = self else {
+            return Ok(());
+        };
+        let (Ok(paths), Ok(ids)) = (
+            PathPattern::parse(&req.path_pattern),
+            IdPattern::parse(&req.spiffe_id_pattern),
+        ) else {
+            return Ok(());
+        };
+        let permissions = req.permissions.iter().copied().collect();
+        scope
+            .check_parts(&paths, &ids, permissions)
+            .map_err(|e| outside("the policy", &e))
     }
 
     /// True when the administrator may see `policy`.
     fn sees(self, policy: &Policy) -> bool {
         self.check(policy, "").is_ok()
     }
+}
+
+fn outside(what: &str, e: &spike_core::admin_scope::OutsideScope) -> AppError {
+    AppError::new(
+        ErrorCode::OutsideScope,
+        format!("{what} is outside the operator's scope: {e}"),
+    )
 }
 
 pub(crate) struct Policies {
@@ -148,6 +169,7 @@ impl Policies {
         name: &str,
         req: PutPolicyRequest,
     ) -> AppResult<PutPolicyResponse> {
+        admin.check_request(&req)?;
         let policy = Policy::parse(
             name,
             &req.spiffe_id_pattern,
@@ -155,7 +177,6 @@ impl Policies {
             req.permissions.iter().copied(),
         )
         .map_err(|e| AppError::new(ErrorCode::InvalidPolicy, e.to_string()))?;
-        admin.check(&policy, "the policy")?;
         let name = policy.name().clone();
         let _guard = self.write.lock().await;
         let key = name.as_str().as_bytes().to_vec();

@@ -723,7 +723,7 @@ async fn a_scoped_admin_writes_only_within_its_scope_and_changes_nothing_else() 
             "{paths} {ids}"
         );
     }
-    // Gateway policies and SPIKE's own IDs: refused by policy validation or by the scope.
+    // Gateway policies, SPIKE's own IDs and `resolve`: outside every scope.
     let gw = req(
         "spiffe://spike.dev/spike/gateway/g",
         "k8s/a/**",
@@ -740,6 +740,21 @@ async fn a_scoped_admin_writes_only_within_its_scope_and_changes_nothing_else() 
     );
     assert_eq!(
         code(f.engine.put(&f.keys, op, "own", own).await),
+        ErrorCode::OutsideScope
+    );
+    let resolve = req(
+        "spiffe://spike.dev/ns/a/**",
+        "k8s/a/**",
+        &[Permission::Resolve],
+    );
+    assert_eq!(
+        code(f.engine.put(&f.keys, op, "rs", resolve).await),
+        ErrorCode::OutsideScope
+    );
+    // A malformed pattern is still a validation error.
+    let bad = req("spiffe://spike.dev/ns/a/**", "/k8s", &[Permission::Read]);
+    assert_eq!(
+        code(f.engine.put(&f.keys, op, "bad", bad).await),
         ErrorCode::InvalidPolicy
     );
     // Replacing or deleting the administrator's policy: refused, even with an in-scope body.

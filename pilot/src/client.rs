@@ -103,7 +103,7 @@ impl CliError {
                 | ErrorCode::Deleted
                 | ErrorCode::Destroyed
                 | ErrorCode::Expired => 3,
-                ErrorCode::Forbidden | ErrorCode::Unauthenticated => 4,
+                ErrorCode::Forbidden | ErrorCode::OutsideScope | ErrorCode::Unauthenticated => 4,
                 ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::NotInitialized => 5,
                 ErrorCode::CasMismatch
                 | ErrorCode::AlreadyExists
