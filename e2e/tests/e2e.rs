@@ -36,6 +36,8 @@ mod lifecycle;
 mod limits;
 #[path = "e2e/logs.rs"]
 mod logs;
+#[path = "e2e/operator_scope.rs"]
+mod operator_scope;
 #[path = "e2e/oracle.rs"]
 mod oracle;
 #[path = "e2e/quickstart.rs"]
