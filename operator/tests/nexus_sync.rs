@@ -388,6 +388,26 @@ async fn policies_are_created_left_alone_when_identical_replaced_and_deleted() {
         .unwrap();
     assert!(stored.permissions.contains(&Permission::Write));
 
+    // A policy of the same name created by someone else after the read is not overwritten.
+    let mut racing = p.clone();
+    racing.name = "raced".into();
+    let plan = sync.plan_policy(&racing).await.unwrap();
+    let other_ns = format!("spiffe://{}/ns/x/**", stack.trust_domain());
+    put_policy(&stack.client, "raced", &other_ns, "k8s/x/**", &["read"]).await;
+    let e = sync.write_policy_plan(plan).await.unwrap_err();
+    assert!(matches!(e, SyncError::Conflict { .. }), "{e:?}");
+    let kept: spike_core::api::PolicyResponse = stack
+        .client
+        .call(Method::GET, "/v1/policies/raced", None::<&()>)
+        .await
+        .unwrap();
+    assert_eq!(kept.path_pattern, "k8s/x/**");
+    // The requeued reconcile reads again and replaces it.
+    assert_eq!(
+        sync.apply_policy(&racing).await.unwrap(),
+        PolicyOutcome::Replaced
+    );
+
     // A bad pattern is Nexus's refusal, with its code.
     let mut bad = p.clone();
     bad.name = "bad".into();

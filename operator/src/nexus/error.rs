@@ -90,3 +90,74 @@ impl SyncError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spike_runtime::net::ClientError;
+
+    fn api(code: ErrorCode) -> CliError {
+        CliError::Api {
+            code,
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_by_what_the_controller_does_next() {
+        for code in [
+            ErrorCode::Sealed,
+            ErrorCode::NotInitialized,
+            ErrorCode::Unavailable,
+            ErrorCode::RateLimited,
+            ErrorCode::Internal,
+        ] {
+            let e = SyncError::from_client(api(code), "secret a");
+            assert!(matches!(e, SyncError::Unavailable { .. }), "{code}: {e:?}");
+            assert!(e.is_transient(), "{code}");
+        }
+        for code in [ErrorCode::CasMismatch, ErrorCode::AlreadyExists] {
+            let e = SyncError::from_client(api(code), "secret a");
+            assert!(
+                matches!(&e, SyncError::Conflict { what } if what == "secret a"),
+                "{e:?}"
+            );
+            assert!(e.is_transient());
+        }
+        for code in [
+            ErrorCode::Forbidden,
+            ErrorCode::InvalidPolicy,
+            ErrorCode::InvalidPath,
+            ErrorCode::TooLarge,
+            ErrorCode::BadRequest,
+        ] {
+            let e = SyncError::from_client(api(code), "secret a");
+            assert!(
+                matches!(e, SyncError::Refused { code: c, .. } if c == code),
+                "{e:?}"
+            );
+            assert!(!e.is_transient());
+        }
+        let down = CliError::Transport(ClientError::Connect {
+            addr: "127.0.0.1:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        });
+        let e = SyncError::from_client(down, "secret a");
+        assert!(
+            matches!(e, SyncError::Unavailable { .. }) && e.is_transient(),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn an_undecodable_answer_is_reported_without_its_text() {
+        // A decoder's message can quote what it could not read, which may be a value.
+        let e = CliError::Other(anyhow::anyhow!("invalid type: string \"hunter2\""));
+        let e = SyncError::from_client(e, "secret a");
+        assert!(matches!(e, SyncError::Unexpected(_)), "{e:?}");
+        for text in [e.to_string(), format!("{e:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("secret a"), "{text}");
+        }
+    }
+}

@@ -20,7 +20,7 @@ mod token;
 pub use client::NexusSync;
 pub use error::SyncError;
 pub use generate::{Alphabet, Generator, MAX_GENERATED_LEN};
-pub use policy::{DesiredPolicy, PolicyOutcome};
+pub use policy::{DesiredPolicy, PolicyOutcome, PolicyPlan};
 pub use secret::{
     DesiredScope, DesiredSecret, SecretOutcome, SecretPlan, SecretValues, WritePolicy,
 };

@@ -32,6 +32,21 @@ pub enum PolicyOutcome {
     Unchanged,
 }
 
+/// What a reconcile will write to a policy, if anything.
+#[derive(Debug)]
+pub struct PolicyPlan {
+    route: String,
+    what: String,
+    body: Option<PutPolicyRequest>,
+}
+
+impl PolicyPlan {
+    /// True when nothing will be written.
+    pub fn is_unchanged(&self) -> bool {
+        self.body.is_none()
+    }
+}
+
 impl DesiredPolicy {
     /// True when `stored` grants exactly this (permissions compared as sets).
     fn matches(&self, stored: &PolicyResponse) -> bool {
@@ -63,24 +78,41 @@ fn route(name: &str) -> Result<String, SyncError> {
 }
 
 impl NexusSync {
-    /// Makes the policy in Nexus what `desired` declares, writing only when it differs. A
-    /// policy created by someone else between the read and the write is a
-    /// [`SyncError::Conflict`] (the create is create-only).
+    /// Makes the policy in Nexus what `desired` declares, writing only when it differs.
     pub async fn apply_policy(&self, desired: &DesiredPolicy) -> Result<PolicyOutcome, SyncError> {
+        let plan = self.plan_policy(desired).await?;
+        self.write_policy_plan(plan).await
+    }
+
+    /// The read half of [`NexusSync::apply_policy`]: what to write, if anything. Nothing is
+    /// written.
+    pub async fn plan_policy(&self, desired: &DesiredPolicy) -> Result<PolicyPlan, SyncError> {
         let route = route(&desired.name)?;
         let what = format!("policy {}", desired.name);
         let stored: Option<PolicyResponse> = self.get_optional(&route, &what).await?;
-        if stored.as_ref().is_some_and(|s| desired.matches(s)) {
-            return Ok(PolicyOutcome::Unchanged);
-        }
-        let body = PutPolicyRequest {
-            spiffe_id_pattern: desired.spiffe_id_pattern.clone(),
-            path_pattern: desired.path_pattern.clone(),
-            permissions: sorted(&desired.permissions),
-            create_only: stored.is_none(),
+        let body = match &stored {
+            Some(s) if desired.matches(s) => None,
+            _ => Some(PutPolicyRequest {
+                spiffe_id_pattern: desired.spiffe_id_pattern.clone(),
+                path_pattern: desired.path_pattern.clone(),
+                permissions: sorted(&desired.permissions),
+                // A policy created by someone else after the read is not overwritten.
+                create_only: stored.is_none(),
+            }),
         };
-        let _: PutPolicyResponse = self.call(Method::PUT, &route, Some(&body), &what).await?;
-        Ok(if stored.is_none() {
+        Ok(PolicyPlan { route, what, body })
+    }
+
+    /// The write half of [`NexusSync::apply_policy`]. A create finding the policy created
+    /// since the read is [`SyncError::Conflict`].
+    pub async fn write_policy_plan(&self, plan: PolicyPlan) -> Result<PolicyOutcome, SyncError> {
+        let Some(body) = plan.body else {
+            return Ok(PolicyOutcome::Unchanged);
+        };
+        let _: PutPolicyResponse = self
+            .call(Method::PUT, &plan.route, Some(&body), &plan.what)
+            .await?;
+        Ok(if body.create_only {
             PolicyOutcome::Created
         } else {
             PolicyOutcome::Replaced
