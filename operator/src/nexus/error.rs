@@ -49,6 +49,17 @@ impl SyncError {
         matches!(self, Self::Unavailable { .. } | Self::Conflict { .. })
     }
 
+    /// The `reason` of the resource's condition (Kubernetes wants a CamelCase word).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "NexusUnavailable",
+            Self::Refused { .. } => "RefusedByNexus",
+            Self::Conflict { .. } => "ConcurrentChange",
+            Self::BadInput(_) => "InvalidSpec",
+            Self::Unexpected(_) => "UnexpectedAnswer",
+        }
+    }
+
     /// Maps a client error; `what` names the object for a conflict.
     pub(crate) fn from_client(e: CliError, what: &str) -> Self {
         match e {
@@ -115,6 +126,7 @@ mod tests {
             let e = SyncError::from_client(api(code), "secret a");
             assert!(matches!(e, SyncError::Unavailable { .. }), "{code}: {e:?}");
             assert!(e.is_transient(), "{code}");
+            assert_eq!(e.reason(), "NexusUnavailable");
         }
         for code in [ErrorCode::CasMismatch, ErrorCode::AlreadyExists] {
             let e = SyncError::from_client(api(code), "secret a");
@@ -137,6 +149,7 @@ mod tests {
                 "{e:?}"
             );
             assert!(!e.is_transient());
+            assert_eq!(e.reason(), "RefusedByNexus");
         }
         let down = CliError::Transport(ClientError::Connect {
             addr: "127.0.0.1:1".into(),

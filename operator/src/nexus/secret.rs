@@ -27,7 +27,9 @@ use super::{DeleteOutcome, DeletionPolicy};
 /// When a secret that exists is written again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WritePolicy {
-    /// Only when it has no live version: a value changed in Nexus (a rotation) is kept.
+    /// Only when it has no live version: a value changed in Nexus (a rotation) is kept, and
+    /// so are its keys (a generated key added to the spec later is not generated). A scope
+    /// change is still applied, by a new version carrying the current values.
     IfNotExists,
     /// Whenever the declared values differ from the current version.
     Replace,
