@@ -11,6 +11,9 @@
 // `KubeSchema` derives a private copy of each struct (to build its schema), which this lint
 // reports at the original's span; the public types themselves are re-exported below.
 #![allow(unreachable_pub)]
+// Several `printcolumn(…)`s each have a `type_ = "string"`: clippy reads them as one attribute
+// repeated.
+#![allow(clippy::duplicated_attributes)]
 
 mod cluster;
 pub mod manifests;

@@ -212,3 +212,201 @@ fn destinations(field: &str, items: &[String]) -> Result<Vec<Destination>, Inval
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::TokenAction as CrdAction;
+    use crate::validate::tests_support::{cluster, secret};
+    use crate::validate::validate_cluster;
+
+    fn check(s: &SpikeSecret) -> Result<ValidSecret, InvalidSpec> {
+        validate_secret(s, &validate_cluster(&cluster("spike-system")).unwrap())
+    }
+
+    fn token(agent: &str) -> TokenSpec {
+        TokenSpec {
+            agent: agent.into(),
+            key: Some("password".into()),
+            secret_name: "agent-token".into(),
+            ttl: "1h".into(),
+            action: CrdAction::Read,
+            destinations: vec!["api.example.com".into()],
+            path_prefixes: vec!["/v1/chat".into()],
+        }
+    }
+
+    #[test]
+    fn a_secret_inside_its_namespace_is_valid() {
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.ttl = Some("24h".into());
+        s.spec.allowed_spiffe_ids = vec!["spiffe://spike.dev/ns/team-a/**".into()];
+        s.spec.tokens = vec![token("spiffe://spike.dev/ns/team-a/sa/agent")];
+        let v = check(&s).unwrap();
+        assert_eq!(v.path.as_str(), "k8s/team-a/db");
+        assert_eq!(v.ttl, Some(Duration::from_secs(86_400)));
+        assert_eq!(
+            v.data[0],
+            (
+                "password".to_owned(),
+                ValidData::FromSecret {
+                    name: "db-source".into(),
+                    key: "password".into()
+                }
+            )
+        );
+        assert_eq!(v.tokens[0].key, "password");
+        assert_eq!(v.tokens[0].ttl, Duration::from_secs(3600));
+        assert_eq!(
+            v.tokens[0].destinations[0].to_string(),
+            "api.example.com:443"
+        );
+    }
+
+    #[test]
+    fn tenancy_escapes_are_refused() {
+        let err = check(&secret("team-a", "k8s/team-b/db")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.path: path k8s/team-b/db is outside namespace team-a's prefix k8s/team-a/: a resource in this namespace may only touch paths below it"
+        );
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.data[0].from_secret.as_mut().unwrap().namespace = Some("team-b".into());
+        assert_eq!(
+            check(&s).unwrap_err().to_string(),
+            "spec.data[0].fromSecret.namespace: Secret references are same-namespace only: a resource in namespace team-a cannot read a Secret in namespace team-b"
+        );
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.allowed_spiffe_ids = vec!["spiffe://spike.dev/ns/team-b/**".into()];
+        assert!(
+            check(&s)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.allowedSpiffeIds[0]: spiffe://spike.dev/ns/team-b/** can reach identities outside namespace team-a's prefix")
+        );
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.tokens = vec![token("spiffe://spike.dev/ns/team-b/sa/agent")];
+        assert!(
+            check(&s)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.tokens[0].agent: ")
+        );
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.tokens = vec![token("spiffe://spike.dev/spike/gateway/default")];
+        assert!(matches!(check(&s), Err(InvalidSpec::Tenancy { .. })));
+    }
+
+    #[test]
+    fn data_needs_one_source_per_unique_key() {
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.data[1].key = "password".into();
+        assert_eq!(
+            check(&s).unwrap_err().to_string(),
+            "spec.data: key \"password\" appears more than once"
+        );
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.data[1].from_secret = s.spec.data[0].from_secret.clone();
+        assert_eq!(
+            check(&s).unwrap_err().to_string(),
+            "spec.data[1]: set exactly one of fromSecret and generate (values never go in the resource)"
+        );
+        s.spec.data[1].from_secret = None;
+        s.spec.data[1].generate = None;
+        assert!(matches!(check(&s), Err(InvalidSpec::DataSource(1))));
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.data[1].generate.as_mut().unwrap().length = 8;
+        assert_eq!(
+            check(&s).unwrap_err().to_string(),
+            "spec.data[1].generate.length (8) must be between 16 and 4096"
+        );
+    }
+
+    #[test]
+    fn bad_ttls_destinations_and_tokens_say_which_field() {
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.ttl = Some("0h".into());
+        assert!(
+            check(&s)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.ttl: \"0h\" is not a duration")
+        );
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.allowed_destinations = vec!["https://api.example.com/".into()];
+        assert!(
+            check(&s)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.allowedDestinations[0]: destination `https://api.example.com/`")
+        );
+
+        let agent = "spiffe://spike.dev/ns/team-a/sa/agent";
+        let mut s = secret("team-a", "k8s/team-a/db");
+        let mut t = token(agent);
+        t.ttl = "0s".into();
+        s.spec.tokens = vec![t];
+        assert!(
+            check(&s)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.tokens[0].ttl: ")
+        );
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        let mut t = token(agent);
+        t.key = Some("nope".into());
+        s.spec.tokens = vec![t.clone()];
+        assert_eq!(
+            check(&s).unwrap_err().to_string(),
+            "spec.tokens[0].key: names a key that spec.data does not have"
+        );
+        t.key = None;
+        s.spec.tokens = vec![t];
+        assert_eq!(
+            check(&s).unwrap_err().to_string(),
+            "spec.tokens[0].key: is required when spec.data has more than one key"
+        );
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.tokens = vec![token(agent), token(agent)];
+        assert_eq!(
+            check(&s).unwrap_err().to_string(),
+            "spec.tokens: secretName \"agent-token\" appears more than once"
+        );
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        let mut t = token(agent);
+        t.destinations.clear();
+        s.spec.tokens = vec![t];
+        assert_eq!(
+            check(&s).unwrap_err().to_string(),
+            "spec.tokens[0]: needs destinations, since spec.allowedDestinations is empty"
+        );
+        s.spec.allowed_destinations = vec!["api.example.com:8443".into()];
+        check(&s).unwrap();
+
+        let mut s = secret("team-a", "k8s/team-a/db");
+        s.spec.allowed_spiffe_ids = vec!["spiffe://spike.dev/ns/team-a/sa/web".into()];
+        s.spec.tokens = vec![token(agent)];
+        assert_eq!(
+            check(&s).unwrap_err().to_string(),
+            "spec.tokens[0].agent matches none of spec.allowedSpiffeIds"
+        );
+    }
+
+    #[test]
+    fn the_cluster_namespace_may_write_anywhere_but_reads_only_its_own_secrets() {
+        check(&secret("spike-system", "apps/shared/db")).unwrap();
+        let mut s = secret("spike-system", "apps/shared/db");
+        s.spec.data[0].from_secret.as_mut().unwrap().namespace = Some("team-a".into());
+        assert!(matches!(check(&s), Err(InvalidSpec::Tenancy { .. })));
+    }
+}
