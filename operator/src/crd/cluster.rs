@@ -20,6 +20,7 @@ const CEL_QUANTITY: &str = "self.matches('^[0-9]+(\\\\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi
     shortname = "spkc",
     category = "spike",
     namespaced,
+    doc = "A SPIKE deployment: keepers, Nexus, bootstrap and optionally a gateway.",
     status = "SpikeClusterStatus",
     printcolumn(
         name = "Ready",

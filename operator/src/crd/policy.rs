@@ -21,6 +21,7 @@ const CEL_PATH_PATTERN: &str = "self.matches('^[A-Za-z0-9._*-]+(/[A-Za-z0-9._*-]
     shortname = "spkp",
     category = "spike",
     namespaced,
+    doc = "A Nexus policy: SPIFFE-ID pattern, path pattern and permissions, within the namespace's tenancy.",
     status = "SpikePolicyStatus",
     printcolumn(
         name = "Ready",

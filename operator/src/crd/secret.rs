@@ -28,6 +28,7 @@ const CEL_REQUEST_PREFIX: &str = "self.matches('^(/[A-Za-z0-9._~-]+)+$')";
     shortname = "spks",
     category = "spike",
     namespaced,
+    doc = "A secret written to Nexus from a Kubernetes Secret or generated values, with optional reference tokens for agents.",
     status = "SpikeSecretStatus",
     printcolumn(
         name = "Ready",
