@@ -520,6 +520,8 @@ mod tests {
             "spiffe://spike.dev/ns/team-b/**",
             "spiffe://spike.dev/ns/team-a*/**",
             "spiffe://spike.dev/spike/operator",
+            // A namespace whose name extends this one's is another tenant.
+            "spiffe://spike.dev/ns/team-ab/**",
         ] {
             let err = t.check_id_pattern(bad).unwrap_err();
             assert_eq!(
@@ -561,10 +563,18 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(matches!(
-            t.check_id("spiffe://other.dev/ns/team-a/sa/agent"),
-            Err(TenancyError::OtherTrustDomain { .. })
-        ));
+        for other in [
+            "spiffe://other.dev/ns/team-a/sa/agent",
+            "spiffe://spike.dev.evil/ns/team-a/sa/agent",
+        ] {
+            assert!(
+                matches!(
+                    t.check_id(other),
+                    Err(TenancyError::OtherTrustDomain { .. })
+                ),
+                "{other}"
+            );
+        }
         let err = cluster()
             .check_id("spiffe://spike.dev/spike/operator")
             .unwrap_err();
