@@ -89,13 +89,13 @@ pub fn validate_secret(
         if !keys.insert(entry.key.as_str()) {
             return Err(InvalidSpec::DuplicateKey(entry.key.clone()));
         }
-        let source = data_source(i, entry, |ns| {
+        if let Some(from) = &entry.from_secret {
+            let field = format!("spec.data[{i}].fromSecret.namespace");
             tenant
-                .check_secret_namespace(ns)
-                .map_err(InvalidSpec::tenancy(format!(
-                    "spec.data[{i}].fromSecret.namespace"
-                )))
-        })?;
+                .check_secret_namespace(from.namespace.as_deref())
+                .map_err(InvalidSpec::tenancy(field))?;
+        }
+        let source = data_source(i, entry)?;
         data.push((entry.key.clone(), source));
     }
 
@@ -154,20 +154,14 @@ pub fn validate_secret(
     })
 }
 
-/// The one source of data entry `i`; `check_namespace` vets a Secret reference's namespace.
-fn data_source(
-    i: usize,
-    entry: &DataEntry,
-    check_namespace: impl FnOnce(Option<&str>) -> Result<(), InvalidSpec>,
-) -> Result<ValidData, InvalidSpec> {
+/// The one source of data entry `i` (the caller, which knows the tenant, checks a Secret
+/// reference's namespace).
+fn data_source(i: usize, entry: &DataEntry) -> Result<ValidData, InvalidSpec> {
     match (&entry.from_secret, &entry.generate) {
-        (Some(from), None) => {
-            check_namespace(from.namespace.as_deref())?;
-            Ok(ValidData::FromSecret {
-                name: from.name.clone(),
-                key: from.key.clone(),
-            })
-        }
+        (Some(from), None) => Ok(ValidData::FromSecret {
+            name: from.name.clone(),
+            key: from.key.clone(),
+        }),
         (None, Some(g)) => {
             if !(MIN_GENERATED_LEN..=MAX_GENERATED_LEN).contains(&g.length) {
                 return Err(InvalidSpec::GenerateLength {
