@@ -57,6 +57,11 @@ py_tests() {
   SPIKE_AGENT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/spike-agent" .venv/bin/python -m pytest -q agent/tests/py
 }
 
+# The checked-in CRDs (crds/, charts/spike/crds/) must be what the Rust types generate.
+crd_drift() {
+  cargo run -q -p spike-operator --bin crdgen -- --check
+}
+
 stage "install test tools" install_tools
 fmt_check() {
   cargo fmt --all -- --check
@@ -65,6 +70,7 @@ fmt_check() {
 
 stage "cargo fmt --check" fmt_check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+stage "CRD drift" crd_drift
 stage "cargo build (binaries for e2e)" cargo build --workspace --bins
 stage "rust tests" rust_tests
 stage "py-spiffe interop" py_tests
