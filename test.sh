@@ -57,6 +57,11 @@ py_tests() {
   SPIKE_AGENT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/spike-agent" .venv/bin/python -m pytest -q agent/tests/py
 }
 
+# The Helm chart, the Argo CD health checks and the custom resources in docs/ (.ci/helm-chart.sh).
+helm_chart() {
+  bash .ci/helm-chart.sh
+}
+
 stage "install test tools" install_tools
 fmt_check() {
   cargo fmt --all -- --check
@@ -69,4 +74,5 @@ stage "cargo build (binaries for e2e)" cargo build --workspace --bins
 stage "rust tests" rust_tests
 stage "py-spiffe interop" py_tests
 stage "fuzz (seconds)" fuzz_smoke
+stage "helm chart" helm_chart
 echo "all checks passed in $(( $(date +%s) - started ))s"
