@@ -2,7 +2,7 @@
 # The Helm chart's checks (test.sh stage "helm chart"): helm lint and helm template with the
 # values files in charts/spike/ci/, values the chart must refuse, every rendered object against
 # the Kubernetes 1.33 schemas (kubernetes-validate --strict), checkov over the rendered chart,
-# the SPIKE custom resources of the chart and docs/ against the CRDs in crds/, and the Argo CD
+# the SPIKE custom resources of the rendered chart and of docs/ against the CRDs in crds/, and the Argo CD
 # health checks (Lua) against sample objects, and the root Dockerfile with hadolint (Docker itself
 # cannot run here). No cluster and no network beyond the registries.
 set -euo pipefail
@@ -45,7 +45,7 @@ render() {
     name=$(basename "$values" -values.yaml)
     bound 60 "$helm" lint --strict "$chart" -f "$values" >/dev/null
     bound 60 "$helm" template spike "$chart" --namespace spike-system -f "$values" \
-      --output-dir "$out/$name" >/dev/null
+      --include-crds --output-dir "$out/$name" >/dev/null
     echo "rendered $values"
   done
 }
@@ -68,6 +68,9 @@ refusals() {
   refuse "--set image.digest=sha256:short" "digest"
   refuse "--set spiffe.socketFile=../etc/passwd" "socketFile"
   refuse "--set health.port=80" "port"
+  refuse "--set podLabels.app\\.kubernetes\\.io/name=other" "invalid propertyName 'app.kubernetes.io/name'"
+  refuse "--set spiffe.csiDriver=Bad/Driver" "csiDriver"
+  refuse "--set metrics.service.type=NodePort" "type"
   refuse "--set exampleCluster.enabled=true --set exampleCluster.keepers.replicas=2 --set exampleCluster.keepers.threshold=3" \
     "must not exceed"
 }
@@ -104,12 +107,24 @@ custom_resources() {
   fi
   bound 120 .venv/bin/python .ci/validate_custom_resources.py crds \
     $(find "$out" -name '*.yaml' | sort) \
-    $(find docs charts/spike -path charts/spike/crds -prune -o \( -name '*.md' -o -name '*.yaml' \) -print | sort)
+    $(find docs \( -name '*.md' -o -name '*.yaml' \) | sort)
 }
 
 dockerfile_lint() {
   bound 60 .venv/bin/hadolint Dockerfile
   echo "hadolint: Dockerfile passed"
+}
+
+# The release notes tell the user what to apply next (a client-side dry run needs no cluster).
+notes() {
+  local rendered
+  rendered=$(bound 60 "$helm" install spike "$chart" --namespace spike-system --dry-run=client)
+  grep -q 'What to apply next:' <<<"$rendered"
+  grep -q 'kubectl apply -f my-spikecluster.yaml' <<<"$rendered"
+  rendered=$(bound 60 "$helm" install spike "$chart" --namespace spike-system --dry-run=client \
+    --set exampleCluster.enabled=true)
+  grep -q 'The example SpikeCluster "spike" was created' <<<"$rendered"
+  echo "NOTES.txt: what to apply next, with and without the example cluster"
 }
 
 argocd_health() {
@@ -121,6 +136,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 render "$out"
 refusals
+notes
 kube_validate "$out"
 scan "$out"
 custom_resources "$out"
