@@ -34,6 +34,16 @@ def strict(schema):
     return schema
 
 
+def with_object_meta(schema):
+    """The API server adds apiVersion, kind and metadata to every CRD's schema; generated CRDs
+    (kube's CustomResource derive) leave them out."""
+    props = dict(schema.get("properties", {}))
+    props.setdefault("apiVersion", {"type": "string"})
+    props.setdefault("kind", {"type": "string"})
+    props.setdefault("metadata", {"type": "object"})
+    return {**schema, "properties": props}
+
+
 def load_schemas(crd_dir):
     schemas = {}
     for path in sorted(pathlib.Path(crd_dir).glob("*.yaml")):
@@ -43,7 +53,7 @@ def load_schemas(crd_dir):
             spec = doc["spec"]
             for version in spec["versions"]:
                 key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
-                schemas[key] = strict(version["schema"]["openAPIV3Schema"])
+                schemas[key] = strict(with_object_meta(version["schema"]["openAPIV3Schema"]))
     return schemas
 
 
