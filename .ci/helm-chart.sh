@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The Helm chart's checks (test.sh stage "helm chart"): helm lint and helm template with the
-# values files in charts/spike/ci/, values the chart must refuse, every rendered object against
-# the Kubernetes 1.33 schemas (kubernetes-validate --strict), checkov over the rendered chart,
-# the SPIKE custom resources of the rendered chart and of docs/ against the CRDs in crds/, and the Argo CD
-# health checks (Lua) against sample objects, and the root Dockerfile with hadolint (Docker itself
-# cannot run here). No cluster and no network beyond the registries.
+# The Helm chart's checks (test.sh stage "helm chart"), with no cluster and no network beyond the
+# package registries: helm lint and helm template with each values file in charts/spike/ci/;
+# values the chart must refuse; NOTES.txt; every rendered object against the Kubernetes 1.33
+# schemas (kubernetes-validate --strict); checkov over the rendered chart; the SPIKE custom
+# resources of the rendered chart and of docs/ against the CRDs in crds/; the Argo CD health
+# checks (Lua) against sample objects; the root Dockerfile with hadolint (Docker cannot run here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,10 +40,10 @@ install() {
 
 # Renders every values file in $chart/ci into $out/<name>/, after helm lint.
 render() {
-  local out=$1 values name
+  local out=$1 values name lint
   for values in "$chart"/ci/*-values.yaml; do
     name=$(basename "$values" -values.yaml)
-    bound 60 "$helm" lint --strict "$chart" -f "$values" >/dev/null
+    lint=$(bound 60 "$helm" lint --strict "$chart" -f "$values" 2>&1) || { echo "$lint" >&2; return 1; }
     bound 60 "$helm" template spike "$chart" --namespace spike-system -f "$values" \
       --include-crds --output-dir "$out/$name" >/dev/null
     echo "rendered $values"
