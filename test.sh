@@ -57,6 +57,11 @@ py_tests() {
   SPIKE_AGENT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/spike-agent" .venv/bin/python -m pytest -q agent/tests/py
 }
 
+# The checked-in CRDs (crds/, charts/spike/crds/) must be what the Rust types generate.
+crd_drift() {
+  cargo run -q -p spike-operator --bin crdgen -- --check
+}
+
 # The Helm chart, the Argo CD health checks and the custom resources in docs/ (.ci/helm-chart.sh).
 helm_chart() {
   bash .ci/helm-chart.sh
@@ -70,6 +75,7 @@ fmt_check() {
 
 stage "cargo fmt --check" fmt_check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+stage "CRD drift" crd_drift
 stage "cargo build (binaries for e2e)" cargo build --workspace --bins
 stage "rust tests" rust_tests
 stage "py-spiffe interop" py_tests

@@ -3,6 +3,8 @@
 //! `crd`: the three custom resources (`SpikeCluster`, `SpikeSecret`, `SpikePolicy`) and their
 //! schemas, which `crdgen` writes to `crds/` and the chart. `nexus`: what the `SpikeSecret` and
 //! `SpikePolicy` controllers write to Nexus, as `/spike/operator`, with compare-and-set.
+//! `validate`: the controllers' pure validate step (tenancy above all).
 
 pub mod crd;
 pub mod nexus;
+pub mod validate;

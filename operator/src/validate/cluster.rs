@@ -1,0 +1,158 @@
+//! Validating a `SpikeCluster`.
+
+use spike_core::id::TrustDomain;
+use spike_core::tenancy::{TenancyRoots, Tenant};
+
+use super::{InvalidSpec, namespace_of};
+use crate::crd::SpikeCluster;
+
+/// Most keepers: keeper IDs are `/spike/keeper/1` to `/spike/keeper/255`.
+const MAX_KEEPERS: i32 = 255;
+
+/// A `SpikeCluster` whose spec holds together, with what its tenants are checked against.
+#[derive(Debug, Clone)]
+pub struct ValidCluster {
+    /// The cluster's own namespace.
+    pub namespace: String,
+    /// The trust domain it serves.
+    pub trust_domain: TrustDomain,
+    /// The first segments of the tenant prefixes.
+    pub roots: TenancyRoots,
+}
+
+impl ValidCluster {
+    /// What a resource in `namespace` may touch in this cluster.
+    pub fn tenant(&self, namespace: &str) -> Result<Tenant, InvalidSpec> {
+        Tenant::new(
+            namespace,
+            &self.namespace,
+            self.trust_domain.clone(),
+            self.roots.clone(),
+        )
+        .map_err(InvalidSpec::tenancy("metadata.namespace"))
+    }
+}
+
+/// Checks a `SpikeCluster`'s spec (the schema's rules again, since a resource may predate a
+/// schema change, and what the schema cannot check).
+pub fn validate_cluster(cluster: &SpikeCluster) -> Result<ValidCluster, InvalidSpec> {
+    let namespace = namespace_of(&cluster.metadata)?.to_owned();
+    let spec = &cluster.spec;
+    let trust_domain = TrustDomain::new(&spec.trust_domain).map_err(InvalidSpec::TrustDomain)?;
+    let keepers = &spec.keepers;
+    if !(1..=MAX_KEEPERS).contains(&keepers.replicas) {
+        return Err(InvalidSpec::Replicas(keepers.replicas));
+    }
+    if !(1..=keepers.replicas).contains(&keepers.threshold) {
+        return Err(InvalidSpec::Threshold {
+            threshold: keepers.threshold,
+            replicas: keepers.replicas,
+        });
+    }
+    let identity = &spec.identity;
+    let sources = [
+        identity.spire_csi.is_some(),
+        identity.cert_manager_csi.is_some(),
+        identity.host_path.is_some(),
+    ];
+    if sources.iter().filter(|&&s| s).count() != 1 {
+        return Err(InvalidSpec::Identity);
+    }
+    let roots = TenancyRoots::new(&spec.tenancy.path_root, &spec.tenancy.id_root)
+        .map_err(InvalidSpec::tenancy("spec.tenancy"))?;
+    // The cluster's own namespace must itself be a valid tenant.
+    let valid = ValidCluster {
+        namespace,
+        trust_domain,
+        roots,
+    };
+    valid.tenant(&valid.namespace)?;
+    Ok(valid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{HostPathSocket, SpikeClusterSpec};
+    use crate::validate::tests_support::cluster;
+
+    fn spec() -> SpikeClusterSpec {
+        cluster("spike-system").spec
+    }
+
+    fn with(spec: SpikeClusterSpec) -> Result<ValidCluster, InvalidSpec> {
+        let mut c = cluster("spike-system");
+        c.spec = spec;
+        validate_cluster(&c)
+    }
+
+    #[test]
+    fn a_default_cluster_is_valid() {
+        let v = with(spec()).unwrap();
+        assert_eq!(v.namespace, "spike-system");
+        assert_eq!(v.trust_domain.as_str(), "spike.dev");
+        let t = v.tenant("team-a").unwrap();
+        assert_eq!(t.path_prefix().as_str(), "k8s/team-a");
+    }
+
+    #[test]
+    fn bad_specs_say_which_field() {
+        let mut s = spec();
+        s.trust_domain = "Spike.Dev".into();
+        assert!(
+            with(s)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.trustDomain: invalid trust domain")
+        );
+
+        let mut s = spec();
+        s.keepers.threshold = 4;
+        assert_eq!(
+            with(s).unwrap_err().to_string(),
+            "spec.keepers.threshold (4) must be between 1 and spec.keepers.replicas (3)"
+        );
+        let mut s = spec();
+        s.keepers.threshold = 0;
+        assert!(matches!(with(s), Err(InvalidSpec::Threshold { .. })));
+
+        for replicas in [0, 256] {
+            let mut s = spec();
+            s.keepers.replicas = replicas;
+            assert_eq!(
+                with(s).unwrap_err().to_string(),
+                format!("spec.keepers.replicas ({replicas}) must be between 1 and 255")
+            );
+        }
+
+        let mut s = spec();
+        s.identity.host_path = Some(HostPathSocket {
+            path: "/run/spire/sockets".into(),
+            socket_name: "agent.sock".into(),
+        });
+        assert_eq!(
+            with(s.clone()).unwrap_err().to_string(),
+            "spec.identity must set exactly one of spireCsi, certManagerCsi and hostPath"
+        );
+        s.identity.spire_csi = None;
+        with(s.clone()).unwrap();
+        s.identity.host_path = None;
+        assert!(matches!(with(s), Err(InvalidSpec::Identity)));
+
+        let mut s = spec();
+        s.tenancy.id_root = "spike".into();
+        assert!(
+            with(s)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.tenancy: tenancy root")
+        );
+    }
+
+    #[test]
+    fn a_cluster_needs_a_namespace() {
+        let mut c = cluster("spike-system");
+        c.metadata.namespace = None;
+        assert_eq!(validate_cluster(&c).unwrap_err(), InvalidSpec::NoNamespace);
+    }
+}
