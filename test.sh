@@ -62,6 +62,11 @@ crd_drift() {
   cargo run -q -p spike-operator --bin crdgen -- --check
 }
 
+# The Helm chart, the Argo CD health checks and the custom resources in docs/ (.ci/helm-chart.sh).
+helm_chart() {
+  bash .ci/helm-chart.sh
+}
+
 stage "install test tools" install_tools
 fmt_check() {
   cargo fmt --all -- --check
@@ -75,4 +80,5 @@ stage "cargo build (binaries for e2e)" cargo build --workspace --bins
 stage "rust tests" rust_tests
 stage "py-spiffe interop" py_tests
 stage "fuzz (seconds)" fuzz_smoke
+stage "helm chart" helm_chart
 echo "all checks passed in $(( $(date +%s) - started ))s"
