@@ -79,6 +79,16 @@ pub enum OutsideScope {
         /// Q.
         scope: String,
     },
+    /// A token's agent (an ID or a pattern) can be an ID outside Q.
+    #[error(
+        "the token's agent {pattern} is not within the SPIFFE-ID scope {scope}: a token grants its agent the secret as a policy would"
+    )]
+    Agent {
+        /// The agent ID or pattern the token would be bound to.
+        pattern: String,
+        /// Q.
+        scope: String,
+    },
     /// The policy grants `resolve` (a gateway policy): never within a scope.
     #[error("a scoped administrator cannot grant 'resolve': gateway policies are the superuser's")]
     Resolve,
@@ -124,6 +134,19 @@ impl AdminScope {
     /// True when the administrator itself may use `perm` on `path`.
     pub fn allows(&self, path: &SecretPath, perm: Permission) -> bool {
         Permissions::from(DATA_PERMISSIONS).contains(perm) && self.paths.matches(path)
+    }
+
+    /// Refuses a reference token for an agent outside Q: minting one hands the agent the
+    /// secret (through a gateway) as surely as a policy would, so the same bound holds.
+    pub fn check_agent(&self, agent: &IdPattern) -> Result<(), OutsideScope> {
+        if agent.is_within(&self.ids) {
+            Ok(())
+        } else {
+            Err(OutsideScope::Agent {
+                pattern: agent.as_str().to_owned(),
+                scope: self.ids.as_str().to_owned(),
+            })
+        }
     }
 
     /// Refuses a policy that does not lie within the scope.
@@ -179,6 +202,34 @@ mod tests {
 
     fn policy(ids: &str, paths: &str, perms: &[Permission]) -> Policy {
         Policy::parse("p", ids, paths, perms.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn a_token_agent_must_lie_within_the_id_scope() {
+        let s = AdminScope::parse("k8s/**", "spiffe://spike.dev/ns/team-a/**", &td()).unwrap();
+        let agent = |p: &str| IdPattern::parse(p).unwrap();
+        assert_eq!(
+            s.check_agent(&agent("spiffe://spike.dev/ns/team-a/sa/x")),
+            Ok(())
+        );
+        assert_eq!(
+            s.check_agent(&agent("spiffe://spike.dev/ns/team-a/**")),
+            Ok(())
+        );
+        for outside in [
+            "spiffe://spike.dev/ns/team-b/sa/x",
+            "spiffe://spike.dev/ns/*/sa/x",
+            "spiffe://spike.dev/apps/x",
+            "spiffe://spike.dev/**",
+        ] {
+            assert!(
+                matches!(
+                    s.check_agent(&agent(outside)),
+                    Err(OutsideScope::Agent { .. })
+                ),
+                "{outside}"
+            );
+        }
     }
 
     #[test]

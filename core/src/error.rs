@@ -86,6 +86,12 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// True for a refusal of access (no policy grants it, or it lies outside the operator's
+    /// scope): the audit log records it as `deny`, not as an error.
+    pub fn denies_access(self) -> bool {
+        matches!(self, Self::Forbidden | Self::OutsideScope)
+    }
+
     /// The HTTP status for this code.
     pub fn status(self) -> u16 {
         match self {

@@ -47,6 +47,14 @@ impl AppError {
         )
     }
 
+    /// `what` lies outside the operator's scope (P, Q).
+    pub(crate) fn outside_scope(what: &str, e: &spike_core::admin_scope::OutsideScope) -> Self {
+        Self::new(
+            ErrorCode::OutsideScope,
+            format!("{what} is outside the operator's scope: {e}"),
+        )
+    }
+
     /// The code.
     pub(crate) fn code(&self) -> ErrorCode {
         self.0.code

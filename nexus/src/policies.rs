@@ -53,7 +53,9 @@ impl PolicyAdmin<'_> {
     fn check(self, policy: &Policy, what: &str) -> AppResult<()> {
         match self {
             Self::Full => Ok(()),
-            Self::Scoped(scope) => scope.check(policy).map_err(|e| outside(what, &e)),
+            Self::Scoped(scope) => scope
+                .check(policy)
+                .map_err(|e| AppError::outside_scope(what, &e)),
         }
     }
 
@@ -72,20 +74,13 @@ impl PolicyAdmin<'_> {
         let permissions = req.permissions.iter().copied().collect();
         scope
             .check_parts(&paths, &ids, permissions)
-            .map_err(|e| outside("the policy", &e))
+            .map_err(|e| AppError::outside_scope("the policy", &e))
     }
 
     /// True when the administrator may see `policy`.
     fn sees(self, policy: &Policy) -> bool {
         self.check(policy, "").is_ok()
     }
-}
-
-fn outside(what: &str, e: &spike_core::admin_scope::OutsideScope) -> AppError {
-    AppError::new(
-        ErrorCode::OutsideScope,
-        format!("{what} is outside the operator's scope: {e}"),
-    )
 }
 
 pub(crate) struct Policies {

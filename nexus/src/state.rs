@@ -467,8 +467,7 @@ impl Nexus {
     ) -> AuditRecord {
         let (decision, reason) = match outcome {
             Ok(()) => (Decision::Allow, "ok"),
-            Err(ErrorCode::Forbidden) => (Decision::Deny, "forbidden"),
-            Err(ErrorCode::OutsideScope) => (Decision::Deny, "outside_scope"),
+            Err(code) if code.denies_access() => (Decision::Deny, code.as_str()),
             Err(code) => (Decision::Error, code.as_str()),
         };
         let mut record = AuditRecord::new(action, decision, reason).with_caller(caller.clone());

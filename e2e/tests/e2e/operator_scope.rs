@@ -164,6 +164,38 @@ fn the_operator_holds_exactly_its_scope_and_every_escape_is_refused() {
         "write outside P",
     );
 
+    // Reference tokens: an agent within Q gets one; one outside Q would be handed team A's
+    // secret (through a gateway) as surely as by a policy, so it is refused the same way.
+    let mint = |agent: &str| {
+        c.spike(
+            &op,
+            &[
+                "token",
+                "create",
+                "--secret",
+                "k8s/team-a/db",
+                "--spiffe-id",
+                agent,
+                "--destination",
+                "api.example.com",
+                "--ttl",
+                "10m",
+                "--action",
+                "read",
+            ],
+        )
+    };
+    let out = mint("spiffe://spike.test/ns/team-a/sa/agent");
+    assert!(out.status.success(), "{}", text(&out));
+    for agent in [
+        "spiffe://spike.test/ns/team-b/sa/agent",
+        "spiffe://spike.test/apps/agent",
+        "spiffe://spike.test/ns/*/sa/agent",
+        "spiffe://spike.test/**",
+    ] {
+        refused(mint(agent), agent);
+    }
+
     // Nothing changed; the operator sees only its own policy.
     assert_eq!(policies_seen(&c, &admin), before);
     let mine = policies_seen(&c, &op).to_string();

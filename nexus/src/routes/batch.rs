@@ -207,12 +207,10 @@ fn refused_summary(
     } else {
         REFUSED_ACTION
     };
-    let any_forbidden = results.iter().any(|r| {
-        r.error
-            .as_ref()
-            .is_some_and(|e| e.code == ErrorCode::Forbidden)
-    });
-    let decision = if any_forbidden {
+    let any_denied = results
+        .iter()
+        .any(|r| r.error.as_ref().is_some_and(|e| e.code.denies_access()));
+    let decision = if any_denied {
         Decision::Deny
     } else {
         Decision::Error

@@ -70,9 +70,7 @@ impl Nexus {
         let outcome = result.as_ref().map(|_| ()).map_err(|r| r.error.code());
         let mut record = match &result {
             Ok(_) => AuditRecord::new(action, Decision::Allow, "ok"),
-            Err(r)
-                if r.error.code() == ErrorCode::Forbidden || is_token_refusal(r.error.code()) =>
-            {
+            Err(r) if r.error.code().denies_access() || is_token_refusal(r.error.code()) => {
                 AuditRecord::new(action, Decision::Deny, r.reason)
             }
             Err(r) => AuditRecord::new(action, Decision::Error, r.reason),
@@ -129,6 +127,12 @@ async fn create(
             subject.path = Some(req.secret.clone());
             let path = n.parse_path(&req.secret)?;
             n.authorize(&c, &path, Permission::Token)?;
+            if let Some(scope) = n.operator_scope_of(&c) {
+                let agent = crate::scope::parse_id_pattern(&req.spiffe_id, n.trust_domain())?;
+                scope
+                    .check_agent(&agent)
+                    .map_err(|e| AppError::outside_scope("the token", &e))?;
+            }
             let at = unix_now();
             let live = n
                 .secrets()
