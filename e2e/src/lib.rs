@@ -568,6 +568,32 @@ impl Cluster {
         self.spike_stdin(identity, args, None)
     }
 
+    /// `spike policy create NAME --spiffe-id-pattern IDS --path-pattern PATHS --permissions
+    /// PERMS` as `identity`.
+    pub fn policy_create(
+        &self,
+        identity: &PemFiles,
+        name: &str,
+        ids: &str,
+        paths: &str,
+        perms: &str,
+    ) -> Output {
+        self.spike(
+            identity,
+            &[
+                "policy",
+                "create",
+                name,
+                "--spiffe-id-pattern",
+                ids,
+                "--path-pattern",
+                paths,
+                "--permissions",
+                perms,
+            ],
+        )
+    }
+
     /// Runs the `spike` CLI with stdin.
     pub fn spike_stdin(&self, identity: &PemFiles, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new(&self.bins.spike);

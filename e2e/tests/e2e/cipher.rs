@@ -71,20 +71,7 @@ fn error_line(out: &Output) -> String {
 
 fn allow_cipher(c: &Cluster, name: &str, ids: &str, paths: &str) {
     let admin = c.pki.svid("/spike/pilot/role/superuser");
-    let out = c.spike(
-        &admin,
-        &[
-            "policy",
-            "create",
-            name,
-            "--spiffe-id-pattern",
-            ids,
-            "--path-pattern",
-            paths,
-            "--permissions",
-            "cipher",
-        ],
-    );
+    let out = c.policy_create(&admin, name, ids, paths, "cipher");
     assert!(out.status.success(), "{}", text(&out));
 }
 

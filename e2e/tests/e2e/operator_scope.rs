@@ -16,23 +16,6 @@ fn policies_seen(c: &Cluster, who: &PemFiles) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn create(c: &Cluster, who: &PemFiles, name: &str, ids: &str, paths: &str, perms: &str) -> Output {
-    c.spike(
-        who,
-        &[
-            "policy",
-            "create",
-            name,
-            "--spiffe-id-pattern",
-            ids,
-            "--path-pattern",
-            paths,
-            "--permissions",
-            perms,
-        ],
-    )
-}
-
 fn assert_outside_scope(out: &Output, what: &str) {
     assert_eq!(out.status.code(), Some(4), "{what}: {}", text(out));
     assert!(text(out).contains("outside_scope"), "{what}: {}", text(out));
@@ -55,8 +38,7 @@ fn the_operator_holds_exactly_its_scope_and_every_escape_is_refused() {
     let op = c.pki.svid("/spike/operator");
 
     // An administrator's policies outside the operator's scope.
-    let out = create(
-        &c,
+    let out = c.policy_create(
         &admin,
         "web-read",
         "spiffe://spike.test/ns/web/**",
@@ -64,8 +46,7 @@ fn the_operator_holds_exactly_its_scope_and_every_escape_is_refused() {
         "read",
     );
     assert!(out.status.success(), "{}", text(&out));
-    let out = create(
-        &c,
+    let out = c.policy_create(
         &admin,
         "k8s-b",
         "spiffe://spike.test/ns/team-b/**",
@@ -75,7 +56,7 @@ fn the_operator_holds_exactly_its_scope_and_every_escape_is_refused() {
     assert!(out.status.success(), "{}", text(&out));
 
     // Within the scope: a policy, and a secret the policy lets team A read.
-    let out = create(&c, &op, "team-a-read", TEAM_A, "k8s/team-a/**", "read,list");
+    let out = c.policy_create(&op, "team-a-read", TEAM_A, "k8s/team-a/**", "read,list");
     assert!(out.status.success(), "{}", text(&out));
     let out = c.spike(&op, &["secret", "put", "k8s/team-a/db", "pass=e2e-scope"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -101,7 +82,7 @@ fn the_operator_holds_exactly_its_scope_and_every_escape_is_refused() {
     };
     // Paths outside P.
     for paths in ["apps/**", "**", "k8s*/x", "*/db"] {
-        refused(create(&c, &op, "escape", TEAM_A, paths, "read"), paths);
+        refused(c.policy_create(&op, "escape", TEAM_A, paths, "read"), paths);
     }
     // IDs outside Q: another namespace, the whole trust domain, SPIKE's own IDs (itself).
     for ids in [
@@ -111,12 +92,14 @@ fn the_operator_holds_exactly_its_scope_and_every_escape_is_refused() {
         "spiffe://spike.test/spike/operator",
         "spiffe://spike.test/spike/**",
     ] {
-        refused(create(&c, &op, "escape", ids, "k8s/team-a/**", "read"), ids);
+        refused(
+            c.policy_create(&op, "escape", ids, "k8s/team-a/**", "read"),
+            ids,
+        );
     }
     // More for itself, or a full administrator (super on every path), or a gateway grant.
     refused(
-        create(
-            &c,
+        c.policy_create(
             &op,
             "self",
             "spiffe://spike.test/spike/operator",
@@ -126,11 +109,11 @@ fn the_operator_holds_exactly_its_scope_and_every_escape_is_refused() {
         "grant itself super",
     );
     refused(
-        create(&c, &op, "admins", TEAM_A, "**", "super"),
+        c.policy_create(&op, "admins", TEAM_A, "**", "super"),
         "make an administrator",
     );
     refused(
-        create(&c, &op, "gw", TEAM_A, "k8s/team-a/**", "resolve"),
+        c.policy_create(&op, "gw", TEAM_A, "k8s/team-a/**", "resolve"),
         "resolve",
     );
     // An administrator's policies: not replaced, not deleted, not even read.
