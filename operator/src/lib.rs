@@ -3,8 +3,10 @@
 //! `crd`: the three custom resources (`SpikeCluster`, `SpikeSecret`, `SpikePolicy`) and their
 //! schemas, which `crdgen` writes to `crds/` and the chart. `nexus`: what the `SpikeSecret` and
 //! `SpikePolicy` controllers write to Nexus, as `/spike/operator`, with compare-and-set.
-//! `validate`: the controllers' pure validate step (tenancy above all).
+//! `validate`: the controllers' pure validate step (tenancy above all). `names`: the names of
+//! the objects a `SpikeCluster` owns, and Nexus's address.
 
 pub mod crd;
+pub mod names;
 pub mod nexus;
 pub mod validate;
