@@ -4,10 +4,14 @@
 //! schemas, which `crdgen` writes to `crds/` and the chart. `nexus`: what the `SpikeSecret` and
 //! `SpikePolicy` controllers write to Nexus, as `/spike/operator`, with compare-and-set.
 //! `validate`: the controllers' pure validate step (tenancy above all). `names`: the names of
-//! the objects a `SpikeCluster` owns, and Nexus's address. `metrics`: the controllers'
-//! Prometheus metrics.
+//! the objects a `SpikeCluster` owns, and Nexus's address. `controller`: the controllers and
+//! what they share (context, errors, conditions). `metrics`: their Prometheus metrics.
+//! `fixtures` (tests, or the `fixtures` feature): sample resources and a scripted API server.
 
+pub mod controller;
 pub mod crd;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod metrics;
 pub mod names;
 pub mod nexus;

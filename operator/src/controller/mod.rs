@@ -1,0 +1,37 @@
+//! The controllers and what they share.
+//!
+//! Each controller is a module with a `run(ctx, shutdown)` and its reconcile as methods on its
+//! resource (controller-rs' shape); [`run`] runs them all on one [`Context`]. The parts every
+//! controller uses: [`conditions`] (pure condition bookkeeping), [`Error`] (with a bounded
+//! metric label and what retrying can cure) and the [`Context`] (client, events, metrics,
+//! Nexus, backoff).
+//!
+//! Adding a controller (`SpikeSecret`, `SpikeCluster`): a module like [`policy`], with its own
+//! `FINALIZER`, `reconcile`, `error_policy` and `run`, and one more future in [`run`].
+
+pub mod conditions;
+mod context;
+mod error;
+pub mod policy;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::FutureExt;
+
+pub use context::{Backoff, Context, MANAGER, NEXUS_TIMEOUT, NexusConnector, ServiceConnector};
+pub use error::Error;
+
+/// Runs every controller on `ctx` until `shutdown` completes, each finishing its running
+/// reconciles before it returns. The first controller that cannot start (the CRDs are not
+/// installed, say) ends the whole: the pod restarts rather than half-working.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    // One signal, seen by every controller.
+    let shutdown = shutdown.boxed().shared();
+    // The SpikeSecret and SpikeCluster controllers join here, each with `shutdown.clone()`.
+    futures::try_join!(policy::run(ctx.clone(), shutdown.clone()))?;
+    Ok(())
+}
