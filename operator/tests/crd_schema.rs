@@ -303,6 +303,10 @@ fn policy_rules_check_pattern_syntax() {
             id,
         );
     }
+    let grant = "permissions: 'super' and 'resolve' are never granted through the operator (Nexus refuses them to its identity); a Nexus administrator grants them with spike policy create";
+    for bad in [json!(["super"]), json!(["read", "resolve"])] {
+        assert_refused(schema, &with(ok.clone(), "/permissions", bad), grant);
+    }
 }
 
 #[test]
