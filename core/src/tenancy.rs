@@ -4,10 +4,9 @@
 //! path prefix (`k8s/<N>/` by default) and grant only SPIFFE IDs under `N`'s ID prefix
 //! (`spiffe://<td>/ns/<N>/` by default). Only the `SpikeCluster`'s own namespace may reach
 //! other tenants, and then only within the tenancy roots (paths under `k8s/`, IDs under
-//! `spiffe://<td>/ns/`): exactly the scope Nexus gives the operator's identity. Nobody grants
-//! `super` through the operator, since Nexus never lets a scoped administrator grant it (a
-//! Nexus administrator does, with `spike policy create`). References to Kubernetes Secrets stay
-//! in the same namespace. The operator checks these rules before it writes anything, and Nexus
+//! `spiffe://<td>/ns/`): exactly the scope Nexus gives the operator's identity. Only the
+//! cluster's namespace may grant `super` (which then means every permission on those paths).
+//! References to Kubernetes Secrets stay in the same namespace. The operator checks these rules before it writes anything, and Nexus
 //! checks them again (the operator's identity holds only a scoped policy-administration
 //! permission), so these checks are the first line, not the only one.
 //!
@@ -105,11 +104,16 @@ pub enum TenancyError {
         "{0} is one of SPIKE's own identities (under /spike/); it cannot be a workload or agent"
     )]
     ReservedIdentity(String),
-    /// `super` granted through the operator.
+    /// `super` granted outside the cluster's namespace.
     #[error(
-        "'super' cannot be granted through the operator: Nexus never lets the operator's identity grant it; a Nexus administrator grants it with `spike policy create`"
+        "only the SpikeCluster's own namespace ({cluster_namespace}) may grant 'super'; namespace {namespace} may not"
     )]
-    Super,
+    SuperOutsideCluster {
+        /// The tenant namespace.
+        namespace: String,
+        /// The cluster's namespace.
+        cluster_namespace: String,
+    },
     /// A reference to a Kubernetes Secret in another namespace.
     #[error(
         "Secret references are same-namespace only: a resource in namespace {namespace} cannot read a Secret in namespace {referenced}"
@@ -334,10 +338,14 @@ impl Tenant {
         }
     }
 
-    /// Permissions this namespace may grant: anything but `super`, in every namespace.
+    /// Permissions this namespace may grant: `super` only from the cluster's namespace (on
+    /// paths within the path root, like everything it grants).
     pub fn check_permissions(&self, permissions: Permissions) -> Result<(), TenancyError> {
-        if permissions.contains(Permission::Super) {
-            return Err(TenancyError::Super);
+        if permissions.contains(Permission::Super) && !self.is_cluster_namespace() {
+            return Err(TenancyError::SuperOutsideCluster {
+                namespace: self.namespace.0.clone(),
+                cluster_namespace: self.cluster_namespace.0.clone(),
+            });
         }
         Ok(())
     }
@@ -637,21 +645,17 @@ mod tests {
     }
 
     #[test]
-    fn super_is_never_granted_through_the_operator() {
+    fn super_only_from_the_cluster_namespace() {
+        let t = tenant("team-a");
         let sup: Permissions = [Permission::Read, Permission::Super].into_iter().collect();
-        for t in [tenant("team-a"), cluster()] {
-            assert_eq!(
-                t.check_permissions(sup).unwrap_err(),
-                TenancyError::Super
-            );
-            t.check_permissions(Permissions::only(Permission::Read))
-                .unwrap();
-        }
-        assert!(
-            TenancyError::Super
-                .to_string()
-                .contains("a Nexus administrator grants it")
+        let err = t.check_permissions(sup).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "only the SpikeCluster's own namespace (spike-system) may grant 'super'; namespace team-a may not"
         );
+        t.check_permissions(Permissions::only(Permission::Read))
+            .unwrap();
+        cluster().check_permissions(sup).unwrap();
     }
 
     #[test]

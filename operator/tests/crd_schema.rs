@@ -303,8 +303,8 @@ fn policy_rules_check_pattern_syntax() {
             id,
         );
     }
-    let grant = "permissions: 'super' and 'resolve' are never granted through the operator (Nexus refuses them to its identity); a Nexus administrator grants them with spike policy create";
-    for bad in [json!(["super"]), json!(["read", "resolve"])] {
+    let grant = "permissions: 'resolve' is never granted through the operator (gateway policies are a Nexus administrator's, granted with spike policy create)";
+    for bad in [json!(["resolve"]), json!(["read", "resolve"])] {
         assert_refused(schema, &with(ok.clone(), "/permissions", bad), grant);
     }
 }

@@ -9,8 +9,8 @@ use super::status::{ClusterPhase, Condition};
 const CEL_QUANTITY: &str = "self.matches('^[0-9]+(\\\\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$')";
 
 /// A SPIKE deployment: a keeper StatefulSet, Nexus with its volume, a bootstrap Job and,
-/// optionally, a gateway. Its namespace is the one tenant that may reach other tenants (within
-/// the tenancy roots).
+/// optionally, a gateway. Its namespace is the one tenant that may grant `super` and reach
+/// other tenants (within the tenancy roots).
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "spike.spiffe.io",

@@ -20,8 +20,8 @@ pub fn policy_name(namespace: &str, name: &str) -> String {
 }
 
 /// Checks a `SpikePolicy` against `cluster`: ID and path patterns under the namespace's
-/// prefixes (the tenancy roots, from the cluster's namespace), never `super`, and SPIKE's own
-/// policy rules.
+/// prefixes (the tenancy roots, from the cluster's namespace), `super` only from the cluster's
+/// namespace, and SPIKE's own policy rules.
 pub fn validate_policy(
     policy: &SpikePolicy,
     cluster: &ValidCluster,
@@ -94,7 +94,7 @@ mod tests {
             ),
             (
                 policy("team-a", A_IDS, A_PATHS, &["read", "super"]),
-                "spec.permissions: 'super' cannot be granted through the operator: Nexus never lets the operator's identity grant it; a Nexus administrator grants it with `spike policy create`",
+                "spec.permissions: only the SpikeCluster's own namespace (spike-system) may grant 'super'; namespace team-a may not",
             ),
             (
                 policy(
@@ -112,16 +112,15 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_namespace_reaches_every_tenant_but_never_grants_super() {
+    fn the_cluster_namespace_reaches_every_tenant_within_the_roots() {
         check(&policy(
             "spike-system",
             "spiffe://spike.dev/ns/**",
             "k8s/**",
-            &["read", "write"],
+            &["super"],
         ))
         .unwrap();
         for (ids, paths, perms) in [
-            ("spiffe://spike.dev/ns/**", "k8s/**", &["super"][..]),
             // Beyond the tenancy roots: outside the operator's scope in Nexus.
             ("spiffe://spike.dev/ns/**", "**", &["read"][..]),
             ("spiffe://spike.dev/**", "k8s/**", &["read"][..]),
