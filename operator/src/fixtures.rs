@@ -210,6 +210,18 @@ impl ApiServerVerifier {
         received
     }
 
+    /// Awaits the next request, whatever it is, and answers with what `answer` makes of it
+    /// (for the controller's watches, whose exact queries are kube's business).
+    pub async fn any(
+        &mut self,
+        answer: impl FnOnce(&Method, &Received) -> (StatusCode, Value),
+    ) -> (Method, Received) {
+        let (method, received, send) = self.receive("any request").await;
+        let (status, body) = answer(&method, &received);
+        send.send_response(respond(status, &body));
+        (method, received)
+    }
+
     /// `GET` of the sample cluster, answered with `cluster` or `404`.
     pub async fn get_cluster(&mut self, name: &str, ns: &str, cluster: Option<&SpikeCluster>) {
         let uri = format!("/apis/spike.spiffe.io/v1alpha1/namespaces/{ns}/spikeclusters/{name}");

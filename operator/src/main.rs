@@ -78,3 +78,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("spike-operator stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_arguments_are_consistent_and_take_the_charts_names() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from([
+            "spike-operator",
+            "--health-listen",
+            "127.0.0.1:9000",
+            "--log-format",
+            "json",
+            "--pod-name",
+            "spike-operator-0",
+        ])
+        .expect("args");
+        assert_eq!(args.health_listen, "127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.pod_name.as_deref(), Some("spike-operator-0"));
+        // The chart sets these variables; clap reads them when the flags are absent.
+        let envs: Vec<String> = Args::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        for name in [
+            "SPIFFE_ENDPOINT_SOCKET",
+            "SPIKE_OPERATOR_HEALTH_LISTEN",
+            "SPIKE_LOG_FORMAT",
+            "POD_NAME",
+            "POD_NAMESPACE",
+        ] {
+            assert!(envs.iter().any(|e| e == name), "{name} in {envs:?}");
+        }
+    }
+}

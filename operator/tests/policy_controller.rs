@@ -486,3 +486,76 @@ async fn every_tenancy_escape_is_refused_with_the_field() {
     }
     s.stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_refuses_to_start_without_the_crds_and_stops_on_shutdown() {
+    let mut s = setup().await;
+    let list = "/apis/spike.spiffe.io/v1alpha1/spikepolicies?&limit=1";
+
+    let mut api = s.api.take().expect("api");
+    let missing = tokio::spawn(async move {
+        api.expect(Method::GET, list, |_| {
+            (
+                http::StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"}),
+            )
+        })
+        .await;
+        api
+    });
+    let e = tokio::time::timeout(
+        TIMEOUT,
+        spike_operator::controller::run(s.ctx.clone(), std::future::pending()),
+    )
+    .await
+    .expect("run returns")
+    .unwrap_err();
+    assert_eq!(e.reason(), "KubeApi");
+    let mut api = missing.await.expect("script");
+
+    // With the CRDs: it runs (its watches wait on the mock) until the shutdown signal.
+    let started = tokio::spawn(async move {
+        api.expect(Method::GET, list, |_| {
+            (
+                http::StatusCode::OK,
+                json!({"apiVersion": "spike.spiffe.io/v1alpha1", "kind": "SpikePolicyList",
+                       "metadata": {"resourceVersion": "1"}, "items": []}),
+            )
+        })
+        .await;
+        // The first list of each watch (policies, clusters): empty. Their watches then wait.
+        for _ in 0..2 {
+            let (method, r) = api
+                .any(|_, r| {
+                    let kind = if r.uri.contains("/spikeclusters") {
+                        "SpikeClusterList"
+                    } else {
+                        "SpikePolicyList"
+                    };
+                    (
+                        http::StatusCode::OK,
+                        json!({"apiVersion": "spike.spiffe.io/v1alpha1", "kind": kind,
+                               "metadata": {"resourceVersion": "1"}, "items": []}),
+                    )
+                })
+                .await;
+            assert_eq!(method, Method::GET, "{}", r.uri);
+        }
+        api
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(spike_operator::controller::run(s.ctx.clone(), async move {
+        let _ = rx.await;
+    }));
+    let _api = started.await.expect("script");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!run.is_finished(), "the controller runs until told to stop");
+    tx.send(()).expect("signal");
+    tokio::time::timeout(TIMEOUT, run)
+        .await
+        .expect("the controller stops on shutdown")
+        .expect("join")
+        .expect("a clean stop");
+    s.stack.stop().await;
+}
