@@ -559,3 +559,32 @@ async fn the_controller_refuses_to_start_without_the_crds_and_stops_on_shutdown(
         .expect("a clean stop");
     s.stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_connector_reaches_each_clusters_nexus_service_as_the_operator() {
+    let stack = Stack::start(None).await.expect("stack");
+    let td = stack.trust_domain().clone();
+    let operator = spike_core::id::Builtin::Operator.id(&td);
+    let connector = NexusConnector::service(stack.svid_source(&operator).expect("svid"), TIMEOUT);
+    let a = connector
+        .for_cluster("spike-system", "spike")
+        .expect("client");
+    assert_eq!(a.addr(), "spike-nexus.spike-system.svc:8553");
+    let b = connector.for_cluster("team-a", "dev").expect("client");
+    assert_eq!(b.addr(), "dev-nexus.team-a.svc:8553");
+    connector.forget("team-a", "dev");
+    assert_eq!(
+        connector
+            .for_cluster("team-a", "dev")
+            .expect("client")
+            .addr(),
+        "dev-nexus.team-a.svc:8553"
+    );
+
+    // Any SVID but /spike/operator is refused before a connection is made.
+    let other = td.id("/ns/spike-system/operator").expect("id");
+    let connector = NexusConnector::service(stack.svid_source(&other).expect("svid"), TIMEOUT);
+    let e = connector.for_cluster("spike-system", "spike").unwrap_err();
+    assert!(e.to_string().contains("/spike/operator"), "{e}");
+    stack.stop().await;
+}
