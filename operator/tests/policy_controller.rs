@@ -262,6 +262,19 @@ async fn a_policy_is_created_left_alone_updated_and_deleted() {
             ..
         })
     ));
+
+    // Deleted after its cluster: nothing to delete it from, and the finalizer still goes
+    // (holding it would block the deletion forever).
+    let q = gone.clone();
+    let (action, ()) = s
+        .reconcile(&gone, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, None).await;
+            api.event(&q, "Normal", "ClusterGone").await;
+            api.remove_finalizer(&q).await;
+            (api, ())
+        })
+        .await;
+    assert_eq!(action.expect("reconcile"), Action::await_change());
     s.stack.stop().await;
 }
 

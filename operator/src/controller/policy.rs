@@ -35,7 +35,9 @@ use super::context::{Context, MANAGER};
 use super::error::Error;
 use crate::crd::{ConditionStatus, SpikeCluster, SpikePolicy, SpikePolicyStatus};
 use crate::metrics::ControllerName;
-use crate::nexus::{DeleteOutcome, DeletionPolicy, DesiredPolicy, PolicyOutcome, SyncError};
+use crate::nexus::{
+    DeleteOutcome, DeletionPolicy, DesiredPolicy, NexusSync, PolicyOutcome, SyncError,
+};
 use crate::validate::{InvalidSpec, policy_name, validate_cluster, validate_policy};
 
 /// The finalizer that keeps a deleted `SpikePolicy` until its policy is gone from Nexus.
@@ -185,6 +187,14 @@ fn sync_outcome(e: &SyncError) -> Outcome {
     }
 }
 
+/// The client of `cluster`'s Nexus.
+fn nexus_of(ctx: &Context, cluster: &SpikeCluster) -> Result<NexusSync, SyncError> {
+    ctx.nexus.for_cluster(
+        cluster.namespace().as_deref().unwrap_or_default(),
+        &cluster.name_any(),
+    )
+}
+
 /// `message`, cut to [`MAX_MESSAGE`] bytes at a character boundary.
 fn bounded(mut message: String) -> String {
     if message.len() > MAX_MESSAGE {
@@ -231,14 +241,7 @@ impl SpikePolicy {
             Ok(d) => d,
             Err(outcome) => return self.finish(ctx, outcome, None).await,
         };
-        let sync = ctx.nexus.for_cluster(
-            cluster.namespace().as_deref().unwrap_or_default(),
-            &cluster.name_any(),
-        );
-        let written = match sync {
-            Ok(sync) => sync.apply_policy(&desired).await,
-            Err(e) => Err(e),
-        };
+        let written = async { nexus_of(ctx, &cluster)?.apply_policy(&desired).await }.await;
         match written {
             Ok(done) => {
                 let outcome = Outcome::Ready {
@@ -283,10 +286,7 @@ impl SpikePolicy {
         if cluster.spec.paused {
             return Err(Error::ClusterPaused(cluster_name));
         }
-        let sync = ctx.nexus.for_cluster(
-            cluster.namespace().as_deref().unwrap_or_default(),
-            &cluster.name_any(),
-        )?;
+        let sync = nexus_of(ctx, &cluster)?;
         let note = match sync.delete_policy(&name, DeletionPolicy::Delete).await? {
             DeleteOutcome::Deleted => format!("policy {name} deleted from Nexus"),
             DeleteOutcome::AlreadyGone | DeleteOutcome::Retained => {
