@@ -159,6 +159,18 @@ impl Clock for SystemClock {
     }
 }
 
+/// The Prometheus text of the `spike_operator_leader` gauge (1 while this replica holds the
+/// Lease), for the caller to append to its `/metrics` render: with it a dashboard shows which
+/// replica leads and alerts when none or two do.
+pub fn leadership_metric(leading: bool) -> String {
+    format!(
+        "# HELP spike_operator_leader Whether this replica holds the leader election Lease.\n\
+         # TYPE spike_operator_leader gauge\n\
+         spike_operator_leader {}\n",
+        u8::from(leading)
+    )
+}
+
 /// What one round of the election should do, given the Lease as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -699,6 +711,15 @@ mod tests {
         assert_eq!(released.lease_duration_seconds, Some(1));
         assert_eq!(released.renew_time, Some(MicroTime(at(9))));
         assert_eq!(released.lease_transitions, Some(3));
+    }
+
+    #[test]
+    fn the_leader_gauge_is_prometheus_text_of_zero_or_one() {
+        let standby = leadership_metric(false);
+        assert!(standby.starts_with("# HELP spike_operator_leader "));
+        assert!(standby.contains("\n# TYPE spike_operator_leader gauge\n"));
+        assert!(standby.ends_with("\nspike_operator_leader 0\n"));
+        assert!(leadership_metric(true).ends_with("\nspike_operator_leader 1\n"));
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //!    stop and exit non-zero: Kubernetes restarts the pod clean, as a standby. On SIGTERM, mark
 //!    not ready (`shutting down`), stop the controllers, and let `run` release the Lease before
 //!    the process exits, so a standby takes over within one retry period.
+//!
+//! The `/metrics` render closure appends [`leader::leadership_metric`] of the current
+//! leadership to the reconcile metrics.
 
 pub mod health;
 pub mod leader;
