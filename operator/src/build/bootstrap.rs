@@ -46,9 +46,7 @@ pub fn job(ctx: &Ctx<'_>) -> Job {
             mounts: Vec::new(),
             restart_policy: Some("OnFailure"),
         },
-        &ctx.spec.images,
-        &names::config(ctx.name),
-        &ctx.identity,
+        ctx,
     );
     Job {
         metadata: ctx.meta(names::bootstrap(ctx.name), Component::Bootstrap),

@@ -40,9 +40,7 @@ pub fn deployment(ctx: &Ctx<'_>, gateway: &GatewaySpec) -> Deployment {
             mounts: vec![writable_mount(AUDIT_VOLUME, GATEWAY_AUDIT_DIR)],
             restart_policy: None,
         },
-        &ctx.spec.images,
-        &names::config(ctx.name),
-        &ctx.identity,
+        ctx,
     );
     Deployment {
         metadata: ctx.meta(names::gateway(ctx.name), Component::Gateway),

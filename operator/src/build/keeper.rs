@@ -81,9 +81,7 @@ pub fn stateful_set(ctx: &Ctx<'_>) -> StatefulSet {
             mounts: Vec::new(),
             restart_policy: None,
         },
-        &ctx.spec.images,
-        &names::config(ctx.name),
-        &ctx.identity,
+        ctx,
     );
     if let Some(spec) = template.spec.as_mut() {
         if keepers.replicas > 1 {

@@ -131,6 +131,8 @@ pub struct Ctx<'a> {
     pub owner: OwnerReference,
     /// How its pods get their identity.
     pub identity: Delivery,
+    /// Every component's settings file by its name in the ConfigMap.
+    pub settings: BTreeMap<String, String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -154,14 +156,17 @@ impl<'a> Ctx<'a> {
             block_owner_deletion: Some(true),
             ..cluster.controller_owner_ref(&()).ok_or(BuildError::NoUid)?
         };
-        Ok(Self {
+        let mut ctx = Self {
             name: &valid.name,
             namespace: &valid.namespace,
             spec: &cluster.spec,
             valid,
             owner,
             identity: identity::delivery(&cluster.spec.identity)?,
-        })
+            settings: BTreeMap::new(),
+        };
+        ctx.settings = ctx.settings_files();
+        Ok(ctx)
     }
 
     /// The metadata of an owned object.
@@ -191,7 +196,7 @@ impl<'a> Ctx<'a> {
         )
     }
 
-    fn config_map(&self) -> ConfigMap {
+    fn settings_files(&self) -> BTreeMap<String, String> {
         let keepers = keeper::addresses(self);
         let nexus = names::nexus_addr(self.name, self.namespace);
         let (path_scope, id_scope) = self.operator_scopes();
@@ -214,9 +219,13 @@ impl<'a> Ctx<'a> {
         if self.spec.gateway.is_some() {
             data.insert(settings::GATEWAY_FILE.to_owned(), settings::gateway(&input));
         }
+        data
+    }
+
+    fn config_map(&self) -> ConfigMap {
         ConfigMap {
             metadata: self.meta(names::config(self.name), Component::Config),
-            data: Some(data),
+            data: Some(self.settings.clone()),
             ..ConfigMap::default()
         }
     }

@@ -71,9 +71,7 @@ pub fn stateful_set(ctx: &Ctx<'_>) -> StatefulSet {
             mounts: vec![writable_mount(DATA_VOLUME, NEXUS_DATA_DIR)],
             restart_policy: None,
         },
-        &ctx.spec.images,
-        &names::config(ctx.name),
-        &ctx.identity,
+        ctx,
     );
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {

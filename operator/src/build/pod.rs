@@ -12,9 +12,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::crd::{ComputeResources, ImagePullPolicy, ImagesSpec, ResourceList};
+use crate::crd::{ComputeResources, ImagePullPolicy, ResourceList};
+use crate::names;
 
-use super::identity::Delivery;
+use super::Ctx;
 use super::settings::SETTINGS_DIR;
 
 /// The image's non-root user (distroless `nonroot`).
@@ -168,19 +169,36 @@ pub struct PodInput<'a> {
     pub restart_policy: Option<&'a str>,
 }
 
+/// The pod template annotation with a hash of the component's settings file: a change of the
+/// file changes the template, so the pods roll and read it (a mounted ConfigMap is updated in
+/// place, but no component re-reads its settings).
+pub const SETTINGS_HASH: &str = "spike.spiffe.io/settings-hash";
+
+/// FNV-1a (64 bits): stable across Rust and operator versions (unlike `DefaultHasher`), so an
+/// operator upgrade alone rolls no pod. Change detection only, never security.
+fn fnv1a(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
 /// The pod template: one container running `binary --config /etc/spike/<file> args...`, the
 /// settings ConfigMap and the identity volume mounted read-only, under the restricted Pod
 /// Security Standard, without a service account token (no SPIKE pod calls the API server).
-pub fn template(
-    input: PodInput<'_>,
-    images: &ImagesSpec,
-    config_map: &str,
-    identity: &Delivery,
-) -> PodTemplateSpec {
+pub fn template(input: PodInput<'_>, ctx: &Ctx<'_>) -> PodTemplateSpec {
+    let images = &ctx.spec.images;
+    let config_map = names::config(ctx.name);
+    let identity = &ctx.identity;
+    let settings_text = ctx
+        .settings
+        .get(input.settings_file)
+        .map(String::as_str)
+        .unwrap_or_default();
     let settings_volume = Volume {
         name: SETTINGS_VOLUME.into(),
         config_map: Some(ConfigMapVolumeSource {
-            name: config_map.into(),
+            name: config_map,
             // Only the component's own file, so one component never reads another's.
             items: Some(vec![KeyToPath {
                 key: input.settings_file.into(),
@@ -220,6 +238,10 @@ pub fn template(
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(input.labels),
+            annotations: Some(BTreeMap::from([(
+                SETTINGS_HASH.to_owned(),
+                fnv1a(settings_text),
+            )])),
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
@@ -297,6 +319,13 @@ pub(crate) mod tests {
                 .requests
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_settings_hash_is_fnv1a() {
+        assert_eq!(fnv1a(""), "cbf29ce484222325");
+        assert_eq!(fnv1a("a"), "af63dc4c8601ec8c");
+        assert_ne!(fnv1a("keepers = [1]"), fnv1a("keepers = [2]"));
     }
 
     #[test]

@@ -340,3 +340,24 @@ fn the_rendering_holds_no_secret() {
     assert!(yaml.contains("kind: StatefulSet"));
     assert!(yaml.contains("start: 1"));
 }
+
+fn settings_hash(pod: &PodTemplateSpec) -> String {
+    pod.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[pod::SETTINGS_HASH].clone()
+}
+
+/// A settings change rolls the pods that read the changed file, and only them: a new keeper
+/// count changes Nexus's keeper list, not the keepers' own file, so the keepers scale without
+/// a restart of the ones that hold shares.
+#[test]
+fn a_settings_change_rolls_only_the_pods_that_read_it() {
+    let before = objects(&sample());
+    let mut c = sample();
+    c.spec.keepers.replicas = 5;
+    let after = objects(&c);
+    let nexus = |o: &ClusterObjects| settings_hash(&o.nexus.spec.as_ref().unwrap().template);
+    let keeper = |o: &ClusterObjects| settings_hash(&o.keepers.spec.as_ref().unwrap().template);
+    assert_ne!(nexus(&before), nexus(&after));
+    assert_eq!(keeper(&before), keeper(&after));
+    // Hashes differ between files, so each pod's annotation is its own file's.
+    assert_ne!(nexus(&before), keeper(&before));
+}
