@@ -67,7 +67,8 @@ pub struct SpikeClusterSpec {
     pub paused: bool,
 }
 
-/// The keeper StatefulSet. Pod ordinal `i` (from 0) is keeper `/spike/keeper/<i+1>`.
+/// The keeper StatefulSet. Its pod ordinals start at 1 (`spec.ordinals.start`, Kubernetes
+/// 1.31 and later), so pod `<cluster>-keeper-<i>` is keeper `/spike/keeper/<i>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.threshold <= self.replicas").message("keepers.threshold must not exceed keepers.replicas"))]
