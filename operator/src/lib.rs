@@ -4,10 +4,15 @@
 //! schemas, which `crdgen` writes to `crds/` and the chart. `nexus`: what the `SpikeSecret` and
 //! `SpikePolicy` controllers write to Nexus, as `/spike/operator`, with compare-and-set.
 //! `validate`: the controllers' pure validate step (tenancy above all). `names`: the names of
-//! the objects a `SpikeCluster` owns, and Nexus's address. `controller`: the controllers and
-//! what they share (context, errors, conditions). `metrics`: their Prometheus metrics.
-//! `fixtures` (tests, or the `fixtures` feature): sample resources and a scripted API server.
+//! the objects a `SpikeCluster` owns, and Nexus's address. `build`: the `SpikeCluster`
+//! controller's pure build step, every object it applies (StatefulSets, Services, the settings
+//! ConfigMap, NetworkPolicies, the bootstrap Job, SPIRE registrations). `controller`: the
+//! controllers and what they share (context, errors, conditions). `metrics`: their Prometheus
+//! metrics. `runtime`: leader election on a Lease and the `/healthz`, `/readyz` and `/metrics`
+//! server. `fixtures` (tests, or the `fixtures` feature): sample resources and a scripted API
+//! server.
 
+pub mod build;
 pub mod controller;
 pub mod crd;
 #[cfg(any(test, feature = "fixtures"))]
@@ -15,4 +20,5 @@ pub mod fixtures;
 pub mod metrics;
 pub mod names;
 pub mod nexus;
+pub mod runtime;
 pub mod validate;
