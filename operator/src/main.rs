@@ -5,9 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use futures::FutureExt;
 use spike_core::id::Builtin;
 use spike_operator::controller::{self, Context, NEXUS_TIMEOUT, NexusConnector};
 use spike_operator::metrics::Metrics;
+use spike_operator::runtime::health::{HealthServer, MetricsRender, Readiness};
+use spike_operator::runtime::leader::{LeaderElector, LeaseTimings, leadership_metric};
 use spike_runtime::net::shutdown_signal;
 use spike_runtime::svid::IdentityArgs;
 use spike_runtime::telemetry::{self, LogFormat};
@@ -19,11 +22,11 @@ struct Args {
     /// The operator's identity (its SVID must be `/spike/operator`).
     #[command(flatten)]
     identity: IdentityArgs,
-    /// Where the health server listens (`/healthz`, `/readyz`, `/metrics`).
+    /// Where the health server listens (`/healthz`, `/readyz`, `/metrics`), as the chart sets it.
     #[arg(
         long,
         env = "SPIKE_OPERATOR_HEALTH_LISTEN",
-        default_value = "0.0.0.0:8080"
+        default_value = "0.0.0.0:8560"
     )]
     health_listen: SocketAddr,
     /// Log line format (the level comes from `RUST_LOG`).
@@ -56,33 +59,97 @@ fn main() -> ExitCode {
     }
 }
 
+/// The leader-election Lease, in the operator's own namespace (the chart's Role names it).
+const LEASE: &str = "spike-operator";
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    let (Some(pod), Some(namespace)) = (args.pod_name.clone(), args.pod_namespace.clone()) else {
+        anyhow::bail!(
+            "POD_NAME and POD_NAMESPACE must be set (the chart sets them from the downward API): they are the leader-election Lease's holder and namespace"
+        );
+    };
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let elector = LeaderElector::new(
+        client.clone(),
+        &namespace,
+        LEASE,
+        &pod,
+        LeaseTimings::default(),
+    )?;
+    let leadership = elector.leadership();
+
+    // 1. Health first, so the liveness probe answers while the SVID and the Lease are awaited
+    //    (and a taken port fails the process at once).
+    let readiness = Readiness::new();
+    let render: MetricsRender = {
+        let (metrics, leadership) = (metrics.clone(), leadership.clone());
+        Arc::new(move || render_metrics(&metrics, *leadership.borrow()))
+    };
+    let health = HealthServer::bind(args.health_listen, readiness.clone(), render).await?;
+    let shutdown = shutdown_signal().boxed().shared();
+    let health = tokio::spawn(health.serve(shutdown.clone()));
+
     let source = args.identity.open().await?;
     // Nexus grants the operator by its identity alone; a reload to another SVID is refused.
     source.expect_id(&Builtin::Operator.id(source.trust_domain()))?;
-    let client = kube::Client::try_default().await?;
-    let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(
         client,
-        args.pod_name.clone(),
-        metrics.clone(),
+        Some(pod),
+        metrics,
         NexusConnector::service(source, NEXUS_TIMEOUT),
     ));
-    // PLUG-IN (H4): start the health server on `args.health_listen`, rendering
-    // `metrics.render()` at `/metrics`, before leader election (liveness must answer while a
-    // standby waits).
-    // PLUG-IN (H4): acquire the Lease in `args.pod_namespace` as `args.pod_name` and run the
-    // controllers only while leading; losing the Lease ends them (the shutdown future below).
-    tracing::info!(health = %args.health_listen, namespace = ?args.pod_namespace, "spike-operator starting");
-    controller::run(ctx, shutdown_signal()).await?;
+
+    // 2.-3. Stand by (ready: a standby is a healthy replica), lead, run the controllers.
+    let elector = tokio::spawn(elector.run(shutdown.clone()));
+    readiness.set_ready();
+    tracing::info!(health = %args.health_listen, lease = %format!("{namespace}/{LEASE}"), "spike-operator standing by for the Lease");
+    let mut became = leadership.clone();
+    let leading = tokio::select! {
+        () = shutdown.clone() => false,
+        r = became.wait_for(|l| *l) => r.is_ok(),
+    };
+    if leading {
+        // 4. Until SIGTERM, or until the Lease is lost (then the process exits non-zero and
+        //    restarts clean, as a standby).
+        let mut lost = leadership.clone();
+        let lost = async move {
+            let _ = lost.wait_for(|l| !*l).await;
+        };
+        let stop = futures::future::select(shutdown.clone(), lost.boxed()).map(|_| ());
+        tracing::info!("leading: starting the controllers");
+        controller::run(ctx, stop).await?;
+    }
+    readiness.set_not_ready("shutting down");
+    // Releases the Lease on shutdown; reports a loss.
+    elector.await??;
+    health.await??;
     tracing::info!("spike-operator stopped");
     Ok(())
+}
+
+/// `/metrics`: the reconcile metrics and the leadership gauge, before the OpenMetrics end
+/// marker.
+fn render_metrics(metrics: &Metrics, leading: bool) -> String {
+    let text = metrics.render();
+    let body = text.strip_suffix("# EOF\n").unwrap_or(&text);
+    format!("{body}{}# EOF\n", leadership_metric(leading))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn metrics_end_with_the_leadership_gauge_then_the_end_marker() {
+        let m = Metrics::new();
+        drop(m.reconcile(spike_operator::metrics::ControllerName::spikepolicy));
+        let text = render_metrics(&m, true);
+        assert!(text.contains("spike_operator_reconciles_total{controller=\"spikepolicy\"} 1"));
+        assert!(text.ends_with("spike_operator_leader 1\n# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+    }
 
     #[test]
     fn the_arguments_are_consistent_and_take_the_charts_names() {
