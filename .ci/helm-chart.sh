@@ -138,6 +138,11 @@ render "$out"
 refusals
 notes
 kube_validate "$out"
+# The objects the operator itself builds for a SpikeCluster, checked against the same schemas.
+operator_out=$(mktemp -d)
+trap 'rm -rf "$out" "$operator_out"' EXIT
+SPIKE_RENDER_DIR="$operator_out" bound 900 cargo test -q -p spike-operator --test render_cluster >/dev/null
+kube_validate "$operator_out"
 scan "$out"
 custom_resources "$out"
 argocd_health

@@ -206,7 +206,7 @@ fn gateway_routes_are_checked_before_the_gateway_sees_them() {
         spec["gateway"] = json!({"name": "default", "replicas": 1, "routes": routes});
         spec
     };
-    let ok = gateway(json!([route.clone()]));
+    let ok = gateway(json!([route]));
     assert_eq!(cel_errors(schema, &ok, None), Vec::<String>::new());
     // The spec type reads what the schema accepts.
     let spec: spike_operator::crd::SpikeClusterSpec = serde_json::from_value(ok).unwrap();
@@ -216,7 +216,7 @@ fn gateway_routes_are_checked_before_the_gateway_sees_them() {
     );
     assert_refused(
         schema,
-        &gateway(json!([route.clone(), route.clone()])),
+        &gateway(json!([route, route])),
         "gateway.routes: each route name must be unique",
     );
     let cases = [

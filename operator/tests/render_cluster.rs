@@ -46,7 +46,12 @@ fn every_object_renders_to_a_yaml_file() {
                 "nexus": {"storage": {"size": "2Gi", "storageClassName": "fast"}},
                 "identity": {"certManagerCsi": {}},
                 "clusterSpiffeIds": {"enabled": true, "className": "spire"},
-                "gateway": {"name": "edge", "replicas": 2},
+                "gateway": {"name": "edge", "replicas": 2, "forwardProxy": true, "routes": [
+                    {"name": "groq", "upstream": "https://api.groq.com/openai/v1",
+                     "rules": [{"method": "POST", "pathPrefix": "/chat/completions", "action": "read"}]},
+                    {"name": "internal", "upstream": "https://llm.ai.svc:8443",
+                     "allowNetworks": ["10.0.0.0/8"], "ca": {"name": "internal-ca", "key": "ca.pem"}}
+                ]},
             }),
         ),
     ];

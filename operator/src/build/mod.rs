@@ -216,8 +216,11 @@ impl<'a> Ctx<'a> {
                 settings::bootstrap(&input),
             ),
         ]);
-        if self.spec.gateway.is_some() {
-            data.insert(settings::GATEWAY_FILE.to_owned(), settings::gateway(&input));
+        if let Some(g) = &self.spec.gateway {
+            data.insert(
+                settings::GATEWAY_FILE.to_owned(),
+                settings::gateway(&input, g),
+            );
         }
         data
     }

@@ -6,12 +6,17 @@
 use std::fmt::Write as _;
 
 use super::identity::IdentitySource;
+use crate::crd::{GatewayRoute, GatewaySpec, TokenAction};
 
 /// The Nexus data directory, on its PersistentVolumeClaim. The audit log is
 /// `<data_dir>/audit.log`, on the same volume.
 pub const NEXUS_DATA_DIR: &str = "/var/lib/spike";
 /// The gateway's audit log directory (an emptyDir: see the gateway builder).
 pub const GATEWAY_AUDIT_DIR: &str = "/var/lib/spike-gateway";
+/// Where a route's upstream CA bundle is mounted: `<dir>/<route>/ca.pem`.
+pub const GATEWAY_CA_DIR: &str = "/etc/spike-upstream-ca";
+/// The file name of a mounted upstream CA bundle.
+pub const GATEWAY_CA_FILE: &str = "ca.pem";
 /// Where the settings ConfigMap is mounted.
 pub const SETTINGS_DIR: &str = "/etc/spike";
 /// The file names in the ConfigMap.
@@ -40,8 +45,55 @@ impl Toml {
         self
     }
 
+    fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        let _ = writeln!(self.0, "{key} = {value}");
+        self
+    }
+
     fn table(&mut self, name: &str) -> &mut Self {
         let _ = writeln!(self.0, "\n[{name}]");
+        self
+    }
+
+    /// One more table of the array `name` (`[[name]]`).
+    fn array_table(&mut self, name: &str) -> &mut Self {
+        let _ = writeln!(self.0, "\n[[{name}]]");
+        self
+    }
+
+    /// A route's `rules`, an array of inline tables.
+    fn rules(&mut self, rules: &[crate::crd::RouteRule]) -> &mut Self {
+        let items: Vec<String> = rules
+            .iter()
+            .map(|r| {
+                let action = match r.action {
+                    TokenAction::Read => "read",
+                    TokenAction::Write => "write",
+                    TokenAction::Admin => "admin",
+                };
+                format!(
+                    "{{ method = {}, path_prefix = {}, action = {} }}",
+                    quote(r.method.as_deref().unwrap_or("")),
+                    quote(&r.path_prefix),
+                    quote(action)
+                )
+            })
+            .collect();
+        let _ = writeln!(self.0, "rules = [{}]", items.join(", "));
+        self
+    }
+
+    fn route(&mut self, r: &GatewayRoute) -> &mut Self {
+        self.array_table("routes")
+            .str("name", &r.name)
+            .str("upstream", &r.upstream)
+            .rules(&r.rules)
+            .strs("allow_networks", &r.allow_networks)
+            .bool("allow_plain_http", r.allow_plain_http)
+            .bool("substitute_in_body", r.substitute_in_body);
+        if r.ca.is_some() {
+            self.str("ca_file", &upstream_ca_file(&r.name));
+        }
         self
     }
 
@@ -121,17 +173,26 @@ pub fn bootstrap(i: &SettingsInput<'_>) -> String {
         .done()
 }
 
-/// The gateway: where Nexus is and its audit log.
-pub fn gateway(i: &SettingsInput<'_>) -> String {
+/// Where the CA bundle of route `route` is mounted in the gateway's pod.
+pub fn upstream_ca_file(route: &str) -> String {
+    format!("{GATEWAY_CA_DIR}/{route}/{GATEWAY_CA_FILE}")
+}
+
+/// The gateway: where Nexus is, its audit log, and its routes.
+pub fn gateway(i: &SettingsInput<'_>, spec: &GatewaySpec) -> String {
     use crate::names::{GATEWAY_HEALTH_PORT, GATEWAY_PORT};
-    Toml::default()
-        .str("listen", &any(GATEWAY_PORT))
+    let mut t = Toml::default();
+    t.str("listen", &any(GATEWAY_PORT))
         .str("health_listen", &any(GATEWAY_HEALTH_PORT))
         .str("nexus", i.nexus)
         .str("audit_log", &format!("{GATEWAY_AUDIT_DIR}/audit.log"))
         .str("log_format", "json")
-        .identity(i.trust_domain, i.identity)
-        .done()
+        .bool("forward_proxy", spec.forward_proxy)
+        .identity(i.trust_domain, i.identity);
+    for r in &spec.routes {
+        t.route(r);
+    }
+    t.done()
 }
 
 #[cfg(test)]
@@ -238,14 +299,58 @@ mod tests {
 
     #[test]
     fn gateway_settings_parse_with_the_gateway_loader_and_pass_its_checks() {
-        let text = gateway(&input(&socket(), &[]));
+        let plain: GatewaySpec = serde_json::from_value(serde_json::json!({})).unwrap();
+        let text = gateway(&input(&socket(), &[]), &plain);
         let path = file("gateway.toml", &text);
         let s = spike_gateway::config::spec()
             .load::<spike_gateway::config::GatewaySettings>(Some(&path), &[], &[])
             .unwrap()
             .config;
         assert_eq!(s.nexus, "prod-nexus.spike.svc:8553");
+        assert!(s.routes.is_empty() && !s.forward_proxy);
         s.check().unwrap();
+    }
+
+    #[test]
+    fn gateway_routes_reach_the_gateway_as_declared() {
+        let spec: GatewaySpec = serde_json::from_value(serde_json::json!({
+            "forwardProxy": true,
+            "routes": [
+                {"name": "groq", "upstream": "https://api.groq.com/openai/v1",
+                 "rules": [{"method": "POST", "pathPrefix": "/chat/completions", "action": "read"},
+                           {"pathPrefix": "/files", "action": "write"}]},
+                {"name": "internal", "upstream": "http://llm.ai.svc:8080",
+                 "allowNetworks": ["10.0.0.0/8"], "allowPlainHttp": true,
+                 "substituteInBody": true, "ca": {"name": "ca", "key": "ca.pem"}}
+            ]
+        }))
+        .unwrap();
+        let text = gateway(&input(&socket(), &[]), &spec);
+        let path = file("gateway-routes.toml", &text);
+        let s = spike_gateway::config::spec()
+            .load::<spike_gateway::config::GatewaySettings>(Some(&path), &[], &[])
+            .unwrap()
+            .config;
+        assert!(s.forward_proxy);
+        let groq = &s.routes[0];
+        assert_eq!(
+            (groq.name.as_str(), groq.upstream.as_str()),
+            ("groq", "https://api.groq.com/openai/v1")
+        );
+        assert_eq!(groq.rules.len(), 2);
+        assert_eq!(
+            (
+                groq.rules[0].method.as_str(),
+                groq.rules[0].path_prefix.as_str()
+            ),
+            ("POST", "/chat/completions")
+        );
+        assert_eq!(groq.rules[1].method, "");
+        assert!(groq.ca_file.is_empty() && !groq.allow_plain_http);
+        let internal = &s.routes[1];
+        assert_eq!(internal.allow_networks, ["10.0.0.0/8"]);
+        assert!(internal.allow_plain_http && internal.substitute_in_body);
+        assert_eq!(internal.ca_file, "/etc/spike-upstream-ca/internal/ca.pem");
     }
 
     #[test]
