@@ -2,11 +2,13 @@
 //!
 //! A `SpikeSecret` or `SpikePolicy` in namespace `N` may touch only secret paths under `N`'s
 //! path prefix (`k8s/<N>/` by default) and grant only SPIFFE IDs under `N`'s ID prefix
-//! (`spiffe://<td>/ns/<N>/` by default). Only the `SpikeCluster`'s own namespace may grant
-//! `super` or reach other tenants, and references to Kubernetes Secrets stay in the same
-//! namespace. The operator checks these rules before it writes anything, and Nexus checks them
-//! again (the operator's identity holds only a scoped policy-administration permission), so
-//! these checks are the first line, not the only one.
+//! (`spiffe://<td>/ns/<N>/` by default). Only the `SpikeCluster`'s own namespace may reach
+//! other tenants, and then only within the tenancy roots (paths under `k8s/`, IDs under
+//! `spiffe://<td>/ns/`): exactly the scope Nexus gives the operator's identity. Only the
+//! cluster's namespace may grant `super` (which then means every permission on those paths).
+//! References to Kubernetes Secrets stay in the same namespace. The operator checks these rules before it writes anything, and Nexus
+//! checks them again (the operator's identity holds only a scoped policy-administration
+//! permission), so these checks are the first line, not the only one.
 //!
 //! Containment is decided on the literal leading segments of a pattern: a pattern whose first
 //! segments are literally `k8s` and `<N>` can only ever match below `k8s/<N>`, whatever
@@ -218,6 +220,9 @@ pub struct Tenant {
     trust_domain: TrustDomain,
     roots: TenancyRoots,
     path_prefix: PathPrefix,
+    /// What a resource in this namespace may reach: its own prefix, or for the cluster's
+    /// namespace the path root (every tenant's prefix).
+    path_reach: PathPrefix,
 }
 
 impl Tenant {
@@ -233,16 +238,23 @@ impl Tenant {
         let cluster_namespace = Namespace::new(cluster_namespace)?;
         let path_prefix = PathPrefix::parse(&format!("{}/{}", roots.path_root, namespace.0))
             .map_err(TenancyError::Path)?;
+        let path_reach = if namespace == cluster_namespace {
+            PathPrefix::parse(&roots.path_root).map_err(TenancyError::Path)?
+        } else {
+            path_prefix.clone()
+        };
         Ok(Self {
             namespace,
             cluster_namespace,
             trust_domain,
             roots,
             path_prefix,
+            path_reach,
         })
     }
 
-    /// True when this is the SpikeCluster's own namespace, which may reach every tenant.
+    /// True when this is the SpikeCluster's own namespace, which may reach every tenant (within
+    /// the tenancy roots).
     pub fn is_cluster_namespace(&self) -> bool {
         self.namespace == self.cluster_namespace
     }
@@ -262,49 +274,49 @@ impl Tenant {
         )
     }
 
-    /// A secret path this namespace may write: strictly below its prefix (any path for the
-    /// cluster's namespace).
+    /// A secret path this namespace may write: strictly below its prefix (below the path root
+    /// for the cluster's namespace).
     pub fn check_path(&self, path: &str) -> Result<SecretPath, TenancyError> {
         let path = SecretPath::parse(path).map_err(TenancyError::Path)?;
-        let below = path.is_under(&self.path_prefix) && path != *self.prefix_path();
-        if below || self.is_cluster_namespace() {
+        if path.is_under(&self.path_reach) && self.path_reach.as_path() != Some(&path) {
             Ok(path)
         } else {
             Err(TenancyError::PathOutside {
                 path: path.into_string(),
                 namespace: self.namespace.0.clone(),
-                prefix: self.path_prefix.as_str().to_owned(),
+                prefix: self.path_reach.as_str().to_owned(),
             })
         }
     }
 
-    /// A path pattern this namespace may grant: its literal leading segments are the prefix's.
+    /// A path pattern this namespace may grant: its literal leading segments are the prefix's
+    /// (the path root's, for the cluster's namespace).
     pub fn check_path_pattern(&self, pattern: &str) -> Result<PathPattern, TenancyError> {
         let pattern = PathPattern::parse(pattern).map_err(TenancyError::PathPattern)?;
-        let inside = PathSpan::Under(self.path_prefix.clone()).covers(&pattern.span());
-        if inside || self.is_cluster_namespace() {
+        if PathSpan::Under(self.path_reach.clone()).covers(&pattern.span()) {
             Ok(pattern)
         } else {
             Err(TenancyError::PathPatternOutside {
                 pattern: pattern.as_str().to_owned(),
                 namespace: self.namespace.0.clone(),
-                prefix: self.path_prefix.as_str().to_owned(),
+                prefix: self.path_reach.as_str().to_owned(),
             })
         }
     }
 
     /// A SPIFFE-ID pattern this namespace may grant: in the cluster's trust domain, with the
-    /// literal leading segments `<id root>/<ns>` (any path for the cluster's namespace; the
-    /// reserved `/spike/` rules are the policy's, see [`crate::policy::Policy::new`]).
+    /// literal leading segments `<id root>/<ns>` (just `<id root>` for the cluster's namespace;
+    /// the reserved `/spike/` rules are the policy's, see [`crate::policy::Policy::new`]).
     pub fn check_id_pattern(&self, pattern: &str) -> Result<IdPattern, TenancyError> {
         let pattern = IdPattern::parse(pattern).map_err(TenancyError::IdPattern)?;
         self.check_trust_domain(pattern.as_str(), pattern.trust_domain_name())?;
         let inside = {
             let mut literal = pattern.literal_prefix();
             literal.next() == Some(self.roots.id_root.as_str())
-                && literal.next() == Some(self.namespace.0.as_str())
+                && (self.is_cluster_namespace()
+                    || literal.next() == Some(self.namespace.0.as_str()))
         };
-        if inside || self.is_cluster_namespace() {
+        if inside {
             Ok(pattern)
         } else {
             Err(self.id_outside(pattern.as_str()))
@@ -312,21 +324,22 @@ impl Tenant {
     }
 
     /// An exact SPIFFE ID (an agent's) this namespace may name: in the trust domain, strictly
-    /// below its ID prefix (any non-SPIKE ID for the cluster's namespace).
+    /// below its ID prefix (below the ID root for the cluster's namespace).
     pub fn check_id(&self, id: &str) -> Result<SpiffeId, TenancyError> {
         let id = SpiffeId::new(id).map_err(TenancyError::Id)?;
         self.check_trust_domain(id.as_str(), id.trust_domain_name())?;
         if Builtin::is_reserved(&id, &self.trust_domain) {
             return Err(TenancyError::ReservedIdentity(id.as_str().to_owned()));
         }
-        if id.as_str().starts_with(&self.id_prefix()) || self.is_cluster_namespace() {
+        if id.as_str().starts_with(&self.id_reach()) {
             Ok(id)
         } else {
             Err(self.id_outside(id.as_str()))
         }
     }
 
-    /// Permissions this namespace may grant: `super` only from the cluster's namespace.
+    /// Permissions this namespace may grant: `super` only from the cluster's namespace (on
+    /// paths within the path root, like everything it grants).
     pub fn check_permissions(&self, permissions: Permissions) -> Result<(), TenancyError> {
         if permissions.contains(Permission::Super) && !self.is_cluster_namespace() {
             return Err(TenancyError::SuperOutsideCluster {
@@ -350,11 +363,14 @@ impl Tenant {
         }
     }
 
-    fn prefix_path(&self) -> &SecretPath {
-        // Built from two valid segments in `new`, so never the root.
-        self.path_prefix
-            .as_path()
-            .expect("a tenant's prefix has two segments")
+    /// The IDs this namespace may name, with the trailing `/`: its ID prefix, or the ID root
+    /// (`spiffe://<td>/ns/`) for the cluster's namespace.
+    fn id_reach(&self) -> String {
+        if self.is_cluster_namespace() {
+            format!("{}/{}/", self.trust_domain.id_string(), self.roots.id_root)
+        } else {
+            self.id_prefix()
+        }
     }
 
     fn check_trust_domain(&self, id: &str, td: &str) -> Result<(), TenancyError> {
@@ -369,7 +385,7 @@ impl Tenant {
     }
 
     fn id_outside(&self, id: &str) -> TenancyError {
-        let prefix = self.id_prefix();
+        let prefix = self.id_reach();
         TenancyError::IdOutside {
             id: id.to_owned(),
             namespace: self.namespace.0.clone(),
@@ -469,7 +485,17 @@ mod tests {
         let err = t.check_path("/k8s/team-a/x").unwrap_err();
         assert!(matches!(err, TenancyError::Path(PathError::LeadingSlash)));
         assert!(err.to_string().starts_with("invalid path: "));
-        cluster().check_path("apps/x").unwrap();
+        // The cluster's namespace reaches every tenant, within the path root only (the
+        // operator's scope in Nexus is `k8s/**`).
+        cluster().check_path("k8s/team-a/db").unwrap();
+        for bad in ["apps/x", "k8s"] {
+            assert_eq!(
+                cluster().check_path(bad).unwrap_err().to_string(),
+                format!(
+                    "path {bad} is outside namespace spike-system's prefix k8s/: a resource in this namespace may only touch paths below it"
+                )
+            );
+        }
     }
 
     #[test]
@@ -501,7 +527,18 @@ mod tests {
         }
         let err = t.check_path_pattern("k8s/team-a/a**").unwrap_err();
         assert!(matches!(err, TenancyError::PathPattern(_)));
-        cluster().check_path_pattern("**").unwrap();
+        for good in ["k8s/**", "k8s/*/db", "k8s/team-a/**"] {
+            cluster().check_path_pattern(good).unwrap();
+        }
+        for bad in ["**", "*/x", "apps/**"] {
+            assert!(
+                matches!(
+                    cluster().check_path_pattern(bad),
+                    Err(TenancyError::PathPatternOutside { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -538,8 +575,20 @@ mod tests {
             err.to_string(),
             "spiffe://other.dev/ns/team-a/** is not in trust domain spike.dev, the one this SpikeCluster serves"
         );
-        // The cluster's namespace reaches every tenant, but never another trust domain.
-        cluster().check_id_pattern("spiffe://spike.dev/**").unwrap();
+        // The cluster's namespace reaches every tenant, but only below the ID root and never in
+        // another trust domain.
+        cluster().check_id_pattern("spiffe://spike.dev/ns/**").unwrap();
+        cluster()
+            .check_id_pattern("spiffe://spike.dev/ns/*/sa/web")
+            .unwrap();
+        for bad in ["spiffe://spike.dev/**", "spiffe://spike.dev/apps/x"] {
+            assert_eq!(
+                cluster().check_id_pattern(bad).unwrap_err().to_string(),
+                format!(
+                    "{bad} can reach identities outside namespace spike-system's prefix spiffe://spike.dev/ns/: a resource in this namespace may only name identities below it"
+                )
+            );
+        }
         assert!(matches!(
             cluster().check_id_pattern("spiffe://other.dev/**"),
             Err(TenancyError::OtherTrustDomain { .. })
@@ -575,6 +624,13 @@ mod tests {
                 "{other}"
             );
         }
+        cluster()
+            .check_id("spiffe://spike.dev/ns/team-b/sa/x")
+            .unwrap();
+        assert!(matches!(
+            cluster().check_id("spiffe://spike.dev/apps/x"),
+            Err(TenancyError::IdOutside { .. })
+        ));
         let err = cluster()
             .check_id("spiffe://spike.dev/spike/operator")
             .unwrap_err();

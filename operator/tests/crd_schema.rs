@@ -303,6 +303,10 @@ fn policy_rules_check_pattern_syntax() {
             id,
         );
     }
+    let grant = "permissions: 'resolve' is never granted through the operator (gateway policies are a Nexus administrator's, granted with spike policy create)";
+    for bad in [json!(["resolve"]), json!(["read", "resolve"])] {
+        assert_refused(schema, &with(ok.clone(), "/permissions", bad), grant);
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ const CEL_QUANTITY: &str = "self.matches('^[0-9]+(\\\\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi
 
 /// A SPIKE deployment: a keeper StatefulSet, Nexus with its volume, a bootstrap Job and,
 /// optionally, a gateway. Its namespace is the one tenant that may grant `super` and reach
-/// other tenants.
+/// other tenants (within the tenancy roots).
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "spike.spiffe.io",

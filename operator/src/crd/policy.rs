@@ -51,9 +51,10 @@ pub struct SpikePolicySpec {
     #[schemars(length(min = 1, max = 512))]
     #[x_kube(validation = Rule::new(CEL_PATH_PATTERN).message("pathPattern must be '/'-separated segments of A-Z, a-z, 0-9, '.', '_', '-' and '*', such as k8s/team-a/db/*; '**' only as a whole segment"))]
     pub path_pattern: String,
-    /// What it grants.
+    /// What it grants; never `resolve`, which only a Nexus administrator grants.
     #[schemars(length(min = 1, max = 8))]
     #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(validation = Rule::new("!self.exists(p, p == 'resolve')").message("permissions: 'resolve' is never granted through the operator (gateway policies are a Nexus administrator's, granted with spike policy create)"))]
     pub permissions: Vec<PermissionName>,
 }
 
@@ -71,11 +72,11 @@ pub enum PermissionName {
     Delete,
     /// Mint reference tokens.
     Token,
-    /// Resolve reference tokens (gateway identities only).
+    /// Resolve reference tokens: refused, gateway policies are a Nexus administrator's.
     Resolve,
     /// Use the cipher API.
     Cipher,
-    /// Everything (only from the SpikeCluster's own namespace).
+    /// Every permission on the matched paths (only from the SpikeCluster's own namespace).
     Super,
 }
 
