@@ -316,9 +316,9 @@ impl DesiredSecret {
                 if ours_holds.is_some() && !in_sync {
                     return Err(SyncError::Unsupported(format!(
                         "secret {path}: its generated keys or their settings changed since version {live} was written, \
-                         and the operator can neither add or remove a key without reading the secret (which it may not) \
-                         nor regenerate a live value; nothing was written. Restore the previous declaration, or delete \
-                         the secret's versions in Nexus to have it generated anew"
+                         and the operator can neither add nor remove a key without reading the secret (which it may \
+                         not), nor regenerate a live value; nothing was written. Restore the previous declaration, or \
+                         delete the secret's versions in Nexus to have it generated anew"
                     )));
                 }
                 // In sync, or a version the operator did not write: adopted as it is.
