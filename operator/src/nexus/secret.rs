@@ -102,8 +102,9 @@ pub struct DesiredSecret {
     pub source_revision: String,
 }
 
-/// What the resource's status records after an apply, for the next reconcile to compare with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What the resource's status records after an apply, for the next reconcile to compare with
+/// (the `SpikeSecret` status embeds it as `applied`, hence the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Applied {
     /// The version current after the apply.
@@ -688,6 +689,19 @@ mod tests {
                 .to_string()
                 .contains("destination")
         );
+    }
+
+    #[test]
+    fn applied_is_stored_in_camel_case_without_an_unknown_revision() {
+        let a = applied(3, Some("uid-1/rv-1/pass"));
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"version": 3, "sourceRevision": "uid-1/rv-1/pass"})
+        );
+        assert_eq!(serde_json::from_value::<Applied>(json).unwrap(), a);
+        let kept = serde_json::to_value(applied(3, None)).unwrap();
+        assert_eq!(kept, serde_json::json!({"version": 3}));
     }
 
     #[test]
