@@ -577,7 +577,9 @@ mod tests {
         );
         // The cluster's namespace reaches every tenant, but only below the ID root and never in
         // another trust domain.
-        cluster().check_id_pattern("spiffe://spike.dev/ns/**").unwrap();
+        cluster()
+            .check_id_pattern("spiffe://spike.dev/ns/**")
+            .unwrap();
         cluster()
             .check_id_pattern("spiffe://spike.dev/ns/*/sa/web")
             .unwrap();

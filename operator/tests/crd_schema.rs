@@ -190,6 +190,72 @@ fn cluster_rules_accept_the_defaults_and_refuse_bad_specs() {
 }
 
 #[test]
+fn gateway_routes_are_checked_before_the_gateway_sees_them() {
+    const UPSTREAM: &str = "upstream must be https://host[:port][/path] (or http://), without user or query, such as https://api.groq.com/openai/v1";
+    let crd = crd("spikeclusters.yaml");
+    let schema = spec_schema(&crd);
+    let route = json!({
+        "name": "groq",
+        "upstream": "https://api.groq.com/openai/v1",
+        "rules": [{"method": "POST", "pathPrefix": "/chat/completions", "action": "read"}],
+        "allowNetworks": ["10.1.0.0/16"],
+        "ca": {"name": "upstream-ca", "key": "ca.pem"}
+    });
+    let gateway = |routes: Value| {
+        let mut spec = cluster_spec();
+        spec["gateway"] = json!({"name": "default", "replicas": 1, "routes": routes});
+        spec
+    };
+    let ok = gateway(json!([route]));
+    assert_eq!(cel_errors(schema, &ok, None), Vec::<String>::new());
+    // The spec type reads what the schema accepts.
+    let spec: spike_operator::crd::SpikeClusterSpec = serde_json::from_value(ok).unwrap();
+    assert_eq!(
+        spec.gateway.unwrap().routes[0].rules[0].path_prefix,
+        "/chat/completions"
+    );
+    assert_refused(
+        schema,
+        &gateway(json!([route, route])),
+        "gateway.routes: each route name must be unique",
+    );
+    let cases = [
+        ("/upstream", json!("ftp://x.example"), UPSTREAM),
+        ("/upstream", json!("https://user@x.example/v1"), UPSTREAM),
+        ("/upstream", json!("https://x.example/v1?q=1"), UPSTREAM),
+        (
+            "/name",
+            json!("a b"),
+            "route name must be 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ),
+        (
+            "/rules/0/method",
+            json!("post"),
+            "method must be an HTTP method in capitals, such as POST",
+        ),
+        (
+            "/rules/0/pathPrefix",
+            json!("chat"),
+            "pathPrefix must be a request path such as /chat/completions",
+        ),
+        (
+            "/allowNetworks/0",
+            json!("intranet"),
+            "allowNetworks must be CIDR networks such as 10.1.0.0/16",
+        ),
+        (
+            "/ca/key",
+            json!("../ca"),
+            "ca.key must be A-Z, a-z, 0-9, '.', '_' and '-'",
+        ),
+    ];
+    for (pointer, bad, message) in cases {
+        let r = with(route.clone(), pointer, bad);
+        assert_refused(schema, &gateway(json!([r])), message);
+    }
+}
+
+#[test]
 fn secret_rules_accept_a_full_spec_and_refuse_bad_ones() {
     let crd = crd("spikesecrets.yaml");
     let schema = spec_schema(&crd);

@@ -3,6 +3,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::gateway::GatewaySpec;
 use super::status::{ClusterPhase, Condition};
 
 /// CEL: a resource quantity as the operator accepts it (`500m`, `256Mi`, `1Gi`).
@@ -66,7 +67,8 @@ pub struct SpikeClusterSpec {
     pub paused: bool,
 }
 
-/// The keeper StatefulSet. Pod ordinal `i` (from 0) is keeper `/spike/keeper/<i+1>`.
+/// The keeper StatefulSet. Its pod ordinals start at 1 (`spec.ordinals.start`, Kubernetes
+/// 1.31 and later), so pod `<cluster>-keeper-<i>` is keeper `/spike/keeper/<i>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.threshold <= self.replicas").message("keepers.threshold must not exceed keepers.replicas"))]
@@ -355,32 +357,6 @@ pub struct ClusterSpiffeIds {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub class_name: Option<String>,
-}
-
-/// A reference-token gateway, identity `/spike/gateway/<name>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GatewaySpec {
-    /// The gateway's name, the last segment of its SPIFFE ID.
-    #[serde(default = "default_gateway_name")]
-    #[schemars(length(min = 1, max = 63))]
-    #[x_kube(validation = Rule::new(super::CEL_DNS_LABEL).message("gateway.name must be a DNS label"))]
-    pub name: String,
-    /// How many gateway pods run.
-    #[serde(default = "default_gateway_replicas")]
-    #[schemars(range(min = 1, max = 32))]
-    pub replicas: i32,
-    /// Requests and limits for each gateway pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ComputeResources>,
-}
-
-fn default_gateway_name() -> String {
-    "default".into()
-}
-
-fn default_gateway_replicas() -> i32 {
-    1
 }
 
 /// CEL: one lowercase path or ID segment.

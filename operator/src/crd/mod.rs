@@ -16,6 +16,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod cluster;
+mod gateway;
 pub mod manifests;
 mod policy;
 mod secret;
@@ -25,10 +26,11 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 pub use cluster::{
-    CertManagerCsi, ClusterSpiffeIds, ComputeResources, GatewaySpec, HostPathSocket, IdentitySpec,
+    CertManagerCsi, ClusterSpiffeIds, ComputeResources, HostPathSocket, IdentitySpec,
     ImagePullPolicy, ImagesSpec, KeepersSpec, NexusSpec, ResourceList, SpikeCluster,
     SpikeClusterSpec, SpikeClusterStatus, SpireCsi, StorageSpec, TenancySpec,
 };
+pub use gateway::{ConfigMapKey, GatewayRoute, GatewaySpec, RouteRule};
 pub use policy::{PermissionName, SpikePolicy, SpikePolicySpec, SpikePolicyStatus};
 pub use secret::{
     Alphabet, DataEntry, DeletionPolicy, Generate, SecretKeySelector, SpikeSecret, SpikeSecretSpec,

@@ -5,6 +5,7 @@ use spike_core::tenancy::{TenancyRoots, Tenant};
 
 use super::{InvalidSpec, namespace_of};
 use crate::crd::SpikeCluster;
+use crate::names::MAX_CLUSTER_NAME;
 
 /// Most keepers: keeper IDs are `/spike/keeper/1` to `/spike/keeper/255`.
 const MAX_KEEPERS: i32 = 255;
@@ -12,6 +13,8 @@ const MAX_KEEPERS: i32 = 255;
 /// A `SpikeCluster` whose spec holds together, with what its tenants are checked against.
 #[derive(Debug, Clone)]
 pub struct ValidCluster {
+    /// The cluster's name, a DNS label short enough for every name derived from it.
+    pub name: String,
     /// The cluster's own namespace.
     pub namespace: String,
     /// The trust domain it serves.
@@ -37,6 +40,7 @@ impl ValidCluster {
 /// schema change, and what the schema cannot check).
 pub fn validate_cluster(cluster: &SpikeCluster) -> Result<ValidCluster, InvalidSpec> {
     let namespace = namespace_of(&cluster.metadata)?.to_owned();
+    let name = cluster_name(cluster.metadata.name.as_deref().unwrap_or_default())?;
     let spec = &cluster.spec;
     let trust_domain = TrustDomain::new(&spec.trust_domain).map_err(InvalidSpec::TrustDomain)?;
     let keepers = &spec.keepers;
@@ -62,12 +66,33 @@ pub fn validate_cluster(cluster: &SpikeCluster) -> Result<ValidCluster, InvalidS
         .map_err(InvalidSpec::tenancy("spec.tenancy"))?;
     // The cluster's own namespace must itself be a valid tenant.
     let valid = ValidCluster {
+        name,
         namespace,
         trust_domain,
         roots,
     };
     valid.tenant(&valid.namespace)?;
     Ok(valid)
+}
+
+/// The cluster's name when Services, StatefulSets and their pods' labels can be named after it:
+/// a DNS-1035 label (a Service name must start with a letter) of at most
+/// [`MAX_CLUSTER_NAME`] characters.
+fn cluster_name(name: &str) -> Result<String, InvalidSpec> {
+    let b = name.as_bytes();
+    let ok = (1..=MAX_CLUSTER_NAME).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(InvalidSpec::ClusterName {
+            name: name.chars().take(80).collect(),
+            max: MAX_CLUSTER_NAME,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +172,38 @@ mod tests {
                 .to_string()
                 .starts_with("spec.tenancy: tenancy root")
         );
+    }
+
+    #[test]
+    fn the_name_must_fit_every_derived_name() {
+        let mut c = cluster("spike-system");
+        for good in ["spike", "a", "prod-1", &"a".repeat(MAX_CLUSTER_NAME)] {
+            c.metadata.name = Some(good.to_owned());
+            assert_eq!(validate_cluster(&c).unwrap().name, good);
+        }
+        for bad in [
+            "",
+            "1spike",
+            "spike-",
+            "Spike",
+            "spike.prod",
+            "spike_prod",
+            &"a".repeat(MAX_CLUSTER_NAME + 1),
+        ] {
+            c.metadata.name = Some(bad.to_owned());
+            let err = validate_cluster(&c).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "metadata.name {bad:?}: a SpikeCluster's name must be a DNS label (lowercase letters, digits and '-', starting with a letter) of at most 45 characters, so the names of the objects it owns fit Kubernetes' limits"
+                )
+            );
+        }
+        c.metadata.name = None;
+        assert!(matches!(
+            validate_cluster(&c),
+            Err(InvalidSpec::ClusterName { .. })
+        ));
     }
 
     #[test]

@@ -29,6 +29,16 @@ pub enum InvalidSpec {
     /// The resource has no namespace (every SPIKE kind is namespaced).
     #[error("the resource has no namespace")]
     NoNamespace,
+    /// A `SpikeCluster` name from which not every owned object's name can be derived.
+    #[error(
+        "metadata.name {name:?}: a SpikeCluster's name must be a DNS label (lowercase letters, digits and '-', starting with a letter) of at most {max} characters, so the names of the objects it owns fit Kubernetes' limits"
+    )]
+    ClusterName {
+        /// The name, cut to 80 characters.
+        name: String,
+        /// The longest name accepted.
+        max: usize,
+    },
     /// `spec.trustDomain` is not a trust domain.
     #[error("spec.trustDomain: {0}")]
     TrustDomain(#[source] IdError),

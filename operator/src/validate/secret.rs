@@ -397,9 +397,14 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_namespace_may_write_anywhere_but_reads_only_its_own_secrets() {
-        check(&secret("spike-system", "apps/shared/db")).unwrap();
-        let mut s = secret("spike-system", "apps/shared/db");
+    fn the_cluster_namespace_writes_any_tenant_path_but_reads_only_its_own_secrets() {
+        check(&secret("spike-system", "k8s/team-a/shared/db")).unwrap();
+        // Beyond the path root is outside the operator's scope in Nexus.
+        assert!(matches!(
+            check(&secret("spike-system", "apps/shared/db")),
+            Err(InvalidSpec::Tenancy { .. })
+        ));
+        let mut s = secret("spike-system", "k8s/team-a/shared/db");
         s.spec.data[0].from_secret.as_mut().unwrap().namespace = Some("team-a".into());
         assert!(matches!(check(&s), Err(InvalidSpec::Tenancy { .. })));
     }
