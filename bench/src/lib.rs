@@ -80,6 +80,15 @@ impl Stack {
     /// Starts keepers and Nexus with its redb store in `data_dir` (a fresh temp dir if
     /// `None`), and bootstraps.
     pub async fn start(data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, |_| {}).await
+    }
+
+    /// As [`Stack::start`], with Nexus's configuration adjusted by `configure` before it
+    /// starts (for example the operator's scope, `operator_scope`).
+    pub async fn start_with(
+        data_dir: Option<PathBuf>,
+        configure: impl FnOnce(&mut spike_nexus::NexusConfig),
+    ) -> anyhow::Result<Self> {
         let td = TrustDomain::new("bench.spike")?;
         let ca = CertificateAuthority::new(&td)?;
         let (dir, tmp) = match data_dir {
@@ -120,6 +129,7 @@ impl Stack {
         };
         config.rate_limits.resolve = unlimited;
         config.rate_limits.refused = unlimited;
+        configure(&mut config);
         let store = spike_nexus::open_store(&config)?;
         let listeners = spike_nexus::NexusListeners::bind(spike_nexus::NexusAddrs {
             api: "127.0.0.1:0".parse()?,

@@ -60,12 +60,28 @@ impl ScopeUpdate {
     }
 }
 
-/// Answer to a put.
+/// `POST /v1/secrets/scope/{path}`: a new version with the current version's values, which
+/// stay in Nexus (the caller needs only `write`), and this scope.
+///
+/// It does what a put of the current values with this scope would do (the TTL starts again
+/// with the new version), so a writer that may not read can still change a secret's scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateScopeRequest {
+    /// Compare-and-set, as in [`PutSecretRequest::cas`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cas: Option<u64>,
+    /// The scope changes; what it leaves out stays as it was.
+    pub scope: ScopeUpdate,
+}
+
+/// Answer to a put (and to a scope update, [`UpdateScopeRequest`]).
 ///
 /// What it tells depends on what the caller may otherwise see of the secret (see
 /// `docs/api.md`): without `read` a put never compares content, so `unchanged` is always false,
 /// and without `read` or `list` the version number is left out, so a writer learns nothing
-/// about other writers' versions.
+/// about other writers' versions. A scope update compares only the scope, which metadata
+/// shows: `unchanged` for a caller holding `read` or `list`, never for one holding neither.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PutSecretResponse {
@@ -73,8 +89,8 @@ pub struct PutSecretResponse {
     /// the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
-    /// True when the content equalled the current version, so no version was minted (only
-    /// ever for a caller that holds `read`).
+    /// True when the content equalled the current version, so no version was minted (for a
+    /// put, only ever for a caller that holds `read`).
     pub unchanged: bool,
 }
 

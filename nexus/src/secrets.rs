@@ -13,6 +13,10 @@
 //!
 //! A put's answer tells a writer only what it may see anyway ([`Sight`]): writers that may
 //! not read never get content compared, so a put cannot serve as a test of a guessed value.
+//!
+//! A scope update ([`Secrets::update_scope`], `POST /v1/secrets/scope`) is a put whose values
+//! are the current version's, read here and never returned ([`Content::Carried`]): a writer
+//! that may not read (the operator) can change a secret's scope without seeing its values.
 
 use std::sync::Arc;
 
@@ -89,6 +93,31 @@ enum Gone {
     Deleted,
     /// Since these unix seconds.
     Expired(i64),
+}
+
+impl Gone {
+    /// The refusal of a read of `which` (e.g. "version 3").
+    fn error(self, which: &str) -> AppError {
+        match self {
+            Self::Destroyed => AppError::new(
+                ErrorCode::Destroyed,
+                format!(
+                    "{which} is destroyed: its value is gone for good; read another version explicitly"
+                ),
+            ),
+            Self::Deleted => AppError::new(
+                ErrorCode::Deleted,
+                format!("{which} is deleted: undelete it, or read another version explicitly"),
+            ),
+            Self::Expired(since) => AppError::new(
+                ErrorCode::Expired,
+                format!(
+                    "{which} expired at {}: write a new version (each write starts the secret's TTL again)",
+                    rfc3339(since)
+                ),
+            ),
+        }
+    }
 }
 
 /// The newest version of a secret as a token resolution uses it: its value and the scope the
@@ -230,6 +259,16 @@ pub(crate) struct PutOutcome {
     pub(crate) version: Option<u64>,
     /// Created, updated or unchanged; `written` for a [`Sight::Blind`] writer.
     pub(crate) status: BatchItemStatus,
+}
+
+/// The values of the version a put writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Content<'a> {
+    /// Given by the writer.
+    Given(&'a SecretMap),
+    /// The current version's, carried into the new one unchanged (a scope update). The current
+    /// version must be readable (live, not expired); its values never leave Nexus.
+    Carried,
 }
 
 /// Most times a put is re-planned when its commit conflicts with a concurrent batch (batches
@@ -435,7 +474,38 @@ impl Secrets {
         scope: Option<&ScopeChange>,
         sight: Sight,
     ) -> AppResult<PutSecretResponse> {
-        let outcome = self.put_locked(keys, path, data, cas, scope, sight).await?;
+        self.put_content(keys, path, Content::Given(data), cas, scope, sight)
+            .await
+    }
+
+    /// A put of the current version's values with `scope` applied: a new version, unless the
+    /// scope changes nothing (told only to a writer that may see the scope anyway, a
+    /// [`Sight::Read`] or [`Sight::List`] one; a [`Sight::Blind`] writer's update always
+    /// writes). No readable current version: the refusal a read would get, nothing written.
+    pub(crate) async fn update_scope(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        cas: Option<u64>,
+        scope: &ScopeChange,
+        sight: Sight,
+    ) -> AppResult<PutSecretResponse> {
+        self.put_content(keys, path, Content::Carried, cas, Some(scope), sight)
+            .await
+    }
+
+    async fn put_content(
+        &self,
+        keys: &OpenKeys,
+        path: &SecretPath,
+        content: Content<'_>,
+        cas: Option<u64>,
+        scope: Option<&ScopeChange>,
+        sight: Sight,
+    ) -> AppResult<PutSecretResponse> {
+        let outcome = self
+            .put_locked(keys, path, content, cas, scope, sight)
+            .await?;
         Ok(PutSecretResponse {
             version: outcome.version,
             unchanged: outcome.status == BatchItemStatus::Unchanged,
@@ -450,17 +520,22 @@ impl Secrets {
         &self,
         keys: &OpenKeys,
         path: &SecretPath,
-        data: &SecretMap,
+        content: Content<'_>,
         cas: Option<u64>,
         scope: Option<&ScopeChange>,
         sight: Sight,
     ) -> AppResult<PutOutcome> {
-        self.check_data(data)?;
+        if let Content::Given(data) = content {
+            self.check_data(data)?;
+        }
         let _guard = self.lock_for(path).lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let w = match self.plan_put(keys, path, data, cas, scope, sight).await? {
+            let w = match self
+                .plan_put(keys, path, content, cas, scope, sight)
+                .await?
+            {
                 PutPlan::Unchanged { version } => {
                     return Ok(PutOutcome {
                         version: Some(version),
@@ -486,14 +561,14 @@ impl Secrets {
         }
     }
 
-    /// Decides what a put of `data` to `path` does against the stored state, and prepares the
-    /// write (encrypted value and metadata, with the compare-and-set condition on the metadata
-    /// read here). Writes nothing.
+    /// Decides what a put of `content` to `path` does against the stored state, and prepares
+    /// the write (encrypted value and metadata, with the compare-and-set condition on the
+    /// metadata read here). Writes nothing.
     async fn plan_put(
         &self,
         keys: &OpenKeys,
         path: &SecretPath,
-        data: &SecretMap,
+        content: Content<'_>,
         cas: Option<u64>,
         scope: Option<&ScopeChange>,
         sight: Sight,
@@ -519,31 +594,67 @@ impl Secrets {
             };
             return Err(AppError::new(ErrorCode::CasMismatch, message));
         }
-        // Only a writer that may read learns that its content equals the stored one: for any
-        // other, `unchanged` would confirm a guessed value. A scope change, or a current
-        // version past its TTL, is a change: the write mints a version (and so a new lease).
-        if sight == Sight::Read
-            && new_scope == old_scope
-            && let Some((meta, _)) = &existing
-            && meta.current > 0
-            && meta
-                .versions
-                .iter()
-                .any(|v| v.v == meta.current && v.gone(at).is_none())
-        {
-            let Some(old) = self
-                .read_version_if_kept(keys, path, meta, meta.current)
-                .await?
-            else {
-                // Pruned by a writer (of another Nexus on the store) since the metadata was read.
-                return Ok(PutPlan::Stale);
-            };
-            if old == *data {
-                return Ok(PutPlan::Unchanged {
-                    version: meta.current,
-                });
+        let carried;
+        let data = match content {
+            Content::Given(data) => {
+                // Only a writer that may read learns that its content equals the stored one:
+                // for any other, `unchanged` would confirm a guessed value. A scope change, or
+                // a current version past its TTL, is a change: the write mints a version (and
+                // so a new lease).
+                if sight == Sight::Read
+                    && new_scope == old_scope
+                    && let Some((meta, _)) = &existing
+                    && meta.current > 0
+                    && meta
+                        .versions
+                        .iter()
+                        .any(|v| v.v == meta.current && v.gone(at).is_none())
+                {
+                    let Some(old) = self
+                        .read_version_if_kept(keys, path, meta, meta.current)
+                        .await?
+                    else {
+                        // Pruned by a writer (of another Nexus on the store) since the
+                        // metadata was read.
+                        return Ok(PutPlan::Stale);
+                    };
+                    if old == *data {
+                        return Ok(PutPlan::Unchanged {
+                            version: meta.current,
+                        });
+                    }
+                }
+                data
             }
-        }
+            Content::Carried => {
+                let Some((meta, _)) = &existing else {
+                    return Err(AppError::new(ErrorCode::NotFound, "no such secret"));
+                };
+                // The version a read without a version number would get: the newest.
+                let newest = meta
+                    .newest()
+                    .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such secret"))?;
+                if let Some(gone) = newest.gone(at) {
+                    let which = format!("the newest version ({})", newest.v);
+                    return Err(gone.error(&which));
+                }
+                // The scope is metadata, which read and list show anyway; a blind writer is
+                // told nothing of it, so its update always writes.
+                if sight != Sight::Blind && new_scope == old_scope {
+                    return Ok(PutPlan::Unchanged {
+                        version: meta.current,
+                    });
+                }
+                let Some(current) = self
+                    .read_version_if_kept(keys, path, meta, newest.v)
+                    .await?
+                else {
+                    return Ok(PutPlan::Stale);
+                };
+                carried = current;
+                &carried
+            }
+        };
         let ts = now();
         let created = existing.is_none();
         let (mut meta, old_meta) = match existing {
@@ -647,7 +758,12 @@ impl Secrets {
                     let item = &items[i];
                     results.push(Some(
                         self.put_locked(
-                            keys, item.path, item.data, item.cas, item.scope, item.sight,
+                            keys,
+                            item.path,
+                            Content::Given(item.data),
+                            item.cas,
+                            item.scope,
+                            item.sight,
                         )
                         .await,
                     ));
@@ -701,7 +817,12 @@ impl Secrets {
                     let redone = futures::future::join_all(chunk.iter().map(|(i, _)| {
                         let item = &items[*i];
                         self.put_locked(
-                            keys, item.path, item.data, item.cas, item.scope, item.sight,
+                            keys,
+                            item.path,
+                            Content::Given(item.data),
+                            item.cas,
+                            item.scope,
+                            item.sight,
                         )
                     }))
                     .await;
@@ -725,8 +846,15 @@ impl Secrets {
 
     async fn plan_item(&self, keys: &OpenKeys, item: BatchEntry<'_>) -> AppResult<PutPlan> {
         self.check_data(item.data)?;
-        self.plan_put(keys, item.path, item.data, item.cas, item.scope, item.sight)
-            .await
+        self.plan_put(
+            keys,
+            item.path,
+            Content::Given(item.data),
+            item.cas,
+            item.scope,
+            item.sight,
+        )
+        .await
     }
 
     async fn commit(&self, batch: Batch) -> AppResult<()> {
@@ -796,31 +924,8 @@ impl Secrets {
         } else {
             format!("the newest version ({v})")
         };
-        match vm.gone(at) {
-            Some(Gone::Destroyed) => {
-                return Err(AppError::new(
-                    ErrorCode::Destroyed,
-                    format!(
-                        "{which} is destroyed: its value is gone for good; read another version explicitly"
-                    ),
-                ));
-            }
-            Some(Gone::Deleted) => {
-                return Err(AppError::new(
-                    ErrorCode::Deleted,
-                    format!("{which} is deleted: undelete it, or read another version explicitly"),
-                ));
-            }
-            Some(Gone::Expired(since)) => {
-                return Err(AppError::new(
-                    ErrorCode::Expired,
-                    format!(
-                        "{which} expired at {}: write a new version (each write starts the secret's TTL again)",
-                        rfc3339(since)
-                    ),
-                ));
-            }
-            None => {}
+        if let Some(gone) = vm.gone(at) {
+            return Err(gone.error(&which));
         }
         let data = self.read_version(keys, path, &meta, v).await?;
         Ok(GetSecretResponse {

@@ -1582,3 +1582,218 @@ async fn listing_cost_does_not_reveal_how_many_hidden_secrets_lie_between_two_na
         );
     }
 }
+
+/// A scope change as a put carries it, with IDs of the trust domain of [`crate::fixtures::reader`]
+/// (so the test reader may still read what it sets).
+fn scope_change(update: &spike_core::api::ScopeUpdate) -> crate::scope::ScopeChange {
+    let td = spike_core::id::TrustDomain::new("spike.dev").unwrap();
+    crate::scope::ScopeChange::parse(update, &td).unwrap()
+}
+
+/// A scope that admits the test reader and one destination, with a TTL.
+fn narrower_scope() -> crate::scope::ScopeChange {
+    scope_change(&spike_core::api::ScopeUpdate {
+        ttl_seconds: Some(3600),
+        allowed_spiffe_ids: Some(vec!["spiffe://spike.dev/test/**".into()]),
+        allowed_destinations: Some(vec!["api.example.com".into()]),
+    })
+}
+
+impl Fixture {
+    async fn update_scope(
+        &self,
+        p: &str,
+        cas: Option<u64>,
+        scope: &crate::scope::ScopeChange,
+        sight: Sight,
+    ) -> AppResult<spike_core::api::PutSecretResponse> {
+        self.engine
+            .update_scope(&self.keys, &path(p), cas, scope, sight)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_scope_update_carries_the_values_into_a_new_version() {
+    let f = fixture();
+    f.put("k8s/web/db", &[("user", "alice"), ("pass", "s3cret")])
+        .await
+        .unwrap();
+    let r = f
+        .update_scope("k8s/web/db", Some(1), &narrower_scope(), Sight::List)
+        .await
+        .unwrap();
+    assert_eq!((r.version, r.unchanged), (Some(2), false));
+    assert_eq!(
+        f.value("k8s/web/db", Some(2), "user").await.unwrap(),
+        "alice"
+    );
+    assert_eq!(
+        f.value("k8s/web/db", Some(2), "pass").await.unwrap(),
+        "s3cret"
+    );
+    let m = f
+        .engine
+        .metadata(&f.keys, &path("k8s/web/db"))
+        .await
+        .unwrap();
+    assert_eq!(m.current_version, 2);
+    assert_eq!(m.ttl_seconds, Some(3600));
+    assert_eq!(m.allowed_spiffe_ids, vec!["spiffe://spike.dev/test/**"]);
+    assert_eq!(m.allowed_destinations, vec!["api.example.com:443"]);
+    // As for any new version, the TTL starts again with it; the old version keeps its own.
+    let v2 = m.versions.iter().find(|v| v.version == 2).unwrap();
+    assert!(v2.expires_at.is_some());
+    assert!(
+        m.versions
+            .iter()
+            .find(|v| v.version == 1)
+            .unwrap()
+            .expires_at
+            .is_none()
+    );
+    // What is left out of the update stays as it was.
+    let only_ttl = scope_change(&spike_core::api::ScopeUpdate {
+        ttl_seconds: Some(0),
+        ..Default::default()
+    });
+    let r = f
+        .update_scope("k8s/web/db", None, &only_ttl, Sight::Read)
+        .await
+        .unwrap();
+    assert_eq!(r.version, Some(3));
+    let m = f
+        .engine
+        .metadata(&f.keys, &path("k8s/web/db"))
+        .await
+        .unwrap();
+    assert_eq!((m.ttl_seconds, m.allowed_destinations.len()), (None, 1));
+    assert_eq!(f.value("k8s/web/db", None, "pass").await.unwrap(), "s3cret");
+}
+
+#[tokio::test]
+async fn a_scope_update_with_a_stale_cas_writes_nothing() {
+    let f = fixture();
+    f.put("k8s/web/db", &[("pass", "one")]).await.unwrap();
+    f.put("k8s/web/db", &[("pass", "two")]).await.unwrap();
+    let before = f.dump().await;
+    for cas in [0, 1, 3] {
+        let r = f
+            .update_scope("k8s/web/db", Some(cas), &narrower_scope(), Sight::List)
+            .await;
+        assert_eq!(code(r), ErrorCode::CasMismatch, "cas {cas}");
+    }
+    assert_eq!(f.dump().await, before);
+    // A blind writer's mismatch does not name the current version either.
+    let e = f
+        .update_scope("k8s/web/db", Some(7), &narrower_scope(), Sight::Blind)
+        .await
+        .unwrap_err();
+    assert!(!e.0.message.contains('2'), "{}", e.0.message);
+    assert_eq!(f.dump().await, before);
+}
+
+#[tokio::test]
+async fn a_scope_update_without_a_readable_version_is_refused_as_a_read_would_be() {
+    let f = fixture();
+    assert_eq!(
+        code(
+            f.update_scope("k8s/web/none", None, &narrower_scope(), Sight::Read)
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    for (p, op, want) in [
+        ("k8s/web/deleted", VersionOp::Delete, ErrorCode::Deleted),
+        (
+            "k8s/web/destroyed",
+            VersionOp::Destroy,
+            ErrorCode::Destroyed,
+        ),
+    ] {
+        f.put(p, &[("pass", "x")]).await.unwrap();
+        f.change(p, &[1], op).await.unwrap();
+        let before = f.dump().await;
+        let read = read_now(&f.engine, &f.keys, &path(p), None).await;
+        assert_eq!(code(read), want);
+        for sight in [Sight::Read, Sight::List, Sight::Blind] {
+            let r = f.update_scope(p, None, &narrower_scope(), sight).await;
+            assert_eq!(code(r), want, "{p}");
+        }
+        assert_eq!(f.dump().await, before, "{p}: nothing written");
+    }
+    // Past its TTL: a read is refused, and so is carrying its values on.
+    let short = scope_change(&spike_core::api::ScopeUpdate {
+        ttl_seconds: Some(1),
+        ..Default::default()
+    });
+    f.engine
+        .put(
+            &f.keys,
+            &path("k8s/web/expired"),
+            &data(&[("pass", "x")]),
+            None,
+            Some(&short),
+            Sight::Read,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let before = f.dump().await;
+    let r = f
+        .update_scope("k8s/web/expired", Some(1), &narrower_scope(), Sight::List)
+        .await;
+    assert_eq!(code(r), ErrorCode::Expired);
+    assert_eq!(f.dump().await, before);
+}
+
+#[tokio::test]
+async fn a_scope_update_that_changes_nothing_writes_nothing() {
+    let f = fixture();
+    f.put("k8s/web/db", &[("pass", "x")]).await.unwrap();
+    f.update_scope("k8s/web/db", None, &narrower_scope(), Sight::Read)
+        .await
+        .unwrap();
+    let before = f.dump().await;
+    for sight in [Sight::Read, Sight::List] {
+        let r = f
+            .update_scope("k8s/web/db", Some(2), &narrower_scope(), sight)
+            .await
+            .unwrap();
+        assert_eq!((r.version, r.unchanged), (Some(2), true));
+        // An empty update changes nothing too.
+        let empty = scope_change(&spike_core::api::ScopeUpdate::default());
+        let r = f
+            .update_scope("k8s/web/db", None, &empty, sight)
+            .await
+            .unwrap();
+        assert!(r.unchanged);
+    }
+    assert_eq!(f.dump().await, before);
+}
+
+/// A writer that may neither read nor list learns nothing from a scope update: not the
+/// version, not whether the scope was already so (the scope is metadata it may not see), and
+/// never a value (the answer has no place for one).
+#[tokio::test]
+async fn a_blind_scope_update_tells_nothing() {
+    let f = fixture();
+    f.put("k8s/web/db", &[("pass", "hunter2")]).await.unwrap();
+    let first = f
+        .update_scope("k8s/web/db", None, &narrower_scope(), Sight::Blind)
+        .await
+        .unwrap();
+    let same = f
+        .update_scope("k8s/web/db", None, &narrower_scope(), Sight::Blind)
+        .await
+        .unwrap();
+    assert_eq!(first, same, "a scope already so must look like a change");
+    assert_eq!((first.version, first.unchanged), (None, false));
+    let json = serde_json::to_string(&first).unwrap();
+    assert!(!json.contains("hunter2"), "{json}");
+    assert_eq!(f.versions_kept("k8s/web/db").await, vec![1, 2, 3]);
+    assert_eq!(
+        f.value("k8s/web/db", None, "pass").await.unwrap(),
+        "hunter2"
+    );
+}

@@ -317,6 +317,25 @@ pub enum SecretCmd {
         #[command(flatten)]
         scope: ScopeArgs,
     },
+    /// Change a secret's scope and nothing else: a new version with the current values, which
+    /// stay in Nexus (only `write` is needed, not `read`). Setting the scope it already has
+    /// changes nothing, for a caller that may read or list the secret.
+    ///
+    /// Example:
+    ///   spike secret scope db/creds --ttl 1h --allowed-destinations api.example.com
+    ///   spike secret scope db/creds --no-ttl --allowed-spiffe-ids '' --cas 4
+    #[command(verbatim_doc_comment)]
+    Scope {
+        /// Secret path.
+        #[arg(value_parser = secret_path)]
+        path: String,
+        /// Change it only if this version is current.
+        #[arg(long)]
+        cas: Option<u64>,
+        /// The scope to set (at least one flag).
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
     /// Change some keys of the current version and keep the rest: a new version, written
     /// only if the version read is still current (compare-and-set).
     ///
@@ -740,6 +759,16 @@ mod tests {
                 2,
                 "{bad:?}"
             );
+        }
+        let cli =
+            Cli::try_parse_from(["spike", "secret", "scope", "a/b", "--no-ttl", "--cas", "4"])
+                .unwrap();
+        match cli.command {
+            Some(Command::Secret(SecretCmd::Scope { path, cas, scope })) => {
+                assert_eq!((path.as_str(), cas), ("a/b", Some(4)));
+                assert_eq!(scope.update().unwrap().ttl_seconds, Some(0));
+            }
+            other => panic!("unexpected {other:?}"),
         }
         let cli =
             Cli::try_parse_from(["spike", "secret", "get", "a/b", "k", "--version", "3"]).unwrap();

@@ -43,6 +43,7 @@ pub(crate) fn api_router(nexus: Arc<Nexus>) -> Router {
             "/v1/secrets/data/{*path}",
             put(secrets::put).get(secrets::get),
         )
+        .route("/v1/secrets/scope/{*path}", post(secrets::scope))
         .route("/v1/secrets/metadata/{*path}", get(secrets::metadata))
         .route("/v1/secrets/list", get(secrets::list))
         .route("/v1/secrets/delete/{*path}", post(secrets::delete))

@@ -7,7 +7,7 @@ use http::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spike::client::{CliError, Nexus};
-use spike_core::id::{Builtin, SpiffeId};
+use spike_core::id::Builtin;
 use spike_runtime::svid::SvidSource;
 
 use super::error::SyncError;
@@ -37,20 +37,8 @@ impl NexusSync {
         timeout: Duration,
     ) -> Result<Self, SyncError> {
         let operator = Builtin::Operator.id(source.trust_domain());
-        Self::connect_as(addr, source, &operator, timeout)
-    }
-
-    /// As [`NexusSync::connect`], pinned to `identity`. For tests while Nexus applies no
-    /// policy to `/spike/operator` (a reserved identity) until the scoped policy-admin
-    /// permission lands.
-    pub fn connect_as(
-        addr: &str,
-        source: Arc<dyn SvidSource>,
-        identity: &SpiffeId,
-        timeout: Duration,
-    ) -> Result<Self, SyncError> {
-        source.expect_id(identity).map_err(|e| {
-            SyncError::BadInput(format!("the operator's SVID must be {identity}: {e}"))
+        source.expect_id(&operator).map_err(|e| {
+            SyncError::BadInput(format!("the operator's SVID must be {operator}: {e}"))
         })?;
         let nexus = Nexus::new(addr, source, timeout).map_err(|e| match e {
             CliError::Usage(m) => SyncError::BadInput(m),

@@ -37,6 +37,11 @@ pub enum SyncError {
     /// The declared input is invalid; nothing was sent.
     #[error("{0}")]
     BadInput(String),
+    /// The declared change cannot be made by an operator that may not read the secret (for
+    /// example a generated key added to a live secret); nothing was written, and only a spec
+    /// change (or an administrator) fixes it.
+    #[error("{0}")]
+    Unsupported(String),
     /// Nexus answered something unexpected (a bug on one side or the other).
     #[error("unexpected answer from Nexus: {0}")]
     Unexpected(String),
@@ -56,6 +61,7 @@ impl SyncError {
             Self::Refused { .. } => "RefusedByNexus",
             Self::Conflict { .. } => "ConcurrentChange",
             Self::BadInput(_) => "InvalidSpec",
+            Self::Unsupported(_) => "UnsupportedChange",
             Self::Unexpected(_) => "UnexpectedAnswer",
         }
     }

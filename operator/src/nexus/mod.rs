@@ -2,10 +2,11 @@
 //!
 //! The `SpikeSecret` and `SpikePolicy` controllers fill the small input types here from their
 //! custom resources ([`DesiredPolicy`], [`DesiredSecret`], [`DesiredToken`]); this module does not
-//! know the CRDs. Every write is preceded by a read, so a reconcile that changes nothing writes
-//! nothing, and secret writes carry compare-and-set on the version read, so a concurrent writer
-//! makes the write fail with [`SyncError::Conflict`] (the controller requeues) instead of being
-//! overwritten.
+//! know the CRDs. Every write is preceded by a read of what Nexus shows the operator (policies,
+//! a secret's metadata: never a secret's values, which it may not read), so a reconcile that
+//! changes nothing writes nothing, and secret writes carry compare-and-set on the version
+//! read, so a concurrent writer makes the write fail with [`SyncError::Conflict`] (the
+//! controller requeues) instead of being overwritten.
 //!
 //! All calls go through the one pooled, typed Nexus client of the `spike` CLI
 //! ([`spike::client::Nexus`]).
@@ -22,7 +23,8 @@ pub use error::SyncError;
 pub use generate::{Alphabet, Generator, MAX_GENERATED_LEN};
 pub use policy::{DesiredPolicy, PolicyOutcome, PolicyPlan};
 pub use secret::{
-    DesiredScope, DesiredSecret, SecretOutcome, SecretPlan, SecretValues, WritePolicy,
+    Applied, DesiredScope, DesiredSecret, SecretOutcome, SecretPlan, SecretSync, SecretValues,
+    WritePolicy,
 };
 pub use token::{DesiredToken, MintedToken, needs_remint};
 

@@ -1,20 +1,37 @@
-//! Secrets: compare-and-set against the version read, and no write when nothing changes.
+//! Secrets: decided from metadata and the last applied state, never from the values.
 //!
-//! A reconcile reads the metadata (the current version and the scope), reads the current
-//! values only when the comparison needs them (`Replace`, or a scope change that must carry
-//! the values into a new version), and writes with `cas` set to the version it read: a writer
+//! The operator may `list` and `write` within its scope but never `read` (see Nexus's
+//! `operator.path_scope`), so a reconcile cannot compare the declared values with the stored
+//! ones. It compares revisions instead: the controller passes the *source revision* of the
+//! declared values ([`DesiredSecret::source_revision`], an opaque string that changes whenever
+//! they may have changed) and the [`Applied`] state it recorded in the resource's status after
+//! the last write. From the metadata (current version and scope) and those two, a plan is one
+//! of: nothing; a put of the declared values; or a scope-only update
+//! (`POST /v1/secrets/scope`), for which Nexus carries the current values into the new version
+//! itself. Every write carries compare-and-set on the version the metadata showed: a writer
 //! that slipped in between makes Nexus answer `409 cas_mismatch`, which is
 //! [`SyncError::Conflict`], and nothing is overwritten.
+//!
+//! | stored          | write policy  | decision                                                   |
+//! |-----------------|---------------|------------------------------------------------------------|
+//! | no live version | either        | put the values                                             |
+//! | live            | `IfNotExists` | never the values; a scope-only update if the scope differs |
+//! | live            | `Replace`     | put the values if the source revision changed or someone else wrote a version since [`Applied`]; else as `IfNotExists` |
+//!
+//! Generated values are never regenerated while a version is live: under `Replace` a live
+//! version the operator did not write is adopted as it is, and a changed generator
+//! declaration (a key added or removed, other settings) cannot be applied without reading the
+//! current values, so it is refused with [`SyncError::Unsupported`] and nothing is written.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::Method;
+use serde::{Deserialize, Serialize};
 use spike_core::api::{
-    GetSecretResponse, PutSecretRequest, PutSecretResponse, ScopeUpdate, SecretMetadata,
+    PutSecretRequest, PutSecretResponse, ScopeUpdate, SecretMetadata, UpdateScopeRequest,
     VersionsRequest, VersionsResponse,
 };
-use spike_core::error::ErrorCode;
 use spike_core::path::SecretPath;
 use spike_core::secret::SecretMap;
 use spike_core::token::Destination;
@@ -28,10 +45,10 @@ use super::{DeleteOutcome, DeletionPolicy};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WritePolicy {
     /// Only when it has no live version: a value changed in Nexus (a rotation) is kept, and
-    /// so are its keys (a generated key added to the spec later is not generated). A scope
-    /// change is still applied, by a new version carrying the current values.
+    /// so are its keys. A scope change is still applied, by a scope-only update.
     IfNotExists,
-    /// Whenever the declared values differ from the current version.
+    /// Whenever the declared values may differ from the current version: their source
+    /// revision changed, or someone else wrote a version, since the operator's last write.
     Replace,
 }
 
@@ -39,9 +56,9 @@ pub enum WritePolicy {
 pub enum SecretValues {
     /// Copied from keys of a Kubernetes Secret (the controller reads them).
     Given(SecretMap),
-    /// Generated, one generator per key. A value is generated once, when its key is first
-    /// written, and never regenerated while it can be read, whatever the write policy: a
-    /// reconcile must not rotate a password behind its users' backs.
+    /// Generated, one generator per key, when the secret has no live version; never
+    /// regenerated while one is live, whatever the write policy: a reconcile must not rotate a
+    /// password behind its users' backs.
     Generated(BTreeMap<String, Generator>),
 }
 
@@ -78,6 +95,24 @@ pub struct DesiredSecret {
     pub scope: DesiredScope,
     /// When an existing secret is written.
     pub write_policy: WritePolicy,
+    /// An opaque string that changes whenever the declared values may have changed: for a
+    /// Kubernetes Secret its `uid`, `resourceVersion` and the selected key names; for
+    /// generated values the key names and generator settings. Never a value or a hash of one
+    /// (it is stored in the resource's status).
+    pub source_revision: String,
+}
+
+/// What the resource's status records after an apply, for the next reconcile to compare with
+/// (the `SpikeSecret` status embeds it as `applied`, hence the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    /// The version current after the apply.
+    pub version: u64,
+    /// The source revision whose values that version holds; `None` when it holds values the
+    /// operator did not write (kept under `IfNotExists`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_revision: Option<String>,
 }
 
 /// What applying a secret did, with the version now current (for the resource's status).
@@ -111,6 +146,15 @@ impl SecretOutcome {
     }
 }
 
+/// An apply's result: what it did, and what the status records for the next reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSync {
+    /// What was written, if anything.
+    pub outcome: SecretOutcome,
+    /// The status's new `applied` state.
+    pub applied: Applied,
+}
+
 /// The scope in the form Nexus stores it, for comparison with the metadata.
 #[derive(Debug, PartialEq, Eq)]
 struct NormalScope {
@@ -119,19 +163,37 @@ struct NormalScope {
     destinations: Vec<String>,
 }
 
-/// What a reconcile will write: the values (wiped when dropped; Debug shows key names only)
-/// and scope of the next version, or nothing, and the version it is conditional on.
+/// What a reconcile will write, if anything, and the version the write is conditional on.
+/// Its Debug output shows key names, never values.
 #[derive(Debug)]
 pub struct SecretPlan {
     path: SecretPath,
     cas: u64,
-    write: Option<(SecretMap, NormalScope)>,
+    write: PlannedWrite,
+    /// The source revision whose values the version current after the write holds.
+    holds: Option<String>,
+}
+
+/// The one write of a plan.
+#[derive(Debug)]
+enum PlannedWrite {
+    /// The secret is as declared.
+    Nothing,
+    /// A put of these values (wiped when dropped) with this scope.
+    Values(SecretMap, NormalScope),
+    /// A scope-only update: Nexus carries the current values into the new version.
+    Scope(NormalScope),
 }
 
 impl SecretPlan {
     /// True when nothing will be written.
     pub fn is_unchanged(&self) -> bool {
-        self.write.is_none()
+        matches!(self.write, PlannedWrite::Nothing)
+    }
+
+    /// True when the plan writes the declared values (not only a scope change).
+    pub fn writes_values(&self) -> bool {
+        matches!(self.write, PlannedWrite::Values(..))
     }
 }
 
@@ -212,117 +274,157 @@ impl DesiredSecret {
         Ok((path, NormalScope::of_desired(&self.scope)?))
     }
 
-    /// The values to write, given what is stored now (`None`: nothing readable), or `None` when
-    /// the stored values are already as declared.
-    fn next_values(&self, stored: Option<&SecretMap>) -> Result<Option<SecretMap>, SyncError> {
-        match (&self.values, stored) {
-            (SecretValues::Given(want), Some(have)) if want == have => Ok(None),
-            (SecretValues::Given(want), _) => Ok(Some(want.clone())),
-            (SecretValues::Generated(gens), have) => {
-                let keep = |k: &str| have.and_then(|h| h.get(k));
-                let same_keys = have.is_some_and(|h| {
-                    h.len() == gens.len() && gens.keys().all(|k| h.contains_key(k))
-                });
-                if same_keys {
-                    return Ok(None);
-                }
+    /// The values of a version written from this declaration (generated ones are new).
+    fn values_to_write(&self) -> Result<SecretMap, SyncError> {
+        match &self.values {
+            SecretValues::Given(m) => Ok(m.clone()),
+            SecretValues::Generated(gens) => {
                 let mut next = SecretMap::new();
                 for (key, gen_) in gens {
-                    let value = match keep(key) {
-                        Some(v) => v.clone(),
-                        None => gen_.generate()?,
-                    };
-                    next.insert(key.clone(), value);
+                    next.insert(key.clone(), gen_.generate()?);
                 }
-                Ok(Some(next))
+                Ok(next)
             }
         }
     }
-}
 
-impl NexusSync {
-    /// Makes the secret in Nexus what `desired` declares, with compare-and-set on the version
-    /// read; see the module docs. The operator must hold `read` and `write` on the path.
-    pub async fn apply_secret(&self, desired: &DesiredSecret) -> Result<SecretOutcome, SyncError> {
-        let plan = self.plan_secret(desired).await?;
-        self.write_plan(plan).await
-    }
-
-    /// The read half of [`NexusSync::apply_secret`]: what to write, if anything, and the
-    /// version the write is conditional on. Nothing is written.
-    pub async fn plan_secret(&self, desired: &DesiredSecret) -> Result<SecretPlan, SyncError> {
-        let (path, scope) = desired.validate()?;
-        let what = format!("secret {path}");
-        let meta: Option<SecretMetadata> = self
-            .get_optional(&format!("/v1/secrets/metadata/{path}"), &what)
-            .await?;
-        let live = meta.as_ref().map_or(0, |m| m.current_version);
-        let scope_same = meta
-            .as_ref()
-            .is_some_and(|m| NormalScope::of_stored(m) == scope);
-        let data = if live == 0 {
-            desired.next_values(None)?
-        } else {
-            match desired.write_policy {
-                WritePolicy::IfNotExists if scope_same => None,
-                // The scope travels with a put: the current values go into the new version as
-                // they are.
-                WritePolicy::IfNotExists => Some(
-                    self.read_version(&path, live, &what)
-                        .await?
-                        .ok_or_else(|| SyncError::Refused {
-                            code: ErrorCode::Expired,
-                            message: format!(
-                                "{what}: its scope cannot change while its current version cannot be read"
-                            ),
-                        })?,
-                ),
-                WritePolicy::Replace => {
-                    let stored = self.read_version(&path, live, &what).await?;
-                    match desired.next_values(stored.as_ref())? {
-                        Some(next) => Some(next),
-                        None if scope_same => None,
-                        None => stored,
-                    }
+    /// The plan against the stored metadata (`None`: no such secret) and the status's last
+    /// applied state; see the module docs.
+    fn plan(
+        &self,
+        meta: Option<&SecretMetadata>,
+        applied: Option<&Applied>,
+    ) -> Result<SecretPlan, SyncError> {
+        let (path, scope) = self.validate()?;
+        let live = meta.map_or(0, |m| m.current_version);
+        let revision = Some(self.source_revision.clone());
+        if live == 0 {
+            return Ok(SecretPlan {
+                path,
+                cas: 0,
+                write: PlannedWrite::Values(self.values_to_write()?, scope),
+                holds: revision,
+            });
+        }
+        // The status describes the current version only if no one wrote another since.
+        let ours = applied.filter(|a| a.version == live);
+        let ours_holds = ours.and_then(|a| a.source_revision.clone());
+        let in_sync = ours_holds == revision;
+        let (rewrite, holds) = match (self.write_policy, &self.values) {
+            (WritePolicy::IfNotExists, _) => (false, ours_holds),
+            (WritePolicy::Replace, SecretValues::Given(_)) => (!in_sync, revision),
+            (WritePolicy::Replace, SecretValues::Generated(_)) => {
+                if ours_holds.is_some() && !in_sync {
+                    return Err(SyncError::Unsupported(format!(
+                        "secret {path}: its generated keys or their settings changed since version {live} was written, \
+                         and the operator can neither add nor remove a key without reading the secret (which it may \
+                         not), nor regenerate a live value; nothing was written. Restore the previous declaration, or \
+                         delete the secret's versions in Nexus to have it generated anew"
+                    )));
                 }
+                // In sync, or a version the operator did not write: adopted as it is.
+                (false, revision)
             }
+        };
+        let stored_scope = meta.map(NormalScope::of_stored);
+        let write = if rewrite {
+            PlannedWrite::Values(self.values_to_write()?, scope)
+        } else if stored_scope.as_ref() == Some(&scope) {
+            PlannedWrite::Nothing
+        } else {
+            PlannedWrite::Scope(scope)
         };
         Ok(SecretPlan {
             path,
             cas: live,
-            write: data.map(|d| (d, scope)),
+            write,
+            holds,
         })
+    }
+}
+
+impl NexusSync {
+    /// Makes the secret in Nexus what `desired` declares, given the `applied` state the
+    /// resource's status recorded after the last apply (`None` before the first); see the
+    /// module docs. The operator needs `list` and `write` on the path, never `read`.
+    pub async fn apply_secret(
+        &self,
+        desired: &DesiredSecret,
+        applied: Option<&Applied>,
+    ) -> Result<SecretSync, SyncError> {
+        let plan = self.plan_secret(desired, applied).await?;
+        self.write_plan(plan).await
+    }
+
+    /// The planning half of [`NexusSync::apply_secret`]: reads the metadata (never values)
+    /// and decides what to write, if anything, and the version the write is conditional on.
+    /// Nothing is written.
+    pub async fn plan_secret(
+        &self,
+        desired: &DesiredSecret,
+        applied: Option<&Applied>,
+    ) -> Result<SecretPlan, SyncError> {
+        // Refuse a bad declaration before anything is sent.
+        let (path, _) = desired.validate()?;
+        let meta: Option<SecretMetadata> = self
+            .get_optional(
+                &format!("/v1/secrets/metadata/{path}"),
+                &format!("secret {path}"),
+            )
+            .await?;
+        desired.plan(meta.as_ref(), applied)
     }
 
     /// The write half of [`NexusSync::apply_secret`]: writes the planned version only if the
-    /// version read is still current (`cas`), else [`SyncError::Conflict`].
-    pub async fn write_plan(&self, plan: SecretPlan) -> Result<SecretOutcome, SyncError> {
-        let Some((data, scope)) = plan.write else {
-            return Ok(SecretOutcome::Unchanged { version: plan.cas });
-        };
+    /// version planned against is still current (`cas`), else [`SyncError::Conflict`].
+    pub async fn write_plan(&self, plan: SecretPlan) -> Result<SecretSync, SyncError> {
         let what = format!("secret {}", plan.path);
-        let body = PutSecretRequest {
-            data,
-            cas: Some(plan.cas),
-            scope: Some(scope.update()),
+        let resp: PutSecretResponse = match plan.write {
+            PlannedWrite::Nothing => {
+                return Ok(SecretSync {
+                    outcome: SecretOutcome::Unchanged { version: plan.cas },
+                    applied: Applied {
+                        version: plan.cas,
+                        source_revision: plan.holds,
+                    },
+                });
+            }
+            PlannedWrite::Values(data, scope) => {
+                let body = PutSecretRequest {
+                    data,
+                    cas: Some(plan.cas),
+                    scope: Some(scope.update()),
+                };
+                let route = format!("/v1/secrets/data/{}", plan.path);
+                self.call(Method::PUT, &route, Some(&body), &what).await?
+            }
+            PlannedWrite::Scope(scope) => {
+                let body = UpdateScopeRequest {
+                    cas: Some(plan.cas),
+                    scope: scope.update(),
+                };
+                let route = format!("/v1/secrets/scope/{}", plan.path);
+                self.call(Method::POST, &route, Some(&body), &what).await?
+            }
         };
-        let resp: PutSecretResponse = self
-            .call(
-                Method::PUT,
-                &format!("/v1/secrets/data/{}", plan.path),
-                Some(&body),
-                &what,
-            )
-            .await?;
         let version = resp.version.ok_or_else(|| {
             SyncError::Unexpected(format!(
-                "{what}: Nexus did not say which version it wrote (the operator needs `read` or `list` on the path)"
+                "{what}: Nexus did not say which version it wrote (the operator needs `list` on the path)"
             ))
         })?;
-        Ok(if plan.cas == 0 {
+        let outcome = if resp.unchanged {
+            SecretOutcome::Unchanged { version }
+        } else if plan.cas == 0 {
             SecretOutcome::Created { version }
         } else {
             SecretOutcome::Updated { version }
+        };
+        Ok(SecretSync {
+            outcome,
+            applied: Applied {
+                version,
+                source_revision: plan.holds,
+            },
         })
     }
 
@@ -364,28 +466,6 @@ impl NexusSync {
             .await?;
         Ok(DeleteOutcome::Deleted)
     }
-
-    /// The values of `version`, or `None` when it cannot be read any more (expired, deleted or
-    /// destroyed since the metadata was read), which counts as "differs".
-    async fn read_version(
-        &self,
-        path: &SecretPath,
-        version: u64,
-        what: &str,
-    ) -> Result<Option<SecretMap>, SyncError> {
-        let route = format!("/v1/secrets/data/{path}?version={version}");
-        match self
-            .call_raw::<GetSecretResponse>(Method::GET, &route, None::<&()>)
-            .await
-        {
-            Ok(r) => Ok(Some(r.data)),
-            Err(spike::client::CliError::Api {
-                code: ErrorCode::Expired | ErrorCode::Deleted | ErrorCode::Destroyed,
-                ..
-            }) => Ok(None),
-            Err(e) => Err(SyncError::from_client(e, what)),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -407,6 +487,39 @@ mod tests {
             values,
             scope: DesiredScope::default(),
             write_policy: WritePolicy::Replace,
+            source_revision: "uid-1/rv-1/pass".into(),
+        }
+    }
+
+    /// Metadata of a secret whose current version is `current` (0: none live), unscoped.
+    fn meta(current: u64) -> SecretMetadata {
+        SecretMetadata {
+            path: "k8s/web/db".into(),
+            current_version: current,
+            latest_version: current.max(1),
+            max_versions: 10,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            versions: Vec::new(),
+            ttl_seconds: None,
+            allowed_spiffe_ids: Vec::new(),
+            allowed_destinations: Vec::new(),
+        }
+    }
+
+    fn applied(version: u64, revision: Option<&str>) -> Applied {
+        Applied {
+            version,
+            source_revision: revision.map(str::to_owned),
+        }
+    }
+
+    /// What a plan does, in a word.
+    fn kind(p: &SecretPlan) -> &'static str {
+        match p.write {
+            PlannedWrite::Nothing => "nothing",
+            PlannedWrite::Values(..) => "values",
+            PlannedWrite::Scope(_) => "scope",
         }
     }
 
@@ -427,33 +540,106 @@ mod tests {
     }
 
     #[test]
-    fn given_values_are_written_only_when_they_differ() {
-        let d = desired(SecretValues::Given(map(&[("pass", "one")])));
-        assert!(
-            d.next_values(Some(&map(&[("pass", "one")])))
-                .unwrap()
-                .is_none()
-        );
-        let next = d
-            .next_values(Some(&map(&[("pass", "two")])))
-            .unwrap()
-            .unwrap();
-        assert_eq!(next, map(&[("pass", "one")]));
-        assert!(d.next_values(None).unwrap().is_some());
+    fn no_live_version_writes_the_values_under_either_policy() {
+        for policy in [WritePolicy::Replace, WritePolicy::IfNotExists] {
+            for stored in [None, Some(meta(0))] {
+                let mut d = desired(SecretValues::Given(map(&[("pass", "one")])));
+                d.write_policy = policy;
+                let p = d
+                    .plan(stored.as_ref(), Some(&applied(3, Some("old"))))
+                    .unwrap();
+                assert_eq!((kind(&p), p.cas), ("values", 0), "{policy:?}");
+                assert_eq!(p.holds.as_deref(), Some("uid-1/rv-1/pass"));
+            }
+        }
+        let p = desired(gens(&["a", "b"])).plan(None, None).unwrap();
+        let PlannedWrite::Values(values, _) = &p.write else {
+            panic!("{p:?}")
+        };
+        assert_eq!(values.len(), 2);
+        assert_eq!(values.get("a").unwrap().expose_secret().len(), 16);
     }
 
     #[test]
-    fn generated_values_are_kept_and_only_missing_keys_are_generated() {
-        let d = desired(gens(&["a", "b"]));
-        let stored = map(&[("a", "kept-value-0001"), ("b", "kept-value-0002")]);
-        assert!(d.next_values(Some(&stored)).unwrap().is_none());
-        let next = d
-            .next_values(Some(&map(&[("a", "kept-value-0001"), ("old", "x")])))
-            .unwrap()
+    fn replace_writes_only_when_the_source_or_the_version_moved() {
+        let d = desired(SecretValues::Given(map(&[("pass", "one")])));
+        let rev = Some("uid-1/rv-1/pass");
+        // As applied: nothing.
+        let p = d.plan(Some(&meta(4)), Some(&applied(4, rev))).unwrap();
+        assert_eq!((kind(&p), p.cas), ("nothing", 4));
+        // The source changed; someone else wrote version 5; no status; values not ours.
+        for last in [
+            applied(4, Some("uid-1/rv-0/pass")),
+            applied(4, None),
+            applied(3, rev),
+        ] {
+            let p = d.plan(Some(&meta(4)), Some(&last)).unwrap();
+            assert_eq!((kind(&p), p.cas), ("values", 4), "{last:?}");
+            assert_eq!(p.holds.as_deref(), rev);
+        }
+        let p = d.plan(Some(&meta(4)), None).unwrap();
+        assert_eq!(kind(&p), "values");
+        // As applied, but the scope differs: a scope-only update.
+        let mut scoped = desired(SecretValues::Given(map(&[("pass", "one")])));
+        scoped.scope.ttl = Some(Duration::from_secs(60));
+        let p = scoped.plan(Some(&meta(4)), Some(&applied(4, rev))).unwrap();
+        assert_eq!((kind(&p), p.cas), ("scope", 4));
+    }
+
+    #[test]
+    fn if_not_exists_never_writes_values_over_a_live_version() {
+        let mut d = desired(SecretValues::Given(map(&[("pass", "one")])));
+        d.write_policy = WritePolicy::IfNotExists;
+        for last in [None, Some(applied(4, Some("old"))), Some(applied(2, None))] {
+            let p = d.plan(Some(&meta(4)), last.as_ref()).unwrap();
+            assert_eq!(kind(&p), "nothing", "{last:?}");
+        }
+        // What the status says the version holds is kept as it is: a later switch to
+        // Replace then writes the declared values.
+        let p = d
+            .plan(Some(&meta(4)), Some(&applied(4, Some("old"))))
             .unwrap();
-        assert_eq!(next.get("a").unwrap().expose_secret(), "kept-value-0001");
-        assert_eq!(next.get("b").unwrap().expose_secret().len(), 16);
-        assert!(!next.contains_key("old"));
+        assert_eq!(p.holds.as_deref(), Some("old"));
+        let p = d
+            .plan(Some(&meta(4)), Some(&applied(2, Some("old"))))
+            .unwrap();
+        assert_eq!(
+            p.holds, None,
+            "a version someone else wrote holds no source of ours"
+        );
+        d.scope.allowed_destinations = vec!["api.example.com".into()];
+        let p = d.plan(Some(&meta(4)), None).unwrap();
+        assert_eq!((kind(&p), p.cas), ("scope", 4));
+    }
+
+    #[test]
+    fn generated_values_are_never_regenerated_while_live() {
+        let d = desired(gens(&["a", "b"]));
+        let rev = Some("uid-1/rv-1/pass");
+        // In sync, written by someone else, or never recorded: adopted, nothing written.
+        for last in [
+            Some(applied(4, rev)),
+            Some(applied(3, rev)),
+            Some(applied(4, None)),
+            None,
+        ] {
+            let p = d.plan(Some(&meta(4)), last.as_ref()).unwrap();
+            assert_eq!(kind(&p), "nothing", "{last:?}");
+            assert_eq!(p.holds.as_deref(), rev);
+        }
+        // The declaration changed since the operator wrote the version: refused, nothing
+        // planned (adding a key would need the other values).
+        let e = d
+            .plan(Some(&meta(4)), Some(&applied(4, Some("a,b,c"))))
+            .unwrap_err();
+        assert!(matches!(e, SyncError::Unsupported(_)), "{e:?}");
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("k8s/web/db"), "{e}");
+        // A scope change still applies, without the values.
+        let mut scoped = desired(gens(&["a", "b"]));
+        scoped.scope.ttl = Some(Duration::from_secs(60));
+        let p = scoped.plan(Some(&meta(4)), None).unwrap();
+        assert_eq!(kind(&p), "scope");
     }
 
     #[test]
@@ -506,10 +692,26 @@ mod tests {
     }
 
     #[test]
+    fn applied_is_stored_in_camel_case_without_an_unknown_revision() {
+        let a = applied(3, Some("uid-1/rv-1/pass"));
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"version": 3, "sourceRevision": "uid-1/rv-1/pass"})
+        );
+        assert_eq!(serde_json::from_value::<Applied>(json).unwrap(), a);
+        let kept = serde_json::to_value(applied(3, None)).unwrap();
+        assert_eq!(kept, serde_json::json!({"version": 3}));
+    }
+
+    #[test]
     fn debug_output_shows_no_value() {
         let d = desired(SecretValues::Given(map(&[("pass", "hunter2-very-secret")])));
         let text = format!("{d:?}");
         assert!(text.contains("pass"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+        let plan = d.plan(None, None).unwrap();
+        let text = format!("{plan:?}");
+        assert!(text.contains("pass") && !text.contains("hunter2"), "{text}");
     }
 }

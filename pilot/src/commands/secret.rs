@@ -5,7 +5,7 @@ use std::io::Read;
 use http::Method;
 use spike_core::api::{
     GetSecretResponse, ListSecretsResponse, PutSecretRequest, PutSecretResponse, ScopeUpdate,
-    SecretMetadata, VersionsRequest, VersionsResponse,
+    SecretMetadata, UpdateScopeRequest, VersionsRequest, VersionsResponse,
 };
 use spike_core::secret::{SecretMap, SecretString};
 
@@ -30,6 +30,16 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: SecretCmd) -> CliResult<()> {
                 .ok_or_else(|| CliError::Usage("name the secret: a PATH, or --name NAME".into()))?;
             let data = collect_pairs(&pairs, &keys, &values)?;
             let resp = write(nexus, &path, data, cas, scope.update()).await?;
+            print_written(out, &path, &resp);
+        }
+        SecretCmd::Scope { path, cas, scope } => {
+            let scope = scope.update().ok_or_else(|| {
+                CliError::Usage(
+                    "give the scope to set: --ttl, --no-ttl, --allowed-spiffe-ids or --allowed-destinations"
+                        .into(),
+                )
+            })?;
+            let resp = update_scope(nexus, &path, cas, scope).await?;
             print_written(out, &path, &resp);
         }
         SecretCmd::Patch { path, pairs, cas } => {
@@ -270,6 +280,24 @@ async fn write(
     let req = PutSecretRequest { data, cas, scope };
     nexus
         .call(Method::PUT, &format!("/v1/secrets/data/{path}"), Some(&req))
+        .await
+}
+
+/// `POST /v1/secrets/scope`: a new version with the current values (which never leave Nexus)
+/// and `scope` applied.
+async fn update_scope(
+    nexus: &Nexus,
+    path: &str,
+    cas: Option<u64>,
+    scope: ScopeUpdate,
+) -> CliResult<PutSecretResponse> {
+    let req = UpdateScopeRequest { cas, scope };
+    nexus
+        .call(
+            Method::POST,
+            &format!("/v1/secrets/scope/{path}"),
+            Some(&req),
+        )
         .await
 }
 
