@@ -11,8 +11,10 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use spike::client::CliError;
 use spike_bench::Stack;
+use spike_core::admin_scope::AdminScope;
 use spike_core::api::PolicyResponse;
 use spike_core::error::ErrorCode;
+use spike_core::id::Builtin;
 use spike_core::policy::Permission;
 use spike_operator::controller::policy::{REFUSED_REQUEUE, RESYNC, error_policy, reconcile};
 use spike_operator::controller::{Backoff, Context, Error, NexusConnector};
@@ -25,12 +27,6 @@ use spike_operator::nexus::NexusSync;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const NAME: &str = "k8s.team-a.readers";
 
-/// The operator's stand-in: Nexus applies no policy to `/spike/operator` (a reserved
-/// identity) until the scoped policy-admin permission lands, so the tests give a workload ID
-/// what the operator will hold.
-// scoped policy admin: switch when it lands (today only `super` on `**` writes policies)
-const OPERATOR: &str = "/ns/spike-system/operator";
-
 struct Setup {
     stack: Stack,
     ctx: Arc<Context>,
@@ -42,24 +38,24 @@ struct Setup {
 /// A started stack, the operator's client of it, and a context on a scripted API server;
 /// `unreachable` points the context at a closed port instead.
 async fn setup_with(unreachable: bool) -> Setup {
-    let stack = Stack::start(None).await.expect("stack");
+    // The operator's scope in Nexus, as the chart configures it: the tenants' paths and IDs.
+    let stack = Stack::start_with(None, |c| {
+        let ids = format!("spiffe://{}/ns/**", c.trust_domain);
+        c.operator_scope = Some(AdminScope::parse("k8s/**", &ids, &c.trust_domain).expect("scope"));
+    })
+    .await
+    .expect("stack");
     let td = stack.trust_domain().clone();
-    let id = td.id(OPERATOR).expect("id");
-    let body =
-        json!({"spiffeIdPattern": id.as_str(), "pathPattern": "**", "permissions": ["super"]});
-    let _: Value = stack
-        .client
-        .call(Method::PUT, "/v1/policies/operator", Some(&body))
-        .await
-        .expect("the operator's policy");
-    let source = stack.svid_source(&id).expect("svid");
+    let source = stack
+        .svid_source(&Builtin::Operator.id(&td))
+        .expect("the operator's SVID");
     let addr = if unreachable {
         // Nothing listens on port 1.
         "127.0.0.1:1".to_owned()
     } else {
         stack.nexus_addr().to_owned()
     };
-    let sync = NexusSync::connect_as(&addr, source, &id, TIMEOUT).expect("client");
+    let sync = NexusSync::connect(&addr, source, TIMEOUT).expect("client");
     let (ctx, api) = fixtures::context(NexusConnector::fixed(sync));
     Setup {
         stack,
@@ -577,7 +573,7 @@ async fn the_controller_refuses_to_start_without_the_crds_and_stops_on_shutdown(
 async fn the_service_connector_reaches_each_clusters_nexus_service_as_the_operator() {
     let stack = Stack::start(None).await.expect("stack");
     let td = stack.trust_domain().clone();
-    let operator = spike_core::id::Builtin::Operator.id(&td);
+    let operator = Builtin::Operator.id(&td);
     let connector = NexusConnector::service(stack.svid_source(&operator).expect("svid"), TIMEOUT);
     let a = connector
         .for_cluster("spike-system", "spike")
