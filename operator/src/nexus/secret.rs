@@ -112,6 +112,7 @@ pub struct Applied {
     /// The source revision whose values that version holds; `None` when it holds values the
     /// operator did not write (kept under `IfNotExists`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub source_revision: Option<String>,
 }
 
