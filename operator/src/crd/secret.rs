@@ -260,6 +260,10 @@ pub struct SpikeSecretStatus {
     /// The version Nexus stores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_version: Option<i64>,
+    /// What the last apply wrote, for the next reconcile to compare with (the operator never
+    /// reads values back from Nexus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<crate::nexus::Applied>,
     /// The tokens minted (without their values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]

@@ -109,9 +109,10 @@ pub struct DesiredSecret {
 pub struct Applied {
     /// The version current after the apply.
     pub version: u64,
-    /// The source revision whose values that version holds; `None` when it holds values the
+    /// The source revision whose values that version holds; absent when it holds values the
     /// operator did not write (kept under `IfNotExists`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub source_revision: Option<String>,
 }
 
