@@ -16,7 +16,7 @@ use tower_test::mock::{Handle, SendResponse};
 
 use crate::controller::policy::FINALIZER;
 use crate::controller::{MANAGER, NexusConnector};
-use crate::crd::{SpikeCluster, SpikePolicy, SpikePolicySpec};
+use crate::crd::{SpikeCluster, SpikePolicy, SpikePolicySpec, SpikeSecret, SpikeSecretSpec};
 use crate::metrics::Metrics;
 
 /// The namespace of the sample cluster.
@@ -109,6 +109,87 @@ pub fn deleting(mut p: SpikePolicy) -> SpikePolicy {
         k8s_openapi::jiff::Timestamp::now(),
     ));
     p
+}
+
+/// `SpikeSecret` `name` in `ns` on the sample cluster, with `spec` (JSON, `clusterRef` added).
+pub fn spike_secret(ns: &str, name: &str, mut spec: Value) -> SpikeSecret {
+    spec["clusterRef"] = json!({ "name": "spike", "namespace": CLUSTER_NS });
+    let spec: SpikeSecretSpec = serde_json::from_value(spec).expect("a SpikeSecret spec");
+    SpikeSecret {
+        metadata: meta(name, ns),
+        spec,
+        status: None,
+    }
+}
+
+/// `db` in [`TENANT_NS`]: `k8s/team-a/db`, key `password` from Secret `db-creds`, `Replace`,
+/// `Retain` (so no finalizer).
+pub fn tenant_secret() -> SpikeSecret {
+    spike_secret(
+        TENANT_NS,
+        "db",
+        json!({
+            "path": "k8s/team-a/db",
+            "data": [{ "key": "password", "fromSecret": { "name": "db-creds", "key": "password" } }],
+            "writePolicy": "Replace",
+        }),
+    )
+}
+
+/// A Kubernetes `Secret` `name` in `ns` holding `pairs`, at `resourceVersion` `rv`.
+pub fn source_secret(
+    ns: &str,
+    name: &str,
+    rv: &str,
+    pairs: &[(&str, &str)],
+) -> k8s_openapi::api::core::v1::Secret {
+    let mut metadata = meta(name, ns);
+    metadata.resource_version = Some(rv.into());
+    metadata.generation = None;
+    k8s_openapi::api::core::v1::Secret {
+        metadata,
+        data: Some(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        (*k).to_owned(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// `obj` with the operator's finalizer.
+pub fn with_finalizer<K: kube::Resource>(mut obj: K) -> K {
+    obj.meta_mut().finalizers = Some(vec![FINALIZER.into()]);
+    obj
+}
+
+/// `obj` being deleted (its finalizers keep it).
+pub fn being_deleted<K: kube::Resource>(mut obj: K) -> K {
+    obj.meta_mut().deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    obj
+}
+
+/// The API path of a namespaced object.
+fn object_path<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        K::url_path(&(), obj.meta().namespace.as_deref()),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+fn not_found(what: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+           "code": 404, "message": format!("{what} not found")})
 }
 
 /// A [`Context`](crate::controller::Context) on a mock API server, reaching Nexus through
@@ -313,6 +394,132 @@ impl ApiServerVerifier {
         assert_eq!(r.content_type, "application/apply-patch+yaml");
         assert_eq!(r.body["apiVersion"], "spike.spiffe.io/v1alpha1");
         assert_eq!(r.body["kind"], "SpikePolicy");
+        r.body["status"].clone()
+    }
+
+    /// `GET` of Kubernetes Secret `name` in `ns`, answered with `secret` or `404`.
+    pub async fn get_secret(
+        &mut self,
+        ns: &str,
+        name: &str,
+        secret: Option<&k8s_openapi::api::core::v1::Secret>,
+    ) {
+        let uri = format!("/api/v1/namespaces/{ns}/secrets/{name}");
+        self.expect(Method::GET, &uri, |_| match secret {
+            Some(s) => (StatusCode::OK, serde_json::to_value(s).expect("json")),
+            None => (StatusCode::NOT_FOUND, not_found(&format!("secrets {name}"))),
+        })
+        .await;
+    }
+
+    /// The server-side apply of Kubernetes Secret `name` in `ns`; returns the body sent.
+    pub async fn apply_secret(&mut self, ns: &str, name: &str) -> Value {
+        let uri =
+            format!("/api/v1/namespaces/{ns}/secrets/{name}?&force=true&fieldManager={MANAGER}");
+        let r = self
+            .expect(Method::PATCH, &uri, |r| (StatusCode::OK, r.body.clone()))
+            .await;
+        assert_eq!(r.content_type, "application/apply-patch+yaml");
+        r.body
+    }
+
+    /// The deletion of Kubernetes Secret `name` in `ns`.
+    pub async fn delete_secret(&mut self, ns: &str, name: &str) {
+        let uri = format!("/api/v1/namespaces/{ns}/secrets/{name}?");
+        self.expect(Method::DELETE, &uri, |_| {
+            (
+                StatusCode::OK,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            )
+        })
+        .await;
+    }
+
+    /// The JSON patch adding the finalizer to `obj` (which has none).
+    pub async fn add_finalizer_of<K>(&mut self, obj: &K)
+    where
+        K: kube::Resource<DynamicType = ()> + serde::Serialize + Clone,
+    {
+        let uri = format!("{}?", object_path(obj));
+        let answer = serde_json::to_value(with_finalizer(obj.clone())).expect("json");
+        let r = self
+            .expect(Method::PATCH, &uri, |_| (StatusCode::OK, answer))
+            .await;
+        assert_eq!(r.content_type, "application/json-patch+json");
+        assert_eq!(
+            r.body,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            ])
+        );
+    }
+
+    /// The JSON patch removing the finalizer from `obj` (which has only it).
+    pub async fn remove_finalizer_of<K>(&mut self, obj: &K)
+    where
+        K: kube::Resource<DynamicType = ()> + serde::Serialize + Clone,
+    {
+        let uri = format!("{}?", object_path(obj));
+        let mut gone = obj.clone();
+        gone.meta_mut().finalizers = None;
+        let answer = serde_json::to_value(gone).expect("json");
+        let r = self
+            .expect(Method::PATCH, &uri, |_| (StatusCode::OK, answer))
+            .await;
+        assert_eq!(
+            r.body,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/0"},
+            ])
+        );
+    }
+
+    /// An event of `type_` and `reason` about `obj`; returns its note (see [`Self::event`]).
+    pub async fn event_of<K>(&mut self, obj: &K, type_: &str, reason: &str) -> String
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let ns = obj.meta().namespace.clone().expect("namespaced");
+        let events = format!("/apis/events.k8s.io/v1/namespaces/{ns}/events");
+        let (method, r, send) = self.receive(&format!("an event at {events}")).await;
+        if method == Method::POST {
+            assert_eq!(r.uri, format!("{events}?"));
+        } else {
+            assert_eq!(method, Method::PATCH, "{}", r.uri);
+            assert!(r.uri.starts_with(&format!("{events}/")), "{}", r.uri);
+        }
+        send.send_response(respond(StatusCode::OK, &r.body));
+        assert_eq!(r.body["type"], type_, "{}", r.body);
+        assert_eq!(r.body["reason"], reason, "{}", r.body);
+        assert_eq!(r.body["reportingController"], MANAGER);
+        assert_eq!(
+            r.body["regarding"]["name"],
+            obj.meta().name.clone().unwrap_or_default()
+        );
+        r.body["note"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The server-side apply of `obj`'s status; returns the status written.
+    pub async fn status_patch_of<K>(&mut self, obj: &K) -> Value
+    where
+        K: kube::Resource<DynamicType = ()> + serde::Serialize,
+    {
+        let uri = format!(
+            "{}/status?&force=true&fieldManager={MANAGER}",
+            object_path(obj)
+        );
+        let base = serde_json::to_value(obj).expect("json");
+        let r = self
+            .expect(Method::PATCH, &uri, |r| {
+                let mut o = base;
+                o["status"] = r.body["status"].clone();
+                (StatusCode::OK, o)
+            })
+            .await;
+        assert_eq!(r.content_type, "application/apply-patch+yaml");
+        assert_eq!(r.body["kind"], K::kind(&()).as_ref());
         r.body["status"].clone()
     }
 

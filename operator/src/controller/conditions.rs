@@ -7,6 +7,7 @@
 //! compute exactly the status it read, so it writes nothing.
 
 use crate::crd::{Condition, ConditionStatus};
+use crate::nexus::SyncError;
 
 /// The summary condition: the resource is what its spec declares.
 pub const READY: &str = "Ready";
@@ -149,6 +150,42 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// The outcome of a failed Nexus call: retrying when retrying may cure it, failed for
+    /// good otherwise.
+    pub fn of_sync_error(e: &SyncError) -> Self {
+        let message = bounded(e.to_string());
+        if e.is_transient() {
+            Self::Retrying {
+                reason: e.reason(),
+                message,
+            }
+        } else {
+            Self::Failed {
+                reason: e.reason(),
+                message,
+            }
+        }
+    }
+}
+
+/// The longest message a condition or event carries: error texts quote addresses and codes,
+/// and a status stays small.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `message`, cut to [`MAX_MESSAGE`] bytes at a character boundary.
+pub fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
 /// Now, as the RFC 3339 UTC timestamp conditions carry (whole seconds, like the API server's).
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc()
@@ -266,6 +303,37 @@ mod tests {
                 message: String::new()
             }
             .finished()
+        );
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let long = "é".repeat(MAX_MESSAGE);
+        let b = bounded(long);
+        assert!(b.len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(b.ends_with('…'));
+        assert_eq!(bounded("short".into()), "short");
+    }
+
+    #[test]
+    fn nexus_errors_map_to_retrying_or_failed() {
+        let down = SyncError::Unavailable {
+            reason: "connection refused".into(),
+        };
+        assert!(matches!(
+            Outcome::of_sync_error(&down),
+            Outcome::Retrying {
+                reason: "NexusUnavailable",
+                ..
+            }
+        ));
+        let unsupported = SyncError::Unsupported("secret k8s/a/b: no".into());
+        assert_eq!(
+            Outcome::of_sync_error(&unsupported),
+            Outcome::Failed {
+                reason: "UnsupportedChange",
+                message: "secret k8s/a/b: no".into()
+            }
         );
     }
 

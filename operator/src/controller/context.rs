@@ -12,6 +12,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use spike_runtime::svid::SvidSource;
 
+use crate::crd::SpikeCluster;
 use crate::metrics::Metrics;
 use crate::names;
 use crate::nexus::{NexusSync, SyncError};
@@ -87,6 +88,17 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(reason, error = %e, "could not publish an event");
         }
+    }
+}
+
+impl Context {
+    /// The client of `cluster`'s Nexus.
+    pub fn nexus_of(&self, cluster: &SpikeCluster) -> Result<NexusSync, SyncError> {
+        use kube::ResourceExt;
+        self.nexus.for_cluster(
+            cluster.namespace().as_deref().unwrap_or_default(),
+            &cluster.name_any(),
+        )
     }
 }
 

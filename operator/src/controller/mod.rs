@@ -12,7 +12,9 @@
 pub mod conditions;
 mod context;
 mod error;
+pub mod finalizers;
 pub mod policy;
+pub mod secret;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +34,9 @@ pub async fn run(
     // One signal, seen by every controller.
     let shutdown = shutdown.boxed().shared();
     // The SpikeSecret and SpikeCluster controllers join here, each with `shutdown.clone()`.
-    futures::try_join!(policy::run(ctx.clone(), shutdown.clone()))?;
+    futures::try_join!(
+        policy::run(ctx.clone(), shutdown.clone()),
+        secret::run(ctx.clone(), shutdown.clone()),
+    )?;
     Ok(())
 }

@@ -288,4 +288,13 @@ pub struct TokenStatus {
     /// When it expires (RFC 3339).
     #[schemars(length(max = 64))]
     pub expires_at: String,
+    /// When Nexus minted it (RFC 3339): with `expiresAt`, when it is re-minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub issued_at: Option<String>,
+    /// A digest of the token's declaration (agent, key, TTL, action, destinations, path
+    /// prefixes) when it was minted: a changed declaration mints a new token at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71))]
+    pub declaration: Option<String>,
 }
