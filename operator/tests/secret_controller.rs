@@ -1,0 +1,530 @@
+//! The `SpikeSecret` controller end to end: reconciles against a scripted Kubernetes API
+//! server (`spike_operator::fixtures`) and a real Nexus started in the test, with the
+//! operator's scope as the chart configures it (`k8s/**`, `ns/**`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use spike_bench::Stack;
+use spike_core::admin_scope::AdminScope;
+use spike_core::api::{GetSecretResponse, SecretMetadata, TokenInfo};
+use spike_core::id::Builtin;
+use spike_operator::controller::secret::{
+    REFUSED_REQUEUE, RESYNC, SOURCE_REQUEUE, error_policy, reconcile,
+};
+use spike_operator::controller::{Backoff, Context, Error, NexusConnector};
+use spike_operator::crd::{SpikeCluster, SpikeSecret, SpikeSecretStatus};
+use spike_operator::fixtures::{
+    self, ApiServerVerifier, CLUSTER_NS, TENANT_NS, being_deleted, cluster_for, source_secret,
+    spike_secret, with_finalizer,
+};
+use spike_operator::nexus::NexusSync;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const PATH: &str = "k8s/team-a/db";
+
+struct Setup {
+    stack: Stack,
+    ctx: Arc<Context>,
+    api: Option<ApiServerVerifier>,
+    td: String,
+}
+
+async fn setup_with(unreachable: bool) -> Setup {
+    let stack = Stack::start_with(None, |c| {
+        let ids = format!("spiffe://{}/ns/**", c.trust_domain);
+        c.operator_scope = Some(AdminScope::parse("k8s/**", &ids, &c.trust_domain).expect("scope"));
+    })
+    .await
+    .expect("stack");
+    let td = stack.trust_domain().clone();
+    let source = stack
+        .svid_source(&Builtin::Operator.id(&td))
+        .expect("the operator's SVID");
+    let addr = if unreachable {
+        "127.0.0.1:1".to_owned()
+    } else {
+        stack.nexus_addr().to_owned()
+    };
+    let sync = NexusSync::connect(&addr, source, TIMEOUT).expect("client");
+    let (ctx, api) = fixtures::context(NexusConnector::fixed(sync));
+    Setup {
+        stack,
+        ctx: Arc::new(ctx),
+        api: Some(api),
+        td: td.to_string(),
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(false).await
+}
+
+impl Setup {
+    fn cluster(&self) -> SpikeCluster {
+        cluster_for(&self.td)
+    }
+
+    /// `db`: key `password` from Secret `db-creds`, under `write_policy` and `deletion`.
+    fn secret(&self, write_policy: &str, deletion: &str) -> SpikeSecret {
+        spike_secret(
+            TENANT_NS,
+            "db",
+            json!({
+                "path": PATH,
+                "data": [{ "key": "password", "fromSecret": { "name": "db-creds", "key": "password" } }],
+                "writePolicy": write_policy,
+                "deletionPolicy": deletion,
+            }),
+        )
+    }
+
+    async fn reconcile<F, T>(
+        &mut self,
+        s: &SpikeSecret,
+        script: impl FnOnce(ApiServerVerifier) -> F,
+    ) -> (Result<Action, Error>, T)
+    where
+        F: Future<Output = (ApiServerVerifier, T)> + Send + 'static,
+        T: Send + 'static,
+    {
+        let api = self.api.take().expect("one reconcile at a time");
+        let server = tokio::spawn(script(api));
+        let result =
+            tokio::time::timeout(TIMEOUT, reconcile(Arc::new(s.clone()), self.ctx.clone()))
+                .await
+                .expect("the reconcile made a request the script does not expect, or hung");
+        let (mut api, seen) = server.await.expect("the script's assertions");
+        api.no_more_requests().await;
+        self.api = Some(api);
+        (result, seen)
+    }
+
+    async fn metadata(&self) -> Option<SecretMetadata> {
+        self.stack
+            .client
+            .call(
+                Method::GET,
+                &format!("/v1/secrets/metadata/{PATH}"),
+                None::<&()>,
+            )
+            .await
+            .ok()
+    }
+
+    /// The current value of `password`, read by the superuser.
+    async fn value(&self) -> String {
+        let r: GetSecretResponse = self
+            .stack
+            .client
+            .call(
+                Method::GET,
+                &format!("/v1/secrets/data/{PATH}"),
+                None::<&()>,
+            )
+            .await
+            .expect("read");
+        r.data
+            .get("password")
+            .expect("key")
+            .expose_secret()
+            .to_owned()
+    }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn with_status(mut s: SpikeSecret, status: &Value) -> SpikeSecret {
+    s.status = Some(serde_json::from_value::<SpikeSecretStatus>(status.clone()).expect("status"));
+    s
+}
+
+fn creds(rv: &str, password: &str) -> Secret {
+    source_secret(TENANT_NS, "db-creds", rv, &[("password", password)])
+}
+
+/// One reconcile that reads the cluster and the source and writes what `then` scripts.
+async fn synced(
+    s: &mut Setup,
+    obj: &SpikeSecret,
+    source: Secret,
+    written: Option<&'static str>,
+) -> (Result<Action, Error>, Option<Value>) {
+    let (c, o) = (s.cluster(), obj.clone());
+    s.reconcile(obj, |mut api| async move {
+        api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+        api.get_secret(TENANT_NS, "db-creds", Some(&source)).await;
+        let status = match written {
+            Some(reason) => {
+                let note = api.event_of(&o, "Normal", reason).await;
+                assert!(note.contains(PATH), "{note}");
+                assert!(!note.contains("hunter"), "{note}");
+                Some(api.status_patch_of(&o).await)
+            }
+            None => None,
+        };
+        (api, status)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_is_created_left_alone_and_replaced_when_its_source_changes() {
+    let mut s = setup().await;
+    let obj = s.secret("Replace", "Retain");
+    // Retain without tokens: no finalizer, straight to the apply.
+    let (action, status) = synced(&mut s, &obj, creds("10", "hunter2"), Some("Created")).await;
+    assert_eq!(action.expect("reconcile"), Action::requeue(RESYNC));
+    let status = status.expect("a status");
+    assert_eq!(status["storedVersion"], 1);
+    assert_eq!(status["applied"]["version"], 1);
+    let revision = status["applied"]["sourceRevision"]
+        .as_str()
+        .expect("rev")
+        .to_owned();
+    assert!(revision.starts_with("sha256:"), "{revision}");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["reason"], "Synced");
+    assert!(!status.to_string().contains("hunter2"));
+    assert_eq!(s.value().await, "hunter2");
+
+    // The same source again: nothing written, in Nexus or in Kubernetes.
+    let obj = with_status(obj, &status);
+    let (action, none) = synced(&mut s, &obj, creds("10", "hunter2"), None).await;
+    assert_eq!(action.expect("reconcile"), Action::requeue(RESYNC));
+    assert!(none.is_none());
+    assert_eq!(s.metadata().await.expect("meta").current_version, 1);
+
+    // The source changed under Replace: a new version with the new value.
+    let (_, status2) = synced(&mut s, &obj, creds("11", "hunter3"), Some("Updated")).await;
+    let status2 = status2.expect("a status");
+    assert_eq!(status2["storedVersion"], 2);
+    assert_ne!(status2["applied"]["sourceRevision"], revision.as_str());
+    assert_eq!(s.value().await, "hunter3");
+    // Condition times kept: nothing flipped.
+    assert_eq!(
+        condition(&status2, "Ready")["lastTransitionTime"],
+        condition(&status, "Ready")["lastTransitionTime"]
+    );
+
+    // Under IfNotExists a changed source writes nothing more than the status' record.
+    let mut keep = with_status(s.secret("IfNotExists", "Retain"), &status2);
+    keep.metadata.generation = Some(2);
+    let (c, o) = (s.cluster(), keep.clone());
+    let (_, st) = s
+        .reconcile(&keep, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.get_secret(TENANT_NS, "db-creds", Some(&creds("12", "hunter4")))
+                .await;
+            // Only observedGeneration moves.
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    assert_eq!(st["observedGeneration"], 2);
+    assert_eq!(st["storedVersion"], 2);
+    assert_eq!(s.value().await, "hunter3");
+    assert_eq!(s.metadata().await.expect("meta").current_version, 2);
+    s.stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_soft_deletes_under_delete_and_touches_nothing_under_retain() {
+    let mut s = setup().await;
+    // Delete: the finalizer comes first, then the apply.
+    let obj = s.secret("Replace", "Delete");
+    let (c, o) = (s.cluster(), obj.clone());
+    let (action, status) = s
+        .reconcile(&obj, |mut api| async move {
+            api.add_finalizer_of(&o).await;
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.get_secret(TENANT_NS, "db-creds", Some(&creds("1", "pw")))
+                .await;
+            api.event_of(&o, "Normal", "Created").await;
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    action.expect("reconcile");
+    let obj = being_deleted(with_finalizer(with_status(obj, &status)));
+    let (c, o) = (s.cluster(), obj.clone());
+    let (action, note) = s
+        .reconcile(&obj, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            let note = api.event_of(&o, "Normal", "Deleted").await;
+            api.remove_finalizer_of(&o).await;
+            (api, note)
+        })
+        .await;
+    assert_eq!(action.expect("cleanup"), Action::await_change());
+    assert_eq!(note, format!("secret {PATH} soft-deleted in Nexus"));
+    let meta = s.metadata().await.expect("metadata is kept");
+    assert!(
+        meta.versions.iter().all(|v| v.deleted_at.is_some()),
+        "{meta:?}"
+    );
+
+    // Retain, no tokens: no finalizer, so deleting it asks nothing of anyone.
+    let obj = being_deleted(s.secret("Replace", "Retain"));
+    let (action, ()) = s.reconcile(&obj, |api| async move { (api, ()) }).await;
+    assert_eq!(action.expect("nothing to do"), Action::await_change());
+    s.stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_is_minted_into_an_owned_secret_and_revoked_when_undeclared() {
+    let mut s = setup().await;
+    let agent = format!("spiffe://{}/ns/team-a/sa/agent", s.td);
+    let obj = spike_secret(
+        TENANT_NS,
+        "db",
+        json!({
+            "path": PATH,
+            "data": [{ "key": "password", "fromSecret": { "name": "db-creds", "key": "password" } }],
+            "allowedDestinations": ["api.example.com"],
+            "tokens": [{ "agent": agent, "secretName": "agent-token", "ttl": "15m" }],
+        }),
+    );
+    let (c, o) = (s.cluster(), obj.clone());
+    let (action, (applied, status)) = s
+        .reconcile(&obj, |mut api| async move {
+            api.add_finalizer_of(&o).await;
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.get_secret(TENANT_NS, "db-creds", Some(&creds("1", "pw")))
+                .await;
+            api.get_secret(TENANT_NS, "agent-token", None).await;
+            let applied = api.apply_secret(TENANT_NS, "agent-token").await;
+            api.event_of(&o, "Normal", "Created").await;
+            let note = api.event_of(&o, "Normal", "TokenMinted").await;
+            assert!(!note.contains("SPIKE{ref"), "{note}");
+            let st = api.status_patch_of(&o).await;
+            (api, (applied, st))
+        })
+        .await;
+    // Re-minted at two thirds of 15 minutes, later than the resync.
+    assert_eq!(action.expect("reconcile"), Action::requeue(RESYNC));
+    assert_eq!(applied["type"], "Opaque");
+    assert_eq!(
+        applied["metadata"]["ownerReferences"][0]["kind"],
+        "SpikeSecret"
+    );
+    assert_eq!(
+        applied["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+    assert_eq!(
+        applied["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "spike-operator"
+    );
+    let token = applied["data"]["token"].as_str().expect("token data");
+    assert!(!token.is_empty());
+    let tokens = status["tokens"].as_array().expect("tokens");
+    assert_eq!(tokens.len(), 1);
+    let id = tokens[0]["tokenId"].as_str().expect("id").to_owned();
+    assert!(tokens[0]["issuedAt"].is_string() && tokens[0]["expiresAt"].is_string());
+    assert!(
+        !status.to_string().contains(token),
+        "no token value in status"
+    );
+    let info: TokenInfo = s
+        .stack
+        .client
+        .call(Method::GET, &format!("/v1/tokens/{id}"), None::<&()>)
+        .await
+        .expect("the token is known to Nexus");
+    assert_eq!(info.spiffe_id, agent);
+    assert_eq!(format!("{:?}", info.state).to_lowercase(), "active");
+
+    // The token dropped from the spec: revoked, its Secret deleted, the finalizer released.
+    let mut no_token = with_finalizer(with_status(obj.clone(), &status));
+    no_token.spec.tokens.clear();
+    no_token.metadata.generation = Some(2);
+    let mut owned = source_secret(TENANT_NS, "agent-token", "1", &[("token", "x")]);
+    owned.metadata.owner_references =
+        serde_json::from_value(applied["metadata"]["ownerReferences"].clone()).expect("refs");
+    let (c, o) = (s.cluster(), no_token.clone());
+    let (action, st) = s
+        .reconcile(&no_token, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.get_secret(TENANT_NS, "db-creds", Some(&creds("1", "pw")))
+                .await;
+            api.get_secret(TENANT_NS, "agent-token", Some(&owned)).await;
+            api.delete_secret(TENANT_NS, "agent-token").await;
+            api.event_of(&o, "Normal", "TokenRevoked").await;
+            let st = api.status_patch_of(&o).await;
+            api.remove_finalizer_of(&o).await;
+            (api, st)
+        })
+        .await;
+    assert_eq!(action.expect("reconcile"), Action::requeue(RESYNC));
+    assert!(st.get("tokens").is_none(), "{st}");
+    let info: TokenInfo = s
+        .stack
+        .client
+        .call(Method::GET, &format!("/v1/tokens/{id}"), None::<&()>)
+        .await
+        .expect("token");
+    assert_eq!(format!("{:?}", info.state).to_lowercase(), "revoked");
+    s.stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_cluster_and_a_missing_source_change_nothing_in_nexus() {
+    let mut s = setup().await;
+    let obj = s.secret("Replace", "Retain");
+    let mut paused = s.cluster();
+    paused.spec.paused = true;
+    let o = obj.clone();
+    let (action, st) = s
+        .reconcile(&obj, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&paused)).await;
+            api.event_of(&o, "Normal", "Paused").await;
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    assert_eq!(action.expect("paused"), Action::requeue(REFUSED_REQUEUE));
+    assert_eq!(condition(&st, "Progressing")["reason"], "Paused");
+    assert!(s.metadata().await.is_none());
+
+    let (c, o) = (s.cluster(), obj.clone());
+    let (action, st) = s
+        .reconcile(&obj, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.get_secret(TENANT_NS, "db-creds", None).await;
+            let note = api.event_of(&o, "Warning", "SourceMissing").await;
+            assert_eq!(
+                note,
+                "Secret team-a/db-creds (for key password) does not exist"
+            );
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    assert_eq!(action.expect("refused"), Action::requeue(SOURCE_REQUEUE));
+    assert_eq!(condition(&st, "Ready")["reason"], "SourceMissing");
+    assert!(s.metadata().await.is_none());
+    s.stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_nexus_is_degraded_and_retried_with_backoff() {
+    let mut s = setup_with(true).await;
+    let obj = s.secret("Replace", "Retain");
+    let (c, o) = (s.cluster(), obj.clone());
+    let (e, st) = s
+        .reconcile(&obj, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.get_secret(TENANT_NS, "db-creds", Some(&creds("1", "pw")))
+                .await;
+            api.event_of(&o, "Warning", "NexusUnavailable").await;
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    let e = e.unwrap_err();
+    assert!(e.is_transient());
+    assert_eq!(condition(&st, "Degraded")["status"], "True");
+    assert_eq!(condition(&st, "Progressing")["status"], "True");
+    assert!(st.get("observedGeneration").is_none());
+    let first = error_policy(Arc::new(obj), &e, s.ctx.clone());
+    assert_eq!(first, Action::requeue(Backoff::FIRST));
+    assert!(
+        s.ctx
+            .metrics
+            .render()
+            .contains("controller=\"spikesecret\",reason=\"NexusUnavailable\"")
+    );
+    s.stack.stop().await;
+}
+
+/// Reconciles `obj`, expecting a refusal with `reason` whose message starts with `message`;
+/// no Secret is fetched and nothing reaches Nexus.
+async fn refused(s: &mut Setup, obj: SpikeSecret, reason: &'static str, message: &str) {
+    let (c, o) = (s.cluster(), obj.clone());
+    let (action, st) = s
+        .reconcile(&obj, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.event_of(&o, "Warning", reason).await;
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    assert_eq!(action.expect("refused"), Action::requeue(REFUSED_REQUEUE));
+    let ready = condition(&st, "Ready");
+    assert_eq!(ready["reason"], reason);
+    let text = ready["message"].as_str().expect("message");
+    assert!(text.starts_with(message), "{text}");
+    assert!(s.metadata().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_tenancy_escape_and_a_bad_spec_are_refused_with_the_field() {
+    let mut s = setup().await;
+    let base = s.secret("Replace", "Retain");
+
+    let mut other_ns = base.clone();
+    other_ns.spec.data[0]
+        .from_secret
+        .as_mut()
+        .expect("from")
+        .namespace = Some("team-b".into());
+    refused(
+        &mut s,
+        other_ns,
+        "TenancyViolation",
+        "spec.data[0].fromSecret.namespace: ",
+    )
+    .await;
+
+    let mut other_path = base.clone();
+    other_path.spec.path = "k8s/team-b/db".into();
+    refused(&mut s, other_path, "TenancyViolation", "spec.path: ").await;
+
+    let mut other_ids = base.clone();
+    other_ids.spec.allowed_spiffe_ids = vec![format!("spiffe://{}/ns/team-b/**", s.td)];
+    refused(
+        &mut s,
+        other_ids,
+        "TenancyViolation",
+        "spec.allowedSpiffeIds[0]: ",
+    )
+    .await;
+
+    let mut other_agent = base.clone();
+    other_agent.spec.allowed_destinations = vec!["api.example.com".into()];
+    other_agent.spec.tokens = vec![
+        serde_json::from_value(json!({
+            "agent": format!("spiffe://{}/ns/team-b/sa/agent", s.td),
+            "secretName": "agent-token",
+        }))
+        .expect("token"),
+    ];
+    // A token needs the finalizer, which comes first.
+    let with_fin = with_finalizer(other_agent);
+    refused(
+        &mut s,
+        with_fin,
+        "TenancyViolation",
+        "spec.tokens[0].agent: ",
+    )
+    .await;
+
+    let mut bad_ttl = base;
+    bad_ttl.spec.ttl = Some("soon".into());
+    refused(&mut s, bad_ttl, "InvalidSpec", "spec.ttl: ").await;
+    s.stack.stop().await;
+}
