@@ -151,6 +151,14 @@ fn with_status(mut s: SpikeSecret, status: &Value) -> SpikeSecret {
     s
 }
 
+/// Standard base64 (what the API carries a Secret's data in), for the test's own reading.
+fn base64_decode(s: &str) -> String {
+    let v: Vec<u8> = serde_json::from_value::<k8s_openapi::ByteString>(Value::String(s.into()))
+        .expect("base64")
+        .0;
+    String::from_utf8(v).expect("text")
+}
+
 fn creds(rv: &str, password: &str) -> Secret {
     source_secret(TENANT_NS, "db-creds", rv, &[("password", password)])
 }
@@ -347,6 +355,54 @@ async fn a_token_is_minted_into_an_owned_secret_and_revoked_when_undeclared() {
         .expect("the token is known to Nexus");
     assert_eq!(info.spiffe_id, agent);
     assert_eq!(format!("{:?}", info.state).to_lowercase(), "active");
+
+    let value = base64_decode(token);
+    assert!(
+        value.starts_with("$SPIKE{ref:"),
+        "the Secret holds the reference"
+    );
+
+    // Two thirds through its life (as status records it): a new token, then the old revoked.
+    let mut due = with_finalizer(with_status(obj.clone(), &status));
+    let t = &mut due.status.as_mut().expect("status").tokens[0];
+    t.issued_at = Some("2026-01-01T00:00:00Z".into());
+    t.expires_at = "2026-01-01T00:15:00Z".into();
+    let mut owned = source_secret(TENANT_NS, "agent-token", "1", &[("token", &value)]);
+    owned.metadata.owner_references =
+        serde_json::from_value(applied["metadata"]["ownerReferences"].clone()).expect("refs");
+    let (c, o, held) = (s.cluster(), due.clone(), owned.clone());
+    let (action, status) = s
+        .reconcile(&due, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.get_secret(TENANT_NS, "db-creds", Some(&creds("1", "pw")))
+                .await;
+            api.get_secret(TENANT_NS, "agent-token", Some(&held)).await;
+            api.apply_secret(TENANT_NS, "agent-token").await;
+            // (The recorder counts this into the first TokenMinted event's series.)
+            api.event_of(&o, "Normal", "TokenMinted").await;
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    action.expect("re-mint");
+    let new_id = status["tokens"][0]["tokenId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_ne!(new_id, id);
+    let state = |id: String| {
+        let admin = s.stack.client.clone();
+        async move {
+            let t: TokenInfo = admin
+                .call(Method::GET, &format!("/v1/tokens/{id}"), None::<&()>)
+                .await
+                .expect("token");
+            format!("{:?}", t.state).to_lowercase()
+        }
+    };
+    assert_eq!(state(id.clone()).await, "revoked");
+    assert_eq!(state(new_id.clone()).await, "active");
+    let id = new_id;
 
     // The token dropped from the spec: revoked, its Secret deleted, the finalizer released.
     let mut no_token = with_finalizer(with_status(obj.clone(), &status));

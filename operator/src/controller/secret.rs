@@ -622,7 +622,16 @@ impl SpikeSecret {
                 self.finish(ctx, api, outcome, progress).await
             }
             Err(Error::Sync(e)) => self.failed(ctx, api, e, progress).await,
-            Err(e) => Err(e),
+            Err(e) => {
+                // A Kubernetes call failed midway: record the tokens that did reach their
+                // Secrets (else they would be minted again), then retry with backoff.
+                let outcome = Outcome::Retrying {
+                    reason: e.reason(),
+                    message: bounded(e.to_string()),
+                };
+                self.finish(ctx, api, outcome, progress).await?;
+                Err(e)
+            }
         }
     }
 
