@@ -533,23 +533,48 @@ async fn the_controller_refuses_to_start_without_the_crds_and_stops_on_shutdown(
             )
         })
         .await;
-        // The first list of each watch (policies, clusters): empty. Their watches then wait.
-        for _ in 0..2 {
+        // Each CRD is checked before any watch starts: the SpikeSecrets' next.
+        let secrets = "/apis/spike.spiffe.io/v1alpha1/spikesecrets?&limit=1";
+        api.expect(Method::GET, secrets, |_| {
+            (
+                http::StatusCode::OK,
+                json!({"apiVersion": "spike.spiffe.io/v1alpha1", "kind": "SpikeSecretList",
+                       "metadata": {"resourceVersion": "1"}, "items": []}),
+            )
+        })
+        .await;
+        // The first list of each watch (policies and clusters for the SpikePolicy
+        // controller; SpikeSecrets, clusters and Secrets' metadata for the SpikeSecret one),
+        // in no fixed order across the controllers: empty. A controller starts reconciling
+        // (and can stop) only once its store has listed. A watch that comes in between is
+        // ended at once; its retry then waits on the mock.
+        let mut lists = 0;
+        while lists < 5 {
             let (method, r) = api
                 .any(|_, r| {
-                    let kind = if r.uri.contains("/spikeclusters") {
-                        "SpikeClusterList"
+                    if r.uri.contains("watch=true") {
+                        return (http::StatusCode::OK, Value::Null);
+                    }
+                    let (api_version, kind) = if r.uri.contains("/spikeclusters") {
+                        ("spike.spiffe.io/v1alpha1", "SpikeClusterList")
+                    } else if r.uri.contains("/spikesecrets") {
+                        ("spike.spiffe.io/v1alpha1", "SpikeSecretList")
+                    } else if r.uri.starts_with("/api/v1/secrets") {
+                        ("meta.k8s.io/v1", "PartialObjectMetadataList")
                     } else {
-                        "SpikePolicyList"
+                        ("spike.spiffe.io/v1alpha1", "SpikePolicyList")
                     };
                     (
                         http::StatusCode::OK,
-                        json!({"apiVersion": "spike.spiffe.io/v1alpha1", "kind": kind,
+                        json!({"apiVersion": api_version, "kind": kind,
                                "metadata": {"resourceVersion": "1"}, "items": []}),
                     )
                 })
                 .await;
             assert_eq!(method, Method::GET, "{}", r.uri);
+            if !r.uri.contains("watch=true") {
+                lists += 1;
+            }
         }
         api
     });

@@ -31,6 +31,9 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Each kind's CRD, one after the other, before any watch starts.
+    installed::<crate::crd::SpikePolicy>(&ctx).await?;
+    installed::<crate::crd::SpikeSecret>(&ctx).await?;
     // One signal, seen by every controller.
     let shutdown = shutdown.boxed().shared();
     // The SpikeSecret and SpikeCluster controllers join here, each with `shutdown.clone()`.
@@ -38,5 +41,20 @@ pub async fn run(
         policy::run(ctx.clone(), shutdown.clone()),
         secret::run(ctx.clone(), shutdown.clone()),
     )?;
+    Ok(())
+}
+
+/// Fails early, with a hint, when the CRD of `K` is not installed: the first controller that
+/// cannot start ends the whole.
+async fn installed<K>(ctx: &Context) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api = kube::Api::<K>::all(ctx.client.clone());
+    if let Err(e) = api.list(&kube::api::ListParams::default().limit(1)).await {
+        let kind = K::kind(&());
+        tracing::error!(error = %e, %kind, "cannot list the resources: are the CRDs installed (crds/ or the chart)?");
+        return Err(e.into());
+    }
     Ok(())
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -55,12 +55,8 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
+    // `controller::run` has checked that the CRD is installed.
     let policies = Api::<SpikePolicy>::all(ctx.client.clone());
-    // Fail early, with a hint, when the CRDs are not installed.
-    if let Err(e) = policies.list(&ListParams::default().limit(1)).await {
-        tracing::error!(error = %e, "cannot list SpikePolicies: are the CRDs installed (crds/ or the chart)?");
-        return Err(e.into());
-    }
     let clusters = Api::<SpikeCluster>::all(ctx.client.clone());
     let controller = Controller::new(policies, watcher::Config::default().any_semantic());
     let store = controller.store();

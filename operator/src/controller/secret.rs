@@ -28,7 +28,7 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -91,11 +91,8 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
+    // `controller::run` has checked that the CRD is installed.
     let secrets = Api::<SpikeSecret>::all(ctx.client.clone());
-    if let Err(e) = secrets.list(&ListParams::default().limit(1)).await {
-        tracing::error!(error = %e, "cannot list SpikeSecrets: are the CRDs installed (crds/ or the chart)?");
-        return Err(e.into());
-    }
     let clusters = Api::<SpikeCluster>::all(ctx.client.clone());
     // `Api<PartialObjectMeta<_>>` lists and watches metadata only: no value crosses the wire.
     let sources = watcher(
