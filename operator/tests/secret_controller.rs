@@ -584,3 +584,115 @@ async fn every_tenancy_escape_and_a_bad_spec_are_refused_with_the_field() {
     refused(&mut s, bad_ttl, "InvalidSpec", "spec.ttl: ").await;
     s.stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spec_change_of_the_scope_writes_a_scope_only_version() {
+    let mut s = setup().await;
+    let obj = s.secret("IfNotExists", "Retain");
+    let (_, status) = synced(&mut s, &obj, creds("1", "hunter2"), Some("Created")).await;
+    let mut changed = with_status(obj, &status.expect("status"));
+    changed.spec.ttl = Some("1h".into());
+    changed.metadata.generation = Some(2);
+    let (action, st) = synced(&mut s, &changed, creds("1", "hunter2"), Some("Updated")).await;
+    assert_eq!(action.expect("reconcile"), Action::requeue(RESYNC));
+    let st = st.expect("status");
+    assert_eq!(st["storedVersion"], 2);
+    assert_eq!(st["observedGeneration"], 2);
+    let meta = s.metadata().await.expect("meta");
+    assert_eq!(meta.ttl_seconds, Some(3600));
+    // The values were carried over by Nexus, not rewritten.
+    assert_eq!(s.value().await, "hunter2");
+    s.stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_values_are_written_once_and_kept() {
+    let mut s = setup().await;
+    let obj = spike_secret(
+        TENANT_NS,
+        "db",
+        json!({"path": PATH, "data": [{"key": "password", "generate": {"length": 24, "alphabet": "Hex"}}],
+               "writePolicy": "Replace"}),
+    );
+    let o = obj.clone();
+    let c = s.cluster();
+    // No source to fetch: straight from the cluster to Nexus.
+    let (_, status) = s
+        .reconcile(&obj, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.event_of(&o, "Normal", "Created").await;
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    let first = s.value().await;
+    assert_eq!(first.len(), 24);
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!status.to_string().contains(&first));
+    let again = with_status(obj, &status);
+    let c = s.cluster();
+    let (action, ()) = s
+        .reconcile(&again, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            (api, ())
+        })
+        .await;
+    assert_eq!(action.expect("reconcile"), Action::requeue(RESYNC));
+    assert_eq!(s.value().await, first);
+    s.stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_retained_secret_with_tokens_revokes_them_and_keeps_the_secret() {
+    let mut s = setup().await;
+    let agent = format!("spiffe://{}/ns/team-a/sa/agent", s.td);
+    let obj = with_finalizer(spike_secret(
+        TENANT_NS,
+        "db",
+        json!({
+            "path": PATH,
+            "data": [{ "key": "password", "fromSecret": { "name": "db-creds", "key": "password" } }],
+            "allowedDestinations": ["api.example.com"],
+            "tokens": [{ "agent": agent, "secretName": "agent-token" }],
+        }),
+    ));
+    let (c, o) = (s.cluster(), obj.clone());
+    let (_, status) = s
+        .reconcile(&obj, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.get_secret(TENANT_NS, "db-creds", Some(&creds("1", "pw")))
+                .await;
+            api.get_secret(TENANT_NS, "agent-token", None).await;
+            api.apply_secret(TENANT_NS, "agent-token").await;
+            api.event_of(&o, "Normal", "Created").await;
+            api.event_of(&o, "Normal", "TokenMinted").await;
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    let id = status["tokens"][0]["tokenId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let gone = being_deleted(with_status(obj, &status));
+    let (c, o) = (s.cluster(), gone.clone());
+    let (action, note) = s
+        .reconcile(&gone, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            let note = api.event_of(&o, "Normal", "Retained").await;
+            api.remove_finalizer_of(&o).await;
+            (api, note)
+        })
+        .await;
+    assert_eq!(action.expect("cleanup"), Action::await_change());
+    assert!(note.contains("1 token(s) revoked"), "{note}");
+    let info: TokenInfo = s
+        .stack
+        .client
+        .call(Method::GET, &format!("/v1/tokens/{id}"), None::<&()>)
+        .await
+        .expect("token");
+    assert_eq!(format!("{:?}", info.state).to_lowercase(), "revoked");
+    assert_eq!(s.metadata().await.expect("retained").current_version, 1);
+    s.stack.stop().await;
+}

@@ -35,9 +35,7 @@ use super::context::{Context, MANAGER};
 use super::error::Error;
 use crate::crd::{ConditionStatus, SpikeCluster, SpikePolicy, SpikePolicyStatus};
 use crate::metrics::ControllerName;
-use crate::nexus::{
-    DeleteOutcome, DeletionPolicy, DesiredPolicy, NexusSync, PolicyOutcome, SyncError,
-};
+use crate::nexus::{DeleteOutcome, DeletionPolicy, DesiredPolicy, PolicyOutcome};
 use crate::validate::{InvalidSpec, policy_name, validate_cluster, validate_policy};
 
 /// The finalizer that keeps a deleted `SpikePolicy` until its policy is gone from Nexus.
@@ -163,14 +161,6 @@ pub fn desired_policy(
     })
 }
 
-/// The client of `cluster`'s Nexus.
-fn nexus_of(ctx: &Context, cluster: &SpikeCluster) -> Result<NexusSync, SyncError> {
-    ctx.nexus.for_cluster(
-        cluster.namespace().as_deref().unwrap_or_default(),
-        &cluster.name_any(),
-    )
-}
-
 impl SpikePolicy {
     /// The namespace (every `SpikePolicy` has one; the API server guarantees it).
     fn ns(&self) -> Result<String, Error> {
@@ -204,7 +194,7 @@ impl SpikePolicy {
             Ok(d) => d,
             Err(outcome) => return self.finish(ctx, outcome, None).await,
         };
-        let written = async { nexus_of(ctx, &cluster)?.apply_policy(&desired).await }.await;
+        let written = async { ctx.nexus_of(&cluster)?.apply_policy(&desired).await }.await;
         match written {
             Ok(done) => {
                 let outcome = Outcome::Ready {
@@ -249,7 +239,7 @@ impl SpikePolicy {
         if cluster.spec.paused {
             return Err(Error::ClusterPaused(cluster_name));
         }
-        let sync = nexus_of(ctx, &cluster)?;
+        let sync = ctx.nexus_of(&cluster)?;
         let note = match sync.delete_policy(&name, DeletionPolicy::Delete).await? {
             DeleteOutcome::Deleted => format!("policy {name} deleted from Nexus"),
             DeleteOutcome::AlreadyGone | DeleteOutcome::Retained => {
