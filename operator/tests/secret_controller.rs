@@ -696,3 +696,47 @@ async fn deleting_a_retained_secret_with_tokens_revokes_them_and_keeps_the_secre
     assert_eq!(s.metadata().await.expect("retained").current_version, 1);
     s.stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_is_never_written_into_a_secret_the_operator_does_not_own() {
+    let mut s = setup().await;
+    let agent = format!("spiffe://{}/ns/team-a/sa/agent", s.td);
+    let obj = with_finalizer(spike_secret(
+        TENANT_NS,
+        "db",
+        json!({
+            "path": PATH,
+            "data": [{ "key": "password", "fromSecret": { "name": "db-creds", "key": "password" } }],
+            "allowedDestinations": ["api.example.com"],
+            "tokens": [{ "agent": agent, "secretName": "app-config" }],
+        }),
+    ));
+    let theirs = source_secret(TENANT_NS, "app-config", "3", &[("token", "their-own")]);
+    let (c, o) = (s.cluster(), obj.clone());
+    let (action, st) = s
+        .reconcile(&obj, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            api.get_secret(TENANT_NS, "db-creds", Some(&creds("1", "pw")))
+                .await;
+            api.get_secret(TENANT_NS, "app-config", Some(&theirs)).await;
+            api.event_of(&o, "Normal", "Created").await;
+            let note = api.event_of(&o, "Warning", "InvalidSpec").await;
+            assert!(!note.contains("their-own"), "{note}");
+            let st = api.status_patch_of(&o).await;
+            (api, st)
+        })
+        .await;
+    assert_eq!(action.expect("refused"), Action::requeue(REFUSED_REQUEUE));
+    let ready = condition(&st, "Ready");
+    assert!(
+        ready["message"]
+            .as_str()
+            .expect("message")
+            .contains("Secret team-a/app-config exists and is not owned by this SpikeSecret"),
+        "{ready}"
+    );
+    // The secret itself was written; no token was minted.
+    assert_eq!(st["storedVersion"], 1);
+    assert!(st.get("tokens").is_none(), "{st}");
+    s.stack.stop().await;
+}

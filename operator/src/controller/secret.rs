@@ -753,7 +753,17 @@ impl SpikeSecret {
         now: SystemTime,
     ) -> Result<(TokenStatus, Option<String>), Error> {
         let declaration = token_declaration(t);
+        let uid = self.uid().unwrap_or_default();
         let holds_token = match secrets.get_opt(&t.secret_name).await? {
+            // Someone else's Secret: writing into it would take it over, and the garbage
+            // collector would delete it with this resource.
+            Some(s) if !owned_by(s.owner_references(), &uid) => {
+                return Err(Error::Sync(SyncError::BadInput(format!(
+                    "spec.tokens: Secret {}/{} exists and is not owned by this SpikeSecret; the operator writes tokens only into Secrets it creates (choose another secretName)",
+                    self.ns()?,
+                    t.secret_name
+                ))));
+            }
             Some(mut s) => {
                 let ok = s
                     .data
