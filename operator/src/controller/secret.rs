@@ -477,6 +477,19 @@ fn owned_by(refs: &[OwnerReference], uid: &str) -> bool {
         .any(|o| o.uid == uid && o.kind == SpikeSecret::kind(&()) && o.controller == Some(true))
 }
 
+/// What every token of one reconcile shares.
+#[derive(Clone, Copy)]
+struct TokenRun<'a> {
+    /// The cluster's Nexus.
+    sync: &'a NexusSync,
+    /// The namespace's Kubernetes Secrets.
+    secrets: &'a Api<Secret>,
+    /// The validated spec.
+    valid: &'a ValidSecret,
+    /// The time the re-mint decisions are taken at.
+    now: SystemTime,
+}
+
 /// What a reconcile did besides its outcome, for the status and the events.
 #[derive(Debug, Default)]
 struct Progress {
@@ -684,9 +697,13 @@ impl SpikeSecret {
         let mut result = Ok(());
         for t in &valid.tokens {
             let old = recorded.iter().find(|r| r.secret_name == t.secret_name);
-            let step = self
-                .sync_token(ctx, sync, &secrets, valid, t, old, now)
-                .await;
+            let run = TokenRun {
+                sync,
+                secrets: &secrets,
+                valid,
+                now,
+            };
+            let step = self.sync_token(ctx, &run, t, old).await;
             match step {
                 Ok((status, note)) => {
                     if let Some(note) = note {
@@ -741,17 +758,19 @@ impl SpikeSecret {
     }
 
     /// One declared token: its status after this reconcile and, if minted, an event note.
-    #[allow(clippy::too_many_arguments)]
     async fn sync_token(
         &self,
         ctx: &Context,
-        sync: &NexusSync,
-        secrets: &Api<Secret>,
-        valid: &ValidSecret,
+        run: &TokenRun<'_>,
         t: &ValidToken,
         old: Option<&TokenStatus>,
-        now: SystemTime,
     ) -> Result<(TokenStatus, Option<String>), Error> {
+        let TokenRun {
+            sync,
+            secrets,
+            valid,
+            now,
+        } = *run;
         let declaration = token_declaration(t);
         let uid = self.uid().unwrap_or_default();
         let holds_token = match secrets.get_opt(&t.secret_name).await? {
