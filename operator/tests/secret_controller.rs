@@ -740,3 +740,40 @@ async fn a_token_is_never_written_into_a_secret_the_operator_does_not_own() {
     assert!(st.get("tokens").is_none(), "{st}");
     s.stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_waits_for_a_paused_cluster_and_never_deletes_outside_the_tenancy() {
+    let mut s = setup().await;
+    let obj = being_deleted(with_finalizer(s.secret("Replace", "Delete")));
+    let mut paused = s.cluster();
+    paused.spec.paused = true;
+    let (e, ()) = s
+        .reconcile(&obj, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&paused)).await;
+            (api, ())
+        })
+        .await;
+    let e = e.unwrap_err();
+    assert_eq!(e.reason(), "Paused");
+    assert!(
+        e.is_transient(),
+        "the finalizer stays; retried with backoff"
+    );
+
+    // A path of another tenant that slipped past the schema: nothing is deleted there.
+    let mut escape = s.secret("Replace", "Delete");
+    escape.spec.path = "k8s/team-b/db".into();
+    let escape = being_deleted(with_finalizer(escape));
+    let (c, o) = (s.cluster(), escape.clone());
+    let (action, note) = s
+        .reconcile(&escape, |mut api| async move {
+            api.get_cluster("spike", CLUSTER_NS, Some(&c)).await;
+            let note = api.event_of(&o, "Warning", "NotDeleted").await;
+            api.remove_finalizer_of(&o).await;
+            (api, note)
+        })
+        .await;
+    assert_eq!(action.expect("released"), Action::await_change());
+    assert!(note.contains("spec.path: "), "{note}");
+    s.stack.stop().await;
+}
