@@ -324,7 +324,20 @@ async fn a_token_is_minted_into_an_owned_secret_and_revoked_when_undeclared() {
         .await;
     // Re-minted at two thirds of 15 minutes, later than the resync.
     assert_eq!(action.expect("reconcile"), Action::requeue(RESYNC));
+    assert_eq!(
+        (&applied["apiVersion"], &applied["kind"]),
+        (&json!("v1"), &json!("Secret"))
+    );
     assert_eq!(applied["type"], "Opaque");
+    assert_eq!(applied["metadata"]["namespace"], TENANT_NS);
+    assert_eq!(
+        applied["metadata"]["labels"]["app.kubernetes.io/component"],
+        "reference-token"
+    );
+    assert_eq!(
+        applied["metadata"]["labels"]["app.kubernetes.io/instance"],
+        "db"
+    );
     assert_eq!(
         applied["metadata"]["ownerReferences"][0]["kind"],
         "SpikeSecret"

@@ -217,7 +217,7 @@ pub struct Source {
 }
 
 impl Source {
-    /// Takes `secret`'s data out of it (the API type's buffers are wiped as they go).
+    /// Takes `secret`'s data out of it, moving each buffer (no copy) into one wiped on drop.
     pub fn take(mut secret: Secret) -> Self {
         let data = secret
             .data
