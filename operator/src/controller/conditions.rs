@@ -149,6 +149,42 @@ impl Outcome {
     }
 }
 
+/// The longest message a condition or event carries: error texts quote addresses and codes,
+/// and a status stays small.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `message`, cut to [`MAX_MESSAGE`] bytes at a character boundary.
+pub fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+/// The conditions of a resource the operator leaves alone because of `spec.paused` (its own
+/// or its cluster's): `Progressing=False` with reason `Paused` and `message`; each of `others`
+/// that `old` lacks as `Unknown` (the first visit while paused still writes every condition);
+/// the rest kept as they were.
+pub fn paused(old: &[Condition], others: &[&'static str], message: &str) -> Vec<Observed> {
+    let unknown = others
+        .iter()
+        .filter(|t| find(old, t).is_none())
+        .map(|&type_| Observed {
+            type_,
+            status: ConditionStatus::Unknown,
+            reason: "Paused",
+            message: "not reconciled while paused".to_owned(),
+        });
+    std::iter::once(Observed::no(PROGRESSING, "Paused", message))
+        .chain(unknown)
+        .collect()
+}
+
 /// Now, as the RFC 3339 UTC timestamp conditions carry (whole seconds, like the API server's).
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc()
@@ -267,6 +303,27 @@ mod tests {
             }
             .finished()
         );
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let long = "é".repeat(MAX_MESSAGE);
+        let b = bounded(long);
+        assert!(b.len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(b.ends_with('…'));
+        assert_eq!(bounded("short".into()), "short");
+    }
+
+    #[test]
+    fn paused_sets_progressing_and_fills_only_missing_types() {
+        let old = set_conditions(&[], &ready("a").conditions(), Some(1), T0);
+        let p = paused(&old, &[READY, "Sealed"], "paused");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0], Observed::no(PROGRESSING, "Paused", "paused"));
+        assert_eq!(p[1].type_, "Sealed");
+        assert_eq!(p[1].status, ConditionStatus::Unknown);
+        let c = set_conditions(&old, &p, Some(1), T1);
+        assert_eq!(find(&c, READY).unwrap(), find(&old, READY).unwrap());
     }
 
     #[test]

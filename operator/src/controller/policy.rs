@@ -30,7 +30,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use spike_core::policy::Permission;
 
-use super::conditions::{self, DEGRADED, Observed, Outcome, PROGRESSING, READY};
+use super::conditions::{self, DEGRADED, Observed, Outcome, PROGRESSING, READY, bounded};
 use super::context::{Context, MANAGER};
 use super::error::Error;
 use crate::crd::{ConditionStatus, SpikeCluster, SpikePolicy, SpikePolicyStatus};
@@ -47,10 +47,6 @@ pub const FINALIZER: &str = "spike.spiffe.io/nexus-cleanup";
 pub const RESYNC: Duration = Duration::from_secs(5 * 60);
 /// When a refused resource is looked at again without any change (changes come sooner).
 pub const REFUSED_REQUEUE: Duration = Duration::from_secs(60 * 60);
-
-/// The longest message a condition or event carries: error texts quote addresses and codes,
-/// and a status stays small.
-const MAX_MESSAGE: usize = 1024;
 
 /// Runs the `SpikePolicy` controller until `shutdown` completes, also watching
 /// `SpikeCluster`s: a change of a cluster (an unpause, a new trust domain) reconciles the
@@ -193,19 +189,6 @@ fn nexus_of(ctx: &Context, cluster: &SpikeCluster) -> Result<NexusSync, SyncErro
         cluster.namespace().as_deref().unwrap_or_default(),
         &cluster.name_any(),
     )
-}
-
-/// `message`, cut to [`MAX_MESSAGE`] bytes at a character boundary.
-fn bounded(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
 }
 
 impl SpikePolicy {
@@ -544,14 +527,5 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["spike-system/admins", "team-a/readers"]);
-    }
-
-    #[test]
-    fn messages_are_bounded() {
-        let long = "é".repeat(MAX_MESSAGE);
-        let b = bounded(long);
-        assert!(b.len() <= MAX_MESSAGE + '…'.len_utf8());
-        assert!(b.ends_with('…'));
-        assert_eq!(bounded("short".into()), "short");
     }
 }
