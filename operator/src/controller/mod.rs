@@ -9,6 +9,7 @@
 //! Adding a controller (`SpikeSecret`, `SpikeCluster`): a module like [`policy`], with its own
 //! `FINALIZER`, `reconcile`, `error_policy` and `run`, and one more future in [`run`].
 
+pub mod cluster;
 pub mod conditions;
 mod context;
 mod error;
@@ -32,6 +33,9 @@ pub async fn run(
     // One signal, seen by every controller.
     let shutdown = shutdown.boxed().shared();
     // The SpikeSecret and SpikeCluster controllers join here, each with `shutdown.clone()`.
-    futures::try_join!(policy::run(ctx.clone(), shutdown.clone()))?;
+    futures::try_join!(
+        policy::run(ctx.clone(), shutdown.clone()),
+        cluster::run(ctx.clone(), shutdown.clone()),
+    )?;
     Ok(())
 }
