@@ -202,13 +202,39 @@ where
         + Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(api
-        .patch(
-            &object.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(object),
-        )
-        .await?)
+    api.patch(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(object_error::<K>(namespace, &object.name_any()))
+}
+
+/// Names the object a failed call was about.
+fn object_error<K: Resource<DynamicType = ()>>(
+    namespace: &str,
+    name: &str,
+) -> impl FnOnce(kube::Error) -> Error {
+    let object = if namespace.is_empty() {
+        format!("{} {name}", K::kind(&()))
+    } else {
+        format!("{} {namespace}/{name}", K::kind(&()))
+    };
+    move |source| Error::Object { object, source }
+}
+
+/// A failure as a condition message: the object and the API server's own words (the whole
+/// `Status` it answered is noise to a reader).
+pub fn failure_message(e: &Error) -> String {
+    let message = match e {
+        Error::Object {
+            object,
+            source: kube::Error::Api(s),
+        } => format!("{object}: {} ({}, {})", s.message, s.reason, s.code),
+        e => e.to_string(),
+    };
+    bounded(message)
 }
 
 /// Deletes `name` in `namespace` if it exists.
@@ -223,7 +249,7 @@ where
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(object_error::<K>(namespace, name)(e)),
     }
 }
 
@@ -277,12 +303,38 @@ impl SpikeCluster {
                 return Ok(Action::requeue(IDLE_REQUEUE));
             }
         };
-        let workloads = self.apply_objects(ctx, &objects).await?;
         let wanted = wanted_parts(&objects);
-        self.prune(ctx, &objects, &wanted).await?;
-        self.finish(ctx, Observation::Applied(workloads), wanted)
-            .await?;
-        Ok(Action::requeue(RESYNC))
+        let applied = async {
+            let workloads = self.apply_objects(ctx, &objects).await?;
+            self.prune(ctx, &objects, &wanted).await?;
+            Ok::<_, Error>(workloads)
+        }
+        .await;
+        match applied {
+            Ok(workloads) => {
+                self.finish(ctx, Observation::Applied(workloads), wanted)
+                    .await?;
+                Ok(Action::requeue(RESYNC))
+            }
+            Err(e) => {
+                // Shown in the status, then retried with backoff. What was applied so far
+                // is remembered with what was before, so a later prune misses nothing.
+                let mut parts = self.applied_parts().to_vec();
+                for part in wanted {
+                    if !parts.contains(&part) {
+                        parts.push(part);
+                    }
+                }
+                parts.sort_unstable();
+                let failed = Observation::ApplyFailed {
+                    message: failure_message(&e),
+                };
+                if let Err(status_error) = self.finish(ctx, failed, parts).await {
+                    tracing::warn!(error = %status_error, "could not write the status of a failed apply");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Applies every object in the builder's order and reads what they report.
@@ -307,7 +359,8 @@ impl SpikeCluster {
                     &PatchParams::apply(MANAGER).force(),
                     &Patch::Apply(id),
                 )
-                .await?;
+                .await
+                .map_err(object_error::<ClusterSpiffeId>("", &id.name_any()))?;
             }
         }
         for policy in [
@@ -370,6 +423,7 @@ impl SpikeCluster {
         let dropped = |part| self.applied_parts().contains(&part) && !wanted.contains(&part);
         let ns = self.ns()?;
         let name = self.name_any();
+        let mut pruned = Vec::new();
         if dropped(AppliedPart::Gateway) {
             let gateway = names::gateway(&name);
             // The Deployment first, so no gateway pod runs without its policy or account.
@@ -377,31 +431,30 @@ impl SpikeCluster {
             delete_in::<Service>(ctx, &ns, &gateway).await?;
             delete_in::<NetworkPolicy>(ctx, &ns, &gateway).await?;
             delete_in::<ServiceAccount>(ctx, &ns, &gateway).await?;
-            self.event(
-                ctx,
-                EventType::Normal,
-                "Pruned",
-                "Prune",
-                format!("spec.gateway was removed: deleted the gateway {gateway}"),
-            )
-            .await;
+            pruned.push(format!(
+                "the gateway {gateway} (Deployment, Service, NetworkPolicy, ServiceAccount)"
+            ));
         }
-        let had_ids = self
+        if self
             .applied_parts()
-            .contains(&AppliedPart::ClusterSpiffeIds);
-        if had_ids {
-            let keep = wanted_spiffe_ids(objects);
-            let deleted = self.delete_spiffe_ids(ctx, &keep).await?;
+            .contains(&AppliedPart::ClusterSpiffeIds)
+        {
+            let deleted = self
+                .delete_spiffe_ids(ctx, &wanted_spiffe_ids(objects))
+                .await?;
             if !deleted.is_empty() {
-                self.event(
-                    ctx,
-                    EventType::Normal,
-                    "Pruned",
-                    "Prune",
-                    format!("deleted ClusterSPIFFEIDs {}", deleted.join(", ")),
-                )
-                .await;
+                pruned.push(format!("ClusterSPIFFEIDs {}", deleted.join(", ")));
             }
+        }
+        if !pruned.is_empty() {
+            // One event per reconcile: the recorder would fold a second of the same reason
+            // into the first one's series.
+            let note = format!(
+                "deleted what the spec no longer asks for: {}",
+                pruned.join("; ")
+            );
+            self.event(ctx, EventType::Normal, "Pruned", "Prune", note)
+                .await;
         }
         Ok(())
     }
@@ -425,7 +478,7 @@ impl SpikeCluster {
             match api.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => deleted.push(name),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(object_error::<ClusterSpiffeId>("", &name)(e)),
             }
         }
         Ok(deleted)
@@ -502,6 +555,9 @@ impl SpikeCluster {
                 "BreakGlassExportRequired",
                 message.clone(),
             )),
+            Observation::ApplyFailed { message } => {
+                Some((EventType::Warning, "ApplyFailed", message.clone()))
+            }
             _ if old_phase != status.phase => {
                 let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
                 let ready = conditions::find(&status.conditions, conditions::READY)

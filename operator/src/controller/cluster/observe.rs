@@ -130,6 +130,12 @@ pub enum Observation {
     },
     /// Everything was applied; this is what it reports.
     Applied(Workloads),
+    /// An apply or a deletion was refused or failed (an admission webhook, a missing grant, an
+    /// API server that is down): retried with backoff.
+    ApplyFailed {
+        /// The API server's answer (objects of a cluster hold no secret value).
+        message: String,
+    },
 }
 
 /// The phase and the five conditions of an applied cluster.
@@ -346,6 +352,21 @@ pub fn next_status(
         Observation::Applied(w) => {
             let (phase, observed) = applied(w);
             (phase, observed, generation, Some(w.ready_keepers))
+        }
+        Observation::ApplyFailed { message } => {
+            let mut observed = unknown_if_missing(&old, &[BOOTSTRAPPED, SEALED], "ApplyFailed");
+            observed.extend([
+                Observed::no(READY, "ApplyFailed", message.clone()),
+                Observed::yes(PROGRESSING, "ApplyFailed", "retrying with backoff"),
+                Observed::yes(DEGRADED, "ApplyFailed", message.clone()),
+            ]);
+            // The spec is not yet made true, so the generation does not advance.
+            (
+                ClusterPhase::Degraded,
+                observed,
+                old.observed_generation,
+                old.ready_keepers,
+            )
         }
     };
     debug_assert!(all.iter().all(|t| {
@@ -680,6 +701,26 @@ mod tests {
         let first = status_of(&Observation::Paused);
         assert_eq!(first.conditions.len(), 5);
         assert_eq!(cond(&first, READY).status, Unknown);
+    }
+
+    #[test]
+    fn a_failed_apply_is_degraded_and_keeps_the_generation() {
+        let ready = status_of(&Observation::Applied(workloads(
+            BootstrapState::Succeeded,
+            true,
+            3,
+        )));
+        let failed = Observation::ApplyFailed {
+            message: "Kubernetes API: admission webhook denied the request".into(),
+        };
+        let s = next_status(Some(&ready), Some(5), &failed, Vec::new(), T1);
+        assert_eq!(s.phase, Some(ClusterPhase::Degraded));
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(cond(&s, DEGRADED).status, True);
+        assert_eq!(cond(&s, DEGRADED).reason, "ApplyFailed");
+        assert_eq!(cond(&s, DEGRADED).observed_generation, Some(4));
+        assert_eq!(cond(&s, PROGRESSING).status, True);
+        assert_eq!(cond(&s, SEALED), cond(&ready, SEALED));
     }
 
     #[test]

@@ -509,9 +509,189 @@ async fn removing_the_gateway_prunes_its_objects() {
                 .await;
         }
         let note = expect_event(&mut server, "Normal", "Pruned").await;
-        assert!(note.contains("spike-gateway"), "{note}");
+        assert_eq!(
+            note,
+            "deleted what the spec no longer asks for: the gateway spike-gateway (Deployment, Service, NetworkPolicy, ServiceAccount)"
+        );
         let status = expect_status(&mut server, &cluster).await;
         assert!(status.applied_parts.is_empty());
+        server
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_apply_is_degraded_and_retried() {
+    let c = finalized(fixtures::cluster());
+    let first = desired(&c).remove(0);
+    let (ctx, server) = context();
+    let cluster = c.clone();
+    let e = scenario(&ctx, server, c, |mut server| async move {
+        server
+            .expect(
+                Method::PATCH,
+                &format!("{}{APPLY_QUERY}", path_of(&first)),
+                |_| {
+                    (
+                        StatusCode::FORBIDDEN,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "Forbidden", "code": 403,
+                               "message": "serviceaccounts is forbidden"}),
+                    )
+                },
+            )
+            .await;
+        let note = expect_event(&mut server, "Warning", "ApplyFailed").await;
+        assert_eq!(
+            note,
+            "ServiceAccount spike-system/spike-keeper: serviceaccounts is forbidden (Forbidden, 403)"
+        );
+        let status = expect_status(&mut server, &cluster).await;
+        assert_eq!(status.phase, Some(ClusterPhase::Degraded));
+        assert_eq!(status.observed_generation, None);
+        let d = conditions::find(&status.conditions, conditions::DEGRADED).unwrap();
+        assert_eq!(d.reason, "ApplyFailed");
+        server
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.reason(), "KubeApi");
+    assert!(e.is_transient());
+}
+
+#[tokio::test]
+async fn a_gateway_and_spiffe_ids_are_applied_in_order_and_remembered() {
+    let mut c = finalized(fixtures::cluster());
+    c.spec.cluster_spiffe_ids.enabled = true;
+    c.spec.gateway = Some(serde_json::from_value(json!({"name": "edge"})).unwrap());
+    let objects = desired(&c);
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "ClusterSPIFFEID").count(), 4);
+    assert_eq!(kinds.last(), Some(&"Deployment"));
+    // Cluster-scoped: no namespace in the path.
+    let id = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterSPIFFEID")
+        .unwrap();
+    assert_eq!(
+        path_of(id),
+        "/apis/spire.spiffe.io/v1alpha1/clusterspiffeids/spike-system-spike-nexus"
+    );
+    let (ctx, server) = context();
+    let cluster = c.clone();
+    scenario(&ctx, server, c, |mut server| async move {
+        expect_applies(&mut server, &objects, &World::default()).await;
+        expect_event(&mut server, "Normal", "PhaseChanged").await;
+        let status = expect_status(&mut server, &cluster).await;
+        assert_eq!(
+            status.applied_parts,
+            [AppliedPart::Gateway, AppliedPart::ClusterSpiffeIds]
+        );
+        server
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn dropping_the_gateway_deletes_its_spiffe_id_and_disabling_them_deletes_all() {
+    for disable in [false, true] {
+        let mut c = finalized(fixtures::cluster());
+        c.spec.cluster_spiffe_ids.enabled = true;
+        c.spec.gateway = Some(serde_json::from_value(json!({"name": "edge"})).unwrap());
+        let before: Vec<Value> = desired(&c)
+            .into_iter()
+            .filter(|o| o["kind"] == "ClusterSPIFFEID")
+            .collect();
+        // What the last reconcile left: everything applied, both parts remembered.
+        let mut status = create(&finalized(fixtures::cluster())).await;
+        status.applied_parts = vec![AppliedPart::Gateway, AppliedPart::ClusterSpiffeIds];
+        c.status = Some(status);
+        c.spec.gateway = None;
+        c.spec.cluster_spiffe_ids.enabled = !disable;
+        let objects = desired(&c);
+        let job = objects.iter().find(|o| o["kind"] == "Job").cloned();
+        let doomed: Vec<Value> = if disable {
+            before.clone()
+        } else {
+            before
+                .iter()
+                .filter(|o| o["metadata"]["name"] == "spike-system-spike-gateway")
+                .cloned()
+                .collect()
+        };
+        let (ctx, server) = context();
+        let cluster = c.clone();
+        scenario(&ctx, server, c, |mut server| async move {
+            let world = World {
+                job,
+                ..World::default()
+            };
+            expect_applies(&mut server, &objects, &world).await;
+            for _ in 0..4 {
+                let (method, _) = server.any(|_, _| not_found()).await;
+                assert_eq!(method, Method::DELETE);
+            }
+            let list = json!({"apiVersion": "spire.spiffe.io/v1alpha1", "kind": "ClusterSPIFFEIDList",
+                              "metadata": {}, "items": before});
+            let (method, r) = server.any(|_, _| (StatusCode::OK, list)).await;
+            assert_eq!(method, Method::GET);
+            assert!(r.uri.contains("labelSelector="), "{}", r.uri);
+            for id in &doomed {
+                let answer = id.clone();
+                server
+                    .expect(Method::DELETE, &format!("{}?", path_of(id)), |_| {
+                        (StatusCode::OK, answer)
+                    })
+                    .await;
+            }
+            let note = expect_event(&mut server, "Normal", "Pruned").await;
+            assert!(note.contains("spike-system-spike-gateway"), "{note}");
+            let status = expect_status(&mut server, &cluster).await;
+            let expected: &[AppliedPart] = if disable {
+                &[]
+            } else {
+                &[AppliedPart::ClusterSpiffeIds]
+            };
+            assert_eq!(status.applied_parts, expected);
+            server
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_failed_bootstrap_job_is_degraded_with_its_reason() {
+    let mut c = finalized(fixtures::cluster());
+    c.status = Some(create(&c).await);
+    let objects = desired(&c);
+    let mut job = objects
+        .iter()
+        .find(|o| o["kind"] == "Job")
+        .cloned()
+        .unwrap();
+    job["status"] = json!({"failed": 7, "conditions": [{
+        "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit"}]});
+    let (ctx, server) = context();
+    let cluster = c.clone();
+    scenario(&ctx, server, c, |mut server| async move {
+        let world = World {
+            job: Some(job),
+            ..World::default()
+        };
+        expect_applies(&mut server, &objects, &world).await;
+        expect_event(&mut server, "Normal", "PhaseChanged").await;
+        let status = expect_status(&mut server, &cluster).await;
+        assert_eq!(status.phase, Some(ClusterPhase::Degraded));
+        let d = conditions::find(&status.conditions, conditions::DEGRADED).unwrap();
+        assert_eq!(d.reason, "BootstrapFailed");
+        assert!(d.message.contains("BackoffLimitExceeded"), "{}", d.message);
         server
     })
     .await
