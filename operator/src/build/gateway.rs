@@ -2,10 +2,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath, Service, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::crd::GatewaySpec;
 use crate::names::{self, GATEWAY_HEALTH_PORT, GATEWAY_PORT};
@@ -13,6 +11,7 @@ use crate::names::{self, GATEWAY_HEALTH_PORT, GATEWAY_PORT};
 use super::Ctx;
 use super::meta::{Component, labels, match_labels, selector_labels};
 use super::pod::{self, PodInput, http_probe, writable_mount};
+use super::service::{self, Publish};
 use super::settings::{GATEWAY_AUDIT_DIR, GATEWAY_CA_DIR, GATEWAY_CA_FILE, GATEWAY_FILE};
 
 const AUDIT_VOLUME: &str = "audit";
@@ -97,21 +96,13 @@ pub fn deployment(ctx: &Ctx<'_>, gateway: &GatewaySpec) -> Deployment {
 
 /// The Service agents reach the gateway by.
 pub fn service(ctx: &Ctx<'_>) -> Service {
-    Service {
-        metadata: ctx.meta(names::gateway(ctx.name), Component::Gateway),
-        spec: Some(ServiceSpec {
-            selector: Some(selector_labels(ctx.name, Component::Gateway)),
-            ports: Some(vec![ServicePort {
-                name: Some("agents".into()),
-                port: i32::from(GATEWAY_PORT),
-                target_port: Some(IntOrString::String("agents".into())),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    service::service(
+        ctx,
+        names::gateway(ctx.name),
+        Component::Gateway,
+        ("agents", GATEWAY_PORT),
+        Publish::Ready,
+    )
 }
 
 #[cfg(test)]

@@ -6,8 +6,7 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, PodAffinityTerm, PodAntiAffinity, Service, ServicePort, ServiceSpec,
-    TopologySpreadConstraint,
+    Affinity, PodAffinityTerm, PodAntiAffinity, Service, TopologySpreadConstraint,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,6 +16,7 @@ use crate::names::{self, KEEPER_API_PORT, KEEPER_HEALTH_PORT};
 use super::Ctx;
 use super::meta::{Component, match_labels, selector_labels};
 use super::pod::{self, PodInput, http_probe};
+use super::service::{self, Publish};
 use super::settings::KEEPER_FILE;
 
 /// The first ordinal: keeper ids are 1-based (`/spike/keeper/1` ...), and so are the pods.
@@ -27,23 +27,13 @@ pub const FIRST_ORDINAL: i32 = 1;
 /// a keeper is ready only once Nexus has sent it its share, which Nexus can do only when it
 /// can reach the keeper.
 pub fn service(ctx: &Ctx<'_>) -> Service {
-    Service {
-        metadata: ctx.meta(names::keeper(ctx.name), Component::Keeper),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            publish_not_ready_addresses: Some(true),
-            selector: Some(selector_labels(ctx.name, Component::Keeper)),
-            ports: Some(vec![ServicePort {
-                name: Some("api".into()),
-                port: i32::from(KEEPER_API_PORT),
-                target_port: Some(IntOrString::String("api".into())),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    service::service(
+        ctx,
+        names::keeper(ctx.name),
+        Component::Keeper,
+        ("api", KEEPER_API_PORT),
+        Publish::HeadlessNotReadyToo,
+    )
 }
 
 /// The keeper StatefulSet.

@@ -29,6 +29,7 @@ pub mod meta;
 pub mod network;
 pub mod nexus;
 pub mod pod;
+pub mod service;
 pub mod settings;
 pub mod spiffe_ids;
 

@@ -6,18 +6,17 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, Service, ServicePort, ServiceSpec,
-    VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, Service, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names::{self, NEXUS_API_PORT, NEXUS_HEALTH_PORT};
 
 use super::Ctx;
 use super::meta::{Component, labels, match_labels, selector_labels};
 use super::pod::{self, PodInput, http_probe, writable_mount};
+use super::service::{self, Publish};
 use super::settings::{NEXUS_DATA_DIR, NEXUS_FILE};
 
 /// The volume claim template's name: the claim of pod 0 is `data-<cluster>-nexus-0`.
@@ -27,22 +26,13 @@ pub const DATA_VOLUME: &str = "data";
 /// ([`names::nexus_addr`]). It publishes Nexus while it is not ready: a sealed Nexus is not
 /// ready, and bootstrap must reach it to unseal it (it then answers what it can: sealed).
 pub fn service(ctx: &Ctx<'_>) -> Service {
-    Service {
-        metadata: ctx.meta(names::nexus(ctx.name), Component::Nexus),
-        spec: Some(ServiceSpec {
-            publish_not_ready_addresses: Some(true),
-            selector: Some(selector_labels(ctx.name, Component::Nexus)),
-            ports: Some(vec![ServicePort {
-                name: Some("api".into()),
-                port: i32::from(NEXUS_API_PORT),
-                target_port: Some(IntOrString::String("api".into())),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    service::service(
+        ctx,
+        names::nexus(ctx.name),
+        Component::Nexus,
+        ("api", NEXUS_API_PORT),
+        Publish::NotReadyToo,
+    )
 }
 
 /// The Nexus StatefulSet: one replica (Nexus is the one writer of its redb file), its data on a
@@ -117,6 +107,7 @@ pub fn stateful_set(ctx: &Ctx<'_>) -> StatefulSet {
 mod tests {
     use super::*;
     use crate::build::tests_support::{sample, valid};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     #[test]
     fn the_volume_is_retained_and_sized_from_the_spec() {

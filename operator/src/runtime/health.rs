@@ -28,8 +28,9 @@ use tokio::sync::watch;
 /// The environment variable that names the server's address (the chart sets `0.0.0.0:8560`).
 pub const HEALTH_LISTEN_ENV: &str = "SPIKE_OPERATOR_HEALTH_LISTEN";
 
-/// The content type of the Prometheus text exposition format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+/// The content type of the OpenMetrics text format, which `prometheus-client` writes (and
+/// Prometheus scrapes).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Renders the current metrics as Prometheus text.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
