@@ -6,7 +6,7 @@
 //! metric label and what retrying can cure) and the [`Context`] (client, events, metrics,
 //! Nexus, backoff).
 //!
-//! Adding a controller (`SpikeSecret`, `SpikeCluster`): a module like [`policy`], with its own
+//! Adding a controller (`SpikeSecret`): a module like [`policy`] or [`cluster`], with its own
 //! `FINALIZER`, `reconcile`, `error_policy` and `run`, and one more future in [`run`].
 
 pub mod cluster;
@@ -32,7 +32,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     // One signal, seen by every controller.
     let shutdown = shutdown.boxed().shared();
-    // The SpikeSecret and SpikeCluster controllers join here, each with `shutdown.clone()`.
+    // The SpikeSecret controller joins here, with `shutdown.clone()`.
     futures::try_join!(
         policy::run(ctx.clone(), shutdown.clone()),
         cluster::run(ctx.clone(), shutdown.clone()),
