@@ -239,6 +239,11 @@ fn respond(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
         .expect("response")
 }
 
+/// Answers a request [`ApiServerVerifier::next`] handed over with `status` and the JSON `body`.
+pub fn answer(send: SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
+    send.send_response(respond(status, body));
+}
+
 impl ApiServerVerifier {
     /// Awaits the next request and reads it.
     async fn receive(
@@ -521,6 +526,12 @@ impl ApiServerVerifier {
         assert_eq!(r.content_type, "application/apply-patch+yaml");
         assert_eq!(r.body["kind"], K::kind(&()).as_ref());
         r.body["status"].clone()
+    }
+
+    /// Awaits the next request and hands it over unanswered with the means to answer it (see
+    /// [`answer`]): a watch that is never answered waits, as on a quiet API server.
+    pub async fn next(&mut self) -> (Method, Received, SendResponse<Response<Body>>) {
+        self.receive("any request").await
     }
 
     /// Fails if any request is waiting.

@@ -523,66 +523,66 @@ async fn the_controller_refuses_to_start_without_the_crds_and_stops_on_shutdown(
     assert_eq!(e.reason(), "KubeApi");
     let mut api = missing.await.expect("script");
 
-    // With the CRDs: it runs (its watches wait on the mock) until the shutdown signal.
+    // With the CRDs: it runs (its watches wait on the mock) until the shutdown signal. Every
+    // controller first lists its kind (`limit=1`), then each watch lists once: all answered
+    // empty, in whatever order the controllers ask. Their watches then wait.
     let started = tokio::spawn(async move {
-        api.expect(Method::GET, list, |_| {
-            (
-                http::StatusCode::OK,
-                json!({"apiVersion": "spike.spiffe.io/v1alpha1", "kind": "SpikePolicyList",
-                       "metadata": {"resourceVersion": "1"}, "items": []}),
-            )
-        })
-        .await;
-        // Each CRD is checked before any watch starts: the SpikeSecrets' next.
-        let secrets = "/apis/spike.spiffe.io/v1alpha1/spikesecrets?&limit=1";
-        api.expect(Method::GET, secrets, |_| {
-            (
-                http::StatusCode::OK,
-                json!({"apiVersion": "spike.spiffe.io/v1alpha1", "kind": "SpikeSecretList",
-                       "metadata": {"resourceVersion": "1"}, "items": []}),
-            )
-        })
-        .await;
-        // The first list of each watch (policies and clusters for the SpikePolicy
-        // controller; SpikeSecrets, clusters and Secrets' metadata for the SpikeSecret one),
-        // in no fixed order across the controllers: empty. A controller starts reconciling
-        // (and can stop) only once its store has listed. A watch that comes in between is
-        // ended at once; its retry then waits on the mock.
-        let mut lists = 0;
-        while lists < 5 {
-            let (method, r) = api
-                .any(|_, r| {
-                    if r.uri.contains("watch=true") {
-                        return (http::StatusCode::OK, Value::Null);
-                    }
-                    let (api_version, kind) = if r.uri.contains("/spikeclusters") {
-                        ("spike.spiffe.io/v1alpha1", "SpikeClusterList")
-                    } else if r.uri.contains("/spikesecrets") {
-                        ("spike.spiffe.io/v1alpha1", "SpikeSecretList")
-                    } else if r.uri.starts_with("/api/v1/secrets") {
-                        ("meta.k8s.io/v1", "PartialObjectMetadataList")
-                    } else {
-                        ("spike.spiffe.io/v1alpha1", "SpikePolicyList")
-                    };
-                    (
-                        http::StatusCode::OK,
-                        json!({"apiVersion": api_version, "kind": kind,
-                               "metadata": {"resourceVersion": "1"}, "items": []}),
-                    )
-                })
-                .await;
+        let mut asked = Vec::new();
+        let mut watches = Vec::new();
+        while let Ok((method, r, send)) =
+            tokio::time::timeout(Duration::from_millis(500), api.next()).await
+        {
             assert_eq!(method, Method::GET, "{}", r.uri);
-            if !r.uri.contains("watch=true") {
-                lists += 1;
+            if r.uri.contains("watch=true") {
+                // Held open and never answered: the watch waits.
+                watches.push(send);
+            } else {
+                let empty = json!({"apiVersion": "v1", "kind": "List",
+                                   "metadata": {"resourceVersion": "1"}, "items": []});
+                fixtures::answer(send, http::StatusCode::OK, &empty);
+                asked.push(r.uri);
             }
         }
-        api
+        (api, asked, watches)
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(spike_operator::controller::run(s.ctx.clone(), async move {
         let _ = rx.await;
     }));
-    let _api = started.await.expect("script");
+    let (_api, asked, _watches) = started.await.expect("script");
+    let asked_for = |path: &str, query: &str| {
+        asked
+            .iter()
+            .any(|u| u.starts_with(&format!("{path}?")) && u.contains(query))
+    };
+    assert!(
+        asked_for("/apis/spike.spiffe.io/v1alpha1/spikepolicies", "limit=1"),
+        "{asked:?}"
+    );
+    assert!(
+        asked_for("/apis/spike.spiffe.io/v1alpha1/spikeclusters", "limit=1"),
+        "{asked:?}"
+    );
+    assert!(
+        asked_for("/apis/spike.spiffe.io/v1alpha1/spikesecrets", "limit=1"),
+        "{asked:?}"
+    );
+    // The SpikeCluster controller watches what it owns by the operator's label only.
+    for owned in [
+        "/apis/apps/v1/statefulsets",
+        "/api/v1/services",
+        "/apis/batch/v1/jobs",
+        "/apis/apps/v1/deployments",
+        "/api/v1/configmaps",
+    ] {
+        assert!(
+            asked_for(
+                owned,
+                "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dspike-operator"
+            ),
+            "{owned}: {asked:?}"
+        );
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!run.is_finished(), "the controller runs until told to stop");
     tx.send(()).expect("signal");

@@ -186,6 +186,25 @@ pub fn bounded(mut message: String) -> String {
     message
 }
 
+/// The conditions of a resource the operator leaves alone because of `spec.paused` (its own
+/// or its cluster's): `Progressing=False` with reason `Paused` and `message`; each of `others`
+/// that `old` lacks as `Unknown` (the first visit while paused still writes every condition);
+/// the rest kept as they were.
+pub fn paused(old: &[Condition], others: &[&'static str], message: &str) -> Vec<Observed> {
+    let unknown = others
+        .iter()
+        .filter(|t| find(old, t).is_none())
+        .map(|&type_| Observed {
+            type_,
+            status: ConditionStatus::Unknown,
+            reason: "Paused",
+            message: "not reconciled while paused".to_owned(),
+        });
+    std::iter::once(Observed::no(PROGRESSING, "Paused", message))
+        .chain(unknown)
+        .collect()
+}
+
 /// Now, as the RFC 3339 UTC timestamp conditions carry (whole seconds, like the API server's).
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc()
@@ -335,6 +354,18 @@ mod tests {
                 message: "secret k8s/a/b: no".into()
             }
         );
+    }
+
+    #[test]
+    fn paused_sets_progressing_and_fills_only_missing_types() {
+        let old = set_conditions(&[], &ready("a").conditions(), Some(1), T0);
+        let p = paused(&old, &[READY, "Sealed"], "paused");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0], Observed::no(PROGRESSING, "Paused", "paused"));
+        assert_eq!(p[1].type_, "Sealed");
+        assert_eq!(p[1].status, ConditionStatus::Unknown);
+        let c = set_conditions(&old, &p, Some(1), T1);
+        assert_eq!(find(&c, READY).unwrap(), find(&old, READY).unwrap());
     }
 
     #[test]

@@ -147,6 +147,22 @@ impl NexusConnector {
     }
 }
 
+#[cfg(test)]
+impl NexusConnector {
+    /// True when a client of cluster `name` in `namespace` is cached (for the tests of
+    /// [`NexusConnector::forget`]'s callers).
+    pub(crate) fn is_cached(&self, namespace: &str, name: &str) -> bool {
+        match self {
+            Self::Fixed(_) => false,
+            Self::Service(s) => s
+                .clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&(namespace.to_owned(), name.to_owned())),
+        }
+    }
+}
+
 /// Clients of each cluster's Nexus Service, cached by (namespace, name).
 pub struct ServiceConnector {
     source: Arc<dyn SvidSource>,

@@ -15,6 +15,15 @@ pub enum Error {
     /// A call to the Kubernetes API failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+    /// Applying or deleting one object (`<Kind> <namespace>/<name>`) failed.
+    #[error("{object}: {source}")]
+    Object {
+        /// Which object.
+        object: String,
+        /// What the API server (or the client) said.
+        #[source]
+        source: kube::Error,
+    },
     /// A call to Nexus failed.
     #[error("{0}")]
     Sync(#[source] SyncError),
@@ -59,8 +68,12 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         use kube::runtime::finalizer::Error as F;
         match self.inner() {
-            Self::Kube(kube::Error::Api(_)) => "KubeApi",
-            Self::Kube(_) => "KubeClient",
+            Self::Kube(kube::Error::Api(_))
+            | Self::Object {
+                source: kube::Error::Api(_),
+                ..
+            } => "KubeApi",
+            Self::Kube(_) | Self::Object { .. } => "KubeClient",
             Self::Sync(e) => e.reason(),
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::ClusterPaused(_) => "Paused",
@@ -78,7 +91,9 @@ impl Error {
         match self.inner() {
             Self::Sync(e) => e.is_transient(),
             Self::InvalidSpec(_) => false,
-            Self::Kube(_) | Self::ClusterPaused(_) | Self::Finalizer(_) => true,
+            Self::Kube(_) | Self::Object { .. } | Self::ClusterPaused(_) | Self::Finalizer(_) => {
+                true
+            }
         }
     }
 }
@@ -106,6 +121,25 @@ mod tests {
         assert!(!e.is_transient());
         let e = Error::Finalizer(Box::new(F::<Error>::UnnamedObject));
         assert_eq!(e.reason(), "Finalizer");
+    }
+
+    #[test]
+    fn a_failed_object_is_a_transient_kube_error() {
+        let e = Error::Object {
+            object: "Job spike-system/spike-bootstrap".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure("jobs is forbidden", "Forbidden")
+                    .with_code(403)
+                    .boxed(),
+            ),
+        };
+        assert_eq!(e.reason(), "KubeApi");
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .starts_with("Job spike-system/spike-bootstrap: "),
+            "{e}"
+        );
     }
 
     #[test]

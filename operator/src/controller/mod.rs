@@ -6,9 +6,10 @@
 //! metric label and what retrying can cure) and the [`Context`] (client, events, metrics,
 //! Nexus, backoff).
 //!
-//! Adding a controller (`SpikeSecret`, `SpikeCluster`): a module like [`policy`], with its own
+//! Adding a controller (`SpikeSecret`): a module like [`policy`] or [`cluster`], with its own
 //! `FINALIZER`, `reconcile`, `error_policy` and `run`, and one more future in [`run`].
 
+pub mod cluster;
 pub mod conditions;
 mod context;
 mod error;
@@ -34,12 +35,13 @@ pub async fn run(
     // Each kind's CRD, one after the other, before any watch starts.
     installed::<crate::crd::SpikePolicy>(&ctx).await?;
     installed::<crate::crd::SpikeSecret>(&ctx).await?;
+    installed::<crate::crd::SpikeCluster>(&ctx).await?;
     // One signal, seen by every controller.
     let shutdown = shutdown.boxed().shared();
-    // The SpikeSecret and SpikeCluster controllers join here, each with `shutdown.clone()`.
     futures::try_join!(
         policy::run(ctx.clone(), shutdown.clone()),
         secret::run(ctx.clone(), shutdown.clone()),
+        cluster::run(ctx.clone(), shutdown.clone()),
     )?;
     Ok(())
 }

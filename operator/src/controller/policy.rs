@@ -30,10 +30,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use spike_core::policy::Permission;
 
-use super::conditions::{self, DEGRADED, Observed, Outcome, PROGRESSING, READY, bounded};
+use super::conditions::{self, DEGRADED, Outcome, READY, bounded};
 use super::context::{Context, MANAGER};
 use super::error::Error;
-use crate::crd::{ConditionStatus, SpikeCluster, SpikePolicy, SpikePolicyStatus};
+use crate::crd::{SpikeCluster, SpikePolicy, SpikePolicyStatus};
 use crate::metrics::ControllerName;
 use crate::nexus::{DeleteOutcome, DeletionPolicy, DesiredPolicy, PolicyOutcome};
 use crate::validate::{InvalidSpec, policy_name, validate_cluster, validate_policy};
@@ -254,29 +254,14 @@ impl SpikePolicy {
     /// A paused cluster: only `Progressing` changes, and only on this resource.
     async fn paused(&self, ctx: &Context, cluster_name: &str) -> Result<Action, Error> {
         let old = self.status.clone().unwrap_or_default();
-        let unknown = |type_| {
-            // First visit while paused: every condition is written, as Unknown if need be.
-            conditions::find(&old.conditions, type_)
-                .is_none()
-                .then(|| Observed {
-                    type_,
-                    status: ConditionStatus::Unknown,
-                    reason: "Paused",
-                    message: "not reconciled while its SpikeCluster is paused".to_owned(),
-                })
-        };
-        let progressing = Observed::no(
-            PROGRESSING,
-            "Paused",
-            format!(
+        // First visit while paused: every condition is written, as Unknown if need be.
+        let observed = conditions::paused(
+            &old.conditions,
+            &[READY, DEGRADED],
+            &format!(
                 "SpikeCluster {cluster_name} is paused: the operator changes nothing until spec.paused is false"
             ),
         );
-        let observed: Vec<Observed> = unknown(READY)
-            .into_iter()
-            .chain([progressing])
-            .chain(unknown(DEGRADED))
-            .collect();
         let status = SpikePolicyStatus {
             conditions: conditions::set_conditions(
                 &old.conditions,
@@ -478,7 +463,7 @@ mod tests {
         let s = p.next_status(&retry, "t1").unwrap();
         assert_eq!(s.observed_generation, Some(1));
         let degraded = conditions::find(&s.conditions, conditions::DEGRADED).unwrap();
-        assert_eq!(degraded.status, ConditionStatus::True);
+        assert_eq!(degraded.status, crate::crd::ConditionStatus::True);
         assert_eq!(degraded.observed_generation, Some(1));
     }
 

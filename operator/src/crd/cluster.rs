@@ -4,7 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::gateway::GatewaySpec;
-use super::status::{ClusterPhase, Condition};
+use super::status::{AppliedPart, ClusterPhase, Condition};
 
 /// CEL: a resource quantity as the operator accepts it (`500m`, `256Mi`, `1Gi`).
 const CEL_QUANTITY: &str = "self.matches('^[0-9]+(\\\\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$')";
@@ -417,4 +417,9 @@ pub struct SpikeClusterStatus {
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// The optional parts whose objects the operator applied (`Gateway`, `ClusterSpiffeIds`),
+    /// so that dropping one from the spec deletes its objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub applied_parts: Vec<AppliedPart>,
 }

@@ -36,7 +36,7 @@ pub use secret::{
     Alphabet, DataEntry, DeletionPolicy, Generate, SecretKeySelector, SpikeSecret, SpikeSecretSpec,
     SpikeSecretStatus, TokenAction, TokenSpec, TokenStatus, WritePolicy,
 };
-pub use status::{ClusterPhase, Condition, ConditionStatus};
+pub use status::{AppliedPart, ClusterPhase, Condition, ConditionStatus};
 
 /// The API group of every SPIKE resource.
 pub const GROUP: &str = "spike.spiffe.io";

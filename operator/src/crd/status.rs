@@ -59,3 +59,17 @@ pub enum ClusterPhase {
     /// `spec.paused`: the operator changes nothing.
     Paused,
 }
+
+/// An optional part of a `SpikeCluster` whose objects the operator applied, remembered in the
+/// status so that it deletes them once the spec drops the part (and only then: no list or
+/// delete of a part that never ran, for which the operator may not even hold the grant).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum AppliedPart {
+    /// `spec.gateway`: its Deployment, Service, NetworkPolicy and ServiceAccount.
+    Gateway,
+    /// `spec.clusterSpiffeIds.enabled`: SPIRE `ClusterSPIFFEID`s (cluster-scoped, found by
+    /// label).
+    ClusterSpiffeIds,
+}
