@@ -104,7 +104,7 @@ fn secret_spec() -> Value {
         "path": "k8s/team-a/db",
         "data": [
             {"key": "password", "fromSecret": {"name": "db-source", "key": "password"}},
-            {"key": "salt", "generate": {"length": 32}}
+            {"key": "user", "fromSecret": {"name": "db-source", "key": "user"}}
         ],
         "ttl": "24h",
         "allowedSpiffeIds": ["spiffe://spike.dev/ns/team-a/**"],
@@ -280,8 +280,27 @@ fn secret_rules_accept_a_full_spec_and_refuse_bad_ones() {
                "generate": {"length": 32, "alphabet": "Hex"}}),
     );
     assert_refused(schema, &both, one_source);
+    let mixed = "data entries must all use fromSecret or all use generate: put generated keys in a SpikeSecret of their own";
     let none = with(ok.clone(), "/data/1", json!({"key": "salt"}));
-    assert_refused(schema, &none, one_source);
+    assert_eq!(
+        cel_errors(schema, &none, None),
+        [mixed.to_owned(), one_source.to_owned()]
+    );
+    let generated = json!({"key": "salt", "generate": {"length": 32, "alphabet": "Hex"}});
+    assert_refused(
+        schema,
+        &with(ok.clone(), "/data/1", generated.clone()),
+        mixed,
+    );
+    let all_generated = with(
+        with(ok.clone(), "/data/1", generated),
+        "/data/0",
+        json!({"key": "pepper", "generate": {"length": 16}}),
+    );
+    assert_eq!(
+        cel_errors(schema, &all_generated, None),
+        Vec::<String>::new()
+    );
     let ttl = "ttl must be a positive number and one unit of s, m, h or d, such as 24h";
     for bad in ["0h", "1h30m", "24", "-1h", "1w"] {
         assert_refused(schema, &with(ok.clone(), "/ttl", json!(bad)), ttl);

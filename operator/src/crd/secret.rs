@@ -56,9 +56,12 @@ pub struct SpikeSecretSpec {
     #[x_kube(validation = Rule::new(CEL_PATH).message("path must be '/'-separated segments of A-Z, a-z, 0-9, '.', '_' and '-', without a leading '/' or '.'/'..' segments"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("path is immutable: create a new SpikeSecret instead"))]
     pub path: String,
-    /// The keys of the secret and where each value comes from.
+    /// The keys of the secret and where each value comes from: all from Kubernetes Secrets or
+    /// all generated (the operator never reads values back, so it cannot keep generated values
+    /// while it rewrites copied ones).
     #[schemars(length(min = 1, max = 64))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["key".into()]))]
+    #[x_kube(validation = Rule::new("self.all(d, has(d.fromSecret)) || self.all(d, has(d.generate))").message("data entries must all use fromSecret or all use generate: put generated keys in a SpikeSecret of their own"))]
     pub data: Vec<DataEntry>,
     /// What to do when Nexus already holds a version.
     #[serde(default)]
