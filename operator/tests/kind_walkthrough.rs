@@ -56,9 +56,10 @@ impl Drop for Cluster {
 fn the_page_has_the_steps_the_test_runs() {
     let page = std::fs::read_to_string(repo_root().join("docs/operator/walkthrough.md")).unwrap();
     let blocks = sh_blocks(&page);
-    assert_eq!(blocks.len(), 6, "one block per numbered step");
+    assert_eq!(blocks.len(), 8, "one block per numbered step");
     assert!(blocks[0].starts_with("kind create cluster --name spike"));
     assert!(blocks[5].contains("test \"$(kubectl -n team-a logs reader)\" = 'walkthrough-s3cret'"));
+    assert!(blocks[7].contains("test \"$(kubectl -n team-a logs agent)\" = 'authorized'"));
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub struct ClusterSpiffeIdSpec {
     /// Selectors every registered workload must also match (Go templates).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workload_selector_templates: Vec<String>,
+    /// DNS names the SVID also carries (Go templates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_name_templates: Vec<String>,
 }
 
 /// One per component: Nexus, keepers, bootstrap, and the gateway when it runs.
@@ -62,6 +65,12 @@ pub struct SpiffeIds {
     pub bootstrap: ClusterSpiffeId,
     /// `spiffe://<td>/spike/gateway/<name>`.
     pub gateway: Option<ClusterSpiffeId>,
+}
+
+/// The names of the gateway's Service, short and fully qualified.
+fn gateway_dns_names(ctx: &Ctx<'_>) -> Vec<String> {
+    let service = format!("{}.{}.svc", names::gateway(ctx.name), ctx.namespace);
+    vec![service.clone(), format!("{service}.cluster.local")]
 }
 
 /// The template of a keeper's ID.
@@ -89,6 +98,7 @@ fn entry(
             pod_selector: match_labels(selector_labels(ctx.name, component)),
             // A pod with the right labels but another ServiceAccount gets no ID.
             workload_selector_templates: vec![format!("k8s:sa:{service_account}")],
+            dns_name_templates: Vec::new(),
         },
     );
     object.metadata = ObjectMeta {
@@ -124,12 +134,17 @@ pub fn spiffe_ids(ctx: &Ctx<'_>) -> Option<SpiffeIds> {
             fixed("bootstrap"),
         ),
         gateway: ctx.spec.gateway.as_ref().map(|g| {
-            entry(
+            let mut e = entry(
                 ctx,
                 Component::Gateway,
                 names::gateway(ctx.name),
                 fixed(&format!("gateway/{}", g.name)),
-            )
+            );
+            // Agents reach the gateway by its Service's name; with these in its SVID an agent's
+            // ordinary TLS client (curl with the trust bundle) verifies it as it would any
+            // server, without a SPIFFE-aware library.
+            e.spec.dns_name_templates = gateway_dns_names(ctx);
+            e
         }),
     })
 }
@@ -200,6 +215,20 @@ mod tests {
                 Some(format!("spike-system-spike-{}", component.as_str()).as_str())
             );
         }
+        // Only the gateway, which agents reach by name, carries DNS names.
+        assert_eq!(
+            gateway.spec.dns_name_templates,
+            [
+                "spike-gateway.spike-system.svc",
+                "spike-gateway.spike-system.svc.cluster.local"
+            ]
+        );
+        assert!(ids.nexus.spec.dns_name_templates.is_empty());
+        let json = serde_json::to_value(&gateway).unwrap();
+        assert_eq!(
+            json["spec"]["dnsNameTemplates"][0],
+            "spike-gateway.spike-system.svc"
+        );
         let json = serde_json::to_value(&ids.keeper).unwrap();
         assert_eq!(json["apiVersion"], "spire.spiffe.io/v1alpha1");
         assert_eq!(json["kind"], "ClusterSPIFFEID");
