@@ -46,7 +46,6 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use super::conditions::{self, bounded};
 use super::context::{Context, MANAGER};
@@ -57,7 +56,7 @@ use crate::build::{ClusterObjects, ClusterSpiffeId, cluster_objects, cluster_sco
 use crate::crd::{AppliedPart, SpikeCluster, SpikeClusterStatus};
 use crate::metrics::ControllerName;
 use crate::names;
-use crate::validate::{InvalidSpec, validate_cluster};
+use crate::validate::validate_cluster;
 use observe::{Observation, Workloads, bootstrap_differs, bootstrap_state, ready_replicas};
 
 /// The finalizer that holds a deleted `SpikeCluster` until its break-glass export is
@@ -136,17 +135,7 @@ pub async fn reconcile(cluster: Arc<SpikeCluster>, ctx: Arc<Context>) -> Result<
 /// What happens after a failed reconcile: counted by reason, retried after the object's
 /// backoff.
 pub fn error_policy(cluster: Arc<SpikeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_failed(ControllerName::spikecluster, error.reason());
-    let delay = ctx.backoff.failed(ObjectRef::from_obj(&*cluster).erase());
-    tracing::warn!(
-        cluster = %ObjectRef::from_obj(&*cluster),
-        reason = error.reason(),
-        error = %error,
-        retry_in = ?delay,
-        "SpikeCluster reconcile failed"
-    );
-    Action::requeue(delay)
+    ctx.failed(ControllerName::spikecluster, &*cluster, error)
 }
 
 /// The message of a held deletion: exactly what to run and which annotation to set.
@@ -252,8 +241,9 @@ where
 impl SpikeCluster {
     /// The namespace (every `SpikeCluster` has one; the API server guarantees it).
     fn ns(&self) -> Result<String, Error> {
-        self.namespace()
-            .ok_or(Error::InvalidSpec(InvalidSpec::NoNamespace))
+        crate::validate::namespace_of(self.meta())
+            .map(str::to_owned)
+            .map_err(Error::InvalidSpec)
     }
 
     /// True when the break-glass export has been acknowledged.
@@ -575,19 +565,7 @@ impl SpikeCluster {
 
     /// Writes `status` with server-side apply on the status subresource.
     async fn write_status(&self, ctx: &Context, status: SpikeClusterStatus) -> Result<(), Error> {
-        let api: Api<Self> = Api::namespaced(ctx.client.clone(), &self.ns()?);
-        let patch = Patch::Apply(json!({
-            "apiVersion": Self::api_version(&()),
-            "kind": Self::kind(&()),
-            "status": status,
-        }));
-        api.patch_status(
-            &self.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &patch,
-        )
-        .await?;
-        Ok(())
+        ctx.write_status(self, &status).await
     }
 
     async fn event(
@@ -598,8 +576,7 @@ impl SpikeCluster {
         action: &str,
         note: String,
     ) {
-        ctx.publish(&self.object_ref(&()), type_, reason, action, bounded(note))
-            .await;
+        ctx.event_about(self, type_, reason, action, note).await;
     }
 }
 
@@ -610,6 +587,7 @@ mod scenarios;
 mod tests {
     use super::*;
     use crate::fixtures;
+    use serde_json::json;
 
     #[test]
     fn the_held_message_says_what_to_run_and_which_annotation() {

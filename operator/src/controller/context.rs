@@ -92,6 +92,74 @@ impl Context {
 }
 
 impl Context {
+    /// Writes `status` of `obj` with server-side apply on its status subresource (field manager
+    /// `spike-operator`, forced). Callers write only a status that differs from the object's,
+    /// so a reconcile that changes nothing writes nothing.
+    pub async fn write_status<K, S>(&self, obj: &K, status: &S) -> Result<(), super::Error>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        S: serde::Serialize,
+    {
+        use kube::ResourceExt;
+        use kube::api::{Api, Patch, PatchParams};
+        let ns = crate::validate::namespace_of(obj.meta()).map_err(super::Error::InvalidSpec)?;
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let patch = Patch::Apply(serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        }));
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &patch,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// What follows a failed reconcile of `obj`, for every controller's `error_policy`:
+    /// counted by reason, logged (the error names no value), retried after the object's
+    /// backoff; never a crash, never a hot loop.
+    pub fn failed<K>(
+        &self,
+        controller: crate::metrics::ControllerName,
+        obj: &K,
+        error: &super::Error,
+    ) -> kube::runtime::controller::Action
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        self.metrics.reconcile_failed(controller, error.reason());
+        let delay = self.backoff.failed(ObjectRef::from_obj(obj).erase());
+        tracing::warn!(
+            object = %ObjectRef::from_obj(obj),
+            reason = error.reason(),
+            error = %error,
+            retry_in = ?delay,
+            "{} reconcile failed",
+            K::kind(&())
+        );
+        kube::runtime::controller::Action::requeue(delay)
+    }
+
+    /// Publishes an event about `obj` (see [`Context::publish`]), its note bounded.
+    pub async fn event_about<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let note = super::conditions::bounded(note);
+        self.publish(&obj.object_ref(&()), type_, reason, action, note)
+            .await;
+    }
+
     /// The client of `cluster`'s Nexus.
     pub fn nexus_of(&self, cluster: &SpikeCluster) -> Result<NexusSync, SyncError> {
         use kube::ResourceExt;

@@ -20,18 +20,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use spike_core::policy::Permission;
 
 use super::conditions::{self, DEGRADED, Outcome, READY, bounded};
-use super::context::{Context, MANAGER};
+use super::context::Context;
 use super::error::Error;
 use crate::crd::{SpikeCluster, SpikePolicy, SpikePolicyStatus};
 use crate::metrics::ControllerName;
@@ -118,17 +117,7 @@ pub async fn reconcile(policy: Arc<SpikePolicy>, ctx: Arc<Context>) -> Result<Ac
 /// What happens after a failed reconcile: counted by reason, retried after the object's
 /// backoff (never a crash, never a hot loop).
 pub fn error_policy(policy: Arc<SpikePolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_failed(ControllerName::spikepolicy, error.reason());
-    let delay = ctx.backoff.failed(ObjectRef::from_obj(&*policy).erase());
-    tracing::warn!(
-        policy = %ObjectRef::from_obj(&*policy),
-        reason = error.reason(),
-        error = %error,
-        retry_in = ?delay,
-        "SpikePolicy reconcile failed"
-    );
-    Action::requeue(delay)
+    ctx.failed(ControllerName::spikepolicy, &*policy, error)
 }
 
 /// What a `SpikePolicy` asks of Nexus, or why it cannot be had: the pure validate step.
@@ -164,8 +153,9 @@ pub fn desired_policy(
 impl SpikePolicy {
     /// The namespace (every `SpikePolicy` has one; the API server guarantees it).
     fn ns(&self) -> Result<String, Error> {
-        self.namespace()
-            .ok_or(Error::InvalidSpec(InvalidSpec::NoNamespace))
+        crate::validate::namespace_of(self.meta())
+            .map(str::to_owned)
+            .map_err(Error::InvalidSpec)
     }
 
     /// The `SpikeCluster` of `spec.clusterRef`, if it exists, with its `namespace/name`.
@@ -361,19 +351,7 @@ impl SpikePolicy {
     /// Writes `status` with server-side apply on the status subresource (the callers write
     /// only a status that differs from the resource's, so a no-op reconcile writes nothing).
     async fn write_status(&self, ctx: &Context, status: SpikePolicyStatus) -> Result<(), Error> {
-        let api: Api<Self> = Api::namespaced(ctx.client.clone(), &self.ns()?);
-        let patch = Patch::Apply(json!({
-            "apiVersion": Self::api_version(&()),
-            "kind": Self::kind(&()),
-            "status": status,
-        }));
-        api.patch_status(
-            &self.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &patch,
-        )
-        .await?;
-        Ok(())
+        ctx.write_status(self, &status).await
     }
 
     async fn event(
@@ -384,8 +362,7 @@ impl SpikePolicy {
         action: &str,
         note: String,
     ) {
-        ctx.publish(&self.object_ref(&()), type_, reason, action, bounded(note))
-            .await;
+        ctx.event_about(self, type_, reason, action, note).await;
     }
 }
 

@@ -34,7 +34,6 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use spike_core::error::ErrorCode;
 use spike_core::secret::{SecretBytes, SecretMap, SecretString};
@@ -191,17 +190,7 @@ pub async fn reconcile(secret: Arc<SpikeSecret>, ctx: Arc<Context>) -> Result<Ac
 /// What happens after a failed reconcile: counted by reason, retried after the object's
 /// backoff.
 pub fn error_policy(secret: Arc<SpikeSecret>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_failed(ControllerName::spikesecret, error.reason());
-    let delay = ctx.backoff.failed(ObjectRef::from_obj(&*secret).erase());
-    tracing::warn!(
-        secret = %ObjectRef::from_obj(&*secret),
-        reason = error.reason(),
-        error = %error,
-        retry_in = ?delay,
-        "SpikeSecret reconcile failed"
-    );
-    Action::requeue(delay)
+    ctx.failed(ControllerName::spikesecret, &*secret, error)
 }
 
 /// A referenced Kubernetes Secret as fetched: what identifies its revision, and its data
@@ -506,8 +495,9 @@ struct Progress {
 impl SpikeSecret {
     /// The namespace (every `SpikeSecret` has one; the API server guarantees it).
     fn ns(&self) -> Result<String, Error> {
-        self.namespace()
-            .ok_or(Error::InvalidSpec(InvalidSpec::NoNamespace))
+        crate::validate::namespace_of(self.meta())
+            .map(str::to_owned)
+            .map_err(Error::InvalidSpec)
     }
 
     /// True when deleting it needs Nexus: its versions are to be soft-deleted, or it has or
@@ -1133,19 +1123,7 @@ impl SpikeSecret {
 
     /// Writes `status` with server-side apply on the status subresource.
     async fn write_status(&self, ctx: &Context, status: &SpikeSecretStatus) -> Result<(), Error> {
-        let api: Api<Self> = Api::namespaced(ctx.client.clone(), &self.ns()?);
-        let patch = Patch::Apply(json!({
-            "apiVersion": Self::api_version(&()),
-            "kind": Self::kind(&()),
-            "status": status,
-        }));
-        api.patch_status(
-            &self.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &patch,
-        )
-        .await?;
-        Ok(())
+        ctx.write_status(self, status).await
     }
 
     async fn event(
@@ -1156,8 +1134,7 @@ impl SpikeSecret {
         action: &str,
         note: String,
     ) {
-        ctx.publish(&self.object_ref(&()), type_, reason, action, bounded(note))
-            .await;
+        ctx.event_about(self, type_, reason, action, note).await;
     }
 }
 

@@ -165,7 +165,8 @@ pub fn parse_duration(field: &str, value: &str) -> Result<Duration, InvalidSpec>
     Ok(d)
 }
 
-fn namespace_of(meta: &kube::api::ObjectMeta) -> Result<&str, InvalidSpec> {
+/// The namespace of a namespaced object (the API server guarantees one; a fixture might not).
+pub(crate) fn namespace_of(meta: &kube::api::ObjectMeta) -> Result<&str, InvalidSpec> {
     meta.namespace.as_deref().ok_or(InvalidSpec::NoNamespace)
 }
 
