@@ -41,7 +41,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroize;
 
-use super::conditions::{self, DEGRADED, Observed, Outcome, PROGRESSING, READY, bounded};
+use super::conditions::{self, DEGRADED, Outcome, READY, bounded};
 use super::context::{Context, MANAGER};
 use super::error::Error;
 use super::finalizers;
@@ -50,8 +50,8 @@ use crate::build::meta::{
     MANAGED_BY, PART_OF,
 };
 use crate::crd::{
-    Alphabet as CrdAlphabet, ConditionStatus, DeletionPolicy as CrdDeletionPolicy, SpikeCluster,
-    SpikeSecret, SpikeSecretStatus, TokenStatus, WritePolicy as CrdWritePolicy,
+    Alphabet as CrdAlphabet, DeletionPolicy as CrdDeletionPolicy, SpikeCluster, SpikeSecret,
+    SpikeSecretStatus, TokenStatus, WritePolicy as CrdWritePolicy,
 };
 use crate::metrics::ControllerName;
 use crate::nexus::{
@@ -995,28 +995,14 @@ impl SpikeSecret {
     /// A paused cluster: only `Progressing` changes, and only on this resource.
     async fn paused(&self, ctx: &Context, cluster_name: &str) -> Result<Action, Error> {
         let old = self.status.clone().unwrap_or_default();
-        let unknown = |type_| {
-            conditions::find(&old.conditions, type_)
-                .is_none()
-                .then(|| Observed {
-                    type_,
-                    status: ConditionStatus::Unknown,
-                    reason: "Paused",
-                    message: "not reconciled while its SpikeCluster is paused".to_owned(),
-                })
-        };
-        let progressing = Observed::no(
-            PROGRESSING,
-            "Paused",
-            format!(
+        // First visit while paused: every condition is written, as Unknown if need be.
+        let observed = conditions::paused(
+            &old.conditions,
+            &[READY, DEGRADED],
+            &format!(
                 "SpikeCluster {cluster_name} is paused: the operator changes nothing until spec.paused is false"
             ),
         );
-        let observed: Vec<Observed> = unknown(READY)
-            .into_iter()
-            .chain([progressing])
-            .chain(unknown(DEGRADED))
-            .collect();
         let status = SpikeSecretStatus {
             conditions: conditions::set_conditions(
                 &old.conditions,
@@ -1152,6 +1138,8 @@ async fn revoke(sync: &NexusSync, id: &str) -> Result<(), SyncError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::conditions::PROGRESSING;
+    use crate::crd::ConditionStatus;
     use crate::fixtures::{self, TENANT_NS, source_secret, spike_secret, tenant_secret};
     use serde_json::json;
 
