@@ -2,6 +2,8 @@
 //! server (`spike_operator::fixtures`) and a real Nexus started in the test (`spike-bench`'s
 //! in-process stack: keepers, Nexus with redb, bootstrap, mTLS on loopback).
 
+mod common;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,69 +13,22 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use spike::client::CliError;
 use spike_bench::Stack;
-use spike_core::admin_scope::AdminScope;
 use spike_core::api::PolicyResponse;
 use spike_core::error::ErrorCode;
 use spike_core::id::Builtin;
 use spike_core::policy::Permission;
 use spike_operator::controller::policy::{REFUSED_REQUEUE, RESYNC, error_policy, reconcile};
-use spike_operator::controller::{Backoff, Context, Error, NexusConnector};
-use spike_operator::crd::{SpikeCluster, SpikePolicy, SpikePolicyStatus};
+use spike_operator::controller::{Backoff, Error, NexusConnector};
+use spike_operator::crd::{SpikePolicy, SpikePolicyStatus};
 use spike_operator::fixtures::{
-    self, ApiServerVerifier, CLUSTER_NS, cluster_for, deleting, finalized, tenant_policy_for,
+    self, ApiServerVerifier, CLUSTER_NS, deleting, finalized, tenant_policy_for,
 };
-use spike_operator::nexus::NexusSync;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+use common::{Setup, TIMEOUT, setup, setup_with};
+
 const NAME: &str = "k8s.team-a.readers";
 
-struct Setup {
-    stack: Stack,
-    ctx: Arc<Context>,
-    /// The scripted API server, lent to each reconcile's script.
-    api: Option<ApiServerVerifier>,
-    td: String,
-}
-
-/// A started stack, the operator's client of it, and a context on a scripted API server;
-/// `unreachable` points the context at a closed port instead.
-async fn setup_with(unreachable: bool) -> Setup {
-    // The operator's scope in Nexus, as the chart configures it: the tenants' paths and IDs.
-    let stack = Stack::start_with(None, |c| {
-        let ids = format!("spiffe://{}/ns/**", c.trust_domain);
-        c.operator_scope = Some(AdminScope::parse("k8s/**", &ids, &c.trust_domain).expect("scope"));
-    })
-    .await
-    .expect("stack");
-    let td = stack.trust_domain().clone();
-    let source = stack
-        .svid_source(&Builtin::Operator.id(&td))
-        .expect("the operator's SVID");
-    let addr = if unreachable {
-        // Nothing listens on port 1.
-        "127.0.0.1:1".to_owned()
-    } else {
-        stack.nexus_addr().to_owned()
-    };
-    let sync = NexusSync::connect(&addr, source, TIMEOUT).expect("client");
-    let (ctx, api) = fixtures::context(NexusConnector::fixed(sync));
-    Setup {
-        stack,
-        ctx: Arc::new(ctx),
-        api: Some(api),
-        td: td.to_string(),
-    }
-}
-
-async fn setup() -> Setup {
-    setup_with(false).await
-}
-
 impl Setup {
-    fn cluster(&self) -> SpikeCluster {
-        cluster_for(&self.td)
-    }
-
     fn policy(&self) -> SpikePolicy {
         finalized(tenant_policy_for(&self.td))
     }
@@ -89,16 +44,9 @@ impl Setup {
         F: Future<Output = (ApiServerVerifier, T)> + Send + 'static,
         T: Send + 'static,
     {
-        let api = self.api.take().expect("one reconcile at a time");
-        let server = tokio::spawn(script(api));
-        let result =
-            tokio::time::timeout(TIMEOUT, reconcile(Arc::new(p.clone()), self.ctx.clone()))
-                .await
-                .expect("the reconcile made a request the script does not expect, or hung");
-        let (mut api, seen) = server.await.expect("the script's assertions");
-        api.no_more_requests().await;
-        self.api = Some(api);
-        (result, seen)
+        let ctx = self.ctx.clone();
+        self.scripted(reconcile(Arc::new(p.clone()), ctx), script)
+            .await
     }
 
     async fn stored(&self) -> Result<PolicyResponse, CliError> {

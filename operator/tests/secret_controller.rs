@@ -2,74 +2,31 @@
 //! server (`spike_operator::fixtures`) and a real Nexus started in the test, with the
 //! operator's scope as the chart configures it (`k8s/**`, `ns/**`).
 
+mod common;
+
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::Method;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use spike_bench::Stack;
-use spike_core::admin_scope::AdminScope;
 use spike_core::api::{GetSecretResponse, SecretMetadata, TokenInfo};
-use spike_core::id::Builtin;
 use spike_operator::controller::secret::{
     REFUSED_REQUEUE, RESYNC, SOURCE_REQUEUE, error_policy, reconcile,
 };
-use spike_operator::controller::{Backoff, Context, Error, NexusConnector};
-use spike_operator::crd::{SpikeCluster, SpikeSecret, SpikeSecretStatus};
+use spike_operator::controller::{Backoff, Error};
+use spike_operator::crd::{SpikeSecret, SpikeSecretStatus};
 use spike_operator::fixtures::{
-    self, ApiServerVerifier, CLUSTER_NS, TENANT_NS, being_deleted, cluster_for, source_secret,
-    spike_secret, with_finalizer,
+    ApiServerVerifier, CLUSTER_NS, TENANT_NS, being_deleted, source_secret, spike_secret,
+    with_finalizer,
 };
-use spike_operator::nexus::NexusSync;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+use common::{Setup, setup, setup_with};
+
 const PATH: &str = "k8s/team-a/db";
 
-struct Setup {
-    stack: Stack,
-    ctx: Arc<Context>,
-    api: Option<ApiServerVerifier>,
-    td: String,
-}
-
-async fn setup_with(unreachable: bool) -> Setup {
-    let stack = Stack::start_with(None, |c| {
-        let ids = format!("spiffe://{}/ns/**", c.trust_domain);
-        c.operator_scope = Some(AdminScope::parse("k8s/**", &ids, &c.trust_domain).expect("scope"));
-    })
-    .await
-    .expect("stack");
-    let td = stack.trust_domain().clone();
-    let source = stack
-        .svid_source(&Builtin::Operator.id(&td))
-        .expect("the operator's SVID");
-    let addr = if unreachable {
-        "127.0.0.1:1".to_owned()
-    } else {
-        stack.nexus_addr().to_owned()
-    };
-    let sync = NexusSync::connect(&addr, source, TIMEOUT).expect("client");
-    let (ctx, api) = fixtures::context(NexusConnector::fixed(sync));
-    Setup {
-        stack,
-        ctx: Arc::new(ctx),
-        api: Some(api),
-        td: td.to_string(),
-    }
-}
-
-async fn setup() -> Setup {
-    setup_with(false).await
-}
-
 impl Setup {
-    fn cluster(&self) -> SpikeCluster {
-        cluster_for(&self.td)
-    }
-
     /// `db`: key `password` from Secret `db-creds`, under `write_policy` and `deletion`.
     fn secret(&self, write_policy: &str, deletion: &str) -> SpikeSecret {
         spike_secret(
@@ -93,16 +50,9 @@ impl Setup {
         F: Future<Output = (ApiServerVerifier, T)> + Send + 'static,
         T: Send + 'static,
     {
-        let api = self.api.take().expect("one reconcile at a time");
-        let server = tokio::spawn(script(api));
-        let result =
-            tokio::time::timeout(TIMEOUT, reconcile(Arc::new(s.clone()), self.ctx.clone()))
-                .await
-                .expect("the reconcile made a request the script does not expect, or hung");
-        let (mut api, seen) = server.await.expect("the script's assertions");
-        api.no_more_requests().await;
-        self.api = Some(api);
-        (result, seen)
+        let ctx = self.ctx.clone();
+        self.scripted(reconcile(Arc::new(s.clone()), ctx), script)
+            .await
     }
 
     async fn metadata(&self) -> Option<SecretMetadata> {
