@@ -181,12 +181,28 @@ fn cluster_rules_accept_the_defaults_and_refuse_bad_specs() {
         "tenancy.idRoot must be one lowercase segment other than 'spike'",
     );
     let cert_manager = with(
-        ok,
+        ok.clone(),
         "/identity",
         json!({"certManagerCsi": {
         "driver": "spiffe.csi.cert-manager.io", "certFile": "tls.crt", "keyFile": "../key", "caFile": "ca.crt"}}),
     );
-    assert_refused(schema, &cert_manager, "keyFile must be a file name");
+    let mut errors = cel_errors(schema, &cert_manager, None);
+    errors.sort();
+    assert_eq!(
+        errors,
+        [
+            spike_operator::crd::CERT_MANAGER_REFUSED.to_owned(),
+            "keyFile must be a file name".to_owned()
+        ]
+    );
+    // Even well formed, csi-driver-spiffe's IDs cannot name SPIKE's components: refused at
+    // admission with the reason and the way out.
+    let cert_manager = with(ok, "/identity", json!({"certManagerCsi": {}}));
+    assert_refused(
+        schema,
+        &cert_manager,
+        spike_operator::crd::CERT_MANAGER_REFUSED,
+    );
 }
 
 #[test]

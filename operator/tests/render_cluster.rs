@@ -1,5 +1,5 @@
 //! Renders every object of two sample `SpikeCluster`s (the defaults; and a gateway, SPIRE
-//! registrations and cert-manager identities) to YAML files, one object per file, so a schema
+//! registrations and a hostPath identity) to YAML files, one object per file, so a schema
 //! checker (`kubernetes-validate --strict`) can check them as the API server would.
 //!
 //! The files go to `$SPIKE_RENDER_DIR` when it is set (CI then validates that directory),
@@ -44,7 +44,7 @@ fn every_object_renders_to_a_yaml_file() {
                 "keepers": {"replicas": 5, "threshold": 3,
                             "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}}},
                 "nexus": {"storage": {"size": "2Gi", "storageClassName": "fast"}},
-                "identity": {"certManagerCsi": {}},
+                "identity": {"hostPath": {"path": "/run/spire/agent-sockets", "socketName": "agent.sock"}},
                 "clusterSpiffeIds": {"enabled": true, "className": "spire"},
                 "gateway": {"name": "edge", "replicas": 2, "forwardProxy": true, "routes": [
                     {"name": "groq", "upstream": "https://api.groq.com/openai/v1",

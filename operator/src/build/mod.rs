@@ -68,8 +68,10 @@ pub enum BuildError {
         /// `<namespace>/<name>` of the `SpikeCluster`.
         given: String,
     },
-    /// `spec.identity` sets no delivery (validation refuses this).
-    #[error("spec.identity must set exactly one of spireCsi, certManagerCsi and hostPath")]
+    /// `spec.identity` sets no socket delivery (validation refuses this).
+    #[error(
+        "spec.identity must set exactly one of spireCsi and hostPath (certManagerCsi is refused)"
+    )]
     Identity,
 }
 
@@ -203,7 +205,7 @@ impl<'a> Ctx<'a> {
         let (path_scope, id_scope) = self.operator_scopes();
         let input = settings::SettingsInput {
             trust_domain: self.valid.trust_domain.as_str(),
-            identity: &self.identity.source,
+            identity_socket: &self.identity.socket,
             keepers: &keepers,
             nexus: &nexus,
             operator_path_scope: &path_scope,

@@ -5,7 +5,6 @@
 
 use std::fmt::Write as _;
 
-use super::identity::IdentitySource;
 use crate::crd::{GatewayRoute, GatewaySpec, TokenAction};
 
 /// The Nexus data directory, on its PersistentVolumeClaim. The audit log is
@@ -97,15 +96,10 @@ impl Toml {
         self
     }
 
-    fn identity(&mut self, trust_domain: &str, source: &IdentitySource) -> &mut Self {
-        self.table("identity").str("trust_domain", trust_domain);
-        match source {
-            IdentitySource::Socket(s) => self.str("spiffe_endpoint_socket", s),
-            IdentitySource::Pem { cert, key, bundle } => self
-                .str("svid_cert", cert)
-                .str("svid_key", key)
-                .str("svid_bundle", bundle),
-        }
+    fn identity(&mut self, trust_domain: &str, socket: &str) -> &mut Self {
+        self.table("identity")
+            .str("trust_domain", trust_domain)
+            .str("spiffe_endpoint_socket", socket)
     }
 
     fn done(&mut self) -> String {
@@ -126,8 +120,8 @@ fn any(port: u16) -> String {
 pub struct SettingsInput<'a> {
     /// The trust domain.
     pub trust_domain: &'a str,
-    /// Where the SVID comes from.
-    pub identity: &'a IdentitySource,
+    /// The Workload API socket the SVID comes from (`unix:///…`).
+    pub identity_socket: &'a str,
     /// Keeper addresses in keeper-id order.
     pub keepers: &'a [String],
     /// Nexus's API address.
@@ -147,7 +141,7 @@ pub fn nexus(i: &SettingsInput<'_>) -> String {
         .strs("keepers", i.keepers)
         .str("data_dir", NEXUS_DATA_DIR)
         .str("log_format", "json")
-        .identity(i.trust_domain, i.identity)
+        .identity(i.trust_domain, i.identity_socket)
         .table("operator")
         .str("path_scope", i.operator_path_scope)
         .str("spiffe_id_scope", i.operator_id_scope)
@@ -161,7 +155,7 @@ pub fn keeper(i: &SettingsInput<'_>) -> String {
         .str("listen", &any(KEEPER_API_PORT))
         .str("health_listen", &any(KEEPER_HEALTH_PORT))
         .str("log_format", "json")
-        .identity(i.trust_domain, i.identity)
+        .identity(i.trust_domain, i.identity_socket)
         .done()
 }
 
@@ -169,7 +163,7 @@ pub fn keeper(i: &SettingsInput<'_>) -> String {
 pub fn bootstrap(i: &SettingsInput<'_>) -> String {
     Toml::default()
         .str("nexus", i.nexus)
-        .identity(i.trust_domain, i.identity)
+        .identity(i.trust_domain, i.identity_socket)
         .done()
 }
 
@@ -188,7 +182,7 @@ pub fn gateway(i: &SettingsInput<'_>, spec: &GatewaySpec) -> String {
         .str("audit_log", &format!("{GATEWAY_AUDIT_DIR}/audit.log"))
         .str("log_format", "json")
         .bool("forward_proxy", spec.forward_proxy)
-        .identity(i.trust_domain, i.identity);
+        .identity(i.trust_domain, i.identity_socket);
     for r in &spec.routes {
         t.route(r);
     }
@@ -201,10 +195,10 @@ mod tests {
 
     use super::*;
 
-    fn input<'a>(identity: &'a IdentitySource, keepers: &'a [String]) -> SettingsInput<'a> {
+    fn input<'a>(identity_socket: &'a str, keepers: &'a [String]) -> SettingsInput<'a> {
         SettingsInput {
             trust_domain: "spike.dev",
-            identity,
+            identity_socket,
             keepers,
             nexus: "prod-nexus.spike.svc:8553",
             operator_path_scope: "k8s/**",
@@ -212,17 +206,7 @@ mod tests {
         }
     }
 
-    fn socket() -> IdentitySource {
-        IdentitySource::Socket("unix:///run/spiffe/workload-api/agent.sock".into())
-    }
-
-    fn pem() -> IdentitySource {
-        IdentitySource::Pem {
-            cert: "/run/spiffe/svid/tls.crt".into(),
-            key: "/run/spiffe/svid/tls.key".into(),
-            bundle: "/run/spiffe/svid/ca.crt".into(),
-        }
-    }
+    const SOCKET: &str = "unix:///run/spiffe/workload-api/agent.sock";
 
     fn keepers() -> Vec<String> {
         (1..=3)
@@ -245,29 +229,27 @@ mod tests {
     #[test]
     fn nexus_settings_parse_with_nexus_own_loader_and_pass_its_checks() {
         let ks = keepers();
-        for (mode, id) in [("socket", socket()), ("pem", pem())] {
-            let text = nexus(&input(&id, &ks));
-            let path = file(&format!("nexus-{mode}.toml"), &text);
-            let loaded = spike_nexus::config::spec()
-                .load::<spike_nexus::NexusSettings>(Some(&path), &[], &[])
-                .unwrap();
-            assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-            let s = loaded.config;
-            assert_eq!(s.keepers, ks);
-            assert_eq!(s.data_dir, Some(PathBuf::from(NEXUS_DATA_DIR)));
-            assert_eq!(s.listen.port(), 8553);
-            assert_eq!(s.health_listen.port(), 8554);
-            assert_eq!(s.identity.trust_domain.as_str(), "spike.dev");
-            assert_eq!(s.operator.path_scope, "k8s/**");
-            assert_eq!(s.operator.spiffe_id_scope, "spiffe://spike.dev/ns/**");
-            // Nexus's own checks: keepers, audit log on the data dir, the operator scope.
-            s.into_runtime().unwrap();
-        }
+        let text = nexus(&input(SOCKET, &ks));
+        let path = file("nexus.toml", &text);
+        let loaded = spike_nexus::config::spec()
+            .load::<spike_nexus::NexusSettings>(Some(&path), &[], &[])
+            .unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let s = loaded.config;
+        assert_eq!(s.keepers, ks);
+        assert_eq!(s.data_dir, Some(PathBuf::from(NEXUS_DATA_DIR)));
+        assert_eq!(s.listen.port(), 8553);
+        assert_eq!(s.health_listen.port(), 8554);
+        assert_eq!(s.identity.trust_domain.as_str(), "spike.dev");
+        assert_eq!(s.operator.path_scope, "k8s/**");
+        assert_eq!(s.operator.spiffe_id_scope, "spiffe://spike.dev/ns/**");
+        // Nexus's own checks: keepers, audit log on the data dir, the operator scope.
+        s.into_runtime().unwrap();
     }
 
     #[test]
     fn keeper_settings_parse_with_the_keeper_loader() {
-        let text = keeper(&input(&socket(), &[]));
+        let text = keeper(&input(SOCKET, &[]));
         let path = file("keeper.toml", &text);
         let s = spike_keeper::spec()
             .load::<spike_keeper::KeeperSettings>(Some(&path), &[], &[])
@@ -284,23 +266,20 @@ mod tests {
 
     #[test]
     fn bootstrap_settings_parse_with_the_cli_loader() {
-        let text = bootstrap(&input(&pem(), &[]));
+        let text = bootstrap(&input(SOCKET, &[]));
         let path = file("bootstrap.toml", &text);
         let s = spike::settings::spec()
             .load::<spike::settings::CliSettings>(Some(&path), &[], &[])
             .unwrap()
             .config;
         assert_eq!(s.nexus, "prod-nexus.spike.svc:8553");
-        assert_eq!(
-            s.identity.svid_key.as_deref(),
-            Some(std::path::Path::new("/run/spiffe/svid/tls.key"))
-        );
+        assert_eq!(s.identity.spiffe_endpoint_socket.as_deref(), Some(SOCKET));
     }
 
     #[test]
     fn gateway_settings_parse_with_the_gateway_loader_and_pass_its_checks() {
         let plain: GatewaySpec = serde_json::from_value(serde_json::json!({})).unwrap();
-        let text = gateway(&input(&socket(), &[]), &plain);
+        let text = gateway(&input(SOCKET, &[]), &plain);
         let path = file("gateway.toml", &text);
         let s = spike_gateway::config::spec()
             .load::<spike_gateway::config::GatewaySettings>(Some(&path), &[], &[])
@@ -325,7 +304,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let text = gateway(&input(&socket(), &[]), &spec);
+        let text = gateway(&input(SOCKET, &[]), &spec);
         let path = file("gateway-routes.toml", &text);
         let s = spike_gateway::config::spec()
             .load::<spike_gateway::config::GatewaySettings>(Some(&path), &[], &[])

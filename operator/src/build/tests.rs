@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use super::tests_support::{sample, valid};
 use super::*;
 use crate::build::pod::tests::assert_restricted;
-use crate::crd::{CertManagerCsi, HostPathSocket, IdentitySpec};
+use crate::crd::{HostPathSocket, IdentitySpec};
 
 fn objects(c: &SpikeCluster) -> ClusterObjects {
     cluster_objects(c, &valid(c)).unwrap()
@@ -215,29 +215,8 @@ fn the_operator_scope_follows_the_tenancy_roots() {
 }
 
 #[test]
-fn identity_modes_change_the_volume_and_the_settings() {
+fn a_host_path_identity_changes_the_volume_and_the_settings() {
     let mut c = sample();
-    c.spec.identity = IdentitySpec {
-        spire_csi: None,
-        cert_manager_csi: Some(CertManagerCsi::default()),
-        host_path: None,
-    };
-    let o = objects(&c);
-    let keeper = &o.config.data.as_ref().unwrap()["keeper.toml"];
-    assert!(
-        keeper.contains("svid_cert = \"/run/spiffe/svid/tls.crt\""),
-        "{keeper}"
-    );
-    assert!(!keeper.contains("spiffe_endpoint_socket"));
-    let pod = o.keepers.spec.unwrap().template.spec.unwrap();
-    let v = pod
-        .volumes
-        .unwrap()
-        .into_iter()
-        .find(|v| v.name == "spiffe-identity")
-        .unwrap();
-    assert_eq!(v.csi.unwrap().driver, "spiffe.csi.cert-manager.io");
-
     c.spec.identity = IdentitySpec {
         spire_csi: None,
         cert_manager_csi: None,

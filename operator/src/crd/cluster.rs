@@ -220,11 +220,14 @@ pub enum ImagePullPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("(has(self.spireCsi) ? 1 : 0) + (has(self.certManagerCsi) ? 1 : 0) + (has(self.hostPath) ? 1 : 0) == 1").message("identity must set exactly one of spireCsi, certManagerCsi and hostPath"))]
+#[x_kube(validation = Rule::new("!has(self.certManagerCsi)").message(CERT_MANAGER_REFUSED))]
 pub struct IdentitySpec {
     /// The SPIFFE CSI driver mounts the SPIRE agent's Workload API socket (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spire_csi: Option<SpireCsi>,
-    /// cert-manager's csi-driver-spiffe writes the SVID as PEM files.
+    /// cert-manager's csi-driver-spiffe writes the SVID as PEM files. Refused for now: that
+    /// driver issues only `spiffe://<td>/ns/<namespace>/sa/<serviceaccount>` IDs, and SPIKE's
+    /// components are authorized by their own IDs (`/spike/nexus`, `/spike/keeper/<i>`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_manager_csi: Option<CertManagerCsi>,
     /// The Workload API socket from a directory on the node.
@@ -241,6 +244,9 @@ impl Default for IdentitySpec {
         }
     }
 }
+
+/// Why `certManagerCsi` is refused, at admission and by the controller.
+pub const CERT_MANAGER_REFUSED: &str = "identity.certManagerCsi is not supported yet: cert-manager's csi-driver-spiffe issues only spiffe://<td>/ns/<namespace>/sa/<serviceaccount> IDs, and SPIKE's components need their own (spiffe://<td>/spike/nexus, /spike/keeper/<i>, /spike/bootstrap); use spireCsi or hostPath";
 
 /// CEL: a file name within a mounted directory.
 const CEL_FILE_NAME: &str = "self.matches('^[A-Za-z0-9._-]+$') && self != '.' && self != '..'";

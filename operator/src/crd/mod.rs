@@ -26,8 +26,8 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 pub use cluster::{
-    CertManagerCsi, ClusterSpiffeIds, ComputeResources, HostPathSocket, IdentitySpec,
-    ImagePullPolicy, ImagesSpec, KeepersSpec, NexusSpec, ResourceList, SpikeCluster,
+    CERT_MANAGER_REFUSED, CertManagerCsi, ClusterSpiffeIds, ComputeResources, HostPathSocket,
+    IdentitySpec, ImagePullPolicy, ImagesSpec, KeepersSpec, NexusSpec, ResourceList, SpikeCluster,
     SpikeClusterSpec, SpikeClusterStatus, SpireCsi, StorageSpec, TenancySpec,
 };
 pub use gateway::{ConfigMapKey, GatewayRoute, GatewaySpec, RouteRule};

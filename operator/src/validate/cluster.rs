@@ -62,6 +62,9 @@ pub fn validate_cluster(cluster: &SpikeCluster) -> Result<ValidCluster, InvalidS
     if sources.iter().filter(|&&s| s).count() != 1 {
         return Err(InvalidSpec::Identity);
     }
+    if identity.cert_manager_csi.is_some() {
+        return Err(InvalidSpec::CertManagerIdentity);
+    }
     let roots = TenancyRoots::new(&spec.tenancy.path_root, &spec.tenancy.id_root)
         .map_err(InvalidSpec::tenancy("spec.tenancy"))?;
     // The cluster's own namespace must itself be a valid tenant.
@@ -162,7 +165,16 @@ mod tests {
         s.identity.spire_csi = None;
         with(s.clone()).unwrap();
         s.identity.host_path = None;
-        assert!(matches!(with(s), Err(InvalidSpec::Identity)));
+        assert!(matches!(with(s.clone()), Err(InvalidSpec::Identity)));
+
+        // csi-driver-spiffe cannot issue /spike/ IDs: refused with the reason and the way out.
+        s.identity.cert_manager_csi = Some(crate::crd::CertManagerCsi::default());
+        let err = with(s).unwrap_err().to_string();
+        assert!(
+            err.starts_with("spec.identity.certManagerCsi is not supported yet: cert-manager's csi-driver-spiffe issues only spiffe://<td>/ns/<namespace>/sa/<serviceaccount> IDs"),
+            "{err}"
+        );
+        assert!(err.ends_with("use spireCsi or hostPath"), "{err}");
 
         let mut s = spec();
         s.tenancy.id_root = "spike".into();

@@ -58,6 +58,9 @@ pub enum InvalidSpec {
     /// Not exactly one identity delivery.
     #[error("spec.identity must set exactly one of spireCsi, certManagerCsi and hostPath")]
     Identity,
+    /// `spec.identity.certManagerCsi`, whose IDs cannot name SPIKE's components.
+    #[error("spec.{}", crate::crd::CERT_MANAGER_REFUSED)]
+    CertManagerIdentity,
     /// A tenancy rule.
     #[error("{field}: {source}")]
     Tenancy {
