@@ -7,6 +7,7 @@
 //!   per-key token buckets ([`ratelimit`]).
 //! - The audit log writer ([`audit_log`]): group commit, rotation, locking, an optional
 //!   checkpoint anchor, for Nexus and each gateway.
+//! - Hardening before any key is held ([`hardening`]: no core dumps).
 //! - Settings: one TOML format for every binary, with environment and flag overrides
 //!   ([`config`]), and logging ([`telemetry`]).
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@
 
 pub mod audit_log;
 pub mod config;
+pub mod hardening;
 pub mod net;
 pub mod ratelimit;
 pub mod svid;

@@ -141,3 +141,25 @@ fn data_dir_holds_no_plaintext_and_tampering_fails_closed() {
     let out = c.spike(&admin, &["secret", "get", "rest/a"]);
     assert!(!out.status.success(), "{}", text(&out));
 }
+
+/// The core-file limits of a running process, `(soft, hard)`, as the kernel shows them.
+fn core_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[4].to_owned(), f[5].to_owned())
+}
+
+#[test]
+fn nexus_and_keepers_leave_no_core_file_behind() {
+    let mut c = Cluster::new(2);
+    c.start_all(2);
+    let zero = ("0".to_owned(), "0".to_owned());
+    assert_eq!(core_limits(c.nexus.as_ref().unwrap().pid()), zero, "nexus");
+    for k in c.keepers.iter().flatten() {
+        assert_eq!(core_limits(k.pid()), zero, "keeper");
+    }
+}

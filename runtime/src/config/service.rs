@@ -65,8 +65,8 @@ pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 /// format, and `run` is the service itself.
 ///
 /// Exit status: 0 when `run` ends well, 2 for a usage or configuration error (said on one
-/// `error:` line before logging starts), 1 when `run` fails (one ERROR log line with the
-/// cause chain, each cause's text once).
+/// `error:` line before logging starts), 1 when core dumps cannot be disabled (an `error:`
+/// line) or when `run` fails (one ERROR log line with the cause chain, each cause's text once).
 pub fn main<T, R, Fut, E>(
     cmd: clap::Command,
     spec: &Spec,
@@ -79,6 +79,11 @@ where
     E: Into<BoxError>,
 {
     crate::tls::install_crypto_provider();
+    // Before any setting is read or any key held: a crash must not leave a core file.
+    if let Err(e) = crate::hardening::disable_core_dumps() {
+        eprintln!("error: {}", error_chain(&e));
+        return ExitCode::FAILURE;
+    }
     let cmd = match spec.show_defaults::<T>(cmd) {
         Ok(cmd) => cmd,
         Err(e) => return config_error(&e),
