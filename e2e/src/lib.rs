@@ -5,6 +5,8 @@
 //! bounded; every process is killed on drop.
 #![warn(missing_docs)]
 
+pub mod ledger;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -20,6 +20,8 @@ mod cipher;
 mod client_refusals;
 #[path = "e2e/deploy.rs"]
 mod deploy;
+#[path = "e2e/fault_ledger.rs"]
+mod fault_ledger;
 #[path = "e2e/first_hour.rs"]
 mod first_hour;
 #[path = "e2e/gateway.rs"]
