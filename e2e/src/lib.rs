@@ -356,6 +356,8 @@ pub struct Cluster {
     pub nexus_extra_args: Vec<String>,
     /// Extra environment of later Nexus starts (e.g. a fault hook).
     pub nexus_env: Vec<(String, String)>,
+    /// The SVID files the running Nexus reads (it re-reads them when they change).
+    pub nexus_svid: Option<PemFiles>,
 }
 
 impl Cluster {
@@ -385,6 +387,7 @@ impl Cluster {
             data_dir,
             nexus_extra_args: Vec::new(),
             nexus_env: Vec::new(),
+            nexus_svid: None,
             dir,
         }
     }
@@ -485,6 +488,7 @@ impl Cluster {
             args.extend(["--data-dir".into(), d.display().to_string()]);
         }
         args.extend(self.nexus_extra_args.iter().cloned());
+        self.nexus_svid = Some(svid);
         let log = self.dir.path().join("nexus.log");
         let env: Vec<(&str, &str)> = self
             .nexus_env
@@ -498,6 +502,21 @@ impl Cluster {
             log,
             &self.rust_log,
         ));
+    }
+
+    /// Rotates the running Nexus's SVID: a new key and certificate for the same ID, written
+    /// over the files it reads (each file replaced atomically, one after another, as a file
+    /// rotator would). Returns the new leaf certificate (DER).
+    pub fn rotate_nexus_svid(&self) -> Vec<u8> {
+        let files = self.nexus_svid.as_ref().expect("Nexus was started");
+        let dir = files.cert.parent().expect("SVID directory");
+        let svid = self
+            .pki
+            .ca
+            .issue(&self.nexus_id(), Duration::from_secs(3600))
+            .expect("issue");
+        svid.write_pem_files(dir).expect("write SVID");
+        svid.leaf_der().to_vec()
     }
 
     /// SIGKILLs Nexus.

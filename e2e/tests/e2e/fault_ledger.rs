@@ -310,3 +310,124 @@ fn keepers_killed_or_frozen_are_invisible_to_clients_and_a_lost_threshold_heals(
     audit_verifies(&c, "keeper faults");
     no_value_in_logs(&c, &writers);
 }
+
+/// A reader's SVID files and a source that re-reads them, as a workload given PEM files has.
+async fn file_source(
+    c: &Cluster,
+    who: &str,
+) -> (
+    spike_agent::PemFiles,
+    Arc<dyn spike_runtime::svid::SvidSource>,
+) {
+    let files = c.pki.svid(who);
+    let source = spike_runtime::svid::SourceConfig::PemFiles(spike_runtime::svid::PemPaths {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        bundle: files.bundle.clone(),
+    })
+    .open(
+        &c.pki.td,
+        Duration::from_secs(10),
+        spike_runtime::svid::Patience::Service,
+    )
+    .await
+    .unwrap();
+    (files, source)
+}
+
+#[test]
+fn readers_see_no_failure_while_nexus_and_their_own_svids_rotate_from_files() {
+    const READERS: usize = 3;
+    const ROTATIONS: usize = 3;
+    let rt = runtime();
+    let mut c = Cluster::new(3);
+    c.start_all(2);
+    let admin = c.pki.svid(SUPERUSER);
+    ok(&c.spike(
+        &admin,
+        &["secret", "put", "rot/shared", "v=ledger-rotation-1"],
+    ));
+    ok(&c.policy_create(
+        &admin,
+        "rot-readers",
+        "spiffe://spike.test/app/reader/**",
+        "rot/**",
+        "read",
+    ));
+    let addr = format!("127.0.0.1:{}", c.nexus_port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut reader_files = Vec::new();
+    let mut handles = Vec::new();
+    for r in 1..=READERS {
+        let who = format!("/app/reader/{r}");
+        let (files, source) = rt.block_on(file_source(&c, &who));
+        reader_files.push((c.pki.id(&who), files));
+        let (stop, addr, nexus) = (stop.clone(), addr.clone(), c.nexus_id());
+        handles.push(rt.spawn(async move {
+            let client = |source| {
+                MtlsClient::new(addr.clone(), nexus.clone(), source)
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(10))
+            };
+            let pooled = client(source.clone());
+            let (mut reads, mut failures) = (0u64, Vec::new());
+            // Bounded: the stop flag, else a count far above what the rotations take.
+            while !stop.load(Ordering::Relaxed) && reads < 200_000 {
+                // Most reads reuse the pool's connection; every tenth makes a new one, so
+                // handshakes happen on both sides all through the rotations.
+                let fresh;
+                let via = if reads % 10 == 9 {
+                    fresh = client(source.clone());
+                    &fresh
+                } else {
+                    &pooled
+                };
+                match via
+                    .send(http::Method::GET, "/v1/secrets/data/rot/shared", None)
+                    .await
+                {
+                    Ok(r) if r.status == http::StatusCode::OK => {}
+                    Ok(r) => {
+                        failures.push(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+                reads += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (reads, failures)
+        }));
+    }
+    let reloads = |c: &Cluster| crate::recovery::log_lines(c, &["reloaded SVID from PEM files"]);
+    for round in 1..=ROTATIONS {
+        let before = reloads(&c);
+        c.rotate_nexus_svid();
+        for (id, files) in &reader_files {
+            let dir = files.cert.parent().unwrap();
+            c.pki
+                .ca
+                .issue(id, Duration::from_secs(3600))
+                .unwrap()
+                .write_pem_files(dir)
+                .unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(15), || reloads(&c) > before),
+            "round {round}: Nexus never reloaded its rotated SVID"
+        );
+        // Past the readers' own poll (2 s), so their new certificates are presented too.
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for (r, h) in handles.into_iter().enumerate() {
+        let (reads, failures) = rt.block_on(h).unwrap();
+        assert!(
+            failures.is_empty(),
+            "reader {}: {} of {reads} reads failed during SVID rotation: {:?}",
+            r + 1,
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        assert!(reads > 100, "reader {}: only {reads} reads", r + 1);
+    }
+}
