@@ -358,6 +358,9 @@ pub struct Cluster {
     pub nexus_env: Vec<(String, String)>,
     /// The SVID files the running Nexus reads (it re-reads them when they change).
     pub nexus_svid: Option<PemFiles>,
+    /// Secret values the test wrote ([`Cluster::known_value`]): on drop, no file the
+    /// processes wrote may hold one.
+    known: std::sync::Mutex<Vec<String>>,
 }
 
 impl Cluster {
@@ -388,6 +391,7 @@ impl Cluster {
             nexus_extra_args: Vec::new(),
             nexus_env: Vec::new(),
             nexus_svid: None,
+            known: std::sync::Mutex::new(Vec::new()),
             dir,
         }
     }
@@ -617,6 +621,9 @@ impl Cluster {
 
     /// Runs the `spike` CLI with stdin.
     pub fn spike_stdin(&self, identity: &PemFiles, args: &[&str], stdin: Option<&str>) -> Output {
+        for v in values_put(args) {
+            self.known_value(v);
+        }
         let mut cmd = Command::new(&self.bins.spike);
         cmd.args(args)
             .args(identity_args(identity))
@@ -647,6 +654,64 @@ impl Cluster {
         out
     }
 
+    /// Registers `value` as a secret the test wrote. When the cluster is dropped, every file
+    /// under its directory that the processes wrote (logs, CLI stderr, the data directory, the
+    /// audit log) and Nexus's metrics, if it still runs, are scanned for it; finding it fails
+    /// the test. Values shorter than 8 bytes are refused: they could occur by chance.
+    pub fn known_value(&self, value: &str) {
+        assert!(
+            value.len() >= 8,
+            "a known value needs 8 bytes or more: {value:?}"
+        );
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(value.to_owned());
+    }
+
+    /// Where a known value shows up: `(file, value)` pairs (the metrics page as `metrics`).
+    pub fn leaked_values(&self) -> Vec<(String, String)> {
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if known.is_empty() {
+            return Vec::new();
+        }
+        let matcher = aho_corasick::AhoCorasick::new(&known).expect("known values");
+        let mut found = Vec::new();
+        let mut scan = |name: String, bytes: &[u8]| {
+            for m in matcher.find_overlapping_iter(bytes) {
+                let pair = (name.clone(), known[m.pattern().as_usize()].clone());
+                if !found.contains(&pair) {
+                    found.push(pair);
+                }
+            }
+        };
+        if self.nexus.is_some()
+            && let Some((_, body)) = http_get(self.nexus_health, "/metrics")
+        {
+            scan("metrics".into(), body.as_bytes());
+        }
+        let pki = self.dir.path().join("pki");
+        let mut dirs = vec![self.dir.path().to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path == pki {
+                    continue;
+                }
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    scan(path.display().to_string(), &bytes);
+                }
+            }
+        }
+        found
+    }
+
     /// Every log file of this cluster, concatenated.
     pub fn all_logs(&self) -> String {
         let mut s = String::new();
@@ -661,6 +726,44 @@ impl Cluster {
     }
 }
 
+/// The values a `spike secret put` command line writes (`KEY=VALUE` arguments after the path,
+/// and `--value V`), 8 bytes or longer: shorter ones could occur in a file by chance.
+fn values_put<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    if args.len() < 3 || args[..2] != ["secret", "put"] {
+        return Vec::new();
+    }
+    let mut values = Vec::new();
+    let mut rest = args[3..].iter();
+    while let Some(a) = rest.next() {
+        if *a == "--value" {
+            values.extend(rest.next().copied());
+        } else if a.starts_with("--") {
+            // Another flag; a following value of its own is not a secret value.
+            if !a.contains('=') {
+                rest.next();
+            }
+        } else if let Some((_, v)) = a.split_once('=') {
+            values.push(v);
+        }
+    }
+    values.retain(|v| v.len() >= 8);
+    values
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Not while a test is already failing: its own message matters more.
+        if std::thread::panicking() {
+            return;
+        }
+        let leaked = self.leaked_values();
+        assert!(
+            leaked.is_empty(),
+            "secret values found in what the processes wrote: {leaked:?}"
+        );
+    }
+}
+
 /// stdout + stderr of a CLI run, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(
@@ -669,4 +772,41 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::values_put;
+
+    #[test]
+    fn values_put_finds_the_values_of_a_secret_put_and_nothing_else() {
+        assert_eq!(
+            values_put(&[
+                "secret",
+                "put",
+                "app/db",
+                "user=alice-the-admin",
+                "pass=short",
+                "--ttl",
+                "verylongttlvalue",
+                "--cas=3",
+                "token=tok-0123456789",
+            ]),
+            ["alice-the-admin", "tok-0123456789"]
+        );
+        assert_eq!(
+            values_put(&[
+                "secret",
+                "put",
+                "--name",
+                "groq-api-key",
+                "--value",
+                "gsk_real_credential_here",
+                "--allowed-destinations",
+                "api.groq.com=x-looks-like-a-pair",
+            ]),
+            ["gsk_real_credential_here"]
+        );
+        assert!(values_put(&["secret", "get", "app/db", "user=alice-the-admin"]).is_empty());
+    }
 }
