@@ -374,7 +374,22 @@ pub struct AuditVerifyResponse {
     /// Nexus's own log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// Shipped checkpoints given (`checkpoints`), each verified under the chain's key; the
+    /// chain passes through every one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shipped: u64,
+    /// The latest of them: the log reaches at least this far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_shipped: Option<crate::audit::Checkpoint>,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Most shipped checkpoints one `POST /v1/audit/verify` takes (`spike audit verify
+/// --checkpoints` sends the newest this many of its file).
+pub const MAX_SHIPPED_CHECKPOINTS: usize = 512;
 
 /// `POST /v1/audit/chain-key` (gateway identities only): the calling gateway's audit-chain
 /// key, derived by Nexus for that gateway's SPIFFE ID alone.

@@ -224,7 +224,7 @@ pub async fn open_when_keyed(
     let mut wait = Duration::from_millis(100);
     loop {
         let opened = match fetch_chain_key(&nexus, &trail.gateway).await {
-            Ok(key) => AuditWriter::open_with(&path, key, options, None)
+            Ok(key) => AuditWriter::open_with(&path, key, options.clone(), None)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

@@ -35,6 +35,8 @@ pub struct NexusConfig {
     pub audit_log: PathBuf,
     /// Audit log rotation, loss acceptance and refusal rate.
     pub audit: AuditSettings,
+    /// Where audit checkpoints are shipped besides the store, if anywhere.
+    pub audit_ship: Option<spike_runtime::audit_log::ShipTo>,
     /// How often keepers are polled (while sealed) and checked (while open).
     pub keeper_interval: Duration,
     /// Largest request body, bytes; larger answers `413 too_large`.
@@ -67,6 +69,7 @@ impl NexusConfig {
             data_dir: None,
             audit_log,
             audit: AuditSettings::default(),
+            audit_ship: None,
             keeper_interval: Duration::from_secs(2),
             max_body: limits.max_body,
             secret_limits: SecretLimits::default(),
@@ -128,6 +131,15 @@ pub struct NexusArgs {
         value_name = "SEQ"
     )]
     pub audit_accept_loss: Option<u64>,
+    /// Also ship signed audit checkpoints here: file:/PATH (appended, ideally on another
+    /// volume) or syslog (or syslog:/SOCKET), at most once per audit.checkpoint_interval.
+    /// `spike audit verify --checkpoints FILE` checks the log against them.
+    #[arg(
+        id = "audit.checkpoint_sink",
+        long = "audit-checkpoint-sink",
+        value_name = "SINK"
+    )]
+    pub audit_checkpoint_sink: Option<String>,
     /// The path pattern P within which the Kubernetes operator (spiffe://<td>/spike/operator)
     /// may write, delete, list and mint tokens, and create, replace and delete policies, e.g.
     /// "k8s/**". Set it with --operator-spiffe-id-scope; leave both unset to give the operator
@@ -214,7 +226,7 @@ impl OperatorSettings {
 }
 
 /// The `[audit]` section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSettings {
     /// Rotate the live audit file once it holds this many bytes.
@@ -222,6 +234,12 @@ pub struct AuditSettings {
     /// Accept a log that does not reach the stored checkpoint whose seq is this; 0 accepts
     /// nothing (the empty log's checkpoint cannot be lost).
     pub accept_loss_at: u64,
+    /// Second sink of signed checkpoints (`file:/PATH`, `syslog`, `syslog:/SOCKET`); empty
+    /// ships none.
+    pub checkpoint_sink: String,
+    /// Least time between two shipped checkpoints.
+    #[serde(with = "spike_runtime::config::duration")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for AuditSettings {
@@ -229,7 +247,26 @@ impl Default for AuditSettings {
         Self {
             max_file_bytes: crate::audit_log::DEFAULT_MAX_FILE_BYTES,
             accept_loss_at: 0,
+            checkpoint_sink: String::new(),
+            checkpoint_interval: Duration::from_secs(60),
         }
+    }
+}
+
+impl AuditSettings {
+    /// The checked second sink, if one is set.
+    fn ship(&self) -> Result<Option<spike_runtime::audit_log::ShipTo>, ConfigError> {
+        if self.checkpoint_sink.is_empty() {
+            return Ok(None);
+        }
+        let sink = self
+            .checkpoint_sink
+            .parse()
+            .map_err(|e| ConfigError::invalid(format!("audit.checkpoint_sink: {e}")))?;
+        Ok(Some(spike_runtime::audit_log::ShipTo {
+            sink,
+            every: self.checkpoint_interval,
+        }))
     }
 }
 
@@ -380,6 +417,7 @@ impl NexusSettings {
             rate.validate(&format!("rate_limits.{name}"))?;
         }
         crate::audit_log::check_max_file_bytes("audit.max_file_bytes", self.audit.max_file_bytes)?;
+        let audit_ship = self.audit.ship()?;
         let identity = self.identity.to_args()?;
         let operator_scope = self.operator.scope(&self.identity.trust_domain)?;
         let config = NexusConfig {
@@ -388,6 +426,7 @@ impl NexusSettings {
             data_dir: self.data_dir,
             audit_log,
             audit: self.audit,
+            audit_ship,
             keeper_interval: self.keeper_interval,
             max_body: l.max_body,
             secret_limits: SecretLimits {

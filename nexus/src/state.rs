@@ -346,6 +346,7 @@ impl Nexus {
         let options = WriterOptions {
             max_file_bytes: self.config.audit.max_file_bytes,
             accept_loss_at: Some(self.config.audit.accept_loss_at).filter(|&s| s > 0),
+            ship: self.config.audit_ship.clone(),
             ..WriterOptions::default()
         };
         let audit = AuditWriter::open_with(

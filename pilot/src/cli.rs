@@ -573,6 +573,12 @@ pub enum AuditCmd {
         /// Have Nexus verify this copy of its log, or a gateway's log (under that gateway's key).
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Also check the log against the signed checkpoints Nexus shipped to this file (its
+        /// audit.checkpoint_sink, or a syslog file that holds them): each must verify, and
+        /// the log must pass through every one, so a log and data directory rolled back
+        /// together are caught. The newest 512 in the file are checked.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
     },
 }
 

@@ -190,7 +190,10 @@ pub fn verify_against<R: Read>(
 pub struct ChainVerifier<'k> {
     key: &'k AuditKey,
     owner: ChainOwner,
-    checkpoint: Option<Checkpoint>,
+    /// Positions the chain must pass through, sorted by `seq`: the one stored with the data
+    /// and those shipped to a second sink. More than one at a `seq` can only all match if
+    /// they are equal.
+    checkpoints: Vec<Checkpoint>,
     head: Checkpoint,
     lines: u64,
     buf: Vec<u8>,
@@ -202,7 +205,7 @@ impl<'k> ChainVerifier<'k> {
         Self {
             key,
             owner: ChainOwner::Nexus,
-            checkpoint: None,
+            checkpoints: Vec::new(),
             head: Checkpoint::GENESIS,
             lines: 0,
             buf: Vec::new(),
@@ -212,10 +215,16 @@ impl<'k> ChainVerifier<'k> {
     /// Like [`ChainVerifier::new`], and [`finish`](Self::finish) also requires the chain to
     /// reach `checkpoint` (see [`verify_against`]).
     pub fn against(key: &'k AuditKey, checkpoint: Checkpoint) -> Self {
-        Self {
-            checkpoint: Some(checkpoint),
-            ..Self::new(key)
-        }
+        Self::new(key).reaching([checkpoint])
+    }
+
+    /// Also requires the chain to pass through each of `checkpoints` (shipped to a second
+    /// sink): the line at each one's `seq` must have its MAC, and [`finish`](Self::finish)
+    /// fails if the chain ends before the last.
+    pub fn reaching(mut self, checkpoints: impl IntoIterator<Item = Checkpoint>) -> Self {
+        self.checkpoints.extend(checkpoints);
+        self.checkpoints.sort_by_key(|c| c.seq);
+        self
     }
 
     /// A verifier of a chain's continuation: its first line must follow `head`, the last line
@@ -281,20 +290,31 @@ impl<'k> ChainVerifier<'k> {
         if line.prev != self.head.mac {
             return Err(LineProblem::PrevMismatch);
         }
-        if let Some(cp) = self.checkpoint
-            && cp.seq == line.seq
-            && cp.mac != line.mac
+        let from = self.checkpoints.partition_point(|c| c.seq < line.seq);
+        if self.checkpoints[from..]
+            .iter()
+            .take_while(|c| c.seq == line.seq)
+            .any(|c| c.mac != line.mac)
         {
-            return Err(LineProblem::CheckpointMismatch { seq: cp.seq });
+            return Err(LineProblem::CheckpointMismatch { seq: line.seq });
         }
         Ok(())
+    }
+
+    /// The report so far, without the check that the chain reaches its checkpoints: for a
+    /// piece of a copy that more pieces follow.
+    pub fn progress(&self) -> VerifyReport {
+        VerifyReport {
+            lines: self.lines,
+            head: self.head,
+        }
     }
 
     /// The report, once every piece was read: fails if the chain ends before the checkpoint.
     pub fn finish(self) -> Result<VerifyReport, VerifyError> {
         // A checkpoint the chain reached was compared on its line; one beyond the end means
         // lines were cut off (or a whole file is missing).
-        if let Some(cp) = self.checkpoint
+        if let Some(cp) = self.checkpoints.last()
             && self.head.seq < cp.seq
         {
             return Err(VerifyError::Truncated {
@@ -303,10 +323,7 @@ impl<'k> ChainVerifier<'k> {
                 expected_seq: cp.seq,
             });
         }
-        Ok(VerifyReport {
-            lines: self.lines,
-            head: self.head,
-        })
+        Ok(self.progress())
     }
 }
 
@@ -402,6 +419,55 @@ mod tests {
         let mut v = ChainVerifier::new(&key);
         let e = v.read(log.as_bytes()).unwrap_err();
         assert_eq!(e.first_bad_line(), Some(1), "{e}");
+    }
+
+    #[test]
+    fn every_checkpoint_must_be_on_the_chain_and_the_last_reached() {
+        let key = AuditKey::new(&[3; 32]);
+        let mut chain = Chain::new(key.clone());
+        let mut log = String::new();
+        let mut heads = Vec::new();
+        for _ in 0..5 {
+            let line = chain.seal(AuditRecord::new("secret.get", Decision::Allow, "ok"));
+            heads.push(line.checkpoint());
+            log.push_str(&line.to_json_line());
+        }
+        let check = |cps: Vec<Checkpoint>| {
+            let mut v = ChainVerifier::new(&key).reaching(cps);
+            v.read(log.as_bytes()).and_then(|()| v.finish())
+        };
+        // In any order, repeated, the head itself included.
+        let r = check(vec![heads[3], heads[1], heads[1], heads[4]]).unwrap();
+        assert_eq!(r.head, heads[4]);
+        // One off the chain (another MAC at a seq it has), even beside a good one there.
+        let forked = Checkpoint {
+            seq: 2,
+            mac: AuditMac::from_bytes([1; 32]),
+        };
+        let e = check(vec![heads[0], heads[1], forked]).unwrap_err();
+        assert_eq!(e.first_bad_line(), Some(2), "{e}");
+        assert!(e.to_string().contains("differs from the checkpoint"), "{e}");
+        // One past the end: the tail was cut.
+        let beyond = Checkpoint {
+            seq: 9,
+            mac: AuditMac::from_bytes([1; 32]),
+        };
+        let e = check(vec![heads[0], beyond]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VerifyError::Truncated {
+                    expected_seq: 9,
+                    last_seq: 5,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A piece of a copy reports its progress without that last check.
+        let mut v = ChainVerifier::new(&key).reaching([beyond]);
+        v.read(log.as_bytes()).unwrap();
+        assert_eq!(v.progress().head, heads[4]);
     }
 
     #[test]

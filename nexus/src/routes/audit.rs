@@ -3,8 +3,8 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use spike_core::api::{AuditChainKeyResponse, AuditVerifyResponse};
-use spike_core::audit::{AuditLine, ChainOwner, ChainVerifier};
+use spike_core::api::{AuditChainKeyResponse, AuditVerifyResponse, MAX_SHIPPED_CHECKPOINTS};
+use spike_core::audit::{AuditKey, AuditLine, ChainOwner, ChainVerifier, Checkpoint};
 use spike_core::error::ErrorCode;
 use spike_core::id::{Builtin, SpiffeId};
 use spike_core::policy::CallerClass;
@@ -13,7 +13,7 @@ use spike_core::secret::SecretString;
 use super::N;
 use super::system::require_builtin;
 use super::tokens::only_gateways;
-use crate::audit_log::{store_anchor, verify_files};
+use crate::audit_log::{LogFiles, store_anchor, verify_files};
 use crate::error::{AppError, AppResult};
 use crate::extract::{Caller, JsonBody};
 use crate::state::Nexus;
@@ -38,7 +38,7 @@ pub(super) async fn chain_key(State(n): N, Caller(c): Caller) -> Response {
 /// Whose chain an uploaded piece is: the gateway named by the pieces before, or the one its
 /// first line claims (a gateway of this trust domain), or Nexus's. A claim only: the lines
 /// must then verify under that owner's key.
-fn chain_owner(n: &Nexus, u: &AuditUpload) -> AppResult<ChainOwner> {
+fn chain_owner(n: &Nexus, u: &AuditUpload, log: &str) -> AppResult<ChainOwner> {
     let is_ours = |id: &SpiffeId| {
         id.is_member_of(n.trust_domain()) && CallerClass::of(id) == CallerClass::Gateway
     };
@@ -54,7 +54,7 @@ fn chain_owner(n: &Nexus, u: &AuditUpload) -> AppResult<ChainOwner> {
                 )
             });
     }
-    let first = u.log.split('\n').next().unwrap_or_default();
+    let first = log.split('\n').next().unwrap_or_default();
     Ok(
         match AuditLine::parse(first).map(|l| ChainOwner::claimed_by(&l)) {
             Ok(ChainOwner::Gateway(id)) if is_ours(&id) => ChainOwner::Gateway(id),
@@ -65,54 +65,166 @@ fn chain_owner(n: &Nexus, u: &AuditUpload) -> AppResult<ChainOwner> {
 
 /// The answer of a verification: ok with the head, or the first problem.
 fn report(
-    result: Result<spike_core::audit::VerifyReport, (Option<u64>, String)>,
-    checkpoint: Option<spike_core::audit::Checkpoint>,
+    result: Result<spike_core::audit::VerifyReport, Failure>,
+    checkpoint: Option<Checkpoint>,
+    shipped: &[Checkpoint],
 ) -> AuditVerifyResponse {
-    match result {
-        Ok(r) => AuditVerifyResponse {
-            ok: true,
-            lines: r.lines,
-            first_bad_line: None,
-            problem: None,
-            head: Some(r.head),
-            checkpoint,
-            gateway: None,
-        },
-        Err((first_bad_line, problem)) => AuditVerifyResponse {
-            ok: false,
-            lines: 0,
-            first_bad_line,
-            problem: Some(problem),
-            head: None,
-            checkpoint,
-            gateway: None,
-        },
+    let (ok, lines, first_bad_line, problem, head) = match result {
+        Ok(r) => (true, r.lines, None, None, Some(r.head)),
+        Err((line, problem)) => (false, 0, line, Some(problem), None),
+    };
+    AuditVerifyResponse {
+        ok,
+        lines,
+        first_bad_line,
+        problem,
+        head,
+        checkpoint,
+        gateway: None,
+        shipped: shipped.len() as u64,
+        latest_shipped: shipped.iter().max_by_key(|c| c.seq).copied(),
     }
 }
 
-/// A copy of the log, or one piece of it: `after` (with `linesBefore`) is where the pieces
-/// before it ended, so a copy of any size is checked piece by piece within the body limit.
+/// What to verify: a copy of the log, or one piece of it (`after`, with `linesBefore`, is
+/// where the pieces before it ended, so a copy of any size is checked piece by piece within
+/// the body limit), or without `log` the live log; in each case also against `checkpoints`
+/// shipped to a second sink.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct AuditUpload {
-    log: String,
     #[serde(default)]
-    after: Option<spike_core::audit::Checkpoint>,
+    log: Option<String>,
+    #[serde(default)]
+    after: Option<Checkpoint>,
     #[serde(default)]
     lines_before: u64,
     /// The gateway whose chain the pieces before were (the answer's `gateway`): this piece
     /// must continue that chain. Absent on a first piece, whose first line says whose it is.
     #[serde(default)]
     gateway: Option<String>,
+    /// Lines of the second sink (`spike-audit-checkpoint ... sealed=...`, any prefix).
+    #[serde(default)]
+    checkpoints: Vec<String>,
+    /// More pieces follow: the chain need not reach the checkpoints yet.
+    #[serde(default)]
+    more: bool,
 }
 
+/// A failed verification: the first bad line, if one is to blame, and what is wrong.
+type Failure = (Option<u64>, String);
+
 /// The first bad line and what is wrong with it, the line number said once.
-fn problem(e: &spike_core::audit::VerifyError) -> (Option<u64>, String) {
+fn problem(e: &spike_core::audit::VerifyError) -> Failure {
     let text = match e {
         spike_core::audit::VerifyError::Line { problem, .. } => problem.to_string(),
         other => other.to_string(),
     };
     (e.first_bad_line(), text)
+}
+
+/// The shipped checkpoints, each opened under the chain's `key`: a line that is not one is a
+/// bad request, one whose tag fails is a verification failure (someone edited the sink, or
+/// it is another chain's or deployment's).
+fn open_shipped(
+    lines: &[String],
+    key: &AuditKey,
+) -> AppResult<Result<Vec<Checkpoint>, Failure>> {
+    if lines.len() > MAX_SHIPPED_CHECKPOINTS {
+        return Err(AppError::new(
+            ErrorCode::TooLarge,
+            format!("checkpoints: at most {MAX_SHIPPED_CHECKPOINTS}"),
+        ));
+    }
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        match Checkpoint::open_shipped(line, key) {
+            None => {
+                return Err(AppError::new(
+                    ErrorCode::BadRequest,
+                    format!("checkpoints[{i}]: not a shipped audit checkpoint"),
+                ));
+            }
+            Some(Ok(cp)) => out.push(cp),
+            Some(Err(e)) => {
+                return Ok(Err((
+                    None,
+                    format!(
+                        "shipped checkpoint {} of {}: {e}; the sink was edited, or holds another chain's",
+                        i + 1,
+                        lines.len()
+                    ),
+                )));
+            }
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// Verifies an uploaded copy (or piece) under its owner's key.
+fn verify_copy(
+    n: &Nexus,
+    key: AuditKey,
+    u: AuditUpload,
+    log: &str,
+) -> AppResult<AuditVerifyResponse> {
+    let owner = chain_owner(n, &u, log)?;
+    let key = match &owner {
+        ChainOwner::Gateway(id) => key.for_gateway(id),
+        ChainOwner::Nexus => key,
+    };
+    let shipped = match open_shipped(&u.checkpoints, &key)? {
+        Ok(s) => s,
+        Err(bad) => return Ok(report(Err(bad), None, &[])),
+    };
+    let mut v = match u.after {
+        Some(head) => ChainVerifier::after(&key, head, u.lines_before),
+        None => ChainVerifier::new(&key),
+    }
+    .owned_by(owner.clone())
+    .reaching(shipped.iter().copied());
+    let checked = v.read(log.as_bytes()).and_then(|()| match u.more {
+        true => Ok(v.progress()),
+        false => v.finish(),
+    });
+    let mut answer = report(checked.map_err(|e| problem(&e)), None, &shipped);
+    if let ChainOwner::Gateway(id) = owner {
+        answer.gateway = Some(id.to_string());
+    }
+    Ok(answer)
+}
+
+/// Verifies the live log (every file, in order, streaming) against the checkpoint stored
+/// with the data, which catches a cut tail or a missing file, and the `shipped` lines.
+async fn verify_live(
+    n: &Nexus,
+    files: LogFiles,
+    key: AuditKey,
+    shipped: &[String],
+) -> AppResult<AuditVerifyResponse> {
+    let shipped = match open_shipped(shipped, &key)? {
+        Ok(s) => s,
+        Err(bad) => return Ok(report(Err(bad), None, &[])),
+    };
+    let anchor = store_anchor(n.store().clone());
+    tokio::task::spawn_blocking(move || {
+        let cp = match anchor.load(&key) {
+            Ok(cp) => cp,
+            Err(e) => return report(Err((None, e.to_string())), None, &shipped),
+        };
+        let checked = verify_files(&files, &key, cp.into_iter().chain(shipped.iter().copied()))
+            .map_err(|e| {
+                let (line, text) = problem(&e.error);
+                let text = match &e.file {
+                    Some((path, l)) => format!("{text} (file {}, its line {l})", path.display()),
+                    None => text,
+                };
+                (line, text)
+            });
+        report(checked, cp, &shipped)
+    })
+    .await
+    .map_err(|e| AppError::internal("audit verify", e))
 }
 
 pub(super) async fn audit_verify(
@@ -124,55 +236,14 @@ pub(super) async fn audit_verify(
         let o = n.opened()?;
         require_builtin(&n, &c, &[Builtin::Superuser])?;
         let key = o.audit_key();
-        // An uploaded copy is checked on its own; the live log (every file, in order,
-        // streaming) also against the checkpoint stored with the data, which catches a cut
-        // tail or a missing file.
+        let files = || o.audit.files().clone();
         match body {
-            Ok(JsonBody(u)) => {
-                let owner = chain_owner(&n, &u)?;
-                let key = match &owner {
-                    ChainOwner::Gateway(id) => key.for_gateway(id),
-                    ChainOwner::Nexus => key,
-                };
-                let mut v = match u.after {
-                    Some(head) => ChainVerifier::after(&key, head, u.lines_before),
-                    None => ChainVerifier::new(&key),
-                }
-                .owned_by(owner.clone());
-                let checked = v.read(u.log.as_bytes()).and_then(|()| v.finish());
-                let mut answer = report(checked.map_err(|e| problem(&e)), None);
-                if let ChainOwner::Gateway(id) = owner {
-                    answer.gateway = Some(id.to_string());
-                }
-                Ok(answer)
-            }
+            Ok(JsonBody(mut u)) => match u.log.take() {
+                Some(log) => verify_copy(&n, key, u, &log),
+                None => verify_live(&n, files(), key, &u.checkpoints).await,
+            },
             Err(e) if e.code() == ErrorCode::UnsupportedMediaType => {
-                let files = o.audit.files().clone();
-                let anchor = store_anchor(n.store().clone());
-                tokio::task::spawn_blocking(move || {
-                    let stored = anchor.load(&key).map_err(|e| (None, e.to_string()));
-                    let result = match stored {
-                        Ok(cp) => verify_files(&files, &key, cp)
-                            .map_err(|e| {
-                                let (line, text) = problem(&e.error);
-                                let text = match &e.file {
-                                    Some((path, l)) => {
-                                        format!("{text} (file {}, its line {l})", path.display())
-                                    }
-                                    None => text,
-                                };
-                                (line, text)
-                            })
-                            .map(|r| (r, cp)),
-                        Err(e) => Err(e),
-                    };
-                    match result {
-                        Ok((r, cp)) => report(Ok(r), cp),
-                        Err(e) => report(Err(e), None),
-                    }
-                })
-                .await
-                .map_err(|e| AppError::internal("audit verify", e))
+                verify_live(&n, files(), key, &[]).await
             }
             Err(e) => Err(e),
         }
@@ -394,5 +465,121 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn logs_are_checked_against_shipped_checkpoints() {
+        use spike_core::audit::{AuditLine, AuditMac, Checkpoint};
+        let s = served(|_| {}, true).await;
+        let key = s.nexus.opened().unwrap().audit_key();
+        for _ in 0..3 {
+            chain_key(&s, "spike/gateway/a").await;
+        }
+        let log = std::fs::read_to_string(s.dir.path().join("audit.log")).unwrap();
+        let heads: Vec<Checkpoint> = log
+            .lines()
+            .map(|l| AuditLine::parse(l).unwrap().checkpoint())
+            .collect();
+        let ship = |cps: &[Checkpoint], key: &AuditKey| {
+            cps.iter()
+                .map(|c| {
+                    format!(
+                        "Dec  3 14:08:24 host spike-audit[7]: {}",
+                        c.shipped_line(key)
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        // The live log passes through them.
+        let r = verify(
+            &s,
+            serde_json::json!({ "checkpoints": ship(&heads[..3], &key) }),
+        )
+        .await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!((r.shipped, r.latest_shipped), (3, Some(heads[2])));
+        // A checkpoint the log no longer reaches (the log and the store rolled back
+        // together), or one it passes with another MAC (a rewritten chain).
+        let last = *heads.last().unwrap();
+        let beyond = Checkpoint {
+            seq: last.seq + 100,
+            mac: AuditMac::from_bytes([1; 32]),
+        };
+        let r = verify(
+            &s,
+            serde_json::json!({ "checkpoints": ship(&[heads[0], beyond], &key) }),
+        )
+        .await;
+        assert!(!r.ok, "{r:?}");
+        assert!(
+            r.problem
+                .unwrap()
+                .contains("lines were removed from the end")
+        );
+        let forked = Checkpoint {
+            seq: heads[1].seq,
+            mac: AuditMac::from_bytes([1; 32]),
+        };
+        let r = verify(
+            &s,
+            serde_json::json!({ "checkpoints": ship(&[forked], &key) }),
+        )
+        .await;
+        assert_eq!((r.ok, r.first_bad_line), (false, Some(2)), "{r:?}");
+        // An edited sink, or another chain's checkpoint: named, nothing else checked.
+        let mut edited = ship(&heads[..2], &key);
+        edited[1] = edited[1].replace("sealed=5341433100", "sealed=5341433101");
+        let other = ship(&heads[..1], &key.for_gateway(&id("spike/gateway/a")));
+        for (name, lines, at) in [
+            ("edited", edited, "2 of 2"),
+            ("other chain", other, "1 of 1"),
+        ] {
+            let r = verify(&s, serde_json::json!({ "checkpoints": lines })).await;
+            assert!(!r.ok, "{name}: {r:?}");
+            let problem = r.problem.unwrap();
+            assert!(
+                problem.contains(&format!("shipped checkpoint {at}")),
+                "{name}: {problem}"
+            );
+        }
+        // A copy in pieces: only the last must reach them.
+        let lines: Vec<&str> = log.split_inclusive('\n').collect();
+        let first = verify(
+            &s,
+            serde_json::json!({ "log": lines[..2].concat(), "checkpoints": ship(&[beyond], &key), "more": true }),
+        )
+        .await;
+        assert!(first.ok, "{first:?}");
+        let second = verify(
+            &s,
+            serde_json::json!({
+                "log": lines[2..].concat(),
+                "after": first.head,
+                "linesBefore": first.lines,
+                "checkpoints": ship(&[beyond], &key),
+            }),
+        )
+        .await;
+        assert!(!second.ok, "{second:?}");
+        // Not checkpoints, or too many: refused as a bad request.
+        for (body, status) in [
+            (
+                serde_json::json!({ "checkpoints": ["hello"] }),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                serde_json::json!({ "checkpoints": vec![ship(&heads[..1], &key)[0].clone(); 513] }),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+        ] {
+            let (got, _) = post(
+                &s,
+                "spike/pilot/role/superuser",
+                "/v1/audit/verify",
+                Some(body.to_string()),
+            )
+            .await;
+            assert_eq!(got, status);
+        }
     }
 }

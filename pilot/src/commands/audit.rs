@@ -1,7 +1,8 @@
 //! `spike audit verify`
 
 use http::Method;
-use spike_core::api::AuditVerifyResponse;
+use spike_core::api::{AuditVerifyResponse, MAX_SHIPPED_CHECKPOINTS};
+use spike_core::audit::SHIPPED_MARKER;
 
 use crate::cli::{AuditCmd, Output};
 use crate::client::{CliError, CliResult, Nexus};
@@ -14,7 +15,11 @@ const PIECE: usize = 256 << 10;
 
 /// Has Nexus verify a copy of a log (Nexus's or a gateway's: Nexus tells them apart by
 /// their lines), piece by piece.
-async fn verify_copy(nexus: &Nexus, path: &std::path::Path) -> CliResult<AuditVerifyResponse> {
+async fn verify_copy(
+    nexus: &Nexus,
+    path: &std::path::Path,
+    checkpoints: &[String],
+) -> CliResult<AuditVerifyResponse> {
     use std::io::BufRead;
     let cannot =
         |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
@@ -40,6 +45,8 @@ async fn verify_copy(nexus: &Nexus, path: &std::path::Path) -> CliResult<AuditVe
             "after": after,
             "linesBefore": lines_before,
             "gateway": gateway,
+            "checkpoints": checkpoints,
+            "more": !at_end,
         });
         let report: AuditVerifyResponse = nexus
             .call(Method::POST, "/v1/audit/verify", Some(&body))
@@ -53,16 +60,48 @@ async fn verify_copy(nexus: &Nexus, path: &std::path::Path) -> CliResult<AuditVe
     }
 }
 
-/// Has Nexus verify the audit chain (its live log, or a copy).
+/// The newest [`MAX_SHIPPED_CHECKPOINTS`] shipped checkpoint lines of a sink file (a
+/// syslog file holds other lines too: only those with a checkpoint count). Their tags are
+/// Nexus's to check.
+fn shipped_lines(path: &std::path::Path) -> CliResult<Vec<String>> {
+    let text = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut lines: Vec<String> = String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.contains(SHIPPED_MARKER))
+        .map(str::to_owned)
+        .collect();
+    if lines.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} holds no shipped audit checkpoint (lines with \"{}\")",
+            path.display(),
+            SHIPPED_MARKER.trim_end()
+        )));
+    }
+    lines.drain(..lines.len().saturating_sub(MAX_SHIPPED_CHECKPOINTS));
+    Ok(lines)
+}
+
+/// Has Nexus verify the audit chain (its live log, or a copy), against shipped checkpoints
+/// if given.
 pub async fn run(nexus: &Nexus, out: Output, cmd: AuditCmd) -> CliResult<()> {
-    let AuditCmd::Verify { file } = cmd;
-    let report: AuditVerifyResponse = match file {
-        None => {
+    let AuditCmd::Verify { file, checkpoints } = cmd;
+    let shipped = checkpoints.as_deref().map(shipped_lines).transpose()?;
+    let report: AuditVerifyResponse = match (file, &shipped) {
+        (None, None) => {
             nexus
                 .call(Method::POST, "/v1/audit/verify", None::<&()>)
                 .await?
         }
-        Some(path) => verify_copy(nexus, &path).await?,
+        (None, Some(lines)) => {
+            let body = serde_json::json!({ "checkpoints": lines });
+            nexus
+                .call(Method::POST, "/v1/audit/verify", Some(&body))
+                .await?
+        }
+        (Some(path), lines) => {
+            verify_copy(nexus, &path, lines.as_deref().unwrap_or_default()).await?
+        }
     };
     match out {
         Output::Text if report.ok => {
@@ -80,6 +119,12 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: AuditCmd) -> CliResult<()> {
             }
             if let Some(c) = report.checkpoint {
                 println!("checkpoint: seq {} mac {} (reached)", c.seq, c.mac);
+            }
+            if let Some(c) = report.latest_shipped {
+                println!(
+                    "shipped: {} checkpoints verify and are on the chain; the latest, seq {} mac {}, is reached",
+                    report.shipped, c.seq, c.mac
+                );
             }
         }
         Output::Text => {

@@ -1,7 +1,8 @@
 //! The audit checkpoint kept outside the log (Nexus keeps it in its store): written after
 //! every durable batch of lines, and compared with the log's head when the log is opened, so
 //! a tail cut off, a file removed or replaced by a shorter chain while the writer was stopped
-//! is noticed.
+//! is noticed. The same thread shape ships checkpoints to a second sink
+//! ([`super::shipper`]), at most once per interval.
 
 use std::sync::Arc;
 
@@ -49,6 +50,24 @@ impl Anchor {
     }
 }
 
+/// Where a [`Checkpointer`] writes heads: the store anchor, or a second sink.
+pub(crate) trait HeadSink: Send + 'static {
+    /// Writes `head` (durable in the log), sealed under `key`. Blocking.
+    fn write(&mut self, key: &AuditKey, head: Checkpoint) -> Result<(), AuditError>;
+    /// What it is, for the log line of a failed write.
+    fn name(&self) -> &'static str;
+}
+
+impl HeadSink for Anchor {
+    fn write(&mut self, key: &AuditKey, head: Checkpoint) -> Result<(), AuditError> {
+        self.save(key, head)
+    }
+
+    fn name(&self) -> &'static str {
+        "the stored audit checkpoint"
+    }
+}
+
 /// Stores the newest head behind the log, off the request path: the committer hands it each
 /// head once the lines are durable, and one thread writes the latest (heads that arrive while
 /// a write is in flight are coalesced), so no request waits for a store commit on top of the
@@ -68,8 +87,13 @@ struct Latest {
 }
 
 impl Checkpointer {
-    /// Starts the writing thread.
-    pub(crate) fn spawn(anchor: Anchor, key: AuditKey) -> std::io::Result<Self> {
+    /// Starts the writing thread: it writes each new head to `sink`, at most once per
+    /// `every` (zero: as soon as it arrives), and the last one when finishing.
+    pub(crate) fn spawn(
+        sink: impl HeadSink,
+        key: AuditKey,
+        every: std::time::Duration,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new((
             std::sync::Mutex::new(Latest::default()),
             std::sync::Condvar::new(),
@@ -77,7 +101,7 @@ impl Checkpointer {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("spike-audit-checkpoint".into())
-            .spawn(move || write_latest(&anchor, &key, &s))?;
+            .spawn(move || write_latest(sink, &key, every, &s))?;
         Ok(Self {
             shared,
             thread: Some(thread),
@@ -108,29 +132,47 @@ impl Drop for Checkpointer {
     }
 }
 
-/// The thread: waits for a head, stores it, repeats; on stop, stores what is left first. A
-/// failed write is logged and retried with the next head (or, stopping, once more).
+/// The thread: waits for a head (and for `every` to pass since the last write), writes it,
+/// repeats; on stop, writes what is left first. A failed write is logged and retried with
+/// the next head (or, stopping, once more).
 fn write_latest(
-    anchor: &Anchor,
+    mut sink: impl HeadSink,
     key: &AuditKey,
+    every: std::time::Duration,
     shared: &(std::sync::Mutex<Latest>, std::sync::Condvar),
 ) {
     let (lock, wake) = shared;
+    let mut next = std::time::Instant::now();
     loop {
         let (head, stop) = {
             let mut l = lock.lock().unwrap_or_else(|p| p.into_inner());
-            while l.head.is_none() && !l.stop {
-                l = wake.wait(l).unwrap_or_else(|p| p.into_inner());
+            loop {
+                if l.stop {
+                    break;
+                }
+                let now = std::time::Instant::now();
+                if l.head.is_some() && now >= next {
+                    break;
+                }
+                l = match l.head {
+                    Some(_) => {
+                        wake.wait_timeout(l, next - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                    None => wake.wait(l).unwrap_or_else(|p| p.into_inner()),
+                };
             }
             (l.head.take(), l.stop)
         };
+        next = std::time::Instant::now() + every;
         if let Some(h) = head
-            && let Err(e) = anchor.save(key, h)
+            && let Err(e) = sink.write(key, h)
         {
-            tracing::error!(error = %e, seq = h.seq, "cannot store the audit checkpoint; the log itself is durable");
+            tracing::error!(error = %e, seq = h.seq, sink = sink.name(), "cannot write the audit checkpoint; the log itself is durable");
             if stop {
                 // One more try: a clean stop should leave the checkpoint at the log's end.
-                let _ = anchor.save(key, h);
+                let _ = sink.write(key, h);
             } else {
                 // Retried with the next head, or this one if none comes.
                 let mut l = lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -235,17 +235,15 @@ fn last_line(
     }
 }
 
-/// Verifies every file of the chain in order, streaming, against `checkpoint` when given.
-/// A bad line is reported with its file and its line number in that file.
+/// Verifies every file of the chain in order, streaming, against `checkpoints` (the stored
+/// one, shipped ones; see [`ChainVerifier::reaching`]). A bad line is reported with its file
+/// and its line number in that file.
 pub fn verify_files(
     files: &LogFiles,
     key: &AuditKey,
-    checkpoint: Option<Checkpoint>,
+    checkpoints: impl IntoIterator<Item = Checkpoint>,
 ) -> Result<VerifyReport, FilesVerifyError> {
-    let mut v = match checkpoint {
-        Some(cp) => ChainVerifier::against(key, cp),
-        None => ChainVerifier::new(key),
-    };
+    let mut v = ChainVerifier::new(key).reaching(checkpoints);
     for (path, file) in files.open_all().map_err(VerifyError::Io)? {
         let before = v.lines();
         v.read(file).map_err(|e| FilesVerifyError {

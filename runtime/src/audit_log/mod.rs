@@ -16,6 +16,7 @@
 
 mod checkpointer;
 mod files;
+mod shipper;
 mod stats;
 mod syncer;
 
@@ -24,6 +25,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +34,7 @@ use spike_core::audit::*;
 
 pub use checkpointer::{Anchor, CheckpointStore, CheckpointStoreError};
 pub use files::{FilesVerifyError, LogFiles, verify_files};
+pub use shipper::{BadSink, CheckpointSink, SYSLOG_SOCKET, ShipTo};
 pub use stats::AuditStats;
 
 /// The runbook an operator needs when the log does not reach its checkpoint.
@@ -113,7 +116,7 @@ pub enum AuditError {
 }
 
 /// Tuning for [`AuditWriter::open_with`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterOptions {
     /// Most lines written (and synced) together.
     pub max_batch: usize,
@@ -131,6 +134,8 @@ pub struct WriterOptions {
     pub accept_loss_at: Option<u64>,
     /// When `append` answers.
     pub durability: Durability,
+    /// Also ship checkpoints to a second sink.
+    pub ship: Option<ShipTo>,
 }
 
 /// When [`AuditWriter::append`] answers, and so what a crash can lose.
@@ -155,6 +160,7 @@ impl Default for WriterOptions {
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             accept_loss_at: None,
             durability: Durability::Synced,
+            ship: None,
         }
     }
 }
@@ -207,7 +213,8 @@ impl AuditWriter {
     ) -> Result<Self, AuditError> {
         let files = LogFiles::new(path);
         let f = files.clone();
-        let committer = tokio::task::spawn_blocking(move || open_log(f, key, &options, anchor))
+        let opts = options.clone();
+        let committer = tokio::task::spawn_blocking(move || open_log(f, key, &opts, anchor))
             .await
             .map_err(|e| AuditError::Open(io::Error::other(e.to_string())))??;
         Self::spawn(committer, files, options)
@@ -320,9 +327,10 @@ struct Committer<F> {
     chain: Chain,
     key: AuditKey,
     anchor: Option<Anchor>,
-    /// Stores the heads of committed batches behind the log (started once the log is open;
-    /// until then heads are stored in line, by `anchor`).
-    checkpointer: Option<checkpointer::Checkpointer>,
+    /// Write the heads of committed batches behind the log: to the anchor, then the second
+    /// sink (started once the log is open; until then heads are stored in line, by
+    /// `anchor`).
+    checkpointers: Vec<checkpointer::Checkpointer>,
     /// Bytes of the live file known to be durable: where a failed batch is rolled back to.
     len: u64,
     max_file_bytes: u64,
@@ -403,13 +411,12 @@ impl<F: LogFile> Committer<F> {
             .file
             .append(buf, self.syncer.is_none())
             .map_err(|e| AuditError::Write(Arc::new(e)))
-            .and_then(|()| match (&self.checkpointer, &self.anchor) {
-                (Some(c), _) => {
-                    c.advance(head);
+            .and_then(|()| match (self.checkpointers.as_slice(), &self.anchor) {
+                ([], Some(a)) => a.save(&self.key, head),
+                (cs, _) => {
+                    cs.iter().for_each(|c| c.advance(head));
                     Ok(())
                 }
-                (None, Some(a)) => a.save(&self.key, head),
-                (None, None) => Ok(()),
             });
         if let Err(e) = written {
             tracing::error!(error = %e, lines, "audit log write failed");
@@ -496,7 +503,7 @@ fn open_log(
         chain: Chain::resume(key.clone(), head),
         key,
         anchor,
-        checkpointer: None,
+        checkpointers: Vec::new(),
         len,
         max_file_bytes: options.max_file_bytes.max(1),
         poisoned: false,
@@ -523,10 +530,18 @@ fn open_log(
         }
     }
     if let Some(a) = &committer.anchor {
-        committer.checkpointer = Some(
-            checkpointer::Checkpointer::spawn(a.clone(), committer.key.clone())
+        committer.checkpointers.push(
+            checkpointer::Checkpointer::spawn(a.clone(), committer.key.clone(), Duration::ZERO)
                 .map_err(AuditError::Open)?,
         );
+    }
+    if let Some(ship) = &options.ship {
+        let sink = shipper::Shipper::open(&ship.sink)?;
+        let c = checkpointer::Checkpointer::spawn(sink, committer.key.clone(), ship.every)
+            .map_err(AuditError::Open)?;
+        // Where the log starts (or resumes) is shipped too.
+        c.advance(committer.chain.head());
+        committer.checkpointers.push(c);
     }
     Ok(committer)
 }

@@ -475,7 +475,7 @@ async fn torn_tail_is_refused_unless_repair_is_asked() {
         repair_torn_tail: true,
         ..WriterOptions::default()
     };
-    let w = AuditWriter::open_with(&path, k.clone(), options, None)
+    let w = AuditWriter::open_with(&path, k.clone(), options.clone(), None)
         .await
         .unwrap();
     assert_eq!(w.append(record(5)).await.unwrap().seq, 6);
@@ -536,7 +536,7 @@ async fn flaky_writer(path: &Path) -> (AuditWriter, Arc<AtomicU8>) {
         chain: c.chain,
         key: c.key,
         anchor: c.anchor,
-        checkpointer: c.checkpointer,
+        checkpointers: c.checkpointers,
         len: c.len,
         max_file_bytes: c.max_file_bytes,
         poisoned: c.poisoned,
@@ -694,7 +694,7 @@ async fn cut_tail_while_closed_is_refused_until_the_loss_is_accepted() {
         accept_loss_at: Some(10),
         ..WriterOptions::default()
     };
-    let w = anchored(&path, &store, accept).await.unwrap();
+    let w = anchored(&path, &store, accept.clone()).await.unwrap();
     // The loss is the first new line, and the chain stays verifiable.
     assert_eq!(w.append(record(10)).await.unwrap().seq, 9);
     w.close().await;
@@ -769,7 +769,7 @@ async fn a_batched_log_answers_on_write_and_syncs_within_the_interval() {
         max_file_bytes: 2048,
         ..WriterOptions::default()
     };
-    let w = AuditWriter::open_with(&path, k.clone(), batched, None)
+    let w = AuditWriter::open_with(&path, k.clone(), batched.clone(), None)
         .await
         .unwrap();
     for i in 0..40 {
@@ -788,4 +788,124 @@ async fn a_batched_log_answers_on_write_and_syncs_within_the_interval() {
     assert_eq!(w.append(record(40)).await.unwrap().seq, 41);
     w.close().await;
     assert_eq!(verify_files(&files, &k, None).unwrap().lines, 41);
+}
+
+/// The checkpoints a sink received, opened under `k` (every line must be one).
+fn shipped(text: &str, k: &AuditKey) -> Vec<Checkpoint> {
+    text.lines()
+        .map(|l| Checkpoint::open_shipped(l, k).unwrap().unwrap())
+        .collect()
+}
+
+fn shipping(sink: CheckpointSink, every: Duration) -> WriterOptions {
+    WriterOptions {
+        ship: Some(ShipTo { sink, every }),
+        ..WriterOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_shipped_to_a_file_at_most_once_per_interval_and_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let sink = dir.path().join("checkpoints");
+    // As often as heads come: each shipped head is on the chain, in order, the last at the
+    // log's end.
+    let w = AuditWriter::open_with(
+        &path,
+        key(),
+        shipping(CheckpointSink::File(sink.clone()), Duration::ZERO),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut heads = vec![Checkpoint::GENESIS];
+    for i in 0..20 {
+        heads.push(w.append(record(i)).await.unwrap());
+    }
+    w.close().await;
+    assert_eq!(
+        std::fs::metadata(&sink).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let got = shipped(&std::fs::read_to_string(&sink).unwrap(), &key());
+    assert_eq!(got.first(), Some(&Checkpoint::GENESIS));
+    assert_eq!(got.last(), heads.last());
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "{got:?}");
+    assert!(got.iter().all(|c| heads.contains(c)));
+    let k = key();
+    let mut v = ChainVerifier::new(&k).reaching(got);
+    v.read(std::fs::File::open(&path).unwrap()).unwrap();
+    assert_eq!(v.finish().unwrap().head, *heads.last().unwrap());
+
+    // Once an hour: reopening ships where the log resumes, then only the close ships.
+    let w = AuditWriter::open_with(
+        &path,
+        key(),
+        shipping(
+            CheckpointSink::File(sink.clone()),
+            Duration::from_secs(3600),
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut last = Checkpoint::GENESIS;
+    for i in 0..50 {
+        last = w.append(record(i)).await.unwrap();
+    }
+    w.close().await;
+    let all = shipped(&std::fs::read_to_string(&sink).unwrap(), &key());
+    assert_eq!(&all[all.len() - 2..], &[*heads.last().unwrap(), last]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_shipped_to_syslog_as_datagrams() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("log");
+    let daemon = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    daemon.set_read_timeout(Some(T)).unwrap();
+    let w = AuditWriter::open_with(
+        dir.path().join("audit.log"),
+        key(),
+        shipping(CheckpointSink::Syslog(socket), Duration::ZERO),
+        None,
+    )
+    .await
+    .unwrap();
+    let head = w.append(record(0)).await.unwrap();
+    w.close().await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while got.last() != Some(&head) {
+        let n = daemon.recv(&mut buf).unwrap();
+        let msg = std::str::from_utf8(&buf[..n]).unwrap();
+        let prefix = format!(
+            "<85>spike-audit[{}]: spike-audit-checkpoint ",
+            std::process::id()
+        );
+        assert!(msg.starts_with(&prefix), "{msg}");
+        got.push(Checkpoint::open_shipped(msg, &key()).unwrap().unwrap());
+    }
+    assert_eq!(got.first(), Some(&Checkpoint::GENESIS));
+}
+
+#[tokio::test]
+async fn a_sink_that_cannot_be_written_stops_the_writer_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = AuditWriter::open_with(
+        dir.path().join("audit.log"),
+        key(),
+        shipping(
+            CheckpointSink::Syslog(dir.path().join("no-daemon")),
+            Duration::ZERO,
+        ),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("audit checkpoint sink syslog:"),
+        "{err}"
+    );
 }
