@@ -356,6 +356,8 @@ pub struct Cluster {
     pub nexus_extra_args: Vec<String>,
     /// Extra environment of later Nexus starts (e.g. a fault hook).
     pub nexus_env: Vec<(String, String)>,
+    /// Extra arguments of later keeper starts.
+    pub keeper_extra_args: Vec<String>,
     /// The SVID files the running Nexus reads (it re-reads them when they change).
     pub nexus_svid: Option<PemFiles>,
     /// Secret values the test wrote ([`Cluster::known_value`]): on drop, no file the
@@ -390,6 +392,7 @@ impl Cluster {
             data_dir,
             nexus_extra_args: Vec::new(),
             nexus_env: Vec::new(),
+            keeper_extra_args: Vec::new(),
             nexus_svid: None,
             known: std::sync::Mutex::new(Vec::new()),
             dir,
@@ -428,6 +431,7 @@ impl Cluster {
             "--health-listen".into(),
             format!("127.0.0.1:{}", ports.health),
         ]);
+        args.extend(self.keeper_extra_args.iter().cloned());
         let log = self.dir.path().join(format!("keeper-{i}.log"));
         self.keepers[i - 1] = Some(Proc::spawn(&self.bins.keeper, &args, log, &self.rust_log));
         let health = ports.health;

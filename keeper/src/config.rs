@@ -39,6 +39,8 @@ pub struct KeeperSettings {
     /// Log line format.
     #[serde(with = "spike_runtime::config::log_format")]
     pub log_format: LogFormat,
+    /// Lock all memory (mlockall) before any share is held.
+    pub mlock: bool,
     /// `[identity]`: where the SVID comes from.
     pub identity: IdentityConfig,
     /// `[server]`: connection limits of the mTLS API.
@@ -51,6 +53,7 @@ impl Default for KeeperSettings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             health_listen: SocketAddr::from(([0, 0, 0, 0], 8444)),
             log_format: LogFormat::Text,
+            mlock: false,
             identity: IdentityConfig::default(),
             // A keeper has one client (Nexus), which reconnects every few seconds.
             server: ConnLimits {

@@ -10,8 +10,12 @@ fn main() -> ExitCode {
     spike_runtime::config::service::main(
         KeeperArgs::command(),
         &spike_keeper::spec(),
-        |s: KeeperSettings| Ok((s.check()?, s.log_format)),
-        |(addrs, identity, limits)| async move {
+        |s: KeeperSettings| Ok(((s.check()?, s.mlock), s.log_format)),
+        |((addrs, identity, limits), mlock)| async move {
+            if mlock {
+                spike_runtime::hardening::lock_memory()?;
+                tracing::info!("memory locked (mlock)");
+            }
             let source = identity.open().await?;
             // The keeper's index comes from its first SVID; a reload to another ID is refused.
             source.expect_id(&source.current().id().clone())?;

@@ -183,6 +183,8 @@ pub struct NexusSettings {
     /// Log line format.
     #[serde(with = "spike_runtime::config::log_format")]
     pub log_format: LogFormat,
+    /// Lock all memory (mlockall) before any key is held.
+    pub mlock: bool,
     /// `[identity]`: where the SVID comes from.
     pub identity: IdentityConfig,
     /// `[server]`: connection limits of the mTLS API.
@@ -280,6 +282,7 @@ impl Default for NexusSettings {
             audit_log: None,
             keeper_interval: Duration::from_secs(2),
             log_format: LogFormat::Text,
+            mlock: false,
             identity: IdentityConfig::default(),
             server: ConnLimits::default(),
             limits: LimitSettings::default(),
@@ -355,6 +358,8 @@ pub struct Runtime {
     pub identity: IdentityArgs,
     /// Log format.
     pub log_format: LogFormat,
+    /// Lock all memory before any key is held.
+    pub mlock: bool,
 }
 
 fn positive(name: &str, v: usize) -> Result<(), ConfigError> {
@@ -451,6 +456,7 @@ impl NexusSettings {
             },
             identity,
             log_format: self.log_format,
+            mlock: self.mlock,
         })
     }
 }

@@ -22,6 +22,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(rt: Runtime) -> anyhow::Result<()> {
+    if rt.mlock {
+        spike_runtime::hardening::lock_memory()?;
+        tracing::info!("memory locked (mlock)");
+    }
     let source = rt.identity.open().await?;
     // A reload to another workload's SVID (say a keeper's) must be refused, not served.
     source.expect_id(&Builtin::Nexus.id(source.trust_domain()))?;

@@ -4,9 +4,30 @@
 //! core-file size limit is lowered to zero, soft and hard: a crash leaves no core file, and the
 //! process cannot raise the limit again later.
 //!
+//! With `mlock` set, a service also locks its memory ([`lock_memory`]) before it holds a key.
+//!
 //! `PR_SET_DUMPABLE = 0` would also stop same-uid processes from reading `/proc/<pid>/mem`,
 //! but it makes `/proc/<pid>/exe` and `environ` root-owned, which breaks Unix workload
 //! attestation by a non-root agent (the dev agent reads both), so it is not applied here.
+
+/// Why memory could not be locked.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot lock memory (mlock is on): mlockall failed; give the process CAP_IPC_LOCK \
+     (systemd: AmbientCapabilities=CAP_IPC_LOCK) or an RLIMIT_MEMLOCK above its memory use \
+     (systemd: LimitMEMLOCK=infinity; ulimit -l), or turn mlock off"
+)]
+pub struct LockError(#[source] std::io::Error);
+
+/// Locks every page of the process in memory, those mapped now and later, as each is first
+/// touched (`mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`), so keys, shares and values
+/// never reach swap. On fault rather than at once, so thread stacks and reserved arenas
+/// count only what they use.
+pub fn lock_memory() -> Result<(), LockError> {
+    use rustix::mm::{MlockAllFlags, mlockall};
+    mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)
+        .map_err(|e| LockError(e.into()))
+}
 
 /// Why the process could not be hardened.
 #[derive(Debug, thiserror::Error)]

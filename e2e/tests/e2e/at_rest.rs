@@ -163,3 +163,47 @@ fn nexus_and_keepers_leave_no_core_file_behind() {
         assert_eq!(core_limits(k.pid()), zero, "keeper");
     }
 }
+
+/// Locked memory of a running process, kB (`VmLck`).
+fn locked_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn with_mlock_nexus_and_keepers_lock_their_memory_or_refuse_to_start() {
+    let mut c = Cluster::new(2);
+    c.nexus_extra_args.push("--mlock".into());
+    c.keeper_extra_args.push("--mlock".into());
+    c.start_all(2);
+    let nexus = c.nexus.as_ref().unwrap().pid();
+    assert!(locked_kb(nexus) > 0, "nexus locked nothing");
+    for k in c.keepers.iter().flatten() {
+        assert!(locked_kb(k.pid()) > 0, "a keeper locked nothing");
+    }
+    let admin = c.pki.svid("/spike/pilot/role/superuser");
+    let out = c.spike(&admin, &["secret", "put", "locked/a", "k=mlocked-value-1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Without the means to lock (no CAP_IPC_LOCK, no RLIMIT_MEMLOCK), it does not start,
+    // and says why, before it reads an SVID or a key.
+    let root = rustix::process::geteuid().is_root();
+    let mut cmd = std::process::Command::new(if root { "setpriv" } else { "prlimit" });
+    if root {
+        cmd.args(["--bounding-set=-ipc_lock", "prlimit"]);
+    }
+    let data = c.dir.path().join("unlockable");
+    let out = cmd
+        .arg("--memlock=0")
+        .arg(&c.bins.nexus)
+        .args(["--keeper", "127.0.0.1:1", "--mlock", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot lock memory (mlock is on)"),
+        "{}",
+        text(&out)
+    );
+}

@@ -126,10 +126,7 @@ fn problem(e: &spike_core::audit::VerifyError) -> Failure {
 /// The shipped checkpoints, each opened under the chain's `key`: a line that is not one is a
 /// bad request, one whose tag fails is a verification failure (someone edited the sink, or
 /// it is another chain's or deployment's).
-fn open_shipped(
-    lines: &[String],
-    key: &AuditKey,
-) -> AppResult<Result<Vec<Checkpoint>, Failure>> {
+fn open_shipped(lines: &[String], key: &AuditKey) -> AppResult<Result<Vec<Checkpoint>, Failure>> {
     if lines.len() > MAX_SHIPPED_CHECKPOINTS {
         return Err(AppError::new(
             ErrorCode::TooLarge,

@@ -55,6 +55,11 @@ pub struct ServerArgs {
     /// Plain-HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, value_name = "ADDR")]
     pub health_listen: Option<SocketAddr>,
+    /// Lock all memory (mlockall) before any key is held, so keys, shares and secret values
+    /// never reach swap. Needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK; the service
+    /// does not start without it.
+    #[arg(long)]
+    pub mlock: bool,
 }
 
 /// A service's error, as its `run` returns it (`anyhow::Error` converts into it).
