@@ -48,6 +48,9 @@ fn components_use_the_workload_api_and_survive_svid_rotation() {
         &bins.spike,
         Some(("SPIKE_ROLE", "admin")),
     ));
+    // This test process itself: its long-lived readers keep one Workload API stream open.
+    let me = std::env::current_exe().unwrap();
+    reg.push_str(&entry("/app/reader", &me, None));
     let reg_file = dir.path().join("registrations.toml");
     std::fs::write(&reg_file, reg).unwrap();
     let socket = dir.path().join("agent").join("agent.sock");
@@ -169,10 +172,136 @@ fn components_use_the_workload_api_and_survive_svid_rotation() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(n >= 5, "too few rounds ran");
+
+    // Long-lived readers in this process, on one Workload API stream each, read all through
+    // several rotations of their own SVID and of Nexus's: not one read fails.
+    let out = spike(
+        "admin",
+        &[
+            "policy",
+            "create",
+            "readers",
+            "--spiffe-id-pattern",
+            &format!("spiffe://{td}/app/reader"),
+            "--path-pattern",
+            "rot/**",
+            "--permissions",
+            "read",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (reads, failures, rotated) =
+        long_lived_readers(td, &endpoint, api, Duration::from_secs(10));
+    assert!(
+        failures.is_empty(),
+        "{} of {reads} reads failed while SVIDs rotated: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    eprintln!("long-lived readers: {reads} reads, their SVID rotated {rotated} times, no failure");
+    assert!(reads > 100, "only {reads} reads");
+    assert!(
+        rotated >= 2,
+        "the readers' own SVID rotated only {rotated} times"
+    );
     // Keepers stayed supplied through rotation (Nexus kept talking to them).
     let log = std::fs::read_to_string(dir.path().join("nexus.log")).unwrap_or_default();
     assert!(
         log.contains("SVID rotated via Workload API"),
         "no rotation observed: {log}"
     );
+}
+
+/// Three readers of `rot/0` for `run`, each with its own Workload API source (one stream
+/// kept open) and a pooled client that opens a fresh connection every tenth read, so
+/// handshakes happen all through the rotations. Returns the reads, the failures, and how
+/// many times the first reader's SVID changed.
+fn long_lived_readers(
+    td: &str,
+    endpoint: &str,
+    nexus_port: u16,
+    run: Duration,
+) -> (u64, Vec<String>, usize) {
+    use spike_runtime::net::MtlsClient;
+    use spike_runtime::svid::{Patience, SourceConfig};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let td = spike_core::id::TrustDomain::new(td).unwrap();
+    let nexus = spike_core::id::SpiffeId::new(&format!("spiffe://{td}/spike/nexus")).unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        let mut first = None;
+        for _ in 0..3 {
+            let source = SourceConfig::WorkloadApi(Some(endpoint.to_owned()))
+                .open(&td, Duration::from_secs(10), Patience::Service)
+                .await
+                .unwrap();
+            first.get_or_insert_with(|| source.clone());
+            let nexus = nexus.clone();
+            tasks.push(tokio::spawn(async move {
+                let client = || {
+                    MtlsClient::new(
+                        format!("127.0.0.1:{nexus_port}"),
+                        nexus.clone(),
+                        source.clone(),
+                    )
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(10))
+                };
+                let pooled = client();
+                let deadline = tokio::time::Instant::now() + run;
+                let (mut reads, mut failures) = (0u64, Vec::new());
+                while tokio::time::Instant::now() < deadline && reads < 100_000 {
+                    let fresh;
+                    let via = if reads % 10 == 9 {
+                        fresh = client();
+                        &fresh
+                    } else {
+                        &pooled
+                    };
+                    match via
+                        .send(http::Method::GET, "/v1/secrets/data/rot/0", None)
+                        .await
+                    {
+                        Ok(r) if r.status == http::StatusCode::OK => {}
+                        Ok(r) => failures.push(format!(
+                            "{} {}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        )),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                    reads += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (reads, failures)
+            }));
+        }
+        // Count the first reader's SVID changes while they run.
+        let source = first.unwrap();
+        let watch = tokio::spawn(async move {
+            let mut seen = source.current().not_after();
+            let mut changes = 0;
+            let deadline = tokio::time::Instant::now() + run;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = source.current().not_after();
+                if now != seen {
+                    seen = now;
+                    changes += 1;
+                }
+            }
+            changes
+        });
+        let (mut reads, mut failures) = (0, Vec::new());
+        for t in tasks {
+            let (r, f) = t.await.unwrap();
+            reads += r;
+            failures.extend(f);
+        }
+        (reads, failures, watch.await.unwrap())
+    })
 }
