@@ -197,6 +197,11 @@ fn split(a: &Authority, tls: bool) -> Result<(String, u16), Refusal> {
     if host.is_empty() {
         return Err(bad("the authority has no host"));
     }
+    // One trailing dot names the root and is dropped; a host still ending in one after that
+    // (`api.example.com..`) has an empty label and is not a host name.
+    if host.ends_with('.') {
+        return Err(bad("the host has an empty label (two trailing dots)"));
+    }
     let port = match a.port_u16() {
         Some(0) => return Err(bad("port 0 cannot be forwarded to")),
         Some(p) => p,
@@ -309,6 +314,25 @@ mod tests {
                 rest: PathAndQuery::from_static("/x"),
             }
         );
+    }
+
+    #[test]
+    fn a_host_with_more_than_one_trailing_dot_is_refused() {
+        // Found by the `gateway_request` fuzz target: only the root's one dot is stripped, so
+        // `api.example.com..` used to be forwarded as `api.example.com.`.
+        for uri in [
+            "https://api.example.com../x",
+            "http://api.example.com...:8080/x",
+            "https://../x",
+        ] {
+            assert_eq!(code(h1(uri, &[])), "bad_request", "{uri}");
+        }
+        assert_eq!(
+            code(h1("https://api.example.com/x", &["api.example.com.."])),
+            "bad_request"
+        );
+        // One root dot is still fine, on either side.
+        assert!(h1("https://api.example.com./x", &["api.example.com."]).is_ok());
     }
 
     #[test]
