@@ -292,8 +292,22 @@ fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
     text.parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
+            message: syntax_message(&text, &e),
         })
+}
+
+/// The parser's description and where it stopped, never the text there: toml's own
+/// rendering quotes the offending line, which may hold a secret key's value (`token = abc`
+/// unquoted, a broken quote).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim_end().replace('\n', "; ");
+    let Some(at) = e.span().map(|s| s.start.min(text.len())) else {
+        return what;
+    };
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("{what} (line {line}, column {column})")
 }
 
 /// The values of the flags typed on the command line whose argument id is a key of `T`

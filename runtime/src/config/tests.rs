@@ -266,6 +266,24 @@ fn bad_values_name_the_key_and_where_it_came_from() {
 }
 
 #[test]
+fn a_syntax_error_says_where_but_never_quotes_the_file() {
+    for text in [
+        "token = Zq7SeCrEt\n",
+        "listen = \"0.0.0.0:1\"\ntoken = \"Zq7SeCrEt\n",
+        "token = 'Zq7SeCrEt\n",
+        "[server\ntoken = Zq7SeCrEt\n",
+        "token = \"\"\"Zq7SeCrEt\n",
+    ] {
+        let f = file(text);
+        let e = spec().load::<Demo>(Some(f.path()), &[], &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+        let said = e.to_string();
+        assert!(!said.contains("Zq7"), "{said}");
+        assert!(said.contains("(line "), "{said}");
+    }
+}
+
+#[test]
 fn secret_values_are_never_echoed() {
     // The token is a string, so no type error can quote it; but a secret key's serde
     // message is replaced anyway.
