@@ -26,11 +26,13 @@ use std::time::{Duration, Instant};
 mod audit;
 mod gateway;
 mod refusals;
+mod soak;
 mod sse;
 
 pub use audit::{AppendReport, audit_append};
 pub use gateway::{GatewayBench, UPSTREAM_KEY};
 pub use refusals::{Distribution, RefusalOptions, RefusalReport, gateway_refusals};
+pub use soak::{MAX_RATE, MAX_SOAK, MemorySample, SoakOptions, SoakReport, soak};
 pub use sse::{MAX_SSE, PathLatency, SseOptions, SseReport, sse};
 
 use anyhow::{Context, bail};

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use spike_bench::{BaoOptions, BaoStorage, RefusalOptions, SeedOptions, SseOptions, Stack};
+use spike_bench::{
+    BaoOptions, BaoStorage, RefusalOptions, SeedOptions, SoakOptions, SseOptions, Stack,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "spike-bench", version)]
@@ -104,6 +106,25 @@ enum Cmd {
         /// Directory on the disk to measure (default: a temp dir in the current one).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// A fixed request rate (4 reads to 1 durable write) against a real Nexus for minutes:
+    /// every failed answer, latency, and the process's memory over time.
+    Soak {
+        /// Requests started per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// How long to keep the rate (at most 1h).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Secrets in the working set.
+        #[arg(long, default_value_t = 1000)]
+        secrets: usize,
+        /// How often memory is sampled.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        sample_every: Duration,
+        /// Keep the store here (default: a temp dir, removed afterwards).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Write secrets to a real OpenBao KV v2, one request each, for comparison.
     Bao {
@@ -235,6 +256,50 @@ async fn main() -> anyhow::Result<()> {
                         p.event_p99_us
                     );
                 }
+            }
+        }
+        Cmd::Soak {
+            rate,
+            duration,
+            secrets,
+            sample_every,
+            data_dir,
+        } => {
+            let stack = Stack::start(data_dir).await?;
+            let opts = SoakOptions {
+                rate,
+                duration,
+                secrets,
+                sample_every,
+            };
+            let r = spike_bench::soak(&stack, &opts).await;
+            stack.stop().await;
+            let r = r?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "soak: {} answered at {:.0}/s (asked {rate}/s), {} errors, {} late ticks",
+                    r.answered, r.achieved_rate, r.errors, r.late
+                );
+                for d in [&r.reads, &r.writes] {
+                    println!(
+                        "  {:<5} {:>7} requests  p50 {} us  p99 {} us  max {} us",
+                        d.case, d.count, d.p50_us, d.p99_us, d.max_us
+                    );
+                }
+                for m in &r.memory {
+                    println!(
+                        "  t={:>4}s  rss {:>7} KiB  answered {}",
+                        m.at_secs, m.rss_kib, m.answered
+                    );
+                }
+                for e in &r.error_samples {
+                    println!("  error: {e}");
+                }
+            }
+            if r.errors > 0 {
+                anyhow::bail!("{} requests failed", r.errors);
             }
         }
         Cmd::GatewayRefusals {

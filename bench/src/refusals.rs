@@ -204,7 +204,7 @@ async fn measure(stack: &Stack, opts: &RefusalOptions) -> anyhow::Result<Refusal
     })
 }
 
-fn distribution(case: &'static str, samples: &[Duration]) -> Distribution {
+pub(crate) fn distribution(case: &'static str, samples: &[Duration]) -> Distribution {
     let mut us: Vec<u64> = samples
         .iter()
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

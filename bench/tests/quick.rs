@@ -66,3 +66,37 @@ async fn audit_append_measures_both_modes() {
         assert_eq!(log.lines().count(), 20, "{m}");
     }
 }
+
+/// The soak in miniature: two seconds at a fixed rate, every request answered with success
+/// and counted once, memory sampled; the latencies and memory are printed, never asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_answers_every_request() {
+    spike_runtime::tls::install_crypto_provider();
+    let stack = spike_bench::Stack::start(None).await.unwrap();
+    let opts = spike_bench::SoakOptions {
+        rate: 50,
+        duration: std::time::Duration::from_secs(2),
+        secrets: 20,
+        sample_every: std::time::Duration::from_secs(1),
+    };
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        spike_bench::soak(&stack, &opts),
+    )
+    .await
+    .expect("the soak did not finish in time")
+    .unwrap();
+    stack.stop().await;
+    eprintln!("{}", serde_json::to_string(&r).unwrap());
+    assert_eq!(r.errors, 0, "{:?}", r.error_samples);
+    // Every tick started a request or was counted late (a slow machine may see the last
+    // ticks fall after the deadline).
+    assert!(
+        (90..=100).contains(&(r.answered + r.late)),
+        "{}",
+        r.answered
+    );
+    assert_eq!(r.reads.count + r.writes.count, r.answered as usize);
+    assert!(r.writes.count > 0 && r.reads.count > 0);
+    assert!(r.memory.len() >= 2 && r.memory.iter().all(|m| m.rss_kib > 0));
+}
