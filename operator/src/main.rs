@@ -41,6 +41,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // The operator holds Kubernetes Secret values on their way to Nexus: a crash must leave
+    // no core file with them.
+    if let Err(e) = spike_runtime::hardening::disable_core_dumps() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let args = Args::parse();
     telemetry::init(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -7,6 +7,12 @@ use spike::cli::Cli;
 #[tokio::main]
 async fn main() -> ExitCode {
     spike_runtime::tls::install_crypto_provider();
+    // The CLI holds secret values it reads or writes, and `spike dev` the root key and every
+    // share: a crash must leave no core file with them.
+    if let Err(e) = spike_runtime::hardening::disable_core_dumps() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::try_parse_recording(std::env::args_os()).unwrap_or_else(|e| e.exit());
     // Commands print results on stdout; logs (warnings and up unless RUST_LOG says otherwise)
     // go to stderr so scripts can parse stdout.

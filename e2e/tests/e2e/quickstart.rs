@@ -68,6 +68,17 @@ fn start_tutorial_dev(args: &[String], log: &Path) -> (Proc, String) {
         "spike dev did not come up: {}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
+    // It holds the root key and every share: a crash must leave no core file.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", dev.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
     let printed = std::fs::read_to_string(log).unwrap();
     let exports: Vec<&str> = printed
         .lines()
