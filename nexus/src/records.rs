@@ -1,10 +1,11 @@
 //! Authenticated records at rest.
 //!
-//! Everything Nexus stores besides secret values (secret metadata, policies, the init record)
-//! is JSON prefixed by an HMAC-SHA256 tag under the record-authentication subkey, computed over
-//! the record type, its key and its bytes. Editing the database (to grant a policy, undelete a
-//! version, or move a record to another key) therefore fails closed instead of changing what
-//! Nexus believes.
+//! Secret metadata, policies and token bindings are JSON prefixed by an HMAC-SHA256 tag under
+//! the record-authentication subkey, computed over the record type, its key and its bytes.
+//! Editing a record (to grant a policy, widen a binding, or move a record to another key)
+//! therefore fails closed instead of changing what Nexus believes. A tag cannot tell an older,
+//! validly tagged copy of a record from the newest one: putting one back (undoing a delete, a
+//! revocation) is not caught here (docs/security.md, known gaps).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
