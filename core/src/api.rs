@@ -874,6 +874,15 @@ pub struct ListTokensResponse {
     pub tokens: Vec<TokenInfo>,
 }
 
+/// `POST /v1/tokens/lookup`: a token given by its reference (one that leaked, say) rather
+/// than its id. Nexus hashes it to find the binding and keeps nothing of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenLookupRequest {
+    /// The token, `$SPIKE{ref:…}`.
+    pub token: SecretString,
+}
+
 /// `POST /v1/tokens/resolve` (gateways only): the value a token stands for, if every check of
 /// the request against the token's binding passes.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -356,8 +356,37 @@ fn the_cli_mints_lists_inspects_and_revokes_with_its_exit_codes() {
     assert_eq!(exit(&out), Some(1), "too short an id: {}", text(&out));
     let out = c.spike(&admin, &["token", "inspect", "ffffffff"]);
     assert_eq!(exit(&out), Some(3), "{}", text(&out));
-    let revoked = ok(&c.spike(&admin, &["token", "revoke", &id]));
-    assert!(revoked.contains("revoked token"), "{revoked}");
+    // A token in hand (a leaked one) is found by the token itself, as an argument or on
+    // stdin; a caller that may not mint for its secret gets not found, like any other id.
+    // Nothing the cluster writes (logs, audit, data) may hold it.
+    c.known_value(&token);
+    let by_token: Value = serde_json::from_str(&ok(
+        &c.spike(&admin, &["token", "inspect", &token, "-o", "json"])
+    ))
+    .unwrap();
+    assert_eq!(by_token["id"], json!(id));
+    let by_stdin = ok(&c.spike_stdin(
+        &admin,
+        &["token", "inspect", "-"],
+        Some(&format!("{token}\n")),
+    ));
+    assert!(by_stdin.contains(&id), "{by_stdin}");
+    let stranger = c.pki.svid("/app/stranger");
+    let out = c.spike(&stranger, &["token", "inspect", &token]);
+    assert_eq!(exit(&out), Some(3), "{}", text(&out));
+    assert!(!text(&out).contains("ai/multi"), "{}", text(&out));
+    let out = c.spike(&admin, &["token", "inspect", "$SPIKE{ref:nothex}"]);
+    assert_eq!(exit(&out), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a reference token"),
+        "{}",
+        text(&out)
+    );
+    let revoked = ok(&c.spike(&admin, &["token", "revoke", &token]));
+    assert!(
+        revoked.contains(&format!("revoked token {id}")),
+        "{revoked}"
+    );
     req["location"] = json!("body");
     assert_eq!(
         resolve(&c, &rt, "/spike/gateway/gw", &req).1["error"]["code"],

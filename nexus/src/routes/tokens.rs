@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use spike_core::api::{
     CreateTokenRequest, CreateTokenResponse, ListTokensResponse, ResolveRequest, ResolveResponse,
+    TokenLookupRequest,
 };
 use spike_core::audit::{AuditRecord, Decision};
 use spike_core::error::ErrorCode;
@@ -37,6 +38,7 @@ pub(super) fn routes() -> Router<Arc<Nexus>> {
     Router::new()
         .route("/v1/tokens", post(create).get(list))
         .route("/v1/tokens/resolve", post(resolve))
+        .route("/v1/tokens/lookup", post(lookup))
         .route("/v1/tokens/{id}", get(inspect))
         .route("/v1/tokens/{id}/revoke", post(revoke))
 }
@@ -188,11 +190,30 @@ async fn list(
 }
 
 async fn inspect(State(n): N, Caller(c): Caller, Path(id): Path<String>) -> Response {
-    by_id(n, c, id, ByIdOp::Inspect).await
+    by_id(n, c, Ok(Named::Id(id)), ByIdOp::Inspect).await
 }
 
 async fn revoke(State(n): N, Caller(c): Caller, Path(id): Path<String>) -> Response {
-    by_id(n, c, id, ByIdOp::Revoke).await
+    by_id(n, c, Ok(Named::Id(id)), ByIdOp::Revoke).await
+}
+
+/// `POST /v1/tokens/lookup`: inspect a token given by its reference, as `inspect` does by id
+/// (same permission, same answers): how an operator holding a leaked token finds its binding.
+async fn lookup(
+    State(n): N,
+    Caller(c): Caller,
+    body: Result<JsonBody<TokenLookupRequest>, AppError>,
+) -> Response {
+    let named = body.map(|JsonBody(b)| Named::Reference(b.token));
+    by_id(n, c, named, ByIdOp::Inspect).await
+}
+
+/// How a route names its token.
+enum Named {
+    /// By its id or a prefix of it.
+    Id(String),
+    /// By the reference itself.
+    Reference(spike_core::secret::SecretString),
 }
 
 /// What a route on one token (by id) does.
@@ -202,9 +223,9 @@ enum ByIdOp {
     Revoke,
 }
 
-/// Finds the one token `id` names among those the caller may mint for, and shows or revokes
-/// it; the audit line names its id and secret once found.
-async fn by_id(n: Arc<Nexus>, c: SpiffeId, id: String, op: ByIdOp) -> Response {
+/// Finds the one token `named` names among those the caller may mint for, and shows or
+/// revokes it; the audit line names its id and secret once found (never the reference).
+async fn by_id(n: Arc<Nexus>, c: SpiffeId, named: AppResult<Named>, op: ByIdOp) -> Response {
     let action = match op {
         ByIdOp::Inspect => "token.inspect",
         ByIdOp::Revoke => "token.revoke",
@@ -213,6 +234,19 @@ async fn by_id(n: Arc<Nexus>, c: SpiffeId, id: String, op: ByIdOp) -> Response {
         let mut subject = Subject::default();
         let result: AppResult<_> = async {
             let o = n.opened()?;
+            let id = match named? {
+                Named::Id(id) => id,
+                Named::Reference(r) => {
+                    let r =
+                        spike_core::token::TokenRef::parse(r.expose_secret()).map_err(|_| {
+                            AppError::new(
+                                ErrorCode::BadRequest,
+                                "token: not a reference token ($SPIKE{ref:…})",
+                            )
+                        })?;
+                    Tokens::id_of(&o.keys, &r)
+                }
+            };
             let (key, raw, binding) = n
                 .tokens()
                 .find_by_id(&o.keys, &id, |p| n.may_mint(&c, p))

@@ -120,6 +120,11 @@ impl Binding {
     }
 }
 
+/// Where a token's binding is stored: the hex of its reference's keyed hash.
+fn stored_key(keys: &OpenKeys, reference: &TokenRef) -> Vec<u8> {
+    hex::encode(keys.token_hash(reference)).into_bytes()
+}
+
 /// The token id: the first [`TOKEN_ID_LEN`] hex digits of the stored key.
 fn token_id(key: &[u8]) -> String {
     String::from_utf8_lossy(&key[..key.len().min(TOKEN_ID_LEN)]).into_owned()
@@ -199,6 +204,11 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
+    /// The id of the token `reference` is (whether or not such a token exists).
+    pub(crate) fn id_of(keys: &OpenKeys, reference: &TokenRef) -> String {
+        token_id(&stored_key(keys, reference))
+    }
+
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
@@ -213,7 +223,7 @@ impl Tokens {
         binding: &Binding,
     ) -> AppResult<(TokenRef, Vec<u8>)> {
         let reference = TokenRef::generate().map_err(|e| AppError::internal("randomness", e))?;
-        let key = hex::encode(keys.token_hash(&reference)).into_bytes();
+        let key = stored_key(keys, &reference);
         let mut batch = Batch::new();
         // 128 random bits never collide in practice; if they did, refusing is the safe answer.
         batch.require_absent(TOKENS, key.clone());
@@ -238,7 +248,7 @@ impl Tokens {
         let Ok(reference) = TokenRef::parse(token.expose_secret()) else {
             return Err(Refusal::unknown("token_malformed"));
         };
-        let key = hex::encode(keys.token_hash(&reference)).into_bytes();
+        let key = stored_key(keys, &reference);
         let raw = self.store.get(TOKENS, &key).await.map_err(store_err)?;
         let binding = match raw {
             Some(raw) => Some(

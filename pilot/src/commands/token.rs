@@ -4,11 +4,14 @@
 
 use clap::{Args, Subcommand};
 use http::Method;
-use spike_core::api::{CreateTokenRequest, CreateTokenResponse, ListTokensResponse, TokenInfo};
+use spike_core::api::{
+    CreateTokenRequest, CreateTokenResponse, ListTokensResponse, TokenInfo, TokenLookupRequest,
+};
+use spike_core::secret::SecretString;
 use spike_core::token::{TokenAction, TokenLocation};
 
 use crate::cli::{Output, ttl_seconds};
-use crate::client::{CliResult, Nexus, query_escape};
+use crate::client::{CliError, CliResult, Nexus, query_escape};
 use crate::output::{print_structured, print_table};
 
 /// `spike token ...`
@@ -37,15 +40,18 @@ pub enum TokenCmd {
         #[arg(long)]
         secret: Option<String>,
     },
-    /// Show one token's binding, by its id or a prefix of it (at least 6 hex digits).
+    /// Show one token's binding, by its id or a prefix of it (at least 6 hex digits), or by
+    /// the token itself (a leaked one, say).
     Inspect {
-        /// The id (the ID column of `spike token list`).
+        /// The id (the ID column of `spike token list`), or the token ($SPIKE{ref:…}; `-`
+        /// reads it from stdin, keeping it out of the shell's history).
         id: String,
     },
-    /// Revoke a token, by its id or a prefix of it: resolutions answer `token_revoked` from
-    /// then on.
+    /// Revoke a token, by its id or a prefix of it, or by the token itself: resolutions
+    /// answer `token_revoked` from then on.
     Revoke {
-        /// The id (the ID column of `spike token list`).
+        /// The id (the ID column of `spike token list`), or the token ($SPIKE{ref:…}; `-`
+        /// reads it from stdin).
         id: String,
     },
 }
@@ -155,16 +161,26 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: TokenCmd) -> CliResult<()> {
             }
         }
         TokenCmd::Inspect { id } => {
-            let t: TokenInfo = nexus
-                .call(
-                    Method::GET,
-                    &format!("/v1/tokens/{}", query_escape(&id)),
-                    None::<&()>,
-                )
-                .await?;
+            let t = match reference(&id)? {
+                Some(token) => lookup(nexus, token).await?,
+                None => {
+                    nexus
+                        .call(
+                            Method::GET,
+                            &format!("/v1/tokens/{}", query_escape(&id)),
+                            None::<&()>,
+                        )
+                        .await?
+                }
+            };
             print_info(out, &t);
         }
         TokenCmd::Revoke { id } => {
+            // A token given by its reference is found first; its full id then names it.
+            let id = match reference(&id)? {
+                Some(token) => lookup(nexus, token).await?.id,
+                None => id,
+            };
             let t: TokenInfo = nexus
                 .call(
                     Method::POST,
@@ -179,6 +195,34 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: TokenCmd) -> CliResult<()> {
         }
     }
     Ok(())
+}
+
+/// The token itself when `arg` is one (`$SPIKE{ref:…}`, or `-` for one line of stdin), `None`
+/// for an id.
+fn reference(arg: &str) -> CliResult<Option<SecretString>> {
+    let token = if arg == "-" {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Usage(format!("cannot read the token from stdin: {e}")))?;
+        SecretString::new(line.trim().to_owned())
+    } else if arg.starts_with("$SPIKE{") {
+        SecretString::new(arg.to_owned())
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(token))
+}
+
+/// The binding of the token `token` (Nexus hashes it; nothing of it is kept or logged).
+async fn lookup(nexus: &Nexus, token: SecretString) -> CliResult<TokenInfo> {
+    nexus
+        .call(
+            Method::POST,
+            "/v1/tokens/lookup",
+            Some(&TokenLookupRequest { token }),
+        )
+        .await
 }
 
 /// `active`, or `active (2/5 uses)` for a token with a use limit.
