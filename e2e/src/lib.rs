@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod ledger;
+pub mod readers;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

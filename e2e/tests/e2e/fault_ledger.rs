@@ -379,38 +379,9 @@ fn readers_see_no_failure_while_nexus_and_their_own_svids_rotate_from_files() {
         reader_files.push((c.pki.id(&who), files));
         let (stop, addr, nexus) = (stop.clone(), addr.clone(), c.nexus_id());
         handles.push(rt.spawn(async move {
-            let client = |source| {
-                MtlsClient::new(addr.clone(), nexus.clone(), source)
-                    .unwrap()
-                    .with_timeout(Duration::from_secs(10))
-            };
-            let pooled = client(source.clone());
-            let (mut reads, mut failures) = (0u64, Vec::new());
             // Bounded: the stop flag, else a count far above what the rotations take.
-            while !stop.load(Ordering::Relaxed) && reads < 200_000 {
-                // Most reads reuse the pool's connection; every tenth makes a new one, so
-                // handshakes happen on both sides all through the rotations.
-                let fresh;
-                let via = if reads % 10 == 9 {
-                    fresh = client(source.clone());
-                    &fresh
-                } else {
-                    &pooled
-                };
-                match via
-                    .send(http::Method::GET, "/v1/secrets/data/rot/shared", None)
-                    .await
-                {
-                    Ok(r) if r.status == http::StatusCode::OK => {}
-                    Ok(r) => {
-                        failures.push(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
-                    }
-                    Err(e) => failures.push(e.to_string()),
-                }
-                reads += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (reads, failures)
+            let go = || !stop.load(Ordering::Relaxed);
+            spike_e2e::readers::read_while(addr, nexus, source, "rot/shared", go, 200_000).await
         }));
     }
     let reloads = |c: &Cluster| crate::recovery::log_lines(c, &["reloaded SVID from PEM files"]);

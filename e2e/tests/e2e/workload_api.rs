@@ -222,7 +222,6 @@ fn long_lived_readers(
     nexus_port: u16,
     run: Duration,
 ) -> (u64, Vec<String>, usize) {
-    use spike_runtime::net::MtlsClient;
     use spike_runtime::svid::{Patience, SourceConfig};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -242,42 +241,10 @@ fn long_lived_readers(
             first.get_or_insert_with(|| source.clone());
             let nexus = nexus.clone();
             tasks.push(tokio::spawn(async move {
-                let client = || {
-                    MtlsClient::new(
-                        format!("127.0.0.1:{nexus_port}"),
-                        nexus.clone(),
-                        source.clone(),
-                    )
-                    .unwrap()
-                    .with_timeout(Duration::from_secs(10))
-                };
-                let pooled = client();
                 let deadline = tokio::time::Instant::now() + run;
-                let (mut reads, mut failures) = (0u64, Vec::new());
-                while tokio::time::Instant::now() < deadline && reads < 100_000 {
-                    let fresh;
-                    let via = if reads % 10 == 9 {
-                        fresh = client();
-                        &fresh
-                    } else {
-                        &pooled
-                    };
-                    match via
-                        .send(http::Method::GET, "/v1/secrets/data/rot/0", None)
-                        .await
-                    {
-                        Ok(r) if r.status == http::StatusCode::OK => {}
-                        Ok(r) => failures.push(format!(
-                            "{} {}",
-                            r.status,
-                            String::from_utf8_lossy(&r.body)
-                        )),
-                        Err(e) => failures.push(e.to_string()),
-                    }
-                    reads += 1;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                (reads, failures)
+                let go = || tokio::time::Instant::now() < deadline;
+                let addr = format!("127.0.0.1:{nexus_port}");
+                spike_e2e::readers::read_while(addr, nexus, source, "rot/0", go, 100_000).await
             }));
         }
         // Count the first reader's SVID changes while they run.
