@@ -61,25 +61,37 @@ async fn verify_copy(
 }
 
 /// The newest [`MAX_SHIPPED_CHECKPOINTS`] shipped checkpoint lines of a sink file (a
-/// syslog file holds other lines too: only those with a checkpoint count). Their tags are
-/// Nexus's to check.
+/// syslog file holds other lines too: only those with a checkpoint count). Read line by
+/// line, holding only those kept, since a syslog file can be far larger than memory. Their
+/// tags are Nexus's to check.
 fn shipped_lines(path: &std::path::Path) -> CliResult<Vec<String>> {
-    let text = std::fs::read(path)
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
-    let mut lines: Vec<String> = String::from_utf8_lossy(&text)
-        .lines()
-        .filter(|l| l.contains(SHIPPED_MARKER))
-        .map(str::to_owned)
-        .collect();
-    if lines.is_empty() {
+    use std::io::BufRead;
+    let cannot =
+        |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(cannot)?);
+    let mut kept = std::collections::VecDeque::with_capacity(MAX_SHIPPED_CHECKPOINTS);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(cannot)? == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.contains(SHIPPED_MARKER) {
+            if kept.len() == MAX_SHIPPED_CHECKPOINTS {
+                kept.pop_front();
+            }
+            kept.push_back(text.trim_end().to_owned());
+        }
+    }
+    if kept.is_empty() {
         return Err(CliError::Usage(format!(
             "{} holds no shipped audit checkpoint (lines with \"{}\")",
             path.display(),
             SHIPPED_MARKER.trim_end()
         )));
     }
-    lines.drain(..lines.len().saturating_sub(MAX_SHIPPED_CHECKPOINTS));
-    Ok(lines)
+    Ok(kept.into())
 }
 
 /// Has Nexus verify the audit chain (its live log, or a copy), against shipped checkpoints
