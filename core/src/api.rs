@@ -431,6 +431,39 @@ impl ShareBody {
     }
 }
 
+/// Keeper `PUT /v1/witness` and `GET /v1/witness` (Nexus only): the store's freshness
+/// witness, which keepers hold outside the data directory so Nexus can tell an older copy of
+/// its store on the next unseal. Not secret: a generation and two hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WitnessBody {
+    /// Changing write transactions since the store first kept a witness.
+    pub generation: u64,
+    /// Digest of the store's contents at that generation, 64 hex digits.
+    #[serde(with = "hex32")]
+    pub digest: [u8; 32],
+    /// Nexus's tag over the two, 64 hex digits.
+    #[serde(with = "hex32")]
+    pub tag: [u8; 32],
+}
+
+/// 32 bytes as 64 hex digits.
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out)
+            .map_err(|_| serde::de::Error::custom("expected 64 hex digits"))?;
+        Ok(out)
+    }
+}
+
 /// Query of policy listing filters (reserved for later use).
 pub type Labels = BTreeMap<String, String>;
 
@@ -754,6 +787,20 @@ mod tests {
         assert_eq!((back.share.index(), back.epoch), (255, u32::MAX));
         assert_eq!(back.to_json().unwrap(), json);
         assert!(ShareBody::from_json(b"{\"share\":1}".to_vec()).is_err());
+    }
+
+    #[test]
+    fn witness_body_is_hex_and_strict() {
+        let body = WitnessBody {
+            generation: 9,
+            digest: [0xab; 32],
+            tag: [1; 32],
+        };
+        let json = serde_json::to_string(&body).unwrap();
+        assert!(json.contains(&"ab".repeat(32)), "{json}");
+        assert_eq!(serde_json::from_str::<WitnessBody>(&json).unwrap(), body);
+        let short = json.replace(&"ab".repeat(32), "abab");
+        assert!(serde_json::from_str::<WitnessBody>(&short).is_err());
     }
 }
 

@@ -535,6 +535,52 @@ impl Cluster {
         }
     }
 
+    /// Starts Nexus on a data directory changed behind its back and waits (up to 20 s) until it
+    /// stays sealed with a reason containing `what` (`STORE ROLLED BACK`, `STORE EDITED`);
+    /// returns the reason. Nexus keeps running.
+    pub fn start_nexus_expecting_refusal(&mut self, what: &str) -> String {
+        self.start_nexus();
+        let mut reason = String::new();
+        let refused = wait_until(Duration::from_secs(20), || match self.readyz() {
+            Some((503, body)) if body.contains(what) => {
+                reason = body;
+                true
+            }
+            _ => false,
+        });
+        assert!(refused, "expected {what:?}, got {:?}", self.readyz());
+        reason
+    }
+
+    /// Kills Nexus and starts it again accepting the store generation a freshness `refusal`
+    /// names (`--accept-store-generation`, replacing an earlier one), as the rollback runbook
+    /// says. Does not wait for it to open.
+    pub fn restart_nexus_accepting(&mut self, refusal: &str) {
+        let generation: String = refusal
+            .split("accept_store_generation = ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no generation to accept in {refusal}"))
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        self.kill_nexus();
+        self.forget_accepted_generation();
+        self.nexus_extra_args
+            .extend(["--accept-store-generation".into(), generation]);
+        self.start_nexus();
+    }
+
+    /// Drops an `--accept-store-generation` given before, for the next start.
+    pub fn forget_accepted_generation(&mut self) {
+        if let Some(at) = self
+            .nexus_extra_args
+            .iter()
+            .position(|a| a == "--accept-store-generation")
+        {
+            self.nexus_extra_args.drain(at..at + 2);
+        }
+    }
+
     /// Starts every keeper and Nexus, and bootstraps (threshold `t`).
     pub fn start_all(&mut self, threshold: u8) {
         for i in 1..=self.keepers.len() {

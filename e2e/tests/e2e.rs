@@ -46,6 +46,8 @@ mod oracle;
 mod quickstart;
 #[path = "e2e/recovery.rs"]
 mod recovery;
+#[path = "e2e/rollback.rs"]
+mod rollback;
 #[path = "e2e/rotation_faults.rs"]
 mod rotation_faults;
 #[path = "e2e/rotation_revokes.rs"]

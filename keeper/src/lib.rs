@@ -11,6 +11,12 @@
 //! every push (`PUT /v1/share?keep=<epoch>`); a push without `keep` drops the previous share.
 //! So a Nexus that crashes, even twice in a row, part-way through pushing a new split still
 //! finds `threshold` keepers holding the old one (`GET /v1/share/previous`).
+//!
+//! A keeper also holds the store's freshness witness (`PUT`/`GET /v1/witness`): the latest
+//! generation and digest of Nexus's store, tagged by Nexus. It is a witness outside the data
+//! directory, so an older copy of the store put back behind Nexus's back is refused on the next
+//! unseal. A keeper cannot check the tag (it has no key) and does not need to: it keeps the
+//! latest push, and Nexus checks what it gets back.
 #![warn(missing_docs)]
 
 mod config;
@@ -28,7 +34,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 use serde::Deserialize;
-use spike_core::api::ShareBody;
+use spike_core::api::{ShareBody, WitnessBody};
 use spike_core::error::{ApiError, ErrorCode};
 use spike_core::id::{Builtin, TrustDomain};
 use spike_runtime::net::{ConnLimits, serve_mtls, serve_plain_bounded};
@@ -69,6 +75,8 @@ struct Slot(RwLock<Held>);
 struct Held {
     current: Option<ShareBody>,
     previous: Option<ShareBody>,
+    /// The store's freshness witness as last pushed (not secret).
+    witness: Option<WitnessBody>,
 }
 
 impl Held {
@@ -263,6 +271,7 @@ fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/v1/share", get(get_share).put(put_share))
         .route("/v1/share/previous", get(get_previous))
+        .route("/v1/witness", get(get_witness).put(put_witness))
         .fallback(not_found)
         .with_state(state)
 }
@@ -357,6 +366,38 @@ async fn put_share(
     slot.store(body, query.keep);
     let kept = slot.previous.as_ref().map(|b| b.epoch);
     tracing::info!(index = state.index, epoch, replaced, ?kept, "share stored");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_witness(State(state): State<AppState>) -> Result<Json<WitnessBody>, AppError> {
+    let slot = state
+        .slot
+        .0
+        .read()
+        .map_err(|_| err(ErrorCode::Internal, "keeper state is unavailable"))?;
+    slot.witness
+        .map(Json)
+        .ok_or_else(|| err(ErrorCode::NotFound, "this keeper holds no witness"))
+}
+
+async fn put_witness(
+    State(state): State<AppState>,
+    body: Result<Json<WitnessBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, AppError> {
+    let Json(body) = body.map_err(|_| err(ErrorCode::BadRequest, "body is not a valid witness"))?;
+    let mut slot = state
+        .slot
+        .0
+        .write()
+        .map_err(|_| err(ErrorCode::Internal, "keeper state is unavailable"))?;
+    if slot.witness.map(|w| w.generation) != Some(body.generation) {
+        tracing::debug!(
+            index = state.index,
+            generation = body.generation,
+            "witness stored"
+        );
+    }
+    slot.witness = Some(body);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -283,6 +283,11 @@ pub(crate) async fn restore(nexus: &Nexus, req: RestoreRequest) -> AppResult<Res
                         keepers_acknowledged: acked,
                     })
                 }
+                Err(unseal::UnsealError::Stale(e)) => {
+                    put_back(pending);
+                    // The operator restoring must see why (the rollback runbook applies).
+                    Err(AppError::new(ErrorCode::Unavailable, e.to_string()))
+                }
                 Err(e) => {
                     put_back(pending);
                     Err(AppError::internal("open after restore", e))

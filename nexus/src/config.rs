@@ -57,6 +57,9 @@ pub struct NexusConfig {
     pub conn: ConnLimits,
     /// The Kubernetes operator's (`/spike/operator`) scope; `None` gives it nothing.
     pub operator_scope: Option<AdminScope>,
+    /// Open a store at this generation even if it is older than the keepers remember (the
+    /// rollback runbook).
+    pub accept_store_generation: Option<u64>,
 }
 
 impl NexusConfig {
@@ -79,6 +82,7 @@ impl NexusConfig {
             rate_limits: RateLimits::default(),
             conn: ConnLimits::default(),
             operator_scope: None,
+            accept_store_generation: None,
         }
     }
 }
@@ -120,6 +124,11 @@ pub struct NexusArgs {
     /// How often keepers are polled while sealed and checked while open.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keeper_interval: Option<Duration>,
+    /// Open a data directory at this store generation even though it is older than the
+    /// keepers remember: give the generation the STORE ROLLED BACK refusal shows
+    /// (docs/runbooks/data-directory-rolled-back.md). Remove it once Nexus is open.
+    #[arg(long, value_name = "GENERATION")]
+    pub accept_store_generation: Option<String>,
     /// Versions kept per secret.
     #[arg(id = "limits.max_versions", long = "max-versions", value_name = "N")]
     pub max_versions: Option<u32>,
@@ -185,6 +194,9 @@ pub struct NexusSettings {
     pub log_format: LogFormat,
     /// Lock all memory (mlockall) before any key is held.
     pub mlock: bool,
+    /// Open a store at this generation (a number) even if the keepers remember a newer one;
+    /// empty accepts nothing.
+    pub accept_store_generation: String,
     /// `[identity]`: where the SVID comes from.
     pub identity: IdentityConfig,
     /// `[server]`: connection limits of the mTLS API.
@@ -283,6 +295,7 @@ impl Default for NexusSettings {
             keeper_interval: Duration::from_secs(2),
             log_format: LogFormat::Text,
             mlock: false,
+            accept_store_generation: String::new(),
             identity: IdentityConfig::default(),
             server: ConnLimits::default(),
             limits: LimitSettings::default(),
@@ -423,6 +436,14 @@ impl NexusSettings {
         }
         crate::audit_log::check_max_file_bytes("audit.max_file_bytes", self.audit.max_file_bytes)?;
         let audit_ship = self.audit.ship()?;
+        let accept_store_generation = match self.accept_store_generation.trim() {
+            "" => None,
+            n => Some(n.parse::<u64>().map_err(|_| {
+                ConfigError::invalid(format!(
+                    "accept_store_generation must be a store generation (a whole number), not {n:?}"
+                ))
+            })?),
+        };
         let identity = self.identity.to_args()?;
         let operator_scope = self.operator.scope(&self.identity.trust_domain)?;
         let config = NexusConfig {
@@ -447,6 +468,7 @@ impl NexusSettings {
             rate_limits: self.rate_limits,
             conn: self.server,
             operator_scope,
+            accept_store_generation,
         };
         Ok(Runtime {
             config,
@@ -513,6 +535,36 @@ mod tests {
         s.keepers.clear();
         let e = s.into_runtime().unwrap_err().to_string();
         assert!(e.contains("--keeper"), "{e}");
+    }
+
+    #[test]
+    fn an_accepted_store_generation_is_a_whole_number_or_nothing() {
+        let with = |v: &str| NexusSettings {
+            keepers: vec!["k:1".into()],
+            audit_log: Some("/a.log".into()),
+            accept_store_generation: v.into(),
+            ..NexusSettings::default()
+        };
+        assert_eq!(
+            with("")
+                .into_runtime()
+                .unwrap()
+                .config
+                .accept_store_generation,
+            None
+        );
+        assert_eq!(
+            with(" 17 ")
+                .into_runtime()
+                .unwrap()
+                .config
+                .accept_store_generation,
+            Some(17)
+        );
+        for bad in ["-1", "latest", "1e3"] {
+            let e = with(bad).into_runtime().unwrap_err().to_string();
+            assert!(e.contains("accept_store_generation"), "{e}");
+        }
     }
 
     #[test]

@@ -7,11 +7,11 @@
 //! exported as a gauge.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use spike_core::api::ShareBody;
+use spike_core::api::{ShareBody, WitnessBody};
 use spike_core::crypto::Share;
 use spike_core::id::{Builtin, TrustDomain};
 use spike_runtime::net::{ClientError, MtlsClient};
@@ -211,6 +211,42 @@ impl Keeper {
         }
     }
 
+    /// The freshness witness the keeper holds; `None` if it holds none or did not answer.
+    async fn witness(&self) -> Option<WitnessBody> {
+        match self.client.send(Method::GET, "/v1/witness", None).await {
+            Ok(r) if r.status == StatusCode::OK => match serde_json::from_slice(&r.body) {
+                Ok(body) => Some(body),
+                Err(e) => {
+                    tracing::warn!(keeper = self.index, error = %e, "keeper sent a bad witness");
+                    None
+                }
+            },
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(keeper = self.index, error = %e, "keeper unreachable for its witness");
+                None
+            }
+        }
+    }
+
+    async fn push_witness(&self, body: &[u8]) -> bool {
+        match self
+            .client
+            .send(Method::PUT, "/v1/witness", Some(body.to_vec()))
+            .await
+        {
+            Ok(r) if r.status.is_success() => true,
+            Ok(r) => {
+                tracing::debug!(keeper = self.index, status = %r.status, "keeper refused the witness");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(keeper = self.index, error = %e, "keeper unreachable for the witness");
+                false
+            }
+        }
+    }
+
     async fn push(&self, share: &Share, epoch: u32, keep: Option<u32>) -> bool {
         let body = ShareBody {
             share: share.clone(),
@@ -247,8 +283,9 @@ impl Keeper {
     }
 }
 
-/// The configured keepers, keeper `i` (1-based) at position `i - 1`.
-pub(crate) struct Keepers(Vec<Keeper>);
+/// The configured keepers, keeper `i` (1-based) at position `i - 1`, and how many took the
+/// store's witness at the last push.
+pub(crate) struct Keepers(Vec<Keeper>, AtomicUsize);
 
 impl Keepers {
     /// Clients for `addrs`, each checking that its server is `spike/keeper/<i>`.
@@ -274,7 +311,7 @@ impl Keepers {
                 })
             })
             .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+            .map(|keepers| Self(keepers, AtomicUsize::new(0)))
     }
 
     /// How many keepers are configured.
@@ -329,6 +366,40 @@ impl Keepers {
             acked = acked.saturating_add(u8::from(ok));
         }
         acked
+    }
+
+    /// The freshness witnesses the keepers hold, as `(keeper index, witness)`, for those that
+    /// answered with one.
+    pub(crate) async fn witnesses(&self) -> Vec<(u8, WitnessBody)> {
+        let calls = self
+            .0
+            .iter()
+            .map(|k| async move { k.witness().await.map(|w| (k.index, w)) });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Sends every keeper the freshness witness; returns how many acknowledged.
+    pub(crate) async fn push_witness(&self, witness: &WitnessBody) -> usize {
+        let Ok(body) = serde_json::to_vec(witness) else {
+            return 0;
+        };
+        let calls = self.0.iter().map(|k| k.push_witness(&body));
+        let acked = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        self.1.store(acked, Ordering::Relaxed);
+        acked
+    }
+
+    /// How many keepers took the store's witness at the last push.
+    pub(crate) fn witnessing(&self) -> usize {
+        self.1.load(Ordering::Relaxed)
     }
 
     /// Sends one keeper (by 1-based index) its share; true if it acknowledged.

@@ -17,6 +17,7 @@
 //! recovery    the keeper timer: unseal while sealed, re-supply keepers while open
 //! reencrypt   after a rotation: move records to the new data key, then destroy the old
 //! unseal      initialize, rebuild from shares, open, verify, finish a pending change
+//! freshness   rollback detection: the store's witness, checked against the keepers
 //! keepers     fetch and push shares; keeper reachability (logs, gauge)
 //! state       Nexus: status, init record storage, authorization, audit
 //! engines:    secrets, policies, records (tag/verify), keys (open keys, splits, init record)
@@ -38,6 +39,7 @@ mod extract;
 mod fault;
 #[cfg(test)]
 mod fixtures;
+mod freshness;
 mod keepers;
 mod keys;
 mod metrics;

@@ -58,10 +58,30 @@ impl Metrics {
     }
 }
 
-/// The keeper gauges: how many keepers are configured and how many answered as themselves
-/// at the last check (one check per keeper interval).
-pub(crate) fn render_keepers(reachable: usize, configured: usize) -> String {
+/// The keeper gauges: how many keepers are configured, how many answered as themselves at the
+/// last check (one check per keeper interval) and how many took the store's witness then; and
+/// the store's generation, for a store that keeps a witness.
+pub(crate) fn render_keepers(
+    reachable: usize,
+    configured: usize,
+    witnessing: usize,
+    generation: Option<u64>,
+) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP spike_nexus_keepers_witnessing Keepers that took the store's freshness witness at the last push."
+    );
+    let _ = writeln!(out, "# TYPE spike_nexus_keepers_witnessing gauge");
+    let _ = writeln!(out, "spike_nexus_keepers_witnessing {witnessing}");
+    if let Some(generation) = generation {
+        let _ = writeln!(
+            out,
+            "# HELP spike_store_generation Changing write transactions since the store first kept a witness."
+        );
+        let _ = writeln!(out, "# TYPE spike_store_generation gauge");
+        let _ = writeln!(out, "spike_store_generation {generation}");
+    }
     let _ = writeln!(
         out,
         "# HELP spike_nexus_keepers_reachable Keepers that answered as themselves at the last check."

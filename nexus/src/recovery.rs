@@ -3,7 +3,8 @@
 //! open it checks each keeper and re-sends the share (derived deterministically from the root
 //! key) to any keeper that has none or a wrong one, so a restarted keeper is whole again
 //! within one interval, and it finishes a pending rotation or rekey once enough keepers hold
-//! the new split. What the shares mean is decided in `unseal` and `rotation`.
+//! the new split, and hands every keeper the store's latest freshness witness. What the
+//! shares mean is decided in `unseal` and `rotation`; what the witness means, in `freshness`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ async fn tick(nexus: &Nexus) {
         }
         Status::Open(o) => {
             replenish(nexus, &o.keys).await;
+            crate::freshness::publish(nexus).await;
             nexus.flush_suppressed(&o).await;
         }
     }

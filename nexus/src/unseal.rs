@@ -1,8 +1,9 @@
 //! Unsealing: creating the root key (bootstrap), rebuilding it from shares, checking it
-//! against the init record, opening, proving the keepers' shares rebuild it (verify), and
+//! against the init record, checking that the store is not older than the keepers remember
+//! (`freshness`), opening, proving the keepers' shares rebuild it (verify), and
 //! finishing a root-key change a crash interrupted (the state machine is in the `rotation`
 //! module). Routes, the recovery timer, rotation and break-glass restore call in here; this
-//! module calls only the state, the keys and the keepers.
+//! module calls only the state, the keys, the keepers and `freshness`.
 
 use spike_core::api::{InitRequest, InitResponse, ShareBody, VerifyResponse};
 use spike_core::crypto::{CryptoError, KeyRing, RootKey, Share, ShareParams};
@@ -10,6 +11,7 @@ use spike_core::error::ErrorCode;
 
 use crate::error::{AppError, AppResult};
 use crate::fault;
+use crate::freshness::{self, Fresh, StaleStore};
 use crate::keys::{InitRecord, OpenKeys};
 use crate::state::{InitStoreError, Nexus, OpenError};
 
@@ -36,6 +38,9 @@ pub(crate) enum UnsealError {
     /// The redone change could not be recorded.
     #[error("cannot redo the interrupted change: {0}")]
     Redo(#[source] InitStoreError),
+    /// The key is right, but the store is older than the keepers remember, or was edited.
+    #[error("{0}")]
+    Stale(#[from] StaleStore),
     /// The key is right, but Nexus could not open with it.
     #[error("cannot open: {0}")]
     Open(#[from] OpenError),
@@ -104,6 +109,8 @@ pub(crate) async fn open_rebuilt(
     root: RootKey,
     ring: KeyRing,
 ) -> Result<u8, UnsealError> {
+    // Before anything is written with this key: the redo below commits.
+    log_freshness(freshness::check(nexus, ring.audit_key()).await?);
     let current = record.current();
     let params = current.params().map_err(UnsealError::Record)?;
     let keep = record.previous().map(|p| p.epoch());
@@ -134,6 +141,7 @@ pub(crate) async fn open_rebuilt(
     };
     let (epoch, shares) = keys.keeper_shares().map_err(UnsealError::Key)?;
     nexus.open_with(keys).await?;
+    freshness::publish(nexus).await;
     let step = if via_previous { "redo" } else { "unseal" };
     let acked = nexus.keepers().push(step, epoch, &shares, keep).await;
     match finish_if_confirmed(nexus, epoch, acked).await {
@@ -142,6 +150,26 @@ pub(crate) async fn open_rebuilt(
         Err(e) => tracing::warn!(error = %e, "cannot drop the previous split yet"),
     }
     Ok(acked)
+}
+
+fn log_freshness(fresh: Fresh) {
+    match fresh {
+        Fresh::NoFiles => {}
+        Fresh::Checked {
+            generation,
+            remembered,
+        } => tracing::info!(
+            generation,
+            ?remembered,
+            "the store is at least as new as the keepers remember"
+        ),
+        Fresh::Accepted { generation } => {
+            tracing::warn!(
+                generation,
+                "opened a store the freshness check refused, as configured"
+            );
+        }
+    }
 }
 
 /// Drops the previous split once `confirmed` keepers (at least the threshold) hold shares of
@@ -195,6 +223,11 @@ pub(crate) async fn initialize(nexus: &Nexus, req: InitRequest) -> AppResult<Ini
     }
     let (keys, record) = OpenKeys::create(req.shares, req.threshold)
         .map_err(|e| AppError::internal("key generation", e))?;
+    // A new key: keepers can remember nothing this deployment tagged, so this only arms the
+    // witness before the first write.
+    freshness::check(nexus, keys.audit_key())
+        .await
+        .map_err(|e| AppError::new(ErrorCode::Unavailable, e.to_string()))?;
     if !nexus.create_init(&record).await? {
         // Someone else initialized first; their key stands.
         return Ok(InitResponse {
@@ -210,6 +243,7 @@ pub(crate) async fn initialize(nexus: &Nexus, req: InitRequest) -> AppResult<Ini
         .await
         .map_err(|e| AppError::internal("open after init", &e))?;
     let acked = nexus.keepers().push("init", epoch, &shares, None).await;
+    freshness::publish(nexus).await;
     tracing::info!(
         acked,
         shares = req.shares,

@@ -16,6 +16,7 @@ use redb::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{Batch, Op, check_key};
+use crate::freshness::{Armed, Digest, Witness, WitnessKey};
 use crate::{Counters, ScanRange, Store, StoreError, StoreStats, Table, scan_range};
 
 /// The newest on-disk format this build reads and writes.
@@ -30,6 +31,8 @@ pub const DATA_FILE_NAME: &str = "spike.redb";
 /// The store's own bookkeeping table; the leading `_` keeps it apart from every [`Table`].
 const INTERNAL: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("__spike_store");
 const FORMAT_KEY: &[u8] = b"format_version";
+/// The freshness witness (see [`crate::freshness`]), written with every change once armed.
+const WITNESS_KEY: &[u8] = b"witness";
 
 /// Most batches one group commit takes.
 const MAX_GROUP_BATCHES: usize = 256;
@@ -58,7 +61,21 @@ enum Job {
     Batch(Pending),
     /// Compact the file once every earlier batch is committed.
     Compact(oneshot::Sender<Result<(), StoreError>>),
+    /// Start keeping the witness under this key, from the state after every earlier batch.
+    Arm(
+        Arc<dyn WitnessKey>,
+        oneshot::Sender<Result<Armed, StoreError>>,
+    ),
 }
+
+/// The witness the writer keeps once armed: the key, and the witness as of the last commit.
+#[derive(Default)]
+struct Keeping {
+    armed: Option<(Arc<dyn WitnessKey>, Witness)>,
+}
+
+/// Shared by the writer (which updates it after each commit) and the store (which reads it).
+type WitnessSlot = Arc<Mutex<Keeping>>;
 
 /// The open database, shared by readers and the writer; `None` once closed. Compaction takes it
 /// out for as long as it runs.
@@ -116,6 +133,15 @@ pub struct RedbStore {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
+    witness: WitnessSlot,
+}
+
+impl std::fmt::Debug for Keeping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keeping")
+            .field("witness", &self.armed.as_ref().map(|(_, w)| w))
+            .finish()
+    }
 }
 
 impl RedbStore {
@@ -137,14 +163,16 @@ impl RedbStore {
 
         let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let counters = Arc::new(Counters::default());
+        let witness = WitnessSlot::default();
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         let writer = std::thread::Builder::new()
             .name("spike-store-writer".into())
             .spawn({
                 let db = Arc::clone(&db);
                 let counters = Arc::clone(&counters);
+                let witness = Arc::clone(&witness);
                 let path = path.clone();
-                move || run_writer(&db, &path, receiver, &counters)
+                move || run_writer(&db, &path, receiver, &counters, &witness)
             })
             .map_err(|e| StoreError::io(&path, e))?;
 
@@ -154,6 +182,7 @@ impl RedbStore {
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(writer)),
             counters,
+            witness,
         })
     }
 
@@ -202,10 +231,10 @@ impl RedbStore {
     }
 
     /// Queues `job` for the writer and waits for its answer.
-    async fn ask_writer(
+    async fn ask_writer<T>(
         &self,
-        job: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job,
-    ) -> Result<(), StoreError> {
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
         let queue = self
             .queue
             .lock()
@@ -300,6 +329,17 @@ impl Store for RedbStore {
         self.ask_writer(Job::Compact).await
     }
 
+    async fn arm_witness(&self, key: Arc<dyn WitnessKey>) -> Result<Option<Armed>, StoreError> {
+        self.ask_writer(|reply| Job::Arm(key, reply))
+            .await
+            .map(Some)
+    }
+
+    fn witness(&self) -> Option<Witness> {
+        let keeping = self.witness.lock().unwrap_or_else(PoisonError::into_inner);
+        keeping.armed.as_ref().map(|(_, w)| *w)
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         // Commits already holding a sender still get served: the writer stops only once every
         // sender is gone and the queue is empty.
@@ -351,7 +391,13 @@ impl Store for RedbStore {
 
 /// The writer thread: takes groups of queued batches and commits each group in one
 /// transaction; a compaction waits for the batches queued before it.
-fn run_writer(slot: &Slot, path: &Path, mut queue: mpsc::Receiver<Job>, counters: &Counters) {
+fn run_writer(
+    slot: &Slot,
+    path: &Path,
+    mut queue: mpsc::Receiver<Job>,
+    counters: &Counters,
+    witness: &WitnessSlot,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP_BATCHES);
     let mut held: Option<Job> = None;
     loop {
@@ -361,6 +407,14 @@ fn run_writer(slot: &Slot, path: &Path, mut queue: mpsc::Receiver<Job>, counters
         let first = match job {
             Job::Compact(reply) => {
                 let _ = reply.send(compact(slot, path));
+                continue;
+            }
+            Job::Arm(key, reply) => {
+                let db = slot.read().unwrap_or_else(PoisonError::into_inner).clone();
+                let armed = db
+                    .ok_or(StoreError::Closed)
+                    .and_then(|db| arm(&db, key, witness));
+                let _ = reply.send(armed);
                 continue;
             }
             Job::Batch(first) => first,
@@ -373,23 +427,38 @@ fn run_writer(slot: &Slot, path: &Path, mut queue: mpsc::Receiver<Job>, counters
                     bytes += next.batch.size_bytes();
                     group.push(next);
                 }
-                Ok(compaction) => {
-                    held = Some(compaction);
+                Ok(other) => {
+                    held = Some(other);
                     break;
                 }
                 Err(_) => break,
             }
         }
         let db = slot.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let keeping = witness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .armed
+            .clone();
         let result = match &db {
-            Some(db) => commit_group(db, &group),
+            Some(db) => commit_group(db, &group, keeping.as_ref()),
             None => Err(StoreError::Closed),
         };
         drop(db);
         match result {
-            Ok((outcomes, synced)) => {
+            Ok((outcomes, synced, next)) => {
                 if synced {
                     Counters::add(&counters.transactions, 1);
+                }
+                if let (Some(next), Some((_, current))) = (
+                    next,
+                    witness
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .armed
+                        .as_mut(),
+                ) {
+                    *current = next;
                 }
                 for (pending, outcome) in group.drain(..).zip(outcomes) {
                     // A caller that gave up is not an error; its batch is applied regardless.
@@ -540,12 +609,16 @@ fn zero_file(file: &File) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Applies `group` in one durable transaction. Returns each batch's outcome and whether a
-/// transaction was committed (a group of only conflicts commits nothing).
+/// Each batch's outcome, whether a transaction was committed (a group of only conflicts
+/// commits nothing), and the witness it stored, if armed.
+type GroupResult = (Vec<Result<(), StoreError>>, bool, Option<Witness>);
+
+/// Applies `group` in one durable transaction, and, when `armed`, the next witness with it.
 fn commit_group(
     db: &Database,
     group: &[Pending],
-) -> Result<(Vec<Result<(), StoreError>>, bool), StoreError> {
+    armed: Option<&(Arc<dyn WitnessKey>, Witness)>,
+) -> Result<GroupResult, StoreError> {
     let mut txn = db
         .begin_write()
         .map_err(|e| StoreError::backend("starting a write transaction", e))?;
@@ -557,30 +630,81 @@ fn commit_group(
 
     let mut outcomes = Vec::with_capacity(group.len());
     let mut changed = false;
+    // Worked on a copy: if the transaction fails, the witness stays as it was.
+    let mut digest = armed.map(|(key, w)| (key.as_ref(), w.digest));
     {
         let mut tables = HashMap::new();
         for pending in group {
-            let outcome = apply_batch(&txn, &mut tables, &pending.batch)?;
+            let outcome = apply_batch(&txn, &mut tables, &pending.batch, digest.as_mut())?;
             changed |= outcome.is_ok() && !pending.batch.ops.is_empty();
             outcomes.push(outcome);
         }
     }
-    if changed {
-        txn.commit()
-            .map_err(|e| StoreError::backend("committing", e))?;
-    } else {
+    if !changed {
         txn.abort()
             .map_err(|e| StoreError::backend("ending a write transaction", e))?;
+        return Ok((outcomes, false, None));
     }
-    Ok((outcomes, changed))
+    let next = match (armed, digest) {
+        (Some((_, current)), Some((key, digest))) => {
+            let next = Witness::tagged(key, current.generation.saturating_add(1), digest);
+            txn.open_table(INTERNAL)
+                .map_err(|e| StoreError::backend("opening the store's own table", e))?
+                .insert(WITNESS_KEY, next.encode().as_slice())
+                .map_err(|e| StoreError::backend("writing the witness", e))?;
+            Some(next)
+        }
+        _ => None,
+    };
+    txn.commit()
+        .map_err(|e| StoreError::backend("committing", e))?;
+    Ok((outcomes, true, next))
+}
+
+/// Reads the stored witness and the digest of every entry, and starts keeping the witness
+/// under `key` from there: the stored generation (0 if none) and the digest actually found.
+fn arm(db: &Database, key: Arc<dyn WitnessKey>, slot: &WitnessSlot) -> Result<Armed, StoreError> {
+    let backend = |e: redb::Error| StoreError::backend("reading the store for its witness", e);
+    let txn = db.begin_read().map_err(|e| backend(e.into()))?;
+    let raw = match txn.open_table(INTERNAL) {
+        Ok(internal) => internal
+            .get(WITNESS_KEY)
+            .map_err(|e| backend(e.into()))?
+            .map(|v| v.value().to_vec()),
+        Err(TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(backend(e.into())),
+    };
+    let stored = raw.as_deref().and_then(Witness::decode);
+    let mut contents = Digest::EMPTY;
+    for handle in txn.list_tables().map_err(|e| backend(e.into()))? {
+        if handle.name() == INTERNAL.name() {
+            continue;
+        }
+        let def: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new(handle.name());
+        let rows = txn.open_table(def).map_err(|e| backend(e.into()))?;
+        for entry in rows.iter().map_err(|e| backend(e.into()))? {
+            let (k, v) = entry.map_err(|e| backend(e.into()))?;
+            contents.add(key.entry_hash(handle.name(), k.value(), v.value()));
+        }
+    }
+    let generation = stored.map_or(0, |w| w.generation);
+    let current = Witness::tagged(key.as_ref(), generation, contents);
+    slot.lock().unwrap_or_else(PoisonError::into_inner).armed = Some((key, current));
+    Ok(Armed {
+        stored,
+        malformed: raw.is_some() && stored.is_none(),
+        contents,
+    })
 }
 
 /// Applies one batch inside the group's transaction, or answers which condition failed. An
 /// `Err` is a backend failure that dooms the whole group (the batch may be half applied).
+/// With `digest`, every entry it replaces, removes or adds is accounted in it.
 fn apply_batch<'txn>(
     txn: &'txn WriteTransaction,
     tables: &mut HashMap<Table, RedbTable<'txn>>,
     batch: &Batch,
+    mut digest: Option<&mut (&dyn WitnessKey, Digest)>,
 ) -> Result<Result<(), StoreError>, StoreError> {
     for (index, condition) in batch.conditions.iter().enumerate() {
         let rows = open_write(txn, tables, condition.table())?;
@@ -594,14 +718,23 @@ fn apply_batch<'txn>(
     for op in &batch.ops {
         match op {
             Op::Put { table, key, value } => {
-                open_write(txn, tables, *table)?
+                let old = open_write(txn, tables, *table)?
                     .insert(key.as_slice(), value.as_slice())
                     .map_err(|e| StoreError::backend("writing", e))?;
+                if let Some((witness, digest)) = digest.as_deref_mut() {
+                    if let Some(old) = old {
+                        digest.sub(witness.entry_hash(table.name(), key, old.value()));
+                    }
+                    digest.add(witness.entry_hash(table.name(), key, value));
+                }
             }
             Op::Delete { table, key } => {
-                open_write(txn, tables, *table)?
+                let old = open_write(txn, tables, *table)?
                     .remove(key.as_slice())
                     .map_err(|e| StoreError::backend("deleting", e))?;
+                if let (Some((witness, digest)), Some(old)) = (digest.as_deref_mut(), old) {
+                    digest.sub(witness.entry_hash(table.name(), key, old.value()));
+                }
             }
         }
     }

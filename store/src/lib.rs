@@ -30,6 +30,7 @@
 mod batch;
 mod durable;
 mod error;
+pub mod freshness;
 mod memory;
 
 use std::fmt;
@@ -39,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use batch::Batch;
 pub use durable::{DATA_FILE_NAME, FORMAT_VERSION, RedbStore};
 pub use error::StoreError;
+pub use freshness::{Armed, Witness, WitnessKey};
 pub use memory::MemoryStore;
 
 /// Longest key accepted, in bytes (4 KiB). Keys are paths or hashes; anything longer is a bug or
@@ -166,6 +168,24 @@ pub trait Store: Send + Sync + 'static {
     /// files does nothing.
     async fn compact(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Starts keeping the freshness witness under `key` (see [`freshness`]) and reports what
+    /// the store held: the witness it stored and the digest of its actual contents. From then
+    /// on every commit that changes anything stores the next witness with its change. Arming
+    /// again rereads the store. A backend without files has nothing to roll back, keeps no
+    /// witness and returns `None`.
+    async fn arm_witness(
+        &self,
+        key: std::sync::Arc<dyn WitnessKey>,
+    ) -> Result<Option<Armed>, StoreError> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// The witness as of the last commit, once armed.
+    fn witness(&self) -> Option<Witness> {
+        None
     }
 
     /// Stops the store: commits already submitted finish, later calls fail with

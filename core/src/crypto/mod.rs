@@ -27,6 +27,7 @@ mod cipher;
 mod envelope;
 mod error;
 mod framed;
+mod freshness;
 mod keys;
 mod mac;
 mod ring;
@@ -38,6 +39,7 @@ pub use aad::{Aad, RecordType};
 pub use cipher::{CIPHER_FORMAT, CIPHER_OVERHEAD, CipherAad, CipherBinding, CipherKey};
 pub use envelope::{ENVELOPE_FORMAT, ENVELOPE_OVERHEAD, EnvelopeKey};
 pub use error::CryptoError;
+pub use freshness::{FRESHNESS_LEN, FreshnessKey};
 pub(crate) use keys::hmac_sha256;
 pub use keys::{
     DataKey, KEY_LEN, KeyId, KeyPurpose, ParseKeyIdError, RootKey, SubKey, fill_random,

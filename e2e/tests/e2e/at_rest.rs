@@ -1,5 +1,7 @@
 //! What someone who can read or write the data directory gets: no plaintext, and every moved
-//! or edited record fails closed.
+//! or edited record fails closed. The store's freshness witness refuses every such edit before
+//! Nexus opens (`rollback.rs`); these tests accept each one on purpose to show that the
+//! records' own tags still fail closed behind it.
 
 use std::time::Duration;
 
@@ -26,6 +28,13 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Starts Nexus on a store edited behind its back: it refuses with `STORE EDITED`; then starts
+/// it again accepting the edit on purpose, as an operator investigating would.
+fn start_accepting_the_edit(c: &mut Cluster) {
+    let reason = c.start_nexus_expecting_refusal("STORE EDITED");
+    c.restart_nexus_accepting(&reason);
 }
 
 #[test]
@@ -81,7 +90,7 @@ fn data_dir_holds_no_plaintext_and_tampering_fails_closed() {
         store.commit(b).await.unwrap();
         store.close().await.unwrap();
     });
-    c.start_nexus();
+    start_accepting_the_edit(&mut c);
     assert!(c.wait_ready(Duration::from_secs(20)), "{:?}", c.readyz());
     let out = c.spike(&admin, &["secret", "get", "rest/b"]);
     assert!(
@@ -110,7 +119,7 @@ fn data_dir_holds_no_plaintext_and_tampering_fails_closed() {
         store.commit(b).await.unwrap();
         store.close().await.unwrap();
     });
-    c.start_nexus();
+    start_accepting_the_edit(&mut c);
     assert!(c.wait_ready(Duration::from_secs(20)), "{:?}", c.readyz());
     let out = c.spike(&admin, &["secret", "get", "rest/a"]);
     assert!(
@@ -131,7 +140,8 @@ fn data_dir_holds_no_plaintext_and_tampering_fails_closed() {
         store.commit(b).await.unwrap();
         store.close().await.unwrap();
     });
-    c.start_nexus();
+    // Accepted as an edit, the forged policy still keeps Nexus closed.
+    start_accepting_the_edit(&mut c);
     std::thread::sleep(Duration::from_secs(2));
     let (status, body) = c.readyz().expect("readyz");
     assert_eq!(

@@ -333,10 +333,19 @@ impl Shared {
             .arg(format!("https://127.0.0.1:{}{path}", self.port))
             .output()
             .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
+        if said.ends_with("000") {
+            // No HTTP answer at all: say why (curl's error, the gateway's last words), so a
+            // rare failure here can be understood from one CI log.
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            said.push_str(&format!(
+                "\ncurl: {}\ngateway log (newest first):\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                tail.join("\n")
+            ));
+        }
+        (out.status.code(), said)
     }
 
     pub(super) fn log(&self) -> String {

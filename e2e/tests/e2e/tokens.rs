@@ -245,7 +245,10 @@ fn tokens_resolve_only_for_their_agent_and_gateway_and_survive_restart_and_rotat
         b.put(TOKENS, key, edited);
         store.commit(b).await.unwrap();
     });
-    c.start_nexus();
+    // The store's witness refuses the edit (rollback.rs); accepted on purpose, the binding's
+    // own tag still fails closed.
+    let reason = c.start_nexus_expecting_refusal("STORE EDITED");
+    c.restart_nexus_accepting(&reason);
     assert!(c.wait_ready(Duration::from_secs(30)), "{:?}", c.readyz());
     let (s, v) = resolve(&c, &rt, "/spike/gateway/gw", &ask(&token, AGENT));
     assert_eq!(s, 500, "{v}");

@@ -99,6 +99,8 @@ async fn metrics(State(n): N) -> Response {
     body.push_str(&crate::metrics::render_keepers(
         n.keepers().reachable(),
         n.keepers().len(),
+        n.keepers().witnessing(),
+        n.store().witness().map(|w| w.generation),
     ));
     body.push_str(&n.reencryption().render());
     if let Ok(o) = n.opened() {
