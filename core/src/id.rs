@@ -211,6 +211,8 @@ pub enum Builtin {
     Recover,
     /// `/spike/pilot/role/restore`
     Restore,
+    /// `/spike/pilot/role/backup`: takes backups of the store, nothing else.
+    Backup,
     /// `/spike/operator`
     Operator,
 }
@@ -225,6 +227,7 @@ impl Builtin {
             Self::Superuser => "/spike/pilot/role/superuser".into(),
             Self::Recover => "/spike/pilot/role/recover".into(),
             Self::Restore => "/spike/pilot/role/restore".into(),
+            Self::Backup => "/spike/pilot/role/backup".into(),
             Self::Operator => "/spike/operator".into(),
         }
     }
@@ -249,6 +252,7 @@ impl Builtin {
             "/spike/pilot/role/superuser" => Some(Self::Superuser),
             "/spike/pilot/role/recover" => Some(Self::Recover),
             "/spike/pilot/role/restore" => Some(Self::Restore),
+            "/spike/pilot/role/backup" => Some(Self::Backup),
             "/spike/operator" => Some(Self::Operator),
             p => {
                 let n = p.strip_prefix("/spike/keeper/")?;
@@ -315,6 +319,7 @@ mod tests {
             Builtin::Superuser,
             Builtin::Recover,
             Builtin::Restore,
+            Builtin::Backup,
             Builtin::Operator,
         ] {
             assert_eq!(Builtin::of(&b.id(&td), &td), Some(b));

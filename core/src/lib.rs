@@ -14,6 +14,7 @@
 pub mod admin_scope;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod crypto;
 pub mod error;
 pub mod id;

@@ -10,6 +10,8 @@ mod access;
 mod at_rest;
 #[path = "e2e/audit_log.rs"]
 mod audit_log;
+#[path = "e2e/backup.rs"]
+mod backup;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
 #[path = "e2e/bootstrap.rs"]

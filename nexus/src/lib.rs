@@ -14,6 +14,7 @@
 //! ```text
 //! routes      HTTP handlers; the only place typed errors become wire errors
 //! operator:   rotation (rotate, rekey: the state machine)   breakglass (export, restore)
+//!             backup (a sealed snapshot of the store)
 //! recovery    the keeper timer: unseal while sealed, re-supply keepers while open
 //! reencrypt   after a rotation: move records to the new data key, then destroy the old
 //! unseal      initialize, rebuild from shares, open, verify, finish a pending change
@@ -31,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 mod audit_log;
+mod backup;
 mod breakglass;
 mod clock;
 pub mod config;

@@ -1210,6 +1210,9 @@ impl Store for ConflictOnce {
         }
         self.inner.commit(b).await
     }
+    async fn snapshot(&self) -> Result<Vec<spike_store::SnapshotEntry>, spike_store::StoreError> {
+        self.inner.snapshot().await
+    }
     fn stats(&self) -> spike_store::StoreStats {
         self.inner.stats()
     }
@@ -1483,6 +1486,9 @@ impl Store for CountingStore {
     }
     async fn commit(&self, b: Batch) -> Result<(), spike_store::StoreError> {
         self.inner.commit(b).await
+    }
+    async fn snapshot(&self) -> Result<Vec<spike_store::SnapshotEntry>, spike_store::StoreError> {
+        self.inner.snapshot().await
     }
     fn stats(&self) -> spike_store::StoreStats {
         self.inner.stats()

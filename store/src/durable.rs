@@ -321,6 +321,30 @@ impl Store for RedbStore {
         self.counters.count_commit(self.submit(batch).await)
     }
 
+    async fn snapshot(&self) -> Result<Vec<crate::SnapshotEntry>, StoreError> {
+        self.read(|txn| {
+            let backend = |e: redb::Error| StoreError::backend("reading a snapshot", e);
+            let mut names: Vec<String> = txn
+                .list_tables()
+                .map_err(|e| backend(e.into()))?
+                .map(|t| t.name().to_owned())
+                .filter(|n| n != INTERNAL.name())
+                .collect();
+            names.sort();
+            let mut out = Vec::new();
+            for name in names {
+                let def: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new(&name);
+                let rows = txn.open_table(def).map_err(|e| backend(e.into()))?;
+                for entry in rows.iter().map_err(|e| backend(e.into()))? {
+                    let (k, v) = entry.map_err(|e| backend(e.into()))?;
+                    out.push((name.clone(), k.value().to_vec(), v.value().to_vec()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     fn stats(&self) -> StoreStats {
         self.counters.snapshot()
     }

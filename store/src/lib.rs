@@ -158,6 +158,11 @@ pub trait Store: Send + Sync + 'static {
     /// completes, the batch may or may not be applied.
     async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
 
+    /// Every entry of every table, from one consistent snapshot (commits made meanwhile are
+    /// wholly in it or wholly not), as `(table name, key, value)` in order of table name, then
+    /// key. For backups; it holds the whole store in memory.
+    async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError>;
+
     /// Counters for metrics.
     fn stats(&self) -> StoreStats;
 
@@ -193,6 +198,9 @@ pub trait Store: Send + Sync + 'static {
     /// (so the same directory can be opened again). Calling it again does nothing.
     async fn close(&self) -> Result<(), StoreError>;
 }
+
+/// One entry of [`Store::snapshot`]: a table's name, a key and its value.
+pub type SnapshotEntry = (String, Vec<u8>, Vec<u8>);
 
 /// Counters a store keeps for `/metrics`. All are totals since the store was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -106,6 +106,21 @@ impl Store for MemoryStore {
         self.counters.count_commit(self.try_commit(batch))
     }
 
+    async fn snapshot(&self) -> Result<Vec<crate::SnapshotEntry>, StoreError> {
+        self.check_open()?;
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<&Table> = tables.keys().collect();
+        names.sort_by_key(|t| t.name());
+        Ok(names
+            .into_iter()
+            .flat_map(|t| {
+                tables[t]
+                    .iter()
+                    .map(|(k, v)| (t.name().to_owned(), k.clone(), v.clone()))
+            })
+            .collect())
+    }
+
     fn stats(&self) -> StoreStats {
         self.counters.snapshot()
     }

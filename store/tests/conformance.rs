@@ -129,6 +129,56 @@ async fn tables_are_separate(store: Arc<dyn Store>) {
     assert!(store.scan(META, b"", None, 10).await.unwrap().is_empty());
 }
 
+async fn snapshot_holds_every_entry_of_one_state(store: Arc<dyn Store>) {
+    put(&*store, VERSIONS, b"b", b"2").await;
+    put(&*store, SECRETS, b"z", b"1").await;
+    put(&*store, SECRETS, b"a", b"0").await;
+    let mut gone = Batch::new();
+    gone.put(META, "tmp", b"x".to_vec()).delete(META, "tmp");
+    store.commit(gone).await.unwrap();
+    let all = store.snapshot().await.unwrap();
+    let got: Vec<(&str, &[u8], &[u8])> = all
+        .iter()
+        .map(|(t, k, v)| (t.as_str(), k.as_slice(), v.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("secrets", &b"a"[..], &b"0"[..]),
+            ("secrets", b"z", b"1"),
+            ("versions", b"b", b"2"),
+        ]
+    );
+    // Writers racing a snapshot: each batch writes a pair, so a consistent snapshot holds
+    // whole pairs only.
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..200u32 {
+                let mut b = Batch::new();
+                b.put(SECRETS, format!("p{i:03}"), b"x".to_vec()).put(
+                    VERSIONS,
+                    format!("p{i:03}"),
+                    b"y".to_vec(),
+                );
+                store.commit(b).await.unwrap();
+            }
+        })
+    };
+    for _ in 0..20 {
+        let all = store.snapshot().await.unwrap();
+        let count = |t: &str| {
+            all.iter()
+                .filter(|(table, k, _)| table == t && k.starts_with(b"p"))
+                .count()
+        };
+        assert_eq!(count("secrets"), count("versions"));
+    }
+    writer.await.unwrap();
+    store.close().await.unwrap();
+    assert!(store.snapshot().await.is_err(), "a closed store refuses");
+}
+
 async fn scan_prefix_and_pages(store: Arc<dyn Store>) {
     let store = &*store;
     let mut batch = Batch::new();
@@ -542,6 +592,7 @@ macro_rules! suite {
 suite!(
     put_get_delete,
     tables_are_separate,
+    snapshot_holds_every_entry_of_one_state,
     scan_prefix_and_pages,
     conditions,
     atomic_multi_op_batches,

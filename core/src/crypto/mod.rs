@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod aad;
+mod backup;
 mod canonical;
 mod cipher;
 mod envelope;
@@ -36,6 +37,7 @@ mod stamped;
 mod wrap;
 
 pub use aad::{Aad, RecordType};
+pub use backup::{BACKUP_PAYLOAD_FORMAT, BackupKey, backup_key_id};
 pub use cipher::{CIPHER_FORMAT, CIPHER_OVERHEAD, CipherAad, CipherBinding, CipherKey};
 pub use envelope::{ENVELOPE_FORMAT, ENVELOPE_OVERHEAD, EnvelopeKey};
 pub use error::CryptoError;

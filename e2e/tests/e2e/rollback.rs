@@ -3,7 +3,7 @@
 //! store's latest freshness witness in memory, so Nexus refuses to open on such a store and
 //! says why; an operator can still open it on purpose with `--accept-store-generation`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use spike_e2e::{Cluster, http_get, text};
@@ -34,6 +34,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Stops Nexus, copies its data directory aside, then starts it and runs `change` as the
+/// superuser, and stops it once the keepers hold the witness of the change. Returns the data
+/// directory and the copy.
+fn save_then_change(c: &mut Cluster, change: &[&str]) -> (PathBuf, PathBuf) {
+    stop_nexus(c);
+    let data = c.data_dir.clone().unwrap();
+    let saved = c.dir.path().join("saved");
+    copy_dir(&data, &saved);
+    c.start_nexus();
+    assert!(c.wait_ready(WAIT), "{:?}", c.readyz());
+    let out = c.spike(&c.pki.svid(SUPERUSER), change);
+    assert!(out.status.success(), "{}", text(&out));
+    let_keepers_catch_up();
+    stop_nexus(c);
+    (data, saved)
+}
+
 #[test]
 fn an_older_copy_of_the_store_is_refused_until_accepted_on_purpose() {
     let mut c = Cluster::new(3);
@@ -54,18 +71,8 @@ fn an_older_copy_of_the_store_is_refused_until_accepted_on_purpose() {
         .and_then(|g| g.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(generation > 0, "{metrics}");
-    stop_nexus(&mut c);
-    let data = c.data_dir.clone().unwrap();
-    let saved = c.dir.path().join("saved");
-    copy_dir(&data, &saved);
-
     // After the copy: a delete the attacker wants undone.
-    c.start_nexus();
-    assert!(c.wait_ready(WAIT), "{:?}", c.readyz());
-    let del = c.spike(&admin, &["secret", "delete", "app/db"]);
-    assert!(del.status.success(), "{}", text(&del));
-    let_keepers_catch_up();
-    stop_nexus(&mut c);
+    let (data, saved) = save_then_change(&mut c, &["secret", "delete", "app/db"]);
 
     // The old copy put back whole (the audit log, elsewhere, is left as it is).
     std::fs::remove_dir_all(&data).unwrap();
@@ -115,17 +122,7 @@ fn a_deleted_policy_put_back_into_the_store_file_is_refused() {
         "read,write",
     );
     assert!(made.status.success(), "{}", text(&made));
-    stop_nexus(&mut c);
-    let data = c.data_dir.clone().unwrap();
-    let saved = c.dir.path().join("saved");
-    copy_dir(&data, &saved);
-
-    c.start_nexus();
-    assert!(c.wait_ready(WAIT), "{:?}", c.readyz());
-    let del = c.spike(&admin, &["policy", "delete", "wide-open"]);
-    assert!(del.status.success(), "{}", text(&del));
-    let_keepers_catch_up();
-    stop_nexus(&mut c);
+    let (data, saved) = save_then_change(&mut c, &["policy", "delete", "wide-open"]);
 
     // The policy's old, validly tagged records written back into the current file, which
     // keeps its own (current) witness record.

@@ -9,7 +9,7 @@ use spike_store::{Batch, Store, Table};
 /// The store table of the audit checkpoint.
 pub(crate) const AUDIT: Table = Table::new("audit");
 /// Its only key.
-const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+pub(crate) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 
 /// The checkpoint in the store, reached from the writer's own threads through a runtime
 /// handle. The store's own group commit shares each write with concurrent secret writes.

@@ -3,7 +3,7 @@
 
 mod anchor;
 
-pub(crate) use anchor::store_anchor;
+pub(crate) use anchor::{AUDIT, CHECKPOINT_KEY, store_anchor};
 pub(crate) use spike_runtime::audit_log::*;
 
 #[cfg(test)]

@@ -96,6 +96,21 @@ impl OpenKeys {
         self.generations().ring().current().derive(purpose)
     }
 
+    /// The key a backup is sealed with: the current generation's backup subkey.
+    pub(crate) fn backup_key(&self) -> spike_core::crypto::BackupKey {
+        spike_core::crypto::BackupKey::new(self.generations().ring().current())
+    }
+
+    /// A one-way name of the deployment, the same for the life of the store (it comes from
+    /// the audit chain key, which rotations keep): hex of SHA-256 over a label and that key.
+    pub(crate) fn deployment_id(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"spike/v1/deployment-id");
+        h.update(self.audit.as_ref());
+        hex::encode(&h.finalize()[..16])
+    }
+
     /// The cipher-API key new messages are sealed with (the current generation's).
     pub(crate) fn cipher_for_seal(&self) -> Result<CipherKey, CryptoError> {
         CipherKey::new(&self.subkey(KeyPurpose::Cipher))

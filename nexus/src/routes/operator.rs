@@ -1,15 +1,15 @@
-//! Root-key operations: break-glass recover and restore, rotate, rekey.
+//! Root-key operations: break-glass recover and restore, rotate, rekey; and backups.
 //!
-//! Each route admits exactly one built-in identity, checked before anything else: recover
-//! only `/spike/pilot/role/recover`, restore only `/spike/pilot/role/restore`, rotate and rekey
-//! only the superuser. Recover and restore are rate-limited per caller. Every request is
+//! Each route admits only built-in identities, checked before anything else: recover only
+//! `/spike/pilot/role/recover`, restore only `/spike/pilot/role/restore`, rotate and rekey
+//! only the superuser, backup the superuser or `/spike/pilot/role/backup`. Recover and restore are rate-limited per caller. Every request is
 //! audited by [`Nexus::respond`]; no request or answer body is ever logged.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use spike_core::api::{RecoverRequest, RekeyRequest, RestoreRequest};
 use spike_core::id::{Builtin, SpiffeId};
@@ -29,6 +29,46 @@ pub(super) fn routes() -> Router<Arc<Nexus>> {
         .route("/v1/operator/restore", post(restore))
         .route("/v1/operator/rotate", post(rotate))
         .route("/v1/operator/rekey", post(rekey))
+        .route("/v1/operator/backup", post(backup))
+}
+
+/// `POST /v1/operator/backup` (superuser or `/spike/pilot/role/backup`): the backup file
+/// itself, `application/octet-stream`.
+async fn backup(State(n): N, Caller(c): Caller) -> Response {
+    let action = "operator.backup";
+    if let Some(refused) = n.over_refusal_rate(action, &c) {
+        return refused;
+    }
+    let result = async {
+        let td = n.trust_domain();
+        if !matches!(
+            Builtin::of(&c, td),
+            Some(Builtin::Superuser | Builtin::Backup)
+        ) {
+            return Err(AppError::not_admin(
+                &c,
+                &format!(
+                    "the {} or the {}",
+                    Builtin::Superuser.id(td),
+                    Builtin::Backup.id(td)
+                ),
+            ));
+        }
+        let opened = n.opened()?;
+        let taken = crate::backup::take(n.store().as_ref(), &opened).await?;
+        tracing::info!(
+            entries = taken.manifest.tables.values().sum::<u64>(),
+            bytes = taken.file.len(),
+            "backup taken"
+        );
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            taken.file,
+        )
+            .into_response())
+    }
+    .await;
+    n.finish(action, &c, None, result).await
 }
 
 fn require(n: &Nexus, caller: &SpiffeId, role: Builtin) -> AppResult<()> {

@@ -1,4 +1,4 @@
-//! `spike operator ...`: break-glass export and restore, root-key rotation and rekey.
+//! `spike operator ...`: break-glass export and restore, root-key rotation and rekey, backups.
 //!
 //! Custodian files are age files: Nexus encrypts each share to its custodian's X25519 key, so
 //! the share is in clear only inside Nexus and, at restore, inside this process (in wiped
@@ -45,6 +45,19 @@ pub enum OperatorCmd {
     /// Generate a custodian's age identity file and print its public key (`age1…`), for
     /// custodians without `age-keygen`.
     Keygen(KeygenArgs),
+    /// Write a backup of the whole store to a file (superuser or role `backup`): one
+    /// consistent snapshot taken while Nexus serves, sealed under the backup key and
+    /// authenticated, with a readable manifest. It never holds the root key: reading it needs
+    /// threshold shares (keepers' or break-glass) of the same root key.
+    Backup(BackupArgs),
+}
+
+/// `spike operator backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the backup (mode 0600; an existing file is never overwritten).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
 }
 
 impl OperatorCmd {
@@ -145,7 +158,48 @@ pub async fn run(nexus: &Nexus, out: Output, cmd: OperatorCmd) -> CliResult<()> 
             wait_for_reencryption(nexus, out, &a.wait).await
         }
         OperatorCmd::Keygen(a) => run_local(out, OperatorCmd::Keygen(a)),
+        OperatorCmd::Backup(a) => backup(nexus, out, a).await,
     }
+}
+
+/// `spike operator backup`: fetches the file, checks that it reads as a backup, writes it.
+async fn backup(nexus: &Nexus, out: Output, a: BackupArgs) -> CliResult<()> {
+    // Refused before anything is fetched, so an existing file is never touched.
+    if a.out.exists() {
+        return Err(CliError::Usage(format!(
+            "{} exists; backups never overwrite a file",
+            a.out.display()
+        )));
+    }
+    let bytes = nexus
+        .call_raw(Method::POST, "/v1/operator/backup", None::<&()>)
+        .await?;
+    let file = spike_core::backup::parse_file(&bytes)
+        .map_err(|e| CliError::Other(anyhow::anyhow!("Nexus sent an unreadable backup: {e}")))?;
+    write_new(&a.out, &bytes)?;
+    let m = &file.manifest;
+    match out {
+        Output::Text => {
+            let entries: u64 = m.tables.values().sum();
+            println!(
+                "backup written to {} ({} bytes): {entries} records, taken {}, deployment {}",
+                a.out.display(),
+                bytes.len(),
+                m.created,
+                m.deployment
+            );
+            let tables: Vec<String> = m.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            println!("  tables: {}", tables.join(", "));
+            if let Some(seq) = m.audit_head {
+                println!("  audit chain head at the snapshot: seq {seq}");
+            }
+        }
+        _ => print_structured(
+            out,
+            &serde_json::json!({ "file": a.out, "bytes": bytes.len(), "manifest": m }),
+        ),
+    }
+    Ok(())
 }
 
 /// Runs a subcommand that needs no Nexus (see [`OperatorCmd::needs_no_nexus`]).
