@@ -26,6 +26,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The route's one path parameter (a secret path, a policy name, a token id), percent-decoded.
+/// A parameter that does not decode to UTF-8 gets the JSON error envelope like every other
+/// refusal (axum's own rejection is plain text), and never echoes the input.
+#[derive(Debug)]
+pub(crate) struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(p)) => Ok(Self(p)),
+            Err(_) => Err(AppError::new(
+                ErrorCode::BadRequest,
+                "the path parameter is not valid percent-encoded UTF-8",
+            )),
+        }
+    }
+}
+
 /// A JSON body. Rejections never echo values from the body: serde's messages can quote the
 /// offending input, which may be a secret, so only positions and field names are reported.
 #[derive(Debug)]
@@ -127,5 +147,35 @@ mod tests {
             "{}",
             e.0.message
         );
+    }
+
+    #[tokio::test]
+    async fn a_path_parameter_that_is_not_utf8_gets_the_json_envelope() {
+        use tower::ServiceExt as _;
+        let router = axum::Router::new().route(
+            "/p/{*rest}",
+            axum::routing::get(|PathParam(p): PathParam| async move { p }),
+        );
+        let call = |uri: &'static str| {
+            let router = router.clone();
+            async move {
+                let req = axum::http::Request::get(uri)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let resp = router.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (status, body) = call("/p/a%2Fb").await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "a/b"));
+        let (status, body) = call("/p/%FF%FE").await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+        let err: spike_core::error::ErrorBody = serde_json::from_str(&body).unwrap();
+        assert_eq!(err.error.code, ErrorCode::BadRequest);
+        assert!(!body.contains("FF"), "{body}");
     }
 }

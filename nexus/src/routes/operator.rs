@@ -215,6 +215,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backup_is_for_the_superuser_and_the_backup_role_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, n) = open_nexus(dir.path()).await;
+        let router = super::super::api_router(n);
+        for caller in [ROLES[0], "spike/pilot/role/backup"] {
+            let (status, code) = call(&router, caller, "/v1/operator/backup").await;
+            // A backup is not JSON: no error code in a successful answer.
+            assert_eq!((status, code.as_str()), (StatusCode::OK, ""), "{caller}");
+        }
+        for caller in ROLES[1..]
+            .iter()
+            .copied()
+            .chain(["spike/pilot/role/backupx"])
+        {
+            let (status, code) = call(&router, caller, "/v1/operator/backup").await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::FORBIDDEN, "forbidden"),
+                "{caller}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn recover_and_restore_are_rate_limited_per_caller() {
         let dir = tempfile::tempdir().unwrap();
         let (_store, n) = open_nexus(dir.path()).await;

@@ -1,7 +1,7 @@
 //! Policy routes: the superuser, a workload with `super` on every path, or the operator within
 //! its scope (`operator.path_scope`, `operator.spiffe_id_scope`; see `PolicyAdmin`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use spike_core::api::{ExplainRequest, ListPoliciesResponse, PutPolicyRequest};
 use spike_core::error::ErrorCode;
@@ -9,12 +9,12 @@ use spike_core::id::SpiffeId;
 
 use super::N;
 use crate::error::AppError;
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{Caller, JsonBody, PathParam};
 
 pub(super) async fn put(
     State(n): N,
     Caller(c): Caller,
-    Path(name): Path<String>,
+    PathParam(name): PathParam,
     body: Result<JsonBody<PutPolicyRequest>, AppError>,
 ) -> Response {
     n.respond("policy.put", &c, Some(&name), async {
@@ -28,7 +28,7 @@ pub(super) async fn put(
     .await
 }
 
-pub(super) async fn get(State(n): N, Caller(c): Caller, Path(name): Path<String>) -> Response {
+pub(super) async fn get(State(n): N, Caller(c): Caller, PathParam(name): PathParam) -> Response {
     n.respond("policy.get", &c, Some(&name), async {
         let o = n.opened()?;
         let admin = n.authorize_policy_admin(&c)?;
@@ -48,7 +48,7 @@ pub(super) async fn list(State(n): N, Caller(c): Caller) -> Response {
     .await
 }
 
-pub(super) async fn delete(State(n): N, Caller(c): Caller, Path(name): Path<String>) -> Response {
+pub(super) async fn delete(State(n): N, Caller(c): Caller, PathParam(name): PathParam) -> Response {
     n.respond("policy.delete", &c, Some(&name), async {
         let o = n.opened()?;
         let admin = n.authorize_policy_admin(&c)?;

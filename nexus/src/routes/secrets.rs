@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::Response;
 use spike_core::api::{
     ListQuery, ListSecretsResponse, PutSecretRequest, UpdateScopeRequest, VersionQuery,
@@ -17,14 +17,14 @@ use spike_core::policy::Permission;
 
 use super::{N, query};
 use crate::error::AppError;
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{Caller, JsonBody, PathParam};
 use crate::secrets::{Sight, VersionOp};
 use crate::state::Nexus;
 
 pub(super) async fn put(
     State(n): N,
     Caller(c): Caller,
-    Path(p): Path<String>,
+    PathParam(p): PathParam,
     body: Result<JsonBody<PutSecretRequest>, AppError>,
 ) -> Response {
     n.respond("secret.put", &c, Some(&p), async {
@@ -46,7 +46,7 @@ pub(super) async fn put(
 pub(super) async fn scope(
     State(n): N,
     Caller(c): Caller,
-    Path(p): Path<String>,
+    PathParam(p): PathParam,
     body: Result<JsonBody<UpdateScopeRequest>, AppError>,
 ) -> Response {
     n.respond("secret.scope", &c, Some(&p), async {
@@ -66,7 +66,7 @@ pub(super) async fn scope(
 pub(super) async fn get(
     State(n): N,
     Caller(c): Caller,
-    Path(p): Path<String>,
+    PathParam(p): PathParam,
     q: Result<Query<VersionQuery>, QueryRejection>,
 ) -> Response {
     n.respond("secret.get", &c, Some(&p), async {
@@ -81,7 +81,7 @@ pub(super) async fn get(
     .await
 }
 
-pub(super) async fn metadata(State(n): N, Caller(c): Caller, Path(p): Path<String>) -> Response {
+pub(super) async fn metadata(State(n): N, Caller(c): Caller, PathParam(p): PathParam) -> Response {
     n.respond("secret.metadata", &c, Some(&p), async {
         let o = n.opened()?;
         let path = n.parse_path(&p)?;
@@ -186,7 +186,7 @@ async fn versions_op(
 pub(super) async fn delete(
     State(n): N,
     Caller(c): Caller,
-    Path(p): Path<String>,
+    PathParam(p): PathParam,
     body: Result<JsonBody<VersionsRequest>, AppError>,
 ) -> Response {
     versions_op(n, c, p, body, VersionOp::Delete).await
@@ -195,7 +195,7 @@ pub(super) async fn delete(
 pub(super) async fn undelete(
     State(n): N,
     Caller(c): Caller,
-    Path(p): Path<String>,
+    PathParam(p): PathParam,
     body: Result<JsonBody<VersionsRequest>, AppError>,
 ) -> Response {
     versions_op(n, c, p, body, VersionOp::Undelete).await
@@ -204,7 +204,7 @@ pub(super) async fn undelete(
 pub(super) async fn destroy(
     State(n): N,
     Caller(c): Caller,
-    Path(p): Path<String>,
+    PathParam(p): PathParam,
     body: Result<JsonBody<VersionsRequest>, AppError>,
 ) -> Response {
     versions_op(n, c, p, body, VersionOp::Destroy).await

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,7 +28,7 @@ use spike_core::token::Destination;
 use super::{N, query};
 use crate::clock::{rfc3339, unix_now};
 use crate::error::{AppError, AppResult};
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{Caller, JsonBody, PathParam};
 use crate::ratelimit::RateClass;
 use crate::state::Nexus;
 use crate::tokens::{Refusal, ResolveAsk, Tokens, binding_for};
@@ -189,11 +189,11 @@ async fn list(
     .await
 }
 
-async fn inspect(State(n): N, Caller(c): Caller, Path(id): Path<String>) -> Response {
+async fn inspect(State(n): N, Caller(c): Caller, PathParam(id): PathParam) -> Response {
     by_id(n, c, Ok(Named::Id(id)), ByIdOp::Inspect).await
 }
 
-async fn revoke(State(n): N, Caller(c): Caller, Path(id): Path<String>) -> Response {
+async fn revoke(State(n): N, Caller(c): Caller, PathParam(id): PathParam) -> Response {
     by_id(n, c, Ok(Named::Id(id)), ByIdOp::Revoke).await
 }
 
