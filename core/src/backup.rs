@@ -45,7 +45,8 @@ pub struct BackupManifest {
     pub tables: BTreeMap<String, u64>,
     /// The audit chain's head when the snapshot was taken: the last line's seq, if any.
     pub audit_head: Option<u64>,
-    /// The store's generation (its freshness witness) at the snapshot, if it keeps one.
+    /// The store's generation (its freshness witness), read just after the snapshot (so at or
+    /// slightly after it), if the store keeps one.
     pub store_generation: Option<u64>,
 }
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use spike_core::api::WitnessBody;
 use spike_core::crypto::{FRESHNESS_LEN, FreshnessKey};
 use spike_store::freshness::Digest;
-use spike_store::{Batch, StoreError, WitnessKey};
+use spike_store::{Batch, StoreError, Witness, WitnessKey};
 
 use crate::state::{META, Nexus};
 
@@ -201,16 +201,21 @@ fn judge(
     Ok(())
 }
 
+/// A witness in the keepers' wire form.
+fn body_of(w: &Witness) -> WitnessBody {
+    WitnessBody {
+        generation: w.generation,
+        digest: w.digest.to_bytes(),
+        tag: w.tag,
+    }
+}
+
 /// Hands the store's latest witness to every keeper (a no-op for a store without files).
 pub(crate) async fn publish(nexus: &Nexus) {
     let Some(w) = nexus.store().witness() else {
         return;
     };
-    let body = WitnessBody {
-        generation: w.generation,
-        digest: w.digest.to_bytes(),
-        tag: w.tag,
-    };
+    let body = body_of(&w);
     let acked = nexus.keepers().push_witness(&body).await;
     if acked == 0 && nexus.keepers().len() > 0 {
         tracing::debug!(
@@ -223,7 +228,7 @@ pub(crate) async fn publish(nexus: &Nexus) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spike_store::{Armed, Witness};
+    use spike_store::Armed;
 
     fn key() -> FreshnessKey {
         FreshnessKey::new(&[3; 32])
@@ -235,16 +240,8 @@ mod tests {
         d
     }
 
-    fn witness(_key: &FreshnessKey, generation: u64, d: Digest) -> Witness {
+    fn witness(generation: u64, d: Digest) -> Witness {
         Witness::tagged(&StoreKey(key()), generation, d)
-    }
-
-    fn body(w: &Witness) -> WitnessBody {
-        WitnessBody {
-            generation: w.generation,
-            digest: w.digest.to_bytes(),
-            tag: w.tag,
-        }
     }
 
     fn armed(stored: Option<Witness>, contents: Digest) -> Armed {
@@ -258,11 +255,11 @@ mod tests {
     #[test]
     fn a_store_as_new_as_or_newer_than_the_keepers_opens() {
         let k = key();
-        let now = witness(&k, 5, digest(1));
+        let now = witness(5, digest(1));
         assert!(judge(&k, &armed(Some(now), digest(1)), None).is_ok());
-        assert!(judge(&k, &armed(Some(now), digest(1)), Some(&body(&now))).is_ok());
-        let older = witness(&k, 4, digest(9));
-        assert!(judge(&k, &armed(Some(now), digest(1)), Some(&body(&older))).is_ok());
+        assert!(judge(&k, &armed(Some(now), digest(1)), Some(&body_of(&now))).is_ok());
+        let older = witness(4, digest(9));
+        assert!(judge(&k, &armed(Some(now), digest(1)), Some(&body_of(&older))).is_ok());
         // No witness yet, keepers remember none: a new or upgraded store.
         assert!(judge(&k, &armed(None, digest(7)), None).is_ok());
     }
@@ -270,8 +267,8 @@ mod tests {
     #[test]
     fn an_older_diverged_edited_or_forged_store_is_refused() {
         let k = key();
-        let remembered = body(&witness(&k, 8, digest(2)));
-        let old = witness(&k, 5, digest(1));
+        let remembered = body_of(&witness(8, digest(2)));
+        let old = witness(5, digest(1));
         assert!(matches!(
             judge(&k, &armed(Some(old), digest(1)), Some(&remembered)),
             Err(StaleStore::RolledBack {
@@ -284,12 +281,12 @@ mod tests {
             judge(&k, &armed(None, digest(1)), Some(&remembered)),
             Err(StaleStore::RolledBack { found: 0, .. })
         ));
-        let same = witness(&k, 8, digest(3));
+        let same = witness(8, digest(3));
         assert!(matches!(
             judge(&k, &armed(Some(same), digest(3)), Some(&remembered)),
             Err(StaleStore::Diverged { generation: 8 })
         ));
-        let now = witness(&k, 9, digest(4));
+        let now = witness(9, digest(4));
         assert!(matches!(
             judge(&k, &armed(Some(now), digest(5)), None),
             Err(StaleStore::Edited { generation: 9 })

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use spike_e2e::{Cluster, http_get, text, wait_until};
+use spike_e2e::{Cluster, copy_dir, http_get, text, wait_until};
 use spike_runtime::net::MtlsClient;
 
 /// Upper bound of every wait.
@@ -304,20 +304,6 @@ fn a_copy_larger_than_one_request_verifies_piece_by_piece() {
         1,
         "{stdout}"
     );
-}
-
-/// Copies a directory tree (the data directory, while Nexus is stopped).
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Someone who can write both the data directory and the log puts back an older copy of

@@ -3,10 +3,10 @@
 //! store's latest freshness witness in memory, so Nexus refuses to open on such a store and
 //! says why; an operator can still open it on purpose with `--accept-store-generation`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use spike_e2e::{Cluster, http_get, text};
+use spike_e2e::{Cluster, copy_dir, http_get, text};
 use spike_store::{Batch, RedbStore, Store, Table};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -22,16 +22,6 @@ fn stop_nexus(c: &mut Cluster) {
 /// hold the witness of every write made so far.
 fn let_keepers_catch_up() {
     std::thread::sleep(Duration::from_millis(1500));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// Stops Nexus, copies its data directory aside, then starts it and runs `change` as the

@@ -10,7 +10,7 @@ use redb::ReadableDatabase as _;
 use spike_agent::PemFiles;
 use spike_core::api::BreakGlassShare;
 use spike_core::crypto::{DataKey, RootKey, ShareParams, WrappedKey, combine};
-use spike_e2e::{Cluster, http_get, text, wait_until};
+use spike_e2e::{Cluster, copy_dir, http_get, text, wait_until};
 
 use crate::lifecycle::{
     Operators, assert_secrets, cluster_with_secrets, custodian, ok, put_secrets, recover, refused,
@@ -19,14 +19,6 @@ use crate::lifecycle::{
 use crate::recovery::log_lines;
 
 const META: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("meta");
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
 
 /// The init record of the store in `dir`, read straight from the file as an attacker would.
 fn init_record(dir: &Path) -> serde_json::Value {
